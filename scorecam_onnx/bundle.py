@@ -1,0 +1,282 @@
+"""Bundles: two ONNX graphs (input → activations, input → scores) plus a JSON manifest."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from . import graphs
+from .errors import BundleError
+from .fileio import file_mode, sha256, write_text_atomic
+from .manifest import MANIFEST_NAME, ActivationSpec, InputSpec, Manifest, OutputSpec
+from .runtime import build_session
+
+WEIGHTS_NAME = "weights.bin"
+# Tensors below this size stay inside the graphs (shapes and small constants).
+EXTERNAL_THRESHOLD = 1024
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A validated bundle folder.
+
+    Load one with `Bundle.load(path)`; the graphs, the weights and the labels it names are
+    checked to exist inside the folder and to match the manifest's checksums.
+    """
+
+    path: Path
+    manifest: Manifest
+    labels: tuple[str, ...] | None
+
+    @property
+    def features_path(self) -> Path:
+        return self.path / self.manifest.features
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.manifest.model
+
+    def label(self, class_id: int) -> str:
+        """The class name, or 'class N' when the bundle has no labels."""
+        if self.labels is not None and 0 <= class_id < len(self.labels):
+            return self.labels[class_id]
+        return f"class {class_id}"
+
+    @classmethod
+    def load(cls, path: str | Path, verify: bool = True) -> Bundle:
+        """Read a bundle folder; `verify` checks checksums and the graphs' external data."""
+        root = Path(path)
+        if not root.is_dir():
+            raise BundleError(f"{root}: no such bundle folder")
+        manifest = Manifest.load(root / MANIFEST_NAME)
+        files = {"features": manifest.features, "model": manifest.model}
+        if manifest.weights:
+            files["weights"] = manifest.weights
+        for key, name in files.items():
+            target = _inside(root, name, key)
+            if not target.is_file():
+                raise BundleError(f"{root}: the {key} file {name!r} is missing")
+        if verify:
+            for name, expected in manifest.checksums.items():
+                target = _inside(root, name, f"checksums.{name}")
+                if not target.is_file():
+                    raise BundleError(f"{root}: checksummed file {name!r} is missing")
+                if sha256(target) != expected:
+                    raise BundleError(
+                        f"{root}: {name} does not match its checksum in the manifest "
+                        "(modified or corrupt)"
+                    )
+            _check_graph(root, manifest.features, [manifest.input.name], manifest.activation.name)
+            _check_graph(root, manifest.model, [manifest.input.name], manifest.output.name)
+        labels = _read_labels(root, manifest) if manifest.labels else None
+        return cls(root, manifest, labels)
+
+
+def _inside(root: Path, name: str, key: str) -> Path:
+    """`root/name`, refusing absolute names and names that leave the folder."""
+    candidate = Path(name)
+    resolved = (root / candidate).resolve()
+    if candidate.is_absolute() or not resolved.is_relative_to(root.resolve()):
+        raise BundleError(f"manifest: '{key}' points outside the bundle: {name!r}")
+    return root / candidate
+
+
+def _check_graph(root: Path, name: str, inputs: list[str], output: str) -> None:
+    path = root / name
+    model = graphs.load_model(path, load_weights=False)
+    graph_inputs = {i.name for i in model.graph.input}
+    graph_outputs = {o.name for o in model.graph.output}
+    for want in inputs:
+        if want not in graph_inputs:
+            raise BundleError(f"{path}: the graph has no input named {want!r} (manifest)")
+    if output not in graph_outputs:
+        raise BundleError(f"{path}: the graph has no output named {output!r} (manifest)")
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                _inside(root, entry.value, f"{name}: external data of {tensor.name}")
+
+
+def _read_labels(root: Path, manifest: Manifest) -> tuple[str, ...]:
+    assert manifest.labels is not None
+    path = _inside(root, manifest.labels, "labels")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: cannot read labels: {exc}") from None
+    if len(lines) != manifest.output.classes:
+        raise BundleError(
+            f"{path}: {len(lines)} labels for {manifest.output.classes} classes (one per line)"
+        )
+    return tuple(lines)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Input settings given by the user when a bundle is written (size taken from the graph)."""
+
+    height: int | None = None
+    width: int | None = None
+    layout: str = "NCHW"
+    color: str = "RGB"
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "area"
+
+
+def write_bundle(
+    model: onnx.ModelProto,
+    out_dir: str | Path,
+    activation: str,
+    output: str | None = None,
+    preprocessing: Preprocessing | None = None,
+    layer: str | None = None,
+    labels: list[str] | None = None,
+    source: dict[str, str] | None = None,
+    force: bool = False,
+) -> Bundle:
+    """Cut `model` at the tensor `activation` and write a bundle folder.
+
+    The two graphs share one external weights file, so the weights are stored once. Both get a
+    symbolic batch axis and are run once in ONNX Runtime before the bundle is published
+    (written under a temporary name, then renamed).
+
+    Args:
+        model: a classifier graph with one image input, weights loaded.
+        out_dir: the bundle folder to create.
+        activation: the target tensor (4-D: N×K×h×w, or N×h×w×K for NHWC).
+        output: the class-score output; default the graph's only output.
+        preprocessing: how images become inputs; the size defaults to the graph's input size.
+        layer: a readable name for the target layer (default: the tensor name).
+        labels: one class name per output class.
+        source: provenance (framework, model, version).
+        force: replace an existing `out_dir`.
+    """
+    prep = preprocessing or Preprocessing()
+    out = Path(out_dir)
+    if out.exists() and not force:
+        raise BundleError(f"{out}: already exists (use --force to replace it)")
+    image_input = graphs.single_input(model)
+    output = output or _only_output(model)
+    graphs.check_tensor(model, activation, output)
+    height, width = _input_size(image_input, prep)
+
+    staging = out.parent / f".{out.name}.partial"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        full = graphs.extract(model, [image_input.name], [output])
+        graphs.free_batch_axis(full, [image_input.name, output])
+        onnx.save_model(
+            full,
+            str(staging / "model.onnx"),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=WEIGHTS_NAME,
+            size_threshold=EXTERNAL_THRESHOLD,
+            convert_attribute=False,
+        )
+        # Cut the features graph from the saved one, so its weights point into the same file.
+        saved = onnx.load(str(staging / "model.onnx"), load_external_data=False)
+        features = graphs.extract(saved, [image_input.name], [activation])
+        graphs.free_batch_axis(features, [image_input.name, activation])
+        onnx.save_model(features, str(staging / "features.onnx"))
+        for name in ("features.onnx", "model.onnx"):
+            onnx.checker.check_model(str(staging / name))
+
+        act_shape, classes = _probe_shapes(staging, image_input.name, activation, output,
+                                           (height, width), prep.layout)
+        if labels is not None and len(labels) != classes:
+            raise BundleError(f"{len(labels)} labels given for a model with {classes} classes")
+        if labels is not None:
+            write_text_atomic(staging / "labels.txt", "\n".join(labels) + "\n")
+        has_weights = (staging / WEIGHTS_NAME).is_file()
+        names = ["features.onnx", "model.onnx"] + ([WEIGHTS_NAME] if has_weights else [])
+        manifest = Manifest(
+            input=InputSpec(
+                name=image_input.name, height=height, width=width, layout=prep.layout,
+                color=prep.color, scale=prep.scale, mean=prep.mean, std=prep.std,
+                interpolation=prep.interpolation,
+            ),
+            activation=ActivationSpec(activation, *act_shape, layout=prep.layout),
+            output=OutputSpec(output, classes, kind=_output_kind(model, output)),
+            layer=layer or activation,
+            weights=WEIGHTS_NAME if has_weights else None,
+            labels="labels.txt" if labels is not None else None,
+            source=dict(source or {}),
+            checksums={name: sha256(staging / name) for name in names},
+        )
+        write_text_atomic(staging / MANIFEST_NAME, manifest.dumps())
+        for written in staging.iterdir():
+            written.chmod(file_mode())
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Bundle.load(out)
+
+
+def _only_output(model: onnx.ModelProto) -> str:
+    outputs = [o.name for o in model.graph.output]
+    if len(outputs) != 1:
+        raise BundleError(f"the graph has several outputs ({', '.join(outputs)}): name one")
+    return outputs[0]
+
+
+def _input_size(image_input: onnx.ValueInfoProto, prep: Preprocessing) -> tuple[int, int]:
+    shape = graphs.dims(image_input)
+    if len(shape) != 4:
+        raise BundleError(f"input {image_input.name!r} must be 4-D, has shape {shape}")
+    h, w = (shape[2], shape[3]) if prep.layout == "NCHW" else (shape[1], shape[2])
+    channels = shape[1] if prep.layout == "NCHW" else shape[3]
+    if isinstance(channels, int) and channels != 3:
+        raise BundleError(
+            f"input {image_input.name!r} has {channels} channels in {prep.layout} layout; "
+            "an RGB image input needs 3 (check --layout)"
+        )
+    height = prep.height or (h if isinstance(h, int) else None)
+    width = prep.width or (w if isinstance(w, int) else None)
+    if height is None or width is None:
+        raise BundleError(f"input {image_input.name!r} has no fixed size: give --input-size")
+    for given, fixed in ((height, h), (width, w)):
+        if isinstance(fixed, int) and given != fixed:
+            raise BundleError(f"--input-size {height}x{width} differs from the graph's {h}x{w}")
+    return height, width
+
+
+def _probe_shapes(
+    folder: Path, input_name: str, activation: str, output: str, size: tuple[int, int],
+    layout: str,
+) -> tuple[tuple[int, int, int], int]:
+    """Run both graphs on a batch of two; return (K, h, w) and the number of classes."""
+    shape = (2, 3, *size) if layout == "NCHW" else (2, *size, 3)
+    probe = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    try:
+        features, _ = build_session(folder / "features.onnx", "cpu")
+        model, _ = build_session(folder / "model.onnx", "cpu")
+        (acts,) = features.run([activation], {input_name: probe})
+        (scores,) = model.run([output], {input_name: probe})
+    except Exception as exc:  # noqa: BLE001 - report ONNX Runtime's own words
+        raise BundleError(f"the cut graphs do not run in ONNX Runtime: {exc}") from None
+    if acts.ndim != 4 or acts.shape[0] != 2:
+        raise BundleError(f"tensor {activation!r} has shape {acts.shape}, expected 4-D per batch")
+    if scores.ndim != 2 or scores.shape[0] != 2:
+        raise BundleError(f"output {output!r} has shape {scores.shape}, expected N×C")
+    k, h, w = acts.shape[1:] if layout == "NCHW" else (acts.shape[3], *acts.shape[1:3])
+    return (int(k), int(h), int(w)), int(scores.shape[1])
+
+
+def _output_kind(model: onnx.ModelProto, output: str) -> str:
+    """'probabilities' when the output is produced by a Softmax node, else 'logits'."""
+    for node in model.graph.node:
+        if output in node.output:
+            return "probabilities" if node.op_type == "Softmax" else "logits"
+    return "logits"

@@ -1,0 +1,351 @@
+"""The `scorecam-onnx` command line, a thin layer over the Python API.
+
+Exit codes: 0 success; 1 an error, or some inputs failed (the others are still done);
+2 a usage error (bad flag or value).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .bundle import Bundle, Preprocessing
+from .engine import PRESETS
+from .errors import ScoreCamError
+from .explainer import METHODS, default_bundle
+from .runtime import PROVIDER_CHOICES
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+class _Group(click.Group):
+    """Turns library errors into one-line messages (exit 1) instead of tracebacks."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ScoreCamError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="scorecam-onnx")
+def main() -> None:
+    """Explain image classifiers with Score-CAM on ONNX Runtime (no PyTorch needed)."""
+
+
+def _triple(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    try:
+        parts = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("expected three numbers such as 0.485,0.456,0.406") from None
+    if len(parts) != 3:
+        raise click.BadParameter("expected three comma-separated numbers")
+    return parts
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    text = value.lower().replace("×", "x")
+    try:
+        parts = [int(v) for v in text.split("x")] if "x" in text else [int(text)] * 2
+    except ValueError:
+        raise click.BadParameter("expected N or HxW, such as 224 or 224x224") from None
+    if len(parts) != 2 or min(parts) < 1:
+        raise click.BadParameter("expected N or HxW with positive sizes")
+    return tuple(parts)
+
+
+def preprocessing_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--input-size, --mean, --std, --color, --layout, --interpolation."""
+    options: list[Decorator] = [
+        click.option("--input-size", callback=_size, help="Model input size: N or HxW."),
+        click.option("--mean", callback=_triple,
+                     help="Per-channel mean on [0, 1] RGB (default ImageNet's)."),
+        click.option("--std", callback=_triple,
+                     help="Per-channel std on [0, 1] RGB (default ImageNet's)."),
+        click.option("--color", type=click.Choice(["RGB", "BGR"]), default=None,
+                     help="Channel order the model expects. Default: RGB."),
+        click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default=None,
+                     help="Tensor layout of the input and activations. Default: NCHW."),
+        click.option("--interpolation", type=click.Choice(["area", "linear", "cubic",
+                                                           "nearest"]),
+                     default=None, help="How images are resized to the input. Default: area."),
+        click.option("--labels", type=click.Path(exists=True, dir_okay=False),
+                     help="Text file with one class name per line."),
+        click.option("--out", required=True, type=click.Path(file_okay=False),
+                     help="Bundle folder to write."),
+        click.option("--force", is_flag=True, help="Replace the bundle folder if it exists."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _preprocessing(base: Preprocessing | None, input_size, mean, std, color, layout,
+                   interpolation) -> Preprocessing:
+    base = base or Preprocessing()
+    return Preprocessing(
+        height=input_size[0] if input_size else base.height,
+        width=input_size[1] if input_size else base.width,
+        layout=layout or base.layout,
+        color=color or base.color,
+        mean=mean or base.mean,
+        std=std or base.std,
+        interpolation=interpolation or base.interpolation,
+    )
+
+
+def _read_labels(path: str | None) -> list[str] | None:
+    if path is None:
+        return None
+    return Path(path).read_text(encoding="utf-8").splitlines()
+
+
+@main.command()
+@click.option("--model", "model_spec", default="efficientnet-lite0", show_default=True,
+              help="'efficientnet-lite0' (built in, pretrained) or MODULE:CALLABLE.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False),
+              help="State-dict file to load into the model (weights_only).")
+@click.option("--layer", help="Target module (NAME, or NAME#K for its K-th call). "
+                              "Default: the last module with a 4-D output.")
+@preprocessing_options
+def export(model_spec, weights, layer, input_size, mean, std, color, layout, interpolation,
+           labels, out, force) -> None:
+    """Export a PyTorch classifier into a bundle (needs the 'export' extra)."""
+    try:
+        from scorecam_onnx_export import export_bundle, load_model
+    except ImportError as exc:
+        raise click.ClickException(
+            f"export needs PyTorch: install the 'export' extra ({exc})") from None
+    if layout == "NHWC":
+        raise click.UsageError("PyTorch models are NCHW; --layout NHWC is for 'split'")
+    loaded = load_model(model_spec, weights)
+    prep = _preprocessing(loaded.preprocessing, input_size, mean, std, color, layout,
+                          interpolation)
+    report = export_bundle(loaded, out, layer, prep, _read_labels(labels), force)
+    m = report.bundle.manifest
+    click.echo(f"wrote {out}: layer {report.layer.label} "
+               f"({m.activation.channels}×{m.activation.height}×{m.activation.width}), "
+               f"{m.output.classes} classes, {_bundle_bytes(report.bundle) / 1e6:.1f} MB")
+    click.echo(f"verified against PyTorch: max difference {report.activation_diff:.2g} "
+               f"(activations), {report.logits_diff:.2g} (logits); export "
+               f"{report.export_seconds:.1f} s, verification {report.verify_seconds:.1f} s")
+
+
+@main.command()
+@click.argument("onnx_file", type=click.Path(dir_okay=False))
+@click.option("--layer", help="Target tensor name. Default: the suggested one ('layers').")
+@click.option("--output", help="Class-score output name. Default: the graph's only output.")
+@preprocessing_options
+def split(onnx_file, layer, output, input_size, mean, std, color, layout, interpolation,
+          labels, out, force) -> None:
+    """Cut an existing ONNX classifier into a bundle (no PyTorch needed)."""
+    from . import graphs
+    from .bundle import write_bundle
+
+    model = graphs.load_model(Path(onnx_file))
+    prep = _preprocessing(None, input_size, mean, std, color, layout, interpolation)
+    output = output or _only_output(model)
+    tensor = layer or graphs.suggested_layer(model, output, prep.layout)
+    bundle = write_bundle(model, out, tensor, output, prep, labels=_read_labels(labels),
+                          source={"framework": "onnx", "model": Path(onnx_file).name},
+                          force=force)
+    m = bundle.manifest
+    click.echo(f"wrote {out}: layer {tensor} "
+               f"({m.activation.channels}×{m.activation.height}×{m.activation.width}), "
+               f"{m.output.classes} classes, {_bundle_bytes(bundle) / 1e6:.1f} MB")
+
+
+def _only_output(model) -> str:
+    names = [o.name for o in model.graph.output]
+    if len(names) != 1:
+        raise click.UsageError(f"the graph has outputs {', '.join(names)}: choose with --output")
+    return names[0]
+
+
+@main.command()
+@click.argument("onnx_file", type=click.Path(dir_okay=False))
+@click.option("--output", help="Class-score output name. Default: the graph's only output.")
+@click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default="NCHW",
+              show_default=True)
+def layers(onnx_file, output, layout) -> None:
+    """List the 4-D tensors of an ONNX classifier that can be the target layer."""
+    from . import graphs
+
+    model = graphs.load_model(Path(onnx_file), load_weights=False)
+    found = graphs.candidate_layers(model, output or _only_output(model), layout)
+    if not found:
+        raise click.ClickException("no 4-D tensor with a spatial size above 1 feeds the output")
+    width = max(len(c.name) for c in found)
+    for c in found:
+        shape = "×".join("?" if d is None else str(d) for d in c.shape)
+        mark = "  <- suggested" if c.suggested else ""
+        click.echo(f"{c.name:<{width}}  {shape:<20} {c.op_type}{mark}")
+
+
+@main.command()
+@click.argument("bundle_dir", type=click.Path(file_okay=False), required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def info(bundle_dir, as_json) -> None:
+    """Describe a bundle (default: the shipped EfficientNet-Lite0)."""
+    bundle = Bundle.load(bundle_dir or default_bundle())
+    m = bundle.manifest
+    if as_json:
+        click.echo(m.dumps(), nl=False)
+        return
+    i, a = m.input, m.activation
+    rows = [
+        ("bundle", str(bundle.path)),
+        ("source", ", ".join(f"{k} {v}" for k, v in m.source.items()) or "-"),
+        ("input", f"{i.name}: {i.layout} {i.height}×{i.width} {i.color}, "
+                  f"(x·{i.scale:.4g} − {list(i.mean)}) / {list(i.std)}, {i.resize} "
+                  f"({i.interpolation})"),
+        ("layer", f"{m.layer} → {a.name}: {a.channels}×{a.height}×{a.width}"),
+        ("output", f"{m.output.name}: {m.output.classes} {m.output.kind}"),
+        ("labels", f"{len(bundle.labels)} names" if bundle.labels else "none"),
+        ("size", f"{_bundle_bytes(bundle) / 1e6:.1f} MB"),
+    ]
+    for key, value in rows:
+        click.echo(f"{key:<8} {value}")
+
+
+def _bundle_bytes(bundle: Bundle) -> int:
+    return sum(p.stat().st_size for p in bundle.path.iterdir() if p.is_file())
+
+
+def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--model, --provider, --threads, --batch-size, --quiet: shared by running commands."""
+    options: list[Decorator] = [
+        click.option("--model", "model_dir", type=click.Path(file_okay=False),
+                     help="Bundle folder. Default: the shipped EfficientNet-Lite0."),
+        click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default="auto",
+                     show_default=True, help="ONNX Runtime execution provider."),
+        click.option("--threads", type=click.IntRange(min=0), default=0,
+                     help="ONNX Runtime intra-op threads (0: one per core)."),
+        click.option("--batch-size", type=click.IntRange(min=1),
+                     help="Masked inputs per model call. Default: 8 on CPU, 64 on CUDA."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@run_options
+@click.option("--out", type=click.Path(file_okay=False), default="out", show_default=True,
+              help="Folder for the outputs.")
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="paper", show_default=True,
+              help="Score-CAM convention.")
+@click.option("--method", type=click.Choice(METHODS), default="scorecam", show_default=True)
+@click.option("--channels", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Channels kept by faster-scorecam.")
+@click.option("--class", "classes", type=click.IntRange(min=0), multiple=True,
+              help="Class id to explain (repeatable). Default: the top-1 class.")
+@click.option("--top-k", type=click.IntRange(min=1), help="Explain the k most likely classes.")
+@click.option("--sheet", is_flag=True, help="Also write sheet.png: photo | heatmap | overlay.")
+@click.option("--skip-existing", is_flag=True,
+              help="Skip images whose outputs are all present (resume a run).")
+def explain(inputs, model_dir, provider, threads, batch_size, quiet, out, preset, method,
+            channels, classes, top_k, sheet, skip_existing) -> None:
+    """Explain images (files, folders or globs); write <name>.png/.npy/.json per image.
+
+    With --class or --top-k, one set per class: <name>.c<ID>.png/.npy/.json.
+    """
+    from .batch import ExplainJob, explain_files
+    from .explainer import Explainer
+
+    if classes and top_k:
+        raise click.UsageError("give either --class or --top-k, not both")
+    job = ExplainJob(
+        inputs=list(inputs), out=Path(out), preset=preset, method=method, channels=channels,
+        classes=list(classes), top_k=top_k, sheet=sheet, skip_existing=skip_existing,
+    )
+    explainer = Explainer(model_dir, provider=provider, batch_size=batch_size, threads=threads)
+    with _Progress(quiet) as progress:
+        results, problems = explain_files(explainer, job, progress.start, progress.update,
+                                          progress.done)
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    failed = [r for r in results if r.error]
+    thumbs = [r for r in results if r.thumbnail is not None]
+    if sheet and thumbs:
+        from .fileio import write_bytes_atomic
+        from .render import contact_sheet, encode_png
+
+        rows = [(r.thumbnail, r.thumb_saliency, _caption(r)) for r in thumbs]
+        write_bytes_atomic(Path(out) / "sheet.png", encode_png(contact_sheet(rows)))
+    done = sum(1 for r in results if r.explanations)
+    skipped = sum(1 for r in results if r.skipped)
+    click.echo(f"{done} explained, {skipped} skipped, {len(failed) + len(problems)} failed; "
+               f"outputs in {out}/" + (f" (contact sheet: {out}/sheet.png)" if thumbs else ""),
+               err=True)
+    if failed or problems or not results:
+        reason = "no images found" if not results else "some inputs failed"
+        raise click.ClickException(f"{reason}; see the messages above")
+
+
+def _caption(item) -> str:
+    best = item.explanations[0]
+    return f"{item.name}: {best.label} ({best.score:.2f})"
+
+
+class _Progress:
+    """Per-image progress over masked batches on stderr, and a result row per image on stdout."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet or not sys.stderr.isatty()
+        self.bar = None
+        self.item = None
+
+    def __enter__(self) -> _Progress:
+        click.echo(f"{'image':<24} {'class':>5}  {'label':<24} {'score':>6} {'forwards':>8} "
+                   f"{'seconds':>7}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._close()
+
+    def start(self, item) -> None:
+        self.item = item
+
+    def update(self, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=f"{self.item.name:<24}",
+                                         file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.bar.pos)
+
+    def done(self, item) -> None:
+        self._close()
+        if item.error:
+            click.echo(f"error: {item.source}: {item.error}", err=True)
+        elif item.skipped:
+            click.echo(f"{item.name:<24} (outputs exist, skipped)")
+        for exp in item.explanations:
+            click.echo(f"{item.name[:24]:<24} {exp.class_id:>5}  {exp.label[:24]:<24} "
+                       f"{exp.score:>6.3f} {exp.forwards:>8} {exp.seconds['total']:>7.2f}")
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,330 @@
+"""The Score-CAM family on plain arrays: masks, the batched masked-forward loop, weights, maps.
+
+Everything here works on one preprocessed image ``x`` (1×3×H×W) and its target-layer
+activations ``A`` (K×h×w); the model is any callable from a batch of inputs to class scores.
+Methods differ by one hook each (`ScoreCam` subclasses): which channels get a mask, and how
+many perturbed copies of each mask are scored.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from .interp import Resizer
+
+ScoreFn = Callable[[NDArray[np.float32]], NDArray[np.float32]]
+Progress = Callable[[int, int], None]
+
+PAPER, GRADCAM, TORCHCAM = "paper", "pytorch-grad-cam", "torchcam"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One of the conventions of SPEC §2.1 (`paper`, `pytorch-grad-cam`, `torchcam`).
+
+    Attributes:
+        name: the preset's name.
+        align_corners: the bilinear convention used to upsample masks.
+        normalise_at_input: min-max normalise masks after upsampling (else before).
+        epsilon: added to the normalising denominator of the masks.
+        score: "probability" (softmax of class c), "logit", or "logit-delta" (minus the
+            logit of the unmasked image).
+        channel_softmax: turn channel scores into weights with a softmax over channels.
+        skip_constant: constant channels get no forward and weigh 0 (else they share the
+            forward of one all-zero mask).
+    """
+
+    name: str
+    align_corners: bool
+    normalise_at_input: bool
+    epsilon: float
+    score: str
+    channel_softmax: bool
+    skip_constant: bool
+
+
+PRESETS: dict[str, Preset] = {
+    PAPER: Preset(PAPER, False, True, 0.0, "probability", False, True),
+    GRADCAM: Preset(GRADCAM, True, True, 1e-8, "logit", True, False),
+    TORCHCAM: Preset(TORCHCAM, False, False, 1e-8, "logit-delta", True, False),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called `name`, or a ValueError listing the choices."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}") from None
+
+
+@dataclass
+class Scores:
+    """Channel scores of one image for several target classes.
+
+    Attributes:
+        values: K×T scores (NaN where a channel got no forward).
+        clean: T scores of the unmasked image (same kind as `values`).
+        forwards: masked inputs sent through the model.
+        masks: distinct masks built (one per scored channel, plus the shared zero mask).
+        nonfinite: the model returned NaN or Inf for some masked input.
+        seconds: time spent building masked inputs and running the model.
+    """
+
+    values: NDArray[np.float64]
+    clean: NDArray[np.float64]
+    forwards: int = 0
+    masks: int = 0
+    nonfinite: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class ScoreCam:
+    """Score-CAM (Wang et al., CVPR-W 2020, arXiv 1910.01279) on arrays.
+
+    Each non-constant channel A_k is upsampled to the input size and min-max normalised into a
+    mask M_k; the masked input x ⊙ M_k is scored by the model; the scores weigh the
+    activations into the map L = ReLU(Σ_k w_k · A_k) (upsampled and normalised per preset).
+    Subclasses override `select` (which channels) or `perturb` (copies of each mask).
+
+    Args:
+        preset: a `Preset` or its name.
+        batch_size: masked inputs per model call; memory is bounded by it, never by K.
+    """
+
+    name = "scorecam"
+    samples = 1
+    # Constant channels share one zero-mask forward (presets that keep them); a method that
+    # scores only some channels turns this off so the others weigh 0.
+    scores_constant = True
+
+    def __init__(self, preset: Preset | str = PAPER, batch_size: int = 8) -> None:
+        self.preset = get_preset(preset) if isinstance(preset, str) else preset
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.batch_size = batch_size
+
+    # Hooks -------------------------------------------------------------------------------
+    def select(self, activations: NDArray[np.float32], varying: NDArray[np.bool_]) -> NDArray:
+        """Indices of the channels that get masks (default: every non-constant channel)."""
+        return np.flatnonzero(varying)
+
+    def perturb(self, masks: NDArray[np.float32], sample: int) -> NDArray[np.float32]:
+        """The `sample`-th copy of a batch of masks (default: the masks themselves)."""
+        return masks
+
+    # Core --------------------------------------------------------------------------------
+    def score(
+        self,
+        x: NDArray[np.float32],
+        activations: NDArray[np.float32],
+        model: ScoreFn,
+        targets: list[int],
+        clean_output: NDArray[np.float32],
+        output_kind: str = "logits",
+        progress: Progress | None = None,
+    ) -> Scores:
+        """Run the masked forwards and return the channel scores for every target class.
+
+        Args:
+            x: the preprocessed image, 1×3×H×W.
+            activations: K×h×w activations of the target layer for `x`.
+            model: maps an N×3×H×W batch to N×C class scores.
+            targets: class indices to score (all from the same forwards).
+            clean_output: the model's C outputs for `x` itself.
+            output_kind: "logits" or "probabilities" (what `model` returns).
+            progress: called with (masked inputs done, total) after every batch.
+        """
+        preset = self.preset
+        k = activations.shape[0]
+        size = x.shape[2:]
+        flat = activations.reshape(k, -1)
+        varying = flat.max(axis=1) > flat.min(axis=1)
+        chosen = self.select(activations, varying)
+        constant = np.flatnonzero(~varying)
+        share_zero = self.scores_constant and not preset.skip_constant and constant.size > 0
+        # A job is (channel, sample); channel -1 is the all-zero mask shared by constant channels.
+        channel_jobs = np.repeat(chosen, self.samples)
+        sample_jobs = np.tile(np.arange(self.samples), chosen.size)
+        if share_zero:
+            channel_jobs = np.append(channel_jobs, -1)
+            sample_jobs = np.append(sample_jobs, 0)
+        total = channel_jobs.size
+        targets_arr = np.asarray(targets, dtype=np.int64)
+        clean = _class_scores(clean_output[None].astype(np.float64), targets_arr, preset.score,
+                              output_kind, None)[0]
+        sums = np.zeros((k + 1, len(targets)), dtype=np.float64)
+        counts = np.zeros(k + 1, dtype=np.int64)
+        builder = _MaskBuilder(activations, size, preset)
+        batch = np.empty((min(self.batch_size, max(total, 1)), *x.shape[1:]), dtype=np.float32)
+        mask_seconds = forward_seconds = 0.0
+        nonfinite = False
+        for start in range(0, total, self.batch_size):
+            t0 = time.perf_counter()
+            jobs = channel_jobs[start:start + self.batch_size]
+            samples = sample_jobs[start:start + self.batch_size]
+            n = jobs.size
+            masks = builder.masks(jobs)
+            for s in np.unique(samples):
+                pick = samples == s
+                masks[pick] = self.perturb(masks[pick], int(s))
+            np.multiply(x, masks[:, None], out=batch[:n])
+            t1 = time.perf_counter()
+            out = np.asarray(model(batch[:n]), dtype=np.float64)
+            t2 = time.perf_counter()
+            if not np.isfinite(out).all():
+                nonfinite = True
+                out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+            scores = _class_scores(out, targets_arr, preset.score, output_kind, clean)
+            rows = np.where(jobs < 0, k, jobs)
+            np.add.at(sums, rows, scores)
+            np.add.at(counts, rows, 1)
+            mask_seconds += t1 - t0
+            forward_seconds += t2 - t1
+            if progress is not None:
+                progress(start + n, total)
+        values = np.full((k, len(targets)), np.nan, dtype=np.float64)
+        done = counts[:k] > 0
+        values[done] = sums[:k][done] / counts[:k][done, None]
+        if share_zero:
+            values[constant] = sums[k] / counts[k]
+        return Scores(values, clean, forwards=total, masks=chosen.size + int(share_zero),
+                      nonfinite=nonfinite,
+                      seconds={"masks": mask_seconds, "forwards": forward_seconds})
+
+    def weights(self, values: NDArray[np.float64]) -> NDArray[np.float32]:
+        """Channel weights from the K channel scores of one class (NaN: no forward → 0)."""
+        scored = np.isfinite(values)
+        weights = np.zeros(values.shape, dtype=np.float64)
+        if not scored.any():
+            return weights.astype(np.float32)
+        if self.preset.channel_softmax:
+            v = values[scored]
+            e = np.exp(v - v.max())
+            weights[scored] = e / e.sum()
+        else:
+            weights[scored] = values[scored]
+        return weights.astype(np.float32)
+
+    def cam(self, activations: NDArray[np.float32], weights: NDArray[np.float32],
+            size: tuple[int, int]) -> tuple[NDArray[np.float32], bool]:
+        """The saliency map at input resolution in [0, 1], and whether it is degenerate."""
+        return form_cam(activations, weights, size, self.preset)
+
+
+def form_cam(activations: NDArray[np.float32], weights: NDArray[np.float32],
+             size: tuple[int, int], preset: Preset) -> tuple[NDArray[np.float32], bool]:
+    """Weigh the activations into a map at input resolution, as `preset` does.
+
+    Returns the map in [0, 1] and True when it is degenerate (all zero or constant); a
+    degenerate map is all zeros, never NaN.
+    """
+    h, w = activations.shape[1:]
+    summed = np.tensordot(weights.astype(np.float64), activations.astype(np.float64), axes=1)
+    summed = np.nan_to_num(summed, nan=0.0, posinf=0.0, neginf=0.0)
+    if preset.name == PAPER:
+        # Σ s_k·Up(A_k) = Up(Σ s_k·A_k): upsampling is linear.
+        full = np.maximum(Resizer((h, w), size, align_corners=False)(summed), 0.0)
+        return _min_max(full)
+    positive = np.maximum(summed, 0.0)
+    if positive.max() <= 0.0 or positive.max() == positive.min():
+        return np.zeros(size, dtype=np.float32), True
+    if preset.name == GRADCAM:
+        scaled = _scale(positive, 1e-7).astype(np.float32)
+        full = cv2.resize(scaled, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        result = _scale(np.maximum(full, 0.0), 1e-7)
+    else:
+        scaled = positive - positive.min()
+        scaled = scaled / (scaled.max() + 1e-8)
+        result = Resizer((h, w), size, align_corners=False)(scaled)
+    result = np.clip(result, 0.0, 1.0).astype(np.float32)
+    return result, bool(result.max() <= 0.0 or result.max() == result.min())
+
+
+def _scale(cam: NDArray, epsilon: float) -> NDArray:
+    shifted = cam - cam.min()
+    return shifted / (epsilon + shifted.max())
+
+
+def _min_max(cam: NDArray[np.floating]) -> tuple[NDArray[np.float32], bool]:
+    low, high = float(cam.min()), float(cam.max())
+    if not high > low:
+        return np.zeros(cam.shape, dtype=np.float32), True
+    return ((cam - low) / (high - low)).astype(np.float32), False
+
+
+def _class_scores(out: NDArray[np.float64], targets: NDArray[np.int64], kind: str,
+                  output_kind: str, clean: NDArray[np.float64] | None) -> NDArray[np.float64]:
+    """N×T scores of the requested kind from N×C model outputs."""
+    if kind == "probability":
+        if output_kind == "probabilities":
+            return out[:, targets]
+        top = out.max(axis=1, keepdims=True)
+        log_norm = top + np.log(np.exp(out - top).sum(axis=1, keepdims=True))
+        return np.exp(out[:, targets] - log_norm)
+    picked = out[:, targets]
+    if kind == "logit-delta" and clean is not None:
+        return picked - clean[None]
+    return picked
+
+
+class _MaskBuilder:
+    """Builds normalised H×W masks for a batch of channels, as a preset defines them."""
+
+    def __init__(self, activations: NDArray[np.float32], size: tuple[int, int],
+                 preset: Preset) -> None:
+        self.preset = preset
+        self.activations = activations.astype(np.float32, copy=False)
+        self.size = size
+        h, w = activations.shape[1:]
+        self.resize = Resizer((h, w), size, preset.align_corners)
+
+    def masks(self, channels: NDArray[np.int64]) -> NDArray[np.float32]:
+        """B×H×W masks; channel -1 gives the all-zero mask."""
+        zero = channels < 0
+        maps = self.activations[np.where(zero, 0, channels)]
+        eps = self.preset.epsilon
+        if self.preset.normalise_at_input:
+            up = self.resize(maps)
+            flat = up.reshape(up.shape[0], -1)
+            low = flat.min(axis=1)[:, None, None]
+            span = flat.max(axis=1)[:, None, None] - low
+            up -= low
+            # A constant map has span 0: its mask is all zeros, whatever the epsilon.
+            np.divide(up, span + np.float32(eps), out=up, where=(span + eps) > 0)
+            up[(span[:, 0, 0] <= 0) | zero] = 0.0
+            return up
+        flat = maps.reshape(maps.shape[0], -1)
+        shifted = maps - flat.min(axis=1)[:, None, None]
+        shifted /= shifted.reshape(maps.shape[0], -1).max(axis=1)[:, None, None] + np.float32(eps)
+        shifted[zero] = 0.0
+        return self.resize(shifted)
+
+
+class FasterScoreCam(ScoreCam):
+    """Faster Score-CAM: only the `channels` maps with the largest spatial standard deviation.
+
+    As tf-keras-vis's ``max_N``; every other channel weighs 0. Cost: `channels` forwards.
+    """
+
+    name = "faster-scorecam"
+    scores_constant = False
+
+    def __init__(self, preset: Preset | str = PAPER, batch_size: int = 8,
+                 channels: int = 64) -> None:
+        super().__init__(preset, batch_size)
+        if channels < 1:
+            raise ValueError(f"channels must be at least 1, got {channels}")
+        self.channels = channels
+
+    def select(self, activations: NDArray[np.float32], varying: NDArray[np.bool_]) -> NDArray:
+        spread = activations.reshape(activations.shape[0], -1).std(axis=1)
+        spread[~varying] = -1.0
+        order = np.argsort(-spread, kind="stable")[: self.channels]
+        return np.sort(order[spread[order] > 0])

@@ -1,0 +1,277 @@
+"""The public API: an `Explainer` built once per bundle, `explain()` per image."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import overload
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from .bundle import Bundle
+from .engine import PAPER, FasterScoreCam, Progress, ScoreCam
+from .errors import BundleError
+from .images import DEFAULT_MAX_PIXELS, ImageLike, load_image, preprocess
+from .runtime import OrtRunner
+
+METHODS = ("scorecam", "faster-scorecam")
+# Masked inputs per model call when none is given: on the CPU provider the per-image time is
+# flat from 2 to 16 and rises beyond; on CUDA larger batches keep the device busy.
+DEFAULT_BATCH = {"cpu": 8, "cuda": 64}
+
+
+def default_bundle() -> Path:
+    """The EfficientNet-Lite0 bundle shipped with the package."""
+    from importlib.resources import files
+
+    return Path(str(files("scorecam_onnx_models") / "efficientnet-lite0"))
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A saliency map for one class of one image.
+
+    Attributes:
+        saliency: float32 map in [0, 1] at the original image's resolution (H×W).
+        saliency_input: the same map at the model's input resolution.
+        class_id, label: the explained class.
+        score: the model's probability (or output, for a probability model) of that class on
+            the unmasked image.
+        weights: float32 channel weights (K), 0 for channels that got no forward.
+        method, preset, provider, batch_size: how the map was computed.
+        forwards: full-model forwards run for this image (1 unmasked + masked inputs); shared
+            by every class explained in the same call.
+        masks: distinct masks built.
+        seconds: timings (preprocess, features, masks, forwards, total).
+        degenerate: the map was all-zero or constant (returned as zeros).
+        nonfinite: the model returned NaN or Inf for some input (treated as 0).
+    """
+
+    saliency: NDArray[np.float32]
+    saliency_input: NDArray[np.float32]
+    class_id: int
+    label: str
+    score: float
+    weights: NDArray[np.float32]
+    method: str
+    preset: str
+    provider: str
+    batch_size: int
+    forwards: int
+    masks: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    degenerate: bool = False
+    nonfinite: bool = False
+
+    def summary(self) -> dict[str, object]:
+        """The JSON-ready metadata of this explanation (no arrays)."""
+        return {
+            "class_id": self.class_id, "label": self.label, "score": self.score,
+            "method": self.method, "preset": self.preset, "provider": self.provider,
+            "batch_size": self.batch_size, "forwards": self.forwards, "masks": self.masks,
+            "degenerate": self.degenerate, "nonfinite": self.nonfinite,
+            "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
+            "size": [int(self.saliency.shape[0]), int(self.saliency.shape[1])],
+        }
+
+
+class Explainer:
+    """Explains a bundle's classifier with Score-CAM on ONNX Runtime.
+
+    Create it once and reuse it; `explain` may be called from several threads at once.
+
+    Args:
+        bundle: a bundle folder (or a loaded `Bundle`); default: the shipped EfficientNet-Lite0.
+        provider: "auto" (CUDA when it really starts, else CPU), "cpu" or "cuda".
+        batch_size: masked inputs per model call; default per provider (8 on CPU, 64 on CUDA).
+        threads: ONNX Runtime intra-op threads (0: one per physical core).
+        max_pixels: images announcing more pixels are refused before decoding.
+
+    Example:
+        >>> ex = Explainer()
+        >>> res = ex.explain("samples/chelsea.png")
+        >>> res.label, res.saliency.shape
+        ('Egyptian cat', (300, 451))
+    """
+
+    def __init__(
+        self,
+        bundle: str | Path | Bundle | None = None,
+        provider: str = "auto",
+        batch_size: int | None = None,
+        threads: int = 0,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(
+            bundle if bundle is not None else default_bundle())
+        m = self.bundle.manifest
+        self.features = OrtRunner(self.bundle.features_path, provider, threads)
+        self.model = OrtRunner(self.bundle.model_path, self.features.provider, threads)
+        self.provider = self.model.provider
+        self.batch_size = batch_size or DEFAULT_BATCH[self.provider]
+        self.max_pixels = max_pixels
+        self._input = m.input
+        self._nhwc_input = m.input.layout == "NHWC"
+        self._nhwc_acts = m.activation.layout == "NHWC"
+
+    @property
+    def classes(self) -> int:
+        """Number of classes of the model."""
+        return self.bundle.manifest.output.classes
+
+    def scores(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Model outputs (N×C) for a batch of preprocessed NCHW inputs."""
+        feed = batch.transpose(0, 2, 3, 1) if self._nhwc_input else batch
+        (out,) = self.model.run([self.bundle.manifest.output.name],
+                                {self._input.name: np.ascontiguousarray(feed)})
+        return out
+
+    def activations(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        """The target layer's activations (K×h×w) for one preprocessed NCHW input."""
+        feed = x.transpose(0, 2, 3, 1) if self._nhwc_input else x
+        (acts,) = self.features.run([self.bundle.manifest.activation.name],
+                                    {self._input.name: np.ascontiguousarray(feed)})
+        if acts.ndim != 4:
+            raise BundleError(f"the features graph returned shape {acts.shape}, expected 4-D")
+        acts = acts[0].transpose(2, 0, 1) if self._nhwc_acts else acts[0]
+        return np.ascontiguousarray(acts, dtype=np.float32)
+
+    def preprocess(self, image: ImageLike) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
+        """The RGB image and its model input (1×3×H×W)."""
+        rgb = load_image(image, self.max_pixels)
+        return rgb, preprocess(rgb, self._input)
+
+    @overload
+    def explain(self, image: ImageLike, target: int | None = None, *, top_k: None = None,
+                preset: str = PAPER, method: str = "scorecam", channels: int = 64,
+                batch_size: int | None = None, progress: Progress | None = None
+                ) -> Explanation: ...
+
+    @overload
+    def explain(self, image: ImageLike, target: Sequence[int], *, top_k: None = None,
+                preset: str = PAPER, method: str = "scorecam", channels: int = 64,
+                batch_size: int | None = None, progress: Progress | None = None
+                ) -> list[Explanation]: ...
+
+    @overload
+    def explain(self, image: ImageLike, target: None = None, *, top_k: int,
+                preset: str = PAPER, method: str = "scorecam", channels: int = 64,
+                batch_size: int | None = None, progress: Progress | None = None
+                ) -> list[Explanation]: ...
+
+    def explain(self, image, target=None, *, top_k=None, preset=PAPER, method="scorecam",
+                channels=64, batch_size=None, progress=None):
+        """Explain the model's prediction for one image.
+
+        Args:
+            image: a path, encoded image bytes, or an H×W×3 uint8 RGB array.
+            target: a class id (one `Explanation`), a list of ids (a list, same order), or
+                None for the top-1 class.
+            top_k: explain the k most likely classes instead (a list, most likely first).
+                Every masked forward yields all class scores, so extra classes cost no
+                extra forwards.
+            preset: "paper" (default), "pytorch-grad-cam" or "torchcam" (SPEC §2.1).
+            method: "scorecam" or "faster-scorecam".
+            channels: channels kept by "faster-scorecam". Default: 64.
+            batch_size: masked inputs per model call. Default: the explainer's.
+            progress: called with (masked inputs done, total) after each batch.
+
+        Returns:
+            An `Explanation` when `target` is an int or None and `top_k` is None; otherwise a
+            list of them.
+        """
+        if target is not None and top_k is not None:
+            raise ValueError("give either target or top_k, not both")
+        results = self._explain(image, target, top_k, preset, method, channels,
+                                batch_size or self.batch_size, progress)
+        single = top_k is None and (target is None or isinstance(target, int | np.integer))
+        return results[0] if single else results
+
+    def _explain(self, image: ImageLike, target: int | Sequence[int] | None, top_k: int | None,
+                 preset: str, method: str, channels: int, batch_size: int,
+                 progress: Progress | None) -> list[Explanation]:
+        started = time.perf_counter()
+        rgb, x = self.preprocess(image)
+        prepared = time.perf_counter()
+        acts = self.activations(x)
+        clean = self.scores(x)[0]
+        featured = time.perf_counter()
+        targets = self._targets(clean, target, top_k)
+        engine = make_method(method, preset, batch_size, channels)
+        scores = engine.score(x, acts, self.scores, targets, clean,
+                              self.bundle.manifest.output.kind, progress)
+        size = (self._input.height, self._input.width)
+        probabilities = _probabilities(clean.astype(np.float64),
+                                       self.bundle.manifest.output.kind)
+        results = []
+        for column, class_id in enumerate(targets):
+            weights = engine.weights(scores.values[:, column])
+            cam, degenerate = engine.cam(acts, weights, size)
+            full = cv2.resize(cam, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+            results.append(Explanation(
+                saliency=np.clip(full, 0.0, 1.0).astype(np.float32),
+                saliency_input=cam,
+                class_id=int(class_id),
+                label=self.bundle.label(int(class_id)),
+                score=float(probabilities[class_id]),
+                weights=weights,
+                method=engine.name,
+                preset=engine.preset.name,
+                provider=self.provider,
+                batch_size=batch_size,
+                forwards=1 + scores.forwards,
+                masks=scores.masks,
+                degenerate=degenerate,
+                nonfinite=scores.nonfinite or not np.isfinite(clean).all(),
+                seconds={},
+            ))
+        finished = time.perf_counter()
+        seconds = {"preprocess": prepared - started, "features": featured - prepared,
+                   **scores.seconds, "total": finished - started}
+        for result in results:
+            result.seconds.update(seconds)
+        return results
+
+    def _targets(self, clean: NDArray[np.float32], target: int | Sequence[int] | None,
+                 top_k: int | None) -> list[int]:
+        classes = self.classes
+        if top_k is not None:
+            if not 1 <= top_k <= classes:
+                raise ValueError(f"top_k must be between 1 and {classes}, got {top_k}")
+            order = np.argsort(-np.nan_to_num(clean.astype(np.float64), nan=-np.inf),
+                               kind="stable")
+            return [int(i) for i in order[:top_k]]
+        if target is None:
+            return [int(np.argmax(np.nan_to_num(clean, nan=-np.inf)))]
+        ids = [target] if isinstance(target, int | np.integer) else list(target)
+        if not ids:
+            raise ValueError("target list is empty")
+        for class_id in ids:
+            if isinstance(class_id, bool) or not isinstance(class_id, int | np.integer):
+                raise TypeError(f"class ids must be integers, got {class_id!r}")
+            if not 0 <= class_id < classes:
+                raise ValueError(f"class id {class_id} is out of range (0 to {classes - 1})")
+        return [int(i) for i in ids]
+
+
+def make_method(method: str, preset: str, batch_size: int, channels: int = 64) -> ScoreCam:
+    """The engine for a method name."""
+    if method == "scorecam":
+        return ScoreCam(preset, batch_size)
+    if method == "faster-scorecam":
+        return FasterScoreCam(preset, batch_size, channels)
+    raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+
+
+def _probabilities(out: NDArray[np.float64], kind: str) -> NDArray[np.float64]:
+    if kind == "probabilities":
+        return out
+    finite = np.nan_to_num(out, nan=-np.inf)
+    e = np.exp(finite - finite.max())
+    return e / e.sum()

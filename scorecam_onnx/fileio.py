@@ -1,0 +1,52 @@
+"""Atomic file writes: a reader never sees a half-written output."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+
+def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write `path` through `write(file)` into a temporary sibling, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        os.chmod(tmp, file_mode())
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def file_mode() -> int:
+    """The mode a new file gets under the current umask (mkstemp would give 0600)."""
+    current = os.umask(0)
+    os.umask(current)
+    return 0o666 & ~current
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Atomically replace `path` with `data`."""
+    write_atomic(path, lambda handle: handle.write(data))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Atomically replace `path` with UTF-8 `text`."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def sha256(path: Path) -> str:
+    """The file's SHA-256 as 'sha256:<hex>'."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()

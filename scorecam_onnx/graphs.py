@@ -1,0 +1,159 @@
+"""ONNX graph surgery: list candidate layers, cut a classifier at a tensor, free the batch axis."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+from onnx import shape_inference
+from onnx.utils import Extractor
+
+from .errors import BundleError
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A 4-D tensor of the graph that could serve as the target layer."""
+
+    name: str
+    shape: tuple[int | str | None, ...]
+    op_type: str
+    suggested: bool = False
+
+
+def load_model(path: Path, load_weights: bool = True) -> onnx.ModelProto:
+    """Load an ONNX model, turning every failure into a `BundleError` that names the file."""
+    if not path.is_file():
+        raise BundleError(f"{path}: no such ONNX file")
+    try:
+        return onnx.load(str(path), load_external_data=load_weights)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises many kinds of errors
+        raise BundleError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+
+
+def single_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
+    """The graph's one real input (initializers listed as inputs are ignored)."""
+    weights = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs) or "none"
+        raise BundleError(f"a classifier graph must have one image input, found: {names}")
+    return inputs[0]
+
+
+def dims(value: onnx.ValueInfoProto) -> tuple[int | str | None, ...]:
+    """A tensor's shape: ints where fixed, names where symbolic, None where unknown."""
+    shape = value.type.tensor_type.shape
+    out: list[int | str | None] = []
+    for d in shape.dim:
+        if d.HasField("dim_value"):
+            out.append(d.dim_value)
+        elif d.HasField("dim_param"):
+            out.append(d.dim_param)
+        else:
+            out.append(None)
+    return tuple(out)
+
+
+def _producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    return {name: node for node in model.graph.node for name in node.output if name}
+
+
+def ancestors(model: onnx.ModelProto, tensor: str) -> set[str]:
+    """Names of every tensor that `tensor` is computed from (itself included)."""
+    producers = _producers(model)
+    seen: set[str] = set()
+    todo = [tensor]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        node = producers.get(name)
+        if node is not None:
+            todo.extend(i for i in node.input if i)
+    return seen
+
+
+def candidate_layers(model: onnx.ModelProto, output: str, layout: str = "NCHW") -> list[Candidate]:
+    """4-D tensors with a spatial size above 1 that feed `output`, in graph order.
+
+    The last one (usually the input of the global pooling) is marked as suggested.
+    """
+    try:
+        inferred = shape_inference.infer_shapes(model)
+    except Exception as exc:  # noqa: BLE001 - shape inference raises assorted errors
+        raise BundleError(f"ONNX shape inference failed: {exc}") from None
+    shapes = {v.name: dims(v) for v in inferred.graph.value_info}
+    upstream = ancestors(model, output)
+    spatial = slice(2, 4) if layout == "NCHW" else slice(1, 3)
+    found: list[Candidate] = []
+    for node in model.graph.node:
+        for name in node.output:
+            shape = shapes.get(name)
+            if name not in upstream or shape is None or len(shape) != 4:
+                continue
+            if any(isinstance(d, int) and d <= 1 for d in shape[spatial]):
+                continue
+            found.append(Candidate(name, shape, node.op_type))
+    if found:
+        last = found[-1]
+        found[-1] = Candidate(last.name, last.shape, last.op_type, suggested=True)
+    return found
+
+
+def suggested_layer(model: onnx.ModelProto, output: str, layout: str = "NCHW") -> str:
+    """The name of the suggested target tensor, or a `BundleError` when there is none."""
+    found = candidate_layers(model, output, layout)
+    if not found:
+        raise BundleError("no 4-D tensor with a spatial size above 1 feeds the output")
+    return found[-1].name
+
+
+def check_tensor(model: onnx.ModelProto, tensor: str, output: str) -> None:
+    """Fail clearly unless `tensor` is computed by a node and feeds `output`."""
+    if tensor not in _producers(model):
+        known = [n for node in model.graph.node for n in node.output][-5:]
+        raise BundleError(
+            f"no tensor named {tensor!r} in the graph (e.g. {', '.join(known)}; "
+            "list them with 'scorecam-onnx layers MODEL.onnx')"
+        )
+    if tensor not in ancestors(model, output):
+        raise BundleError(f"tensor {tensor!r} does not feed the output {output!r}")
+
+
+def free_batch_axis(model: onnx.ModelProto, names: Iterable[str]) -> None:
+    """Make the first axis of the named graph inputs and outputs symbolic ('batch').
+
+    Stale intermediate shapes are dropped; ONNX Runtime infers its own.
+    """
+    wanted = set(names)
+    for value in [*model.graph.input, *model.graph.output]:
+        if value.name in wanted and value.type.tensor_type.shape.dim:
+            dim = value.type.tensor_type.shape.dim[0]
+            dim.Clear()
+            dim.dim_param = "batch"
+    del model.graph.value_info[:]
+
+
+def extract(model: onnx.ModelProto, inputs: list[str], outputs: list[str]) -> onnx.ModelProto:
+    """The sub-graph from `inputs` to `outputs` (weights stay external if they were)."""
+    # Shape inference is a help here, not a requirement.
+    with contextlib.suppress(Exception):
+        model = shape_inference.infer_shapes(model)
+    graph = model.graph
+    known = {v.name for v in [*graph.value_info, *graph.input, *graph.output]}
+    for name in outputs:
+        if name not in known:
+            graph.value_info.append(
+                onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+            )
+    try:
+        sub = Extractor(model).extract_model(inputs, outputs)
+    except Exception as exc:  # noqa: BLE001
+        raise BundleError(f"cannot cut the graph at {outputs}: {exc}") from None
+    del sub.graph.value_info[:]
+    return sub

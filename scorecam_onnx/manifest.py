@@ -1,0 +1,229 @@
+"""The bundle manifest: a versioned JSON document, validated key by key on load."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BundleError
+
+FORMAT = "scorecam-onnx-bundle"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+LAYOUTS = ("NCHW", "NHWC")
+COLORS = ("RGB", "BGR")
+RESIZE_POLICIES = ("stretch",)
+INTERPOLATIONS = ("area", "linear", "cubic", "nearest")
+OUTPUT_KINDS = ("logits", "probabilities")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How an image becomes the model's input tensor.
+
+    A pixel value v (uint8, in the colour order `color`) becomes ``(v * scale - mean) / std``
+    after the image is resized to ``height × width`` (policy `resize`, OpenCV `interpolation`).
+    """
+
+    name: str
+    height: int
+    width: int
+    layout: str = "NCHW"
+    color: str = "RGB"
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    resize: str = "stretch"
+    interpolation: str = "area"
+
+
+@dataclass(frozen=True)
+class ActivationSpec:
+    """The target layer's activation tensor: K channels of h × w."""
+
+    name: str
+    channels: int
+    height: int
+    width: int
+    layout: str = "NCHW"
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """The classifier output: C class scores, either logits or probabilities."""
+
+    name: str
+    classes: int
+    kind: str = "logits"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything the engine needs to know about a bundle, besides the graphs themselves."""
+
+    input: InputSpec
+    activation: ActivationSpec
+    output: OutputSpec
+    layer: str
+    features: str = "features.onnx"
+    model: str = "model.onnx"
+    weights: str | None = "weights.bin"
+    labels: str | None = "labels.txt"
+    source: dict[str, str] = field(default_factory=dict)
+    checksums: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest as the JSON-ready dictionary that `from_dict` reads back."""
+        body = asdict(self)
+        body["input"]["mean"] = list(self.input.mean)
+        body["input"]["std"] = list(self.input.std)
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, **body}
+
+    def dumps(self) -> str:
+        """The manifest as indented JSON text."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Manifest:
+        """Validate a parsed manifest; a `BundleError` names the first bad key."""
+        root = _Reader(data, "manifest")
+        fmt = root.get("format", str)
+        if fmt != FORMAT:
+            raise BundleError(f"manifest: 'format' is {fmt!r}, expected {FORMAT!r}")
+        version = root.get("format_version", int)
+        if version != FORMAT_VERSION:
+            raise BundleError(
+                f"manifest: unsupported 'format_version' {version} "
+                f"(this version of scorecam-onnx reads {FORMAT_VERSION})"
+            )
+        inp = root.child("input")
+        act = root.child("activation")
+        out = root.child("output")
+        return cls(
+            input=InputSpec(
+                name=inp.get("name", str),
+                height=inp.positive("height"),
+                width=inp.positive("width"),
+                layout=inp.choice("layout", LAYOUTS),
+                color=inp.choice("color", COLORS),
+                scale=inp.number("scale", positive=True),
+                mean=inp.triple("mean"),
+                std=inp.triple("std", positive=True),
+                resize=inp.choice("resize", RESIZE_POLICIES),
+                interpolation=inp.choice("interpolation", INTERPOLATIONS),
+            ),
+            activation=ActivationSpec(
+                name=act.get("name", str),
+                channels=act.positive("channels"),
+                height=act.positive("height"),
+                width=act.positive("width"),
+                layout=act.choice("layout", LAYOUTS),
+            ),
+            output=OutputSpec(
+                name=out.get("name", str),
+                classes=out.positive("classes"),
+                kind=out.choice("kind", OUTPUT_KINDS),
+            ),
+            layer=root.get("layer", str),
+            features=root.get("features", str),
+            model=root.get("model", str),
+            weights=root.get("weights", str, optional=True),
+            labels=root.get("labels", str, optional=True),
+            source=root.string_map("source"),
+            checksums=root.string_map("checksums"),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        """Read and validate a manifest file."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise BundleError(f"{path}: no manifest (is this a bundle folder?)") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{path}: cannot read the manifest: {exc}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BundleError(f"{path}: the manifest is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+
+class _Reader:
+    """Typed access to one JSON object, with errors that name the full key path."""
+
+    def __init__(self, data: Any, where: str) -> None:
+        if not isinstance(data, dict):
+            raise BundleError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        self.data = data
+        self.where = where
+
+    def _key(self, key: str) -> str:
+        return key if self.where == "manifest" else f"{self.where}.{key}"
+
+    def get(self, key: str, kind: type, optional: bool = False) -> Any:
+        if key not in self.data:
+            raise BundleError(f"manifest: missing key '{self._key(key)}'")
+        value = self.data[key]
+        if value is None and optional:
+            return None
+        if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
+            raise BundleError(
+                f"manifest: '{self._key(key)}' must be {kind.__name__}, "
+                f"got {type(value).__name__} {value!r}"
+            )
+        return value
+
+    def child(self, key: str) -> _Reader:
+        return _Reader(self.get(key, dict), self._key(key))
+
+    def positive(self, key: str) -> int:
+        value = self.get(key, int)
+        if value <= 0:
+            raise BundleError(f"manifest: '{self._key(key)}' must be positive, got {value}")
+        return value
+
+    def number(self, key: str, positive: bool = False) -> float:
+        value = self.data.get(key)
+        if key not in self.data:
+            raise BundleError(f"manifest: missing key '{self._key(key)}'")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
+            value
+        ):
+            raise BundleError(
+                f"manifest: '{self._key(key)}' must be a finite number, got {value!r}"
+            )
+        if positive and value <= 0:
+            raise BundleError(f"manifest: '{self._key(key)}' must be positive, got {value}")
+        return float(value)
+
+    def triple(self, key: str, positive: bool = False) -> tuple[float, float, float]:
+        value = self.get(key, list)
+        ok = len(value) == 3 and all(
+            not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v)
+            and (v > 0 or not positive)
+            for v in value
+        )
+        if not ok:
+            rule = "three positive numbers" if positive else "three numbers"
+            raise BundleError(f"manifest: '{self._key(key)}' must be {rule}, got {value!r}")
+        return (float(value[0]), float(value[1]), float(value[2]))
+
+    def choice(self, key: str, allowed: tuple[str, ...]) -> str:
+        value = self.get(key, str)
+        if value not in allowed:
+            raise BundleError(
+                f"manifest: '{self._key(key)}' is {value!r}, expected one of {', '.join(allowed)}"
+            )
+        return value
+
+    def string_map(self, key: str) -> dict[str, str]:
+        value = self.get(key, dict)
+        for k, v in value.items():
+            if not isinstance(v, str):
+                raise BundleError(f"manifest: '{self._key(key)}.{k}' must be a string, got {v!r}")
+        return dict(value)

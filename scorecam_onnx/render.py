@@ -1,0 +1,75 @@
+"""Pictures of saliency maps: colour heatmaps, overlays and a captioned contact sheet."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+
+def heatmap(saliency: NDArray[np.floating]) -> NDArray[np.uint8]:
+    """An RGB uint8 picture of a [0, 1] map with the JET colormap (red = salient)."""
+    level = np.clip(np.nan_to_num(saliency) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return cv2.applyColorMap(level, cv2.COLORMAP_JET)[..., ::-1].copy()
+
+
+def overlay(image: NDArray[np.uint8], saliency: NDArray[np.floating],
+            alpha: float = 0.5) -> NDArray[np.uint8]:
+    """Blend the heatmap of `saliency` over an RGB image (the map is resized to fit).
+
+    Args:
+        image: H×W×3 uint8 RGB.
+        saliency: a map in [0, 1], any size.
+        alpha: weight of the heatmap. Default: 0.5.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if saliency.shape[:2] != image.shape[:2]:
+        saliency = cv2.resize(saliency.astype(np.float32), (image.shape[1], image.shape[0]),
+                              interpolation=cv2.INTER_LINEAR)
+    blend = image.astype(np.float32) * (1.0 - alpha) + heatmap(saliency) * alpha
+    return np.clip(blend + 0.5, 0, 255).astype(np.uint8)
+
+
+def contact_sheet(rows: Sequence[tuple[NDArray[np.uint8], NDArray[np.floating], str]],
+                  height: int = 224) -> NDArray[np.uint8]:
+    """One picture with a row per item: photo | heatmap | overlay, captioned.
+
+    Args:
+        rows: (RGB image, saliency at the image's size, caption) for each item.
+        height: height of each tile in pixels. Default: 224.
+    """
+    if not rows:
+        raise ValueError("a contact sheet needs at least one row")
+    pad, caption_h = 8, 28
+    built = []
+    for image, saliency, caption in rows:
+        width = max(1, round(image.shape[1] * height / image.shape[0]))
+        photo = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        sal = cv2.resize(saliency.astype(np.float32), (width, height),
+                         interpolation=cv2.INTER_LINEAR)
+        tiles = [photo, heatmap(sal), overlay(photo, sal)]
+        strip = np.full((height + caption_h, 3 * width + 4 * pad, 3), 255, np.uint8)
+        for i, tile in enumerate(tiles):
+            x = pad + i * (width + pad)
+            strip[caption_h:, x:x + width] = tile
+        cv2.putText(strip, caption, (pad, caption_h - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
+                    (20, 20, 20), 1, cv2.LINE_AA)
+        built.append(strip)
+    width = max(s.shape[1] for s in built)
+    sheet = np.full((sum(s.shape[0] + pad for s in built) + pad, width, 3), 255, np.uint8)
+    y = pad
+    for strip in built:
+        sheet[y:y + strip.shape[0], :strip.shape[1]] = strip
+        y += strip.shape[0] + pad
+    return sheet
+
+
+def encode_png(rgb: NDArray[np.uint8]) -> bytes:
+    """PNG bytes of an RGB uint8 image."""
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return data.tobytes()
