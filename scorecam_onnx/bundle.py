@@ -271,6 +271,9 @@ def _probe_shapes(
     if scores.ndim != 2 or scores.shape[0] != 2:
         raise BundleError(f"output {output!r} has shape {scores.shape}, expected N×C")
     k, h, w = acts.shape[1:] if layout == "NCHW" else (acts.shape[3], *acts.shape[1:3])
+    if h * w <= 1:
+        raise BundleError(f"tensor {activation!r} has a spatial size of {h}×{w}: a saliency map "
+                          "needs more (pick a layer before the global pooling)")
     return (int(k), int(h), int(w)), int(scores.shape[1])
 
 

@@ -1,0 +1,96 @@
+"""Tiny ONNX classifiers built with onnx.helper, and a NumPy copy of their forward pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+SIZE = 8           # input H = W
+CLASSES = 4
+
+
+def tiny_weights(seed: int = 0) -> dict[str, np.ndarray]:
+    """Weights of the tiny CNN: 5 channels, of which #3 is constant 0.5 and #4 all zero."""
+    rng = np.random.default_rng(seed)
+    w1 = rng.normal(size=(5, 3)).astype(np.float32)
+    b1 = rng.normal(scale=0.1, size=5).astype(np.float32)
+    w1[3], b1[3] = 0.0, 0.5      # constant channel
+    w1[4], b1[4] = 0.0, -1.0     # all-zero channel after the ReLU
+    w2 = rng.normal(size=(CLASSES, 5)).astype(np.float32)
+    b2 = rng.normal(scale=0.1, size=CLASSES).astype(np.float32)
+    return {"w1": w1, "b1": b1, "w2": w2, "b2": b2}
+
+
+def tiny_forward(x: np.ndarray, w: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(activations N×5×4×4, logits N×C) of the tiny CNN, computed in NumPy."""
+    conv = np.einsum("kc,nchw->nkhw", w["w1"], x) + w["b1"][None, :, None, None]
+    relu = np.maximum(conv, 0.0)
+    n, k, h, wd = relu.shape
+    acts = relu.reshape(n, k, h // 2, 2, wd // 2, 2).mean(axis=(3, 5))
+    pooled = acts.mean(axis=(2, 3))
+    return acts, pooled @ w["w2"].T + w["b2"]
+
+
+def tiny_model(seed: int = 0, batch: int | str = "N", softmax: bool = False) -> onnx.ModelProto:
+    """input (N×3×8×8) → Conv1x1 → Relu → AveragePool 2 → 'feat' → GAP → Flatten → Gemm."""
+    w = tiny_weights(seed)
+    inits = [
+        numpy_helper.from_array(w["w1"].reshape(5, 3, 1, 1), "w1"),
+        numpy_helper.from_array(w["b1"], "b1"),
+        numpy_helper.from_array(w["w2"], "w2"),
+        numpy_helper.from_array(w["b2"], "b2"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["conv"]),
+        helper.make_node("Relu", ["conv"], ["relu"]),
+        helper.make_node("AveragePool", ["relu"], ["feat"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("GlobalAveragePool", ["feat"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w2", "b2"], ["scores" if softmax else "logits"],
+                         transB=1),
+    ]
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["scores"], ["logits"], axis=1))
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, CLASSES])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def save(model: onnx.ModelProto, path: Path) -> Path:
+    onnx.save(model, str(path))
+    return path
+
+
+def wide_model(seed: int = 0) -> onnx.ModelProto:
+    """A CNN whose weights are big enough to be stored externally (3×3 conv, 32 ch, 100 classes)."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(32, 3, 3, 3)).astype(np.float32), "conv_w"),
+        numpy_helper.from_array(rng.normal(size=(100, 32)).astype(np.float32), "fc_w"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "conv_w"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["feat"]),
+        helper.make_node("GlobalAveragePool", ["feat"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc_w"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "wide",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 100])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model

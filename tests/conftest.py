@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from builders import save, tiny_model
+
+from scorecam_onnx import Bundle, Explainer, Preprocessing, write_bundle
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+DEFAULT_BUNDLE = ROOT / "models" / "efficientnet-lite0"
+TINY_PREP = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+@pytest.fixture
+def tiny_onnx(tmp_path: Path) -> Path:
+    return save(tiny_model(), tmp_path / "tiny.onnx")
+
+
+@pytest.fixture
+def tiny_bundle(tmp_path: Path) -> Bundle:
+    labels = [f"label{i}" for i in range(4)]
+    return write_bundle(tiny_model(), tmp_path / "tiny-bundle", "feat", preprocessing=TINY_PREP,
+                        labels=labels, source={"framework": "onnx", "model": "tiny"})
+
+
+@pytest.fixture(scope="session")
+def default_explainer() -> Explainer:
+    return Explainer(DEFAULT_BUNDLE, provider="cpu")
+
+
+@pytest.fixture(scope="session")
+def chelsea() -> Path:
+    return SAMPLES / "chelsea.png"

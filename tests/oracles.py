@@ -1,0 +1,93 @@
+"""Plain re-implementations of Score-CAM, written from SPEC §2.1 one step at a time.
+
+They share no code with the engine: PyTorch does the interpolation, a loop does one channel
+at a time, and each preset follows its reference implementation's own order of operations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+Model = Callable[[np.ndarray], np.ndarray]   # N×3×H×W float32 → N×C logits
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+
+def paper(x: np.ndarray, acts: np.ndarray, model: Model, c: int) -> np.ndarray:
+    """The authors' code: probability-weighted sum of upsampled maps at input resolution."""
+    size = x.shape[2:]
+    cam = torch.zeros(size, dtype=torch.float64)
+    xt = _t(x)
+    for k in range(acts.shape[0]):
+        sal = F.interpolate(_t(acts[k])[None, None], size=size, mode="bilinear",
+                            align_corners=False)[0, 0]
+        if sal.max() == sal.min():
+            continue
+        norm = (sal - sal.min()) / (sal.max() - sal.min())
+        out = _t(model((xt * norm).numpy()))
+        score = torch.softmax(out.double(), dim=1)[0, c]
+        cam += score * sal.double()
+    cam = torch.relu(cam)
+    if cam.max() == cam.min():
+        return np.zeros(size, np.float32)
+    return ((cam - cam.min()) / (cam.max() - cam.min())).numpy().astype(np.float32)
+
+
+def grad_cam_style(x: np.ndarray, acts: np.ndarray, model: Model, c: int) -> np.ndarray:
+    """pytorch-grad-cam 1.5 ScoreCAM with the default (raw logit) target."""
+    size = x.shape[2:]
+    up = torch.nn.UpsamplingBilinear2d(size=size)(_t(acts)[None])[0]
+    flat = up.reshape(up.shape[0], -1)
+    maxs = flat.max(dim=1).values[:, None, None]
+    mins = flat.min(dim=1).values[:, None, None]
+    up = (up - mins) / (maxs - mins + 1e-8)
+    scores = []
+    for k in range(up.shape[0]):
+        out = model((_t(x) * up[k]).numpy())
+        scores.append(float(out[0, c]))
+    weights = torch.softmax(torch.tensor(scores, dtype=torch.float32), dim=-1).numpy()
+    cam = (weights[:, None, None] * acts).sum(axis=0)
+    cam = np.maximum(cam, 0)
+
+    def scale(img: np.ndarray, target: tuple[int, int] | None) -> np.ndarray:
+        img = img - np.min(img)
+        img = img / (1e-7 + np.max(img))
+        if target is not None:
+            img = cv2.resize(img, target)
+        return np.float32(img)
+
+    cam = scale(cam, (size[1], size[0]))
+    cam = np.maximum(cam, 0)
+    return scale(cam, None)
+
+
+def torchcam_style(x: np.ndarray, acts: np.ndarray, model: Model, c: int) -> np.ndarray:
+    """torch-cam 0.5 ScoreCAM, upsampled to the input size as its metrics do."""
+    size = x.shape[2:]
+    a = _t(acts).clone()
+    a -= a.flatten(1).min(dim=-1).values[:, None, None]
+    a /= a.flatten(1).max(dim=-1).values[:, None, None] + 1e-8
+    up = F.interpolate(a[None], size=size, mode="bilinear", align_corners=False)[0]
+    base = float(model(x)[0, c])
+    scores = [float(model((_t(x) * up[k]).numpy())[0, c]) - base for k in range(up.shape[0])]
+    w = torch.softmax(torch.tensor(scores), dim=-1)
+    cam = torch.nansum(w[:, None, None] * _t(acts), dim=0)
+    cam = torch.relu(cam)
+    cam -= cam.min()
+    cam /= cam.max() + 1e-8
+    return F.interpolate(cam[None, None], size=size, mode="bilinear",
+                         align_corners=False)[0, 0].numpy()
+
+
+ORACLES = {"paper": paper, "pytorch-grad-cam": grad_cam_style, "torchcam": torchcam_style}
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.ravel().astype(np.float64), b.ravel().astype(np.float64))[0, 1])

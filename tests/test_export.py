@@ -1,0 +1,114 @@
+"""Export of PyTorch classifiers: layer choice, faithfulness, reproduction of the default bundle."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from conftest import DEFAULT_BUNDLE, SAMPLES
+from scorecam_onnx_export import export_bundle, resolve_layer
+from scorecam_onnx_export.torch_export import LoadedModel
+from torch_models import shared_activation, small_net
+
+from scorecam_onnx import Bundle, BundleError, Preprocessing
+from scorecam_onnx.images import load_image, preprocess
+
+PREP = Preprocessing(height=16, width=16)
+
+
+def _loaded(module):
+    return LoadedModel(module.eval(), {"framework": "pytorch", "model": "test"})
+
+
+def _captured(module, name, x):
+    """Outputs of every call of the named module, captured with forward hooks."""
+    calls = []
+    handle = module.get_submodule(name).register_forward_hook(lambda m, i, o: calls.append(o))
+    with torch.no_grad():
+        logits = module(x)
+    handle.remove()
+    return [c.numpy() for c in calls], logits.numpy()
+
+
+def _bundle_outputs(bundle: Bundle, x: np.ndarray):
+    m = bundle.manifest
+    feats = ort.InferenceSession(str(bundle.features_path), providers=["CPUExecutionProvider"])
+    model = ort.InferenceSession(str(bundle.model_path), providers=["CPUExecutionProvider"])
+    return (feats.run([m.activation.name], {m.input.name: x})[0],
+            model.run([m.output.name], {m.input.name: x})[0])
+
+
+def test_automatic_layer_is_the_last_4d_module(tmp_path):
+    net = small_net()
+    report = export_bundle(_loaded(net), tmp_path / "b", preprocessing=PREP)
+    assert report.layer.label == "relu2"
+    x = np.random.default_rng(0).normal(size=(3, 3, 16, 16)).astype(np.float32)
+    (want_act,), want_logits = _captured(net, "relu2", torch.from_numpy(x))
+    acts, logits = _bundle_outputs(report.bundle, x)
+    np.testing.assert_allclose(acts, want_act, atol=1e-5)
+    np.testing.assert_allclose(logits, want_logits, atol=1e-5)
+    assert report.activation_diff < 1e-4 and report.logits_diff < 1e-4
+    assert report.bundle.manifest.activation.channels == 16
+    assert report.bundle.manifest.layer == "relu2"
+
+
+def test_non_default_layer(tmp_path):
+    net = small_net()
+    report = export_bundle(_loaded(net), tmp_path / "b", layer="conv1", preprocessing=PREP)
+    x = np.random.default_rng(1).normal(size=(2, 3, 16, 16)).astype(np.float32)
+    (want,), _ = _captured(net, "conv1", torch.from_numpy(x))
+    acts, _ = _bundle_outputs(report.bundle, x)
+    assert acts.shape == (2, 8, 16, 16)
+    np.testing.assert_allclose(acts, want, atol=1e-5)
+
+
+def test_module_called_twice_needs_a_call_index(tmp_path):
+    net = shared_activation()
+    with pytest.raises(BundleError, match=r"'act' runs 2 times .* 'act#K'"):
+        export_bundle(_loaded(net), tmp_path / "b", layer="act", preprocessing=PREP)
+    x = np.random.default_rng(2).normal(size=(2, 3, 16, 16)).astype(np.float32)
+    calls, _ = _captured(net, "act", torch.from_numpy(x))
+    for index, want in ((0, calls[0]), (-1, calls[1]), (1, calls[1])):
+        report = export_bundle(_loaded(net), tmp_path / f"b{index}", layer=f"act#{index}",
+                               preprocessing=PREP)
+        acts, _ = _bundle_outputs(report.bundle, x)
+        np.testing.assert_allclose(acts, want, atol=1e-5)
+        assert report.bundle.manifest.layer == f"act#{index % 2}"
+
+
+def test_automatic_layer_picks_the_last_call_of_a_shared_module():
+    net = shared_activation()
+    choice = resolve_layer(net, None, torch.zeros(2, 3, 16, 16))
+    assert (choice.name, choice.call, choice.calls, choice.label) == ("act", 1, 2, "act#1")
+
+
+@pytest.mark.parametrize(("layer", "message"), [
+    ("nothing", "no module named 'nothing'"),
+    ("act#2", "runs 2 times; #2 is out of range"),
+    ("act#x", "bad call index"),
+    ("head.1", "not a 4-D activation map"),
+])
+def test_bad_layers(layer, message):
+    with pytest.raises(BundleError, match=message):
+        resolve_layer(shared_activation(), layer, torch.zeros(2, 3, 16, 16))
+
+
+def test_default_bundle_is_reproducible(tmp_path):
+    """Re-export EfficientNet-Lite0 and compare with the committed graphs."""
+    from scorecam_onnx_export import load_model
+
+    fresh = export_bundle(load_model("efficientnet-lite0"), tmp_path / "lite0").bundle
+    committed = Bundle.load(DEFAULT_BUNDLE)
+    assert fresh.manifest.input == committed.manifest.input
+    assert fresh.manifest.activation == committed.manifest.activation
+    assert fresh.manifest.layer == committed.manifest.layer == "_swish#1"
+    assert fresh.labels == committed.labels
+    x = np.concatenate([
+        preprocess(load_image(SAMPLES / "chelsea.png"), committed.manifest.input),
+        np.random.default_rng(0).normal(size=(1, 3, 224, 224)).astype(np.float32),
+    ])
+    for got, want in zip(_bundle_outputs(fresh, x), _bundle_outputs(committed, x), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-4)
+    size = sum(p.stat().st_size for p in committed.path.iterdir())
+    assert size < 25e6

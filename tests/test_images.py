@@ -1,0 +1,142 @@
+"""Reading images: formats, conversions, EXIF orientation, and clear errors."""
+
+from __future__ import annotations
+
+import struct
+
+import cv2
+import numpy as np
+import pytest
+
+from scorecam_onnx import ImageError, load_image
+from scorecam_onnx.images import preprocess
+from scorecam_onnx.manifest import InputSpec
+
+
+def _encode(array: np.ndarray, ext: str = ".png") -> bytes:
+    ok, data = cv2.imencode(ext, array)
+    assert ok
+    return data.tobytes()
+
+
+def _with_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """Insert an EXIF APP1 segment holding only the orientation tag."""
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1)
+    tiff += struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<I", 0)
+    body = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body + jpeg[2:]
+
+
+def test_rgb_order_from_png():
+    bgr = np.zeros((4, 5, 3), np.uint8)
+    bgr[..., 0] = 200   # blue in OpenCV's order
+    rgb = load_image(_encode(bgr))
+    assert rgb.shape == (4, 5, 3) and rgb.dtype == np.uint8
+    assert (rgb[..., 2] == 200).all() and (rgb[..., 0] == 0).all()
+
+
+def test_grayscale_is_replicated():
+    gray = np.arange(20, dtype=np.uint8).reshape(4, 5) * 10
+    rgb = load_image(_encode(gray))
+    assert rgb.shape == (4, 5, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(rgb[..., c], gray)
+
+
+def test_rgba_is_composited_over_white():
+    bgra = np.zeros((2, 2, 4), np.uint8)
+    bgra[..., 2] = 255            # red
+    bgra[0, 0, 3] = 255           # opaque
+    bgra[0, 1, 3] = 0             # transparent → white
+    bgra[1, :, 3] = 128           # half → pink
+    rgb = load_image(_encode(bgra))
+    np.testing.assert_array_equal(rgb[0, 0], [255, 0, 0])
+    np.testing.assert_array_equal(rgb[0, 1], [255, 255, 255])
+    np.testing.assert_allclose(rgb[1, 0], [255, 127, 127], atol=1)
+
+
+def test_sixteen_bit_is_scaled():
+    deep = np.full((3, 3, 3), 65535, np.uint16)
+    deep[0, 0] = 257 * 100
+    rgb = load_image(_encode(deep))
+    assert rgb.dtype == np.uint8
+    assert rgb[1, 1, 0] == 255 and rgb[0, 0, 0] == 100
+
+
+def test_palette_png(tmp_path):
+    # A minimal 2×1 palette PNG (colour type 3) written by hand: red and blue pixels.
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 1, 8, 3, 0, 0, 0))
+    png += chunk(b"PLTE", bytes([255, 0, 0, 0, 0, 255]))
+    png += chunk(b"IDAT", zlib.compress(b"\x00\x00\x01")) + chunk(b"IEND", b"")
+    path = tmp_path / "palette.png"
+    path.write_bytes(png)
+    rgb = load_image(path)
+    np.testing.assert_array_equal(rgb[0], [[255, 0, 0], [0, 0, 255]])
+
+
+def test_exif_orientation_is_applied():
+    tall = np.zeros((20, 10, 3), np.uint8)
+    tall[:5] = 255                # white band at the top
+    data = _with_orientation(_encode(tall, ".jpg"), 6)   # 6: rotate 90° clockwise
+    rgb = load_image(data)
+    assert rgb.shape == (10, 20, 3)
+    assert rgb[:, -3:].mean() > 200 and rgb[:, :3].mean() < 50   # top band now on the right
+
+
+def test_one_pixel_image():
+    assert load_image(_encode(np.full((1, 1, 3), 7, np.uint8))).shape == (1, 1, 3)
+
+
+def test_arrays_are_accepted():
+    gray = np.full((3, 4), 9, np.uint8)
+    assert load_image(gray).shape == (3, 4, 3)
+    with pytest.raises(ImageError, match="expected H×W×3"):
+        load_image(np.zeros((2, 2, 5), np.uint8))
+    with pytest.raises(TypeError, match="expected a path, bytes or a uint8 array"):
+        load_image(42)
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda p: p.write_bytes(b""), "empty file"),
+    (lambda p: p.write_text("hello, I am text"), "not an image OpenCV can decode"),
+    (lambda p: p.write_bytes(_encode(np.zeros((64, 64, 3), np.uint8), ".jpg")[:200]),
+     "not an image OpenCV can decode"),
+])
+def test_bad_files(tmp_path, make, message):
+    path = tmp_path / "x.png"
+    make(path)
+    with pytest.raises(ImageError, match=message):
+        load_image(path)
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(ImageError, match="no such file"):
+        load_image(tmp_path / "missing.png")
+    with pytest.raises(ImageError, match="is a folder"):
+        load_image(tmp_path)
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp"])
+def test_pixel_limit_refused_before_decoding(ext):
+    data = _encode(np.zeros((30, 40, 3), np.uint8), ext)
+    with pytest.raises(ImageError, match="40×30 pixels is above the limit of 1000 pixels"):
+        load_image(data, max_pixels=1000)
+    assert load_image(data, max_pixels=1200).shape == (30, 40, 3)
+
+
+def test_preprocess_follows_the_manifest():
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 255, 0, 51
+    spec = InputSpec(name="in", height=2, width=2, mean=(0.5, 0.5, 0.5), std=(0.5, 0.25, 0.5))
+    x = preprocess(rgb, spec)
+    assert x.shape == (1, 3, 2, 2) and x.dtype == np.float32
+    np.testing.assert_allclose(x[0, :, 0, 0], [1.0, -2.0, -0.6], atol=1e-6)
+    bgr = preprocess(rgb, InputSpec(name="in", height=2, width=2, color="BGR",
+                                    mean=(0, 0, 0), std=(1, 1, 1)))
+    np.testing.assert_allclose(bgr[0, :, 0, 0], [0.2, 0.0, 1.0], atol=1e-6)
