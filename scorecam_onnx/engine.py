@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -115,8 +116,9 @@ class ScoreCam:
         """Indices of the channels that get masks (default: every non-constant channel)."""
         return np.flatnonzero(varying)
 
-    def perturb(self, masks: NDArray[np.float32], sample: int) -> NDArray[np.float32]:
-        """The `sample`-th copy of a batch of masks (default: the masks themselves)."""
+    def perturb(self, masks: NDArray[np.float32], channels: NDArray[np.int64],
+                sample: int) -> NDArray[np.float32]:
+        """The `sample`-th copy of the masks of `channels` (default: the masks themselves)."""
         return masks
 
     # Core --------------------------------------------------------------------------------
@@ -162,33 +164,51 @@ class ScoreCam:
         sums = np.zeros((k + 1, len(targets)), dtype=np.float64)
         counts = np.zeros(k + 1, dtype=np.int64)
         builder = _MaskBuilder(activations, size, preset)
-        batch = np.empty((min(self.batch_size, max(total, 1)), *x.shape[1:]), dtype=np.float32)
-        mask_seconds = forward_seconds = 0.0
-        nonfinite = False
-        for start in range(0, total, self.batch_size):
+        starts = list(range(0, total, self.batch_size))
+        rows_b = min(self.batch_size, max(total, 1))
+        # Two input buffers: the next batch is built while the model runs on the current one.
+        buffers = [np.empty((rows_b, *x.shape[1:]), dtype=np.float32) for _ in range(2)]
+
+        def build(index: int) -> tuple[NDArray[np.int64], NDArray[np.float32], float]:
             t0 = time.perf_counter()
-            jobs = channel_jobs[start:start + self.batch_size]
-            samples = sample_jobs[start:start + self.batch_size]
-            n = jobs.size
+            begin = starts[index]
+            jobs = channel_jobs[begin:begin + self.batch_size]
+            samples = sample_jobs[begin:begin + self.batch_size]
             masks = builder.masks(jobs)
-            for s in np.unique(samples):
-                pick = samples == s
-                masks[pick] = self.perturb(masks[pick], int(s))
-            np.multiply(x, masks[:, None], out=batch[:n])
-            t1 = time.perf_counter()
-            out = np.asarray(model(batch[:n]), dtype=np.float64)
-            t2 = time.perf_counter()
-            if not np.isfinite(out).all():
-                nonfinite = True
-                out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
-            scores = _class_scores(out, targets_arr, preset.score, output_kind, clean)
-            rows = np.where(jobs < 0, k, jobs)
-            np.add.at(sums, rows, scores)
-            np.add.at(counts, rows, 1)
-            mask_seconds += t1 - t0
-            forward_seconds += t2 - t1
-            if progress is not None:
-                progress(start + n, total)
+            if self.samples > 1:
+                for s in np.unique(samples):
+                    pick = samples == s
+                    masks[pick] = self.perturb(masks[pick], jobs[pick], int(s))
+            inputs = buffers[index % 2][:jobs.size]
+            np.multiply(x, masks[:, None], out=inputs)
+            return jobs, inputs, time.perf_counter() - t0
+
+        mask_seconds = forward_seconds = wait_seconds = 0.0
+        nonfinite = False
+        done_jobs = 0
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(build, 0) if starts else None
+            for index in range(len(starts)):
+                t0 = time.perf_counter()
+                jobs, inputs, built = pending.result()
+                if index + 1 < len(starts):
+                    pending = pool.submit(build, index + 1)
+                t1 = time.perf_counter()
+                out = np.asarray(model(inputs), dtype=np.float64)
+                t2 = time.perf_counter()
+                if not np.isfinite(out).all():
+                    nonfinite = True
+                    out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+                scores = _class_scores(out, targets_arr, preset.score, output_kind, clean)
+                rows = np.where(jobs < 0, k, jobs)
+                np.add.at(sums, rows, scores)
+                np.add.at(counts, rows, 1)
+                mask_seconds += built
+                wait_seconds += t1 - t0
+                forward_seconds += t2 - t1
+                done_jobs += jobs.size
+                if progress is not None:
+                    progress(done_jobs, total)
         values = np.full((k, len(targets)), np.nan, dtype=np.float64)
         done = counts[:k] > 0
         values[done] = sums[:k][done] / counts[:k][done, None]
@@ -196,7 +216,8 @@ class ScoreCam:
             values[constant] = sums[k] / counts[k]
         return Scores(values, clean, forwards=total, masks=chosen.size + int(share_zero),
                       nonfinite=nonfinite,
-                      seconds={"masks": mask_seconds, "forwards": forward_seconds})
+                      seconds={"masks": mask_seconds, "mask_wait": wait_seconds,
+                               "forwards": forward_seconds})
 
     def weights(self, values: NDArray[np.float64]) -> NDArray[np.float32]:
         """Channel weights from the K channel scores of one class (NaN: no forward → 0)."""
@@ -275,36 +296,53 @@ def _class_scores(out: NDArray[np.float64], targets: NDArray[np.int64], kind: st
 
 
 class _MaskBuilder:
-    """Builds normalised H×W masks for a batch of channels, as a preset defines them."""
+    """Builds normalised H×W masks for a batch of channels, as a preset defines them.
+
+    Interpolation rows sum to one, so ``Up(A) − m = Up(A − m)``: masks are normalised at
+    activation resolution with the min and max of the *upsampled* map, then upsampled once.
+    Those extremes lie where the interpolation changes cells (bilinear is linear inside a
+    cell), so they are read off a small sub-grid instead of the full H×W map.
+    """
 
     def __init__(self, activations: NDArray[np.float32], size: tuple[int, int],
                  preset: Preset) -> None:
         self.preset = preset
         self.activations = activations.astype(np.float32, copy=False)
-        self.size = size
         h, w = activations.shape[1:]
         self.resize = Resizer((h, w), size, preset.align_corners)
+        rows = self.resize.rows
+        cols_t = self.resize.cols_t
+        self.edge_rows = np.ascontiguousarray(rows[_cell_ends(rows)])
+        self.edge_cols_t = np.ascontiguousarray(cols_t[:, _cell_ends(cols_t.T)])
 
     def masks(self, channels: NDArray[np.int64]) -> NDArray[np.float32]:
         """B×H×W masks; channel -1 gives the all-zero mask."""
         zero = channels < 0
         maps = self.activations[np.where(zero, 0, channels)]
-        eps = self.preset.epsilon
+        eps = np.float32(self.preset.epsilon)
         if self.preset.normalise_at_input:
-            up = self.resize(maps)
-            flat = up.reshape(up.shape[0], -1)
-            low = flat.min(axis=1)[:, None, None]
-            span = flat.max(axis=1)[:, None, None] - low
-            up -= low
-            # A constant map has span 0: its mask is all zeros, whatever the epsilon.
-            np.divide(up, span + np.float32(eps), out=up, where=(span + eps) > 0)
-            up[(span[:, 0, 0] <= 0) | zero] = 0.0
-            return up
-        flat = maps.reshape(maps.shape[0], -1)
-        shifted = maps - flat.min(axis=1)[:, None, None]
-        shifted /= shifted.reshape(maps.shape[0], -1).max(axis=1)[:, None, None] + np.float32(eps)
-        shifted[zero] = 0.0
-        return self.resize(shifted)
+            edges = np.matmul(np.matmul(self.edge_rows, maps), self.edge_cols_t)
+        else:
+            edges = maps
+        flat = edges.reshape(edges.shape[0], -1)
+        low = flat.min(axis=1)
+        span = flat.max(axis=1) - low
+        scale = np.zeros_like(span)
+        # A constant map (span 0) gives an all-zero mask, whatever the epsilon.
+        usable = (span > 0) & ~zero
+        scale[usable] = 1.0 / (span[usable] + eps)
+        scaled = (maps - low[:, None, None]) * scale[:, None, None]
+        return self.resize(scaled)
+
+
+def _cell_ends(matrix: NDArray[np.float32]) -> NDArray[np.int64]:
+    """Output indices that start or end a run of rows interpolating from the same inputs."""
+    support = [tuple(np.flatnonzero(row)) for row in matrix]
+    ends = {0, len(support) - 1}
+    for i in range(1, len(support)):
+        if support[i] != support[i - 1]:
+            ends.update((i - 1, i))
+    return np.array(sorted(ends), dtype=np.int64)
 
 
 class FasterScoreCam(ScoreCam):
