@@ -8,10 +8,11 @@
 """
 
 from .bundle import Bundle, Preprocessing, write_bundle
-from .engine import PRESETS, FasterScoreCam, Preset, ScoreCam
+from .engine import PRESETS, Preset, ScoreCam
 from .errors import BundleError, ImageError, ProviderError, ScoreCamError
-from .explainer import METHODS, Explainer, Explanation, default_bundle
+from .explainer import Explainer, Explanation, default_bundle
 from .images import load_image
+from .methods import METHODS, EigenCam, FasterScoreCam, ISCam, SSCam, make_method
 from .render import contact_sheet, heatmap, overlay
 
 __version__ = "0.1.0"
@@ -21,19 +22,23 @@ __all__ = [
     "PRESETS",
     "Bundle",
     "BundleError",
+    "EigenCam",
     "Explainer",
     "Explanation",
     "FasterScoreCam",
+    "ISCam",
     "ImageError",
     "Preprocessing",
     "Preset",
     "ProviderError",
+    "SSCam",
     "ScoreCam",
     "ScoreCamError",
     "contact_sheet",
     "default_bundle",
     "heatmap",
     "load_image",
+    "make_method",
     "overlay",
     "write_bundle",
 ]

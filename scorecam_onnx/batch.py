@@ -31,9 +31,10 @@ class ExplainJob:
 
     inputs: list[str]
     out: Path
-    preset: str = "paper"
+    preset: str | None = None
     method: str = "scorecam"
     channels: int = 64
+    samples: int | None = None
     classes: list[int] = field(default_factory=list)
     top_k: int | None = None
     sheet: bool = False
@@ -121,17 +122,14 @@ def _explain_one(explainer: Explainer, job: ExplainJob, item: ItemResult,
                  on_progress: Callable[[int, int], None] | None) -> None:
     try:
         rgb, _ = explainer.preprocess(item.source)
+        options = {"preset": job.preset, "method": job.method, "channels": job.channels,
+                   "samples": job.samples, "progress": on_progress}
         if job.classes:
-            found = explainer.explain(rgb, list(job.classes), preset=job.preset,
-                                      method=job.method, channels=job.channels,
-                                      progress=on_progress)
+            found = explainer.explain(rgb, list(job.classes), **options)
         elif job.top_k is not None:
-            found = explainer.explain(rgb, top_k=job.top_k, preset=job.preset,
-                                      method=job.method, channels=job.channels,
-                                      progress=on_progress)
+            found = explainer.explain(rgb, top_k=job.top_k, **options)
         else:
-            found = [explainer.explain(rgb, preset=job.preset, method=job.method,
-                                       channels=job.channels, progress=on_progress)]
+            found = [explainer.explain(rgb, **options)]
         write_outputs(job.out, item.name, item.source, rgb, found, job.per_class)
     except (ScoreCamError, ValueError, TypeError, OSError) as exc:
         item.error = str(exc)

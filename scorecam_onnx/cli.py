@@ -17,7 +17,8 @@ from . import __version__
 from .bundle import Bundle, Preprocessing
 from .engine import PRESETS
 from .errors import ScoreCamError
-from .explainer import METHODS, default_bundle
+from .explainer import default_bundle
+from .methods import METHODS
 from .runtime import PROVIDER_CHOICES
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -248,11 +249,13 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @run_options
 @click.option("--out", type=click.Path(file_okay=False), default="out", show_default=True,
               help="Folder for the outputs.")
-@click.option("--preset", type=click.Choice(list(PRESETS)), default="paper", show_default=True,
-              help="Score-CAM convention.")
+@click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
+              help="Score-CAM convention. Default: the method's own (paper for scorecam).")
 @click.option("--method", type=click.Choice(METHODS), default="scorecam", show_default=True)
 @click.option("--channels", type=click.IntRange(min=1), default=64, show_default=True,
               help="Channels kept by faster-scorecam.")
+@click.option("--samples", type=click.IntRange(min=1),
+              help="Copies per mask for sscam (default 35) and iscam (default 10).")
 @click.option("--class", "classes", type=click.IntRange(min=0), multiple=True,
               help="Class id to explain (repeatable). Default: the top-1 class.")
 @click.option("--top-k", type=click.IntRange(min=1), help="Explain the k most likely classes.")
@@ -260,7 +263,7 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--skip-existing", is_flag=True,
               help="Skip images whose outputs are all present (resume a run).")
 def explain(inputs, model_dir, provider, threads, batch_size, quiet, out, preset, method,
-            channels, classes, top_k, sheet, skip_existing) -> None:
+            channels, samples, classes, top_k, sheet, skip_existing) -> None:
     """Explain images (files, folders or globs); write <name>.png/.npy/.json per image.
 
     With --class or --top-k, one set per class: <name>.c<ID>.png/.npy/.json.
@@ -272,7 +275,8 @@ def explain(inputs, model_dir, provider, threads, batch_size, quiet, out, preset
         raise click.UsageError("give either --class or --top-k, not both")
     job = ExplainJob(
         inputs=list(inputs), out=Path(out), preset=preset, method=method, channels=channels,
-        classes=list(classes), top_k=top_k, sheet=sheet, skip_existing=skip_existing,
+        samples=samples, classes=list(classes), top_k=top_k, sheet=sheet,
+        skip_existing=skip_existing,
     )
     explainer = Explainer(model_dir, provider=provider, batch_size=batch_size, threads=threads)
     with _Progress(quiet) as progress:

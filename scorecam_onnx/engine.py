@@ -343,26 +343,3 @@ def _cell_ends(matrix: NDArray[np.float32]) -> NDArray[np.int64]:
         if support[i] != support[i - 1]:
             ends.update((i - 1, i))
     return np.array(sorted(ends), dtype=np.int64)
-
-
-class FasterScoreCam(ScoreCam):
-    """Faster Score-CAM: only the `channels` maps with the largest spatial standard deviation.
-
-    As tf-keras-vis's ``max_N``; every other channel weighs 0. Cost: `channels` forwards.
-    """
-
-    name = "faster-scorecam"
-    scores_constant = False
-
-    def __init__(self, preset: Preset | str = PAPER, batch_size: int = 8,
-                 channels: int = 64) -> None:
-        super().__init__(preset, batch_size)
-        if channels < 1:
-            raise ValueError(f"channels must be at least 1, got {channels}")
-        self.channels = channels
-
-    def select(self, activations: NDArray[np.float32], varying: NDArray[np.bool_]) -> NDArray:
-        spread = activations.reshape(activations.shape[0], -1).std(axis=1)
-        spread[~varying] = -1.0
-        order = np.argsort(-spread, kind="stable")[: self.channels]
-        return np.sort(order[spread[order] > 0])

@@ -13,12 +13,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .bundle import Bundle
-from .engine import PAPER, FasterScoreCam, Progress, ScoreCam
+from .engine import Progress, ScoreCam
 from .errors import BundleError
 from .images import DEFAULT_MAX_PIXELS, ImageLike, load_image, preprocess
+from .methods import make_method
 from .runtime import OrtRunner
 
-METHODS = ("scorecam", "faster-scorecam")
 # Masked inputs per model call when none is given: on the CPU provider the per-image time is
 # flat from 2 to 16 and rises beyond; on CUDA larger batches keep the device busy.
 DEFAULT_BATCH = {"cpu": 8, "cuda": 64}
@@ -149,24 +149,27 @@ class Explainer:
 
     @overload
     def explain(self, image: ImageLike, target: int | None = None, *, top_k: None = None,
-                preset: str = PAPER, method: str = "scorecam", channels: int = 64,
-                batch_size: int | None = None, progress: Progress | None = None
+                preset: str | None = None, method: str = "scorecam", channels: int = 64,
+                samples: int | None = None, batch_size: int | None = None,
+                progress: Progress | None = None
                 ) -> Explanation: ...
 
     @overload
     def explain(self, image: ImageLike, target: Sequence[int], *, top_k: None = None,
-                preset: str = PAPER, method: str = "scorecam", channels: int = 64,
-                batch_size: int | None = None, progress: Progress | None = None
+                preset: str | None = None, method: str = "scorecam", channels: int = 64,
+                samples: int | None = None, batch_size: int | None = None,
+                progress: Progress | None = None
                 ) -> list[Explanation]: ...
 
     @overload
     def explain(self, image: ImageLike, target: None = None, *, top_k: int,
-                preset: str = PAPER, method: str = "scorecam", channels: int = 64,
-                batch_size: int | None = None, progress: Progress | None = None
+                preset: str | None = None, method: str = "scorecam", channels: int = 64,
+                samples: int | None = None, batch_size: int | None = None,
+                progress: Progress | None = None
                 ) -> list[Explanation]: ...
 
-    def explain(self, image, target=None, *, top_k=None, preset=PAPER, method="scorecam",
-                channels=64, batch_size=None, progress=None):
+    def explain(self, image, target=None, *, top_k=None, preset=None, method="scorecam",
+                channels=64, samples=None, batch_size=None, progress=None):
         """Explain the model's prediction for one image.
 
         Args:
@@ -176,9 +179,11 @@ class Explainer:
             top_k: explain the k most likely classes instead (a list, most likely first).
                 Every masked forward yields all class scores, so extra classes cost no
                 extra forwards.
-            preset: "paper" (default), "pytorch-grad-cam" or "torchcam" (SPEC §2.1).
-            method: "scorecam" or "faster-scorecam".
+            preset: "paper", "pytorch-grad-cam" or "torchcam" (SPEC §2.1). Default: the
+                method's own ("paper" for Score-CAM, "torchcam" for SS-CAM and IS-CAM).
+            method: "scorecam", "faster-scorecam", "sscam", "iscam" or "eigencam".
             channels: channels kept by "faster-scorecam". Default: 64.
+            samples: noisy (SS-CAM, default 35) or scaled (IS-CAM, default 10) copies per mask.
             batch_size: masked inputs per model call. Default: the explainer's.
             progress: called with (masked inputs done, total) after each batch.
 
@@ -188,14 +193,13 @@ class Explainer:
         """
         if target is not None and top_k is not None:
             raise ValueError("give either target or top_k, not both")
-        results = self._explain(image, target, top_k, preset, method, channels,
-                                batch_size or self.batch_size, progress)
+        engine = make_method(method, preset, batch_size or self.batch_size, channels, samples)
+        results = self._explain(image, target, top_k, engine, progress)
         single = top_k is None and (target is None or isinstance(target, int | np.integer))
         return results[0] if single else results
 
     def _explain(self, image: ImageLike, target: int | Sequence[int] | None, top_k: int | None,
-                 preset: str, method: str, channels: int, batch_size: int,
-                 progress: Progress | None) -> list[Explanation]:
+                 engine: ScoreCam, progress: Progress | None) -> list[Explanation]:
         started = time.perf_counter()
         rgb, x = self.preprocess(image)
         prepared = time.perf_counter()
@@ -203,7 +207,6 @@ class Explainer:
         clean = self.scores(x)[0]
         featured = time.perf_counter()
         targets = self._targets(clean, target, top_k)
-        engine = make_method(method, preset, batch_size, channels)
         scores = engine.score(x, acts, self.scores, targets, clean,
                               self.bundle.manifest.output.kind, progress)
         size = (self._input.height, self._input.width)
@@ -224,7 +227,7 @@ class Explainer:
                 method=engine.name,
                 preset=engine.preset.name,
                 provider=self.provider,
-                batch_size=batch_size,
+                batch_size=engine.batch_size,
                 forwards=1 + scores.forwards,
                 masks=scores.masks,
                 degenerate=degenerate,
@@ -258,15 +261,6 @@ class Explainer:
             if not 0 <= class_id < classes:
                 raise ValueError(f"class id {class_id} is out of range (0 to {classes - 1})")
         return [int(i) for i in ids]
-
-
-def make_method(method: str, preset: str, batch_size: int, channels: int = 64) -> ScoreCam:
-    """The engine for a method name."""
-    if method == "scorecam":
-        return ScoreCam(preset, batch_size)
-    if method == "faster-scorecam":
-        return FasterScoreCam(preset, batch_size, channels)
-    raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
 
 
 def _probabilities(out: NDArray[np.float64], kind: str) -> NDArray[np.float64]:

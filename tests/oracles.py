@@ -91,3 +91,65 @@ ORACLES = {"paper": paper, "pytorch-grad-cam": grad_cam_style, "torchcam": torch
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a.ravel().astype(np.float64), b.ravel().astype(np.float64))[0, 1])
+
+
+def _torchcam_masks(acts: np.ndarray, size) -> torch.Tensor:
+    a = _t(acts).clone()
+    a -= a.flatten(1).min(dim=-1).values[:, None, None]
+    a /= a.flatten(1).max(dim=-1).values[:, None, None] + 1e-8
+    return F.interpolate(a[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
+def _torchcam_map(acts: np.ndarray, scores: list[float], size) -> np.ndarray:
+    w = torch.softmax(torch.tensor(scores, dtype=torch.float64), dim=-1).float()
+    cam = torch.relu(torch.nansum(w[:, None, None] * _t(acts), dim=0))
+    cam -= cam.min()
+    cam /= cam.max() + 1e-8
+    return F.interpolate(cam[None, None], size=size, mode="bilinear",
+                         align_corners=False)[0, 0].numpy()
+
+
+def sscam(x, acts, model: Model, c: int, samples: int, std: float, seed: int = 0):
+    """torch-cam SSCAM; the noise of (channel k, sample s) comes from rng((seed, k, s))."""
+    size = x.shape[2:]
+    up = _torchcam_masks(acts, size)
+    base = float(model(x)[0, c])
+    scores = []
+    for k in range(acts.shape[0]):
+        total = 0.0
+        for s in range(samples):
+            noise = np.random.default_rng((seed, k, s)).standard_normal(
+                tuple(size), dtype=np.float32) * np.float32(std)
+            total += float(model(((up[k] + _t(noise)) * _t(x)).numpy())[0, c]) - base
+        scores.append(total / samples)
+    return _torchcam_map(acts, scores, size)
+
+
+def iscam(x, acts, model: Model, c: int, samples: int):
+    """torch-cam ISCAM: the mask scaled by a running sum of (i + 1) / N."""
+    size = x.shape[2:]
+    up = _torchcam_masks(acts, size)
+    base = float(model(x)[0, c])
+    scores = []
+    for k in range(acts.shape[0]):
+        coeff, total = 0.0, 0.0
+        for s in range(samples):
+            coeff += (s + 1) / samples
+            total += float(model((coeff * up[k] * _t(x)).numpy())[0, c]) - base
+        scores.append(total / samples)
+    return _torchcam_map(acts, scores, size)
+
+
+def eigencam(x, acts):
+    """pytorch-grad-cam's 2-D projection, sign fixed towards the mean map, then as `paper`."""
+    k = acts.shape[0]
+    reshaped = acts.reshape(k, -1).T.astype(np.float64)
+    centred = reshaped - reshaped.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=True)
+    projection = centred @ vt[0]
+    if np.corrcoef(projection, reshaped.mean(axis=1))[0, 1] < 0:
+        projection = -projection
+    up = F.interpolate(_t(projection.reshape(acts.shape[1:]))[None, None], size=x.shape[2:],
+                       mode="bilinear", align_corners=False)[0, 0]
+    up = torch.relu(up)
+    return ((up - up.min()) / (up.max() - up.min())).numpy()

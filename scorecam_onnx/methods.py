@@ -1,0 +1,151 @@
+"""The gradient-free relatives of Score-CAM, each a small variant of `ScoreCam` (SPEC §2.2)."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .engine import PAPER, TORCHCAM, Preset, ScoreCam, ScoreFn, Scores, form_cam
+
+METHODS = ("scorecam", "faster-scorecam", "sscam", "iscam", "eigencam")
+# The preset a method uses when none is given: the convention it was published with.
+DEFAULT_PRESET = {"scorecam": PAPER, "faster-scorecam": PAPER, "sscam": TORCHCAM,
+                  "iscam": TORCHCAM, "eigencam": PAPER}
+
+
+class FasterScoreCam(ScoreCam):
+    """Faster Score-CAM: only the `channels` maps with the largest spatial standard deviation.
+
+    As tf-keras-vis's ``max_N``; every other channel weighs 0. Cost: `channels` forwards.
+    """
+
+    name = "faster-scorecam"
+    scores_constant = False
+
+    def __init__(self, preset: Preset | str = PAPER, batch_size: int = 8,
+                 channels: int = 64) -> None:
+        super().__init__(preset, batch_size)
+        if channels < 1:
+            raise ValueError(f"channels must be at least 1, got {channels}")
+        self.channels = channels
+
+    def select(self, activations: NDArray[np.float32], varying: NDArray[np.bool_]) -> NDArray:
+        spread = activations.reshape(activations.shape[0], -1).std(axis=1)
+        spread[~varying] = -1.0
+        order = np.argsort(-spread, kind="stable")[: self.channels]
+        return np.sort(order[spread[order] > 0])
+
+
+class SSCam(ScoreCam):
+    """SS-CAM, Smoothed Score-CAM (arXiv 2006.14255), as torch-cam computes it.
+
+    Each normalised mask is scored `samples` times with Gaussian noise of standard deviation
+    `std` added to it; a channel's score is the mean. The noise of (channel k, sample s) is
+    drawn from a generator seeded with (seed, k, s), so maps do not depend on the batch size.
+    Constant channels (a zero mask plus noise) are scored like the others unless the preset
+    skips them. Cost: `samples` forwards per channel.
+    """
+
+    name = "sscam"
+    scores_constant = False
+
+    def __init__(self, preset: Preset | str = TORCHCAM, batch_size: int = 8, samples: int = 35,
+                 std: float = 2.0, seed: int = 0) -> None:
+        super().__init__(preset, batch_size)
+        if samples < 1:
+            raise ValueError(f"samples must be at least 1, got {samples}")
+        self.samples = samples
+        self.std = std
+        self.seed = seed
+
+    def select(self, activations: NDArray[np.float32], varying: NDArray[np.bool_]) -> NDArray:
+        return np.flatnonzero(varying) if self.preset.skip_constant else np.arange(varying.size)
+
+    def perturb(self, masks: NDArray[np.float32], channels: NDArray[np.int64],
+                sample: int) -> NDArray[np.float32]:
+        for i, channel in enumerate(channels):
+            rng = np.random.default_rng((self.seed, int(channel), sample))
+            masks[i] += rng.standard_normal(masks.shape[1:], dtype=np.float32) * np.float32(
+                self.std)
+        return masks
+
+
+class ISCam(ScoreCam):
+    """IS-CAM, Integrated Score-CAM (arXiv 2010.03023), as torch-cam computes it.
+
+    Sample s (0-based) scores the mask scaled by Σ_{i≤s} (i+1)/N, N = `samples`; a channel's
+    score is the mean over the samples. Cost: `samples` forwards per channel.
+    """
+
+    name = "iscam"
+
+    def __init__(self, preset: Preset | str = TORCHCAM, batch_size: int = 8,
+                 samples: int = 10) -> None:
+        super().__init__(preset, batch_size)
+        if samples < 1:
+            raise ValueError(f"samples must be at least 1, got {samples}")
+        self.samples = samples
+
+    def coefficient(self, sample: int) -> float:
+        """The scale of the masks of sample `sample`: Σ_{i=0}^{sample} (i+1)/N."""
+        return sum(i + 1 for i in range(sample + 1)) / self.samples
+
+    def perturb(self, masks: NDArray[np.float32], channels: NDArray[np.int64],
+                sample: int) -> NDArray[np.float32]:
+        masks *= np.float32(self.coefficient(sample))
+        return masks
+
+
+class EigenCam(ScoreCam):
+    """EigenCAM: the first principal component of the activations; no masked forwards.
+
+    The activations (h·w positions × K channels) are centred per channel and projected on
+    their first right singular vector; the sign is chosen so that the projection correlates
+    positively with the mean activation map (SVD leaves it arbitrary). The map is class-
+    agnostic: every target gets the same one.
+    """
+
+    name = "eigencam"
+
+    def score(self, x: NDArray[np.float32], activations: NDArray[np.float32], model: ScoreFn,
+              targets: list[int], clean_output: NDArray[np.float32],
+              output_kind: str = "logits", progress: object = None) -> Scores:
+        k = activations.shape[0]
+        positions = activations.reshape(k, -1).T.astype(np.float64)
+        centred = positions - positions.mean(axis=0)
+        if not np.any(centred):
+            direction = np.zeros(k)
+        else:
+            direction = np.linalg.svd(centred, full_matrices=False)[2][0]
+            if np.dot(centred @ direction, positions.mean(axis=1)) < 0:
+                direction = -direction
+        values = np.repeat(direction[:, None], len(targets), axis=1)
+        return Scores(values, np.zeros(len(targets)), seconds={"masks": 0.0, "forwards": 0.0})
+
+    def weights(self, values: NDArray[np.float64]) -> NDArray[np.float32]:
+        return np.nan_to_num(values).astype(np.float32)
+
+    def cam(self, activations: NDArray[np.float32], weights: NDArray[np.float32],
+            size: tuple[int, int]) -> tuple[NDArray[np.float32], bool]:
+        means = activations.reshape(activations.shape[0], -1).mean(axis=1)
+        centred = activations - means[:, None, None].astype(np.float32)
+        return form_cam(centred, weights, size, self.preset)
+
+
+def make_method(method: str, preset: str | None = None, batch_size: int = 8,
+                channels: int = 64, samples: int | None = None) -> ScoreCam:
+    """The engine for a method name, with the method's own preset unless one is given."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    chosen = preset or DEFAULT_PRESET[method]
+    if method == "faster-scorecam":
+        return FasterScoreCam(chosen, batch_size, channels)
+    if method == "sscam":
+        return SSCam(chosen, batch_size, **({"samples": samples} if samples else {}))
+    if method == "iscam":
+        return ISCam(chosen, batch_size, **({"samples": samples} if samples else {}))
+    if method == "eigencam":
+        return EigenCam(chosen, batch_size)
+    return ScoreCam(chosen, batch_size)
+
+
