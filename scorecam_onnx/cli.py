@@ -6,6 +6,7 @@ Exit codes: 0 success; 1 an error, or some inputs failed (the others are still d
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -349,6 +350,68 @@ class _Progress:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
             self.bar = None
+
+
+def _methods(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in METHODS]
+    if unknown or not names:
+        raise click.BadParameter(f"unknown method {', '.join(unknown) or '(none)'}: "
+                                 f"choose from {', '.join(METHODS)}")
+    return names
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@run_options
+@click.option("--methods", callback=_methods, show_default=True,
+              default="scorecam,faster-scorecam,sscam,iscam,eigencam",
+              help="Comma-separated methods to compare.")
+@click.option("--baselines/--no-baselines", default=True, show_default=True,
+              help="Also score a random map and a centred Gaussian.")
+@click.option("--boxes", type=click.Path(exists=True, dir_okay=False),
+              help="JSON {image file name: [[x0, y0, x1, y1], ...]} for the pointing game.")
+@click.option("--step", type=click.FloatRange(0, 1, min_open=True), default=0.01,
+              show_default=True, help="Share of pixels per deletion/insertion step.")
+@click.option("--channels", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Channels kept by faster-scorecam.")
+@click.option("--samples", type=click.IntRange(min=1),
+              help="Copies per mask for sscam (default 35) and iscam (default 10).")
+@click.option("--out", type=click.Path(file_okay=False), default="out/evaluation",
+              show_default=True, help="Folder for report.json, report.md and curves.png.")
+def evaluate(inputs, model_dir, provider, threads, batch_size, quiet, methods, baselines,
+             boxes, step, channels, samples, out) -> None:
+    """Compare methods on images: Average Drop, Increase, Deletion, Insertion (+ pointing)."""
+    from .evaluate import BASELINES, write_report
+    from .evaluate import evaluate as run_evaluation
+    from .explainer import Explainer
+    from .images import find_images
+
+    paths, problems = find_images(list(inputs))
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    if not paths:
+        raise click.ClickException("no images to evaluate")
+    box_list = _boxes_for(paths, boxes) if boxes else None
+    explainer = Explainer(model_dir, provider=provider, batch_size=batch_size, threads=threads)
+    report = run_evaluation(
+        explainer, paths, methods, BASELINES if baselines else (), box_list, step, channels,
+        samples, on_step=None if quiet else lambda text: click.echo(text, err=True))
+    written = write_report(report, Path(out))
+    click.echo(report.markdown(), nl=False)
+    click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
+    if problems:
+        raise click.ClickException("some inputs were not found; see the messages above")
+
+
+def _boxes_for(paths: list[Path], boxes_file: str) -> list[list[list[float]] | None]:
+    try:
+        data = json.loads(Path(boxes_file).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise click.ClickException(f"{boxes_file}: cannot read boxes: {exc}") from None
+    if not isinstance(data, dict):
+        raise click.ClickException(f"{boxes_file}: expected an object of image name → boxes")
+    return [data.get(str(p), data.get(p.name)) for p in paths]
 
 
 if __name__ == "__main__":  # pragma: no cover

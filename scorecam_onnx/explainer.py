@@ -17,6 +17,7 @@ from .engine import Progress, ScoreCam
 from .errors import BundleError
 from .images import DEFAULT_MAX_PIXELS, ImageLike, load_image, preprocess
 from .methods import make_method
+from .metrics import softmax
 from .runtime import OrtRunner
 
 # Masked inputs per model call when none is given: on the CPU provider the per-image time is
@@ -132,6 +133,10 @@ class Explainer:
                                 {self._input.name: np.ascontiguousarray(feed)})
         return out
 
+    def probabilities(self, batch: NDArray[np.float32]) -> NDArray[np.float64]:
+        """Class probabilities (N×C) for a batch of preprocessed NCHW inputs."""
+        return to_probabilities(self.scores(batch), self.bundle.manifest.output.kind)
+
     def activations(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         """The target layer's activations (K×h×w) for one preprocessed NCHW input."""
         feed = x.transpose(0, 2, 3, 1) if self._nhwc_input else x
@@ -210,8 +215,7 @@ class Explainer:
         scores = engine.score(x, acts, self.scores, targets, clean,
                               self.bundle.manifest.output.kind, progress)
         size = (self._input.height, self._input.width)
-        probabilities = _probabilities(clean.astype(np.float64),
-                                       self.bundle.manifest.output.kind)
+        probabilities = to_probabilities(clean[None], self.bundle.manifest.output.kind)[0]
         results = []
         for column, class_id in enumerate(targets):
             weights = engine.weights(scores.values[:, column])
@@ -263,9 +267,9 @@ class Explainer:
         return [int(i) for i in ids]
 
 
-def _probabilities(out: NDArray[np.float64], kind: str) -> NDArray[np.float64]:
+def to_probabilities(out: NDArray[np.floating], kind: str) -> NDArray[np.float64]:
+    """N×C class probabilities from model outputs; non-finite logits count as −∞ (never NaN)."""
+    values = np.asarray(out, dtype=np.float64)
     if kind == "probabilities":
-        return out
-    finite = np.nan_to_num(out, nan=-np.inf)
-    e = np.exp(finite - finite.max())
-    return e / e.sum()
+        return np.nan_to_num(values, nan=0.0, posinf=1.0, neginf=0.0)
+    return softmax(np.where(np.isfinite(values), values, -np.inf))

@@ -94,3 +94,27 @@ def wide_model(seed: int = 0) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
+
+
+def quadrant_model() -> onnx.ModelProto:
+    """Two classes that see only the top-left quadrant of channel 0.
+
+    s = mean of x[0, 0, :4, :4]; logits = (s, −s), so p_0 = sigmoid(2s).
+    """
+    kernel = np.zeros((1, 3, SIZE, SIZE), np.float32)
+    kernel[0, 0, :4, :4] = 1.0 / 16
+    nodes = [
+        helper.make_node("Conv", ["input", "kernel"], ["s"]),
+        helper.make_node("Flatten", ["s"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "quadrant",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+        [numpy_helper.from_array(kernel, "kernel"),
+         numpy_helper.from_array(np.array([[1.0], [-1.0]], np.float32), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
