@@ -414,5 +414,32 @@ def _boxes_for(paths: list[Path], boxes_file: str) -> list[list[list[float]] | N
     return [data.get(str(p), data.get(p.name)) for p in paths]
 
 
+@main.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@run_options
+@click.option("--presets", default=",".join(PRESETS), show_default=True,
+              help="Comma-separated presets to measure.")
+@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Repetitions of each measurement (median and spread are reported).")
+@click.option("--no-sweep", is_flag=True, help="Skip the batch-size sweep.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def bench(image, model_dir, provider, threads, batch_size, quiet, presets, repeat, no_sweep,
+          as_json) -> None:
+    """Measure Score-CAM against its floor (the same forwards in plain ONNX Runtime)."""
+    from .bench import SWEEP, format_report
+    from .bench import bench as run_bench
+    from .explainer import Explainer
+
+    chosen = [p.strip() for p in presets.split(",") if p.strip()]
+    unknown = [p for p in chosen if p not in PRESETS]
+    if unknown or not chosen:
+        raise click.UsageError(f"unknown preset {', '.join(unknown) or '(none)'}: "
+                               f"choose from {', '.join(PRESETS)}")
+    explainer = Explainer(model_dir, provider=provider, batch_size=batch_size, threads=threads)
+    report = run_bench(explainer, image, chosen, repeat, () if no_sweep else SWEEP,
+                       on_step=None if quiet else lambda text: click.echo(text, err=True))
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

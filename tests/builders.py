@@ -118,3 +118,28 @@ def quadrant_model() -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
+
+
+def many_channels_model(channels: int = 2048, size: int = 32) -> onnx.ModelProto:
+    """A 1×1 convolution with stride 8 into `channels` maps of (size/8)², then a linear head."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(channels, 3, 1, 1)).astype(np.float32), "cw"),
+        numpy_helper.from_array(rng.normal(size=(10, channels)).astype(np.float32), "fw"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "cw"], ["conv"], strides=[8, 8]),
+        helper.make_node("Relu", ["conv"], ["feat"]),
+        helper.make_node("GlobalAveragePool", ["feat"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fw"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "many",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model

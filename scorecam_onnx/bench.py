@@ -1,0 +1,209 @@
+"""Side-by-side measurements of the engine against its floor: the model's own forwards.
+
+Everything is measured in one run on the same sessions, repeated, and reported as medians
+with their spread: machines are noisy, and only ratios measured together mean much.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .engine import PRESETS
+from .explainer import Explainer
+from .images import ImageLike
+
+SWEEP = (1, 2, 4, 8, 16, 32, 64)
+
+
+@dataclass
+class Timing:
+    """Median and spread (min, max) of repeated measurements, in seconds."""
+
+    median: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, samples: Sequence[float]) -> Timing:
+        return cls(statistics.median(samples), min(samples), max(samples))
+
+
+@dataclass
+class PresetBench:
+    """Score-CAM with one preset against the floor of the same forwards."""
+
+    preset: str
+    channels: int
+    masks_run: int
+    forwards: int
+    scorecam: Timing
+    floor: Timing
+    overhead: float
+    top5: Timing
+    top5_ratio: float
+    peak_mib: float
+
+
+@dataclass
+class BenchReport:
+    """Everything `scorecam-onnx bench` prints."""
+
+    provider: str
+    batch_size: int
+    threads: int
+    repeats: int
+    import_seconds: float
+    features: Timing
+    presets: list[PresetBench] = field(default_factory=list)
+    sweep: dict[int, float] = field(default_factory=dict)
+    best_batch: int = 0
+    faster: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _timed(run: Callable[[], object], repeats: int) -> tuple[Timing, object]:
+    samples, result = [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = run()
+        samples.append(time.perf_counter() - started)
+    return Timing.of(samples), result
+
+
+def floor_seconds(explainer: Explainer, forwards: int, batch_size: int,
+                  seed: int = 0) -> float:
+    """Time of `forwards` pure ONNX Runtime forwards in batches of `batch_size`."""
+    if forwards == 0:
+        return 0.0
+    m = explainer.bundle.manifest.input
+    batch = np.random.default_rng(seed).standard_normal(
+        (min(batch_size, forwards), 3, m.height, m.width)).astype(np.float32)
+    started = time.perf_counter()
+    done = 0
+    while done < forwards:
+        n = min(batch_size, forwards - done)
+        explainer.scores(batch[:n])
+        done += n
+    return time.perf_counter() - started
+
+
+def import_seconds() -> float:
+    """Wall time of `import scorecam_onnx` in a fresh interpreter."""
+    code = ("import time; t = time.perf_counter(); import scorecam_onnx; "
+            "print(time.perf_counter() - t)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    return float(done.stdout.strip())
+
+
+def peak_numpy_mib(run: Callable[[], object]) -> float:
+    """Peak of memory allocated through Python and NumPy while `run` runs, in MiB.
+
+    ONNX Runtime's own arena is not counted: this measures what the engine adds.
+    """
+    tracemalloc.start()
+    try:
+        run()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak / 2**20
+
+
+def bench(
+    explainer: Explainer,
+    image: ImageLike,
+    presets: Sequence[str] = tuple(PRESETS),
+    repeats: int = 3,
+    sweep: Sequence[int] = SWEEP,
+    faster_channels: int = 64,
+    on_step: Callable[[str], None] | None = None,
+) -> BenchReport:
+    """Measure the engine on one image; see `BenchReport` for what is reported."""
+    say = on_step or (lambda text: None)
+    rgb, x = explainer.preprocess(image)
+    report = BenchReport(explainer.provider, explainer.batch_size,
+                         explainer.model.session.get_session_options().intra_op_num_threads,
+                         repeats, import_seconds(), Timing.of([0.0]))
+    explainer.explain(rgb, method="faster-scorecam", channels=8)   # warm-up
+    say("features forward")
+    report.features, _ = _timed(lambda: explainer.activations(x), max(5, repeats))
+    for preset in presets:
+        say(f"score-cam, preset {preset}")
+        run_time, res = _timed(lambda p=preset: explainer.explain(rgb, preset=p), repeats)
+        masked = res.forwards - 1
+        floor_samples = [floor_seconds(explainer, masked, explainer.batch_size, seed=i)
+                         for i in range(repeats)]
+        floor = Timing.of(floor_samples)
+        k = min(5, explainer.classes)
+        top5, _ = _timed(lambda p=preset: explainer.explain(rgb, top_k=k, preset=p), repeats)
+        peak = peak_numpy_mib(lambda p=preset: explainer.explain(rgb, preset=p))
+        report.presets.append(PresetBench(
+            preset=preset, channels=int(res.weights.size), masks_run=res.masks,
+            forwards=res.forwards, scorecam=run_time, floor=floor,
+            overhead=run_time.median / floor.median if floor.median else float("nan"),
+            top5=top5, top5_ratio=top5.median / run_time.median, peak_mib=peak,
+        ))
+    say("faster score-cam")
+    exact = explainer.explain(rgb)
+    fast_time, fast = _timed(lambda: explainer.explain(rgb, method="faster-scorecam",
+                                                       channels=faster_channels), repeats)
+    exact_time = next((p.scorecam.median for p in report.presets if p.preset == "paper"),
+                      None) or _timed(lambda: explainer.explain(rgb), 1)[0].median
+    report.faster = {
+        "channels": faster_channels,
+        "seconds": fast_time.median,
+        "speedup": exact_time / fast_time.median,
+        "correlation": float(np.corrcoef(exact.saliency.ravel(), fast.saliency.ravel())[0, 1]),
+    }
+    say("batch-size sweep")
+    count = 64
+    for size in sweep:
+        samples = [floor_seconds(explainer, count, size, seed=i) / count
+                   for i in range(repeats)]
+        report.sweep[size] = statistics.median(samples)
+    report.best_batch = min(report.sweep, key=report.sweep.get) if report.sweep else 0
+    return report
+
+
+def format_report(report: BenchReport) -> str:
+    """The report as a plain-text table."""
+    ms = 1000.0
+    lines = [
+        f"provider {report.provider}, batch size {report.batch_size}, intra-op threads "
+        f"{report.threads or 'auto'}, {report.repeats} repeats (median [min–max])",
+        f"import scorecam_onnx: {report.import_seconds:.3f} s",
+        f"features forward: {report.features.median * ms:.1f} ms",
+        "",
+        f"{'preset':<18}{'channels':>9}{'masks run':>10}{'score-cam s':>22}{'floor s':>22}"
+        f"{'overhead':>10}{'top-5 / top-1':>15}{'peak MiB':>10}",
+    ]
+    for p in report.presets:
+        lines.append(
+            f"{p.preset:<18}{p.channels:>9}{p.masks_run:>10}"
+            f"{_span(p.scorecam):>22}{_span(p.floor):>22}{p.overhead:>10.3f}"
+            f"{p.top5_ratio:>15.3f}{p.peak_mib:>10.1f}")
+    if report.faster:
+        f = report.faster
+        lines += ["", f"faster-scorecam ({f['channels']} channels): {f['seconds']:.2f} s, "
+                      f"{f['speedup']:.1f}× faster than exact, correlation {f['correlation']:.4f}"]
+    if report.sweep:
+        lines += ["", "batch size  ms / image"]
+        for size, seconds in report.sweep.items():
+            mark = "  <- best" if size == report.best_batch else ""
+            lines.append(f"{size:>10}  {seconds * ms:>9.2f}{mark}")
+    return "\n".join(lines)
+
+
+def _span(t: Timing) -> str:
+    return f"{t.median:.3f} [{t.low:.3f}–{t.high:.3f}]"

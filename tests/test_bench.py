@@ -1,0 +1,65 @@
+"""The benchmark's bookkeeping, and memory bounded by the batch size (not by the channels)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from builders import many_channels_model
+from click.testing import CliRunner
+
+from scorecam_onnx import Explainer, write_bundle
+from scorecam_onnx.bench import bench, floor_seconds, format_report, peak_numpy_mib
+from scorecam_onnx.cli import main
+
+
+def test_bench_report_on_the_tiny_bundle(tiny_bundle):
+    explainer = Explainer(tiny_bundle, provider="cpu", batch_size=2)
+    image = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    report = bench(explainer, image, presets=["paper", "torchcam"], repeats=2, sweep=(1, 4))
+    assert [p.preset for p in report.presets] == ["paper", "torchcam"]
+    for p in report.presets:
+        expected = explainer.explain(image, preset=p.preset)
+        assert p.forwards == expected.forwards and p.masks_run == expected.masks
+        assert p.channels == 5 and p.overhead > 0 and p.floor.median > 0
+        assert p.scorecam.low <= p.scorecam.median <= p.scorecam.high
+    assert set(report.sweep) == {1, 4} and report.best_batch in (1, 4)
+    assert 0 < report.import_seconds < 30
+    text = format_report(report)
+    assert "overhead" in text and "<- best" in text
+
+
+def test_floor_runs_the_requested_forwards(tiny_bundle):
+    explainer = Explainer(tiny_bundle, provider="cpu")
+    calls = []
+    real = explainer.scores
+    explainer.scores = lambda batch: calls.append(len(batch)) or real(batch)
+    floor_seconds(explainer, 11, 4)
+    assert calls == [4, 4, 3]
+
+
+def test_memory_grows_with_the_batch_not_the_channels(tmp_path):
+    bundle = write_bundle(many_channels_model(2048, 32), tmp_path / "wide", "feat")
+    explainer = Explainer(bundle, provider="cpu")
+    image = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    all_masked_mib = 2048 * 3 * 32 * 32 * 4 / 2**20        # 24 MiB if built at once
+    peaks = {b: peak_numpy_mib(lambda b=b: explainer.explain(image, batch_size=b))
+             for b in (4, 64)}
+    assert peaks[4] < all_masked_mib / 8
+    per_input = 3 * 32 * 32 * 4 / 2**20
+    assert peaks[64] - peaks[4] > 60 * per_input     # two buffers of 64 inputs vs 4
+
+
+def test_bench_command_json(tiny_bundle, tmp_path):
+    import cv2
+
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.random.default_rng(3).integers(0, 256, (8, 8, 3), np.uint8))
+    result = CliRunner().invoke(main, ["bench", str(image), "--model", str(tiny_bundle.path),
+                                       "--presets", "paper", "--repeat", "1", "--no-sweep",
+                                       "--json", "-q"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["presets"][0]["preset"] == "paper" and data["sweep"] == {}
+    bad = CliRunner().invoke(main, ["bench", str(image), "--presets", "other"])
+    assert bad.exit_code == 2 and "unknown preset other" in bad.output
