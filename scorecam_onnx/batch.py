@@ -103,6 +103,7 @@ def explain_files(
     paths, problems = find_images(job.inputs)
     names = output_names(paths)
     job.out.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts(job.out)
     results = []
     for path in paths:
         item = ItemResult(path, names[path])
@@ -140,6 +141,12 @@ def _explain_one(explainer: Explainer, job: ExplainJob, item: ItemResult,
         item.thumbnail = cv2.resize(rgb, (width, THUMB_HEIGHT), interpolation=cv2.INTER_AREA)
         item.thumb_saliency = cv2.resize(found[0].saliency, (width, THUMB_HEIGHT),
                                          interpolation=cv2.INTER_LINEAR)
+
+
+def remove_stale_parts(out: Path) -> None:
+    """Delete temporary files left behind by a run that was killed while writing."""
+    for part in out.glob(".*.part"):
+        part.unlink(missing_ok=True)
 
 
 def write_outputs(out: Path, name: str, source: Path, rgb: NDArray[np.uint8],

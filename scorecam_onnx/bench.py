@@ -146,7 +146,7 @@ def bench(
                          for i in range(repeats)]
         floor = Timing.of(floor_samples)
         k = min(5, explainer.classes)
-        top5, _ = _timed(lambda p=preset: explainer.explain(rgb, top_k=k, preset=p), repeats)
+        top5, _ = _timed(lambda p=preset, k=k: explainer.explain(rgb, top_k=k, preset=p), repeats)
         peak = peak_numpy_mib(lambda p=preset: explainer.explain(rgb, preset=p))
         report.presets.append(PresetBench(
             preset=preset, channels=int(res.weights.size), masks_run=res.masks,

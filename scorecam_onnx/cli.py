@@ -19,6 +19,7 @@ from .bundle import Bundle, Preprocessing
 from .engine import PRESETS
 from .errors import ScoreCamError
 from .explainer import default_bundle
+from .images import DEFAULT_MAX_PIXELS
 from .methods import METHODS
 from .runtime import PROVIDER_CHOICES
 
@@ -239,6 +240,9 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--batch-size", type=click.IntRange(min=1),
                      help="Masked inputs per model call. Default: 8 on CPU, 64 on CUDA."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
+        click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
+                     show_default=True,
+                     help="Refuse larger images before decoding them (decompression bombs)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -263,8 +267,8 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--sheet", is_flag=True, help="Also write sheet.png: photo | heatmap | overlay.")
 @click.option("--skip-existing", is_flag=True,
               help="Skip images whose outputs are all present (resume a run).")
-def explain(inputs, model_dir, provider, threads, batch_size, quiet, out, preset, method,
-            channels, samples, classes, top_k, sheet, skip_existing) -> None:
+def explain(inputs, model_dir, provider, threads, batch_size, quiet, max_pixels, out, preset,
+            method, channels, samples, classes, top_k, sheet, skip_existing) -> None:
     """Explain images (files, folders or globs); write <name>.png/.npy/.json per image.
 
     With --class or --top-k, one set per class: <name>.c<ID>.png/.npy/.json.
@@ -279,7 +283,8 @@ def explain(inputs, model_dir, provider, threads, batch_size, quiet, out, preset
         samples=samples, classes=list(classes), top_k=top_k, sheet=sheet,
         skip_existing=skip_existing,
     )
-    explainer = Explainer(model_dir, provider=provider, batch_size=batch_size, threads=threads)
+    explainer = Explainer(model_dir, provider=provider, batch_size=batch_size, threads=threads,
+                          max_pixels=max_pixels)
     with _Progress(quiet) as progress:
         results, problems = explain_files(explainer, job, progress.start, progress.update,
                                           progress.done)
@@ -295,6 +300,10 @@ def explain(inputs, model_dir, provider, threads, batch_size, quiet, out, preset
         write_bytes_atomic(Path(out) / "sheet.png", encode_png(contact_sheet(rows)))
     done = sum(1 for r in results if r.explanations)
     skipped = sum(1 for r in results if r.skipped)
+    if failed or problems:
+        click.echo("failed:", err=True)
+        for line in [*problems, *(f"{r.source}: {r.error}" for r in failed)]:
+            click.echo(f"  {line}", err=True)
     click.echo(f"{done} explained, {skipped} skipped, {len(failed) + len(problems)} failed; "
                f"outputs in {out}/" + (f" (contact sheet: {out}/sheet.png)" if thumbs else ""),
                err=True)
@@ -379,8 +388,8 @@ def _methods(ctx: click.Context, param: click.Parameter, value: str) -> list[str
               help="Copies per mask for sscam (default 35) and iscam (default 10).")
 @click.option("--out", type=click.Path(file_okay=False), default="out/evaluation",
               show_default=True, help="Folder for report.json, report.md and curves.png.")
-def evaluate(inputs, model_dir, provider, threads, batch_size, quiet, methods, baselines,
-             boxes, step, channels, samples, out) -> None:
+def evaluate(inputs, model_dir, provider, threads, batch_size, quiet, max_pixels, methods,
+             baselines, boxes, step, channels, samples, out) -> None:
     """Compare methods on images: Average Drop, Increase, Deletion, Insertion (+ pointing)."""
     from .evaluate import BASELINES, write_report
     from .evaluate import evaluate as run_evaluation
@@ -393,7 +402,8 @@ def evaluate(inputs, model_dir, provider, threads, batch_size, quiet, methods, b
     if not paths:
         raise click.ClickException("no images to evaluate")
     box_list = _boxes_for(paths, boxes) if boxes else None
-    explainer = Explainer(model_dir, provider=provider, batch_size=batch_size, threads=threads)
+    explainer = Explainer(model_dir, provider=provider, batch_size=batch_size, threads=threads,
+                          max_pixels=max_pixels)
     report = run_evaluation(
         explainer, paths, methods, BASELINES if baselines else (), box_list, step, channels,
         samples, on_step=None if quiet else lambda text: click.echo(text, err=True))
@@ -423,8 +433,8 @@ def _boxes_for(paths: list[Path], boxes_file: str) -> list[list[list[float]] | N
               help="Repetitions of each measurement (median and spread are reported).")
 @click.option("--no-sweep", is_flag=True, help="Skip the batch-size sweep.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def bench(image, model_dir, provider, threads, batch_size, quiet, presets, repeat, no_sweep,
-          as_json) -> None:
+def bench(image, model_dir, provider, threads, batch_size, quiet, max_pixels, presets, repeat,
+          no_sweep, as_json) -> None:
     """Measure Score-CAM against its floor (the same forwards in plain ONNX Runtime)."""
     from .bench import SWEEP, format_report
     from .bench import bench as run_bench
@@ -435,7 +445,8 @@ def bench(image, model_dir, provider, threads, batch_size, quiet, presets, repea
     if unknown or not chosen:
         raise click.UsageError(f"unknown preset {', '.join(unknown) or '(none)'}: "
                                f"choose from {', '.join(PRESETS)}")
-    explainer = Explainer(model_dir, provider=provider, batch_size=batch_size, threads=threads)
+    explainer = Explainer(model_dir, provider=provider, batch_size=batch_size, threads=threads,
+                          max_pixels=max_pixels)
     report = run_bench(explainer, image, chosen, repeat, () if no_sweep else SWEEP,
                        on_step=None if quiet else lambda text: click.echo(text, err=True))
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))

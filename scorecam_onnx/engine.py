@@ -70,7 +70,7 @@ class Scores:
     """Channel scores of one image for several target classes.
 
     Attributes:
-        values: K×T scores (NaN where a channel got no forward).
+        values: K×T scores (NaN where a channel got no forward, or only non-finite outputs).
         clean: T scores of the unmasked image (same kind as `values`).
         forwards: masked inputs sent through the model.
         masks: distinct masks built (one per scored channel, plus the shared zero mask).
@@ -162,7 +162,7 @@ class ScoreCam:
         clean = _class_scores(clean_output[None].astype(np.float64), targets_arr, preset.score,
                               output_kind, None)[0]
         sums = np.zeros((k + 1, len(targets)), dtype=np.float64)
-        counts = np.zeros(k + 1, dtype=np.int64)
+        counts = np.zeros((k + 1, len(targets)), dtype=np.int64)
         builder = _MaskBuilder(activations, size, preset)
         starts = list(range(0, total, self.batch_size))
         rows_b = min(self.batch_size, max(total, 1))
@@ -196,24 +196,24 @@ class ScoreCam:
                 t1 = time.perf_counter()
                 out = np.asarray(model(inputs), dtype=np.float64)
                 t2 = time.perf_counter()
-                if not np.isfinite(out).all():
-                    nonfinite = True
-                    out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+                nonfinite = nonfinite or not np.isfinite(out).all()
                 scores = _class_scores(out, targets_arr, preset.score, output_kind, clean)
+                # A non-finite score carries no information: that forward does not count.
+                usable = np.isfinite(scores)
                 rows = np.where(jobs < 0, k, jobs)
-                np.add.at(sums, rows, scores)
-                np.add.at(counts, rows, 1)
+                np.add.at(sums, rows, np.where(usable, scores, 0.0))
+                np.add.at(counts, rows, usable)
                 mask_seconds += built
                 wait_seconds += t1 - t0
                 forward_seconds += t2 - t1
                 done_jobs += jobs.size
                 if progress is not None:
                     progress(done_jobs, total)
-        values = np.full((k, len(targets)), np.nan, dtype=np.float64)
-        done = counts[:k] > 0
-        values[done] = sums[:k][done] / counts[:k][done, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(counts > 0, sums / counts, np.nan)
+        values = means[:k].copy()
         if share_zero:
-            values[constant] = sums[k] / counts[k]
+            values[constant] = means[k]
         return Scores(values, clean, forwards=total, masks=chosen.size + int(share_zero),
                       nonfinite=nonfinite,
                       seconds={"masks": mask_seconds, "mask_wait": wait_seconds,
@@ -282,13 +282,14 @@ def _min_max(cam: NDArray[np.floating]) -> tuple[NDArray[np.float32], bool]:
 
 def _class_scores(out: NDArray[np.float64], targets: NDArray[np.int64], kind: str,
                   output_kind: str, clean: NDArray[np.float64] | None) -> NDArray[np.float64]:
-    """N×T scores of the requested kind from N×C model outputs."""
+    """N×T scores of the requested kind from N×C model outputs (NaN where undefined)."""
     if kind == "probability":
         if output_kind == "probabilities":
             return out[:, targets]
-        top = out.max(axis=1, keepdims=True)
-        log_norm = top + np.log(np.exp(out - top).sum(axis=1, keepdims=True))
-        return np.exp(out[:, targets] - log_norm)
+        with np.errstate(invalid="ignore", over="ignore"):
+            top = out.max(axis=1, keepdims=True)
+            log_norm = top + np.log(np.exp(out - top).sum(axis=1, keepdims=True))
+            return np.exp(out[:, targets] - log_norm)
     picked = out[:, targets]
     if kind == "logit-delta" and clean is not None:
         return picked - clean[None]

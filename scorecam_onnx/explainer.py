@@ -120,6 +120,33 @@ class Explainer:
         self._input = m.input
         self._nhwc_input = m.input.layout == "NHWC"
         self._nhwc_acts = m.activation.layout == "NHWC"
+        self._check_shapes()
+
+    def _check_shapes(self) -> None:
+        """Fail early when a graph's fixed dimensions contradict the manifest."""
+        m = self.bundle.manifest
+        image = (3, m.input.height, m.input.width)
+        image = image[1:] + image[:1] if self._nhwc_input else image
+        act = (m.activation.channels, m.activation.height, m.activation.width)
+        act = act[1:] + act[:1] if self._nhwc_acts else act
+        checks = [
+            (self.features, "input", m.input.name, image),
+            (self.model, "input", m.input.name, image),
+            (self.features, "output", m.activation.name, act),
+            (self.model, "output", m.output.name, (m.output.classes,)),
+        ]
+        for runner, kind, name, want in checks:
+            values = runner.session.get_inputs() if kind == "input" else (
+                runner.session.get_outputs())
+            shape = next((v.shape for v in values if v.name == name), None)
+            if shape is None:
+                raise BundleError(f"{runner.path}: no {kind} named {name!r} (manifest)")
+            fixed = [(g, w) for g, w in zip(shape[1:], want, strict=False) if isinstance(g, int)]
+            if len(shape) != len(want) + 1 or any(g != w for g, w in fixed):
+                got = "×".join(str(d) for d in shape)
+                said = "×".join(str(d) for d in ("N", *want))
+                raise BundleError(
+                    f"{runner.path}: {kind} {name!r} has shape {got}, but the manifest says {said}")
 
     @property
     def classes(self) -> int:
@@ -131,6 +158,9 @@ class Explainer:
         feed = batch.transpose(0, 2, 3, 1) if self._nhwc_input else batch
         (out,) = self.model.run([self.bundle.manifest.output.name],
                                 {self._input.name: np.ascontiguousarray(feed)})
+        if out.shape != (batch.shape[0], self.classes):
+            raise BundleError(f"the model returned shape {out.shape}, expected "
+                              f"{(batch.shape[0], self.classes)} (manifest)")
         return out
 
     def probabilities(self, batch: NDArray[np.float32]) -> NDArray[np.float64]:
@@ -145,6 +175,11 @@ class Explainer:
         if acts.ndim != 4:
             raise BundleError(f"the features graph returned shape {acts.shape}, expected 4-D")
         acts = acts[0].transpose(2, 0, 1) if self._nhwc_acts else acts[0]
+        a = self.bundle.manifest.activation
+        if acts.shape != (a.channels, a.height, a.width):
+            raise BundleError(f"the features graph returned {acts.shape[0]}×{acts.shape[1]}×"
+                              f"{acts.shape[2]} activations, the manifest says "
+                              f"{a.channels}×{a.height}×{a.width}")
         return np.ascontiguousarray(acts, dtype=np.float32)
 
     def preprocess(self, image: ImageLike) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:

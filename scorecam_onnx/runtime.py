@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from .errors import ProviderError
+from .errors import BundleError, ProviderError
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 PROVIDER_CHOICES = ("auto", *PROVIDERS)
@@ -54,7 +54,14 @@ class OrtRunner:
     """
 
     def __init__(self, path: Path, provider: str = "auto", threads: int = 0) -> None:
-        self.session, self.provider = build_session(path, provider, threads)
+        self.path = path
+        try:
+            self.session, self.provider = build_session(path, provider, threads)
+        except ProviderError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own exception types
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BundleError(f"{path}: ONNX Runtime cannot load this graph: {text}") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 

@@ -143,3 +143,28 @@ def many_channels_model(channels: int = 2048, size: int = 32) -> onnx.ModelProto
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
+
+
+def nonfinite_model(kind: str) -> onnx.ModelProto:
+    """The tiny CNN with a poisoned output.
+
+    kind "nan": every logit is NaN. kind "log": logits + log(mean(input)), which is −∞ for
+    an all-zero input (the shared zero mask) and finite for a bright image.
+    """
+    model = tiny_model()
+    graph = model.graph
+    graph.node[-1].output[0] = "clean_logits"
+    if kind == "nan":
+        graph.initializer.append(numpy_helper.from_array(np.zeros(1, np.float32), "zero"))
+        graph.node.extend([
+            helper.make_node("Mul", ["clean_logits", "zero"], ["zeros"]),
+            helper.make_node("Div", ["zeros", "zero"], ["logits"]),
+        ])
+    else:
+        graph.node.extend([
+            helper.make_node("ReduceMean", ["input"], ["mean4"], axes=[1, 2, 3], keepdims=1),
+            helper.make_node("Flatten", ["mean4"], ["mean"]),
+            helper.make_node("Log", ["mean"], ["log"]),
+            helper.make_node("Add", ["clean_logits", "log"], ["logits"]),
+        ])
+    return model
