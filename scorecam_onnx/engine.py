@@ -104,6 +104,8 @@ class ScoreCam:
     # Constant channels share one zero-mask forward (presets that keep them); a method that
     # scores only some channels turns this off so the others weigh 0.
     scores_constant = True
+    # Whether `perturb` may be applied to low-resolution maps before upsampling.
+    perturbs_linearly = True
 
     def __init__(self, preset: Preset | str = PAPER, batch_size: int = 8) -> None:
         self.preset = get_preset(preset) if isinstance(preset, str) else preset
@@ -131,6 +133,7 @@ class ScoreCam:
         clean_output: NDArray[np.float32],
         output_kind: str = "logits",
         progress: Progress | None = None,
+        maps_model: ScoreFn | None = None,
     ) -> Scores:
         """Run the masked forwards and return the channel scores for every target class.
 
@@ -142,8 +145,12 @@ class ScoreCam:
             clean_output: the model's C outputs for `x` itself.
             output_kind: "logits" or "probabilities" (what `model` returns).
             progress: called with (masked inputs done, total) after every batch.
+            maps_model: optional; maps N×h×w normalised low-resolution maps to N×C scores,
+                upsampling and masking inside the model (used on GPUs). Taken only by
+                methods whose perturbation commutes with upsampling.
         """
         preset = self.preset
+        fused = maps_model is not None and self.perturbs_linearly
         k = activations.shape[0]
         size = x.shape[2:]
         flat = activations.reshape(k, -1)
@@ -167,20 +174,25 @@ class ScoreCam:
         starts = list(range(0, total, self.batch_size))
         rows_b = min(self.batch_size, max(total, 1))
         # Two input buffers: the next batch is built while the model runs on the current one.
-        buffers = [np.empty((rows_b, *x.shape[1:]), dtype=np.float32) for _ in range(2)]
+        shape = activations.shape[1:] if fused else x.shape[1:]
+        buffers = [np.empty((rows_b, *shape), dtype=np.float32) for _ in range(2)]
+        run = maps_model if fused else model
 
         def build(index: int) -> tuple[NDArray[np.int64], NDArray[np.float32], float]:
             t0 = time.perf_counter()
             begin = starts[index]
             jobs = channel_jobs[begin:begin + self.batch_size]
             samples = sample_jobs[begin:begin + self.batch_size]
-            masks = builder.masks(jobs)
+            masks = builder.scaled(jobs) if fused else builder.masks(jobs)
             if self.samples > 1:
                 for s in np.unique(samples):
                     pick = samples == s
                     masks[pick] = self.perturb(masks[pick], jobs[pick], int(s))
             inputs = buffers[index % 2][:jobs.size]
-            np.multiply(x, masks[:, None], out=inputs)
+            if fused:
+                inputs[...] = masks
+            else:
+                np.multiply(x, masks[:, None], out=inputs)
             return jobs, inputs, time.perf_counter() - t0
 
         mask_seconds = forward_seconds = wait_seconds = 0.0
@@ -194,7 +206,7 @@ class ScoreCam:
                 if index + 1 < len(starts):
                     pending = pool.submit(build, index + 1)
                 t1 = time.perf_counter()
-                out = np.asarray(model(inputs), dtype=np.float64)
+                out = np.asarray(run(inputs), dtype=np.float64)
                 t2 = time.perf_counter()
                 nonfinite = nonfinite or not np.isfinite(out).all()
                 scores = _class_scores(out, targets_arr, preset.score, output_kind, clean)
@@ -318,6 +330,10 @@ class _MaskBuilder:
 
     def masks(self, channels: NDArray[np.int64]) -> NDArray[np.float32]:
         """B×H×W masks; channel -1 gives the all-zero mask."""
+        return self.resize(self.scaled(channels))
+
+    def scaled(self, channels: NDArray[np.int64]) -> NDArray[np.float32]:
+        """B×h×w maps whose upsampling is the masks (normalised at activation resolution)."""
         zero = channels < 0
         maps = self.activations[np.where(zero, 0, channels)]
         eps = np.float32(self.preset.epsilon)
@@ -332,8 +348,7 @@ class _MaskBuilder:
         # A constant map (span 0) gives an all-zero mask, whatever the epsilon.
         usable = (span > 0) & ~zero
         scale[usable] = 1.0 / (span[usable] + eps)
-        scaled = (maps - low[:, None, None]) * scale[:, None, None]
-        return self.resize(scaled)
+        return (maps - low[:, None, None]) * scale[:, None, None]
 
 
 def _cell_ends(matrix: NDArray[np.float32]) -> NDArray[np.int64]:

@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from .bundle import Bundle
 from .engine import Progress, ScoreCam
 from .errors import BundleError
+from .fused import DeviceMasks
 from .images import DEFAULT_MAX_PIXELS, ImageLike, load_image, preprocess
 from .methods import make_method
 from .metrics import softmax
@@ -91,6 +92,8 @@ class Explainer:
         batch_size: masked inputs per model call; default per provider (8 on CPU, 64 on CUDA).
         threads: ONNX Runtime intra-op threads (0: one per physical core).
         max_pixels: images announcing more pixels are refused before decoding.
+        device_masks: build masked inputs inside ONNX Runtime (only low-resolution maps are
+            sent, only scores come back). Default: on for CUDA, off for CPU.
 
     Example:
         >>> ex = Explainer()
@@ -106,6 +109,7 @@ class Explainer:
         batch_size: int | None = None,
         threads: int = 0,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        device_masks: bool | None = None,
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -121,6 +125,20 @@ class Explainer:
         self._nhwc_input = m.input.layout == "NHWC"
         self._nhwc_acts = m.activation.layout == "NHWC"
         self._check_shapes()
+        self._device: DeviceMasks | None = None
+        if device_masks is None:
+            device_masks = self.provider == "cuda"
+        if device_masks and not (self._nhwc_input or self._nhwc_acts):
+            cuda = self.provider == "cuda"
+            self._device = DeviceMasks(
+                self.bundle.model_path, m.input.name, m.output.name,
+                (m.input.height, m.input.width), self.provider, threads,
+                pad_to=self.batch_size if cuda else 0)
+            if cuda:   # pay the cuDNN set-up once, at a fixed batch shape
+                zeros = np.zeros((1, 3, m.input.height, m.input.width), np.float32)
+                maps = np.zeros((self.batch_size, m.activation.height, m.activation.width),
+                                np.float32)
+                self._device.bind(zeros, align_corners=False)(maps)
 
     def _check_shapes(self) -> None:
         """Fail early when a graph's fixed dimensions contradict the manifest."""
@@ -247,8 +265,11 @@ class Explainer:
         clean = self.scores(x)[0]
         featured = time.perf_counter()
         targets = self._targets(clean, target, top_k)
+        maps_model = None
+        if self._device is not None and engine.perturbs_linearly:
+            maps_model = self._device.bind(x, engine.preset.align_corners)
         scores = engine.score(x, acts, self.scores, targets, clean,
-                              self.bundle.manifest.output.kind, progress)
+                              self.bundle.manifest.output.kind, progress, maps_model)
         size = (self._input.height, self._input.width)
         probabilities = to_probabilities(clean[None], self.bundle.manifest.output.kind)[0]
         results = []

@@ -48,6 +48,7 @@ class SSCam(ScoreCam):
 
     name = "sscam"
     scores_constant = False
+    perturbs_linearly = False   # the noise is drawn at input resolution
 
     def __init__(self, preset: Preset | str = TORCHCAM, batch_size: int = 8, samples: int = 35,
                  std: float = 2.0, seed: int = 0) -> None:

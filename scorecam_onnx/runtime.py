@@ -80,8 +80,12 @@ def session_options(threads: int) -> Any:
     return options
 
 
-def build_session(path: Path, provider: str = "auto", threads: int = 0) -> tuple[Any, str]:
-    """Create an InferenceSession on the requested provider; return it with the one in use."""
+def build_session(path: Path | bytes, provider: str = "auto",
+                  threads: int = 0) -> tuple[Any, str]:
+    """Create an InferenceSession on the requested provider; return it with the one in use.
+
+    `path` is a graph file (external weights resolve beside it) or a serialised model.
+    """
     if provider not in PROVIDER_CHOICES:
         raise ProviderError(
             f"unknown provider {provider!r}: choose one of {', '.join(PROVIDER_CHOICES)}"
@@ -108,13 +112,14 @@ def build_session(path: Path, provider: str = "auto", threads: int = 0) -> tuple
     return session, "cpu"
 
 
-def _new_session(ort: ModuleType, path: Path, providers: list[Any], threads: int) -> Any:
-    return ort.InferenceSession(
-        str(path), sess_options=session_options(threads), providers=providers
-    )
+def _new_session(ort: ModuleType, path: Path | bytes, providers: list[Any],
+                 threads: int) -> Any:
+    source = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(source, sess_options=session_options(threads),
+                                providers=providers)
 
 
-def _try_cuda(ort: ModuleType, path: Path, threads: int, quiet: bool) -> Any | None:
+def _try_cuda(ort: ModuleType, path: Path | bytes, threads: int, quiet: bool) -> Any | None:
     """A CUDA session, or None when ONNX Runtime silently fell back to the CPU."""
     cuda = (PROVIDERS["cuda"], {"cudnn_conv_algo_search": "HEURISTIC"})
     preload = getattr(ort, "preload_dlls", None)

@@ -13,6 +13,18 @@ DEFAULT_BUNDLE = ROOT / "models" / "efficientnet-lite0"
 TINY_PREP = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` run only where ONNX Runtime offers CUDA."""
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        return
+    skip = pytest.mark.skip(reason="needs onnxruntime-gpu and a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def tiny_onnx(tmp_path: Path) -> Path:
     return save(tiny_model(), tmp_path / "tiny.onnx")

@@ -1,0 +1,119 @@
+"""Masked inputs built inside ONNX Runtime: for GPUs, where copying them costs more than running.
+
+The model graph gets a small prefix: it takes the image (1×3×H×W) and a batch of normalised
+low-resolution maps (B×h×w), upsamples the maps bilinearly (ONNX Resize, the preset's
+convention), multiplies them into the image and feeds the result to the classifier. Only the
+maps go to the device and only the class scores come back; the image is bound once per call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+from numpy.typing import NDArray
+from onnx import TensorProto, helper, numpy_helper
+
+from .errors import BundleError
+from .runtime import build_session, import_onnxruntime
+
+IMAGE, MAPS = "scorecam_image", "scorecam_maps"
+_PREFIX = "scorecam_mask/"
+
+
+def masked_scorer_graph(model: onnx.ModelProto, input_name: str, size: tuple[int, int],
+                        align_corners: bool) -> onnx.ModelProto:
+    """The classifier with a mask-building prefix; inputs IMAGE and MAPS replace its input."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 13:
+        raise BundleError(f"building masks on the device needs opset 13 or later, not {opset}")
+    fused = onnx.ModelProto()
+    fused.CopyFrom(model)
+    graph = fused.graph
+    original = next(i for i in graph.input if i.name == input_name)
+    elem = original.type.tensor_type.elem_type or TensorProto.FLOAT
+    graph.input.remove(original)
+    graph.input.extend([
+        helper.make_tensor_value_info(IMAGE, elem, [1, 3, *size]),
+        helper.make_tensor_value_info(MAPS, elem, ["batch", None, None]),
+    ])
+    p = _PREFIX
+    graph.initializer.extend([
+        numpy_helper.from_array(np.array([1], np.int64), p + "axis1"),
+        numpy_helper.from_array(np.array([0], np.int64), p + "zero"),
+        numpy_helper.from_array(np.array([2], np.int64), p + "two"),
+        numpy_helper.from_array(np.array(size, np.int64), p + "hw"),
+    ])
+    mode = "align_corners" if align_corners else "half_pixel"
+    prefix = [
+        helper.make_node("Unsqueeze", [MAPS, p + "axis1"], [p + "maps4"]),
+        helper.make_node("Shape", [p + "maps4"], [p + "shape"]),
+        helper.make_node("Slice", [p + "shape", p + "zero", p + "two"], [p + "nc"]),
+        helper.make_node("Concat", [p + "nc", p + "hw"], [p + "sizes"], axis=0),
+        helper.make_node("Resize", [p + "maps4", "", "", p + "sizes"], [p + "up"],
+                         mode="linear", coordinate_transformation_mode=mode),
+        helper.make_node("Mul", [IMAGE, p + "up"], [input_name]),
+    ]
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend([*prefix, *nodes])
+    return fused
+
+
+class DeviceMasks:
+    """Scores batches of low-resolution maps with masks built by ONNX Runtime.
+
+    Args:
+        model_path: the bundle's model graph (its weights are read into memory).
+        input_name: the classifier's image input.
+        output_name: its class-score output.
+        size: model input size (H, W).
+        provider: "cpu" or "cuda" (as resolved by the explainer).
+        threads: intra-op threads.
+        pad_to: pad every batch to this many maps (fixed shapes for the GPU); 0 to keep.
+    """
+
+    def __init__(self, model_path: Path, input_name: str, output_name: str,
+                 size: tuple[int, int], provider: str, threads: int = 0, pad_to: int = 0) -> None:
+        self.model = onnx.load(str(model_path))
+        self.input_name, self.output_name = input_name, output_name
+        self.size, self.provider, self.threads, self.pad_to = size, provider, threads, pad_to
+        self._sessions: dict[bool, object] = {}
+        self._lock = threading.Lock()
+
+    def session(self, align_corners: bool) -> object:
+        """The fused session for one bilinear convention (built once, on first use)."""
+        with self._lock:
+            if align_corners not in self._sessions:
+                graph = masked_scorer_graph(self.model, self.input_name, self.size,
+                                            align_corners)
+                session, _ = build_session(graph.SerializeToString(), self.provider,
+                                           self.threads)
+                self._sessions[align_corners] = session
+            return self._sessions[align_corners]
+
+    def bind(self, x: NDArray[np.float32],
+             align_corners: bool) -> Callable[[NDArray[np.float32]], NDArray[np.float32]]:
+        """A scoring function for maps of image `x`; the image is placed on the device once."""
+        ort = import_onnxruntime()
+        session = self.session(align_corners)
+        device = "cuda" if self.provider == "cuda" else "cpu"
+        image = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(x), device, 0)
+
+        def score(maps: NDArray[np.float32]) -> NDArray[np.float32]:
+            n = maps.shape[0]
+            if self.pad_to and n < self.pad_to:
+                padded = np.zeros((self.pad_to, *maps.shape[1:]), np.float32)
+                padded[:n] = maps
+                maps = padded
+            binding = session.io_binding()
+            binding.bind_ortvalue_input(IMAGE, image)
+            binding.bind_cpu_input(MAPS, np.ascontiguousarray(maps, dtype=np.float32))
+            binding.bind_output(self.output_name, "cpu")
+            session.run_with_iobinding(binding)
+            return binding.copy_outputs_to_cpu()[0][:n]
+
+        return score

@@ -1,0 +1,48 @@
+"""Masks built inside ONNX Runtime give the same maps as masks built on the host."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+from builders import tiny_forward, tiny_model, tiny_weights
+from test_engine import _tiny_image
+
+from scorecam_onnx import Explainer
+from scorecam_onnx.fused import IMAGE, MAPS, masked_scorer_graph
+
+
+@pytest.mark.parametrize("align", [False, True])
+def test_scorer_graph_is_model_of_masked_image(align):
+    graph = masked_scorer_graph(tiny_model(), "input", (8, 8), align)
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, 3, 8, 8)).astype(np.float32)
+    maps = rng.random((5, 4, 4), dtype=np.float32)
+    got = session.run(["logits"], {IMAGE: x, MAPS: maps})[0]
+    up = F.interpolate(torch.from_numpy(maps)[:, None], size=(8, 8), mode="bilinear",
+                       align_corners=align).numpy()
+    want = tiny_forward((x * up).astype(np.float64), tiny_weights())[1]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize(("method", "preset"), [
+    ("scorecam", "paper"), ("scorecam", "pytorch-grad-cam"), ("scorecam", "torchcam"),
+    ("iscam", None), ("sscam", None), ("faster-scorecam", None)])
+def test_device_masks_match_host_masks(tiny_bundle, method, preset):
+    host = Explainer(tiny_bundle, provider="cpu", device_masks=False)
+    device = Explainer(tiny_bundle, provider="cpu", device_masks=True)
+    image = _tiny_image(13)
+    options = {"method": method, "preset": preset, "samples": 3, "channels": 2}
+    a, b = host.explain(image, **options), device.explain(image, **options)
+    np.testing.assert_allclose(a.saliency, b.saliency, atol=1e-5)
+    assert a.forwards == b.forwards
+
+
+def test_default_bundle_device_masks(default_explainer, chelsea):
+    device = Explainer(default_explainer.bundle, provider="cpu", device_masks=True)
+    a = default_explainer.explain(chelsea, method="faster-scorecam", preset="pytorch-grad-cam")
+    b = device.explain(chelsea, method="faster-scorecam", preset="pytorch-grad-cam")
+    np.testing.assert_allclose(a.saliency, b.saliency, atol=1e-5)
