@@ -12,6 +12,20 @@ SIZE = 8           # input H = W
 CLASSES = 4
 
 
+def _classifier(name: str, nodes: list, input_shape: list, output_shape: list,
+                initializers: list) -> onnx.ModelProto:
+    """A graph 'input' → 'logits' at opset 17, IR version 8 (readable by older runtimes)."""
+    graph = helper.make_graph(
+        nodes, name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, input_shape)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, output_shape)],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
 def tiny_weights(seed: int = 0) -> dict[str, np.ndarray]:
     """Weights of the tiny CNN: 5 channels, of which #3 is constant 0.5 and #4 all zero."""
     rng = np.random.default_rng(seed)
@@ -54,14 +68,7 @@ def tiny_model(seed: int = 0, batch: int | str = "N", softmax: bool = False) -> 
     ]
     if softmax:
         nodes.append(helper.make_node("Softmax", ["scores"], ["logits"], axis=1))
-    graph = helper.make_graph(
-        nodes, "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, SIZE, SIZE])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, CLASSES])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    model = _classifier("tiny", nodes, [batch, 3, SIZE, SIZE], [batch, CLASSES], inits)
     onnx.checker.check_model(model)
     return model
 
@@ -85,15 +92,7 @@ def wide_model(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Flatten", ["gap"], ["flat"]),
         helper.make_node("Gemm", ["flat", "fc_w"], ["logits"], transB=1),
     ]
-    graph = helper.make_graph(
-        nodes, "wide",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 100])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return _classifier("wide", nodes, ["N", 3, SIZE, SIZE], ["N", 100], inits)
 
 
 def quadrant_model() -> onnx.ModelProto:
@@ -108,16 +107,9 @@ def quadrant_model() -> onnx.ModelProto:
         helper.make_node("Flatten", ["s"], ["flat"]),
         helper.make_node("Gemm", ["flat", "w"], ["logits"], transB=1),
     ]
-    graph = helper.make_graph(
-        nodes, "quadrant",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
-        [numpy_helper.from_array(kernel, "kernel"),
-         numpy_helper.from_array(np.array([[1.0], [-1.0]], np.float32), "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    inits = [numpy_helper.from_array(kernel, "kernel"),
+             numpy_helper.from_array(np.array([[1.0], [-1.0]], np.float32), "w")]
+    return _classifier("quadrant", nodes, ["N", 3, SIZE, SIZE], ["N", 2], inits)
 
 
 def many_channels_model(channels: int = 2048, size: int = 32) -> onnx.ModelProto:
@@ -134,15 +126,7 @@ def many_channels_model(channels: int = 2048, size: int = 32) -> onnx.ModelProto
         helper.make_node("Flatten", ["gap"], ["flat"]),
         helper.make_node("Gemm", ["flat", "fw"], ["logits"], transB=1),
     ]
-    graph = helper.make_graph(
-        nodes, "many",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return _classifier("many", nodes, ["N", 3, size, size], ["N", 10], inits)
 
 
 def nonfinite_model(kind: str) -> onnx.ModelProto:
@@ -168,3 +152,30 @@ def nonfinite_model(kind: str) -> onnx.ModelProto:
             helper.make_node("Add", ["clean_logits", "log"], ["logits"]),
         ])
     return model
+
+
+def set_key(data: dict, dotted: str, value: object) -> dict:
+    """Set (or, with value KeyError, delete) a nested key given as 'a.b.c'; returns data."""
+    *parents, last = dotted.split(".")
+    target = data
+    for key in parents:
+        target = target[key]
+    if value is KeyError:
+        del target[last]
+    else:
+        target[last] = value
+    return data
+
+
+def palette_png() -> bytes:
+    """A 2×1 palette PNG (colour type 3) written by hand: a red and a blue pixel."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 1, 8, 3, 0, 0, 0))
+    png += chunk(b"PLTE", bytes([255, 0, 0, 0, 0, 255]))
+    return png + chunk(b"IDAT", zlib.compress(b"\x00\x00\x01")) + chunk(b"IEND", b"")

@@ -7,6 +7,7 @@ import struct
 import cv2
 import numpy as np
 import pytest
+from builders import palette_png
 
 from scorecam_onnx import ImageError, load_image
 from scorecam_onnx.images import preprocess
@@ -64,18 +65,8 @@ def test_sixteen_bit_is_scaled():
 
 
 def test_palette_png(tmp_path):
-    # A minimal 2×1 palette PNG (colour type 3) written by hand: red and blue pixels.
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 1, 8, 3, 0, 0, 0))
-    png += chunk(b"PLTE", bytes([255, 0, 0, 0, 0, 255]))
-    png += chunk(b"IDAT", zlib.compress(b"\x00\x00\x01")) + chunk(b"IEND", b"")
     path = tmp_path / "palette.png"
-    path.write_bytes(png)
+    path.write_bytes(palette_png())
     rgb = load_image(path)
     np.testing.assert_array_equal(rgb[0], [[255, 0, 0], [0, 0, 255]])
 

@@ -6,6 +6,7 @@ import copy
 import json
 
 import pytest
+from builders import set_key
 
 from scorecam_onnx import BundleError
 from scorecam_onnx.manifest import ActivationSpec, InputSpec, Manifest, OutputSpec
@@ -24,16 +25,7 @@ def test_round_trip():
 
 
 def _broken(path: str, value: object) -> dict:
-    data = copy.deepcopy(GOOD.to_dict())
-    *parents, last = path.split(".")
-    target = data
-    for key in parents:
-        target = target[key]
-    if value is KeyError:
-        del target[last]
-    else:
-        target[last] = value
-    return data
+    return set_key(copy.deepcopy(GOOD.to_dict()), path, value)
 
 
 @pytest.mark.parametrize(("path", "value", "message"), [

@@ -5,19 +5,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import threading
 import time
 import tracemalloc
-import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from builders import nonfinite_model, tiny_model
+from builders import nonfinite_model, palette_png, set_key, tiny_model
 from click.testing import CliRunner
 from conftest import ROOT, SAMPLES
 from hypothesis import HealthCheck, given, settings
@@ -34,14 +32,7 @@ def _png(path: Path, array: np.ndarray) -> Path:
 
 
 def _palette_png(path: Path) -> Path:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 1, 8, 3, 0, 0, 0))
-    png += chunk(b"PLTE", bytes([255, 0, 0, 0, 0, 255]))
-    png += chunk(b"IDAT", zlib.compress(b"\x00\x00\x01")) + chunk(b"IEND", b"")
-    path.write_bytes(png)
+    path.write_bytes(palette_png())
     return path
 
 
@@ -109,14 +100,7 @@ def _damage(bundle_path: Path, **manifest_changes) -> None:
     path = bundle_path / "manifest.json"
     data = json.loads(path.read_text())
     for key, value in manifest_changes.items():
-        target = data
-        *parents, last = key.split("__")
-        for parent in parents:
-            target = target[parent]
-        if value is KeyError:
-            del target[last]
-        else:
-            target[last] = value
+        set_key(data, key.replace("__", "."), value)
     path.write_text(json.dumps(data))
 
 
