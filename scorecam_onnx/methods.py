@@ -110,7 +110,8 @@ class EigenCam(ScoreCam):
 
     def score(self, x: NDArray[np.float32], activations: NDArray[np.float32], model: ScoreFn,
               targets: list[int], clean_output: NDArray[np.float32],
-              output_kind: str = "logits", progress: object = None) -> Scores:
+              output_kind: str = "logits", progress: object = None,
+              maps_model: object = None) -> Scores:
         k = activations.shape[0]
         positions = activations.reshape(k, -1).T.astype(np.float64)
         centred = positions - positions.mean(axis=0)
