@@ -46,9 +46,9 @@ class PresetBench:
     forwards: int
     scorecam: Timing
     floor: Timing
-    overhead: float
+    overhead: float        # median over repeats of Score-CAM time ÷ floor time
     top5: Timing
-    top5_ratio: float
+    top5_ratio: float      # median over repeats of top-5 time ÷ top-1 time
     peak_mib: float
 
 
@@ -138,21 +138,26 @@ def bench(
     explainer.explain(rgb, method="faster-scorecam", channels=8)   # warm-up
     say("features forward")
     report.features, _ = _timed(lambda: explainer.activations(x), max(5, repeats))
+    k = min(5, explainer.classes)
     for preset in presets:
         say(f"score-cam, preset {preset}")
-        run_time, res = _timed(lambda p=preset: explainer.explain(rgb, preset=p), repeats)
-        masked = res.forwards - 1
-        floor_samples = [floor_seconds(explainer, masked, explainer.batch_size, seed=i)
-                         for i in range(repeats)]
-        floor = Timing.of(floor_samples)
-        k = min(5, explainer.classes)
-        top5, _ = _timed(lambda p=preset, k=k: explainer.explain(rgb, top_k=k, preset=p), repeats)
+        # Each repeat times Score-CAM, its floor and top-5 back to back, so that a machine
+        # whose speed drifts affects the three alike; ratios are taken within a repeat.
+        res = explainer.explain(rgb, preset=preset)
+        runs, floors, tops = [], [], []
+        for i in range(repeats):
+            runs.append(_timed(lambda p=preset: explainer.explain(rgb, preset=p), 1)[0].median)
+            floors.append(floor_seconds(explainer, res.forwards - 1, explainer.batch_size, i))
+            tops.append(_timed(lambda p=preset: explainer.explain(rgb, top_k=k, preset=p),
+                               1)[0].median)
         peak = peak_numpy_mib(lambda p=preset: explainer.explain(rgb, preset=p))
         report.presets.append(PresetBench(
             preset=preset, channels=int(res.weights.size), masks_run=res.masks,
-            forwards=res.forwards, scorecam=run_time, floor=floor,
-            overhead=run_time.median / floor.median if floor.median else float("nan"),
-            top5=top5, top5_ratio=top5.median / run_time.median, peak_mib=peak,
+            forwards=res.forwards, scorecam=Timing.of(runs), floor=Timing.of(floors),
+            overhead=statistics.median(r / f for r, f in zip(runs, floors, strict=True) if f),
+            top5=Timing.of(tops),
+            top5_ratio=statistics.median(t / r for t, r in zip(tops, runs, strict=True)),
+            peak_mib=peak,
         ))
     say("faster score-cam")
     exact = explainer.explain(rgb)

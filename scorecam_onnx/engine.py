@@ -101,11 +101,14 @@ class ScoreCam:
 
     name = "scorecam"
     samples = 1
-    # Constant channels share one zero-mask forward (presets that keep them); a method that
-    # scores only some channels turns this off so the others weigh 0.
+    # Constant channels are scored (as one shared all-zero mask) by presets that keep them; a
+    # method that scores only some channels turns this off so the others weigh 0.
     scores_constant = True
     # Whether `perturb` may be applied to low-resolution maps before upsampling.
     perturbs_linearly = True
+    # Whether channels with identical masks may share forwards (not when `perturb` draws
+    # something per channel).
+    dedupe = True
 
     def __init__(self, preset: Preset | str = PAPER, batch_size: int = 8) -> None:
         self.preset = get_preset(preset) if isinstance(preset, str) else preset
@@ -115,7 +118,13 @@ class ScoreCam:
 
     # Hooks -------------------------------------------------------------------------------
     def select(self, activations: NDArray[np.float32], varying: NDArray[np.bool_]) -> NDArray:
-        """Indices of the channels that get masks (default: every non-constant channel)."""
+        """Indices of the channels that are scored.
+
+        Default: every non-constant channel, and the constant ones too when the preset keeps
+        them (their all-zero masks are then one forward, see `dedupe`).
+        """
+        if self.scores_constant and not self.preset.skip_constant:
+            return np.arange(varying.size)
         return np.flatnonzero(varying)
 
     def perturb(self, masks: NDArray[np.float32], channels: NDArray[np.int64],
@@ -152,25 +161,26 @@ class ScoreCam:
         preset = self.preset
         fused = maps_model is not None and self.perturbs_linearly
         k = activations.shape[0]
-        size = x.shape[2:]
         flat = activations.reshape(k, -1)
-        varying = flat.max(axis=1) > flat.min(axis=1)
-        chosen = self.select(activations, varying)
-        constant = np.flatnonzero(~varying)
-        share_zero = self.scores_constant and not preset.skip_constant and constant.size > 0
-        # A job is (channel, sample); channel -1 is the all-zero mask shared by constant channels.
-        channel_jobs = np.repeat(chosen, self.samples)
-        sample_jobs = np.tile(np.arange(self.samples), chosen.size)
-        if share_zero:
-            channel_jobs = np.append(channel_jobs, -1)
-            sample_jobs = np.append(sample_jobs, 0)
-        total = channel_jobs.size
+        chosen = self.select(activations, flat.max(axis=1) > flat.min(axis=1))
+        builder = _MaskBuilder(activations, x.shape[2:], preset)
+        scaled = builder.scaled(chosen)
+        # Identical masks (to float32 precision) run once and share their scores.
+        if self.dedupe and chosen.size:
+            _, first, group = np.unique(_shape_keys(flat[chosen]), axis=0, return_index=True,
+                                        return_inverse=True)
+            group = group.ravel()
+        else:
+            first = group = np.arange(chosen.size)
+        order = np.argsort(first, kind="stable")       # distinct masks in channel order
+        job_group = np.repeat(order, self.samples)
+        job_sample = np.tile(np.arange(self.samples), order.size)
+        total = job_group.size
         targets_arr = np.asarray(targets, dtype=np.int64)
         clean = _class_scores(clean_output[None].astype(np.float64), targets_arr, preset.score,
                               output_kind, None)[0]
-        sums = np.zeros((k + 1, len(targets)), dtype=np.float64)
-        counts = np.zeros((k + 1, len(targets)), dtype=np.int64)
-        builder = _MaskBuilder(activations, size, preset)
+        sums = np.zeros((first.size, len(targets)), dtype=np.float64)
+        counts = np.zeros((first.size, len(targets)), dtype=np.int64)
         starts = list(range(0, total, self.batch_size))
         rows_b = min(self.batch_size, max(total, 1))
         # Two input buffers: the next batch is built while the model runs on the current one.
@@ -180,20 +190,20 @@ class ScoreCam:
 
         def build(index: int) -> tuple[NDArray[np.int64], NDArray[np.float32], float]:
             t0 = time.perf_counter()
-            begin = starts[index]
-            jobs = channel_jobs[begin:begin + self.batch_size]
-            samples = sample_jobs[begin:begin + self.batch_size]
-            masks = builder.scaled(jobs) if fused else builder.masks(jobs)
+            jobs = slice(starts[index], starts[index] + self.batch_size)
+            groups, samples = job_group[jobs], job_sample[jobs]
+            maps = scaled[first[groups]]
+            masks = maps if fused else builder.resize(maps)
             if self.samples > 1:
                 for s in np.unique(samples):
                     pick = samples == s
-                    masks[pick] = self.perturb(masks[pick], jobs[pick], int(s))
-            inputs = buffers[index % 2][:jobs.size]
+                    masks[pick] = self.perturb(masks[pick], chosen[first[groups[pick]]], int(s))
+            inputs = buffers[index % 2][:groups.size]
             if fused:
                 inputs[...] = masks
             else:
                 np.multiply(x, masks[:, None], out=inputs)
-            return jobs, inputs, time.perf_counter() - t0
+            return groups, inputs, time.perf_counter() - t0
 
         mask_seconds = forward_seconds = wait_seconds = 0.0
         nonfinite = False
@@ -202,7 +212,7 @@ class ScoreCam:
             pending = pool.submit(build, 0) if starts else None
             for index in range(len(starts)):
                 t0 = time.perf_counter()
-                jobs, inputs, built = pending.result()
+                groups, inputs, built = pending.result()
                 if index + 1 < len(starts):
                     pending = pool.submit(build, index + 1)
                 t1 = time.perf_counter()
@@ -212,22 +222,18 @@ class ScoreCam:
                 scores = _class_scores(out, targets_arr, preset.score, output_kind, clean)
                 # A non-finite score carries no information: that forward does not count.
                 usable = np.isfinite(scores)
-                rows = np.where(jobs < 0, k, jobs)
-                np.add.at(sums, rows, np.where(usable, scores, 0.0))
-                np.add.at(counts, rows, usable)
+                np.add.at(sums, groups, np.where(usable, scores, 0.0))
+                np.add.at(counts, groups, usable)
                 mask_seconds += built
                 wait_seconds += t1 - t0
                 forward_seconds += t2 - t1
-                done_jobs += jobs.size
+                done_jobs += groups.size
                 if progress is not None:
                     progress(done_jobs, total)
+        values = np.full((k, len(targets)), np.nan, dtype=np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
-            means = np.where(counts > 0, sums / counts, np.nan)
-        values = means[:k].copy()
-        if share_zero:
-            values[constant] = means[k]
-        return Scores(values, clean, forwards=total, masks=chosen.size + int(share_zero),
-                      nonfinite=nonfinite,
+            values[chosen] = np.where(counts > 0, sums / counts, np.nan)[group]
+        return Scores(values, clean, forwards=total, masks=first.size, nonfinite=nonfinite,
                       seconds={"masks": mask_seconds, "mask_wait": wait_seconds,
                                "forwards": forward_seconds})
 
@@ -309,7 +315,7 @@ def _class_scores(out: NDArray[np.float64], targets: NDArray[np.int64], kind: st
 
 
 class _MaskBuilder:
-    """Builds normalised H×W masks for a batch of channels, as a preset defines them.
+    """Normalises channels into masks as a preset defines them; `resize` upsamples them.
 
     Interpolation rows sum to one, so ``Up(A) − m = Up(A − m)``: masks are normalised at
     activation resolution with the min and max of the *upsampled* map, then upsampled once.
@@ -328,27 +334,40 @@ class _MaskBuilder:
         self.edge_rows = np.ascontiguousarray(rows[_cell_ends(rows)])
         self.edge_cols_t = np.ascontiguousarray(cols_t[:, _cell_ends(cols_t.T)])
 
-    def masks(self, channels: NDArray[np.int64]) -> NDArray[np.float32]:
-        """B×H×W masks; channel -1 gives the all-zero mask."""
-        return self.resize(self.scaled(channels))
-
     def scaled(self, channels: NDArray[np.int64]) -> NDArray[np.float32]:
-        """B×h×w maps whose upsampling is the masks (normalised at activation resolution)."""
-        zero = channels < 0
-        maps = self.activations[np.where(zero, 0, channels)]
+        """B×h×w maps whose upsampling gives the masks (normalised at activation resolution).
+
+        A constant channel gives an all-zero map, whatever the epsilon.
+        """
+        maps = self.activations[channels]
         eps = np.float32(self.preset.epsilon)
         if self.preset.normalise_at_input:
             edges = np.matmul(np.matmul(self.edge_rows, maps), self.edge_cols_t)
         else:
             edges = maps
+        if not channels.size:
+            return maps
         flat = edges.reshape(edges.shape[0], -1)
         low = flat.min(axis=1)
         span = flat.max(axis=1) - low
         scale = np.zeros_like(span)
-        # A constant map (span 0) gives an all-zero mask, whatever the epsilon.
-        usable = (span > 0) & ~zero
+        usable = span > 0
         scale[usable] = 1.0 / (span[usable] + eps)
         return (maps - low[:, None, None]) * scale[:, None, None]
+
+
+def _shape_keys(maps: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Channels with equal keys are increasing affine images of each other (a·A + b, a > 0).
+
+    Their masks are then the same map (for `paper`; up to the ε in the denominator for the
+    other presets), so one forward serves them all. Keys are the min-max normalised maps
+    rounded to 1e-6, about float32's resolution. Constant channels key to zeros.
+    """
+    values = maps.astype(np.float64)
+    low = values.min(axis=1, keepdims=True)
+    span = values.max(axis=1, keepdims=True) - low
+    unit = np.divide(values - low, span, out=np.zeros_like(values), where=span > 0)
+    return np.round(unit, 6)
 
 
 def _cell_ends(matrix: NDArray[np.float32]) -> NDArray[np.int64]:

@@ -47,8 +47,8 @@ class SSCam(ScoreCam):
     """
 
     name = "sscam"
-    scores_constant = False
     perturbs_linearly = False   # the noise is drawn at input resolution
+    dedupe = False              # and per channel
 
     def __init__(self, preset: Preset | str = TORCHCAM, batch_size: int = 8, samples: int = 35,
                  std: float = 2.0, seed: int = 0) -> None:
@@ -58,9 +58,6 @@ class SSCam(ScoreCam):
         self.samples = samples
         self.std = std
         self.seed = seed
-
-    def select(self, activations: NDArray[np.float32], varying: NDArray[np.bool_]) -> NDArray:
-        return np.flatnonzero(varying) if self.preset.skip_constant else np.arange(varying.size)
 
     def perturb(self, masks: NDArray[np.float32], channels: NDArray[np.int64],
                 sample: int) -> NDArray[np.float32]:

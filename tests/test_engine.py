@@ -45,7 +45,8 @@ def test_constant_channels_are_skipped_or_shared(tiny_explainer, preset):
     _, x = tiny_explainer.preprocess(image)
     acts, _ = tiny_forward(x.astype(np.float64), tiny_weights())
     flat = acts[0].reshape(acts.shape[1], -1)
-    varying = int((flat.max(axis=1) > flat.min(axis=1)).sum())
+    varying = len({tuple(np.round((r - r.min()) / (r.max() - r.min()), 6))
+                   for r in flat if r.max() > r.min()})
     assert varying < acts.shape[1], "the tiny model has constant channels by construction"
     res = tiny_explainer.explain(image, preset=preset)
     shared_zero = 0 if preset == "paper" else 1
@@ -62,6 +63,34 @@ def test_batch_size_does_not_change_the_map(tiny_explainer, preset):
             for b in (1, 2, 7, 64)]
     for other in maps[1:]:
         np.testing.assert_allclose(other, maps[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_identical_masks_run_once(preset):
+    """Channels that are increasing affine images of another share its forward."""
+    rng = np.random.default_rng(4)
+    base = rng.random((2, 3, 3)).astype(np.float32)
+    onehot = np.zeros((3, 3), np.float32)
+    onehot[1, 2] = 1.0
+    acts = np.stack([base[0], 2.0 * base[0] + 5.0, base[1], onehot, 7.0 * onehot,
+                     np.full((3, 3), 2.0, np.float32)])
+    x = rng.normal(size=(1, 3, 12, 12)).astype(np.float32)
+    w = rng.normal(size=(4, 3 * 12 * 12))
+    calls = []
+
+    def model(batch):
+        calls.append(len(batch))
+        return batch.reshape(len(batch), -1).astype(np.float64) @ w.T
+
+    clean = model(x)[0]
+    calls.clear()
+    res = ScoreCam(preset, batch_size=2).score(x, acts, model, [1], clean)
+    distinct = 3 + (preset != "paper")      # base0, base1, one-hot (+ the constant channel)
+    assert sum(calls) == res.forwards == res.masks == distinct
+    want = ORACLES[preset](x, acts, model, 1)
+    cam, _ = ScoreCam(preset).cam(acts, ScoreCam(preset).weights(res.values[:, 0]), (12, 12))
+    assert correlation(cam, want) >= 0.9999
+    assert np.abs(cam - want).max() <= 1e-4
 
 
 def test_top_k_reuses_the_same_forwards(tiny_explainer):
