@@ -47,6 +47,7 @@ class PresetBench:
     scorecam: Timing
     floor: Timing
     overhead: float        # median over repeats of Score-CAM time ÷ floor time
+    cpu_overhead: float    # the same ratio in process CPU time (steadier on a busy host)
     top5: Timing
     top5_ratio: float      # median over repeats of top-5 time ÷ top-1 time
     peak_mib: float
@@ -144,10 +145,14 @@ def bench(
         # Each repeat times Score-CAM, its floor and top-5 back to back, so that a machine
         # whose speed drifts affects the three alike; ratios are taken within a repeat.
         res = explainer.explain(rgb, preset=preset)
-        runs, floors, tops = [], [], []
+        runs, floors, tops, cpu_ratios = [], [], [], []
         for i in range(repeats):
+            cpu = time.process_time()
             runs.append(_timed(lambda p=preset: explainer.explain(rgb, preset=p), 1)[0].median)
+            cpu_run = time.process_time() - cpu
+            cpu = time.process_time()
             floors.append(floor_seconds(explainer, res.forwards - 1, explainer.batch_size, i))
+            cpu_ratios.append(cpu_run / max(time.process_time() - cpu, 1e-9))
             tops.append(_timed(lambda p=preset: explainer.explain(rgb, top_k=k, preset=p),
                                1)[0].median)
         peak = peak_numpy_mib(lambda p=preset: explainer.explain(rgb, preset=p))
@@ -155,6 +160,7 @@ def bench(
             preset=preset, channels=int(res.weights.size), masks_run=res.masks,
             forwards=res.forwards, scorecam=Timing.of(runs), floor=Timing.of(floors),
             overhead=statistics.median(r / f for r, f in zip(runs, floors, strict=True) if f),
+            cpu_overhead=statistics.median(cpu_ratios),
             top5=Timing.of(tops),
             top5_ratio=statistics.median(t / r for t, r in zip(tops, runs, strict=True)),
             peak_mib=peak,
@@ -191,12 +197,13 @@ def format_report(report: BenchReport) -> str:
         f"features forward: {report.features.median * ms:.1f} ms",
         "",
         f"{'preset':<18}{'channels':>9}{'masks run':>10}{'score-cam s':>22}{'floor s':>22}"
-        f"{'overhead':>10}{'top-5 / top-1':>15}{'peak MiB':>10}",
+        f"{'overhead':>10}{'cpu ovh.':>9}{'top-5 / top-1':>15}{'peak MiB':>10}",
     ]
     for p in report.presets:
         lines.append(
             f"{p.preset:<18}{p.channels:>9}{p.masks_run:>10}"
             f"{_span(p.scorecam):>22}{_span(p.floor):>22}{p.overhead:>10.3f}"
+            f"{p.cpu_overhead:>9.3f}"
             f"{p.top5_ratio:>15.3f}{p.peak_mib:>10.1f}")
     if report.faster:
         f = report.faster
