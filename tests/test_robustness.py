@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import pytest
 from builders import nonfinite_model, palette_png, set_key, tiny_model
 from click.testing import CliRunner
@@ -104,6 +105,17 @@ def _damage(bundle_path: Path, **manifest_changes) -> None:
     path.write_text(json.dumps(data))
 
 
+def _external_outside(graph_path: Path) -> None:
+    """Point one initializer of the graph at a file outside the bundle folder."""
+    graph = onnx.load(str(graph_path))
+    tensor = next(t for t in graph.graph.initializer if t.name == "w2")
+    tensor.ClearField("raw_data")
+    del tensor.float_data[:]
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    tensor.external_data.add(key="location", value="../outside.bin")
+    onnx.save(graph, str(graph_path))
+
+
 BUNDLE_DAMAGE = {
     "missing graph": (lambda b: (b / "features.onnx").unlink(),
                       "the features file 'features.onnx' is missing"),
@@ -119,6 +131,8 @@ BUNDLE_DAMAGE = {
         (b / "features.onnx").read_bytes() + b"\0"), "features.onnx does not match its checksum"),
     "labels outside": (lambda b: _damage(b, labels="../../etc/passwd"),
                        "'labels' points outside the bundle"),
+    "weights outside": (lambda b: (_external_outside(b / "model.onnx"), _damage(b, checksums={})),
+                        "external data of w2' points outside the bundle"),
     "input size": (lambda b: _damage(b, input__height=16),
                    "has shape batch×3×8×8, but the manifest says N×3×16×8"),
     "channels": (lambda b: _damage(b, activation__channels=7),
@@ -190,6 +204,28 @@ def test_interrupted_run_loses_nothing_and_resumes(tmp_path, tiny_bundle):
     assert f"{len(finished)} skipped" in resumed.stderr
     assert len(list(out.glob("img*.json"))) == 40
     assert not list(out.glob(".*.part"))
+
+
+def test_ctrl_c_leaves_no_partial_files(tmp_path, tiny_bundle):
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    for i in range(30):
+        _png(folder / f"img{i:02d}.png", RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scorecam_onnx", "explain", str(folder), "--model",
+         str(tiny_bundle.path), "--out", str(out), "--method", "sscam", "--samples", "150",
+         "--provider", "cpu", "-q"], cwd=ROOT, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("*.json"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "interrupted" in err and "Traceback" not in err
+    assert not list(out.glob(".*.part"))
+    for path in out.glob("*.npy"):
+        assert np.load(path).shape == (8, 8)
 
 
 def test_threads_share_one_explainer(default_explainer):
