@@ -165,13 +165,8 @@ class ScoreCam:
         chosen = self.select(activations, flat.max(axis=1) > flat.min(axis=1))
         builder = _MaskBuilder(activations, x.shape[2:], preset)
         scaled = builder.scaled(chosen)
-        # Identical masks (to float32 precision) run once and share their scores.
-        if self.dedupe and chosen.size:
-            _, first, group = np.unique(_shape_keys(flat[chosen]), axis=0, return_index=True,
-                                        return_inverse=True)
-            group = group.ravel()
-        else:
-            first = group = np.arange(chosen.size)
+        first, group = _distinct(flat[chosen]) if self.dedupe else (
+            np.arange(chosen.size), np.arange(chosen.size))
         order = np.argsort(first, kind="stable")       # distinct masks in channel order
         job_group = np.repeat(order, self.samples)
         job_sample = np.tile(np.arange(self.samples), order.size)
@@ -356,18 +351,25 @@ class _MaskBuilder:
         return (maps - low[:, None, None]) * scale[:, None, None]
 
 
-def _shape_keys(maps: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Channels with equal keys are increasing affine images of each other (a·A + b, a > 0).
+def _distinct(maps: NDArray[np.float32]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Group channels (rows of flattened maps) whose masks are identical.
 
-    Their masks are then the same map (for `paper`; up to the ε in the denominator for the
-    other presets), so one forward serves them all. Keys are the min-max normalised maps
-    rounded to 1e-6, about float32's resolution. Constant channels key to zeros.
+    Channels that are increasing affine images of each other (a·A + b, a > 0) give the same
+    mask (for `paper`; up to the ε in the denominator for the other presets), so one forward
+    serves them all. They are found by their min-max normalised maps, rounded to 1e-6 (about
+    float32's resolution); constant channels all normalise to zeros.
+
+    Returns the first channel of each group, and each channel's group.
     """
+    if not maps.shape[0]:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
     values = maps.astype(np.float64)
     low = values.min(axis=1, keepdims=True)
     span = values.max(axis=1, keepdims=True) - low
-    unit = np.divide(values - low, span, out=np.zeros_like(values), where=span > 0)
-    return np.round(unit, 6)
+    unit = np.round(np.divide(values - low, span, out=np.zeros_like(values), where=span > 0), 6)
+    _, first, group = np.unique(unit, axis=0, return_index=True, return_inverse=True)
+    return first, group.ravel()
 
 
 def _cell_ends(matrix: NDArray[np.float32]) -> NDArray[np.int64]:
