@@ -57,6 +57,13 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def at_least_one(name: str, value: int) -> int:
+    """`value`, or a ValueError naming the setting when it is below 1."""
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
+
+
 def get_preset(name: str) -> Preset:
     """The preset called `name`, or a ValueError listing the choices."""
     try:
@@ -112,9 +119,7 @@ class ScoreCam:
 
     def __init__(self, preset: Preset | str = PAPER, batch_size: int = 8) -> None:
         self.preset = get_preset(preset) if isinstance(preset, str) else preset
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.batch_size = batch_size
+        self.batch_size = at_least_one("batch_size", batch_size)
 
     # Hooks -------------------------------------------------------------------------------
     def select(self, activations: NDArray[np.float32], varying: NDArray[np.bool_]) -> NDArray:

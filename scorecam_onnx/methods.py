@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from .engine import PAPER, TORCHCAM, Preset, ScoreCam, ScoreFn, Scores, form_cam
+from .engine import PAPER, TORCHCAM, Preset, ScoreCam, ScoreFn, Scores, at_least_one, form_cam
 
 METHODS = ("scorecam", "faster-scorecam", "sscam", "iscam", "eigencam")
 # The preset a method uses when none is given: the convention it was published with.
@@ -25,9 +25,7 @@ class FasterScoreCam(ScoreCam):
     def __init__(self, preset: Preset | str = PAPER, batch_size: int = 8,
                  channels: int = 64) -> None:
         super().__init__(preset, batch_size)
-        if channels < 1:
-            raise ValueError(f"channels must be at least 1, got {channels}")
-        self.channels = channels
+        self.channels = at_least_one("channels", channels)
 
     def select(self, activations: NDArray[np.float32], varying: NDArray[np.bool_]) -> NDArray:
         spread = activations.reshape(activations.shape[0], -1).std(axis=1)
@@ -53,9 +51,7 @@ class SSCam(ScoreCam):
     def __init__(self, preset: Preset | str = TORCHCAM, batch_size: int = 8, samples: int = 35,
                  std: float = 2.0, seed: int = 0) -> None:
         super().__init__(preset, batch_size)
-        if samples < 1:
-            raise ValueError(f"samples must be at least 1, got {samples}")
-        self.samples = samples
+        self.samples = at_least_one("samples", samples)
         self.std = std
         self.seed = seed
 
@@ -80,9 +76,7 @@ class ISCam(ScoreCam):
     def __init__(self, preset: Preset | str = TORCHCAM, batch_size: int = 8,
                  samples: int = 10) -> None:
         super().__init__(preset, batch_size)
-        if samples < 1:
-            raise ValueError(f"samples must be at least 1, got {samples}")
-        self.samples = samples
+        self.samples = at_least_one("samples", samples)
 
     def coefficient(self, sample: int) -> float:
         """The scale of the masks of sample `sample`: Σ_{i=0}^{sample} (i+1)/N."""
