@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import logging
+import os
+import sys
 import tempfile
 import time
 import warnings
@@ -52,6 +55,8 @@ class LoadedModel:
 def load_model(spec: str, weights: str | Path | None = None) -> LoadedModel:
     """Build a model from 'efficientnet-lite0' or 'package.module:callable' (no arguments).
 
+    The module is imported from the current folder or the installed packages.
+
     `weights` is a state-dict file, read with ``torch.load(weights_only=True)``.
     """
     if spec == BUILTIN:
@@ -60,6 +65,8 @@ def load_model(spec: str, weights: str | Path | None = None) -> LoadedModel:
         module_name, _, attr = spec.partition(":")
         if not module_name or not attr:
             raise BundleError(f"--model {spec!r}: use {BUILTIN!r} or MODULE:CALLABLE")
+        if os.getcwd() not in sys.path:   # let `scorecam-onnx export` find the user's code
+            sys.path.insert(0, os.getcwd())
         try:
             factory = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as exc:
@@ -189,6 +196,9 @@ def export_bundle(
 def _torch_to_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path) -> None:
     """The dynamo exporter, with a symbolic batch axis (the example batch is 2, never 1)."""
     batch = torch.export.Dim("batch", min=1, max=65536)
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)   # e.g. "torchvision is not installed. Skipping ..."
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         try:
@@ -200,6 +210,8 @@ def _torch_to_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path) -> Non
         except Exception as exc:  # noqa: BLE001 - exporter errors are long; keep the gist
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BundleError(f"ONNX export failed: {first}") from None
+        finally:
+            exporter_log.setLevel(level)
 
 
 def _verify(bundle: Bundle, probe: np.ndarray, want_act: np.ndarray,
