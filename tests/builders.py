@@ -179,3 +179,27 @@ def palette_png() -> bytes:
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 1, 8, 3, 0, 0, 0))
     png += chunk(b"PLTE", bytes([255, 0, 0, 0, 0, 255]))
     return png + chunk(b"IDAT", zlib.compress(b"\x00\x00\x01")) + chunk(b"IEND", b"")
+
+
+def nhwc_model() -> onnx.ModelProto:
+    """The tiny CNN with NHWC input and an NHWC activation tensor 'feat_nhwc' (N×4×4×5)."""
+    model = tiny_model()
+    graph = model.graph
+    for node in graph.node:
+        node.input[:] = ["input_nchw" if i == "input" else "feat_back" if i == "feat" and
+                         node.op_type == "GlobalAveragePool" else i for i in node.input]
+    graph.node.insert(0, helper.make_node("Transpose", ["input"], ["input_nchw"],
+                                          perm=[0, 3, 1, 2]))
+    graph.node.extend([
+        helper.make_node("Transpose", ["feat"], ["feat_nhwc"], perm=[0, 2, 3, 1]),
+        helper.make_node("Transpose", ["feat_nhwc"], ["feat_back"], perm=[0, 3, 1, 2]),
+    ])
+    graph.input[0].CopyFrom(
+        helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", SIZE, SIZE, 3]))
+    # Keep the nodes in topological order: the head after the transposes.
+    head = [n for n in graph.node if n.op_type in ("GlobalAveragePool", "Flatten", "Gemm")]
+    rest = [n for n in graph.node if n not in head]
+    del graph.node[:]
+    graph.node.extend([*rest, *head])
+    onnx.checker.check_model(model)
+    return model

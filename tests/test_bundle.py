@@ -161,3 +161,23 @@ def test_not_a_bundle(tmp_path):
 def test_copied_bundle_still_loads(tiny_bundle, tmp_path):
     copy = shutil.copytree(tiny_bundle.path, tmp_path / "elsewhere")
     assert Bundle.load(copy).manifest == tiny_bundle.manifest
+
+
+def test_nhwc_model_explains_like_its_nchw_twin(tmp_path):
+    from builders import nhwc_model
+    from conftest import TINY_PREP
+
+    from scorecam_onnx import Explainer, Preprocessing
+
+    nhwc = Preprocessing(layout="NHWC", mean=TINY_PREP.mean, std=TINY_PREP.std)
+    bundle = write_bundle(nhwc_model(), tmp_path / "nhwc", "feat_nhwc", preprocessing=nhwc)
+    m = bundle.manifest
+    assert (m.activation.channels, m.activation.height, m.activation.width) == (5, 4, 4)
+    assert m.input.layout == m.activation.layout == "NHWC"
+    twin = write_bundle(tiny_model(), tmp_path / "nchw", "feat", preprocessing=TINY_PREP)
+    image = np.random.default_rng(8).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    for preset in ("paper", "pytorch-grad-cam", "torchcam"):
+        a = Explainer(bundle, provider="cpu").explain(image, preset=preset)
+        b = Explainer(twin, provider="cpu").explain(image, preset=preset)
+        assert a.class_id == b.class_id and a.forwards == b.forwards
+        np.testing.assert_allclose(a.saliency, b.saliency, atol=1e-5)
