@@ -127,6 +127,7 @@ class Preprocessing:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     interpolation: str = "area"
+    resize: str = "stretch"
 
 
 def write_bundle(
@@ -202,7 +203,7 @@ def write_bundle(
             input=InputSpec(
                 name=image_input.name, height=height, width=width, layout=prep.layout,
                 color=prep.color, scale=prep.scale, mean=prep.mean, std=prep.std,
-                interpolation=prep.interpolation,
+                resize=prep.resize, interpolation=prep.interpolation,
             ),
             activation=ActivationSpec(activation, *act_shape, layout=prep.layout),
             output=OutputSpec(output, classes, kind=_output_kind(model, output)),

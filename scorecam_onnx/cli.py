@@ -85,6 +85,9 @@ def preprocessing_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--interpolation", type=click.Choice(["area", "linear", "cubic",
                                                            "nearest"]),
                      default=None, help="How images are resized to the input. Default: area."),
+        click.option("--resize", type=click.Choice(["stretch", "crop"]), default=None,
+                     help="Whole image to the input size (stretch), or scaled to cover it "
+                          "and cut at the centre (crop). Default: stretch."),
         click.option("--labels", type=click.Path(exists=True, dir_okay=False),
                      help="Text file with one class name per line."),
         click.option("--out", required=True, type=click.Path(file_okay=False),
@@ -97,7 +100,7 @@ def preprocessing_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _preprocessing(base: Preprocessing | None, input_size, mean, std, color, layout,
-                   interpolation) -> Preprocessing:
+                   interpolation, resize) -> Preprocessing:
     base = base or Preprocessing()
     return Preprocessing(
         height=input_size[0] if input_size else base.height,
@@ -107,6 +110,7 @@ def _preprocessing(base: Preprocessing | None, input_size, mean, std, color, lay
         mean=mean or base.mean,
         std=std or base.std,
         interpolation=interpolation or base.interpolation,
+        resize=resize or base.resize,
     )
 
 
@@ -125,7 +129,7 @@ def _read_labels(path: str | None) -> list[str] | None:
                               "Default: the last module with a 4-D output.")
 @preprocessing_options
 def export(model_spec, weights, layer, input_size, mean, std, color, layout, interpolation,
-           labels, out, force) -> None:
+           resize, labels, out, force) -> None:
     """Export a PyTorch classifier into a bundle (needs the 'export' extra)."""
     try:
         from scorecam_onnx_export import export_bundle, load_model
@@ -136,7 +140,7 @@ def export(model_spec, weights, layer, input_size, mean, std, color, layout, int
         raise click.UsageError("PyTorch models are NCHW; --layout NHWC is for 'split'")
     loaded = load_model(model_spec, weights)
     prep = _preprocessing(loaded.preprocessing, input_size, mean, std, color, layout,
-                          interpolation)
+                          interpolation, resize)
     report = export_bundle(loaded, out, layer, prep, _read_labels(labels), force)
     m = report.bundle.manifest
     click.echo(f"wrote {out}: layer {report.layer.label} "
@@ -153,13 +157,13 @@ def export(model_spec, weights, layer, input_size, mean, std, color, layout, int
 @click.option("--output", help="Class-score output name. Default: the graph's only output.")
 @preprocessing_options
 def split(onnx_file, layer, output, input_size, mean, std, color, layout, interpolation,
-          labels, out, force) -> None:
+          resize, labels, out, force) -> None:
     """Cut an existing ONNX classifier into a bundle (no PyTorch needed)."""
     from . import graphs
     from .bundle import write_bundle
 
     model = graphs.load_model(Path(onnx_file))
-    prep = _preprocessing(None, input_size, mean, std, color, layout, interpolation)
+    prep = _preprocessing(None, input_size, mean, std, color, layout, interpolation, resize)
     output = output or _only_output(model)
     tensor = layer or graphs.suggested_layer(model, output, prep.layout)
     bundle = write_bundle(model, out, tensor, output, prep, labels=_read_labels(labels),

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from . import metrics
 from .explainer import Explainer
-from .images import ImageLike
+from .images import ImageLike, to_original
 from .interp import Resizer
 
 BASELINES = ("random", "center")
@@ -123,7 +123,7 @@ def evaluate(
             if name in baselines:
                 act = explainer.bundle.manifest.activation
                 small = baseline_map(name, x.shape[2:], (act.height, act.width), seed=index)
-                full = cv2.resize(small, (rgb.shape[1], rgb.shape[0]))
+                full = to_original(small, rgb.shape, explainer.bundle.manifest.input)
                 forwards = 0
             else:
                 res = explainer.explain(rgb, class_id, method=name, channels=channels,

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import overload
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
@@ -16,7 +15,7 @@ from .bundle import Bundle
 from .engine import Progress, ScoreCam
 from .errors import BundleError
 from .fused import DeviceMasks
-from .images import DEFAULT_MAX_PIXELS, ImageLike, load_image, preprocess
+from .images import DEFAULT_MAX_PIXELS, ImageLike, load_image, preprocess, to_original
 from .methods import make_method
 from .metrics import softmax
 from .runtime import OrtRunner
@@ -276,9 +275,8 @@ class Explainer:
         for column, class_id in enumerate(targets):
             weights = engine.weights(scores.values[:, column])
             cam, degenerate = engine.cam(acts, weights, size)
-            full = cv2.resize(cam, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
             results.append(Explanation(
-                saliency=np.clip(full, 0.0, 1.0).astype(np.float32),
+                saliency=to_original(cam, rgb.shape, self._input),
                 saliency_input=cam,
                 class_id=int(class_id),
                 label=self.bundle.label(int(class_id)),

@@ -142,18 +142,52 @@ def _from_array(image: NDArray) -> NDArray[np.uint8]:
     return np.ascontiguousarray(image)
 
 
+def crop_box(shape: tuple[int, ...], spec: InputSpec) -> tuple[int, int, int, int]:
+    """(scaled height, scaled width, top, left) of the "crop" policy for an image shape.
+
+    The image is scaled so that it covers the input size (its shorter side fits), then the
+    centre is cut out.
+    """
+    h, w = shape[:2]
+    scale = max(spec.height / h, spec.width / w)
+    sh, sw = max(spec.height, round(h * scale)), max(spec.width, round(w * scale))
+    return sh, sw, (sh - spec.height) // 2, (sw - spec.width) // 2
+
+
 def preprocess(rgb: NDArray[np.uint8], spec: InputSpec) -> NDArray[np.float32]:
     """The model input (1×3×H×W, normalised) for an RGB uint8 image, per the manifest.
 
-    The engine always works in NCHW; `to_layout` converts for NHWC graphs.
+    Resize policy "stretch" resizes the whole image to H×W; "crop" scales it to cover H×W
+    and cuts out the centre. The engine always works in NCHW.
     """
-    resized = cv2.resize(rgb, (spec.width, spec.height),
-                         interpolation=_INTERPOLATION[spec.interpolation])
+    interpolation = _INTERPOLATION[spec.interpolation]
+    if spec.resize == "crop":
+        sh, sw, top, left = crop_box(rgb.shape, spec)
+        scaled_image = cv2.resize(rgb, (sw, sh), interpolation=interpolation)
+        resized = scaled_image[top:top + spec.height, left:left + spec.width]
+    else:
+        resized = cv2.resize(rgb, (spec.width, spec.height), interpolation=interpolation)
     if spec.color == "BGR":
         resized = resized[..., ::-1]
     scaled = resized.astype(np.float32) * np.float32(spec.scale)
     normalised = (scaled - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
     return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])
+
+
+def to_original(saliency: NDArray[np.float32], shape: tuple[int, ...],
+                spec: InputSpec) -> NDArray[np.float32]:
+    """A map at the model input's resolution brought back onto the original image.
+
+    With the "crop" policy the parts of the image the model did not see get 0.
+    """
+    if spec.resize == "crop":
+        sh, sw, top, left = crop_box(shape, spec)
+        canvas = np.zeros((sh, sw), dtype=np.float32)
+        canvas[top:top + spec.height, left:left + spec.width] = saliency
+        saliency = canvas
+    full = cv2.resize(saliency.astype(np.float32), (shape[1], shape[0]),
+                      interpolation=cv2.INTER_LINEAR)
+    return np.clip(full, 0.0, 1.0)
 
 
 def find_images(paths: list[str]) -> tuple[list[Path], list[str]]:

@@ -16,7 +16,7 @@ MANIFEST_NAME = "manifest.json"
 
 LAYOUTS = ("NCHW", "NHWC")
 COLORS = ("RGB", "BGR")
-RESIZE_POLICIES = ("stretch",)
+RESIZE_POLICIES = ("stretch", "crop")
 INTERPOLATIONS = ("area", "linear", "cubic", "nearest")
 OUTPUT_KINDS = ("logits", "probabilities")
 
@@ -26,7 +26,8 @@ class InputSpec:
     """How an image becomes the model's input tensor.
 
     A pixel value v (uint8, in the colour order `color`) becomes ``(v * scale - mean) / std``
-    after the image is resized to ``height × width`` (policy `resize`, OpenCV `interpolation`).
+    after the image is resized to ``height × width`` with OpenCV's `interpolation`: the whole
+    image ("stretch"), or scaled to cover the size and cut at the centre ("crop").
     """
 
     name: str

@@ -181,3 +181,16 @@ def test_nhwc_model_explains_like_its_nchw_twin(tmp_path):
         b = Explainer(twin, provider="cpu").explain(image, preset=preset)
         assert a.class_id == b.class_id and a.forwards == b.forwards
         np.testing.assert_allclose(a.saliency, b.saliency, atol=1e-5)
+
+
+def test_crop_policy_bundle_maps_back_to_the_image(tmp_path):
+    from scorecam_onnx import Explainer, Preprocessing
+
+    bundle = write_bundle(tiny_model(), tmp_path / "crop", "feat",
+                          preprocessing=Preprocessing(resize="crop"))
+    assert bundle.manifest.input.resize == "crop"
+    image = np.random.default_rng(2).integers(0, 256, (8, 24, 3), dtype=np.uint8)
+    res = Explainer(bundle, provider="cpu").explain(image, preset="torchcam")
+    assert res.saliency.shape == (8, 24)
+    assert res.saliency[:, :7].max() == 0 and res.saliency[:, -7:].max() == 0
+    assert res.saliency[:, 8:16].max() > 0

@@ -131,3 +131,19 @@ def test_preprocess_follows_the_manifest():
     bgr = preprocess(rgb, InputSpec(name="in", height=2, width=2, color="BGR",
                                     mean=(0, 0, 0), std=(1, 1, 1)))
     np.testing.assert_allclose(bgr[0, :, 0, 0], [0.2, 0.0, 1.0], atol=1e-6)
+
+
+def test_crop_policy_by_hand():
+    from scorecam_onnx.images import crop_box, to_original
+
+    spec = InputSpec(name="in", height=224, width=224, resize="crop", mean=(0, 0, 0),
+                     std=(1, 1, 1), interpolation="linear")
+    assert crop_box((300, 451, 3), spec) == (224, 337, 0, 56)
+    rgb = np.random.default_rng(0).integers(0, 256, (300, 451, 3), dtype=np.uint8)
+    want = cv2.resize(rgb, (337, 224), interpolation=cv2.INTER_LINEAR)[:, 56:280] / 255.0
+    np.testing.assert_allclose(preprocess(rgb, spec)[0].transpose(1, 2, 0), want, atol=1e-6)
+    back = to_original(np.ones((224, 224), np.float32), (300, 451), spec)
+    assert back.shape == (300, 451)
+    # 56 of 337 scaled columns are cut on each side: about 75 of the 451 original ones.
+    assert back[:, :70].max() == 0 and back[:, -70:].max() == 0
+    assert back[:, 80:-80].min() == 1.0
