@@ -45,9 +45,10 @@ def test_memory_grows_with_the_batch_not_the_channels(tmp_path):
     all_masked_mib = 2048 * 3 * 32 * 32 * 4 / 2**20        # 24 MiB if built at once
     peaks = {b: peak_numpy_mib(lambda b=b: explainer.explain(image, batch_size=b))
              for b in (4, 64)}
-    assert peaks[4] < all_masked_mib / 8
     per_input = 3 * 32 * 32 * 4 / 2**20
-    assert peaks[64] - peaks[4] > 60 * per_input     # two buffers of 64 inputs vs 4
+    assert peaks[4] < all_masked_mib / 8
+    assert peaks[64] < all_masked_mib / 8
+    assert peaks[64] >= 2 * 64 * per_input      # the two batch buffers are what it holds
 
 
 def test_bench_command_json(tiny_bundle, tmp_path):
