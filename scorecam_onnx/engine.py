@@ -78,7 +78,6 @@ class Scores:
 
     Attributes:
         values: K×T scores (NaN where a channel got no forward, or only non-finite outputs).
-        clean: T scores of the unmasked image (same kind as `values`).
         forwards: masked inputs sent through the model.
         masks: distinct masks built (one per scored channel, plus the shared zero mask).
         nonfinite: the model returned NaN or Inf for some masked input.
@@ -86,7 +85,6 @@ class Scores:
     """
 
     values: NDArray[np.float64]
-    clean: NDArray[np.float64]
     forwards: int = 0
     masks: int = 0
     nonfinite: bool = False
@@ -233,7 +231,7 @@ class ScoreCam:
         values = np.full((k, len(targets)), np.nan, dtype=np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             values[chosen] = np.where(counts > 0, sums / counts, np.nan)[group]
-        return Scores(values, clean, forwards=total, masks=first.size, nonfinite=nonfinite,
+        return Scores(values, forwards=total, masks=first.size, nonfinite=nonfinite,
                       seconds={"masks": mask_seconds, "mask_wait": wait_seconds,
                                "forwards": forward_seconds})
 

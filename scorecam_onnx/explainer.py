@@ -133,11 +133,21 @@ class Explainer:
                 self.bundle.model_path, m.input.name, m.output.name,
                 (m.input.height, m.input.width), self.provider, threads,
                 pad_to=self.batch_size if cuda else 0)
-            if cuda:   # pay the cuDNN set-up once, at a fixed batch shape
-                zeros = np.zeros((1, 3, m.input.height, m.input.width), np.float32)
-                maps = np.zeros((self.batch_size, m.activation.height, m.activation.width),
-                                np.float32)
-                self._device.bind(zeros, align_corners=False)(maps)
+        if self.provider == "cuda":
+            self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Run every session once, at the shapes explaining uses, so that cuDNN's algorithm
+        search is paid here and not on the first image."""
+        m = self.bundle.manifest
+        zeros = np.zeros((1, 3, m.input.height, m.input.width), np.float32)
+        self.activations(zeros)
+        self.scores(zeros)
+        if self._device is not None:
+            maps = np.zeros((self.batch_size, m.activation.height, m.activation.width),
+                            np.float32)
+            for align in (False, True):
+                self._device.bind(zeros, align)(maps)
 
     def _check_shapes(self) -> None:
         """Fail early when a graph's fixed dimensions contradict the manifest."""

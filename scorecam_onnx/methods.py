@@ -113,7 +113,7 @@ class EigenCam(ScoreCam):
             if np.dot(centred @ direction, positions.mean(axis=1)) < 0:
                 direction = -direction
         values = np.repeat(direction[:, None], len(targets), axis=1)
-        return Scores(values, np.zeros(len(targets)), seconds={"masks": 0.0, "forwards": 0.0})
+        return Scores(values, seconds={"masks": 0.0, "forwards": 0.0})
 
     def weights(self, values: NDArray[np.float64]) -> NDArray[np.float32]:
         return np.nan_to_num(values).astype(np.float32)

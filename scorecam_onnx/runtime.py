@@ -121,10 +121,8 @@ def _new_session(ort: ModuleType, path: Path | bytes, providers: list[Any],
 
 def _try_cuda(ort: ModuleType, path: Path | bytes, threads: int, quiet: bool) -> Any | None:
     """A CUDA session, or None when ONNX Runtime silently fell back to the CPU."""
-    cuda = (PROVIDERS["cuda"], {"cudnn_conv_algo_search": "HEURISTIC"})
     preload = getattr(ort, "preload_dlls", None)
     with _stderr_silenced(quiet):
-        previous = None
         if quiet:
             ort.set_default_logger_severity(4)
         try:
@@ -132,12 +130,13 @@ def _try_cuda(ort: ModuleType, path: Path | bytes, threads: int, quiet: bool) ->
                 # Preloading pip-installed CUDA libraries is best effort.
                 with contextlib.suppress(Exception):
                     preload(directory="")
-            session = _new_session(ort, path, [cuda, "CPUExecutionProvider"], threads)
+            session = _new_session(ort, path, [PROVIDERS["cuda"], "CPUExecutionProvider"],
+                                   threads)
         except Exception:  # noqa: BLE001 - any failure here means "no CUDA"
             return None
         finally:
             if quiet:
-                ort.set_default_logger_severity(2 if previous is None else previous)
+                ort.set_default_logger_severity(2)   # ONNX Runtime's default: warnings
     if session.get_providers()[0] != PROVIDERS["cuda"]:
         return None
     return session
