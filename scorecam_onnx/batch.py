@@ -23,6 +23,8 @@ from .images import find_images
 from .render import encode_png, overlay
 
 THUMB_HEIGHT = 224
+# The contact sheet shows the first this many images (its thumbnails stay in memory).
+SHEET_ROWS = 64
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,9 @@ class ItemResult:
 
     source: Path
     name: str
-    explanations: list[Explanation] = field(default_factory=list)
+    # What was explained, per class (Explanation.summary(): no arrays, so that a long run
+    # keeps nothing per image but these few numbers).
+    summaries: list[dict[str, object]] = field(default_factory=list)
     error: str | None = None
     skipped: bool = False
     thumbnail: NDArray[np.uint8] | None = None
@@ -104,7 +108,7 @@ def explain_files(
     names = output_names(paths)
     job.out.mkdir(parents=True, exist_ok=True)
     remove_stale_parts(job.out)
-    results = []
+    results: list[ItemResult] = []
     for path in paths:
         item = ItemResult(path, names[path])
         if on_start is not None:
@@ -112,7 +116,8 @@ def explain_files(
         if job.skip_existing and (job.out / f"{item.name}.json").is_file():
             item.skipped = True
         else:
-            _explain_one(explainer, job, item, on_progress)
+            thumbs = sum(1 for r in results if r.thumbnail is not None)
+            _explain_one(explainer, job, item, on_progress, job.sheet and thumbs < SHEET_ROWS)
         results.append(item)
         if on_done is not None:
             on_done(item)
@@ -120,7 +125,7 @@ def explain_files(
 
 
 def _explain_one(explainer: Explainer, job: ExplainJob, item: ItemResult,
-                 on_progress: Callable[[int, int], None] | None) -> None:
+                 on_progress: Callable[[int, int], None] | None, keep_thumbnail: bool) -> None:
     try:
         rgb, _ = explainer.preprocess(item.source)
         options = {"preset": job.preset, "method": job.method, "channels": job.channels,
@@ -135,8 +140,8 @@ def _explain_one(explainer: Explainer, job: ExplainJob, item: ItemResult,
     except (ScoreCamError, ValueError, TypeError, OSError) as exc:
         item.error = str(exc)
         return
-    item.explanations = found
-    if job.sheet:
+    item.summaries = [exp.summary() for exp in found]
+    if keep_thumbnail:
         width = max(1, round(rgb.shape[1] * THUMB_HEIGHT / rgb.shape[0]))
         item.thumbnail = cv2.resize(rgb, (width, THUMB_HEIGHT), interpolation=cv2.INTER_AREA)
         item.thumb_saliency = cv2.resize(found[0].saliency, (width, THUMB_HEIGHT),

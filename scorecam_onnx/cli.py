@@ -268,7 +268,8 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--class", "classes", type=click.IntRange(min=0), multiple=True,
               help="Class id to explain (repeatable). Default: the top-1 class.")
 @click.option("--top-k", type=click.IntRange(min=1), help="Explain the k most likely classes.")
-@click.option("--sheet", is_flag=True, help="Also write sheet.png: photo | heatmap | overlay.")
+@click.option("--sheet", is_flag=True,
+              help="Also write sheet.png: photo | heatmap | overlay (first 64 images).")
 @click.option("--skip-existing", is_flag=True,
               help="Skip images whose outputs are all present (resume a run).")
 def explain(inputs, model_dir, provider, threads, batch_size, quiet, max_pixels, out, preset,
@@ -302,7 +303,7 @@ def explain(inputs, model_dir, provider, threads, batch_size, quiet, max_pixels,
 
         rows = [(r.thumbnail, r.thumb_saliency, _caption(r)) for r in thumbs]
         write_bytes_atomic(Path(out) / "sheet.png", encode_png(contact_sheet(rows)))
-    done = sum(1 for r in results if r.explanations)
+    done = sum(1 for r in results if r.summaries)
     skipped = sum(1 for r in results if r.skipped)
     if failed or problems:
         click.echo("failed:", err=True)
@@ -317,8 +318,8 @@ def explain(inputs, model_dir, provider, threads, batch_size, quiet, max_pixels,
 
 
 def _caption(item) -> str:
-    best = item.explanations[0]
-    return f"{item.name}: {best.label} ({best.score:.2f})"
+    best = item.summaries[0]
+    return f"{item.name}: {best['label']} ({best['score']:.2f})"
 
 
 class _Progress:
@@ -355,9 +356,10 @@ class _Progress:
             click.echo(f"error: {item.source}: {item.error}", err=True)
         elif item.skipped:
             click.echo(f"{item.name:<24} (outputs exist, skipped)")
-        for exp in item.explanations:
-            click.echo(f"{item.name[:24]:<24} {exp.class_id:>5}  {exp.label[:24]:<24} "
-                       f"{exp.score:>6.3f} {exp.forwards:>8} {exp.seconds['total']:>7.2f}")
+        for exp in item.summaries:
+            click.echo(f"{item.name[:24]:<24} {exp['class_id']:>5}  {exp['label'][:24]:<24} "
+                       f"{exp['score']:>6.3f} {exp['forwards']:>8} "
+                       f"{exp['seconds']['total']:>7.2f}")
 
     def _close(self) -> None:
         if self.bar is not None:

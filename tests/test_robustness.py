@@ -305,3 +305,22 @@ def test_fixed_batch_model_bundle(tmp_path):
     res = Explainer(bundle, provider="cpu").explain(RNG.integers(0, 256, (8, 8, 3), np.uint8),
                                                     batch_size=5)
     assert np.isfinite(res.saliency).all()
+
+
+def test_a_long_folder_run_keeps_no_arrays(tmp_path, tiny_bundle):
+    from scorecam_onnx.batch import ExplainJob, explain_files
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(60):
+        _png(folder / f"{i:02d}.png", RNG.integers(0, 256, (256, 256, 3), dtype=np.uint8))
+    explainer = Explainer(tiny_bundle, provider="cpu")
+    job = ExplainJob(inputs=[str(folder)], out=tmp_path / "out", method="faster-scorecam",
+                     channels=2)
+    tracemalloc.start()
+    results, _ = explain_files(explainer, job)
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert len(results) == 60 and all(r.summaries for r in results)
+    saliency_mib = 60 * 256 * 256 * 4 / 2**20       # 15 MiB if the maps were kept
+    assert held / 2**20 < saliency_mib / 10
