@@ -27,6 +27,7 @@ from .layers import LayerChoice, resolve_layer
 
 BUILTIN = "efficientnet-lite0"
 OPSET = 18
+LEGACY_OPSET = 17
 TOLERANCE = 1e-4
 
 
@@ -175,13 +176,13 @@ def export_bundle(
     with tempfile.TemporaryDirectory() as tmp, _recording(model, choice.name) as recorder:
         wrapper = _TwoOutputs(model, recorder, choice.call).eval()
         path = Path(tmp) / "two.onnx"
-        _torch_to_onnx(wrapper, example, path)
+        exporter = _torch_to_onnx(wrapper, example, path)
         graph = onnx.load(str(path))
         _drop_local_paths(graph)
         bundle = write_bundle(
             graph, out_dir, activation="activations", output="logits", preprocessing=prep,
             layer=choice.label, labels=labels if labels is not None else loaded.labels,
-            source=loaded.source, force=force,
+            source={**loaded.source, "exporter": exporter}, force=force,
         )
         exported = time.perf_counter()
         probe = torch.randn(3, 3, prep.height, prep.width,
@@ -193,25 +194,38 @@ def export_bundle(
                         time.perf_counter() - exported)
 
 
-def _torch_to_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path) -> None:
-    """The dynamo exporter, with a symbolic batch axis (the example batch is 2, never 1)."""
-    batch = torch.export.Dim("batch", min=1, max=65536)
+def _torch_to_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path) -> str:
+    """Export with the dynamo exporter, or the TorchScript one where dynamo cannot trace.
+
+    Both get a symbolic batch axis (the example batch is 2: a batch of 1 would be frozen).
+    Returns the exporter used.
+    """
+    names = {"input_names": ["input"], "output_names": ["activations", "logits"]}
     exporter_log = logging.getLogger("torch.onnx")
     level = exporter_log.level
     exporter_log.setLevel(logging.ERROR)   # e.g. "torchvision is not installed. Skipping ..."
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(
-                wrapper, (example,), str(path), dynamo=True, opset_version=OPSET,
-                input_names=["input"], output_names=["activations", "logits"],
-                dynamic_shapes=({0: batch},), external_data=True, verbose=False,
-            )
-        except Exception as exc:  # noqa: BLE001 - exporter errors are long; keep the gist
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BundleError(f"ONNX export failed: {first}") from None
-        finally:
-            exporter_log.setLevel(level)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            try:
+                batch = torch.export.Dim("batch", min=1, max=65536)
+                torch.onnx.export(wrapper, (example,), str(path), dynamo=True,
+                                  opset_version=OPSET, dynamic_shapes=({0: batch},),
+                                  external_data=True, verbose=False, **names)
+                return "dynamo"
+            except Exception as exc:  # noqa: BLE001 - fall back, and keep the first reason
+                dynamo_error = exc
+            axes = {name: {0: "batch"} for name in ("input", "activations", "logits")}
+            try:
+                torch.onnx.export(wrapper, (example,), str(path), dynamo=False,
+                                  opset_version=LEGACY_OPSET, dynamic_axes=axes, **names)
+                return "torchscript"
+            except Exception:  # noqa: BLE001 - exporter errors are long; keep the gist
+                text = str(dynamo_error).strip()
+                first = text.splitlines()[0] if text else type(dynamo_error).__name__
+                raise BundleError(f"ONNX export failed: {first}") from None
+    finally:
+        exporter_log.setLevel(level)
 
 
 def _verify(bundle: Bundle, probe: np.ndarray, want_act: np.ndarray,

@@ -112,3 +112,21 @@ def test_default_bundle_is_reproducible(tmp_path):
         np.testing.assert_allclose(got, want, atol=1e-4)
     size = sum(p.stat().st_size for p in committed.path.iterdir())
     assert size < 25e6
+
+
+def test_falls_back_to_torchscript_when_dynamo_cannot_trace(tmp_path):
+    from torch_models import data_dependent
+
+    net = data_dependent()
+    report = export_bundle(_loaded(net), tmp_path / "b", layer="conv", preprocessing=PREP)
+    assert report.bundle.manifest.source["exporter"] == "torchscript"
+    x = np.random.default_rng(3).normal(size=(3, 3, 16, 16)).astype(np.float32)
+    (want_act,), want_logits = _captured(net, "conv", torch.from_numpy(x))
+    acts, logits = _bundle_outputs(report.bundle, x)
+    np.testing.assert_allclose(acts, want_act, atol=1e-5)
+    np.testing.assert_allclose(logits, want_logits, atol=1e-5)
+
+
+def test_dynamo_is_the_first_choice(tmp_path):
+    report = export_bundle(_loaded(small_net()), tmp_path / "b", preprocessing=PREP)
+    assert report.bundle.manifest.source["exporter"] == "dynamo"

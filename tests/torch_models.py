@@ -42,3 +42,23 @@ def small_net() -> nn.Module:
 def shared_activation() -> nn.Module:
     torch.manual_seed(1)
     return SharedActivation()
+
+
+class DataDependent(nn.Module):
+    """A branch on a tensor's value: torch.export cannot trace it, TorchScript tracing can."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if x.mean() > -1e6:          # always true, but decided by the data
+            x = torch.relu(x)
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def data_dependent() -> nn.Module:
+    torch.manual_seed(2)
+    return DataDependent()
