@@ -322,36 +322,60 @@ def _caption(item) -> str:
     return f"{item.name}: {best['label']} ({best['score']:.2f})"
 
 
-class _Progress:
+class _StepBar:
+    """A progress bar on stderr per step (an image, or a method on an image).
+
+    Shown only when stderr is a terminal; elsewhere the step labels are echoed if asked.
+    """
+
+    def __init__(self, quiet: bool, echo_labels: bool = True) -> None:
+        self.live = not quiet and sys.stderr.isatty()
+        self.echo_labels = echo_labels and not quiet and not self.live
+        self.label = ""
+        self.bar = None
+
+    def __enter__(self) -> _StepBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def step(self, label: str) -> None:
+        self.close()
+        self.label = label
+        if self.echo_labels:
+            click.echo(label, err=True)
+
+    def update(self, done: int, total: int) -> None:
+        if not self.live:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.bar.pos)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+class _Progress(_StepBar):
     """Per-image progress over masked batches on stderr, and a result row per image on stdout."""
 
     def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet or not sys.stderr.isatty()
-        self.bar = None
-        self.item = None
+        super().__init__(quiet, echo_labels=False)
 
     def __enter__(self) -> _Progress:
         click.echo(f"{'image':<24} {'class':>5}  {'label':<24} {'score':>6} {'forwards':>8} "
                    f"{'seconds':>7}")
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._close()
-
     def start(self, item) -> None:
-        self.item = item
-
-    def update(self, done: int, total: int) -> None:
-        if self.quiet:
-            return
-        if self.bar is None:
-            self.bar = click.progressbar(length=total, label=f"{self.item.name:<24}",
-                                         file=sys.stderr)
-            self.bar.__enter__()
-        self.bar.update(done - self.bar.pos)
+        self.step(f"{item.name:<24}")
 
     def done(self, item) -> None:
-        self._close()
+        self.close()
         if item.error:
             click.echo(f"error: {item.source}: {item.error}", err=True)
         elif item.skipped:
@@ -360,11 +384,6 @@ class _Progress:
             click.echo(f"{item.name[:24]:<24} {exp['class_id']:>5}  {exp['label'][:24]:<24} "
                        f"{exp['score']:>6.3f} {exp['forwards']:>8} "
                        f"{exp['seconds']['total']:>7.2f}")
-
-    def _close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
 
 
 def _methods(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
@@ -410,9 +429,9 @@ def evaluate(inputs, model_dir, provider, threads, batch_size, quiet, max_pixels
     box_list = _boxes_for(paths, boxes) if boxes else None
     explainer = Explainer(model_dir, provider=provider, batch_size=batch_size, threads=threads,
                           max_pixels=max_pixels)
-    report = run_evaluation(
-        explainer, paths, methods, BASELINES if baselines else (), box_list, step, channels,
-        samples, on_step=None if quiet else lambda text: click.echo(text, err=True))
+    with _StepBar(quiet) as bar:
+        report = run_evaluation(explainer, paths, methods, BASELINES if baselines else (),
+                                box_list, step, channels, samples, bar.step, bar.update)
     written = write_report(report, Path(out))
     click.echo(report.markdown(), nl=False)
     click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)

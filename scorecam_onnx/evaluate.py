@@ -93,6 +93,7 @@ def evaluate(
     channels: int = 64,
     samples: int | None = None,
     on_step: Callable[[str], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Evaluation:
     """Explain each image's top-1 class with every method and score the maps.
 
@@ -105,6 +106,7 @@ def evaluate(
         step_fraction: share of pixels per deletion/insertion step. Default: 1 %.
         channels, samples: passed to faster-scorecam, sscam and iscam.
         on_step: called with a short description before each method on each image.
+        progress: passed to `explain` (masked inputs done, total).
     """
     if not images:
         raise ValueError("no images to evaluate")
@@ -127,7 +129,7 @@ def evaluate(
                 forwards = 0
             else:
                 res = explainer.explain(rgb, class_id, method=name, channels=channels,
-                                        samples=samples)
+                                        samples=samples, progress=progress)
                 small, full, forwards = res.saliency_input, res.saliency, res.forwards
             seconds = time.perf_counter() - started
             row = sums[name]
