@@ -106,8 +106,9 @@ def explain_files(
     """
     paths, problems = find_images(job.inputs)
     names = output_names(paths)
-    job.out.mkdir(parents=True, exist_ok=True)
-    remove_stale_parts(job.out)
+    if paths:
+        job.out.mkdir(parents=True, exist_ok=True)
+        remove_stale_parts(job.out)
     results: list[ItemResult] = []
     for path in paths:
         item = ItemResult(path, names[path])
