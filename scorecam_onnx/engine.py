@@ -109,7 +109,9 @@ class ScoreCam:
     # Constant channels are scored (as one shared all-zero mask) by presets that keep them; a
     # method that scores only some channels turns this off so the others weigh 0.
     scores_constant = True
-    # Whether `perturb` may be applied to low-resolution maps before upsampling.
+    # Whether the method runs masked forwards at all, and whether `perturb` may be applied to
+    # low-resolution maps before upsampling.
+    uses_masks = True
     perturbs_linearly = True
     # Whether channels with identical masks may share forwards (not when `perturb` draws
     # something per channel).

@@ -260,7 +260,9 @@ class Explainer:
         """
         if target is not None and top_k is not None:
             raise ValueError("give either target or top_k, not both")
-        engine = make_method(method, preset, batch_size or self.batch_size, channels, samples)
+        engine = make_method(method, preset,
+                             self.batch_size if batch_size is None else batch_size,
+                             channels, samples)
         results = self._explain(image, target, top_k, engine, progress)
         single = top_k is None and (target is None or isinstance(target, int | np.integer))
         return results[0] if single else results
@@ -275,7 +277,7 @@ class Explainer:
         featured = time.perf_counter()
         targets = self._targets(clean, target, top_k)
         maps_model = None
-        if self._device is not None and engine.perturbs_linearly:
+        if self._device is not None and engine.uses_masks and engine.perturbs_linearly:
             maps_model = self._device.bind(x, engine.preset.align_corners)
         scores = engine.score(x, acts, self.scores, targets, clean,
                               self.bundle.manifest.output.kind, progress, maps_model)

@@ -98,6 +98,7 @@ class EigenCam(ScoreCam):
     """
 
     name = "eigencam"
+    uses_masks = False
 
     def score(self, x: NDArray[np.float32], activations: NDArray[np.float32], model: ScoreFn,
               targets: list[int], clean_output: NDArray[np.float32],
