@@ -91,3 +91,19 @@ def test_faster_scorecam_64_channels_tracks_scorecam(default_explainer, chelsea)
     fast = default_explainer.explain(chelsea, method="faster-scorecam", channels=64)
     assert oracles.correlation(exact.saliency, fast.saliency) >= 0.95
     assert fast.forwards == 65 and exact.forwards > 5 * fast.forwards
+
+
+@pytest.mark.parametrize(("options", "error", "message"), [
+    ({"batch_size": 0}, ValueError, "batch_size must be at least 1, got 0"),
+    ({"method": "sscam", "samples": -1}, ValueError, "samples must be at least 1, got -1"),
+    ({"method": "faster-scorecam", "channels": 0}, ValueError, "channels must be at least 1"),
+    ({"target": 1, "top_k": 2}, ValueError, "give either target or top_k"),
+    ({"target": True}, TypeError, "class ids must be integers"),
+    ({"target": []}, ValueError, "target list is empty"),
+    ({"top_k": 9}, ValueError, "top_k must be between 1 and 4, got 9"),
+    ({"preset": "gradcam"}, ValueError, "unknown preset 'gradcam'"),
+])
+def test_bad_settings_are_clear_errors(tiny, options, error, message):
+    explainer, image, *_ = tiny
+    with pytest.raises(error, match=message):
+        explainer.explain(image, **options)
