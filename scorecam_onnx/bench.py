@@ -50,7 +50,8 @@ class PresetBench:
     cpu_overhead: float    # the same ratio in process CPU time (steadier on a busy host)
     top5: Timing
     top5_ratio: float      # median over repeats of top-5 time ÷ top-1 time
-    peak_mib: float
+    peak_mib: float                # arrays the engine allocates (tracemalloc)
+    rss_peak_mib: float | None     # rise of the process's peak RSS, ONNX Runtime included
 
 
 @dataclass
@@ -121,6 +122,27 @@ def peak_numpy_mib(run: Callable[[], object]) -> float:
     return peak / 2**20
 
 
+def peak_rss_growth_mib(run: Callable[[], object]) -> float | None:
+    """How far the process's peak resident memory rises above its current size during `run`.
+
+    Counts everything, ONNX Runtime's arena included. Linux only (the peak is reset through
+    /proc/self/clear_refs); None elsewhere.
+    """
+    def status(key: str) -> float:
+        with open("/proc/self/status") as handle:
+            line = next(x for x in handle if x.startswith(key))
+        return float(line.split()[1]) / 1024.0
+
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        before = status("VmRSS:")
+    except (OSError, StopIteration):
+        return None
+    run()
+    return max(0.0, status("VmHWM:") - before)
+
+
 def bench(
     explainer: Explainer,
     image: ImageLike,
@@ -156,6 +178,7 @@ def bench(
             tops.append(_timed(lambda p=preset: explainer.explain(rgb, top_k=k, preset=p),
                                1)[0].median)
         peak = peak_numpy_mib(lambda p=preset: explainer.explain(rgb, preset=p))
+        rss = peak_rss_growth_mib(lambda p=preset: explainer.explain(rgb, preset=p))
         report.presets.append(PresetBench(
             preset=preset, channels=int(res.weights.size), masks_run=res.masks,
             forwards=res.forwards, scorecam=Timing.of(runs), floor=Timing.of(floors),
@@ -163,7 +186,7 @@ def bench(
             cpu_overhead=statistics.median(cpu_ratios),
             top5=Timing.of(tops),
             top5_ratio=statistics.median(t / r for t, r in zip(tops, runs, strict=True)),
-            peak_mib=peak,
+            peak_mib=peak, rss_peak_mib=rss,
         ))
     say("faster score-cam")
     exact = explainer.explain(rgb)
@@ -197,14 +220,16 @@ def format_report(report: BenchReport) -> str:
         f"features forward: {report.features.median * ms:.1f} ms",
         "",
         f"{'preset':<18}{'channels':>9}{'masks run':>10}{'score-cam s':>22}{'floor s':>22}"
-        f"{'overhead':>10}{'cpu ovh.':>9}{'top-5 / top-1':>15}{'peak MiB':>10}",
+        f"{'overhead':>10}{'cpu ovh.':>9}{'top-5 / top-1':>15}{'peak MiB':>10}"
+        f"{'rss+ MiB':>10}",
     ]
     for p in report.presets:
         lines.append(
             f"{p.preset:<18}{p.channels:>9}{p.masks_run:>10}"
             f"{_span(p.scorecam):>22}{_span(p.floor):>22}{p.overhead:>10.3f}"
             f"{p.cpu_overhead:>9.3f}"
-            f"{p.top5_ratio:>15.3f}{p.peak_mib:>10.1f}")
+            f"{p.top5_ratio:>15.3f}{p.peak_mib:>10.1f}"
+            f"{_mib(p.rss_peak_mib):>10}")
     if report.faster:
         f = report.faster
         lines += ["", f"faster-scorecam ({f['channels']} channels): {f['seconds']:.2f} s, "
@@ -215,6 +240,10 @@ def format_report(report: BenchReport) -> str:
             mark = "  <- best" if size == report.best_batch else ""
             lines.append(f"{size:>10}  {seconds * ms:>9.2f}{mark}")
     return "\n".join(lines)
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def _span(t: Timing) -> str:

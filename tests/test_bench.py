@@ -64,3 +64,14 @@ def test_bench_command_json(tiny_bundle, tmp_path):
     assert data["presets"][0]["preset"] == "paper" and data["sweep"] == {}
     bad = CliRunner().invoke(main, ["bench", str(image), "--presets", "other"])
     assert bad.exit_code == 2 and "unknown preset other" in bad.output
+
+
+def test_rss_peak_sees_a_temporary_allocation():
+    from scorecam_onnx.bench import peak_rss_growth_mib
+
+    def allocate() -> None:
+        block = np.ones(50 * 2**20 // 8)     # 50 MiB, touched, then freed
+        block.sum()
+
+    growth = peak_rss_growth_mib(allocate)
+    assert growth is not None and 40 <= growth < 200
