@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -181,61 +180,48 @@ class ScoreCam:
                               output_kind, None)[0]
         sums = np.zeros((first.size, len(targets)), dtype=np.float64)
         counts = np.zeros((first.size, len(targets)), dtype=np.int64)
-        starts = list(range(0, total, self.batch_size))
-        rows_b = min(self.batch_size, max(total, 1))
-        # Two input buffers: the next batch is built while the model runs on the current one.
+        # One input buffer, reused: memory is bounded by the batch size, never by K. (Building
+        # the next batch in a second thread while the model runs was measured slower on a
+        # 2-core machine: it competes with ONNX Runtime's own threads.)
         shape = activations.shape[1:] if fused else x.shape[1:]
-        buffers = [np.empty((rows_b, *shape), dtype=np.float32) for _ in range(2)]
+        buffer = np.empty((min(self.batch_size, max(total, 1)), *shape), dtype=np.float32)
         run = maps_model if fused else model
-
-        def build(index: int) -> tuple[NDArray[np.int64], NDArray[np.float32], float]:
+        mask_seconds = forward_seconds = 0.0
+        nonfinite = False
+        for start in range(0, total, self.batch_size):
             t0 = time.perf_counter()
-            jobs = slice(starts[index], starts[index] + self.batch_size)
-            groups, samples = job_group[jobs], job_sample[jobs]
-            maps = scaled[first[groups]]
-            masks = maps if fused else builder.resize(maps)
+            groups = job_group[start:start + self.batch_size]
+            samples = job_sample[start:start + self.batch_size]
+            masks = scaled[first[groups]]
+            if not fused:
+                masks = builder.resize(masks)
             if self.samples > 1:
                 for s in np.unique(samples):
                     pick = samples == s
                     masks[pick] = self.perturb(masks[pick], chosen[first[groups[pick]]], int(s))
-            inputs = buffers[index % 2][:groups.size]
+            inputs = buffer[:groups.size]
             if fused:
                 inputs[...] = masks
             else:
                 np.multiply(x, masks[:, None], out=inputs)
-            return groups, inputs, time.perf_counter() - t0
-
-        mask_seconds = forward_seconds = wait_seconds = 0.0
-        nonfinite = False
-        done_jobs = 0
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(build, 0) if starts else None
-            for index in range(len(starts)):
-                t0 = time.perf_counter()
-                groups, inputs, built = pending.result()
-                if index + 1 < len(starts):
-                    pending = pool.submit(build, index + 1)
-                t1 = time.perf_counter()
-                out = np.asarray(run(inputs), dtype=np.float64)
-                t2 = time.perf_counter()
-                nonfinite = nonfinite or not np.isfinite(out).all()
-                scores = _class_scores(out, targets_arr, preset.score, output_kind, clean)
-                # A non-finite score carries no information: that forward does not count.
-                usable = np.isfinite(scores)
-                np.add.at(sums, groups, np.where(usable, scores, 0.0))
-                np.add.at(counts, groups, usable)
-                mask_seconds += built
-                wait_seconds += t1 - t0
-                forward_seconds += t2 - t1
-                done_jobs += groups.size
-                if progress is not None:
-                    progress(done_jobs, total)
+            t1 = time.perf_counter()
+            out = np.asarray(run(inputs), dtype=np.float64)
+            t2 = time.perf_counter()
+            nonfinite = nonfinite or not np.isfinite(out).all()
+            scores = _class_scores(out, targets_arr, preset.score, output_kind, clean)
+            # A non-finite score carries no information: that forward does not count.
+            usable = np.isfinite(scores)
+            np.add.at(sums, groups, np.where(usable, scores, 0.0))
+            np.add.at(counts, groups, usable)
+            mask_seconds += t1 - t0
+            forward_seconds += t2 - t1
+            if progress is not None:
+                progress(start + groups.size, total)
         values = np.full((k, len(targets)), np.nan, dtype=np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             values[chosen] = np.where(counts > 0, sums / counts, np.nan)[group]
         return Scores(values, forwards=total, masks=first.size, nonfinite=nonfinite,
-                      seconds={"masks": mask_seconds, "mask_wait": wait_seconds,
-                               "forwards": forward_seconds})
+                      seconds={"masks": mask_seconds, "forwards": forward_seconds})
 
     def weights(self, values: NDArray[np.float64]) -> NDArray[np.float32]:
         """Channel weights from the K channel scores of one class (NaN: no forward → 0)."""
