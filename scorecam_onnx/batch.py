@@ -110,6 +110,7 @@ def explain_files(
         job.out.mkdir(parents=True, exist_ok=True)
         remove_stale_parts(job.out)
     results: list[ItemResult] = []
+    thumbnails = 0
     for path in paths:
         item = ItemResult(path, names[path])
         if on_start is not None:
@@ -117,8 +118,9 @@ def explain_files(
         if job.skip_existing and (job.out / f"{item.name}.json").is_file():
             item.skipped = True
         else:
-            thumbs = sum(1 for r in results if r.thumbnail is not None)
-            _explain_one(explainer, job, item, on_progress, job.sheet and thumbs < SHEET_ROWS)
+            _explain_one(explainer, job, item, on_progress,
+                         job.sheet and thumbnails < SHEET_ROWS)
+            thumbnails += item.thumbnail is not None
         results.append(item)
         if on_done is not None:
             on_done(item)
