@@ -163,7 +163,7 @@ def write_bundle(
     if out.exists() and not force:
         raise BundleError(f"{out}: already exists (use --force to replace it)")
     image_input = graphs.single_input(model)
-    output = output or _only_output(model)
+    output = output or graphs.only_output(model)
     graphs.check_tensor(model, activation, output)
     height, width = _input_size(image_input, prep)
 
@@ -223,13 +223,6 @@ def write_bundle(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Bundle.load(out)
-
-
-def _only_output(model: onnx.ModelProto) -> str:
-    outputs = [o.name for o in model.graph.output]
-    if len(outputs) != 1:
-        raise BundleError(f"the graph has several outputs ({', '.join(outputs)}): name one")
-    return outputs[0]
 
 
 def _input_size(image_input: onnx.ValueInfoProto, prep: Preprocessing) -> tuple[int, int]:

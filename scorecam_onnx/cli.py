@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -176,10 +176,13 @@ def split(onnx_file, layer, output, input_size, mean, std, color, layout, interp
 
 
 def _only_output(model) -> str:
-    names = [o.name for o in model.graph.output]
-    if len(names) != 1:
-        raise click.UsageError(f"the graph has outputs {', '.join(names)}: choose with --output")
-    return names[0]
+    """The graph's single output; several are a usage error (--output chooses)."""
+    from . import graphs
+
+    try:
+        return graphs.only_output(model)
+    except ScoreCamError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 @main.command()
@@ -386,19 +389,23 @@ class _Progress(_StepBar):
                        f"{exp['seconds']['total']:>7.2f}")
 
 
-def _methods(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [n for n in names if n not in METHODS]
-    if unknown or not names:
-        raise click.BadParameter(f"unknown method {', '.join(unknown) or '(none)'}: "
-                                 f"choose from {', '.join(METHODS)}")
-    return names
+def _comma_list(noun: str, allowed: Sequence[str]) -> Callable[..., list[str]]:
+    """A click callback turning 'a,b' into a list, each item one of `allowed`."""
+    def parse(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
+        names = [v.strip() for v in value.split(",") if v.strip()]
+        unknown = [n for n in names if n not in allowed]
+        if unknown or not names:
+            raise click.BadParameter(f"unknown {noun} {', '.join(unknown) or '(none)'}: "
+                                     f"choose from {', '.join(allowed)}")
+        return names
+
+    return parse
 
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @run_options
-@click.option("--methods", callback=_methods, show_default=True,
+@click.option("--methods", callback=_comma_list("method", METHODS), show_default=True,
               default="scorecam,faster-scorecam,sscam,iscam,eigencam",
               help="Comma-separated methods to compare.")
 @click.option("--baselines/--no-baselines", default=True, show_default=True,
@@ -453,6 +460,7 @@ def _boxes_for(paths: list[Path], boxes_file: str) -> list[list[list[float]] | N
 @click.argument("image", type=click.Path(exists=True, dir_okay=False))
 @run_options
 @click.option("--presets", default=",".join(PRESETS), show_default=True,
+              callback=_comma_list("preset", list(PRESETS)),
               help="Comma-separated presets to measure.")
 @click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
               help="Repetitions of each measurement (median and spread are reported).")
@@ -465,14 +473,9 @@ def bench(image, model_dir, provider, threads, batch_size, quiet, max_pixels, pr
     from .bench import bench as run_bench
     from .explainer import Explainer
 
-    chosen = [p.strip() for p in presets.split(",") if p.strip()]
-    unknown = [p for p in chosen if p not in PRESETS]
-    if unknown or not chosen:
-        raise click.UsageError(f"unknown preset {', '.join(unknown) or '(none)'}: "
-                               f"choose from {', '.join(PRESETS)}")
     explainer = Explainer(model_dir, provider=provider, batch_size=batch_size, threads=threads,
                           max_pixels=max_pixels)
-    report = run_bench(explainer, image, chosen, repeat, () if no_sweep else SWEEP,
+    report = run_bench(explainer, image, presets, repeat, () if no_sweep else SWEEP,
                        on_step=None if quiet else lambda text: click.echo(text, err=True))
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
 

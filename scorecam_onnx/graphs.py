@@ -44,6 +44,15 @@ def single_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
     return inputs[0]
 
 
+def only_output(model: onnx.ModelProto) -> str:
+    """The graph's single output, or a `BundleError` asking to name one."""
+    outputs = [o.name for o in model.graph.output]
+    if len(outputs) != 1:
+        raise BundleError(f"the graph has several outputs ({', '.join(outputs)}): "
+                          "choose one with --output")
+    return outputs[0]
+
+
 def dims(value: onnx.ValueInfoProto) -> tuple[int | str | None, ...]:
     """A tensor's shape: ints where fixed, names where symbolic, None where unknown."""
     shape = value.type.tensor_type.shape
