@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from .errors import ScoreCamError
+from .errors import ImageError, ScoreCamError
 from .explainer import Explainer, Explanation
 from .fileio import write_bytes_atomic, write_text_atomic
 from .images import find_images
@@ -98,13 +98,16 @@ def explain_files(
     on_start: Callable[[ItemResult], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     on_done: Callable[[ItemResult], None] | None = None,
+    on_problem: Callable[[str], None] | None = None,
 ) -> tuple[list[ItemResult], list[str]]:
     """Explain every image of `job.inputs` and write its outputs under `job.out`.
 
     Returns the per-image results and the problems found while expanding the inputs
-    (missing files, folders without images).
+    (missing files, folders without images), which also go to `on_problem` first.
     """
     paths, problems = find_images(job.inputs)
+    for problem in problems if on_problem is not None else ():
+        on_problem(problem)
     names = output_names(paths)
     if paths:
         job.out.mkdir(parents=True, exist_ok=True)
@@ -141,7 +144,7 @@ def _explain_one(explainer: Explainer, job: ExplainJob, item: ItemResult,
             found = [explainer.explain(rgb, **options)]
         write_outputs(job.out, item.name, item.source, rgb, found, job.per_class)
     except (ScoreCamError, ValueError, TypeError, OSError) as exc:
-        item.error = str(exc)
+        item.error = failure_reason(exc)
         return
     item.summaries = [exp.summary() for exp in found]
     if keep_thumbnail:
@@ -149,6 +152,11 @@ def _explain_one(explainer: Explainer, job: ExplainJob, item: ItemResult,
         item.thumbnail = cv2.resize(rgb, (width, THUMB_HEIGHT), interpolation=cv2.INTER_AREA)
         item.thumb_saliency = cv2.resize(found[0].saliency, (width, THUMB_HEIGHT),
                                          interpolation=cv2.INTER_LINEAR)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """An error's message without the image's name (callers print the name once)."""
+    return exc.reason if isinstance(exc, ImageError) else str(exc)
 
 
 def remove_stale_parts(out: Path) -> None:

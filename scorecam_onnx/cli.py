@@ -295,9 +295,7 @@ def explain(inputs, model_dir, provider, threads, batch_size, quiet, max_pixels,
                           max_pixels=max_pixels)
     with _Progress(quiet) as progress:
         results, problems = explain_files(explainer, job, progress.start, progress.update,
-                                          progress.done)
-    for problem in problems:
-        click.echo(f"error: {problem}", err=True)
+                                          progress.done, progress.problem)
     failed = [r for r in results if r.error]
     thumbs = [r for r in results if r.thumbnail is not None]
     if sheet and thumbs:
@@ -308,10 +306,6 @@ def explain(inputs, model_dir, provider, threads, batch_size, quiet, max_pixels,
         write_bytes_atomic(Path(out) / "sheet.png", encode_png(contact_sheet(rows)))
     done = sum(1 for r in results if r.summaries)
     skipped = sum(1 for r in results if r.skipped)
-    if failed or problems:
-        click.echo("failed:", err=True)
-        for line in [*problems, *(f"{r.source}: {r.error}" for r in failed)]:
-            click.echo(f"  {line}", err=True)
     click.echo(f"{done} explained, {skipped} skipped, {len(failed) + len(problems)} failed; "
                f"outputs in {out}/" + (f" (contact sheet: {out}/sheet.png)" if thumbs else ""),
                err=True)
@@ -343,6 +337,11 @@ class _StepBar:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def problem(self, text: str) -> None:
+        """One line on stderr for an input that failed, as it happens."""
+        self.close()
+        click.echo(f"error: {text}", err=True)
+
     def step(self, label: str) -> None:
         self.close()
         self.label = label
@@ -364,27 +363,37 @@ class _StepBar:
 
 
 class _Progress(_StepBar):
-    """Per-image progress over masked batches on stderr, and a result row per image on stdout."""
+    """Per-image progress over masked batches on stderr, a result row per image on stdout.
+
+    Stdout carries results only: the table's header is printed with its first row. Each
+    failure is one line on stderr as it happens, naming the input once.
+    """
 
     def __init__(self, quiet: bool) -> None:
         super().__init__(quiet, echo_labels=False)
+        self.header = False
 
     def __enter__(self) -> _Progress:
-        click.echo(f"{'image':<24} {'class':>5}  {'label':<24} {'score':>6} {'forwards':>8} "
-                   f"{'seconds':>7}")
         return self
 
     def start(self, item) -> None:
         self.step(f"{item.name:<24}")
 
+    def row(self, text: str) -> None:
+        if not self.header:
+            self.header = True
+            click.echo(f"{'image':<24} {'class':>5}  {'label':<24} {'score':>6} "
+                       f"{'forwards':>8} {'seconds':>7}")
+        click.echo(text)
+
     def done(self, item) -> None:
         self.close()
         if item.error:
-            click.echo(f"error: {item.source}: {item.error}", err=True)
+            self.problem(f"{item.source}: {item.error}")
         elif item.skipped:
-            click.echo(f"{item.name:<24} (outputs exist, skipped)")
+            self.row(f"{item.name:<24} (outputs exist, skipped)")
         for exp in item.summaries:
-            click.echo(f"{item.name[:24]:<24} {exp['class_id']:>5}  {exp['label'][:24]:<24} "
+            self.row(f"{item.name[:24]:<24} {exp['class_id']:>5}  {exp['label'][:24]:<24} "
                        f"{exp['score']:>6.3f} {exp['forwards']:>8} "
                        f"{exp['seconds']['total']:>7.2f}")
 
@@ -423,6 +432,7 @@ def _comma_list(noun: str, allowed: Sequence[str]) -> Callable[..., list[str]]:
 def evaluate(inputs, model_dir, provider, threads, batch_size, quiet, max_pixels, methods,
              baselines, boxes, step, channels, samples, out) -> None:
     """Compare methods on images: Average Drop, Increase, Deletion, Insertion (+ pointing)."""
+    from .batch import failure_reason
     from .evaluate import BASELINES, write_report
     from .evaluate import evaluate as run_evaluation
     from .explainer import Explainer
@@ -436,14 +446,25 @@ def evaluate(inputs, model_dir, provider, threads, batch_size, quiet, max_pixels
     box_list = _boxes_for(paths, boxes) if boxes else None
     explainer = Explainer(model_dir, provider=provider, batch_size=batch_size, threads=threads,
                           max_pixels=max_pixels)
+    failed: list[str] = []
+
+    def on_error(index: int, exc: ScoreCamError) -> None:
+        failed.append(str(paths[index]))
+        bar.problem(f"{paths[index]}: {failure_reason(exc)}")
+
     with _StepBar(quiet) as bar:
-        report = run_evaluation(explainer, paths, methods, BASELINES if baselines else (),
-                                box_list, step, channels, samples, bar.step, bar.update)
+        try:
+            report = run_evaluation(explainer, paths, methods, BASELINES if baselines else (),
+                                    box_list, step, channels, samples, bar.step, bar.update,
+                                    on_error)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
     written = write_report(report, Path(out))
     click.echo(report.markdown(), nl=False)
     click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
-    if problems:
-        raise click.ClickException("some inputs were not found; see the messages above")
+    if problems or failed:
+        raise click.ClickException(f"{len(problems) + len(failed)} inputs were not evaluated; "
+                                   "see the messages above")
 
 
 def _boxes_for(paths: list[Path], boxes_file: str) -> list[list[list[float]] | None]:

@@ -12,7 +12,17 @@ class BundleError(ScoreCamError):
 
 
 class ImageError(ScoreCamError):
-    """An image cannot be read or decoded."""
+    """An image cannot be read or decoded.
+
+    Attributes:
+        reason: what is wrong, without the image's name.
+        source: the file or other source it came from, when known.
+    """
+
+    def __init__(self, reason: str, source: str | None = None) -> None:
+        super().__init__(f"{source}: {reason}" if source else reason)
+        self.reason = reason
+        self.source = source
 
 
 class ProviderError(ScoreCamError):

@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import metrics
+from .errors import ImageError
 from .explainer import Explainer
 from .images import ImageLike, to_original
 from .interp import Resizer
@@ -94,6 +95,7 @@ def evaluate(
     samples: int | None = None,
     on_step: Callable[[str], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    on_error: Callable[[int, ImageError], None] | None = None,
 ) -> Evaluation:
     """Explain each image's top-1 class with every method and score the maps.
 
@@ -107,14 +109,24 @@ def evaluate(
         channels, samples: passed to faster-scorecam, sscam and iscam.
         on_step: called with a short description before each method on each image.
         progress: passed to `explain` (masked inputs done, total).
+        on_error: called with (index, error) for an image that cannot be read, which is then
+            left out; without it, the error is raised.
     """
     if not images:
         raise ValueError("no images to evaluate")
     names = [*methods, *baselines]
     sums: dict[str, dict[str, list]] = {n: {k: [] for k in (
         "y", "o", "del", "ins", "point", "sec", "fwd")} for n in names}
+    evaluated: list[int] = []
     for index, image in enumerate(images):
-        rgb, x = explainer.preprocess(image)
+        try:
+            rgb, x = explainer.preprocess(image)
+        except ImageError as exc:
+            if on_error is None:
+                raise
+            on_error(index, exc)
+            continue
+        evaluated.append(index)
         p = explainer.probabilities(x)[0]
         class_id = int(np.argmax(p))
         image_boxes = boxes[index] if boxes is not None else None
@@ -143,6 +155,8 @@ def evaluate(
                 row["point"].append(metrics.pointing_game(full, image_boxes))
             row["sec"].append(seconds)
             row["fwd"].append(forwards)
+    if not evaluated:
+        raise ValueError("no image could be read; nothing to evaluate")
     rows = []
     for name in names:
         row = sums[name]
@@ -160,8 +174,8 @@ def evaluate(
             deletion_curve=[round(float(v), 5) for v in deletion],
             insertion_curve=[round(float(v), 5) for v in insertion],
         ))
-    labels = [str(image) if isinstance(image, str | Path) else f"image {n + 1}"
-              for n, image in enumerate(images)]
+    labels = [str(images[n]) if isinstance(images[n], str | Path) else f"image {n + 1}"
+              for n in evaluated]
     return Evaluation(rows, labels, step_fraction)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from pathlib import Path
 
 import cv2
@@ -10,6 +13,7 @@ from numpy.typing import NDArray
 
 from .errors import ImageError
 from .manifest import InputSpec
+from .quiet import native_stderr_silenced
 
 ImageLike = str | Path | bytes | NDArray[np.uint8]
 
@@ -35,15 +39,7 @@ def load_image(image: ImageLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArra
         return _from_array(image)
     if isinstance(image, str | Path):
         path = Path(image)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ImageError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise ImageError(f"{path}: is a folder, not an image") from None
-        except OSError as exc:
-            raise ImageError(f"{path}: cannot read: {exc.strerror}") from None
-        return decode_image(data, str(path), max_pixels)
+        return decode_image(read_file(path), str(path), max_pixels)
     if isinstance(image, bytes | bytearray | memoryview):
         return decode_image(bytes(image), "image bytes", max_pixels)
     raise TypeError(f"expected a path, bytes or a uint8 array, got {type(image).__name__}")
@@ -52,18 +48,21 @@ def load_image(image: ImageLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArra
 def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.uint8]:
     """Decode encoded image bytes (any format OpenCV reads) to RGB uint8."""
     if not data:
-        raise ImageError(f"{name}: empty file")
+        raise ImageError("empty file", name)
     buffer = np.frombuffer(data, dtype=np.uint8)
     _check_size(buffer, name, max_pixels)
-    try:
-        bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-    except cv2.error:
-        bgr = None
+    with native_stderr_silenced():
+        try:
+            bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+        except cv2.error:
+            bgr = None
+        raw = None
+        if bgr is not None and data[:4] in _ALPHA_FORMATS:
+            raw = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
     if bgr is None:
-        raise ImageError(f"{name}: not an image OpenCV can decode (corrupt or unsupported)")
-    if data[:4] in _ALPHA_FORMATS:
-        raw = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
-        has_alpha = raw is not None and raw.ndim == 3 and raw.shape[2] == 4
+        raise ImageError("not an image OpenCV can decode (corrupt or unsupported)", name)
+    if raw is not None:
+        has_alpha = raw.ndim == 3 and raw.shape[2] == 4
         if has_alpha and raw.shape[:2] == bgr.shape[:2]:
             alpha = _to_unit(raw[..., 3:4])
             bgr = (_to_unit(raw[..., :3]) * alpha + (1.0 - alpha)) * 255.0
@@ -79,8 +78,7 @@ def _check_size(buffer: NDArray[np.uint8], name: str, max_pixels: int) -> None:
         size = None
     if size is not None and size[0] * size[1] > max_pixels:
         raise ImageError(
-            f"{name}: {size[1]}×{size[0]} pixels is above the limit of {max_pixels} pixels"
-        )
+            f"{size[1]}×{size[0]} pixels is above the limit of {max_pixels} pixels", name)
 
 
 def _header_size(buffer: NDArray[np.uint8]) -> tuple[int, int] | None:
@@ -190,8 +188,39 @@ def to_original(saliency: NDArray[np.float32], shape: tuple[int, ...],
     return np.clip(full, 0.0, 1.0)
 
 
+def read_file(path: Path) -> bytes:
+    """The bytes of an image file, or an ImageError saying plainly why they cannot be read.
+
+    Symbolic links are followed wherever they point; a broken link, a link loop, a folder
+    or anything but a regular file (a pipe would block forever) is refused.
+    """
+    name = str(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        reason = "broken symbolic link (its target does not exist)" if path.is_symlink() else (
+            "no such file")
+        raise ImageError(reason, name) from None
+    except OSError as exc:
+        reason = "symbolic link loop" if exc.errno == errno.ELOOP else (
+            f"cannot read: {exc.strerror}")
+        raise ImageError(reason, name) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageError("is a folder, not an image", name)
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageError("not a regular file", name)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"cannot read: {exc.strerror}", name) from None
+
+
 def find_images(paths: list[str]) -> tuple[list[Path], list[str]]:
     """Expand files, folders (searched recursively) and globs into image paths.
+
+    In folders, every entry named like an image is returned, readable or not (a broken link
+    then fails like any unreadable image); links to folders are not descended into, so a
+    link loop cannot trap the search, while links to files are followed wherever they point.
 
     Returns the images found and one message per argument that yielded none.
     """
@@ -202,11 +231,10 @@ def find_images(paths: list[str]) -> tuple[list[Path], list[str]]:
     for arg in paths:
         path = Path(arg)
         if path.is_dir():
-            hits = sorted(p for p in path.rglob("*")
-                          if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            hits = _images_in(path, problems)
             if not hits:
                 problems.append(f"{arg}: no images in this folder")
-        elif path.exists():
+        elif path.exists() or path.is_symlink():
             hits = [path]
         else:
             hits = [Path(p) for p in sorted(glob.glob(arg, recursive=True)) if Path(p).is_file()]
@@ -215,3 +243,17 @@ def find_images(paths: list[str]) -> tuple[list[Path], list[str]]:
                                 else f"{arg}: no file matches")
         found.extend(hits)
     return list(dict.fromkeys(found)), problems
+
+
+def _images_in(folder: Path, problems: list[str]) -> list[Path]:
+    """Entries named like images under `folder`, in a stable order, without following
+    links to folders; unreadable sub-folders are added to `problems`."""
+    def unreadable(exc: OSError) -> None:
+        problems.append(f"{exc.filename}: cannot read this folder: {exc.strerror}")
+
+    hits = []
+    for root, folders, files in os.walk(folder, onerror=unreadable):
+        folders.sort()
+        hits.extend(Path(root) / name for name in sorted(files)
+                    if Path(name).suffix.lower() in IMAGE_SUFFIXES)
+    return hits
