@@ -16,6 +16,7 @@ import click
 
 from . import __version__
 from .bundle import Bundle, Preprocessing
+from .cli_serve import serve
 from .engine import PRESETS
 from .errors import ScoreCamError
 from .explainer import default_bundle
@@ -499,6 +500,9 @@ def bench(image, model_dir, provider, threads, batch_size, quiet, max_pixels, pr
     report = run_bench(explainer, image, presets, repeat, () if no_sweep else SWEEP,
                        on_step=None if quiet else lambda text: click.echo(text, err=True))
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
+
+
+main.add_command(serve)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -275,7 +275,7 @@ class Explainer:
         acts = self.activations(x)
         clean = self.scores(x)[0]
         featured = time.perf_counter()
-        targets = self._targets(clean, target, top_k)
+        targets = self.targets(clean, target, top_k)
         maps_model = None
         if self._device is not None and engine.uses_masks and engine.perturbs_linearly:
             maps_model = self._device.bind(x, engine.preset.align_corners)
@@ -311,8 +311,11 @@ class Explainer:
             result.seconds.update(seconds)
         return results
 
-    def _targets(self, clean: NDArray[np.float32], target: int | Sequence[int] | None,
-                 top_k: int | None) -> list[int]:
+    def targets(self, clean: NDArray[np.floating], target: int | Sequence[int] | None = None,
+                top_k: int | None = None) -> list[int]:
+        """The class ids `explain` would explain, given the model's C outputs (or
+        probabilities) for the image: `target` checked, the `top_k` most likely, or the
+        top-1 class."""
         classes = self.classes
         if top_k is not None:
             if not 1 <= top_k <= classes:

@@ -1,0 +1,91 @@
+"""`scorecam-onnx serve`: the explanation service on uvicorn (needs the 'serve' extra)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .engine import PRESETS
+from .images import DEFAULT_MAX_PIXELS
+from .methods import METHODS
+from .runtime import PROVIDER_CHOICES
+
+DEFAULT_NAME = "efficientnet-lite0"
+
+
+def _models(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]):
+    """NAME=BUNDLE pairs (a bare BUNDLE is named after its folder)."""
+    found: dict[str, str] = {}
+    for value in values:
+        name, _, path = value.rpartition("=")
+        name = name or Path(path).name
+        if not name or not path:
+            raise click.BadParameter(f"expected NAME=BUNDLE, got {value!r}")
+        if name in found:
+            raise click.BadParameter(f"model name {name!r} is given twice")
+        found[name] = path
+    return found
+
+
+@click.command()
+@click.option("--model", "models", multiple=True, callback=_models, metavar="NAME=BUNDLE",
+              help=f"A bundle to serve under NAME (repeatable). Default: the shipped bundle "
+                   f"as {DEFAULT_NAME}.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="Port (0: any free port).")
+@click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default="auto",
+              show_default=True, help="ONNX Runtime execution provider.")
+@click.option("--threads", type=click.IntRange(min=0), default=0,
+              help="ONNX Runtime intra-op threads per model (0: one per core).")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Masked inputs per model call. Default: 8 on CPU, 64 on CUDA.")
+@click.option("--max-concurrency", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Requests computed at once (each already uses every core).")
+@click.option("--max-queue", type=click.IntRange(min=0), default=16, show_default=True,
+              help="Requests waiting for a worker; beyond, 503 with Retry-After.")
+@click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=20.0,
+              show_default=True, help="Larger request bodies are refused (413) unread.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0,
+              show_default=True, help="Seconds before a request is abandoned (504).")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
+              show_default=True, help="Larger images are refused (413) before decoding.")
+@click.option("--method", type=click.Choice(METHODS), default="scorecam", show_default=True,
+              help="Method when a request names none.")
+@click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
+              help="Preset when a request names none. Default: the method's own.")
+@click.option("--grace", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds accepted requests may take to finish after SIGTERM or Ctrl-C.")
+@click.option("--quiet", "-q", is_flag=True, help="No access log.")
+def serve(models, host, port, provider, threads, batch_size, max_concurrency, max_queue,
+          max_body_mb, timeout, max_pixels, method, preset, grace, quiet) -> None:
+    """Serve explanations over HTTP: KServe V1, Open Inference Protocol V2, a web page."""
+    try:
+        from .serve import ExplainParams, Limits, create_app, run_server
+    except ImportError as exc:
+        raise click.ClickException(str(exc)) from None
+    from .explainer import Explainer, default_bundle
+    from .quiet import stderr_stream
+
+    bundles = models or {DEFAULT_NAME: str(default_bundle())}
+    explainers = {name: Explainer(path, provider=provider, batch_size=batch_size,
+                                  threads=threads, max_pixels=max_pixels)
+                  for name, path in bundles.items()}
+    limits = Limits(max_concurrency=max_concurrency, max_queue=max_queue,
+                    max_body_mb=max_body_mb, timeout=timeout, max_pixels=max_pixels,
+                    defaults=ExplainParams(method=method, preset=preset))
+    app = create_app(explainers, limits, access_log=None if quiet else stderr_stream())
+
+    def ready(url: str) -> None:
+        for name, explainer in explainers.items():
+            click.echo(f"model {name}: {explainer.bundle.path} ({explainer.provider})")
+        click.echo(f"serving on {url}  (page: {url}, API docs: {url}docs)")
+        sys.stdout.flush()
+
+    try:
+        run_server(app, host, port, grace, ready)
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("stopped", err=True)

@@ -1,0 +1,122 @@
+"""Explanation settings from query strings, V1 ``parameters`` or V2 request parameters.
+
+The names and checks are those of `Explainer.explain`; bad values are 422 errors that say
+which setting is wrong and what it accepts. A few bounds keep one request from claiming
+unbounded memory or time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..engine import PRESETS
+from ..methods import METHODS
+from .errors import ApiError
+
+# At most this many classes per image and request (each is a full-size map in the answer).
+MAX_CLASSES = 20
+# At most this many noisy or scaled copies per mask (SS-CAM, IS-CAM).
+MAX_SAMPLES = 256
+MAX_BATCH = 1024
+KNOWN = ("method", "preset", "target", "top_k", "channels", "samples", "batch_size")
+
+
+@dataclass(frozen=True)
+class ExplainParams:
+    """How to explain: the keyword arguments of `Explainer.explain`, checked."""
+
+    method: str = "scorecam"
+    preset: str | None = None
+    target: int | list[int] | None = None
+    top_k: int | None = None
+    channels: int = 64
+    samples: int | None = None
+    batch_size: int | None = None
+
+    def classes(self) -> int:
+        """Classes explained per image (T)."""
+        if self.top_k is not None:
+            return self.top_k
+        return len(self.target) if isinstance(self.target, list) else 1
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments for `Explainer.explain` (without target and top_k)."""
+        return {"method": self.method, "preset": self.preset, "channels": self.channels,
+                "samples": self.samples, "batch_size": self.batch_size}
+
+    def with_target(self, target: Any, top_k: Any, classes: int) -> ExplainParams:
+        """These settings with an instance's own target or top_k, checked."""
+        if target is None and top_k is None:
+            return self
+        merged = {"target": target, "top_k": top_k}
+        return replace(self, **_targets(merged, classes))
+
+
+def parse_params(raw: Mapping[str, Any], classes: int,
+                 defaults: ExplainParams | None = None) -> ExplainParams:
+    """Checked settings from a mapping of names to values (ints may come as strings).
+
+    Unknown names are ignored, as inference servers do with request parameters.
+    """
+    base = defaults or ExplainParams()
+    method = _choice(raw, "method", METHODS, base.method)
+    preset = _choice(raw, "preset", tuple(PRESETS), base.preset)
+    channels = _int(raw, "channels", 1, None)
+    samples = _int(raw, "samples", 1, MAX_SAMPLES)
+    batch_size = _int(raw, "batch_size", 1, MAX_BATCH)
+    return ExplainParams(
+        method=method, preset=preset,
+        channels=base.channels if channels is None else channels,
+        samples=base.samples if samples is None else samples,
+        batch_size=base.batch_size if batch_size is None else batch_size,
+        **_targets(raw, classes),
+    )
+
+
+def _targets(raw: Mapping[str, Any], classes: int) -> dict[str, Any]:
+    top_k = _int(raw, "top_k", 1, min(classes, MAX_CLASSES))
+    target = raw.get("target")
+    if target is not None and top_k is not None:
+        raise ApiError(422, "give either target or top_k, not both")
+    if target is None or target == "" or target == []:
+        return {"target": None, "top_k": top_k}
+    items = target if isinstance(target, list) else (
+        target.split(",") if isinstance(target, str) else [target])
+    if len(items) > MAX_CLASSES:
+        raise ApiError(422, f"target: at most {MAX_CLASSES} classes per request")
+    ids = [_as_int("target", item, 0, classes - 1) for item in items]
+    single = not isinstance(target, list) and len(ids) == 1
+    return {"target": ids[0] if single else ids, "top_k": None}
+
+
+def _choice(raw: Mapping[str, Any], name: str, allowed: tuple[str, ...],
+            default: str | None) -> str | None:
+    value = raw.get(name)
+    if value is None or value == "":
+        return default
+    if value not in allowed:
+        raise ApiError(422, f"{name}: unknown value {value!r}; choose one of "
+                            f"{', '.join(allowed)}")
+    return str(value)
+
+
+def _int(raw: Mapping[str, Any], name: str, low: int, high: int | None) -> int | None:
+    value = raw.get(name)
+    if value is None or value == "":
+        return None
+    return _as_int(name, value, low, high)
+
+
+def _as_int(name: str, value: Any, low: int, high: int | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ApiError(422, f"{name}: expected an integer, got {value!r}")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ApiError(422, f"{name}: expected an integer, got {value!r}") from None
+    if number < low or (high is not None and number > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ApiError(422, f"{name}: must be {bound}, got {number}")
+    return number

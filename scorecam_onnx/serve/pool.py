@@ -1,0 +1,148 @@
+"""Explanations off the event loop: a bounded pool of threads behind a bounded queue.
+
+Each request gets a `Ticket`. The work checks it at every batch boundary (through the
+engine's progress callback) and stops there once the client has gone or the request's
+time is up, so no compute is spent on answers nobody reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from .errors import ApiError
+
+T = TypeVar("T")
+
+
+class Cancelled(Exception):
+    """Raised inside the work when its ticket was cancelled or timed out."""
+
+
+class Ticket:
+    """The cancellation state of one request, shared by the handler and its worker thread.
+
+    Args:
+        timeout: seconds from now until the request is abandoned; None for no limit.
+        on_forwards: called with the number of masked forwards each batch ran.
+    """
+
+    def __init__(self, timeout: float | None,
+                 on_forwards: Callable[[int], None] | None = None) -> None:
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self._cancelled = threading.Event()
+        self._on_forwards = on_forwards
+        self._done = 0
+        self.forwards = 0
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    def check(self) -> None:
+        """Raise `Cancelled` when the work should stop."""
+        if self.cancelled or (self.deadline is not None and time.monotonic() >= self.deadline):
+            raise Cancelled
+
+    def count(self, forwards: int) -> None:
+        """Record model forwards run for this request."""
+        self.forwards += forwards
+        if self._on_forwards is not None:
+            self._on_forwards(forwards)
+
+    def progress(self, done: int, total: int) -> None:
+        """The engine's progress callback: count forwards, then stop here if asked to."""
+        if done > self._done:
+            self.count(done - self._done)
+        self._done = done if done < total else 0
+        self.check()
+
+
+class WorkPool:
+    """Runs blocking work in `max_concurrency` threads; at most `max_queue` wait for one.
+
+    Beyond that a request is refused at once with 503 and ``Retry-After``: memory never
+    grows with the load. Counters are only touched on the event loop's thread.
+    """
+
+    def __init__(self, max_concurrency: int, max_queue: int, retry_after: int = 1) -> None:
+        self.max_concurrency = max_concurrency
+        self.max_queue = max_queue
+        self.retry_after = retry_after
+        self.executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="scorecam")
+        self.admitted = 0
+        self._running = 0
+        self._lock = threading.Lock()
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    @property
+    def waiting(self) -> int:
+        return max(0, self.admitted - self._running)
+
+    async def run(self, work: Callable[[Ticket], T], ticket: Ticket,
+                  disconnected: Callable[[], Any] | None = None) -> T:
+        """Run `work(ticket)` in the pool and return its result.
+
+        Args:
+            work: blocking; should call `ticket.progress` or `ticket.check` now and then.
+            ticket: its cancellation state.
+            disconnected: an awaitable factory that returns once the client has gone.
+
+        Raises:
+            ApiError: 503 when the queue is full, 504 past the deadline, 499 when the
+                client disconnected; the work is cancelled in the last two cases.
+        """
+        if self.admitted >= self.max_concurrency + self.max_queue:
+            raise ApiError(503, f"the server is busy ({self.max_concurrency} running, "
+                                f"{self.max_queue} waiting); retry later",
+                           {"Retry-After": str(self.retry_after)})
+        self.admitted += 1
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self.executor, self._call, work, ticket)
+        future.add_done_callback(self._release)
+        watcher = asyncio.ensure_future(disconnected()) if disconnected is not None else None
+        try:
+            waiting = {future} if watcher is None else {future, watcher}
+            done, _ = await asyncio.wait(waiting, timeout=ticket.remaining(),
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+        if future in done:
+            try:
+                return future.result()
+            except Cancelled:
+                raise ApiError(504, "the request timed out") from None
+        ticket.cancel()
+        if watcher is not None and watcher in done:
+            raise ApiError(499, "the client closed the connection")
+        raise ApiError(504, "the request timed out")
+
+    def _call(self, work: Callable[[Ticket], T], ticket: Ticket) -> T:
+        ticket.check()                     # gone or timed out while waiting: do nothing
+        with self._lock:
+            self._running += 1
+        try:
+            return work(ticket)
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    def _release(self, _future: asyncio.Future) -> None:
+        self.admitted -= 1
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=False)

@@ -1,0 +1,65 @@
+"""Running the app on uvicorn: bound socket first, quiet logs, draining on SIGTERM/Ctrl-C."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from ..quiet import stderr_stream
+
+
+def run_server(app: Any, host: str = "127.0.0.1", port: int = 8080, grace: float = 30.0,
+               on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve `app` until SIGTERM or Ctrl-C, then stop accepting, let accepted requests
+    finish (at most `grace` seconds) and return.
+
+    Args:
+        host, port: where to listen; port 0 picks a free port.
+        on_ready: called with the URL once the socket listens.
+    """
+    import uvicorn
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    bound = sock.getsockname()[1]
+    _quiet_logs()
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=grace, log_level="warning")
+    server = uvicorn.Server(config)
+    # uvicorn drains on these signals, then raises them again with the handlers it found:
+    # with these no-op handlers in place, a drained server returns normally (exit 0).
+    previous = {s: signal.signal(s, _ignore) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if on_ready is not None:
+            shown = f"[{host}]" if family == socket.AF_INET6 else host
+            on_ready(f"http://{shown}:{bound}/")
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    """Handler uvicorn re-raises into after draining: nothing left to do."""
+
+
+def _quiet_logs() -> None:
+    """uvicorn's own warnings and errors on the real stderr (see `quiet.stderr_stream`)."""
+    handler = logging.StreamHandler(stderr_stream())
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    for name in ("uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False

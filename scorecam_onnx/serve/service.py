@@ -1,0 +1,163 @@
+"""What one served model computes for a request: predictions, explanations, V2 outputs.
+
+Everything here is blocking and runs in the work pool's threads; the `Ticket` passed in is
+checked between images and at every batch of masked forwards.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import ImageError
+from ..explainer import Explainer, Explanation
+from ..images import DEFAULT_MAX_PIXELS, decode_image
+from .errors import ApiError
+from .params import ExplainParams
+from .pool import Ticket
+
+TOP = 5   # classes listed in a prediction
+OUTPUTS = ("probabilities", "class_id", "score", "saliency")
+
+
+@dataclass
+class Decoded:
+    """Images of one request, decoded and preprocessed."""
+
+    rgb: list[NDArray[np.uint8]]
+    inputs: NDArray[np.float32]          # N×3×H×W
+
+
+class ModelService:
+    """One named model of the service: an `Explainer` and the payloads built from it."""
+
+    def __init__(self, name: str, explainer: Explainer,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.name = name
+        self.explainer = explainer
+        self.max_pixels = max_pixels
+
+    @property
+    def classes(self) -> int:
+        return self.explainer.classes
+
+    def metadata(self) -> dict[str, object]:
+        """OIP V2 model metadata (-1 for variable dimensions)."""
+        spec = self.explainer.bundle.manifest.input
+        c = self.classes
+        return {
+            "name": self.name, "versions": ["1"], "platform": "onnxruntime_scorecam",
+            "inputs": [{"name": "image", "datatype": "BYTES", "shape": [-1]}],
+            "outputs": [
+                {"name": "probabilities", "datatype": "FP32", "shape": [-1, c]},
+                {"name": "class_id", "datatype": "INT64", "shape": [-1, -1]},
+                {"name": "score", "datatype": "FP32", "shape": [-1, -1]},
+                {"name": "saliency", "datatype": "FP32",
+                 "shape": [-1, -1, spec.height, spec.width]},
+            ],
+        }
+
+    # Work --------------------------------------------------------------------------------
+    def decode(self, images: Sequence[bytes], ticket: Ticket) -> Decoded:
+        """Decode and preprocess every image; a bad one is a 400 naming its position."""
+        rgb, inputs = [], []
+        for index, data in enumerate(images):
+            ticket.check()
+            try:
+                image = decode_image(data, f"image {index}", self.max_pixels)
+            except ImageError as exc:
+                status = 413 if "above the limit" in exc.reason else 400
+                raise ApiError(status, str(exc)) from None
+            rgb.append(image)
+            inputs.append(self.explainer.preprocess(image)[1])
+        return Decoded(rgb, np.concatenate(inputs))
+
+    def probabilities(self, decoded: Decoded, ticket: Ticket) -> NDArray[np.float64]:
+        """N×C class probabilities, one batched forward."""
+        ticket.check()
+        ticket.count(decoded.inputs.shape[0])
+        return self.explainer.probabilities(decoded.inputs)
+
+    def predict(self, images: Sequence[bytes], ticket: Ticket,
+                top: int = TOP) -> list[dict[str, object]]:
+        """A prediction P per image (no masked forward)."""
+        decoded = self.decode(images, ticket)
+        return [self.prediction(p, top) for p in self.probabilities(decoded, ticket)]
+
+    def prediction(self, probabilities: NDArray[np.float64], top: int = TOP) -> dict[str, object]:
+        """P: the top-1 class and the `top` most likely classes with their probabilities."""
+        order = self.explainer.targets(probabilities, top_k=min(top, self.classes))
+        label = self.explainer.bundle.label
+        return {"class_id": order[0], "label": label(order[0]),
+                "score": float(probabilities[order[0]]),
+                "top": [[i, label(i), float(probabilities[i])] for i in order]}
+
+    def explain(self, images: Sequence[bytes], params: Sequence[ExplainParams],
+                ticket: Ticket) -> tuple[list[dict[str, object]], list[list[Explanation]]]:
+        """Predictions and explanations (a list per image) for each image."""
+        decoded = self.decode(images, ticket)
+        predictions = [self.prediction(p) for p in self.probabilities(decoded, ticket)]
+        found = [self._explain(rgb, settings, ticket)
+                 for rgb, settings in zip(decoded.rgb, params, strict=True)]
+        return predictions, found
+
+    def _explain(self, rgb: NDArray[np.uint8], params: ExplainParams,
+                 ticket: Ticket) -> list[Explanation]:
+        ticket.check()
+        ticket.count(1)                   # the unmasked forward of `explain`
+        try:
+            if params.top_k is not None:
+                return self.explainer.explain(rgb, top_k=params.top_k, progress=ticket.progress,
+                                              **params.options())
+            target = params.target if isinstance(params.target, list) else (
+                [params.target] if params.target is not None else None)
+            if target is None:
+                return [self.explainer.explain(rgb, progress=ticket.progress,
+                                               **params.options())]
+            return self.explainer.explain(rgb, target, progress=ticket.progress,
+                                          **params.options())
+        except (ValueError, TypeError) as exc:
+            raise ApiError(422, str(exc)) from None
+
+    def infer(self, images: Sequence[bytes], params: ExplainParams, wanted: Sequence[str],
+              ticket: Ticket) -> dict[str, NDArray]:
+        """The V2 outputs named in `wanted`; only saliency runs masked forwards."""
+        decoded = self.decode(images, ticket)
+        probabilities = self.probabilities(decoded, ticket)
+        result: dict[str, NDArray] = {}
+        if "probabilities" in wanted:
+            result["probabilities"] = probabilities.astype(np.float32)
+        if not {"class_id", "score", "saliency"} & set(wanted):
+            return result
+        target = params.target if isinstance(params.target, list) or params.target is None \
+            else [params.target]
+        ids = np.array([self.explainer.targets(p, target, params.top_k) for p in probabilities],
+                       dtype=np.int64)
+        if "class_id" in wanted:
+            result["class_id"] = ids
+        if "score" in wanted:
+            result["score"] = np.take_along_axis(probabilities, ids, axis=1).astype(np.float32)
+        if "saliency" in wanted:
+            maps = []
+            for rgb, row in zip(decoded.rgb, ids, strict=True):
+                per_class = replace(params, target=[int(i) for i in row], top_k=None)
+                maps.append([e.saliency_input for e in self._explain(rgb, per_class, ticket)])
+            result["saliency"] = np.asarray(maps, dtype=np.float32)
+        return result
+
+
+def explanation_payload(exp: Explanation) -> dict[str, object]:
+    """E: an explanation with its map at the image's original size, base64 float32 LE."""
+    saliency = np.ascontiguousarray(exp.saliency, dtype="<f4")
+    return {
+        "class_id": exp.class_id, "label": exp.label, "score": exp.score,
+        "method": exp.method, "preset": exp.preset, "forwards": exp.forwards,
+        "seconds": round(exp.seconds.get("total", 0.0), 4),
+        "degenerate": exp.degenerate,
+        "saliency": {"shape": list(saliency.shape), "dtype": "float32",
+                     "b64": base64.b64encode(saliency.tobytes()).decode("ascii")},
+    }
