@@ -4,21 +4,35 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench load-bench browser clean
 
 # Explain the sample photos with the shipped EfficientNet-Lite0 bundle.
 demo: $(STAMP)
 	$(BIN)/scorecam-onnx explain samples/ --out out --sheet
 
 # The test suite (the same command CI runs).
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# Debian's headless Chromium for the page's browser test, installed when missing (as root);
+# elsewhere that test is skipped, except on CI where it fails.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "note: install Debian's chromium and chromium-driver for the browser test"; fi; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
 	$(BIN)/scorecam-onnx bench samples/chelsea.png
+
+# The service under load on loopback (locust, headless, bounded in time).
+load-bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[cpu,serve,bench]"
+	$(BIN)/python scripts/load_bench.py
 
 # torch==2.13.0 is a CPU build that pip takes from the local disk; any other torch
 # requirement would download a multi-GB CUDA build.

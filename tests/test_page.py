@@ -1,0 +1,125 @@
+"""The service's page in a real headless Chromium: upload a photo, see its maps."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import pytest
+from conftest import DEFAULT_BUNDLE, SAMPLES
+from serving import Server
+
+from scorecam_onnx import load_image
+
+pytestmark = [pytest.mark.serve, pytest.mark.browser]
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+
+
+def _jet(v: float) -> np.ndarray:
+    """OpenCV's JET colour map, piecewise linear (the page draws the same)."""
+    return np.round(255 * np.clip([1.5 - abs(4 * v - 3), 1.5 - abs(4 * v - 2),
+                                   1.5 - abs(4 * v - 1)], 0, 1))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (CHROMIUM and DRIVER):
+        if os.environ.get("CI"):
+            pytest.fail("Chromium and chromedriver are required on CI (Debian: chromium, "
+                        "chromium-driver)")
+        pytest.skip("needs Debian's chromium and chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                 f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = Server("--model", f"efficientnet-lite0={DEFAULT_BUNDLE}", "--method",
+                 "faster-scorecam")
+    yield srv
+    srv.stop()
+
+
+def _pixel(driver, canvas: str, x: int, y: int) -> np.ndarray:
+    data = driver.execute_script(
+        "return Array.from(document.getElementById(arguments[0]).getContext('2d')"
+        ".getImageData(arguments[1], arguments[2], 1, 1).data);", canvas, int(x), int(y))
+    return np.array(data[:3], dtype=float)
+
+
+def test_upload_shows_overlay_saliency_and_classes(browser, server, default_explainer):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    wait = WebDriverWait(browser, 120)
+    browser.get(server.url)
+    assert Select(browser.find_element(By.ID, "method")).first_selected_option.text == (
+        "faster-scorecam")
+    browser.find_element(By.ID, "file").send_keys(str(SAMPLES / "chelsea.png"))
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute(
+        "data-explained") == "1")
+
+    items = browser.find_elements(By.CSS_SELECTOR, "#classes li")
+    assert len(items) == 5 and items[0].text.startswith("Egyptian cat (285)")
+    choices = [o.get_attribute("value") for o in Select(
+        browser.find_element(By.ID, "class")).options]
+    assert choices[0] == "" and len(choices) == 6 and "285" in choices
+    assert "forwards" in browser.find_element(By.ID, "stats").text
+
+    # The saliency canvas shows the server's map in JET at the original size.
+    want = default_explainer.explain(SAMPLES / "chelsea.png", method="faster-scorecam")
+    size = browser.execute_script(
+        "const c = document.getElementById('saliency'); return [c.height, c.width];")
+    assert tuple(size) == want.saliency.shape
+    for y, x in [np.unravel_index(np.argmax(want.saliency), want.saliency.shape), (10, 10),
+                 (150, 300)]:
+        assert np.abs(_pixel(browser, "saliency", x, y) - _jet(want.saliency[y, x])).max() <= 2
+    # The overlay blends it over the photo; at opacity 0 it is the photo.
+    y, x = 120, 200
+    rgb = load_image(SAMPLES / "chelsea.png")[y, x].astype(float)
+    blend = 0.5 * rgb + 0.5 * _jet(want.saliency[y, x])
+    assert np.abs(_pixel(browser, "overlay", x, y) - blend).max() <= 3
+    browser.execute_script("const s = document.getElementById('opacity'); s.value = 0;"
+                           "s.dispatchEvent(new Event('input'));")
+    assert np.abs(_pixel(browser, "overlay", x, y) - rgb).max() <= 2
+
+    # Choosing another class explains that class.
+    other = choices[2]
+    Select(browser.find_element(By.ID, "class")).select_by_value(other)
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute(
+        "data-explained") == "2")
+    explained = browser.find_element(By.CSS_SELECTOR, "#classes li.explained").text
+    assert f"({other})" in explained
+    assert "Done" in browser.find_element(By.ID, "status").text
+
+
+def test_a_bad_file_shows_the_servers_error(browser, server, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    bad = tmp_path / "notes.png"
+    bad.write_text("not a picture")
+    browser.get(server.url)
+    browser.find_element(By.ID, "file").send_keys(str(bad))
+    status = WebDriverWait(browser, 60).until(
+        lambda d: d.find_element(By.ID, "status").text.startswith("Error") and
+        d.find_element(By.ID, "status").text)
+    assert "not an image OpenCV can decode" in status
