@@ -309,6 +309,16 @@ def _settled(server: Server, model: str, seconds: float = 1.0) -> float:
     raise AssertionError("the forward count never stopped growing")
 
 
+def _wait_for(server: Server, running: int, waiting: int) -> None:
+    """Until the server reports this many requests running and waiting (at most 60 s)."""
+    for _ in range(3000):
+        if (server.metric("scorecam_running"), server.metric("scorecam_waiting")) == (
+                running, waiting):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the server never had {running} running and {waiting} waiting")
+
+
 def test_disconnect_stops_the_work(server, local):
     before = server.metric("scorecam_forwards_total", model=MODEL)
     full = local.explain(CHELSEA, method="scorecam").forwards
@@ -330,14 +340,12 @@ def test_health_answers_promptly_while_two_explanations_run(server):
     workers = [threading.Thread(target=explain) for _ in range(2)]
     for w in workers:
         w.start()
-    while server.metric("scorecam_running") < 1:
-        time.sleep(0.02)
+    _wait_for(server, running=1, waiting=1)
     timings = []
     for _ in range(5):
         started = time.perf_counter()
         assert server.client.get("/v2/health/ready").status_code == 200
         timings.append(time.perf_counter() - started)
-    assert server.metric("scorecam_running") + server.metric("scorecam_waiting") == 2
     for w in workers:
         w.join()
     assert replies == [200, 200]
@@ -380,6 +388,28 @@ def test_full_queue_is_503_with_retry_after(small):
     assert statuses == [503, 504, 504]
     busy = next(r for r in replies if r.status_code == 503)
     assert busy.headers["retry-after"] == "1" and "busy" in busy.json()["error"]
+
+
+def test_predictions_do_not_wait_behind_explanations(small):
+    replies: list[int] = []
+
+    def explain() -> None:
+        with httpx.Client(base_url=small.url, timeout=120) as client:
+            replies.append(client.post("/explain", params={"method": "sscam"},
+                                       content=CHELSEA).status_code)
+
+    workers = [threading.Thread(target=explain) for _ in range(2)]
+    for w in workers:
+        w.start()
+    _wait_for(small, running=1, waiting=1)            # one explaining, one waiting: full
+    predicted = small.client.post(f"/v1/models/{MODEL}:predict",
+                                  json={"instances": [{"b64": B64}]})
+    full = small.client.post("/explain", params={"method": "sscam"}, content=CHELSEA)
+    for w in workers:
+        w.join()
+    assert predicted.status_code == 200
+    assert predicted.json()["predictions"][0]["label"] == "Egyptian cat"
+    assert full.status_code == 503 and sorted(replies) == [504, 504]
 
 
 def test_sigterm_finishes_accepted_requests_then_exits_0(tiny_path):

@@ -42,9 +42,9 @@ class Limits:
     """How much work the service accepts (SPEC §5).
 
     Attributes:
-        max_concurrency: requests computed at once (each already uses every core through
-            ONNX Runtime's threads).
-        max_queue: requests waiting for a worker; beyond, 503 with Retry-After.
+        max_concurrency: explanations computed at once (each already uses every core
+            through ONNX Runtime's threads); predictions have as many workers of their own.
+        max_queue: requests waiting for a worker, per pool; beyond, 503 with Retry-After.
         max_body_mb: request bodies above this are refused (413) before they are read.
         timeout: seconds before a request is abandoned (504) at its next batch; None: never.
         max_pixels: images announcing more pixels are refused (413) before decoding.
@@ -77,14 +77,17 @@ def create_app(models: Mapping[str, Explainer | str | Path], limits: Limits | No
     limits = limits or Limits()
     served = {name: ModelService(name, m if isinstance(m, Explainer) else Explainer(m),
                                  limits.max_pixels) for name, m in models.items()}
+    # Predictions (one forward per image) have a pool of their own, so that they never wait
+    # behind explanations that take seconds.
     pool = WorkPool(limits.max_concurrency, limits.max_queue)
+    quick = WorkPool(limits.max_concurrency, limits.max_queue)
     metrics = Metrics()
-    metrics.running.set_function(lambda: pool.running)
-    metrics.waiting.set_function(lambda: pool.waiting)
+    metrics.running.set_function(lambda: pool.running + quick.running)
+    metrics.waiting.set_function(lambda: pool.waiting + quick.waiting)
     app = FastAPI(title="scorecam-onnx", version=__version__,
                   description="Score-CAM explanations over KServe V1 and Open Inference "
                               "Protocol V2.")
-    app.state.pool = pool
+    app.state.pools = (pool, quick)
     app.state.metrics = metrics
     app.state.models = served
     _errors(app, access_log)
@@ -95,13 +98,16 @@ def create_app(models: Mapping[str, Explainer | str | Path], limits: Limits | No
                                 f"{', '.join(served)}")
         return served[name]
 
-    async def compute(request: Request, service: ModelService,
-                      work: Callable[[Ticket], T]) -> T:
+    async def compute(request: Request, service: ModelService, work: Callable[[Ticket], T],
+                      masked: bool = True) -> T:
+        """Run `work` in the explanation pool (or the prediction pool when it runs no
+        masked forward), cancelled when the client goes or the timeout passes."""
         request.state.model = service.name
         counter = metrics.forwards.labels(service.name)
         ticket = Ticket(limits.timeout, counter.inc)
         try:
-            return await pool.run(work, ticket, lambda: _client_gone(request))
+            return await (pool if masked else quick).run(work, ticket,
+                                                          lambda: _client_gone(request))
         except ApiError as exc:
             if exc.status in (499, 504):
                 metrics.cancelled.labels("client gone" if exc.status == 499 else "timeout").inc()
@@ -130,7 +136,8 @@ def create_app(models: Mapping[str, Explainer | str | Path], limits: Limits | No
         """Predictions: `{"instances": [{"b64": ...}, ...]}` → `{"predictions": [P, ...]}`."""
         service = model(name)
         images, _ = _v1_instances(await _json(request))
-        found = await compute(request, service, lambda t: service.predict(images, t))
+        found = await compute(request, service, lambda t: service.predict(images, t),
+                              masked=False)
         return {"predictions": found}
 
     @app.post("/v1/models/{name}:explain", tags=["KServe V1"])
@@ -189,7 +196,8 @@ def create_app(models: Mapping[str, Explainer | str | Path], limits: Limits | No
         params = parse_params(infer.parameters, service.classes, limits.defaults)
         wanted = infer.outputs or list(OUTPUTS)
         outputs = await compute(request, service,
-                                lambda t: service.infer(infer.images, params, wanted, t))
+                                lambda t: service.infer(infer.images, params, wanted, t),
+                                masked="saliency" in wanted)
         if "saliency" in outputs:
             metrics.explanations.labels(service.name, params.method).inc(
                 int(outputs["saliency"].shape[0] * outputs["saliency"].shape[1]))
