@@ -41,6 +41,7 @@ class ExplainJob:
     top_k: int | None = None
     sheet: bool = False
     skip_existing: bool = False
+    gaussian: bool = False
 
     @property
     def per_class(self) -> bool:
@@ -135,7 +136,7 @@ def _explain_one(explainer: Explainer, job: ExplainJob, item: ItemResult,
     try:
         rgb, _ = explainer.preprocess(item.source)
         options = {"preset": job.preset, "method": job.method, "channels": job.channels,
-                   "samples": job.samples, "progress": on_progress}
+                   "samples": job.samples, "progress": on_progress, "gaussian": job.gaussian}
         if job.classes:
             found = explainer.explain(rgb, list(job.classes), **options)
         elif job.top_k is not None:

@@ -68,6 +68,8 @@ class BenchReport:
     sweep: dict[int, float] = field(default_factory=dict)
     best_batch: int = 0
     faster: dict[str, float] = field(default_factory=dict)
+    # Tail-graph methods against one plain forward and exact Score-CAM (bundles with a tail).
+    tail: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -200,6 +202,9 @@ def bench(
         "speedup": exact_time / fast_time.median,
         "correlation": float(np.corrcoef(exact.saliency.ravel(), fast.saliency.ravel())[0, 1]),
     }
+    if explainer.tail is not None:
+        say("tail-graph methods")
+        report.tail = tail_bench(explainer, rgb, x, exact_time, repeats)
     say("batch-size sweep")
     count = 64
     for size in sweep:
@@ -208,6 +213,35 @@ def bench(
         report.sweep[size] = statistics.median(samples)
     report.best_batch = min(report.sweep, key=report.sweep.get) if report.sweep else 0
     return report
+
+
+def tail_bench(explainer: Explainer, rgb: np.ndarray, x: np.ndarray, exact_seconds: float,
+               repeats: int) -> dict[str, dict[str, float]]:
+    """ReciproCAM and Ablation-CAM per image, each repeat timed beside one plain forward of
+    the full model; ratios against that forward and against exact Score-CAM."""
+    methods = {"reciprocam": {}, "reciprocam --gaussian": {"gaussian": True},
+               "ablationcam": {}}
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    ratios: dict[str, list[float]] = {name: [] for name in methods}
+    forwards: dict[str, int] = {}
+    for name, options in methods.items():           # warm up each path once
+        forwards[name] = explainer.explain(rgb, method=name.split()[0], **options).forwards
+    plain: list[float] = []
+    for _ in range(max(repeats, 5)):
+        forward = _timed(lambda: explainer.scores(x), 3)[0].median
+        plain.append(forward)
+        for name, options in methods.items():
+            seconds = _timed(lambda n=name, o=options: explainer.explain(
+                rgb, method=n.split()[0], **o), 1)[0].median
+            times[name].append(seconds)
+            ratios[name].append(seconds / forward)
+    out = {"model forward": {"seconds": statistics.median(plain)}}
+    for name in methods:
+        seconds = statistics.median(times[name])
+        out[name] = {"seconds": seconds, "forwards": forwards[name],
+                     "per_forward": statistics.median(ratios[name]),
+                     "speedup": exact_seconds / seconds}
+    return out
 
 
 def format_report(report: BenchReport) -> str:
@@ -234,6 +268,15 @@ def format_report(report: BenchReport) -> str:
         f = report.faster
         lines += ["", f"faster-scorecam ({f['channels']} channels): {f['seconds']:.2f} s, "
                       f"{f['speedup']:.1f}× faster than exact, correlation {f['correlation']:.4f}"]
+    if report.tail:
+        forward = report.tail["model forward"]["seconds"]
+        lines += ["", f"tail-graph methods (one plain model forward: {forward * ms:.1f} ms)",
+                  f"{'method':<24}{'ms':>9}{'forwards':>10}{'÷ forward':>11}"
+                  f"{'× faster than score-cam':>25}"]
+        for name, t in report.tail.items():
+            if name != "model forward":
+                lines.append(f"{name:<24}{t['seconds'] * ms:>9.1f}{int(t['forwards']):>10}"
+                             f"{t['per_forward']:>11.2f}{t['speedup']:>25.1f}")
     if report.sweep:
         lines += ["", "batch size  ms / image"]
         for size, seconds in report.sweep.items():

@@ -16,6 +16,7 @@ from .manifest import MANIFEST_NAME, ActivationSpec, InputSpec, Manifest, Output
 from .runtime import build_session
 
 WEIGHTS_NAME = "weights.bin"
+TAIL_NAME = "tail.onnx"
 # Tensors below this size stay inside the graphs (shapes and small constants).
 EXTERNAL_THRESHOLD = 1024
 
@@ -40,6 +41,11 @@ class Bundle:
     def model_path(self) -> Path:
         return self.path / self.manifest.model
 
+    @property
+    def tail_path(self) -> Path | None:
+        """The tail graph (activations → output), when the bundle has one."""
+        return self.path / self.manifest.tail if self.manifest.tail else None
+
     def label(self, class_id: int) -> str:
         """The class name, or 'class N' when the bundle has no labels."""
         if self.labels is not None and 0 <= class_id < len(self.labels):
@@ -54,6 +60,8 @@ class Bundle:
             raise BundleError(f"{root}: no such bundle folder")
         manifest = Manifest.load(root / MANIFEST_NAME)
         files = {"features": manifest.features, "model": manifest.model}
+        if manifest.tail:
+            files["tail"] = manifest.tail
         if manifest.weights:
             files["weights"] = manifest.weights
         for key, name in files.items():
@@ -72,6 +80,9 @@ class Bundle:
                     )
             _check_graph(root, manifest.features, [manifest.input.name], manifest.activation.name)
             _check_graph(root, manifest.model, [manifest.input.name], manifest.output.name)
+            if manifest.tail:
+                _check_graph(root, manifest.tail, [manifest.activation.name],
+                             manifest.output.name)
         labels = _read_labels(root, manifest) if manifest.labels else None
         return cls(root, manifest, labels)
 
@@ -188,17 +199,29 @@ def write_bundle(
         features = graphs.extract(saved, [image_input.name], [activation])
         graphs.free_batch_axis(features, [image_input.name, activation])
         onnx.save_model(features, str(staging / "features.onnx"))
-        for name in ("features.onnx", "model.onnx"):
+        tail_missing = graphs.bypass(saved, image_input.name, activation, output)
+        if tail_missing is None:
+            tail = graphs.extract(saved, [activation], [output])
+            graphs.free_batch_axis(tail, [activation, output])
+            onnx.save_model(tail, str(staging / TAIL_NAME))
+        graphs_written = ["features.onnx", "model.onnx"] + (
+            [TAIL_NAME] if tail_missing is None else [])
+        for name in graphs_written:
             onnx.checker.check_model(str(staging / name))
 
-        act_shape, classes = _probe_shapes(staging, image_input.name, activation, output,
-                                           (height, width), prep.layout)
+        act_shape, classes, tail_error = _probe(staging, image_input.name, activation, output,
+                                                (height, width), prep.layout,
+                                                tail_missing is None)
+        if tail_error is not None:
+            (staging / TAIL_NAME).unlink()
+            graphs_written.remove(TAIL_NAME)
+            tail_missing = tail_error
         if labels is not None and len(labels) != classes:
             raise BundleError(f"{len(labels)} labels given for a model with {classes} classes")
         if labels is not None:
             write_text_atomic(staging / "labels.txt", "\n".join(labels) + "\n")
         has_weights = (staging / WEIGHTS_NAME).is_file()
-        names = ["features.onnx", "model.onnx"] + ([WEIGHTS_NAME] if has_weights else [])
+        names = graphs_written + ([WEIGHTS_NAME] if has_weights else [])
         manifest = Manifest(
             input=InputSpec(
                 name=image_input.name, height=height, width=width, layout=prep.layout,
@@ -212,6 +235,8 @@ def write_bundle(
             labels="labels.txt" if labels is not None else None,
             source=dict(source or {}),
             checksums={name: sha256(staging / name) for name in names},
+            tail=TAIL_NAME if tail_missing is None else None,
+            tail_missing=tail_missing,
         )
         write_text_atomic(staging / MANIFEST_NAME, manifest.dumps())
         for written in staging.iterdir():
@@ -246,11 +271,12 @@ def _input_size(image_input: onnx.ValueInfoProto, prep: Preprocessing) -> tuple[
     return height, width
 
 
-def _probe_shapes(
+def _probe(
     folder: Path, input_name: str, activation: str, output: str, size: tuple[int, int],
-    layout: str,
-) -> tuple[tuple[int, int, int], int]:
-    """Run both graphs on a batch of two; return (K, h, w) and the number of classes."""
+    layout: str, has_tail: bool,
+) -> tuple[tuple[int, int, int], int, str | None]:
+    """Run the graphs on a batch of two; return (K, h, w), the number of classes, and why
+    the tail graph cannot be used (None when tail(features(x)) matches model(x))."""
     shape = (2, 3, *size) if layout == "NCHW" else (2, *size, 3)
     probe = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     try:
@@ -260,6 +286,7 @@ def _probe_shapes(
         (scores,) = model.run([output], {input_name: probe})
     except Exception as exc:  # noqa: BLE001 - report ONNX Runtime's own words
         raise BundleError(f"the cut graphs do not run in ONNX Runtime: {exc}") from None
+    tail_error = _check_tail(folder, activation, output, acts, scores) if has_tail else None
     if acts.ndim != 4 or acts.shape[0] != 2:
         raise BundleError(f"tensor {activation!r} has shape {acts.shape}, expected 4-D per batch")
     if scores.ndim != 2 or scores.shape[0] != 2:
@@ -268,7 +295,21 @@ def _probe_shapes(
     if h * w <= 1:
         raise BundleError(f"tensor {activation!r} has a spatial size of {h}×{w}: a saliency map "
                           "needs more (pick a layer before the global pooling)")
-    return (int(k), int(h), int(w)), int(scores.shape[1])
+    return (int(k), int(h), int(w)), int(scores.shape[1]), tail_error
+
+
+def _check_tail(folder: Path, activation: str, output: str, acts: np.ndarray,
+                scores: np.ndarray) -> str | None:
+    """None when the tail graph runs and reproduces the model's outputs (relative 1e-4)."""
+    try:
+        tail, _ = build_session(folder / TAIL_NAME, "cpu")
+        (again,) = tail.run([output], {activation: acts})
+    except Exception as exc:  # noqa: BLE001 - report ONNX Runtime's own words
+        return f"the tail graph does not run in ONNX Runtime: {str(exc).splitlines()[0]}"
+    scale = max(float(np.abs(scores).max()), 1e-6)
+    if again.shape != scores.shape or float(np.abs(again - scores).max()) > 1e-4 * scale:
+        return "the tail graph does not reproduce the model's outputs"
+    return None
 
 
 def _output_kind(model: onnx.ModelProto, output: str) -> str:

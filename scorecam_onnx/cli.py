@@ -21,7 +21,7 @@ from .engine import PRESETS
 from .errors import ScoreCamError
 from .explainer import default_bundle
 from .images import DEFAULT_MAX_PIXELS
-from .methods import METHODS
+from .methods import METHODS, TAIL_METHODS
 from .runtime import PROVIDER_CHOICES
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -225,6 +225,8 @@ def info(bundle_dir, as_json) -> None:
                   f"({i.interpolation})"),
         ("layer", f"{m.layer} → {a.name}: {a.channels}×{a.height}×{a.width}"),
         ("output", f"{m.output.name}: {m.output.classes} {m.output.kind}"),
+        ("tail", f"{m.tail} (for reciprocam, ablationcam)" if m.tail else
+                 f"none: {m.tail_missing}"),
         ("labels", f"{len(bundle.labels)} names" if bundle.labels else "none"),
         ("size", f"{_bundle_bytes(bundle) / 1e6:.1f} MB"),
     ]
@@ -272,12 +274,14 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--class", "classes", type=click.IntRange(min=0), multiple=True,
               help="Class id to explain (repeatable). Default: the top-1 class.")
 @click.option("--top-k", type=click.IntRange(min=1), help="Explain the k most likely classes.")
+@click.option("--gaussian", is_flag=True,
+              help="reciprocam: spread each position over its 3×3 neighbourhood.")
 @click.option("--sheet", is_flag=True,
               help="Also write sheet.png: photo | heatmap | overlay (first 64 images).")
 @click.option("--skip-existing", is_flag=True,
               help="Skip images whose outputs are all present (resume a run).")
 def explain(inputs, model_dir, provider, threads, batch_size, quiet, max_pixels, out, preset,
-            method, channels, samples, classes, top_k, sheet, skip_existing) -> None:
+            method, channels, samples, classes, top_k, gaussian, sheet, skip_existing) -> None:
     """Explain images (files, folders or globs); write <name>.png/.npy/.json per image.
 
     With --class or --top-k, one set per class: <name>.c<ID>.png/.npy/.json.
@@ -290,10 +294,13 @@ def explain(inputs, model_dir, provider, threads, batch_size, quiet, max_pixels,
     job = ExplainJob(
         inputs=list(inputs), out=Path(out), preset=preset, method=method, channels=channels,
         samples=samples, classes=list(classes), top_k=top_k, sheet=sheet,
-        skip_existing=skip_existing,
+        skip_existing=skip_existing, gaussian=gaussian,
     )
     explainer = Explainer(model_dir, provider=provider, batch_size=batch_size, threads=threads,
                           max_pixels=max_pixels)
+    if method in TAIL_METHODS and explainer.tail is None:
+        raise click.ClickException(f"{method} needs the bundle's tail graph, and this bundle "
+                                   f"has none: {explainer.bundle.manifest.tail_missing}")
     with _Progress(quiet) as progress:
         results, problems = explain_files(explainer, job, progress.start, progress.update,
                                           progress.done, progress.problem)

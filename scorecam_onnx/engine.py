@@ -112,6 +112,8 @@ class ScoreCam:
     # low-resolution maps before upsampling.
     uses_masks = True
     perturbs_linearly = True
+    # Whether the method perturbs the activations and runs the tail graph instead.
+    uses_tail = False
     # Whether channels with identical masks may share forwards (not when `perturb` draws
     # something per channel).
     dedupe = True
@@ -180,18 +182,11 @@ class ScoreCam:
                               output_kind, None)[0]
         sums = np.zeros((first.size, len(targets)), dtype=np.float64)
         counts = np.zeros((first.size, len(targets)), dtype=np.int64)
-        # One input buffer, reused: memory is bounded by the batch size, never by K. (Building
-        # the next batch in a second thread while the model runs was measured slower on a
-        # 2-core machine: it competes with ONNX Runtime's own threads.)
         shape = activations.shape[1:] if fused else x.shape[1:]
-        buffer = np.empty((min(self.batch_size, max(total, 1)), *shape), dtype=np.float32)
-        run = maps_model if fused else model
-        mask_seconds = forward_seconds = 0.0
-        nonfinite = False
-        for start in range(0, total, self.batch_size):
-            t0 = time.perf_counter()
-            groups = job_group[start:start + self.batch_size]
-            samples = job_sample[start:start + self.batch_size]
+
+        def fill(start: int, stop: int, inputs: NDArray[np.float32]) -> None:
+            groups = job_group[start:stop]
+            samples = job_sample[start:stop]
             masks = scaled[first[groups]]
             if not fused:
                 masks = builder.resize(masks)
@@ -199,29 +194,25 @@ class ScoreCam:
                 for s in np.unique(samples):
                     pick = samples == s
                     masks[pick] = self.perturb(masks[pick], chosen[first[groups[pick]]], int(s))
-            inputs = buffer[:groups.size]
             if fused:
                 inputs[...] = masks
             else:
                 np.multiply(x, masks[:, None], out=inputs)
-            t1 = time.perf_counter()
-            out = np.asarray(run(inputs), dtype=np.float64)
-            t2 = time.perf_counter()
-            nonfinite = nonfinite or not np.isfinite(out).all()
+
+        def take(start: int, stop: int, out: NDArray[np.float64]) -> None:
             scores = _class_scores(out, targets_arr, preset.score, output_kind, clean)
             # A non-finite score carries no information: that forward does not count.
             usable = np.isfinite(scores)
-            np.add.at(sums, groups, np.where(usable, scores, 0.0))
-            np.add.at(counts, groups, usable)
-            mask_seconds += t1 - t0
-            forward_seconds += t2 - t1
-            if progress is not None:
-                progress(start + groups.size, total)
+            np.add.at(sums, job_group[start:stop], np.where(usable, scores, 0.0))
+            np.add.at(counts, job_group[start:stop], usable)
+
+        run = run_batches(total, self.batch_size, shape, fill,
+                          maps_model if fused else model, take, progress)
         values = np.full((k, len(targets)), np.nan, dtype=np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             values[chosen] = np.where(counts > 0, sums / counts, np.nan)[group]
-        return Scores(values, forwards=total, masks=first.size, nonfinite=nonfinite,
-                      seconds={"masks": mask_seconds, "forwards": forward_seconds})
+        return Scores(values, forwards=total, masks=first.size, nonfinite=run.nonfinite,
+                      seconds=run.seconds)
 
     def weights(self, values: NDArray[np.float64]) -> NDArray[np.float32]:
         """Channel weights from the K channel scores of one class (NaN: no forward → 0)."""
@@ -241,6 +232,47 @@ class ScoreCam:
             size: tuple[int, int]) -> tuple[NDArray[np.float32], bool]:
         """The saliency map at input resolution in [0, 1], and whether it is degenerate."""
         return form_cam(activations, weights, size, self.preset)
+
+
+@dataclass
+class BatchRun:
+    """What `run_batches` did: whether some output was NaN or Inf, and where time went."""
+
+    nonfinite: bool
+    seconds: dict[str, float]
+
+
+def run_batches(total: int, batch_size: int, shape: tuple[int, ...],
+                fill: Callable[[int, int, NDArray[np.float32]], None], model: ScoreFn,
+                take: Callable[[int, int, NDArray[np.float64]], None],
+                progress: Progress | None = None) -> BatchRun:
+    """The one loop of batched forwards that every perturbation method runs.
+
+    Jobs 0…total−1 go through `model` `batch_size` at a time: `fill(start, stop, inputs)`
+    writes the inputs of jobs start…stop−1 into a reused buffer of shape (B, *shape), so
+    memory is bounded by the batch size, never by the number of jobs; `take(start, stop,
+    outputs)` receives the model's N×C outputs. `progress(done, total)` follows each batch.
+    (Building the next batch in a second thread while the model runs was measured slower on
+    a 2-core machine: it competes with ONNX Runtime's own threads.)
+    """
+    buffer = np.empty((min(batch_size, max(total, 1)), *shape), dtype=np.float32)
+    build_seconds = forward_seconds = 0.0
+    nonfinite = False
+    for start in range(0, total, batch_size):
+        stop = min(start + batch_size, total)
+        t0 = time.perf_counter()
+        inputs = buffer[:stop - start]
+        fill(start, stop, inputs)
+        t1 = time.perf_counter()
+        out = np.asarray(model(inputs), dtype=np.float64)
+        t2 = time.perf_counter()
+        nonfinite = nonfinite or not np.isfinite(out).all()
+        take(start, stop, out)
+        build_seconds += t1 - t0
+        forward_seconds += t2 - t1
+        if progress is not None:
+            progress(stop, total)
+    return BatchRun(nonfinite, {"masks": build_seconds, "forwards": forward_seconds})
 
 
 def form_cam(activations: NDArray[np.float32], weights: NDArray[np.float32],

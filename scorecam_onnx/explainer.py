@@ -16,13 +16,16 @@ from .engine import Progress, ScoreCam
 from .errors import BundleError
 from .fused import DeviceMasks
 from .images import DEFAULT_MAX_PIXELS, ImageLike, load_image, preprocess, to_original
-from .methods import make_method
+from .methods import TAIL_METHODS, make_method
 from .metrics import softmax
 from .runtime import OrtRunner
 
 # Masked inputs per model call when none is given: on the CPU provider the per-image time is
 # flat from 2 to 16 and rises beyond; on CUDA larger batches keep the device busy.
 DEFAULT_BATCH = {"cpu": 8, "cuda": 64}
+# Activations per tail-graph call for reciprocam and ablationcam when none is given: a tail
+# forward is cheap (a pooling and a linear layer at a head), so the per-call cost dominates.
+DEFAULT_TAIL_BATCH = 64
 
 
 def default_bundle() -> Path:
@@ -42,7 +45,8 @@ class Explanation:
         class_id, label: the explained class.
         score: the model's probability (or output, for a probability model) of that class on
             the unmasked image.
-        weights: float32 channel weights (K), 0 for channels that got no forward.
+        weights: float32 channel weights (K), 0 for channels that got no forward; for
+            reciprocam, the h·w position scores.
         method, preset, provider, batch_size: how the map was computed.
         forwards: full-model forwards run for this image (1 unmasked + masked inputs); shared
             by every class explained in the same call.
@@ -117,6 +121,8 @@ class Explainer:
         m = self.bundle.manifest
         self.features = OrtRunner(self.bundle.features_path, provider, threads)
         self.model = OrtRunner(self.bundle.model_path, self.features.provider, threads)
+        tail = self.bundle.tail_path
+        self.tail = OrtRunner(tail, self.features.provider, threads) if tail else None
         self.provider = self.model.provider
         self.batch_size = batch_size or DEFAULT_BATCH[self.provider]
         self.max_pixels = max_pixels
@@ -190,6 +196,20 @@ class Explainer:
                               f"{(batch.shape[0], self.classes)} (manifest)")
         return out
 
+    def tail_scores(self, activations: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Model outputs (N×C) for a batch of N×K×h×w activations, through the tail graph."""
+        if self.tail is None:
+            raise BundleError(f"{self.bundle.path}: this bundle has no tail graph "
+                              f"({self.bundle.manifest.tail_missing})")
+        feed = activations.transpose(0, 2, 3, 1) if self._nhwc_acts else activations
+        (out,) = self.tail.run([self.bundle.manifest.output.name],
+                               {self.bundle.manifest.activation.name:
+                                np.ascontiguousarray(feed)})
+        if out.shape != (activations.shape[0], self.classes):
+            raise BundleError(f"the tail graph returned shape {out.shape}, expected "
+                              f"{(activations.shape[0], self.classes)} (manifest)")
+        return out
+
     def probabilities(self, batch: NDArray[np.float32]) -> NDArray[np.float64]:
         """Class probabilities (N×C) for a batch of preprocessed NCHW inputs."""
         return to_probabilities(self.scores(batch), self.bundle.manifest.output.kind)
@@ -218,25 +238,25 @@ class Explainer:
     def explain(self, image: ImageLike, target: int | None = None, *, top_k: None = None,
                 preset: str | None = None, method: str = "scorecam", channels: int = 64,
                 samples: int | None = None, batch_size: int | None = None,
-                progress: Progress | None = None
+                progress: Progress | None = None, gaussian: bool = False
                 ) -> Explanation: ...
 
     @overload
     def explain(self, image: ImageLike, target: Sequence[int], *, top_k: None = None,
                 preset: str | None = None, method: str = "scorecam", channels: int = 64,
                 samples: int | None = None, batch_size: int | None = None,
-                progress: Progress | None = None
+                progress: Progress | None = None, gaussian: bool = False
                 ) -> list[Explanation]: ...
 
     @overload
     def explain(self, image: ImageLike, target: None = None, *, top_k: int,
                 preset: str | None = None, method: str = "scorecam", channels: int = 64,
                 samples: int | None = None, batch_size: int | None = None,
-                progress: Progress | None = None
+                progress: Progress | None = None, gaussian: bool = False
                 ) -> list[Explanation]: ...
 
     def explain(self, image, target=None, *, top_k=None, preset=None, method="scorecam",
-                channels=64, samples=None, batch_size=None, progress=None):
+                channels=64, samples=None, batch_size=None, progress=None, gaussian=False):
         """Explain the model's prediction for one image.
 
         Args:
@@ -248,11 +268,14 @@ class Explainer:
                 extra forwards.
             preset: "paper", "pytorch-grad-cam" or "torchcam" (SPEC §2.1). Default: the
                 method's own ("paper" for Score-CAM, "torchcam" for SS-CAM and IS-CAM).
-            method: "scorecam", "faster-scorecam", "sscam", "iscam" or "eigencam".
+            method: "scorecam", "faster-scorecam", "sscam", "iscam", "eigencam", or the
+                tail-graph methods "reciprocam" and "ablationcam" (bundles with a tail).
             channels: channels kept by "faster-scorecam". Default: 64.
             samples: noisy (SS-CAM, default 35) or scaled (IS-CAM, default 10) copies per mask.
-            batch_size: masked inputs per model call. Default: the explainer's.
+            batch_size: masked inputs per model call. Default: the explainer's (64 for the
+                tail-graph methods).
             progress: called with (masked inputs done, total) after each batch.
+            gaussian: ReciproCAM's 3×3 Gaussian variant.
 
         Returns:
             An `Explanation` when `target` is an int or None and `top_k` is None; otherwise a
@@ -260,9 +283,14 @@ class Explainer:
         """
         if target is not None and top_k is not None:
             raise ValueError("give either target or top_k, not both")
-        engine = make_method(method, preset,
-                             self.batch_size if batch_size is None else batch_size,
-                             channels, samples)
+        if batch_size is None:
+            batch_size = max(self.batch_size, DEFAULT_TAIL_BATCH) if (
+                method in TAIL_METHODS) else self.batch_size
+        engine = make_method(method, preset, batch_size, channels, samples, gaussian)
+        if engine.uses_tail and self.tail is None:
+            raise BundleError(
+                f"{method} needs the bundle's tail graph (activations → output), and "
+                f"{self.bundle.path} has none: {self.bundle.manifest.tail_missing}")
         results = self._explain(image, target, top_k, engine, progress)
         single = top_k is None and (target is None or isinstance(target, int | np.integer))
         return results[0] if single else results
@@ -273,14 +301,17 @@ class Explainer:
         rgb, x = self.preprocess(image)
         prepared = time.perf_counter()
         acts = self.activations(x)
-        clean = self.scores(x)[0]
+        # Tail-graph methods take the unperturbed output from the tail as well: one features
+        # forward and cheap tail forwards, never a second full-model forward.
+        clean = (self.tail_scores(acts[None]) if engine.uses_tail else self.scores(x))[0]
         featured = time.perf_counter()
         targets = self.targets(clean, target, top_k)
         maps_model = None
         if self._device is not None and engine.uses_masks and engine.perturbs_linearly:
             maps_model = self._device.bind(x, engine.preset.align_corners)
-        scores = engine.score(x, acts, self.scores, targets, clean,
-                              self.bundle.manifest.output.kind, progress, maps_model)
+        scores = engine.score(x, acts, self.tail_scores if engine.uses_tail else self.scores,
+                              targets, clean, self.bundle.manifest.output.kind, progress,
+                              maps_model)
         size = (self._input.height, self._input.width)
         probabilities = to_probabilities(clean[None], self.bundle.manifest.output.kind)[0]
         results = []

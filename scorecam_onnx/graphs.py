@@ -134,6 +134,36 @@ def check_tensor(model: onnx.ModelProto, tensor: str, output: str) -> None:
         raise BundleError(f"tensor {tensor!r} does not feed the output {output!r}")
 
 
+def bypass(model: onnx.ModelProto, source: str, tensor: str, output: str) -> str | None:
+    """Why `output` does not depend on `source` only through `tensor`, or None when every
+    path from `source` to `output` passes through `tensor` (the tail graph is then exact).
+
+    The walk goes up from `output` and stops at `tensor`; reaching `source` means a path goes
+    around it (a skip connection, or a shape read off the input). A control-flow node on the
+    way is refused too: its sub-graphs may read tensors that its inputs do not name.
+    """
+    producers = _producers(model)
+    seen: set[str] = set()
+    todo = [output]
+    while todo:
+        name = todo.pop()
+        if name in seen or name == tensor:
+            continue
+        seen.add(name)
+        node = producers.get(name)
+        if node is None:
+            continue
+        label = f"{node.name or node.op_type} ({node.op_type})"
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+               for a in node.attribute):
+            return f"control-flow node {label} lies between {tensor!r} and {output!r}"
+        if source in node.input:
+            return (f"a path from the input to {output!r} goes around {tensor!r} "
+                    f"(node {label} reads the input)")
+        todo.extend(i for i in node.input if i)
+    return None
+
+
 def free_batch_axis(model: onnx.ModelProto, names: Iterable[str]) -> None:
     """Make the first axis of the named graph inputs and outputs symbolic ('batch').
 
@@ -155,7 +185,7 @@ def extract(model: onnx.ModelProto, inputs: list[str], outputs: list[str]) -> on
         model = shape_inference.infer_shapes(model)
     graph = model.graph
     known = {v.name for v in [*graph.value_info, *graph.input, *graph.output]}
-    for name in outputs:
+    for name in [*inputs, *outputs]:
         if name not in known:
             graph.value_info.append(
                 onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)

@@ -11,7 +11,11 @@ from typing import Any
 from .errors import BundleError
 
 FORMAT = "scorecam-onnx-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Versions this release reads: 1 had no tail graph.
+READABLE_VERSIONS = (1, 2)
+NO_TAIL_IN_V1 = ("bundle format 1 predates tail graphs: export or split the model again to "
+                 "add one")
 MANIFEST_NAME = "manifest.json"
 
 LAYOUTS = ("NCHW", "NHWC")
@@ -76,6 +80,9 @@ class Manifest:
     labels: str | None = "labels.txt"
     source: dict[str, str] = field(default_factory=dict)
     checksums: dict[str, str] = field(default_factory=dict)
+    # The tail graph (activations → output), present when the cut is clean; otherwise why not.
+    tail: str | None = None
+    tail_missing: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest as the JSON-ready dictionary that `from_dict` reads back."""
@@ -96,10 +103,11 @@ class Manifest:
         if fmt != FORMAT:
             raise BundleError(f"manifest: 'format' is {fmt!r}, expected {FORMAT!r}")
         version = root.get("format_version", int)
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise BundleError(
                 f"manifest: unsupported 'format_version' {version} "
-                f"(this version of scorecam-onnx reads {FORMAT_VERSION})"
+                f"(this version of scorecam-onnx reads "
+                f"{', '.join(str(v) for v in READABLE_VERSIONS)})"
             )
         inp = root.child("input")
         act = root.child("activation")
@@ -136,6 +144,9 @@ class Manifest:
             labels=root.get("labels", str, optional=True),
             source=root.string_map("source"),
             checksums=root.string_map("checksums"),
+            tail=root.get("tail", str, optional=True) if version >= 2 else None,
+            tail_missing=root.get("tail_missing", str, optional=True) if version >= 2
+            else NO_TAIL_IN_V1,
         )
 
     @classmethod

@@ -5,12 +5,27 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from .engine import PAPER, TORCHCAM, Preset, ScoreCam, ScoreFn, Scores, at_least_one, form_cam
+from .engine import (
+    GRADCAM,
+    PAPER,
+    TORCHCAM,
+    Preset,
+    ScoreCam,
+    ScoreFn,
+    Scores,
+    at_least_one,
+    form_cam,
+)
+from .tail import AblationCam, ReciproCam
 
-METHODS = ("scorecam", "faster-scorecam", "sscam", "iscam", "eigencam")
+METHODS = ("scorecam", "faster-scorecam", "sscam", "iscam", "eigencam", "reciprocam",
+           "ablationcam")
+# Methods that run the bundle's tail graph (activations → output) instead of the model.
+TAIL_METHODS = ("reciprocam", "ablationcam")
 # The preset a method uses when none is given: the convention it was published with.
 DEFAULT_PRESET = {"scorecam": PAPER, "faster-scorecam": PAPER, "sscam": TORCHCAM,
-                  "iscam": TORCHCAM, "eigencam": PAPER}
+                  "iscam": TORCHCAM, "eigencam": PAPER, "reciprocam": PAPER,
+                  "ablationcam": GRADCAM}
 
 
 class FasterScoreCam(ScoreCam):
@@ -127,10 +142,17 @@ class EigenCam(ScoreCam):
 
 
 def make_method(method: str, preset: str | None = None, batch_size: int = 8,
-                channels: int = 64, samples: int | None = None) -> ScoreCam:
+                channels: int = 64, samples: int | None = None,
+                gaussian: bool = False) -> ScoreCam:
     """The engine for a method name, with the method's own preset unless one is given."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    if gaussian and method != "reciprocam":
+        raise ValueError("gaussian applies to reciprocam only")
+    if method == "reciprocam":
+        return ReciproCam(preset, batch_size, gaussian)
+    if method == "ablationcam":
+        return AblationCam(preset, batch_size)
     chosen = preset or DEFAULT_PRESET[method]
     if method == "faster-scorecam":
         return FasterScoreCam(chosen, batch_size, channels)

@@ -203,3 +203,21 @@ def nhwc_model() -> onnx.ModelProto:
     graph.node.extend([*rest, *head])
     onnx.checker.check_model(model)
     return model
+
+
+def skip_model() -> onnx.ModelProto:
+    """The tiny CNN plus a path around 'feat': logits += W3 · GAP(input) (no clean tail)."""
+    model = tiny_model()
+    graph = model.graph
+    gemm = next(n for n in graph.node if n.op_type == "Gemm")
+    gemm.output[0] = "head"
+    w3 = np.random.default_rng(5).normal(size=(CLASSES, 3)).astype(np.float32)
+    graph.initializer.append(numpy_helper.from_array(w3, "w3"))
+    graph.node.extend([
+        helper.make_node("GlobalAveragePool", ["input"], ["input_gap"], name="skip_pool"),
+        helper.make_node("Flatten", ["input_gap"], ["input_flat"]),
+        helper.make_node("Gemm", ["input_flat", "w3"], ["skip"], transB=1),
+        helper.make_node("Add", ["head", "skip"], ["logits"]),
+    ])
+    onnx.checker.check_model(model)
+    return model

@@ -54,7 +54,12 @@ def grad_cam_style(x: np.ndarray, acts: np.ndarray, model: Model, c: int) -> np.
         scores.append(float(out[0, c]))
     weights = torch.softmax(torch.tensor(scores, dtype=torch.float32), dim=-1).numpy()
     cam = (weights[:, None, None] * acts).sum(axis=0)
-    cam = np.maximum(cam, 0)
+    return _grad_cam_image(cam, size)
+
+
+def _grad_cam_image(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """pytorch-grad-cam's BaseCAM from the weighted sum on: ReLU, scale_cam_image with the
+    target size (min-max with 1e-7, cv2.resize), then ReLU and scale_cam_image again."""
 
     def scale(img: np.ndarray, target: tuple[int, int] | None) -> np.ndarray:
         img = img - np.min(img)
@@ -63,9 +68,51 @@ def grad_cam_style(x: np.ndarray, acts: np.ndarray, model: Model, c: int) -> np.
             img = cv2.resize(img, target)
         return np.float32(img)
 
-    cam = scale(cam, (size[1], size[0]))
+    cam = scale(np.maximum(cam, 0), (size[1], size[0]))
     cam = np.maximum(cam, 0)
     return scale(cam, None)
+
+
+Tail = Callable[[np.ndarray], np.ndarray]    # N×K×h×w activations → N×C outputs
+GAUSSIAN_3X3 = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float64) / 16
+
+
+def reciprocam(acts: np.ndarray, tail: Tail, c: int, size: tuple[int, int],
+               gaussian: bool = False) -> np.ndarray:
+    """ReciproCAM as the authors' code: one spatially masked feature map per position."""
+    h, w = acts.shape[1:]
+    scores = np.zeros((h, w))
+    for i in range(h):
+        for j in range(w):
+            masked = np.zeros_like(acts)
+            if not gaussian:
+                masked[:, i, j] = acts[:, i, j]
+            else:
+                for di in (-1, 0, 1):
+                    for dj in (-1, 0, 1):
+                        if 0 <= i + di < h and 0 <= j + dj < w:
+                            masked[:, i + di, j + dj] = acts[:, i, j] * GAUSSIAN_3X3[di + 1,
+                                                                                      dj + 1]
+            out = torch.tensor(tail(masked[None].astype(np.float32))[0], dtype=torch.float64)
+            scores[i, j] = float(torch.softmax(out, dim=0)[c])
+    norm = (scores - scores.min()) / (scores.max() - scores.min())
+    up = F.interpolate(torch.tensor(norm)[None, None], size=size, mode="bilinear",
+                       align_corners=False)
+    return up[0, 0].numpy().astype(np.float32)
+
+
+def ablationcam(acts: np.ndarray, tail: Tail, clean: np.ndarray, c: int,
+                size: tuple[int, int]) -> np.ndarray:
+    """pytorch-grad-cam's AblationCAM: each channel ablated in turn, (y − y_k) / y."""
+    value = 0.0 if acts.min() == 0 else float(acts.min()) - 1e7
+    y = float(clean[c])
+    weights = []
+    for k in range(acts.shape[0]):
+        ablated = acts.copy()
+        ablated[k] = value
+        weights.append((y - float(tail(ablated[None])[0, c])) / y)
+    cam = (np.float32(weights)[:, None, None] * acts).sum(axis=0)
+    return _grad_cam_image(cam, size)
 
 
 def torchcam_style(x: np.ndarray, acts: np.ndarray, model: Model, c: int) -> np.ndarray:

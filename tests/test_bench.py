@@ -25,8 +25,18 @@ def test_bench_report_on_the_tiny_bundle(tiny_bundle):
         assert p.scorecam.low <= p.scorecam.median <= p.scorecam.high
     assert set(report.sweep) == {1, 4} and report.best_batch in (1, 4)
     assert 0 < report.import_seconds < 30
+    assert set(report.tail) == {"model forward", "reciprocam", "reciprocam --gaussian",
+                                "ablationcam"}
+    assert report.tail["reciprocam"]["forwards"] == 1 + 4 * 4 == explainer.explain(
+        image, method="reciprocam").forwards
+    assert report.tail["ablationcam"]["forwards"] == explainer.explain(
+        image, method="ablationcam").forwards
+    paper = report.presets[0].scorecam.median
+    for name in ("reciprocam", "ablationcam"):
+        t = report.tail[name]
+        assert t["speedup"] == paper / t["seconds"] and t["per_forward"] > 0
     text = format_report(report)
-    assert "overhead" in text and "<- best" in text
+    assert "overhead" in text and "<- best" in text and "tail-graph methods" in text
 
 
 def test_floor_runs_the_requested_forwards(tiny_bundle):

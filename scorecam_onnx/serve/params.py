@@ -20,7 +20,6 @@ MAX_CLASSES = 20
 # At most this many noisy or scaled copies per mask (SS-CAM, IS-CAM).
 MAX_SAMPLES = 256
 MAX_BATCH = 1024
-KNOWN = ("method", "preset", "target", "top_k", "channels", "samples", "batch_size")
 
 
 @dataclass(frozen=True)
@@ -34,6 +33,7 @@ class ExplainParams:
     channels: int = 64
     samples: int | None = None
     batch_size: int | None = None
+    gaussian: bool = False
 
     def classes(self) -> int:
         """Classes explained per image (T)."""
@@ -44,7 +44,8 @@ class ExplainParams:
     def options(self) -> dict[str, Any]:
         """Keyword arguments for `Explainer.explain` (without target and top_k)."""
         return {"method": self.method, "preset": self.preset, "channels": self.channels,
-                "samples": self.samples, "batch_size": self.batch_size}
+                "samples": self.samples, "batch_size": self.batch_size,
+                "gaussian": self.gaussian}
 
     def with_target(self, target: Any, top_k: Any, classes: int) -> ExplainParams:
         """These settings with an instance's own target or top_k, checked."""
@@ -71,6 +72,7 @@ def parse_params(raw: Mapping[str, Any], classes: int,
         channels=base.channels if channels is None else channels,
         samples=base.samples if samples is None else samples,
         batch_size=base.batch_size if batch_size is None else batch_size,
+        gaussian=_bool(raw, "gaussian", base.gaussian),
         **_targets(raw, classes),
     )
 
@@ -100,6 +102,20 @@ def _choice(raw: Mapping[str, Any], name: str, allowed: tuple[str, ...],
         raise ApiError(422, f"{name}: unknown value {value!r}; choose one of "
                             f"{', '.join(allowed)}")
     return str(value)
+
+
+def _bool(raw: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = raw.get(name)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ApiError(422, f"{name}: expected true or false, got {value!r}")
 
 
 def _int(raw: Mapping[str, Any], name: str, low: int, high: int | None) -> int | None:

@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from ..errors import ImageError
 from ..explainer import Explainer, Explanation
 from ..images import DEFAULT_MAX_PIXELS, decode_image
+from ..methods import TAIL_METHODS
 from .errors import ApiError
 from .params import ExplainParams
 from .pool import Ticket
@@ -108,6 +109,10 @@ class ModelService:
     def _explain(self, rgb: NDArray[np.uint8], params: ExplainParams,
                  ticket: Ticket) -> list[Explanation]:
         ticket.check()
+        if params.method in TAIL_METHODS and self.explainer.tail is None:
+            raise ApiError(422, f"method {params.method} needs a tail graph, and model "
+                                f"{self.name!r} has none: "
+                                f"{self.explainer.bundle.manifest.tail_missing}")
         ticket.count(1)                   # the unmasked forward of `explain`
         try:
             if params.top_k is not None:
