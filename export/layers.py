@@ -89,6 +89,7 @@ def resolve_layer(model: nn.Module, layer: str | None, example: torch.Tensor) ->
     else:
         index = 0
     shape = shapes[index]
-    if shape is None or len(shape) != 4:
-        raise BundleError(f"layer {layer!r} outputs {shape}, not a 4-D activation map")
+    if shape is None or len(shape) not in (3, 4):
+        raise BundleError(f"layer {layer!r} outputs {shape}: expected a 4-D activation map "
+                          "or N×L×C tokens")
     return LayerChoice(name, index, len(shapes))

@@ -53,10 +53,13 @@ class LoadedModel:
     labels: list[str] | None = None
 
 
-def load_model(spec: str, weights: str | Path | None = None) -> LoadedModel:
-    """Build a model from 'efficientnet-lite0' or 'package.module:callable' (no arguments).
+def load_model(spec: str, weights: str | Path | None = None,
+               kwargs: dict[str, object] | None = None) -> LoadedModel:
+    """Build a model from 'efficientnet-lite0' or 'package.module:callable'.
 
-    The module is imported from the current folder or the installed packages.
+    The module is imported from the current folder or the installed packages, and the
+    callable called with `kwargs` (e.g. ``{"weights": None}`` for torchvision's builders, or
+    timm's ``create_model`` with ``{"model_name": "vit_small_patch16_224"}``).
 
     `weights` is a state-dict file, read with ``torch.load(weights_only=True)``.
     """
@@ -72,10 +75,17 @@ def load_model(spec: str, weights: str | Path | None = None) -> LoadedModel:
             factory = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as exc:
             raise BundleError(f"--model {spec!r}: {exc}") from None
-        module = factory()
+        try:
+            module = factory(**(kwargs or {}))
+        except TypeError as exc:
+            raise BundleError(f"--model {spec!r}: {exc}") from None
         if not isinstance(module, nn.Module):
             raise BundleError(f"--model {spec!r} returned {type(module).__name__}, not a Module")
         loaded = LoadedModel(module, {"framework": "pytorch", "model": spec})
+        if kwargs:
+            import json
+
+            loaded.source["model_kwargs"] = json.dumps(kwargs, sort_keys=True)
     if weights is not None:
         try:
             state = torch.load(str(weights), map_location="cpu", weights_only=True)
@@ -161,8 +171,14 @@ def export_bundle(
     preprocessing: Preprocessing | None = None,
     labels: list[str] | None = None,
     force: bool = False,
+    tokens: tuple[int, int, int] | None = None,
+    activation_layout: str | None = None,
 ) -> ExportReport:
     """Export `loaded` cut at `layer` into a bundle and check ONNX Runtime against PyTorch.
+
+    A layer with N×L×C token outputs becomes a token bundle: `tokens` (P, gh, gw), or
+    inferred from L and the input size, helped by the number of leading tokens the model
+    declares (`prefix_tokens`). `activation_layout` "NHWC" marks a 4-D N×h×w×C layer.
 
     Raises `BundleError` when either graph differs from PyTorch by more than a relative 1e-4.
     """
@@ -182,7 +198,8 @@ def export_bundle(
         bundle = write_bundle(
             graph, out_dir, activation="activations", output="logits", preprocessing=prep,
             layer=choice.label, labels=labels if labels is not None else loaded.labels,
-            source={**loaded.source, "exporter": exporter}, force=force,
+            source={**loaded.source, "exporter": exporter}, force=force, tokens=tokens,
+            activation_layout=activation_layout, prefix_hint=prefix_tokens(model),
         )
         exported = time.perf_counter()
         probe = torch.randn(3, 3, prep.height, prep.width,
@@ -192,6 +209,21 @@ def export_bundle(
     act_diff, logit_diff = _verify(bundle, probe.numpy(), want_act, want_logits)
     return ExportReport(bundle, choice, act_diff, logit_diff, exported - started,
                         time.perf_counter() - exported)
+
+
+def prefix_tokens(model: nn.Module) -> int | None:
+    """The leading tokens a transformer declares: timm's `num_prefix_tokens`, else its
+    class / distillation / register token parameters (torchvision's ViT: `class_token`)."""
+    declared = getattr(model, "num_prefix_tokens", None)
+    if isinstance(declared, int):
+        return declared
+    count, found = 0, False
+    for attr in ("class_token", "cls_token", "dist_token", "register_tokens", "reg_token"):
+        value = getattr(model, attr, None)
+        if isinstance(value, torch.Tensor) and value.ndim == 3:
+            count += int(value.shape[1])
+            found = True
+    return count if found else None
 
 
 def _torch_to_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path) -> str:

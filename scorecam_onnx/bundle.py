@@ -14,6 +14,7 @@ from .errors import BundleError
 from .fileio import file_mode, sha256, write_text_atomic
 from .manifest import MANIFEST_NAME, ActivationSpec, InputSpec, Manifest, OutputSpec
 from .runtime import build_session
+from .tokens import check_grid, infer_grid
 
 WEIGHTS_NAME = "weights.bin"
 TAIL_NAME = "tail.onnx"
@@ -151,6 +152,9 @@ def write_bundle(
     labels: list[str] | None = None,
     source: dict[str, str] | None = None,
     force: bool = False,
+    tokens: tuple[int, int, int] | None = None,
+    activation_layout: str | None = None,
+    prefix_hint: int | None = None,
 ) -> Bundle:
     """Cut `model` at the tensor `activation` and write a bundle folder.
 
@@ -161,13 +165,17 @@ def write_bundle(
     Args:
         model: a classifier graph with one image input, weights loaded.
         out_dir: the bundle folder to create.
-        activation: the target tensor (4-D: N×K×h×w, or N×h×w×K for NHWC).
+        activation: the target tensor: N×K×h×w, N×h×w×K (NHWC), or N×L×K tokens.
         output: the class-score output; default the graph's only output.
         preprocessing: how images become inputs; the size defaults to the graph's input size.
         layer: a readable name for the target layer (default: the tensor name).
         labels: one class name per output class.
         source: provenance (framework, model, version).
         force: replace an existing `out_dir`.
+        tokens: (P, gh, gw) for a token tensor: P leading tokens, then a gh×gw grid;
+            default: inferred from L and the input size when only one reading fits.
+        activation_layout: "NCHW" or "NHWC" for a 4-D target; default: the input's layout.
+        prefix_hint: P as the model states it (a class token: 1), to settle the inference.
     """
     prep = preprocessing or Preprocessing()
     out = Path(out_dir)
@@ -209,9 +217,18 @@ def write_bundle(
         for name in graphs_written:
             onnx.checker.check_model(str(staging / name))
 
-        act_shape, classes, tail_error = _probe(staging, image_input.name, activation, output,
-                                                (height, width), prep.layout,
-                                                tail_missing is None)
+        act_layout = activation_layout or prep.layout
+        probed = _probe(staging, image_input.name, activation, output, (height, width),
+                        prep.layout, act_layout, tail_missing is None)
+        act_shape, classes, tail_error, length = probed
+        prefix = 0
+        if length is not None:
+            act_layout = "NLC"
+            prefix, gh, gw = (check_grid(length, tokens) if tokens else
+                              infer_grid(length, (height, width), prefix_hint))
+            act_shape = (act_shape[0], gh, gw)
+        elif tokens:
+            raise BundleError(f"--tokens is for a token tensor (N×L×C); {activation!r} is 4-D")
         if tail_error is not None:
             (staging / TAIL_NAME).unlink()
             graphs_written.remove(TAIL_NAME)
@@ -228,7 +245,8 @@ def write_bundle(
                 color=prep.color, scale=prep.scale, mean=prep.mean, std=prep.std,
                 resize=prep.resize, interpolation=prep.interpolation,
             ),
-            activation=ActivationSpec(activation, *act_shape, layout=prep.layout),
+            activation=ActivationSpec(activation, *act_shape, layout=act_layout,
+                                      prefix=prefix),
             output=OutputSpec(output, classes, kind=_output_kind(model, output)),
             layer=layer or activation,
             weights=WEIGHTS_NAME if has_weights else None,
@@ -273,10 +291,11 @@ def _input_size(image_input: onnx.ValueInfoProto, prep: Preprocessing) -> tuple[
 
 def _probe(
     folder: Path, input_name: str, activation: str, output: str, size: tuple[int, int],
-    layout: str, has_tail: bool,
-) -> tuple[tuple[int, int, int], int, str | None]:
-    """Run the graphs on a batch of two; return (K, h, w), the number of classes, and why
-    the tail graph cannot be used (None when tail(features(x)) matches model(x))."""
+    layout: str, act_layout: str, has_tail: bool,
+) -> tuple[tuple[int, int, int], int, str | None, int | None]:
+    """Run the graphs on a batch of two; return (K, h, w), the number of classes, why the
+    tail graph cannot be used (None when tail(features(x)) matches model(x)), and L for a
+    token tensor (N×L×K; then h and w are placeholders)."""
     shape = (2, 3, *size) if layout == "NCHW" else (2, *size, 3)
     probe = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     try:
@@ -287,15 +306,18 @@ def _probe(
     except Exception as exc:  # noqa: BLE001 - report ONNX Runtime's own words
         raise BundleError(f"the cut graphs do not run in ONNX Runtime: {exc}") from None
     tail_error = _check_tail(folder, activation, output, acts, scores) if has_tail else None
-    if acts.ndim != 4 or acts.shape[0] != 2:
-        raise BundleError(f"tensor {activation!r} has shape {acts.shape}, expected 4-D per batch")
+    if acts.ndim not in (3, 4) or acts.shape[0] != 2:
+        raise BundleError(f"tensor {activation!r} has shape {acts.shape}, expected N×K×h×w, "
+                          "N×h×w×K or N×L×K tokens")
     if scores.ndim != 2 or scores.shape[0] != 2:
         raise BundleError(f"output {output!r} has shape {scores.shape}, expected N×C")
-    k, h, w = acts.shape[1:] if layout == "NCHW" else (acts.shape[3], *acts.shape[1:3])
+    if acts.ndim == 3:
+        return (int(acts.shape[2]), 0, 0), int(scores.shape[1]), tail_error, int(acts.shape[1])
+    k, h, w = acts.shape[1:] if act_layout == "NCHW" else (acts.shape[3], *acts.shape[1:3])
     if h * w <= 1:
         raise BundleError(f"tensor {activation!r} has a spatial size of {h}×{w}: a saliency map "
                           "needs more (pick a layer before the global pooling)")
-    return (int(k), int(h), int(w)), int(scores.shape[1]), tail_error
+    return (int(k), int(h), int(w)), int(scores.shape[1]), tail_error, None
 
 
 def _check_tail(folder: Path, activation: str, output: str, acts: np.ndarray,

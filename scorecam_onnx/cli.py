@@ -115,6 +115,35 @@ def _preprocessing(base: Preprocessing | None, input_size, mean, std, color, lay
     )
 
 
+def _tokens(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    prefix, _, grid = value.partition(":")
+    try:
+        gh, _, gw = grid.lower().replace("×", "x").partition("x")
+        parsed = (int(prefix), int(gh), int(gw))
+    except ValueError:
+        raise click.BadParameter("expected P:GHxGW, such as 1:14x14") from None
+    if parsed[0] < 0 or parsed[1] < 1 or parsed[2] < 1:
+        raise click.BadParameter("expected P ≥ 0 and a grid of positive sizes")
+    return parsed
+
+
+def token_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--tokens and --activation-layout: how the target tensor is read."""
+    options: list[Decorator] = [
+        click.option("--tokens", callback=_tokens, metavar="P:GHxGW",
+                     help="A token target (N×L×C): P leading tokens, then a GH×GW patch grid. "
+                          "Default: inferred when only one reading fits."),
+        click.option("--activation-layout", type=click.Choice(["NCHW", "NHWC"]),
+                     default=None,
+                     help="Layout of a 4-D target tensor. Default: the input's layout."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def _read_labels(path: str | None) -> list[str] | None:
     if path is None:
         return None
@@ -126,11 +155,14 @@ def _read_labels(path: str | None) -> list[str] | None:
               help="'efficientnet-lite0' (built in, pretrained) or MODULE:CALLABLE.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False),
               help="State-dict file to load into the model (weights_only).")
+@click.option("--model-kwargs", "model_kwargs", default=None, metavar="JSON",
+              help='Keyword arguments for MODULE:CALLABLE, e.g. \'{"weights": null}\'.')
 @click.option("--layer", help="Target module (NAME, or NAME#K for its K-th call). "
                               "Default: the last module with a 4-D output.")
+@token_options
 @preprocessing_options
-def export(model_spec, weights, layer, input_size, mean, std, color, layout, interpolation,
-           resize, labels, out, force) -> None:
+def export(model_spec, weights, model_kwargs, layer, tokens, activation_layout, input_size,
+           mean, std, color, layout, interpolation, resize, labels, out, force) -> None:
     """Export a PyTorch classifier into a bundle (needs the 'export' extra)."""
     try:
         from scorecam_onnx_export import export_bundle, load_model
@@ -139,13 +171,14 @@ def export(model_spec, weights, layer, input_size, mean, std, color, layout, int
             f"export needs PyTorch: install the 'export' extra ({exc})") from None
     if layout == "NHWC":
         raise click.UsageError("PyTorch models are NCHW; --layout NHWC is for 'split'")
-    loaded = load_model(model_spec, weights)
+    kwargs = _json_object(model_kwargs, "--model-kwargs") if model_kwargs else None
+    loaded = load_model(model_spec, weights, kwargs)
     prep = _preprocessing(loaded.preprocessing, input_size, mean, std, color, layout,
                           interpolation, resize)
-    report = export_bundle(loaded, out, layer, prep, _read_labels(labels), force)
+    report = export_bundle(loaded, out, layer, prep, _read_labels(labels), force, tokens,
+                           activation_layout)
     m = report.bundle.manifest
-    click.echo(f"wrote {out}: layer {report.layer.label} "
-               f"({m.activation.channels}×{m.activation.height}×{m.activation.width}), "
+    click.echo(f"wrote {out}: layer {report.layer.label} ({_activation(m)}), "
                f"{m.output.classes} classes, {_bundle_bytes(report.bundle) / 1e6:.1f} MB")
     click.echo(f"verified against PyTorch: max difference {report.activation_diff:.2g} "
                f"(activations), {report.logits_diff:.2g} (logits); export "
@@ -156,9 +189,10 @@ def export(model_spec, weights, layer, input_size, mean, std, color, layout, int
 @click.argument("onnx_file", type=click.Path(dir_okay=False))
 @click.option("--layer", help="Target tensor name. Default: the suggested one ('layers').")
 @click.option("--output", help="Class-score output name. Default: the graph's only output.")
+@token_options
 @preprocessing_options
-def split(onnx_file, layer, output, input_size, mean, std, color, layout, interpolation,
-          resize, labels, out, force) -> None:
+def split(onnx_file, layer, output, tokens, activation_layout, input_size, mean, std, color,
+          layout, interpolation, resize, labels, out, force) -> None:
     """Cut an existing ONNX classifier into a bundle (no PyTorch needed)."""
     from . import graphs
     from .bundle import write_bundle
@@ -169,11 +203,28 @@ def split(onnx_file, layer, output, input_size, mean, std, color, layout, interp
     tensor = layer or graphs.suggested_layer(model, output, prep.layout)
     bundle = write_bundle(model, out, tensor, output, prep, labels=_read_labels(labels),
                           source={"framework": "onnx", "model": Path(onnx_file).name},
-                          force=force)
+                          force=force, tokens=tokens, activation_layout=activation_layout)
     m = bundle.manifest
-    click.echo(f"wrote {out}: layer {tensor} "
-               f"({m.activation.channels}×{m.activation.height}×{m.activation.width}), "
+    click.echo(f"wrote {out}: layer {tensor} ({_activation(m)}), "
                f"{m.output.classes} classes, {_bundle_bytes(bundle) / 1e6:.1f} MB")
+
+
+def _activation(m) -> str:
+    """'1280×7×7', or for tokens '384 channels of 1 + 14×14 tokens'."""
+    a = m.activation
+    if a.layout == "NLC":
+        return f"{a.channels} channels of {a.prefix} + {a.height}×{a.width} tokens"
+    return f"{a.channels}×{a.height}×{a.width}" + (" NHWC" if a.layout == "NHWC" else "")
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=option) from None
+    if not isinstance(value, dict):
+        raise click.BadParameter("expected a JSON object", param_hint=option)
+    return value
 
 
 def _only_output(model) -> str:
@@ -192,13 +243,14 @@ def _only_output(model) -> str:
 @click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default="NCHW",
               show_default=True)
 def layers(onnx_file, output, layout) -> None:
-    """List the 4-D tensors of an ONNX classifier that can be the target layer."""
+    """List the tensors of an ONNX classifier that can be the target (4-D maps, tokens)."""
     from . import graphs
 
     model = graphs.load_model(Path(onnx_file), load_weights=False)
     found = graphs.candidate_layers(model, output or _only_output(model), layout)
     if not found:
-        raise click.ClickException("no 4-D tensor with a spatial size above 1 feeds the output")
+        raise click.ClickException("no 4-D tensor with a spatial size above 1, and no token "
+                                   "tensor, feeds the output")
     width = max(len(c.name) for c in found)
     for c in found:
         shape = "×".join("?" if d is None else str(d) for d in c.shape)
@@ -223,7 +275,7 @@ def info(bundle_dir, as_json) -> None:
         ("input", f"{i.name}: {i.layout} {i.height}×{i.width} {i.color}, "
                   f"(x·{i.scale:.4g} − {list(i.mean)}) / {list(i.std)}, {i.resize} "
                   f"({i.interpolation})"),
-        ("layer", f"{m.layer} → {a.name}: {a.channels}×{a.height}×{a.width}"),
+        ("layer", f"{m.layer} → {a.name}: {_activation(m)}"),
         ("output", f"{m.output.name}: {m.output.classes} {m.output.kind}"),
         ("tail", f"{m.tail} (for reciprocam, ablationcam)" if m.tail else
                  f"none: {m.tail_missing}"),

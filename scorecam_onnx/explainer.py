@@ -129,6 +129,7 @@ class Explainer:
         self._input = m.input
         self._nhwc_input = m.input.layout == "NHWC"
         self._nhwc_acts = m.activation.layout == "NHWC"
+        self._tokens = m.activation.layout == "NLC"
         self._check_shapes()
         self._device: DeviceMasks | None = None
         if device_masks is None:
@@ -160,8 +161,10 @@ class Explainer:
         m = self.bundle.manifest
         image = (3, m.input.height, m.input.width)
         image = image[1:] + image[:1] if self._nhwc_input else image
-        act = (m.activation.channels, m.activation.height, m.activation.width)
+        a = m.activation
+        act = (a.channels, a.height, a.width)
         act = act[1:] + act[:1] if self._nhwc_acts else act
+        act = (a.tokens, a.channels) if self._tokens else act
         checks = [
             (self.features, "input", m.input.name, image),
             (self.model, "input", m.input.name, image),
@@ -196,12 +199,20 @@ class Explainer:
                               f"{(batch.shape[0], self.classes)} (manifest)")
         return out
 
-    def tail_scores(self, activations: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Model outputs (N×C) for a batch of N×K×h×w activations, through the tail graph."""
+    def tail_scores(self, activations: NDArray[np.float32],
+                    prefix: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
+        """Model outputs (N×C) for a batch of N×K×h×w activations, through the tail graph.
+
+        For token activations, `prefix` (P×K) gives the leading tokens (class, register…)
+        that precede the h·w patch tokens; it is required when P > 0.
+        """
         if self.tail is None:
             raise BundleError(f"{self.bundle.path}: this bundle has no tail graph "
                               f"({self.bundle.manifest.tail_missing})")
-        feed = activations.transpose(0, 2, 3, 1) if self._nhwc_acts else activations
+        feed = activations.transpose(0, 2, 3, 1) if self._nhwc_acts or self._tokens else (
+            activations)
+        if self._tokens:
+            feed = self._as_tokens(feed, prefix)
         (out,) = self.tail.run([self.bundle.manifest.output.name],
                                {self.bundle.manifest.activation.name:
                                 np.ascontiguousarray(feed)})
@@ -216,13 +227,44 @@ class Explainer:
 
     def activations(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         """The target layer's activations (K×h×w) for one preprocessed NCHW input."""
+        return self._as_maps(self._features(x))
+
+    def _features(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        """The features graph's raw output for one input (1×K×h×w, 1×h×w×K or 1×L×K)."""
         feed = x.transpose(0, 2, 3, 1) if self._nhwc_input else x
         (acts,) = self.features.run([self.bundle.manifest.activation.name],
                                     {self._input.name: np.ascontiguousarray(feed)})
+        return acts
+
+    def _prefix(self, raw: NDArray[np.float32]) -> NDArray[np.float32] | None:
+        """The leading tokens (P×K) of a token activation, else None."""
+        return raw[0, :self.bundle.manifest.activation.prefix] if self._tokens else None
+
+    def _as_tokens(self, maps_nhwc: NDArray[np.float32],
+                   prefix: NDArray[np.float32] | None) -> NDArray[np.float32]:
+        """N×h×w×K maps back into N×L×K tokens, with the image's leading tokens first."""
+        a = self.bundle.manifest.activation
+        n = maps_nhwc.shape[0]
+        patches = maps_nhwc.reshape(n, a.height * a.width, a.channels)
+        if a.prefix == 0:
+            return patches
+        if prefix is None or prefix.shape != (a.prefix, a.channels):
+            raise ValueError(f"token activations need their {a.prefix} leading tokens")
+        lead = np.broadcast_to(prefix.astype(np.float32), (n, a.prefix, a.channels))
+        return np.concatenate([lead, patches], axis=1)
+
+    def _as_maps(self, acts: NDArray[np.float32]) -> NDArray[np.float32]:
+        """K×h×w maps from the features graph's raw output."""
+        a = self.bundle.manifest.activation
+        if self._tokens:
+            if acts.ndim != 3 or acts.shape[1:] != (a.tokens, a.channels):
+                raise BundleError(f"the features graph returned shape {acts.shape}, the "
+                                  f"manifest says N×{a.tokens}×{a.channels} tokens")
+            grid = acts[0, a.prefix:].reshape(a.height, a.width, a.channels)
+            return np.ascontiguousarray(grid.transpose(2, 0, 1), dtype=np.float32)
         if acts.ndim != 4:
             raise BundleError(f"the features graph returned shape {acts.shape}, expected 4-D")
         acts = acts[0].transpose(2, 0, 1) if self._nhwc_acts else acts[0]
-        a = self.bundle.manifest.activation
         if acts.shape != (a.channels, a.height, a.width):
             raise BundleError(f"the features graph returned {acts.shape[0]}×{acts.shape[1]}×"
                               f"{acts.shape[2]} activations, the manifest says "
@@ -300,16 +342,22 @@ class Explainer:
         started = time.perf_counter()
         rgb, x = self.preprocess(image)
         prepared = time.perf_counter()
-        acts = self.activations(x)
+        raw = self._features(x)
+        acts = self._as_maps(raw)
+        prefix = self._prefix(raw)
+
+        def tail(batch: NDArray[np.float32]) -> NDArray[np.float32]:
+            return self.tail_scores(batch, prefix)
+
         # Tail-graph methods take the unperturbed output from the tail as well: one features
         # forward and cheap tail forwards, never a second full-model forward.
-        clean = (self.tail_scores(acts[None]) if engine.uses_tail else self.scores(x))[0]
+        clean = (tail(acts[None]) if engine.uses_tail else self.scores(x))[0]
         featured = time.perf_counter()
         targets = self.targets(clean, target, top_k)
         maps_model = None
         if self._device is not None and engine.uses_masks and engine.perturbs_linearly:
             maps_model = self._device.bind(x, engine.preset.align_corners)
-        scores = engine.score(x, acts, self.tail_scores if engine.uses_tail else self.scores,
+        scores = engine.score(x, acts, tail if engine.uses_tail else self.scores,
                               targets, clean, self.bundle.manifest.output.kind, progress,
                               maps_model)
         size = (self._input.height, self._input.width)

@@ -88,9 +88,13 @@ def ancestors(model: onnx.ModelProto, tensor: str) -> set[str]:
 
 
 def candidate_layers(model: onnx.ModelProto, output: str, layout: str = "NCHW") -> list[Candidate]:
-    """4-D tensors with a spatial size above 1 that feed `output`, in graph order.
+    """Tensors that could be the target, in graph order: 4-D ones with a spatial size above 1,
+    and token tensors (N×L×C, L > 1) that enter a LayerNormalization (a transformer's
+    residual stream).
 
-    The last one (usually the input of the global pooling) is marked as suggested.
+    Suggested: in a transformer (three LayerNormalizations or more feed the output), the
+    input of the last block's first norm; otherwise the last 4-D tensor (usually the input
+    of the global pooling).
     """
     try:
         inferred = shape_inference.infer_shapes(model)
@@ -99,27 +103,37 @@ def candidate_layers(model: onnx.ModelProto, output: str, layout: str = "NCHW") 
     shapes = {v.name: dims(v) for v in inferred.graph.value_info}
     upstream = ancestors(model, output)
     spatial = slice(2, 4) if layout == "NCHW" else slice(1, 3)
+    norms = [n for n in model.graph.node
+             if n.op_type == "LayerNormalization" and n.output[0] in upstream]
+    normed = {n.input[0] for n in norms}
     found: list[Candidate] = []
     for node in model.graph.node:
         for name in node.output:
             shape = shapes.get(name)
-            if name not in upstream or shape is None or len(shape) != 4:
+            if name not in upstream or shape is None:
                 continue
-            if any(isinstance(d, int) and d <= 1 for d in shape[spatial]):
-                continue
-            found.append(Candidate(name, shape, node.op_type))
-    if found:
-        last = found[-1]
-        found[-1] = Candidate(last.name, last.shape, last.op_type, suggested=True)
-    return found
+            maps = len(shape) == 4 and _above_one(shape[spatial])
+            tokens = len(shape) == 3 and name in normed and _above_one(shape[1:2])
+            if maps or tokens:
+                found.append(Candidate(name, shape, node.op_type))
+    pick = norms[-3].input[0] if len(norms) >= 3 else None
+    if pick is None or pick not in {c.name for c in found}:
+        four = [c.name for c in found if len(c.shape) == 4]
+        pick = four[-1] if four else None
+    return [Candidate(c.name, c.shape, c.op_type, suggested=c.name == pick) for c in found]
+
+
+def _above_one(dims_: tuple[int | str | None, ...]) -> bool:
+    """Whether no fixed dimension among `dims_` is 1 or less (unknown ones may be anything)."""
+    return not any(isinstance(d, int) and d <= 1 for d in dims_)
 
 
 def suggested_layer(model: onnx.ModelProto, output: str, layout: str = "NCHW") -> str:
     """The name of the suggested target tensor, or a `BundleError` when there is none."""
-    found = candidate_layers(model, output, layout)
-    if not found:
+    suggested = [c.name for c in candidate_layers(model, output, layout) if c.suggested]
+    if not suggested:
         raise BundleError("no 4-D tensor with a spatial size above 1 feeds the output")
-    return found[-1].name
+    return suggested[0]
 
 
 def check_tensor(model: onnx.ModelProto, tensor: str, output: str) -> None:

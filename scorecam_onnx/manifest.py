@@ -12,13 +12,16 @@ from .errors import BundleError
 
 FORMAT = "scorecam-onnx-bundle"
 FORMAT_VERSION = 2
-# Versions this release reads: 1 had no tail graph.
+# Versions this release reads: 1 had no tail graph and no token activations.
 READABLE_VERSIONS = (1, 2)
 NO_TAIL_IN_V1 = ("bundle format 1 predates tail graphs: export or split the model again to "
                  "add one")
 MANIFEST_NAME = "manifest.json"
 
 LAYOUTS = ("NCHW", "NHWC")
+# Activation layouts: channel maps, or tokens (N×L×C: `prefix` leading tokens, then the
+# patch tokens of an h×w grid in row-major order).
+ACTIVATION_LAYOUTS = (*LAYOUTS, "NLC")
 COLORS = ("RGB", "BGR")
 RESIZE_POLICIES = ("stretch", "crop")
 INTERPOLATIONS = ("area", "linear", "cubic", "nearest")
@@ -48,13 +51,23 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class ActivationSpec:
-    """The target layer's activation tensor: K channels of h × w."""
+    """The target layer's activation tensor: K channels of h × w.
+
+    With layout "NLC" the tensor is N×L×K tokens: `prefix` leading ones (class,
+    distillation, register tokens), then h·w patch tokens in row-major order.
+    """
 
     name: str
     channels: int
     height: int
     width: int
     layout: str = "NCHW"
+    prefix: int = 0
+
+    @property
+    def tokens(self) -> int:
+        """L, the number of tokens of a token activation."""
+        return self.prefix + self.height * self.width
 
 
 @dataclass(frozen=True)
@@ -130,7 +143,8 @@ class Manifest:
                 channels=act.positive("channels"),
                 height=act.positive("height"),
                 width=act.positive("width"),
-                layout=act.choice("layout", LAYOUTS),
+                layout=act.choice("layout", ACTIVATION_LAYOUTS if version >= 2 else LAYOUTS),
+                prefix=act.count("prefix") if version >= 2 else 0,
             ),
             output=OutputSpec(
                 name=out.get("name", str),
@@ -197,6 +211,12 @@ class _Reader:
         value = self.get(key, int)
         if value <= 0:
             raise BundleError(f"manifest: '{self._key(key)}' must be positive, got {value}")
+        return value
+
+    def count(self, key: str) -> int:
+        value = self.get(key, int)
+        if value < 0:
+            raise BundleError(f"manifest: '{self._key(key)}' must be 0 or more, got {value}")
         return value
 
     def number(self, key: str, positive: bool = False) -> float:

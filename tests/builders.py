@@ -221,3 +221,38 @@ def skip_model() -> onnx.ModelProto:
     ])
     onnx.checker.check_model(model)
     return model
+
+
+def token_model(size: int = 8, patch: int = 2, dim: int = 6, classes: int = 3) -> onnx.ModelProto:
+    """A ViT-like graph: patch convolution → N×L×dim tokens ('tokens': a class token, then
+    the (size/patch)² patches) → LayerNormalization → mean over tokens → linear head."""
+    rng = np.random.default_rng(9)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(dim, 3, patch, patch)).astype(np.float32),
+                                "pw"),
+        numpy_helper.from_array(np.array([0, dim, -1], np.int64), "flat_shape"),
+        numpy_helper.from_array(rng.normal(size=(1, 1, dim)).astype(np.float32), "cls"),
+        numpy_helper.from_array(np.array([1, dim], np.int64), "lead_tail"),
+        numpy_helper.from_array(np.array([0], np.int64), "zero"),
+        numpy_helper.from_array(np.array([1], np.int64), "one"),
+        numpy_helper.from_array(np.ones(dim, np.float32), "gamma"),
+        numpy_helper.from_array(np.zeros(dim, np.float32), "beta"),
+        numpy_helper.from_array(rng.normal(size=(classes, dim)).astype(np.float32), "hw"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "pw"], ["grid"], strides=[patch, patch]),
+        helper.make_node("Reshape", ["grid", "flat_shape"], ["flat"]),
+        helper.make_node("Transpose", ["flat"], ["patches"], perm=[0, 2, 1]),
+        helper.make_node("Shape", ["patches"], ["pshape"]),
+        helper.make_node("Slice", ["pshape", "zero", "one"], ["batch"]),
+        helper.make_node("Concat", ["batch", "lead_tail"], ["lead_shape"], axis=0),
+        helper.make_node("Expand", ["cls", "lead_shape"], ["lead"]),
+        helper.make_node("Concat", ["lead", "patches"], ["tokens"], axis=1),
+        helper.make_node("LayerNormalization", ["tokens", "gamma", "beta"], ["normed"],
+                         axis=-1),
+        helper.make_node("ReduceMean", ["normed"], ["pooled"], axes=[1], keepdims=0),
+        helper.make_node("Gemm", ["pooled", "hw"], ["logits"], transB=1),
+    ]
+    model = _classifier("tokens", nodes, ["N", 3, size, size], ["N", classes], inits)
+    onnx.checker.check_model(model)
+    return model

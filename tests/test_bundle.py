@@ -77,7 +77,8 @@ def test_bad_target_tensor(tmp_path, tensor, message):
 
 
 def test_non_4d_target_is_refused(tmp_path):
-    with pytest.raises(BundleError, match=r"expected 4-D"):
+    with pytest.raises(BundleError,
+                       match=r"has shape \(2, 5\), expected N×K×h×w, N×h×w×K or N×L×K"):
         write_bundle(tiny_model(), tmp_path / "b", "flat")
     assert not (tmp_path / "b").exists()
     assert not list(tmp_path.iterdir())

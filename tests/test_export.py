@@ -87,7 +87,7 @@ def test_automatic_layer_picks_the_last_call_of_a_shared_module():
     ("nothing", "no module named 'nothing'"),
     ("act#2", "runs 2 times; #2 is out of range"),
     ("act#x", "bad call index"),
-    ("head.1", "not a 4-D activation map"),
+    ("head.1", "expected a 4-D activation map or N×L×C tokens"),
 ])
 def test_bad_layers(layer, message):
     with pytest.raises(BundleError, match=message):

@@ -197,7 +197,7 @@ def test_tiny_tail_memory_is_bounded_by_the_batch(tmp_path):
     explainer = Explainer(bundle, provider="cpu")
     seen: list[int] = []
     real = explainer.tail_scores
-    explainer.tail_scores = lambda acts: (seen.append(acts.shape[0]), real(acts))[1]
+    explainer.tail_scores = lambda acts, prefix: (seen.append(acts.shape[0]), real(acts))[1]
     explainer.explain(np.zeros((32, 32, 3), np.uint8) + 9, method="reciprocam", batch_size=5)
     assert seen == [1, 5, 5, 5, 1]          # the unperturbed activations, then 16 positions
 

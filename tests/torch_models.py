@@ -62,3 +62,79 @@ class DataDependent(nn.Module):
 def data_dependent() -> nn.Module:
     torch.manual_seed(2)
     return DataDependent()
+
+
+class Block(nn.Module):
+    """A pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, 2, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class TinyViT(nn.Module):
+    """A ViT on 32×32 inputs: 8×8 patches (a 4×4 grid), a class token, optional registers,
+    two blocks, a final norm and a head on the class token."""
+
+    def __init__(self, registers: int = 0, dim: int = 16, classes: int = 5) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 8, stride=8)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.5)
+        self.register_tokens = nn.Parameter(torch.randn(1, registers, dim) * 0.5) if (
+            registers) else None
+        self.pos = nn.Parameter(torch.randn(1, 1 + registers + 16, dim) * 0.1)
+        self.blocks = nn.Sequential(Block(dim), Block(dim))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        patches = self.patch(x).flatten(2).transpose(1, 2)
+        lead = [self.cls_token.expand(x.shape[0], -1, -1)]
+        if self.register_tokens is not None:
+            lead.append(self.register_tokens.expand(x.shape[0], -1, -1))
+        return torch.cat([*lead, patches], dim=1) + self.pos
+
+    def tail(self, tokens: torch.Tensor) -> torch.Tensor:
+        """From the output of blocks[0] to the logits."""
+        return self.head(self.norm(self.blocks[1](tokens))[:, 0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tail(self.blocks[0](self.tokens(x)))
+
+
+class SwinLikeStage(nn.Module):
+    """Patch embedding, then a stage working on N×h×w×C (as Swin's stages do), a mean over
+    the grid and a head."""
+
+    def __init__(self, dim: int = 12, classes: int = 4) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 4, stride=4)
+        self.stage = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU())
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grid = self.stage(self.patch(x).permute(0, 2, 3, 1))
+        return self.head(grid.mean(dim=(1, 2)))
+
+
+def tiny_vit() -> nn.Module:
+    torch.manual_seed(3)
+    return TinyViT()
+
+
+def tiny_vit_registers() -> nn.Module:
+    torch.manual_seed(4)
+    return TinyViT(registers=3)
+
+
+def swin_like() -> nn.Module:
+    torch.manual_seed(5)
+    return SwinLikeStage()
