@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -142,10 +143,10 @@ def test_nhwc_stage_bundle_matches_the_oracle(tmp_path):
 
 def test_export_cli_with_tokens_and_model_kwargs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    tests = str(Path(__file__).parent)
     (tmp_path / "zoo.py").write_text(
-        "import sys\nsys.path.insert(0, %r)\nfrom torch_models import TinyViT\n"
-        "def build(registers=0):\n    return TinyViT(registers=registers)\n"
-        % str(__import__("pathlib").Path(__file__).parent))
+        f"import sys\nsys.path.insert(0, {tests!r})\nfrom torch_models import TinyViT\n"
+        "def build(registers=0):\n    return TinyViT(registers=registers)\n")
     result = CliRunner().invoke(main, [
         "export", "--model", "zoo:build", "--model-kwargs", '{"registers": 2}', "--layer",
         "blocks.1", "--input-size", "32", "--out", str(tmp_path / "b")])
