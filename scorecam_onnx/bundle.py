@@ -210,6 +210,7 @@ def write_bundle(
         tail_missing = graphs.bypass(saved, image_input.name, activation, output)
         if tail_missing is None:
             tail = graphs.extract(saved, [activation], [output])
+            graphs.rebase_batch_reads(tail, image_input.name, activation)
             graphs.free_batch_axis(tail, [activation, output])
             onnx.save_model(tail, str(staging / TAIL_NAME))
         graphs_written = ["features.onnx", "model.onnx"] + (

@@ -153,8 +153,11 @@ def bypass(model: onnx.ModelProto, source: str, tensor: str, output: str) -> str
     path from `source` to `output` passes through `tensor` (the tail graph is then exact).
 
     The walk goes up from `output` and stops at `tensor`; reaching `source` means a path goes
-    around it (a skip connection, or a shape read off the input). A control-flow node on the
-    way is refused too: its sub-graphs may read tensors that its inputs do not name.
+    around it (a skip connection, or a shape read off the input). Reading only the batch size
+    off the input (``Shape(source, start=0, end=1)``, as exporters do for a symbolic batch)
+    does not count: the target has the same batch size, and `rebase_batch_reads` moves such
+    reads onto it. A control-flow node on the way is refused too: its sub-graphs may read
+    tensors that its inputs do not name.
     """
     producers = _producers(model)
     seen: set[str] = set()
@@ -172,10 +175,28 @@ def bypass(model: onnx.ModelProto, source: str, tensor: str, output: str) -> str
                for a in node.attribute):
             return f"control-flow node {label} lies between {tensor!r} and {output!r}"
         if source in node.input:
+            if _reads_batch(node, source):
+                continue
             return (f"a path from the input to {output!r} goes around {tensor!r} "
                     f"(node {label} reads the input)")
         todo.extend(i for i in node.input if i)
     return None
+
+
+def _reads_batch(node: onnx.NodeProto, source: str) -> bool:
+    """Whether `node` is ``Shape(source, start=0, end=1)``: it reads only the batch size."""
+    if node.op_type != "Shape" or list(node.input) != [source]:
+        return False
+    attrs = {a.name: a.i for a in node.attribute}
+    return attrs.get("start", 0) == 0 and attrs.get("end") == 1
+
+
+def rebase_batch_reads(model: onnx.ModelProto, source: str, tensor: str) -> None:
+    """Make the batch-size reads of `source` read `tensor` instead (both have the batch
+    first): applied to a graph cut from `tensor` on, it no longer needs `source`."""
+    for node in model.graph.node:
+        if _reads_batch(node, source):
+            node.input[0] = tensor
 
 
 def free_batch_axis(model: onnx.ModelProto, names: Iterable[str]) -> None:

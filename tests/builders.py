@@ -256,3 +256,28 @@ def token_model(size: int = 8, patch: int = 2, dim: int = 6, classes: int = 3) -
     model = _classifier("tokens", nodes, ["N", 3, size, size], ["N", classes], inits)
     onnx.checker.check_model(model)
     return model
+
+
+def batch_read_model(full_shape: bool = False) -> onnx.ModelProto:
+    """The tiny CNN whose head flattens with a batch size read off the input, as exporters
+    write it: Shape(input, start=0, end=1) (or, with `full_shape`, the whole shape, sliced)."""
+    model = tiny_model()
+    graph = model.graph
+    flatten = next(n for n in graph.node if n.op_type == "Flatten")
+    graph.node.remove(flatten)
+    graph.initializer.extend([numpy_helper.from_array(np.array([-1], np.int64), "minus_one"),
+                              numpy_helper.from_array(np.array([0], np.int64), "at0"),
+                              numpy_helper.from_array(np.array([1], np.int64), "at1")])
+    if full_shape:
+        reads = [helper.make_node("Shape", ["input"], ["whole"], name="read_shape"),
+                 helper.make_node("Slice", ["whole", "at0", "at1"], ["n"])]
+    else:
+        reads = [helper.make_node("Shape", ["input"], ["n"], name="read_batch", start=0, end=1)]
+    nodes = [*reads,
+             helper.make_node("Concat", ["n", "minus_one"], ["flat_shape"], axis=0),
+             helper.make_node("Reshape", ["gap", "flat_shape"], ["flat"])]
+    gemm = next(i for i, n in enumerate(graph.node) if n.op_type == "Gemm")
+    for offset, node in enumerate(nodes):
+        graph.node.insert(gemm + offset, node)
+    onnx.checker.check_model(model)
+    return model

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import oracles
 import pytest
-from builders import many_channels_model, skip_model, tiny_weights
+from builders import batch_read_model, many_channels_model, skip_model, tiny_weights
 from click.testing import CliRunner
 from conftest import DEFAULT_BUNDLE, SAMPLES, TINY_PREP
 
@@ -65,6 +65,18 @@ def test_skip_connection_around_the_target_means_no_tail(tmp_path):
     assert result.exit_code == 1 and "has none: a path from the input" in result.output
     info = CliRunner().invoke(main, ["info", str(bundle.path)])
     assert "tail     none: a path from the input" in info.output
+
+
+def test_batch_size_read_off_the_input_still_gets_a_tail(tmp_path):
+    bundle = write_bundle(batch_read_model(), tmp_path / "b", "feat", preprocessing=TINY_PREP)
+    assert bundle.manifest.tail == "tail.onnx"
+    explainer = Explainer(bundle, provider="cpu")
+    x = RNG.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    acts = np.concatenate([explainer.activations(x[i:i + 1])[None] for i in range(2)])
+    np.testing.assert_allclose(explainer.tail_scores(acts), explainer.scores(x), atol=1e-5)
+    # Reading the whole shape is not only the batch size: no tail, and why.
+    whole = write_bundle(batch_read_model(full_shape=True), tmp_path / "w", "feat")
+    assert whole.manifest.tail is None and "read_shape" in whole.manifest.tail_missing
 
 
 def test_split_default_model_writes_a_tail(tmp_path, default_explainer):

@@ -67,10 +67,10 @@ def data_dependent() -> nn.Module:
 class Block(nn.Module):
     """A pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, heads: int = 2) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, 2, batch_first=True)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
 
@@ -81,17 +81,19 @@ class Block(nn.Module):
 
 
 class TinyViT(nn.Module):
-    """A ViT on 32×32 inputs: 8×8 patches (a 4×4 grid), a class token, optional registers,
-    two blocks, a final norm and a head on the class token."""
+    """A ViT: by default on 32×32 inputs with 8×8 patches (a 4×4 grid), a class token,
+    optional registers, two blocks, a final norm and a head on the class token."""
 
-    def __init__(self, registers: int = 0, dim: int = 16, classes: int = 5) -> None:
+    def __init__(self, registers: int = 0, dim: int = 16, classes: int = 5, size: int = 32,
+                 patch: int = 8, depth: int = 2, heads: int = 2) -> None:
         super().__init__()
-        self.patch = nn.Conv2d(3, dim, 8, stride=8)
+        self.patch = nn.Conv2d(3, dim, patch, stride=patch)
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.5)
         self.register_tokens = nn.Parameter(torch.randn(1, registers, dim) * 0.5) if (
             registers) else None
-        self.pos = nn.Parameter(torch.randn(1, 1 + registers + 16, dim) * 0.1)
-        self.blocks = nn.Sequential(Block(dim), Block(dim))
+        grid = (size // patch) ** 2
+        self.pos = nn.Parameter(torch.randn(1, 1 + registers + grid, dim) * 0.1)
+        self.blocks = nn.Sequential(*(Block(dim, heads) for _ in range(depth)))
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, classes)
 
@@ -103,11 +105,11 @@ class TinyViT(nn.Module):
         return torch.cat([*lead, patches], dim=1) + self.pos
 
     def tail(self, tokens: torch.Tensor) -> torch.Tensor:
-        """From the output of blocks[0] to the logits."""
-        return self.head(self.norm(self.blocks[1](tokens))[:, 0])
+        """From the output of the last block but one to the logits."""
+        return self.head(self.norm(self.blocks[-1](tokens))[:, 0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.tail(self.blocks[0](self.tokens(x)))
+        return self.tail(self.blocks[:-1](self.tokens(x)))
 
 
 class SwinLikeStage(nn.Module):
@@ -133,6 +135,13 @@ def tiny_vit() -> nn.Module:
 def tiny_vit_registers() -> nn.Module:
     torch.manual_seed(4)
     return TinyViT(registers=3)
+
+
+def vit_tiny_16() -> nn.Module:
+    """ViT-Ti/16 sized (224×224, 16×16 patches, 192 channels, 12 blocks, 3 heads), random
+    weights, 1000 classes: for measurements."""
+    torch.manual_seed(6)
+    return TinyViT(dim=192, classes=1000, size=224, patch=16, depth=12, heads=3)
 
 
 def swin_like() -> nn.Module:
