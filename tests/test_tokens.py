@@ -103,6 +103,23 @@ def test_vit_bundle_matches_the_hand_reshaped_oracle(tmp_path, factory):
             np.testing.assert_allclose(got, want, atol=5e-3)
 
 
+def test_split_of_an_exported_vit_suggests_the_last_blocks_norm_input(tmp_path):
+    """`split` with no --layer picks the input of the last block's first LayerNormalization:
+    the same tensor as the export's `blocks.0` (the residual stream entering block 1)."""
+    exported = _export(tmp_path, tiny_vit, "blocks.0")
+    result = CliRunner().invoke(main, [
+        "split", str(exported.bundle.model_path), "--out", str(tmp_path / "s"),
+        "--input-size", "32"])
+    assert result.exit_code == 0, result.output
+    assert "16 channels of 1 + 4×4 tokens" in result.output
+    split = Explainer(tmp_path / "s", provider="cpu")
+    x = RNG.standard_normal((1, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_allclose(split.activations(x), exported.activations(x), atol=1e-5)
+    listed = CliRunner().invoke(main, ["layers", str(exported.bundle.model_path)])
+    suggested = [line for line in listed.output.splitlines() if "<- suggested" in line]
+    assert len(suggested) == 1 and "×16 " in suggested[0]
+
+
 def test_tail_methods_on_a_vit_keep_the_leading_tokens(tmp_path):
     explainer = _export(tmp_path, tiny_vit_registers, "blocks.0")
     model = tiny_vit_registers().eval()
