@@ -332,8 +332,16 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
               help="Also write sheet.png: photo | heatmap | overlay (first 64 images).")
 @click.option("--skip-existing", is_flag=True,
               help="Skip images whose outputs are all present (resume a run).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
+              metavar="[ADDRESS]",
+              help="Run on a Ray cluster (a local one without ADDRESS); needs the 'ray' extra.")
+@click.option("--actors", type=click.IntRange(min=1), default=2, show_default=True,
+              help="With --ray: actors, each holding one model.")
+@click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0,
+              help="With --ray: GPUs each actor reserves.")
 def explain(inputs, model_dir, provider, threads, batch_size, quiet, max_pixels, out, preset,
-            method, channels, samples, classes, top_k, gaussian, sheet, skip_existing) -> None:
+            method, channels, samples, classes, top_k, gaussian, sheet, skip_existing,
+            ray_address, actors, gpus_per_actor) -> None:
     """Explain images (files, folders or globs); write <name>.png/.npy/.json per image.
 
     With --class or --top-k, one set per class: <name>.c<ID>.png/.npy/.json.
@@ -348,14 +356,35 @@ def explain(inputs, model_dir, provider, threads, batch_size, quiet, max_pixels,
         samples=samples, classes=list(classes), top_k=top_k, sheet=sheet,
         skip_existing=skip_existing, gaussian=gaussian,
     )
-    explainer = Explainer(model_dir, provider=provider, batch_size=batch_size, threads=threads,
-                          max_pixels=max_pixels)
-    if method in TAIL_METHODS and explainer.tail is None:
-        raise click.ClickException(f"{method} needs the bundle's tail graph, and this bundle "
-                                   f"has none: {explainer.bundle.manifest.tail_missing}")
-    with _Progress(quiet) as progress:
-        results, problems = explain_files(explainer, job, progress.start, progress.update,
-                                          progress.done, progress.problem)
+    if ray_address is not None:
+        if sheet:
+            raise click.UsageError("--sheet is not available with --ray")
+        manifest = Bundle.load(model_dir or default_bundle(), verify=False).manifest
+        if method in TAIL_METHODS and manifest.tail is None:
+            raise click.ClickException(f"{method} needs the bundle's tail graph, and this "
+                                       f"bundle has none: {manifest.tail_missing}")
+        try:
+            from .cli_ray import explain_on_ray
+            from .distributed.dataset import import_ray
+
+            import_ray()
+        except ImportError as exc:
+            raise click.ClickException(str(exc)) from None
+        with _Progress(quiet) as progress:
+            results, problems = explain_on_ray(
+                job, ray_address, model_dir, provider=provider, threads=threads,
+                batch_size=batch_size, max_pixels=max_pixels, actors=actors,
+                gpus_per_actor=gpus_per_actor, on_done=progress.done,
+                on_problem=progress.problem)
+    else:
+        explainer = Explainer(model_dir, provider=provider, batch_size=batch_size,
+                              threads=threads, max_pixels=max_pixels)
+        if method in TAIL_METHODS and explainer.tail is None:
+            raise click.ClickException(f"{method} needs the bundle's tail graph, and this "
+                                       f"bundle has none: {explainer.bundle.manifest.tail_missing}")
+        with _Progress(quiet) as progress:
+            results, problems = explain_files(explainer, job, progress.start, progress.update,
+                                              progress.done, progress.problem)
     failed = [r for r in results if r.error]
     thumbs = [r for r in results if r.thumbnail is not None]
     if sheet and thumbs:

@@ -59,8 +59,15 @@ def _models(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 @click.option("--grace", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds accepted requests may take to finish after SIGTERM or Ctrl-C.")
 @click.option("--quiet", "-q", is_flag=True, help="No access log.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
+              metavar="[ADDRESS]",
+              help="Serve replicas on Ray Serve (a local cluster without ADDRESS); needs the "
+                   "'ray' extra.")
+@click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --ray: replicas of the service.")
 def serve(models, host, port, provider, threads, batch_size, max_concurrency, max_queue,
-          max_body_mb, timeout, max_pixels, method, preset, grace, quiet) -> None:
+          max_body_mb, timeout, max_pixels, method, preset, grace, quiet, ray_address,
+          replicas) -> None:
     """Serve explanations over HTTP: KServe V1, Open Inference Protocol V2, a web page."""
     try:
         from .serve import ExplainParams, Limits, create_app, run_server
@@ -70,12 +77,16 @@ def serve(models, host, port, provider, threads, batch_size, max_concurrency, ma
     from .quiet import stderr_stream
 
     bundles = models or {DEFAULT_NAME: str(default_bundle())}
+    limits = Limits(max_concurrency=max_concurrency, max_queue=max_queue,
+                    max_body_mb=max_body_mb, timeout=timeout, max_pixels=max_pixels,
+                    defaults=ExplainParams(method=method, preset=preset,
+                                           batch_size=batch_size))
+    if ray_address is not None:
+        _serve_on_ray(bundles, limits, ray_address, host, port, replicas, provider, threads)
+        return
     explainers = {name: Explainer(path, provider=provider, batch_size=batch_size,
                                   threads=threads, max_pixels=max_pixels)
                   for name, path in bundles.items()}
-    limits = Limits(max_concurrency=max_concurrency, max_queue=max_queue,
-                    max_body_mb=max_body_mb, timeout=timeout, max_pixels=max_pixels,
-                    defaults=ExplainParams(method=method, preset=preset))
     app = create_app(explainers, limits, access_log=None if quiet else stderr_stream())
 
     def ready(url: str) -> None:
@@ -88,4 +99,27 @@ def serve(models, host, port, provider, threads, batch_size, max_concurrency, ma
         run_server(app, host, port, grace, ready)
     except OSError as exc:
         raise click.ClickException(str(exc)) from None
+    click.echo("stopped", err=True)
+
+
+def _serve_on_ray(bundles: dict[str, str], limits, address: str, host: str, port: int,
+                  replicas: int, provider: str, threads: int) -> None:
+    try:
+        from .distributed.dataset import import_ray
+        from .distributed.serving import run_on_ray
+
+        import_ray()
+    except ImportError as exc:
+        raise click.ClickException(str(exc)) from None
+    if port == 0:
+        raise click.UsageError("--ray needs a fixed --port")
+
+    def ready(url: str) -> None:
+        for name, path in bundles.items():
+            click.echo(f"model {name}: {path} ({replicas} replicas on Ray Serve)")
+        click.echo(f"serving on {url}  (page: {url}, API docs: {url}docs)")
+        sys.stdout.flush()
+
+    run_on_ray(bundles, limits, address=address, host=host, port=port, replicas=replicas,
+               provider=provider, threads=threads, on_ready=ready)
     click.echo("stopped", err=True)

@@ -1,0 +1,93 @@
+"""The explanation service as a Ray Serve deployment: the same FastAPI app, built on each
+replica (explainers hold ONNX Runtime sessions, which are not shipped between processes)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .dataset import import_ray
+
+
+def build_app(models: Mapping[str, str], limits: Any, provider: str, threads: int) -> Any:
+    """The service app for bundle paths; runs on a replica."""
+    from ..explainer import Explainer
+    from ..quiet import stderr_stream
+    from ..serve import create_app
+
+    explainers = {name: Explainer(path, provider=provider, threads=threads,
+                                  max_pixels=limits.max_pixels)
+                  for name, path in models.items()}
+    return create_app(explainers, limits, access_log=stderr_stream())
+
+
+def deployment(models: Mapping[str, str | Path], *, num_replicas: int | None = 1,
+               autoscaling_config: Mapping[str, Any] | None = None,
+               ray_actor_options: Mapping[str, Any] | None = None, limits: Any = None,
+               provider: str = "auto", threads: int = 0, name: str = "scorecam") -> Any:
+    """The §5 service as a Ray Serve application (bind it, then `serve.run` it).
+
+    Args:
+        models: model name → bundle folder, reachable from every replica.
+        num_replicas: fixed replica count; give `autoscaling_config` instead to scale.
+        ray_actor_options: per-replica resources, e.g. ``{"num_cpus": 2, "num_gpus": 1}``.
+        limits: `scorecam_onnx.serve.Limits` for every replica.
+    """
+    import_ray()
+    from ray import serve
+
+    from ..serve import Limits
+
+    paths = {k: str(v) for k, v in models.items()}
+    chosen = limits or Limits()
+
+    def builder() -> Any:   # a plain function: Ray Serve calls it on each replica
+        return build_app(paths, chosen, provider, threads)
+
+    options: dict[str, Any] = {"name": name,
+                               "ray_actor_options": dict(ray_actor_options or {})}
+    if autoscaling_config is not None:
+        options["autoscaling_config"] = dict(autoscaling_config)
+    else:
+        options["num_replicas"] = num_replicas
+    return serve.deployment(serve.ingress(builder)(), **options).bind()
+
+
+def run_on_ray(models: Mapping[str, str | Path], limits: Any, *, address: str = "local",
+               host: str = "127.0.0.1", port: int = 8080, replicas: int = 1,
+               provider: str = "auto", threads: int = 0,
+               on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve `models` on Ray Serve until SIGTERM or Ctrl-C, then shut the application down.
+
+    Args:
+        address: a Ray cluster's address, or "local" to start one on this machine.
+        replicas: replicas of the service, each with its own explainers.
+    """
+    ray = import_ray()
+    from ray import serve
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=None if address == "local" else address, include_dashboard=False,
+                 log_to_driver=False, logging_level=logging.ERROR)
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set())
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(deployment(models, num_replicas=replicas, limits=limits, provider=provider,
+                             threads=threads), name="scorecam", route_prefix="/")
+        if on_ready is not None:
+            on_ready(f"http://{host}:{port}/")
+        stop.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        serve.shutdown()
+        if started:
+            ray.shutdown()

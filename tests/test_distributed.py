@@ -1,0 +1,173 @@
+"""Datasets on Ray Data and replicas on Ray Serve, on a real local Ray cluster (2 CPUs)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import DEFAULT_BUNDLE, SAMPLES
+
+from scorecam_onnx import Explainer
+from scorecam_onnx.cli import main
+
+ray = pytest.importorskip("ray") if not os.environ.get("CI") else __import__("ray")
+pytestmark = pytest.mark.ray
+RNG = np.random.default_rng(31)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def _images(folder: Path, count: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"img{i:02d}.png"
+        cv2.imwrite(str(path), RNG.integers(0, 256, (12, 10, 3), dtype=np.uint8))
+        paths.append(path)
+    (folder / "text.png").write_text("not a picture")
+    (folder / "empty.png").write_bytes(b"")
+    os.symlink(folder / "gone.png", folder / "dangling.png")
+    return paths
+
+
+def test_dataset_rows_and_files_equal_in_process_maps(cluster, tmp_path, tiny_bundle):
+    from scorecam_onnx.distributed import explain_dataset
+
+    good = _images(tmp_path / "in", 20)
+    rows = explain_dataset(tmp_path / "in", tiny_bundle.path, actors=2, out=tmp_path / "out",
+                           images_per_task=3).take_all()
+    assert len(rows) == 23
+    by_name = {r["name"]: r for r in rows}
+    local = Explainer(tiny_bundle, provider="cpu", threads=1)
+    for path in good:
+        row = by_name[path.stem]
+        want = local.explain(path)
+        assert row["error"] == "" and row["class_id"] == want.class_id
+        assert np.asarray(row["saliency"]).tobytes() == want.saliency.tobytes()
+        assert np.load(tmp_path / "out" / f"{path.stem}.npy").tobytes() == (
+            want.saliency.tobytes())
+    assert by_name["text"]["error"].startswith("not an image OpenCV can decode")
+    assert by_name["empty"]["error"] == "empty file"
+    assert by_name["dangling"]["error"].startswith("broken symbolic link")
+    assert not list((tmp_path / "out").glob("text*"))
+
+
+def test_cli_with_ray_writes_what_a_local_run_writes(cluster, tmp_path, tiny_bundle):
+    _images(tmp_path / "in", 6)
+    args = ["explain", str(tmp_path / "in"), "--model", str(tiny_bundle.path), "-q",
+            "--method", "faster-scorecam", "--channels", "3"]
+    remote = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "r"), "--ray"])
+    local = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "l")])
+    assert remote.exit_code == local.exit_code == 1
+    assert "3 failed" in remote.output and "6 explained" in remote.output
+    for name in ("text.png: not an image", "empty.png: empty file", "dangling.png: broken"):
+        assert name in remote.output
+    for path in sorted((tmp_path / "l").iterdir()):
+        twin = tmp_path / "r" / path.name
+        if path.suffix == ".npy":
+            assert np.load(twin).tobytes() == np.load(path).tobytes()
+        elif path.suffix == ".json":
+            a, b = json.loads(path.read_text()), json.loads(twin.read_text())
+            assert (a["class_id"], a["forwards"]) == (b["class_id"], b["forwards"])
+    again = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "r"), "--ray",
+                                      "--skip-existing"])
+    assert "0 explained, 6 skipped, 3 failed" in again.output
+
+
+def _actor_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if b"MapWorker" in title and b"ExplainActor" in title:
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_killed_actor_is_restarted_and_nothing_is_lost_or_doubled(cluster, tmp_path):
+    from scorecam_onnx.distributed import explain_dataset
+
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    image = cv2.imread(str(SAMPLES / "chelsea.png"))
+    for i in range(20):
+        cv2.imwrite(str(folder / f"cat{i:02d}.png"), image)
+    rows: list[dict] = []
+    dataset = explain_dataset(folder, DEFAULT_BUNDLE, method="faster-scorecam", actors=2,
+                              out=out, images_per_task=2)
+    worker = threading.Thread(target=lambda: rows.extend(dataset.iter_rows()))
+    worker.start()
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("cat*.json"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = _actor_pids()
+    assert pids, "no actor process found"
+    os.kill(pids[0], signal.SIGKILL)
+    worker.join(300)
+    assert not worker.is_alive()
+    assert sorted(r["name"] for r in rows) == [f"cat{i:02d}" for i in range(20)]
+    assert all(r["error"] == "" for r in rows)
+    for i in range(20):
+        meta = json.loads((out / f"cat{i:02d}.json").read_text())
+        assert meta["class_id"] == 285
+        assert np.load(out / f"cat{i:02d}.npy").shape == (300, 451)
+    assert not list(out.glob(".*.part"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_deployment_with_two_replicas_answers_v2(cluster, tiny_bundle):
+    from ray import serve
+
+    from scorecam_onnx.distributed import deployment
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        app = deployment({"tiny": tiny_bundle.path}, num_replicas=2,
+                         ray_actor_options={"num_cpus": 0.5}, provider="cpu", threads=1)
+        serve.run(app, name="scorecam", route_prefix="/")
+        status = serve.status().applications["scorecam"].deployments["scorecam"]
+        assert sum(status.replica_states.values()) == 2
+        local = Explainer(tiny_bundle, provider="cpu", threads=1)
+        image = cv2.imencode(".png", RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8))[1]
+        data = image.tobytes()
+        body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                            "data": [base64.b64encode(data).decode()]}],
+                "outputs": [{"name": "saliency"}, {"name": "class_id"}]}
+        want = local.explain(data)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            for _ in range(6):
+                reply = client.post("/v2/models/tiny/infer", json=body)
+                assert reply.status_code == 200, reply.text
+                out = {o["name"]: o for o in reply.json()["outputs"]}
+                saliency = np.asarray(out["saliency"]["data"], np.float32).reshape(8, 8)
+                assert out["class_id"]["data"] == [want.class_id]
+                assert saliency.tobytes() == want.saliency_input.tobytes()
+            assert client.get("/v2/health/ready").status_code == 200
+    finally:
+        serve.shutdown()
