@@ -70,13 +70,13 @@ def test_dataset_rows_and_files_equal_in_process_maps(cluster, tmp_path, tiny_bu
 
 
 def test_cli_with_ray_writes_what_a_local_run_writes(cluster, tmp_path, tiny_bundle):
-    _images(tmp_path / "in", 6)
+    _images(tmp_path / "in", 20)
     args = ["explain", str(tmp_path / "in"), "--model", str(tiny_bundle.path), "-q",
             "--method", "faster-scorecam", "--channels", "3"]
     remote = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "r"), "--ray"])
     local = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "l")])
     assert remote.exit_code == local.exit_code == 1
-    assert "3 failed" in remote.output and "6 explained" in remote.output
+    assert "3 failed" in remote.output and "20 explained" in remote.output
     for name in ("text.png: not an image", "empty.png: empty file", "dangling.png: broken"):
         assert name in remote.output
     for path in sorted((tmp_path / "l").iterdir()):
@@ -88,7 +88,7 @@ def test_cli_with_ray_writes_what_a_local_run_writes(cluster, tmp_path, tiny_bun
             assert (a["class_id"], a["forwards"]) == (b["class_id"], b["forwards"])
     again = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "r"), "--ray",
                                       "--skip-existing"])
-    assert "0 explained, 6 skipped, 3 failed" in again.output
+    assert "0 explained, 20 skipped, 3 failed" in again.output
 
 
 def _actor_pids() -> list[int]:

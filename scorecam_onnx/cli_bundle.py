@@ -1,0 +1,260 @@
+"""Bundle commands of `scorecam-onnx`: export, split, layers, info."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .bundle import Bundle, Preprocessing
+from .errors import ScoreCamError
+from .explainer import default_bundle
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def _triple(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    try:
+        parts = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("expected three numbers such as 0.485,0.456,0.406") from None
+    if len(parts) != 3:
+        raise click.BadParameter("expected three comma-separated numbers")
+    return parts
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    text = value.lower().replace("×", "x")
+    try:
+        parts = [int(v) for v in text.split("x")] if "x" in text else [int(text)] * 2
+    except ValueError:
+        raise click.BadParameter("expected N or HxW, such as 224 or 224x224") from None
+    if len(parts) != 2 or min(parts) < 1:
+        raise click.BadParameter("expected N or HxW with positive sizes")
+    return tuple(parts)
+
+
+def preprocessing_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--input-size, --mean, --std, --color, --layout, --interpolation."""
+    options: list[Decorator] = [
+        click.option("--input-size", callback=_size, help="Model input size: N or HxW."),
+        click.option("--mean", callback=_triple,
+                     help="Per-channel mean on [0, 1] RGB (default ImageNet's)."),
+        click.option("--std", callback=_triple,
+                     help="Per-channel std on [0, 1] RGB (default ImageNet's)."),
+        click.option("--color", type=click.Choice(["RGB", "BGR"]), default=None,
+                     help="Channel order the model expects. Default: RGB."),
+        click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default=None,
+                     help="Tensor layout of the input and activations. Default: NCHW."),
+        click.option("--interpolation", type=click.Choice(["area", "linear", "cubic",
+                                                           "nearest"]),
+                     default=None, help="How images are resized to the input. Default: area."),
+        click.option("--resize", type=click.Choice(["stretch", "crop"]), default=None,
+                     help="Whole image to the input size (stretch), or scaled to cover it "
+                          "and cut at the centre (crop). Default: stretch."),
+        click.option("--labels", type=click.Path(exists=True, dir_okay=False),
+                     help="Text file with one class name per line."),
+        click.option("--out", required=True, type=click.Path(file_okay=False),
+                     help="Bundle folder to write."),
+        click.option("--force", is_flag=True, help="Replace the bundle folder if it exists."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _preprocessing(base: Preprocessing | None, input_size, mean, std, color, layout,
+                   interpolation, resize) -> Preprocessing:
+    base = base or Preprocessing()
+    return Preprocessing(
+        height=input_size[0] if input_size else base.height,
+        width=input_size[1] if input_size else base.width,
+        layout=layout or base.layout,
+        color=color or base.color,
+        mean=mean or base.mean,
+        std=std or base.std,
+        interpolation=interpolation or base.interpolation,
+        resize=resize or base.resize,
+    )
+
+
+def _tokens(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    prefix, _, grid = value.partition(":")
+    try:
+        gh, _, gw = grid.lower().replace("×", "x").partition("x")
+        parsed = (int(prefix), int(gh), int(gw))
+    except ValueError:
+        raise click.BadParameter("expected P:GHxGW, such as 1:14x14") from None
+    if parsed[0] < 0 or parsed[1] < 1 or parsed[2] < 1:
+        raise click.BadParameter("expected P ≥ 0 and a grid of positive sizes")
+    return parsed
+
+
+def token_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--tokens and --activation-layout: how the target tensor is read."""
+    options: list[Decorator] = [
+        click.option("--tokens", callback=_tokens, metavar="P:GHxGW",
+                     help="A token target (N×L×C): P leading tokens, then a GH×GW patch grid. "
+                          "Default: inferred when only one reading fits."),
+        click.option("--activation-layout", type=click.Choice(["NCHW", "NHWC"]),
+                     default=None,
+                     help="Layout of a 4-D target tensor. Default: the input's layout."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _read_labels(path: str | None) -> list[str] | None:
+    if path is None:
+        return None
+    return Path(path).read_text(encoding="utf-8").splitlines()
+
+
+@click.command()
+@click.option("--model", "model_spec", default="efficientnet-lite0", show_default=True,
+              help="'efficientnet-lite0' (built in, pretrained) or MODULE:CALLABLE.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False),
+              help="State-dict file to load into the model (weights_only).")
+@click.option("--model-kwargs", "model_kwargs", default=None, metavar="JSON",
+              help='Keyword arguments for MODULE:CALLABLE, e.g. \'{"weights": null}\'.')
+@click.option("--layer", help="Target module (NAME, or NAME#K for its K-th call). "
+                              "Default: the last module with a 4-D output.")
+@token_options
+@preprocessing_options
+def export(model_spec, weights, model_kwargs, layer, tokens, activation_layout, input_size,
+           mean, std, color, layout, interpolation, resize, labels, out, force) -> None:
+    """Export a PyTorch classifier into a bundle (needs the 'export' extra)."""
+    try:
+        from scorecam_onnx_export import export_bundle, load_model
+    except ImportError as exc:
+        raise click.ClickException(
+            f"export needs PyTorch: install the 'export' extra ({exc})") from None
+    if layout == "NHWC":
+        raise click.UsageError("PyTorch models are NCHW; --layout NHWC is for 'split'")
+    kwargs = _json_object(model_kwargs, "--model-kwargs") if model_kwargs else None
+    loaded = load_model(model_spec, weights, kwargs)
+    prep = _preprocessing(loaded.preprocessing, input_size, mean, std, color, layout,
+                          interpolation, resize)
+    report = export_bundle(loaded, out, layer, prep, _read_labels(labels), force, tokens,
+                           activation_layout)
+    m = report.bundle.manifest
+    click.echo(f"wrote {out}: layer {report.layer.label} ({_activation(m)}), "
+               f"{m.output.classes} classes, {_bundle_bytes(report.bundle) / 1e6:.1f} MB")
+    click.echo(f"verified against PyTorch: max difference {report.activation_diff:.2g} "
+               f"(activations), {report.logits_diff:.2g} (logits); export "
+               f"{report.export_seconds:.1f} s, verification {report.verify_seconds:.1f} s")
+
+
+@click.command()
+@click.argument("onnx_file", type=click.Path(dir_okay=False))
+@click.option("--layer", help="Target tensor name. Default: the suggested one ('layers').")
+@click.option("--output", help="Class-score output name. Default: the graph's only output.")
+@token_options
+@preprocessing_options
+def split(onnx_file, layer, output, tokens, activation_layout, input_size, mean, std, color,
+          layout, interpolation, resize, labels, out, force) -> None:
+    """Cut an existing ONNX classifier into a bundle (no PyTorch needed)."""
+    from . import graphs
+    from .bundle import write_bundle
+
+    model = graphs.load_model(Path(onnx_file))
+    prep = _preprocessing(None, input_size, mean, std, color, layout, interpolation, resize)
+    output = output or _only_output(model)
+    tensor = layer or graphs.suggested_layer(model, output, prep.layout)
+    bundle = write_bundle(model, out, tensor, output, prep, labels=_read_labels(labels),
+                          source={"framework": "onnx", "model": Path(onnx_file).name},
+                          force=force, tokens=tokens, activation_layout=activation_layout)
+    m = bundle.manifest
+    click.echo(f"wrote {out}: layer {tensor} ({_activation(m)}), "
+               f"{m.output.classes} classes, {_bundle_bytes(bundle) / 1e6:.1f} MB")
+
+
+def _activation(m) -> str:
+    """'1280×7×7', or for tokens '384 channels of 1 + 14×14 tokens'."""
+    a = m.activation
+    if a.layout == "NLC":
+        return f"{a.channels} channels of {a.prefix} + {a.height}×{a.width} tokens"
+    return f"{a.channels}×{a.height}×{a.width}" + (" NHWC" if a.layout == "NHWC" else "")
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=option) from None
+    if not isinstance(value, dict):
+        raise click.BadParameter("expected a JSON object", param_hint=option)
+    return value
+
+
+def _only_output(model) -> str:
+    """The graph's single output; several are a usage error (--output chooses)."""
+    from . import graphs
+
+    try:
+        return graphs.only_output(model)
+    except ScoreCamError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@click.command()
+@click.argument("onnx_file", type=click.Path(dir_okay=False))
+@click.option("--output", help="Class-score output name. Default: the graph's only output.")
+@click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default="NCHW",
+              show_default=True)
+def layers(onnx_file, output, layout) -> None:
+    """List the tensors of an ONNX classifier that can be the target (4-D maps, tokens)."""
+    from . import graphs
+
+    model = graphs.load_model(Path(onnx_file), load_weights=False)
+    found = graphs.candidate_layers(model, output or _only_output(model), layout)
+    if not found:
+        raise click.ClickException("no 4-D tensor with a spatial size above 1, and no token "
+                                   "tensor, feeds the output")
+    width = max(len(c.name) for c in found)
+    for c in found:
+        shape = "×".join("?" if d is None else str(d) for d in c.shape)
+        mark = "  <- suggested" if c.suggested else ""
+        click.echo(f"{c.name:<{width}}  {shape:<20} {c.op_type}{mark}")
+
+
+@click.command()
+@click.argument("bundle_dir", type=click.Path(file_okay=False), required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def info(bundle_dir, as_json) -> None:
+    """Describe a bundle (default: the shipped EfficientNet-Lite0)."""
+    bundle = Bundle.load(bundle_dir or default_bundle())
+    m = bundle.manifest
+    if as_json:
+        click.echo(m.dumps(), nl=False)
+        return
+    i, a = m.input, m.activation
+    rows = [
+        ("bundle", str(bundle.path)),
+        ("source", ", ".join(f"{k} {v}" for k, v in m.source.items()) or "-"),
+        ("input", f"{i.name}: {i.layout} {i.height}×{i.width} {i.color}, "
+                  f"(x·{i.scale:.4g} − {list(i.mean)}) / {list(i.std)}, {i.resize} "
+                  f"({i.interpolation})"),
+        ("layer", f"{m.layer} → {a.name}: {_activation(m)}"),
+        ("output", f"{m.output.name}: {m.output.classes} {m.output.kind}"),
+        ("tail", f"{m.tail} (for reciprocam, ablationcam)" if m.tail else
+                 f"none: {m.tail_missing}"),
+        ("labels", f"{len(bundle.labels)} names" if bundle.labels else "none"),
+        ("size", f"{_bundle_bytes(bundle) / 1e6:.1f} MB"),
+    ]
+    for key, value in rows:
+        click.echo(f"{key:<8} {value}")
+
+
+def _bundle_bytes(bundle: Bundle) -> int:
+    return sum(p.stat().st_size for p in bundle.path.iterdir() if p.is_file())
