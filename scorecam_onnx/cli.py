@@ -17,13 +17,13 @@ import click
 from . import __version__
 from .bundle import Bundle
 from .cli_bundle import export, info, layers, split
+from .cli_common import key_values
 from .cli_serve import serve
 from .engine import PRESETS
 from .errors import ScoreCamError
 from .explainer import default_bundle
 from .images import DEFAULT_MAX_PIXELS
 from .methods import METHODS, TAIL_METHODS
-from .runtime import PROVIDER_CHOICES
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -52,8 +52,13 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options: list[Decorator] = [
         click.option("--model", "model_dir", type=click.Path(file_okay=False),
                      help="Bundle folder. Default: the shipped EfficientNet-Lite0."),
-        click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default="auto",
-                     show_default=True, help="ONNX Runtime execution provider."),
+        click.option("--provider", default="auto", show_default=True,
+                     help="ONNX Runtime execution provider: auto, cpu, cuda, openvino, "
+                          "tensorrt, dml, coreml, qnn… or a full name ('providers' lists "
+                          "this installation's)."),
+        click.option("--provider-option", "provider_options", multiple=True,
+                     callback=key_values, metavar="KEY=VALUE",
+                     help="An option for the provider (repeatable)."),
         click.option("--threads", type=click.IntRange(min=0), default=0,
                      help="ONNX Runtime intra-op threads (0: one per core)."),
         click.option("--batch-size", type=click.IntRange(min=1),
@@ -96,7 +101,8 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
               help="With --ray: actors, each holding one model.")
 @click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0,
               help="With --ray: GPUs each actor reserves.")
-def explain(inputs, model_dir, provider, threads, batch_size, quiet, max_pixels, out, preset,
+def explain(inputs, model_dir, provider, provider_options, threads, batch_size, quiet,
+            max_pixels, out, preset,
             method, channels, samples, classes, top_k, gaussian, sheet, skip_existing,
             ray_address, actors, gpus_per_actor) -> None:
     """Explain images (files, folders or globs); write <name>.png/.npy/.json per image.
@@ -129,13 +135,15 @@ def explain(inputs, model_dir, provider, threads, batch_size, quiet, max_pixels,
             raise click.ClickException(str(exc)) from None
         with _Progress(quiet) as progress:
             results, problems = explain_on_ray(
-                job, ray_address, model_dir, provider=provider, threads=threads,
+                job, ray_address, model_dir, provider=provider,
+                provider_options=provider_options, threads=threads,
                 batch_size=batch_size, max_pixels=max_pixels, actors=actors,
                 gpus_per_actor=gpus_per_actor, on_done=progress.done,
                 on_problem=progress.problem)
     else:
         explainer = Explainer(model_dir, provider=provider, batch_size=batch_size,
-                              threads=threads, max_pixels=max_pixels)
+                              threads=threads, max_pixels=max_pixels,
+                              provider_options=provider_options)
         if method in TAIL_METHODS and explainer.tail is None:
             raise click.ClickException(f"{method} needs the bundle's tail graph, and this "
                                        f"bundle has none: {explainer.bundle.manifest.tail_missing}")
@@ -275,7 +283,8 @@ def _comma_list(noun: str, allowed: Sequence[str]) -> Callable[..., list[str]]:
               help="Copies per mask for sscam (default 35) and iscam (default 10).")
 @click.option("--out", type=click.Path(file_okay=False), default="out/evaluation",
               show_default=True, help="Folder for report.json, report.md and curves.png.")
-def evaluate(inputs, model_dir, provider, threads, batch_size, quiet, max_pixels, methods,
+def evaluate(inputs, model_dir, provider, provider_options, threads, batch_size, quiet,
+             max_pixels, methods,
              baselines, boxes, step, channels, samples, out) -> None:
     """Compare methods on images: Average Drop, Increase, Deletion, Insertion (+ pointing)."""
     from .batch import failure_reason
@@ -291,7 +300,7 @@ def evaluate(inputs, model_dir, provider, threads, batch_size, quiet, max_pixels
         raise click.ClickException("no images to evaluate")
     box_list = _boxes_for(paths, boxes) if boxes else None
     explainer = Explainer(model_dir, provider=provider, batch_size=batch_size, threads=threads,
-                          max_pixels=max_pixels)
+                          max_pixels=max_pixels, provider_options=provider_options)
     failed: list[str] = []
 
     def on_error(index: int, exc: ScoreCamError) -> None:
@@ -333,7 +342,8 @@ def _boxes_for(paths: list[Path], boxes_file: str) -> list[list[list[float]] | N
               help="Repetitions of each measurement (median and spread are reported).")
 @click.option("--no-sweep", is_flag=True, help="Skip the batch-size sweep.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def bench(image, model_dir, provider, threads, batch_size, quiet, max_pixels, presets, repeat,
+def bench(image, model_dir, provider, provider_options, threads, batch_size, quiet,
+          max_pixels, presets, repeat,
           no_sweep, as_json) -> None:
     """Measure Score-CAM against its floor (the same forwards in plain ONNX Runtime)."""
     from .bench import SWEEP, format_report
@@ -341,10 +351,22 @@ def bench(image, model_dir, provider, threads, batch_size, quiet, max_pixels, pr
     from .explainer import Explainer
 
     explainer = Explainer(model_dir, provider=provider, batch_size=batch_size, threads=threads,
-                          max_pixels=max_pixels)
+                          max_pixels=max_pixels, provider_options=provider_options)
     report = run_bench(explainer, image, presets, repeat, () if no_sweep else SWEEP,
                        on_step=None if quiet else lambda text: click.echo(text, err=True))
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
+
+
+@main.command()
+def providers() -> None:
+    """List the execution providers this ONNX Runtime installation offers."""
+    from .runtime import available_providers, full_name, import_onnxruntime
+
+    ort = import_onnxruntime()
+    click.echo(f"onnxruntime {ort.__version__}; --provider auto picks cuda when a CUDA session "
+               "starts, else cpu")
+    for name in available_providers():
+        click.echo(f"{name:<10} {full_name(name)}")
 
 
 for command in (export, split, layers, info, serve):

@@ -12,7 +12,8 @@ from .images import find_images
 
 
 def explain_on_ray(job: ExplainJob, address: str, bundle: str | None, *, provider: str,
-                   threads: int, batch_size: int | None, max_pixels: int, actors: int,
+                   provider_options: dict[str, str] | None, threads: int,
+                   batch_size: int | None, max_pixels: int, actors: int,
                    gpus_per_actor: float, on_done: Callable[[ItemResult], None],
                    on_problem: Callable[[str], None]) -> tuple[list[ItemResult], list[str]]:
     """Run `job` on Ray; returns per-image results and input problems, as `explain_files`."""
@@ -41,6 +42,7 @@ def explain_on_ray(job: ExplainJob, address: str, bundle: str | None, *, provide
             target=job.classes, top_k=job.top_k, channels=job.channels, samples=job.samples,
             batch_size=batch_size, gaussian=job.gaussian, actors=actors,
             gpus_per_actor=gpus_per_actor, threads=max(threads, 1), provider=provider,
+            provider_options=provider_options,
             max_pixels=max_pixels, out=job.out, skip_existing=job.skip_existing)
         for batch in rows.iter_batches(batch_size=1, batch_format="numpy"):
             for i in range(len(batch["path"])):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
+from .cli_common import key_values
 from .engine import PRESETS
 from .images import DEFAULT_MAX_PIXELS
 from .methods import METHODS
-from .runtime import PROVIDER_CHOICES
 
 DEFAULT_NAME = "efficientnet-lite0"
 
@@ -36,8 +36,10 @@ def _models(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
               help="Port (0: any free port).")
-@click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default="auto",
-              show_default=True, help="ONNX Runtime execution provider.")
+@click.option("--provider", default="auto", show_default=True,
+              help="ONNX Runtime execution provider (see 'scorecam-onnx providers').")
+@click.option("--provider-option", "provider_options", multiple=True, callback=key_values,
+              metavar="KEY=VALUE", help="An option for the provider (repeatable).")
 @click.option("--threads", type=click.IntRange(min=0), default=0,
               help="ONNX Runtime intra-op threads per model (0: one per core).")
 @click.option("--batch-size", type=click.IntRange(min=1),
@@ -65,7 +67,8 @@ def _models(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
                    "'ray' extra.")
 @click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
               help="With --ray: replicas of the service.")
-def serve(models, host, port, provider, threads, batch_size, max_concurrency, max_queue,
+def serve(models, host, port, provider, provider_options, threads, batch_size,
+          max_concurrency, max_queue,
           max_body_mb, timeout, max_pixels, method, preset, grace, quiet, ray_address,
           replicas) -> None:
     """Serve explanations over HTTP: KServe V1, Open Inference Protocol V2, a web page."""
@@ -85,7 +88,8 @@ def serve(models, host, port, provider, threads, batch_size, max_concurrency, ma
         _serve_on_ray(bundles, limits, ray_address, host, port, replicas, provider, threads)
         return
     explainers = {name: Explainer(path, provider=provider, batch_size=batch_size,
-                                  threads=threads, max_pixels=max_pixels)
+                                  threads=threads, max_pixels=max_pixels,
+                                  provider_options=provider_options)
                   for name, path in bundles.items()}
     app = create_app(explainers, limits, access_log=None if quiet else stderr_stream())
 

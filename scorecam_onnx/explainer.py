@@ -18,7 +18,7 @@ from .fused import DeviceMasks
 from .images import DEFAULT_MAX_PIXELS, ImageLike, load_image, preprocess, to_original
 from .methods import TAIL_METHODS, make_method
 from .metrics import softmax
-from .runtime import OrtRunner
+from .runtime import ACCELERATORS, OrtRunner
 
 # Masked inputs per model call when none is given: on the CPU provider the per-image time is
 # flat from 2 to 16 and rises beyond; on CUDA larger batches keep the device busy.
@@ -91,7 +91,10 @@ class Explainer:
 
     Args:
         bundle: a bundle folder (or a loaded `Bundle`); default: the shipped EfficientNet-Lite0.
-        provider: "auto" (CUDA when it really starts, else CPU), "cpu" or "cuda".
+        provider: "auto" (CUDA when it really starts, else CPU), or any execution provider
+            of this ONNX Runtime build by short name ("cpu", "cuda", "openvino", "tensorrt",
+            "dml", "coreml", "qnn"…) or full name.
+        provider_options: options for that provider (e.g. {"device_type": "GPU"}).
         batch_size: masked inputs per model call; default per provider (8 on CPU, 64 on CUDA).
         threads: ONNX Runtime intra-op threads (0: one per physical core).
         max_pixels: images announcing more pixels are refused before decoding.
@@ -113,18 +116,22 @@ class Explainer:
         threads: int = 0,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         device_masks: bool | None = None,
+        provider_options: dict[str, str] | None = None,
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(
             bundle if bundle is not None else default_bundle())
         m = self.bundle.manifest
-        self.features = OrtRunner(self.bundle.features_path, provider, threads)
-        self.model = OrtRunner(self.bundle.model_path, self.features.provider, threads)
+        options = provider_options
+        self.features = OrtRunner(self.bundle.features_path, provider, threads, options)
+        chosen = self.features.provider
+        self.model = OrtRunner(self.bundle.model_path, chosen, threads, options)
         tail = self.bundle.tail_path
-        self.tail = OrtRunner(tail, self.features.provider, threads) if tail else None
+        self.tail = OrtRunner(tail, chosen, threads, options) if tail else None
         self.provider = self.model.provider
-        self.batch_size = batch_size or DEFAULT_BATCH[self.provider]
+        self.batch_size = batch_size or DEFAULT_BATCH.get(
+            self.provider, DEFAULT_BATCH["cuda" if self.provider in ACCELERATORS else "cpu"])
         self.max_pixels = max_pixels
         self._input = m.input
         self._nhwc_input = m.input.layout == "NHWC"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
@@ -12,9 +11,23 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .errors import BundleError, ProviderError
+from .quiet import native_stderr_silenced
 
-PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
-PROVIDER_CHOICES = ("auto", *PROVIDERS)
+# Short names of ONNX Runtime's execution providers; any full name is accepted as well.
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider", "openvino": "OpenVINOExecutionProvider",
+    "dml": "DmlExecutionProvider", "coreml": "CoreMLExecutionProvider",
+    "qnn": "QNNExecutionProvider", "rocm": "ROCMExecutionProvider",
+    "migraphx": "MIGraphXExecutionProvider", "xnnpack": "XnnpackExecutionProvider",
+    "nnapi": "NnapiExecutionProvider", "acl": "ACLExecutionProvider",
+    "armnn": "ArmNNExecutionProvider", "cann": "CANNExecutionProvider",
+    "webgpu": "WebGpuExecutionProvider", "vitisai": "VitisAIExecutionProvider",
+    "azure": "AzureExecutionProvider",
+}
+PROVIDER_CHOICES = ("auto", "cpu", "cuda")
+# Providers that run on an accelerator: larger batches keep them busy.
+ACCELERATORS = ("cuda", "tensorrt", "rocm", "migraphx", "dml", "webgpu", "cann")
 
 
 def import_onnxruntime() -> ModuleType:
@@ -30,10 +43,20 @@ def import_onnxruntime() -> ModuleType:
 
 
 def available_providers() -> list[str]:
-    """Short names of the execution providers this ONNX Runtime build offers."""
+    """Short names (full names where there is none) of the execution providers this ONNX
+    Runtime build offers."""
     ort = import_onnxruntime()
-    names = {v: k for k, v in PROVIDERS.items()}
-    return [names[p] for p in ort.get_available_providers() if p in names]
+    return [short_name(p) for p in ort.get_available_providers()]
+
+
+def short_name(full: str) -> str:
+    """'cuda' for 'CUDAExecutionProvider'; a name without a short form is kept as it is."""
+    return next((k for k, v in PROVIDERS.items() if v == full), full)
+
+
+def full_name(provider: str) -> str:
+    """'CUDAExecutionProvider' for 'cuda' (any case); full names are kept."""
+    return PROVIDERS.get(provider.lower(), provider)
 
 
 class Runner(Protocol):
@@ -53,10 +76,11 @@ class OrtRunner:
         threads: intra-op threads; 0 lets ONNX Runtime use one per physical core.
     """
 
-    def __init__(self, path: Path, provider: str = "auto", threads: int = 0) -> None:
+    def __init__(self, path: Path, provider: str = "auto", threads: int = 0,
+                 options: dict[str, str] | None = None) -> None:
         self.path = path
         try:
-            self.session, self.provider = build_session(path, provider, threads)
+            self.session, self.provider = build_session(path, provider, threads, options)
         except ProviderError:
             raise
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own exception types
@@ -80,18 +104,23 @@ def session_options(threads: int) -> Any:
     return options
 
 
-def build_session(path: Path | bytes, provider: str = "auto",
-                  threads: int = 0) -> tuple[Any, str]:
+def build_session(path: Path | bytes, provider: str = "auto", threads: int = 0,
+                  options: dict[str, str] | None = None) -> tuple[Any, str]:
     """Create an InferenceSession on the requested provider; return it with the one in use.
 
-    `path` is a graph file (external weights resolve beside it) or a serialised model.
+    Args:
+        path: a graph file (external weights resolve beside it) or a serialised model.
+        provider: "auto" (CUDA when a CUDA session really starts, else CPU), a short name
+            ("cpu", "cuda", "tensorrt", "openvino", "dml", "coreml", "qnn"…) or a full
+            ONNX Runtime name ("OpenVINOExecutionProvider").
+        options: provider options (e.g. {"device_type": "GPU"} for OpenVINO).
     """
-    if provider not in PROVIDER_CHOICES:
-        raise ProviderError(
-            f"unknown provider {provider!r}: choose one of {', '.join(PROVIDER_CHOICES)}"
-        )
     ort = import_onnxruntime()
     available = ort.get_available_providers()
+    provider = provider if provider == "auto" else short_name(full_name(provider))
+    if provider not in ("auto", "cpu", "cuda"):
+        return _other_provider(ort, path, provider, threads, options or {}, available), (
+            provider)
     want_cuda = provider == "cuda" or (provider == "auto" and PROVIDERS["cuda"] in available)
     if provider == "cuda" and PROVIDERS["cuda"] not in available:
         raise ProviderError(
@@ -100,7 +129,7 @@ def build_session(path: Path | bytes, provider: str = "auto",
             "install the 'gpu' extra (onnxruntime-gpu) on a machine with CUDA"
         )
     if want_cuda:
-        session = _try_cuda(ort, path, threads, quiet=provider == "auto")
+        session = _try_cuda(ort, path, threads, quiet=provider == "auto", options=options)
         if session is not None:
             return session, "cuda"
         if provider == "cuda":
@@ -108,8 +137,34 @@ def build_session(path: Path | bytes, provider: str = "auto",
                 "provider 'cuda' could not start (CUDA or cuDNN libraries missing, or no GPU); "
                 "use --provider cpu or auto"
             )
-    session = _new_session(ort, path, ["CPUExecutionProvider"], threads)
+    cpu = [("CPUExecutionProvider", options)] if options and provider == "cpu" else [
+        "CPUExecutionProvider"]
+    session = _new_session(ort, path, cpu, threads)
     return session, "cpu"
+
+
+def _other_provider(ort: ModuleType, path: Path | bytes, provider: str, threads: int,
+                    options: dict[str, str], available: list[str]) -> Any:
+    """A session whose first provider is `provider`, or a ProviderError saying why not."""
+    full = full_name(provider)
+    if not full.endswith("ExecutionProvider"):
+        raise ProviderError(
+            f"unknown provider {provider!r}: use auto, a short name "
+            f"({', '.join(PROVIDERS)}) or a full ONNX Runtime name")
+    if full not in available:
+        raise ProviderError(
+            f"provider {provider!r} is not available in this ONNX Runtime build (available: "
+            f"{', '.join(short_name(p) for p in available) or 'none'}); "
+            "'scorecam-onnx providers' lists them")
+    try:
+        session = _new_session(ort, path, [(full, options), "CPUExecutionProvider"], threads)
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own types
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ProviderError(f"provider {provider!r} could not start: {text}") from None
+    if session.get_providers()[0] != full:
+        raise ProviderError(f"provider {provider!r} could not start (ONNX Runtime fell back "
+                            "to the CPU)")
+    return session
 
 
 def _new_session(ort: ModuleType, path: Path | bytes, providers: list[Any],
@@ -119,10 +174,11 @@ def _new_session(ort: ModuleType, path: Path | bytes, providers: list[Any],
                                 providers=providers)
 
 
-def _try_cuda(ort: ModuleType, path: Path | bytes, threads: int, quiet: bool) -> Any | None:
+def _try_cuda(ort: ModuleType, path: Path | bytes, threads: int, quiet: bool,
+              options: dict[str, str] | None = None) -> Any | None:
     """A CUDA session, or None when ONNX Runtime silently fell back to the CPU."""
     preload = getattr(ort, "preload_dlls", None)
-    with _stderr_silenced(quiet):
+    with native_stderr_silenced() if quiet else contextlib.nullcontext():
         if quiet:
             ort.set_default_logger_severity(4)
         try:
@@ -130,8 +186,8 @@ def _try_cuda(ort: ModuleType, path: Path | bytes, threads: int, quiet: bool) ->
                 # Preloading pip-installed CUDA libraries is best effort.
                 with contextlib.suppress(Exception):
                     preload(directory="")
-            session = _new_session(ort, path, [PROVIDERS["cuda"], "CPUExecutionProvider"],
-                                   threads)
+            cuda = (PROVIDERS["cuda"], options) if options else PROVIDERS["cuda"]
+            session = _new_session(ort, path, [cuda, "CPUExecutionProvider"], threads)
         except Exception:  # noqa: BLE001 - any failure here means "no CUDA"
             return None
         finally:
@@ -140,24 +196,3 @@ def _try_cuda(ort: ModuleType, path: Path | bytes, threads: int, quiet: bool) ->
     if session.get_providers()[0] != PROVIDERS["cuda"]:
         return None
     return session
-
-
-class _stderr_silenced:
-    """Point file descriptor 2 at /dev/null while active (native libraries write there)."""
-
-    def __init__(self, active: bool) -> None:
-        self.active = active
-        self.saved: int | None = None
-
-    def __enter__(self) -> None:
-        if self.active:
-            self.saved = os.dup(2)
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 2)
-            os.close(devnull)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.saved is not None:
-            os.dup2(self.saved, 2)
-            os.close(self.saved)
-            self.saved = None

@@ -90,3 +90,65 @@ def test_missing_onnxruntime(monkeypatch):
 def test_real_cpu_session(tiny_onnx):
     runner = rt.OrtRunner(tiny_onnx, "cpu", threads=1)
     assert runner.provider == "cpu" and runner.input_names == ["input"]
+
+
+def _fake_any(available: list[str], starts: bool):
+    """A fake ONNX Runtime whose first requested provider starts when `starts`."""
+    seen: list[list] = []
+
+    class Session:
+        def __init__(self, path, sess_options=None, providers=()):
+            seen.append(list(providers))
+            first = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+            self.providers = ([first] if starts and first != "CPUExecutionProvider" else []) + [
+                "CPUExecutionProvider"]
+
+        def get_providers(self):
+            return self.providers
+
+    fake = _fake_ort(available, False)
+    fake.InferenceSession = Session
+    return fake, seen
+
+
+OPENVINO_BUILD = ["OpenVINOExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_any_provider_by_short_or_full_name_with_options(monkeypatch):
+    fake, seen = _fake_any(OPENVINO_BUILD, starts=True)
+    monkeypatch.setattr(rt, "import_onnxruntime", lambda: fake)
+    _, used = rt.build_session("m.onnx", "openvino", options={"device_type": "GPU"})
+    assert used == "openvino"
+    assert seen[-1] == [("OpenVINOExecutionProvider", {"device_type": "GPU"}),
+                        "CPUExecutionProvider"]
+    _, used = rt.build_session("m.onnx", "OpenVINOExecutionProvider")
+    assert used == "openvino"
+    _, used = rt.build_session("m.onnx", "CPUExecutionProvider")
+    assert used == "cpu" and seen[-1] == ["CPUExecutionProvider"]
+
+
+@pytest.mark.parametrize(("available", "starts", "name", "message"), [
+    (["CPUExecutionProvider"], True, "tensorrt",
+     r"provider 'tensorrt' is not available in this ONNX Runtime build \(available: cpu\)"),
+    (OPENVINO_BUILD, False, "openvino", "provider 'openvino' could not start"),
+    (OPENVINO_BUILD, True, "gpu-please", "unknown provider 'gpu-please'"),
+])
+def test_provider_errors(monkeypatch, available, starts, name, message):
+    fake, _ = _fake_any(available, starts)
+    monkeypatch.setattr(rt, "import_onnxruntime", lambda: fake)
+    with pytest.raises(ProviderError, match=message):
+        rt.build_session("m.onnx", name)
+
+
+def test_real_full_name_and_providers_command(tiny_bundle):
+    from click.testing import CliRunner
+
+    from scorecam_onnx import Explainer
+    from scorecam_onnx.cli import main
+
+    assert Explainer(tiny_bundle, provider="CPUExecutionProvider").provider == "cpu"
+    listed = CliRunner().invoke(main, ["providers"])
+    assert listed.exit_code == 0 and "cpu        CPUExecutionProvider" in listed.output
+    refused = CliRunner().invoke(main, ["explain", "x.png", "--model", str(tiny_bundle.path),
+                                        "--provider", "tensorrt"])
+    assert refused.exit_code == 1 and "provider 'tensorrt' is not available" in refused.output

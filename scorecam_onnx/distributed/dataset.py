@@ -50,14 +50,15 @@ class ExplainActor:
     actor could lose them.
     """
 
-    config: tuple[str | None, dict[str, Any], str | None, str, int, int]
+    config: tuple[str | None, dict[str, Any], str | None, str, int, int,
+                  dict[str, str] | None]
 
     def __init__(self) -> None:
         from ..explainer import Explainer
 
-        bundle, settings, out, provider, threads, max_pixels = self.config
+        bundle, settings, out, provider, threads, max_pixels, options = self.config
         self.explainer = Explainer(bundle, provider=provider, threads=threads,
-                                   max_pixels=max_pixels)
+                                   max_pixels=max_pixels, provider_options=options)
         self.settings = ExplainSettings(**settings)
         self.out = Path(out) if out else None
 
@@ -119,6 +120,7 @@ def explain_dataset(
     gpus_per_actor: float = 0,
     threads: int = 1,
     provider: str = "auto",
+    provider_options: dict[str, str] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     images_per_task: int = 4,
     out: str | Path | None = None,
@@ -138,6 +140,7 @@ def explain_dataset(
         gpus_per_actor: GPUs each actor reserves (its ONNX Runtime then picks CUDA with
             provider "auto").
         threads: ONNX Runtime threads per actor (one actor per core is the usual layout).
+        provider, provider_options: the execution provider of each actor and its options.
         images_per_task: images per `map_batches` batch.
         out: write each image's outputs here (the files `scorecam-onnx explain` writes,
             atomically, by the actors); the folder must be shared by every node.
@@ -169,7 +172,7 @@ def explain_dataset(
     settings = asdict(ExplainSettings(method, preset, list(target or []), top_k, channels,
                                       samples, batch_size, gaussian))
     config = (str(bundle) if bundle else None, settings, str(out) if out else None, provider,
-              threads, max_pixels)
+              threads, max_pixels, provider_options)
     return dataset.map_batches(
         type("ExplainActor", (ExplainActor,), {"config": config}),
         batch_size=images_per_task, batch_format="numpy", concurrency=actors,
