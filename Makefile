@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[cpu,export,serve,ray,test]"
+	$(BIN)/python -m pip install --quiet -e ".[cpu,export,serve,ray,quantize,test]"
 	touch $(STAMP)
 
 clean:

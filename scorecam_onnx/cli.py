@@ -16,7 +16,7 @@ import click
 
 from . import __version__
 from .bundle import Bundle
-from .cli_bundle import export, info, layers, split
+from .cli_bundle import export, info, layers, quantize, split
 from .cli_common import key_values
 from .cli_serve import serve
 from .engine import PRESETS
@@ -369,7 +369,7 @@ def providers() -> None:
         click.echo(f"{name:<10} {full_name(name)}")
 
 
-for command in (export, split, layers, info, serve):
+for command in (export, split, layers, info, quantize, serve):
     main.add_command(command)
 
 

@@ -252,9 +252,56 @@ def info(bundle_dir, as_json) -> None:
         ("labels", f"{len(bundle.labels)} names" if bundle.labels else "none"),
         ("size", f"{_bundle_bytes(bundle) / 1e6:.1f} MB"),
     ]
+    fidelity = bundle.path / "fidelity.json"
+    if fidelity.is_file():
+        f = json.loads(fidelity.read_text(encoding="utf-8"))
+        rows.append(("fidelity", f"{f['mode']}: top-1 agreement {f['top1_agreement']:.2f}, "
+                                 f"map correlation {f['correlation_mean']:.4f} (worst "
+                                 f"{f['correlation_worst']:.4f}), forward time ×"
+                                 f"{f['forward_ratio']:.2f}, size ×{f['size_ratio']:.2f}"))
     for key, value in rows:
         click.echo(f"{key:<8} {value}")
 
 
 def _bundle_bytes(bundle: Bundle) -> int:
     return sum(p.stat().st_size for p in bundle.path.iterdir() if p.is_file())
+
+
+@click.command()
+@click.argument("bundle_dir", type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="The new bundle folder.")
+@click.option("--int8", "mode", flag_value="int8", help="INT8 (static, QDQ, per-channel).")
+@click.option("--fp16", "mode", flag_value="fp16", help="FP16 weights and compute (GPUs).")
+@click.option("--calibrate", multiple=True, metavar="IMAGES",
+              help="Calibration images, folders or globs (INT8; 16 or more advised).")
+@click.option("--check", multiple=True, metavar="IMAGES",
+              help="More images for the fidelity report only.")
+@click.option("--graphs", default="model", show_default=True,
+              help="Graphs to convert, comma-separated: model, features, tail.")
+@click.option("--method", default="scorecam", show_default=True,
+              help="Method whose maps the report compares.")
+@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
+def quantize(bundle_dir, out, mode, calibrate, check, graphs, method, force) -> None:
+    """Write an INT8 or FP16 copy of a bundle with a measured fidelity report."""
+    from .images import find_images
+    from .quantize import format_fidelity, quantize_bundle
+
+    if mode is None:
+        raise click.UsageError("choose --int8 or --fp16")
+    if mode == "int8" and not calibrate:
+        raise click.UsageError("--int8 needs --calibrate IMAGES")
+    found = {}
+    for role, given in (("calibrate", calibrate), ("check", check)):
+        paths, problems = find_images(list(given))
+        if problems:
+            raise click.ClickException(f"--{role}: {'; '.join(problems)}")
+        found[role] = paths
+    try:
+        report = quantize_bundle(bundle_dir, out, mode, found["calibrate"], found["check"],
+                                 [g.strip() for g in graphs.split(",") if g.strip()], method,
+                                 force, on_step=lambda text: click.echo(text, err=True))
+    except (ValueError, ImportError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(format_fidelity(report))
+    click.echo(f"wrote {out} ({report['bytes'][mode] / 1e6:.1f} MB)", err=True)
