@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+OV := .venv-openvino
+OV_STAMP := $(OV)/.installed
 
 .PHONY: demo test lint bench load-bench browser clean
 
@@ -10,8 +12,10 @@ STAMP := $(VENV)/.installed
 demo: $(STAMP)
 	$(BIN)/scorecam-onnx explain samples/ --out out --sheet
 
-# The test suite (the same command CI runs).
-test: $(STAMP) browser
+# The test suite (the same command CI runs): the OpenVINO provider's tests in an environment
+# of their own (onnxruntime-openvino replaces onnxruntime), then everything else.
+test: $(STAMP) $(OV_STAMP) browser
+	$(OV)/bin/python -m pytest -q -p no:cacheprovider -m openvino tests/test_openvino.py
 	$(BIN)/python -m pytest -q
 
 # Debian's headless Chromium for the page's browser test, installed when missing (as root);
@@ -43,5 +47,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[cpu,export,serve,ray,quantize,test]"
 	touch $(STAMP)
 
+$(OV_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(OV)
+	$(OV)/bin/python -m pip install --quiet --upgrade pip
+	$(OV)/bin/python -m pip install --quiet -e ".[openvino]" "pytest>=8"
+	touch $(OV_STAMP)
+
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) $(OV) out

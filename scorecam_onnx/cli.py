@@ -17,7 +17,7 @@ import click
 from . import __version__
 from .bundle import Bundle
 from .cli_bundle import export, info, layers, quantize, split
-from .cli_common import key_values
+from .cli_common import key_values, provider_name
 from .cli_serve import serve
 from .engine import PRESETS
 from .errors import ScoreCamError
@@ -52,7 +52,7 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options: list[Decorator] = [
         click.option("--model", "model_dir", type=click.Path(file_okay=False),
                      help="Bundle folder. Default: the shipped EfficientNet-Lite0."),
-        click.option("--provider", default="auto", show_default=True,
+        click.option("--provider", default="auto", show_default=True, callback=provider_name,
                      help="ONNX Runtime execution provider: auto, cpu, cuda, openvino, "
                           "tensorrt, dml, coreml, qnn… or a full name ('providers' lists "
                           "this installation's)."),

@@ -14,3 +14,13 @@ def key_values(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
             raise click.BadParameter(f"expected KEY=VALUE, got {value!r}")
         pairs[key] = text
     return pairs or None
+
+
+def provider_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """'auto', a short provider name or a full one; availability is checked when used."""
+    from .runtime import PROVIDERS
+
+    if value == "auto" or value.lower() in PROVIDERS or value.endswith("ExecutionProvider"):
+        return value
+    raise click.BadParameter(f"unknown provider {value!r}: use auto, a short name "
+                             f"({', '.join(PROVIDERS)}) or a full ONNX Runtime name")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .cli_common import key_values
+from .cli_common import key_values, provider_name
 from .engine import PRESETS
 from .images import DEFAULT_MAX_PIXELS
 from .methods import METHODS
@@ -36,7 +36,7 @@ def _models(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
               help="Port (0: any free port).")
-@click.option("--provider", default="auto", show_default=True,
+@click.option("--provider", default="auto", show_default=True, callback=provider_name,
               help="ONNX Runtime execution provider (see 'scorecam-onnx providers').")
 @click.option("--provider-option", "provider_options", multiple=True, callback=key_values,
               metavar="KEY=VALUE", help="An option for the provider (repeatable).")

@@ -157,7 +157,10 @@ def _other_provider(ort: ModuleType, path: Path | bytes, provider: str, threads:
             f"{', '.join(short_name(p) for p in available) or 'none'}); "
             "'scorecam-onnx providers' lists them")
     try:
-        session = _new_session(ort, path, [(full, options), "CPUExecutionProvider"], threads)
+        # A provider that cannot start says so on descriptor 2; the error below says it once.
+        with native_stderr_silenced():
+            session = _new_session(ort, path, [(full, options), "CPUExecutionProvider"],
+                                   threads)
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own types
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ProviderError(f"provider {provider!r} could not start: {text}") from None
