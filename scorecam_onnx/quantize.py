@@ -64,6 +64,10 @@ def quantize_bundle(source: str | Path, out: str | Path, mode: str,
     if target.exists() and not force:
         raise BundleError(f"{target}: already exists (use --force to replace it)")
     floating = Explainer(source, provider="cpu")
+    precision = floating.bundle.manifest.source.get("precision")
+    if precision:
+        raise BundleError(f"{floating.bundle.path} is already an {precision} bundle: convert "
+                          "the float32 bundle it came from")
     if "tail" in graphs and floating.tail is None:
         raise BundleError(f"{floating.bundle.path} has no tail graph to convert")
     calibration = [_load(floating, p, "calibration") for p in calibrate]

@@ -85,6 +85,9 @@ def test_int8_bundle_records_itself_and_explains_with_every_method(int8_default)
         assert res.saliency.shape == (400, 600) and np.isfinite(res.saliency).all()
     info = CliRunner().invoke(main, ["info", str(path)])
     assert "fidelity int8: top-1 agreement" in info.output
+    again = CliRunner().invoke(main, ["quantize", str(path), "--out", str(path.parent / "x"),
+                                      "--fp16"])
+    assert again.exit_code == 1 and "is already an int8 bundle" in again.output
 
 
 def test_converting_every_graph_drops_the_shared_weights(tmp_path, tiny_bundle):
