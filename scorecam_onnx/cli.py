@@ -17,7 +17,7 @@ import click
 from . import __version__
 from .bundle import Bundle
 from .cli_bundle import export, info, layers, quantize, split
-from .cli_common import key_values, provider_name
+from .cli_common import key_values, provider_libraries, provider_name
 from .cli_serve import serve
 from .engine import PRESETS
 from .errors import ScoreCamError
@@ -59,6 +59,10 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--provider-option", "provider_options", multiple=True,
                      callback=key_values, metavar="KEY=VALUE",
                      help="An option for the provider (repeatable)."),
+        click.option("--provider-library", "provider_libraries", multiple=True,
+                     callback=provider_libraries, metavar="NAME=PATH", expose_value=False,
+                     is_eager=True,
+                     help="Register a plugin provider library first (ONNX Runtime ≥ 1.23)."),
         click.option("--threads", type=click.IntRange(min=0), default=0,
                      help="ONNX Runtime intra-op threads (0: one per core)."),
         click.option("--batch-size", type=click.IntRange(min=1),
@@ -358,15 +362,21 @@ def bench(image, model_dir, provider, provider_options, threads, batch_size, qui
 
 
 @main.command()
+@click.option("--provider-library", "provider_libraries", multiple=True,
+              callback=provider_libraries, metavar="NAME=PATH", expose_value=False,
+              help="Register a plugin provider library first (ONNX Runtime ≥ 1.23).")
 def providers() -> None:
     """List the execution providers this ONNX Runtime installation offers."""
-    from .runtime import available_providers, full_name, import_onnxruntime
+    from .runtime import available_providers, full_name, import_onnxruntime, plugin_devices
 
     ort = import_onnxruntime()
     click.echo(f"onnxruntime {ort.__version__}; --provider auto picks cuda when a CUDA session "
                "starts, else cpu")
     for name in available_providers():
         click.echo(f"{name:<10} {full_name(name)}")
+    for device in plugin_devices():
+        if device.ep_name not in ort.get_available_providers():
+            click.echo(f"{device.ep_name} (plugin) on {device.device.type.name}")
 
 
 for command in (export, split, layers, info, quantize, serve):

@@ -24,3 +24,18 @@ def provider_name(ctx: click.Context, param: click.Parameter, value: str) -> str
         return value
     raise click.BadParameter(f"unknown provider {value!r}: use auto, a short name "
                              f"({', '.join(PROVIDERS)}) or a full ONNX Runtime name")
+
+
+def provider_libraries(ctx: click.Context, param: click.Parameter,
+                       values: tuple[str, ...]) -> dict[str, str] | None:
+    """NAME=PATH pairs, each registered with ONNX Runtime as a plugin provider library."""
+    from .errors import ProviderError
+    from .runtime import register_provider_library
+
+    libraries = key_values(ctx, param, values) or {}
+    for name, path in libraries.items():
+        try:
+            register_provider_library(name, path)
+        except ProviderError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return libraries or None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .cli_common import key_values, provider_name
+from .cli_common import key_values, provider_libraries, provider_name
 from .engine import PRESETS
 from .images import DEFAULT_MAX_PIXELS
 from .methods import METHODS
@@ -40,6 +40,9 @@ def _models(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
               help="ONNX Runtime execution provider (see 'scorecam-onnx providers').")
 @click.option("--provider-option", "provider_options", multiple=True, callback=key_values,
               metavar="KEY=VALUE", help="An option for the provider (repeatable).")
+@click.option("--provider-library", "provider_libraries", multiple=True, is_eager=True,
+              callback=provider_libraries, metavar="NAME=PATH", expose_value=False,
+              help="Register a plugin provider library first (ONNX Runtime ≥ 1.23).")
 @click.option("--threads", type=click.IntRange(min=0), default=0,
               help="ONNX Runtime intra-op threads per model (0: one per core).")
 @click.option("--batch-size", type=click.IntRange(min=1),

@@ -151,16 +151,20 @@ def _other_provider(ort: ModuleType, path: Path | bytes, provider: str, threads:
         raise ProviderError(
             f"unknown provider {provider!r}: use auto, a short name "
             f"({', '.join(PROVIDERS)}) or a full ONNX Runtime name")
-    if full not in available:
+    devices = [] if full in available else plugin_devices(full)
+    if full not in available and not devices:
         raise ProviderError(
             f"provider {provider!r} is not available in this ONNX Runtime build (available: "
-            f"{', '.join(short_name(p) for p in available) or 'none'}); "
-            "'scorecam-onnx providers' lists them")
+            f"{', '.join(short_name(p) for p in available) or 'none'}), and no registered "
+            "provider library offers a device for it; 'scorecam-onnx providers' lists them")
     try:
         # A provider that cannot start says so on descriptor 2; the error below says it once.
         with native_stderr_silenced():
-            session = _new_session(ort, path, [(full, options), "CPUExecutionProvider"],
-                                   threads)
+            if devices:
+                session = device_session(ort, path, devices, options, threads)
+            else:
+                session = _new_session(ort, path, [(full, options), "CPUExecutionProvider"],
+                                       threads)
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own types
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ProviderError(f"provider {provider!r} could not start: {text}") from None
@@ -168,6 +172,37 @@ def _other_provider(ort: ModuleType, path: Path | bytes, provider: str, threads:
         raise ProviderError(f"provider {provider!r} could not start (ONNX Runtime fell back "
                             "to the CPU)")
     return session
+
+
+def register_provider_library(name: str, library: str) -> None:
+    """Register a plugin execution provider library (ONNX Runtime 1.23 or newer) under
+    `name`; its devices then appear in `plugin_devices`."""
+    ort = import_onnxruntime()
+    register = getattr(ort, "register_execution_provider_library", None)
+    if register is None:
+        raise ProviderError("provider libraries need ONNX Runtime 1.23 or newer "
+                            f"(this is {ort.__version__})")
+    try:
+        register(name, library)
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own types
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ProviderError(f"cannot register provider library {library}: {text}") from None
+
+
+def plugin_devices(full: str | None = None) -> list[Any]:
+    """Devices that registered providers offer (all, or those of provider `full`)."""
+    ort = import_onnxruntime()
+    devices = list(getattr(ort, "get_ep_devices", list)())
+    return [d for d in devices if full is None or d.ep_name == full]
+
+
+def device_session(ort: ModuleType, path: Path | bytes, devices: list[Any],
+                   options: dict[str, str] | None, threads: int) -> Any:
+    """A session on the given provider devices (the plugin-provider way of choosing)."""
+    sess_options = session_options(threads)
+    sess_options.add_provider_for_devices(devices, dict(options or {}))
+    source = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(source, sess_options=sess_options)
 
 
 def _new_session(ort: ModuleType, path: Path | bytes, providers: list[Any],

@@ -152,3 +152,44 @@ def test_real_full_name_and_providers_command(tiny_bundle):
     refused = CliRunner().invoke(main, ["explain", "x.png", "--model", str(tiny_bundle.path),
                                         "--provider", "tensorrt"])
     assert refused.exit_code == 1 and "provider 'tensorrt' is not available" in refused.output
+
+
+def test_plugin_style_session_on_a_provider_device(tiny_bundle):
+    """The plugin-provider path (a session built from provider devices) on the one device
+    every ONNX Runtime ≥ 1.23 lists: its CPU."""
+    import numpy as np
+    import onnxruntime
+
+    devices = rt.plugin_devices("CPUExecutionProvider")
+    assert devices and all(d.ep_name == "CPUExecutionProvider" for d in devices)
+    session = rt.device_session(onnxruntime, tiny_bundle.model_path, devices[:1], {}, 1)
+    plain, _ = rt.build_session(tiny_bundle.model_path, "cpu")
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(session.run(None, {"input": x})[0],
+                                  plain.run(None, {"input": x})[0])
+
+
+def test_registered_plugin_library(tiny_bundle, tmp_path):
+    """The OpenVINO plugin package: registered from its library; where it finds a device the
+    maps equal the CPU provider's, where it finds none (this CPU) the error says so."""
+    import numpy as np
+    from click.testing import CliRunner
+
+    from scorecam_onnx import Explainer
+    from scorecam_onnx.cli import main
+
+    plugin = pytest.importorskip("onnxruntime_ep_openvino") if not __import__("os").environ.get(
+        "CI") else __import__("onnxruntime_ep_openvino")
+    rt.register_provider_library("openvino_plugin", plugin.get_library_path())
+    image = np.random.default_rng(2).integers(0, 256, (8, 8, 3), np.uint8)
+    if rt.plugin_devices(plugin.get_ep_name()):
+        got = Explainer(tiny_bundle, provider="openvino").explain(image)
+        want = Explainer(tiny_bundle, provider="cpu").explain(image)
+        assert np.abs(got.saliency - want.saliency).max() < 1e-4
+    else:
+        with pytest.raises(ProviderError, match="no registered provider library offers a "
+                                                "device for it"):
+            Explainer(tiny_bundle, provider="openvino")
+    bad = CliRunner().invoke(main, ["providers", "--provider-library",
+                                    f"x={tmp_path / 'none.so'}"])
+    assert bad.exit_code == 2 and "cannot register provider library" in bad.output
