@@ -354,8 +354,9 @@ def test_health_answers_promptly_while_two_explanations_run(server):
 
 @pytest.fixture(scope="module")
 def small(tiny_path):
+    # The timeout leaves a loaded machine time to see the pool full before anything expires.
     srv = Server("--model", f"{MODEL}={DEFAULT_BUNDLE}", "--max-concurrency", "1",
-                 "--max-queue", "1", "--timeout", "2", "--grace", "60")
+                 "--max-queue", "1", "--timeout", "8", "--grace", "60")
     yield srv
     srv.stop()
 
@@ -365,7 +366,7 @@ def test_timeout_is_504_and_stops_the_work(small):
     reply = small.client.post("/explain", params={"method": "sscam"}, content=CHELSEA)
     assert reply.status_code == 504 and reply.json() == {"error": "the request timed out"}
     after = _settled(small, MODEL)
-    # SS-CAM here is ~30,000 forwards; two seconds run a few hundred.
+    # SS-CAM here is ~30,000 forwards; eight seconds run about 1,500.
     assert 0 < after - before < 5000
     assert small.metric("scorecam_cancelled_total", reason="timeout") >= 1
 
@@ -379,9 +380,10 @@ def test_full_queue_is_503_with_retry_after(small):
                                        content=CHELSEA))
 
     workers = [threading.Thread(target=explain) for _ in range(3)]
-    for w in workers:
+    for w in workers[:2]:
         w.start()
-        time.sleep(0.2)
+    _wait_for(small, running=1, waiting=1)
+    workers[2].start()
     for w in workers:
         w.join()
     statuses = sorted(r.status_code for r in replies)
@@ -402,9 +404,9 @@ def test_predictions_do_not_wait_behind_explanations(small):
     for w in workers:
         w.start()
     _wait_for(small, running=1, waiting=1)            # one explaining, one waiting: full
+    full = small.client.post("/explain", params={"method": "sscam"}, content=CHELSEA)
     predicted = small.client.post(f"/v1/models/{MODEL}:predict",
                                   json={"instances": [{"b64": B64}]})
-    full = small.client.post("/explain", params={"method": "sscam"}, content=CHELSEA)
     for w in workers:
         w.join()
     assert predicted.status_code == 200
