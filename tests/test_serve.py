@@ -338,6 +338,7 @@ def test_health_answers_promptly_while_two_explanations_run(server):
                                        content=CHELSEA).status_code)
 
     workers = [threading.Thread(target=explain) for _ in range(2)]
+    _wait_for(server, running=0, waiting=0)
     for w in workers:
         w.start()
     _wait_for(server, running=1, waiting=1)
@@ -380,6 +381,7 @@ def test_full_queue_is_503_with_retry_after(small):
                                        content=CHELSEA))
 
     workers = [threading.Thread(target=explain) for _ in range(3)]
+    _wait_for(small, running=0, waiting=0)            # the last test's requests have gone
     for w in workers[:2]:
         w.start()
     _wait_for(small, running=1, waiting=1)
@@ -401,6 +403,7 @@ def test_predictions_do_not_wait_behind_explanations(small):
                                        content=CHELSEA).status_code)
 
     workers = [threading.Thread(target=explain) for _ in range(2)]
+    _wait_for(small, running=0, waiting=0)            # the last test's requests have gone
     for w in workers:
         w.start()
     _wait_for(small, running=1, waiting=1)            # one explaining, one waiting: full
