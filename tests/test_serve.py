@@ -417,6 +417,27 @@ def test_predictions_do_not_wait_behind_explanations(small):
     assert full.status_code == 503 and sorted(replies) == [504, 504]
 
 
+def test_a_queued_request_whose_client_leaves_frees_its_slot_at_once(small):
+    replies: list[int] = []
+
+    def explain() -> None:
+        with httpx.Client(base_url=small.url, timeout=120) as client:
+            replies.append(client.post("/explain", params={"method": "sscam"},
+                                       content=CHELSEA).status_code)
+
+    _wait_for(small, running=0, waiting=0)
+    running = threading.Thread(target=explain)
+    running.start()
+    _wait_for(small, running=1, waiting=0)
+    with pytest.raises(httpx.ReadTimeout), httpx.Client(base_url=small.url) as client:
+        client.post("/explain", params={"method": "sscam"}, content=CHELSEA, timeout=1.0)
+    _wait_for(small, running=1, waiting=0)       # freed while the first one still runs
+    assert small.client.post("/explain", params={"method": "sscam"}, content=CHELSEA,
+                             timeout=120).status_code == 504
+    running.join()
+    assert replies == [504]
+
+
 def test_sigterm_finishes_accepted_requests_then_exits_0(tiny_path):
     srv = Server("--model", f"{MODEL}={DEFAULT_BUNDLE}", "--grace", "60")
     replies: list[httpx.Response] = []

@@ -38,6 +38,7 @@ class Ticket:
         self._on_forwards = on_forwards
         self._done = 0
         self.forwards = 0
+        self.started = False
 
     def cancel(self) -> None:
         self._cancelled.set()
@@ -127,11 +128,15 @@ class WorkPool:
             except Cancelled:
                 raise ApiError(504, "the request timed out") from None
         ticket.cancel()
+        if not ticket.started:
+            # Still queued: drop it from the executor's queue, so that its slot frees now.
+            future.cancel()
         if watcher is not None and watcher in done:
             raise ApiError(499, "the client closed the connection")
         raise ApiError(504, "the request timed out")
 
     def _call(self, work: Callable[[Ticket], T], ticket: Ticket) -> T:
+        ticket.started = True
         ticket.check()                     # gone or timed out while waiting: do nothing
         with self._lock:
             self._running += 1
