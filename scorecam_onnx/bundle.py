@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import onnx
 
 from . import graphs
 from .errors import BundleError
-from .fileio import file_mode, sha256, write_text_atomic
+from .fileio import sha256, staged_folder, write_text_atomic
 from .manifest import MANIFEST_NAME, ActivationSpec, InputSpec, Manifest, OutputSpec
 from .runtime import build_session
 from .tokens import check_grid, infer_grid
@@ -186,11 +185,8 @@ def write_bundle(
     graphs.check_tensor(model, activation, output)
     height, width = _input_size(image_input, prep)
 
-    staging = out.parent / f".{out.name}.partial"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    try:
+    with staged_folder(out) as staging:
+        staging.mkdir(parents=True)
         full = graphs.extract(model, [image_input.name], [output])
         graphs.free_batch_axis(full, [image_input.name, output])
         onnx.save_model(
@@ -258,14 +254,6 @@ def write_bundle(
             tail_missing=tail_missing,
         )
         write_text_atomic(staging / MANIFEST_NAME, manifest.dumps())
-        for written in staging.iterdir():
-            written.chmod(file_mode())
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return Bundle.load(out)
 
 

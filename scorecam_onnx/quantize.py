@@ -26,7 +26,7 @@ from .bench import floor_seconds
 from .bundle import TAIL_NAME, Bundle
 from .errors import BundleError, ImageError
 from .explainer import Explainer
-from .fileio import file_mode, sha256, write_text_atomic
+from .fileio import sha256, staged_folder, write_text_atomic
 from .manifest import MANIFEST_NAME
 
 FIDELITY_NAME = "fidelity.json"
@@ -72,10 +72,8 @@ def quantize_bundle(source: str | Path, out: str | Path, mode: str,
         raise BundleError(f"{floating.bundle.path} has no tail graph to convert")
     calibration = [_load(floating, p, "calibration") for p in calibrate]
     checks = [_load(floating, p, "check") for p in check]
-    staging = target.parent / f".{target.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(floating.bundle.path, staging)
-    try:
+    with staged_folder(target) as staging:
+        shutil.copytree(floating.bundle.path, staging)
         (staging / FIDELITY_NAME).unlink(missing_ok=True)
         for graph in graphs:
             say(f"{mode}: {graph} graph")
@@ -91,14 +89,6 @@ def quantize_bundle(source: str | Path, out: str | Path, mode: str,
             report["note"] = (f"calibrated on {len(calibration)} images; "
                               f"{ADVISED_CALIBRATION} or more are advised")
         write_text_atomic(staging / FIDELITY_NAME, json.dumps(report, indent=2) + "\n")
-        for written in staging.iterdir():
-            written.chmod(file_mode())
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     report["bundle"] = str(target)
     return report
 
