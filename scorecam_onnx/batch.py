@@ -137,12 +137,7 @@ def _explain_one(explainer: Explainer, job: ExplainJob, item: ItemResult,
         rgb, _ = explainer.preprocess(item.source)
         options = {"preset": job.preset, "method": job.method, "channels": job.channels,
                    "samples": job.samples, "progress": on_progress, "gaussian": job.gaussian}
-        if job.classes:
-            found = explainer.explain(rgb, list(job.classes), **options)
-        elif job.top_k is not None:
-            found = explainer.explain(rgb, top_k=job.top_k, **options)
-        else:
-            found = [explainer.explain(rgb, **options)]
+        found = explainer.explain_list(rgb, job.classes, job.top_k, **options)
         write_outputs(job.out, item.name, item.source, rgb, found, job.per_class)
     except (ScoreCamError, ValueError, TypeError, OSError) as exc:
         item.error = failure_reason(exc)

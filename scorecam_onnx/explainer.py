@@ -344,6 +344,16 @@ class Explainer:
         single = top_k is None and (target is None or isinstance(target, int | np.integer))
         return results[0] if single else results
 
+    def explain_list(self, image: ImageLike, classes: Sequence[int] | None = None,
+                     top_k: int | None = None, **options: object) -> list[Explanation]:
+        """`explain` that always returns a list: the given classes, the `top_k` most likely,
+        or the top-1 class. `options` are those of `explain`."""
+        if classes:
+            return self.explain(image, list(classes), **options)
+        if top_k is not None:
+            return self.explain(image, top_k=top_k, **options)
+        return [self.explain(image, **options)]
+
     def _explain(self, image: ImageLike, target: int | Sequence[int] | None, top_k: int | None,
                  engine: ScoreCam, progress: Progress | None) -> list[Explanation]:
         started = time.perf_counter()

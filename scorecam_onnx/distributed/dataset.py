@@ -68,7 +68,7 @@ class ExplainActor:
         return {key: [row[key] for row in rows] for key in rows[0]} if rows else {}
 
     def _one(self, batch: dict[str, np.ndarray], i: int) -> dict[str, Any]:
-        from ..batch import ExplainJob, failure_reason, write_outputs
+        from ..batch import failure_reason, write_outputs
         from ..errors import ScoreCamError
         from ..images import decode_image, read_file
 
@@ -84,15 +84,9 @@ class ExplainActor:
             options = {"preset": s.preset, "method": s.method, "channels": s.channels,
                        "samples": s.samples, "batch_size": s.batch_size,
                        "gaussian": s.gaussian}
-            if s.target:
-                found = self.explainer.explain(rgb, list(s.target), **options)
-            elif s.top_k is not None:
-                found = self.explainer.explain(rgb, top_k=s.top_k, **options)
-            else:
-                found = [self.explainer.explain(rgb, **options)]
+            found = self.explainer.explain_list(rgb, s.target, s.top_k, **options)
             if self.out is not None:
-                per_class = ExplainJob([], self.out, classes=list(s.target),
-                                       top_k=s.top_k).per_class
+                per_class = bool(s.target) or s.top_k is not None
                 write_outputs(self.out, name, Path(path), rgb, found, per_class)
         except (ScoreCamError, ValueError, TypeError, OSError) as exc:
             row["error"] = failure_reason(exc)

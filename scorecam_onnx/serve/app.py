@@ -24,9 +24,8 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..explainer import Explainer
-from ..images import DEFAULT_MAX_PIXELS, load_image
+from ..images import DEFAULT_MAX_PIXELS
 from ..methods import METHODS
-from ..render import encode_png, overlay
 from .errors import ApiError
 from .params import ExplainParams, parse_params
 from .pool import Ticket, WorkPool
@@ -217,15 +216,16 @@ def create_app(models: Mapping[str, Explainer | str | Path], limits: Limits | No
             raw["target"] = query.getlist("target")
         params = parse_params(raw, service.classes, limits.defaults)
         image = await _upload(request)
+        if "image/png" in request.headers.get("accept", ""):
+            png, first = await compute(request, service,
+                                       lambda t: service.overlay_png(image, params, t))
+            counted(service, [[first]])
+            return Response(png, media_type="image/png",
+                            headers={"X-Class-Id": str(first.class_id),
+                                     "X-Forwards": str(first.forwards)})
         predictions, found = await compute(request, service,
                                            lambda t: service.explain([image], [params], t))
         counted(service, found)
-        if "image/png" in request.headers.get("accept", ""):
-            rgb = load_image(image, limits.max_pixels)
-            first = found[0][0]
-            return Response(encode_png(overlay(rgb, first.saliency)), media_type="image/png",
-                            headers={"X-Class-Id": str(first.class_id),
-                                     "X-Forwards": str(first.forwards)})
         payloads = [explanation_payload(e) for e in found[0]]
         if params.top_k is not None or isinstance(params.target, list):
             return JSONResponse(payloads)

@@ -35,12 +35,6 @@ class ExplainParams:
     batch_size: int | None = None
     gaussian: bool = False
 
-    def classes(self) -> int:
-        """Classes explained per image (T)."""
-        if self.top_k is not None:
-            return self.top_k
-        return len(self.target) if isinstance(self.target, list) else 1
-
     def options(self) -> dict[str, Any]:
         """Keyword arguments for `Explainer.explain` (without target and top_k)."""
         return {"method": self.method, "preset": self.preset, "channels": self.channels,

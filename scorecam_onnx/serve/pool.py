@@ -148,6 +148,3 @@ class WorkPool:
 
     def _release(self, _future: asyncio.Future) -> None:
         self.admitted -= 1
-
-    def shutdown(self) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=False)

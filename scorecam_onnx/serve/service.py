@@ -17,6 +17,7 @@ from ..errors import ImageError
 from ..explainer import Explainer, Explanation
 from ..images import DEFAULT_MAX_PIXELS, decode_image
 from ..methods import TAIL_METHODS
+from ..render import encode_png, overlay
 from .errors import ApiError
 from .params import ExplainParams
 from .pool import Ticket
@@ -106,6 +107,13 @@ class ModelService:
                  for rgb, settings in zip(decoded.rgb, params, strict=True)]
         return predictions, found
 
+    def overlay_png(self, image: bytes, params: ExplainParams,
+                    ticket: Ticket) -> tuple[bytes, Explanation]:
+        """The overlay PNG of one image's first explanation, and that explanation."""
+        decoded = self.decode([image], ticket)
+        first = self._explain(decoded.rgb[0], params, ticket)[0]
+        return encode_png(overlay(decoded.rgb[0], first.saliency)), first
+
     def _explain(self, rgb: NDArray[np.uint8], params: ExplainParams,
                  ticket: Ticket) -> list[Explanation]:
         ticket.check()
@@ -114,17 +122,11 @@ class ModelService:
                                 f"{self.name!r} has none: "
                                 f"{self.explainer.bundle.manifest.tail_missing}")
         ticket.count(1)                   # the unmasked forward of `explain`
+        target = params.target
+        classes = target if isinstance(target, list) else None if target is None else [target]
         try:
-            if params.top_k is not None:
-                return self.explainer.explain(rgb, top_k=params.top_k, progress=ticket.progress,
-                                              **params.options())
-            target = params.target if isinstance(params.target, list) else (
-                [params.target] if params.target is not None else None)
-            if target is None:
-                return [self.explainer.explain(rgb, progress=ticket.progress,
-                                               **params.options())]
-            return self.explainer.explain(rgb, target, progress=ticket.progress,
-                                          **params.options())
+            return self.explainer.explain_list(rgb, classes, params.top_k,
+                                               progress=ticket.progress, **params.options())
         except (ValueError, TypeError) as exc:
             raise ApiError(422, str(exc)) from None
 
