@@ -234,9 +234,9 @@ class Explainer:
 
     def activations(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         """The target layer's activations (K×h×w) for one preprocessed NCHW input."""
-        return self._as_maps(self._features(x))
+        return self._as_maps(self.raw_activations(x))
 
-    def _features(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+    def raw_activations(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         """The features graph's raw output for one input (1×K×h×w, 1×h×w×K or 1×L×K)."""
         feed = x.transpose(0, 2, 3, 1) if self._nhwc_input else x
         (acts,) = self.features.run([self.bundle.manifest.activation.name],
@@ -359,7 +359,7 @@ class Explainer:
         started = time.perf_counter()
         rgb, x = self.preprocess(image)
         prepared = time.perf_counter()
-        raw = self._features(x)
+        raw = self.raw_activations(x)
         acts = self._as_maps(raw)
         prefix = self._prefix(raw)
 

@@ -111,7 +111,7 @@ def _graph_inputs(explainer: Explainer, graph: str,
     """Calibration feeds of a graph: preprocessed images, or activations for the tail."""
     m = explainer.bundle.manifest
     if graph == "tail":
-        return [{m.activation.name: explainer._features(x)} for x in images]
+        return [{m.activation.name: explainer.raw_activations(x)} for x in images]
     feed = [x.transpose(0, 2, 3, 1) if m.input.layout == "NHWC" else x for x in images]
     return [{m.input.name: np.ascontiguousarray(x)} for x in feed]
 
