@@ -7,15 +7,17 @@
 ('Egyptian cat', 0.79)
 """
 
+from importlib.metadata import version as package_version
+
 from .bundle import Bundle, Preprocessing, write_bundle
-from .engine import PRESETS, Preset, ScoreCam
+from .cam.engine import PRESETS, Preset, ScoreCam
+from .cam.methods import METHODS, EigenCam, FasterScoreCam, ISCam, SSCam, make_method
 from .errors import BundleError, ImageError, ProviderError, ScoreCamError
 from .explainer import Explainer, Explanation, default_bundle
 from .images import load_image
-from .methods import METHODS, EigenCam, FasterScoreCam, ISCam, SSCam, make_method
 from .render import contact_sheet, heatmap, overlay
 
-__version__ = "0.1.0"
+__version__ = package_version("scorecam-onnx")
 
 __all__ = [
     "METHODS",

@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from .bundle.manifest import InputSpec
 from .errors import ImageError
-from .manifest import InputSpec
 from .quiet import native_stderr_silenced
 
 ImageLike = str | Path | bytes | NDArray[np.uint8]

@@ -22,12 +22,12 @@ import numpy as np
 import onnx
 
 from . import metrics
-from .bench import floor_seconds
 from .bundle import TAIL_NAME, Bundle
+from .bundle.manifest import MANIFEST_NAME
 from .errors import BundleError, ImageError
+from .evaluation.bench import floor_seconds
 from .explainer import Explainer
 from .fileio import sha256, staged_folder, write_text_atomic
-from .manifest import MANIFEST_NAME
 
 FIDELITY_NAME = "fidelity.json"
 GRAPHS = ("model", "features", "tail")

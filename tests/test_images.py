@@ -10,8 +10,8 @@ import pytest
 from builders import palette_png
 
 from scorecam_onnx import ImageError, load_image
+from scorecam_onnx.bundle.manifest import InputSpec
 from scorecam_onnx.images import preprocess
-from scorecam_onnx.manifest import InputSpec
 
 
 def _encode(array: np.ndarray, ext: str = ".png") -> bytes:

@@ -28,7 +28,7 @@ def _python(code: str) -> str:
 
 
 def test_import_leaves_torch_unloaded():
-    out = _python("import sys, scorecam_onnx, scorecam_onnx.cli; "
+    out = _python("import sys, scorecam_onnx, scorecam_onnx.cli.main; "
                   "print('torch' in sys.modules, 'onnxruntime' in sys.modules)")
     assert out == "False False"
 

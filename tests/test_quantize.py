@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from conftest import DEFAULT_BUNDLE, SAMPLES
 
 from scorecam_onnx import Bundle, Explainer
+from scorecam_onnx.cam.methods import METHODS
 from scorecam_onnx.cli import main
-from scorecam_onnx.methods import METHODS
 
 RNG = np.random.default_rng(41)
 

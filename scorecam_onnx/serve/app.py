@@ -12,6 +12,7 @@ import json
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import version as package_version
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -22,10 +23,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 
-from .. import __version__
+from ..cam.methods import METHODS
 from ..explainer import Explainer
 from ..images import DEFAULT_MAX_PIXELS
-from ..methods import METHODS
 from .errors import ApiError
 from .params import ExplainParams, parse_params
 from .pool import Ticket, WorkPool
@@ -83,7 +83,7 @@ def create_app(models: Mapping[str, Explainer | str | Path], limits: Limits | No
     metrics = Metrics()
     metrics.running.set_function(lambda: pool.running + quick.running)
     metrics.waiting.set_function(lambda: pool.waiting + quick.waiting)
-    app = FastAPI(title="scorecam-onnx", version=__version__,
+    app = FastAPI(title="scorecam-onnx", version=package_version("scorecam-onnx"),
                   description="Score-CAM explanations over KServe V1 and Open Inference "
                               "Protocol V2.")
     app.state.pools = (pool, quick)
@@ -162,7 +162,7 @@ def create_app(models: Mapping[str, Explainer | str | Path], limits: Limits | No
     @app.get("/v2", tags=["OIP V2"])
     async def v2_server() -> dict[str, object]:
         """Server metadata."""
-        return {"name": "scorecam-onnx", "version": __version__,
+        return {"name": "scorecam-onnx", "version": package_version("scorecam-onnx"),
                 "extensions": ["binary_tensor_data"]}
 
     @app.get("/v2/health/live", tags=["OIP V2"])

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..engine import PRESETS
-from ..methods import METHODS
+from ..cam.engine import PRESETS
+from ..cam.methods import METHODS
 from .errors import ApiError
 
 # At most this many classes per image and request (each is a full-size map in the answer).

@@ -13,10 +13,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import NDArray
 
+from ..cam.methods import TAIL_METHODS
 from ..errors import ImageError
 from ..explainer import Explainer, Explanation
 from ..images import DEFAULT_MAX_PIXELS, decode_image
-from ..methods import TAIL_METHODS
 from ..render import encode_png, overlay
 from .errors import ApiError
 from .params import ExplainParams

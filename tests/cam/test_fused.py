@@ -11,7 +11,7 @@ from builders import tiny_forward, tiny_model, tiny_weights
 from test_engine import _tiny_image
 
 from scorecam_onnx import Explainer
-from scorecam_onnx.fused import IMAGE, MAPS, masked_scorer_graph
+from scorecam_onnx.cam.fused import IMAGE, MAPS, masked_scorer_graph
 
 
 @pytest.mark.parametrize("align", [False, True])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from ..metrics import softmax
 from .engine import (
     GRADCAM,
     PAPER,
@@ -25,7 +26,6 @@ from .engine import (
     run_batches,
 )
 from .interp import Resizer
-from .metrics import softmax
 
 # The 3×3 kernel of ReciproCAM's Gaussian variant: [[1, 2, 1], [2, 4, 2], [1, 2, 1]] / 16.
 GAUSSIAN = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]).astype(np.float32) / np.float32(16.0)

@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
-from .bundle import Bundle, Preprocessing
-from .errors import ScoreCamError
-from .explainer import default_bundle
+from ..bundle import Bundle, Preprocessing
+from ..errors import ScoreCamError
+from ..explainer import default_bundle
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -164,8 +164,7 @@ def export(model_spec, weights, model_kwargs, layer, tokens, activation_layout, 
 def split(onnx_file, layer, output, tokens, activation_layout, input_size, mean, std, color,
           layout, interpolation, resize, labels, out, force) -> None:
     """Cut an existing ONNX classifier into a bundle (no PyTorch needed)."""
-    from . import graphs
-    from .bundle import write_bundle
+    from ..bundle import graphs, write_bundle
 
     model = graphs.load_model(Path(onnx_file))
     prep = _preprocessing(None, input_size, mean, std, color, layout, interpolation, resize)
@@ -199,7 +198,7 @@ def _json_object(text: str, option: str) -> dict[str, Any]:
 
 def _only_output(model) -> str:
     """The graph's single output; several are a usage error (--output chooses)."""
-    from . import graphs
+    from ..bundle import graphs
 
     try:
         return graphs.only_output(model)
@@ -214,7 +213,7 @@ def _only_output(model) -> str:
               show_default=True)
 def layers(onnx_file, output, layout) -> None:
     """List the tensors of an ONNX classifier that can be the target (4-D maps, tokens)."""
-    from . import graphs
+    from ..bundle import graphs
 
     model = graphs.load_model(Path(onnx_file), load_weights=False)
     found = graphs.candidate_layers(model, output or _only_output(model), layout)
@@ -284,8 +283,8 @@ def _bundle_bytes(bundle: Bundle) -> int:
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 def quantize(bundle_dir, out, mode, calibrate, check, graphs, method, force) -> None:
     """Write an INT8 or FP16 copy of a bundle with a measured fidelity report."""
-    from .images import find_images
-    from .quantize import format_fidelity, quantize_bundle
+    from ..images import find_images
+    from ..quantize import format_fidelity, quantize_bundle
 
     if mode is None:
         raise click.UsageError("choose --int8 or --fp16")

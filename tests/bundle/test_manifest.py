@@ -9,7 +9,7 @@ import pytest
 from builders import set_key
 
 from scorecam_onnx import BundleError
-from scorecam_onnx.manifest import ActivationSpec, InputSpec, Manifest, OutputSpec
+from scorecam_onnx.bundle.manifest import ActivationSpec, InputSpec, Manifest, OutputSpec
 
 GOOD = Manifest(
     input=InputSpec(name="input", height=224, width=224),

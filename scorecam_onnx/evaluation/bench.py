@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .engine import PRESETS
-from .explainer import Explainer
-from .images import ImageLike
+from ..cam.engine import PRESETS
+from ..explainer import Explainer
+from ..images import ImageLike
 
 SWEEP = (1, 2, 4, 8, 16, 32, 64)
 

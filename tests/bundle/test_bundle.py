@@ -12,7 +12,7 @@ import pytest
 from builders import CLASSES, tiny_forward, tiny_model, tiny_weights, wide_model
 
 from scorecam_onnx import Bundle, BundleError, write_bundle
-from scorecam_onnx.manifest import MANIFEST_NAME
+from scorecam_onnx.bundle.manifest import MANIFEST_NAME
 
 
 def _run(path, output, x):

@@ -11,7 +11,7 @@ import onnx
 from onnx import shape_inference
 from onnx.utils import Extractor
 
-from .errors import BundleError
+from ..errors import BundleError
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import BundleError
+from ..errors import BundleError
 
 FORMAT = "scorecam-onnx-bundle"
 FORMAT_VERSION = 2

@@ -9,8 +9,8 @@ from builders import many_channels_model
 from click.testing import CliRunner
 
 from scorecam_onnx import Explainer, write_bundle
-from scorecam_onnx.bench import bench, floor_seconds, format_report, peak_numpy_mib
 from scorecam_onnx.cli import main
+from scorecam_onnx.evaluation.bench import bench, floor_seconds, format_report, peak_numpy_mib
 
 
 def test_bench_report_on_the_tiny_bundle(tiny_bundle):
@@ -77,7 +77,7 @@ def test_bench_command_json(tiny_bundle, tmp_path):
 
 
 def test_rss_peak_sees_a_temporary_allocation():
-    from scorecam_onnx.bench import peak_rss_growth_mib
+    from scorecam_onnx.evaluation.bench import peak_rss_growth_mib
 
     def allocate() -> None:
         block = np.ones(50 * 2**20 // 8)     # 50 MiB, touched, then freed

@@ -9,7 +9,7 @@ from builders import tiny_forward, tiny_weights
 from oracles import ORACLES, correlation
 
 from scorecam_onnx import Explainer
-from scorecam_onnx.engine import ScoreCam, form_cam, get_preset
+from scorecam_onnx.cam.engine import ScoreCam, form_cam, get_preset
 
 PRESETS = list(ORACLES)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scorecam_onnx.interp import Resizer, bilinear_matrix
+from scorecam_onnx.cam.interp import Resizer, bilinear_matrix
 
 
 @pytest.mark.parametrize("align", [False, True])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import BundleError
+from ..errors import BundleError
 
 # Leading tokens considered when none are named: class, distillation and a few registers.
 MAX_PREFIX = 8

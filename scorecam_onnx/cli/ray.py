@@ -7,8 +7,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from .batch import ExplainJob, ItemResult, output_names
-from .images import find_images
+from ..batch import ExplainJob, ItemResult, output_names
+from ..images import find_images
 
 
 def explain_on_ray(job: ExplainJob, address: str, bundle: str | None, *, provider: str,
@@ -17,7 +17,7 @@ def explain_on_ray(job: ExplainJob, address: str, bundle: str | None, *, provide
                    gpus_per_actor: float, on_done: Callable[[ItemResult], None],
                    on_problem: Callable[[str], None]) -> tuple[list[ItemResult], list[str]]:
     """Run `job` on Ray; returns per-image results and input problems, as `explain_files`."""
-    from .distributed.dataset import explain_dataset, import_ray
+    from ..distributed.dataset import explain_dataset, import_ray
 
     paths, problems = find_images(job.inputs)
     for problem in problems:

@@ -19,8 +19,8 @@ from scorecam_onnx_export.torch_export import LoadedModel, prefix_tokens
 from torch_models import swin_like, tiny_vit, tiny_vit_registers
 
 from scorecam_onnx import Bundle, BundleError, Explainer, Preprocessing, write_bundle
+from scorecam_onnx.bundle.tokens import check_grid, infer_grid
 from scorecam_onnx.cli import main
-from scorecam_onnx.tokens import check_grid, infer_grid
 
 RNG = np.random.default_rng(21)
 PRESET_ORACLES = {"paper": oracles.paper, "pytorch-grad-cam": oracles.grad_cam_style,
@@ -160,7 +160,7 @@ def test_nhwc_stage_bundle_matches_the_oracle(tmp_path):
 
 def test_export_cli_with_tokens_and_model_kwargs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    tests = str(Path(__file__).parent)
+    tests = str(Path(__file__).parent.parent)
     (tmp_path / "zoo.py").write_text(
         f"import sys\nsys.path.insert(0, {tests!r})\nfrom torch_models import TinyViT\n"
         "def build(registers=0):\n    return TinyViT(registers=registers)\n")

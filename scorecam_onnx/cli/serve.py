@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from .cli_common import key_values, provider_libraries, provider_name
-from .engine import PRESETS
-from .images import DEFAULT_MAX_PIXELS
-from .methods import METHODS
+from ..cam.engine import PRESETS
+from ..cam.methods import METHODS
+from ..images import DEFAULT_MAX_PIXELS
+from .common import key_values, provider_libraries, provider_name
 
 DEFAULT_NAME = "efficientnet-lite0"
 
@@ -76,11 +76,11 @@ def serve(models, host, port, provider, provider_options, threads, batch_size,
           replicas) -> None:
     """Serve explanations over HTTP: KServe V1, Open Inference Protocol V2, a web page."""
     try:
-        from .serve import ExplainParams, Limits, create_app, run_server
+        from ..serve import ExplainParams, Limits, create_app, run_server
     except ImportError as exc:
         raise click.ClickException(str(exc)) from None
-    from .explainer import Explainer, default_bundle
-    from .quiet import stderr_stream
+    from ..explainer import Explainer, default_bundle
+    from ..quiet import stderr_stream
 
     bundles = models or {DEFAULT_NAME: str(default_bundle())}
     limits = Limits(max_concurrency=max_concurrency, max_queue=max_queue,
@@ -112,8 +112,8 @@ def serve(models, host, port, provider, provider_options, threads, batch_size,
 def _serve_on_ray(bundles: dict[str, str], limits, address: str, host: str, port: int,
                   replicas: int, provider: str, threads: int) -> None:
     try:
-        from .distributed.dataset import import_ray
-        from .distributed.serving import run_on_ray
+        from ..distributed.dataset import import_ray
+        from ..distributed.serving import run_on_ray
 
         import_ray()
     except ImportError as exc:

@@ -12,11 +12,11 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from . import metrics
-from .errors import ImageError
-from .explainer import Explainer
-from .images import ImageLike, to_original
-from .interp import Resizer
+from .. import metrics
+from ..cam.interp import Resizer
+from ..errors import ImageError
+from ..explainer import Explainer
+from ..images import ImageLike, to_original
 
 BASELINES = ("random", "center")
 
@@ -214,8 +214,8 @@ def plot_curves(evaluation: Evaluation, width: int = 480, height: int = 320) -> 
 
 def write_report(evaluation: Evaluation, out: Path) -> list[Path]:
     """Write report.json, report.md and curves.png into `out` (atomically)."""
-    from .fileio import write_bytes_atomic, write_text_atomic
-    from .render import encode_png
+    from ..fileio import write_bytes_atomic, write_text_atomic
+    from ..render import encode_png
 
     paths = [out / "report.json", out / "report.md", out / "curves.png"]
     write_text_atomic(paths[0], json.dumps(evaluation.to_dict(), indent=2) + "\n")

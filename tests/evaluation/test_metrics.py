@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from scorecam_onnx import Explainer, metrics
 from scorecam_onnx.cli import main
-from scorecam_onnx.evaluate import baseline_map, evaluate, plot_curves, write_report
+from scorecam_onnx.evaluation.faithfulness import baseline_map, evaluate, plot_curves, write_report
 
 
 @pytest.fixture(scope="module")

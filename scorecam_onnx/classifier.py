@@ -1,0 +1,221 @@
+"""A bundle's graphs as ONNX Runtime sessions: forwards in the manifest's layouts, with the
+graphs' shapes checked against the manifest when they are opened."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .bundle import Bundle
+from .cam.fused import DeviceMasks
+from .errors import BundleError
+from .metrics import softmax
+from .runtime import ACCELERATORS, OrtRunner
+
+# Masked inputs per model call when none is given: on the CPU provider the per-image time is
+# flat from 2 to 16 and rises beyond; on CUDA larger batches keep the device busy.
+DEFAULT_BATCH = {"cpu": 8, "cuda": 64}
+
+
+def default_bundle() -> Path:
+    """The EfficientNet-Lite0 bundle shipped with the package."""
+    from importlib.resources import files
+
+    return Path(str(files("scorecam_onnx_models") / "efficientnet-lite0"))
+
+
+class Classifier:
+    """A bundle's features, model and tail graphs opened on one execution provider.
+
+    Every array in and out is in the engine's layouts (images N×3×H×W, activations K×h×w);
+    the conversions to the graphs' own layouts (NHWC inputs or stages, tokens) happen here.
+
+    Args:
+        bundle: a bundle folder (or a loaded `Bundle`); default: the shipped EfficientNet-Lite0.
+        provider: "auto" (CUDA when it really starts, else CPU), or any execution provider
+            of this ONNX Runtime build by short name ("cpu", "cuda", "openvino", "tensorrt",
+            "dml", "coreml", "qnn"…) or full name.
+        provider_options: options for that provider (e.g. {"device_type": "GPU"}).
+        batch_size: masked inputs per model call; default per provider (8 on CPU, 64 on CUDA).
+        threads: ONNX Runtime intra-op threads (0: one per physical core).
+        device_masks: build masked inputs inside ONNX Runtime (only low-resolution maps are
+            sent, only scores come back). Default: on for CUDA, off for CPU.
+    """
+
+    def __init__(
+        self,
+        bundle: str | Path | Bundle | None = None,
+        provider: str = "auto",
+        batch_size: int | None = None,
+        threads: int = 0,
+        device_masks: bool | None = None,
+        provider_options: dict[str, str] | None = None,
+    ) -> None:
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(
+            bundle if bundle is not None else default_bundle())
+        m = self.bundle.manifest
+        options = provider_options
+        self.features = OrtRunner(self.bundle.features_path, provider, threads, options)
+        chosen = self.features.provider
+        self.model = OrtRunner(self.bundle.model_path, chosen, threads, options)
+        tail = self.bundle.tail_path
+        self.tail = OrtRunner(tail, chosen, threads, options) if tail else None
+        self.provider = self.model.provider
+        self.batch_size = batch_size or DEFAULT_BATCH.get(
+            self.provider, DEFAULT_BATCH["cuda" if self.provider in ACCELERATORS else "cpu"])
+        self._input = m.input
+        self._nhwc_input = m.input.layout == "NHWC"
+        self._nhwc_acts = m.activation.layout == "NHWC"
+        self._tokens = m.activation.layout == "NLC"
+        self._check_shapes()
+        self._device: DeviceMasks | None = None
+        if device_masks is None:
+            device_masks = self.provider == "cuda"
+        if device_masks and not (self._nhwc_input or self._nhwc_acts):
+            cuda = self.provider == "cuda"
+            self._device = DeviceMasks(
+                self.bundle.model_path, m.input.name, m.output.name,
+                (m.input.height, m.input.width), self.provider, threads,
+                pad_to=self.batch_size if cuda else 0)
+        if self.provider == "cuda":
+            self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Run every session once, at the shapes explaining uses, so that cuDNN's algorithm
+        search is paid here and not on the first image."""
+        m = self.bundle.manifest
+        zeros = np.zeros((1, 3, m.input.height, m.input.width), np.float32)
+        self.activations(zeros)
+        self.scores(zeros)
+        if self._device is not None:
+            maps = np.zeros((self.batch_size, m.activation.height, m.activation.width),
+                            np.float32)
+            for align in (False, True):
+                self._device.bind(zeros, align)(maps)
+
+    def _check_shapes(self) -> None:
+        """Fail early when a graph's fixed dimensions contradict the manifest."""
+        m = self.bundle.manifest
+        image = (3, m.input.height, m.input.width)
+        image = image[1:] + image[:1] if self._nhwc_input else image
+        a = m.activation
+        act = (a.channels, a.height, a.width)
+        act = act[1:] + act[:1] if self._nhwc_acts else act
+        act = (a.tokens, a.channels) if self._tokens else act
+        checks = [
+            (self.features, "input", m.input.name, image),
+            (self.model, "input", m.input.name, image),
+            (self.features, "output", m.activation.name, act),
+            (self.model, "output", m.output.name, (m.output.classes,)),
+        ]
+        for runner, kind, name, want in checks:
+            values = runner.session.get_inputs() if kind == "input" else (
+                runner.session.get_outputs())
+            shape = next((v.shape for v in values if v.name == name), None)
+            if shape is None:
+                raise BundleError(f"{runner.path}: no {kind} named {name!r} (manifest)")
+            fixed = [(g, w) for g, w in zip(shape[1:], want, strict=False) if isinstance(g, int)]
+            if len(shape) != len(want) + 1 or any(g != w for g, w in fixed):
+                got = "×".join(str(d) for d in shape)
+                said = "×".join(str(d) for d in ("N", *want))
+                raise BundleError(
+                    f"{runner.path}: {kind} {name!r} has shape {got}, but the manifest says {said}")
+
+    @property
+    def classes(self) -> int:
+        """Number of classes of the model."""
+        return self.bundle.manifest.output.classes
+
+    def scores(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Model outputs (N×C) for a batch of preprocessed NCHW inputs."""
+        feed = batch.transpose(0, 2, 3, 1) if self._nhwc_input else batch
+        (out,) = self.model.run([self.bundle.manifest.output.name],
+                                {self._input.name: np.ascontiguousarray(feed)})
+        if out.shape != (batch.shape[0], self.classes):
+            raise BundleError(f"the model returned shape {out.shape}, expected "
+                              f"{(batch.shape[0], self.classes)} (manifest)")
+        return out
+
+    def tail_scores(self, activations: NDArray[np.float32],
+                    prefix: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
+        """Model outputs (N×C) for a batch of N×K×h×w activations, through the tail graph.
+
+        For token activations, `prefix` (P×K) gives the leading tokens (class, register…)
+        that precede the h·w patch tokens; it is required when P > 0.
+        """
+        if self.tail is None:
+            raise BundleError(f"{self.bundle.path}: this bundle has no tail graph "
+                              f"({self.bundle.manifest.tail_missing})")
+        feed = activations.transpose(0, 2, 3, 1) if self._nhwc_acts or self._tokens else (
+            activations)
+        if self._tokens:
+            feed = self._as_tokens(feed, prefix)
+        (out,) = self.tail.run([self.bundle.manifest.output.name],
+                               {self.bundle.manifest.activation.name:
+                                np.ascontiguousarray(feed)})
+        if out.shape != (activations.shape[0], self.classes):
+            raise BundleError(f"the tail graph returned shape {out.shape}, expected "
+                              f"{(activations.shape[0], self.classes)} (manifest)")
+        return out
+
+    def probabilities(self, batch: NDArray[np.float32]) -> NDArray[np.float64]:
+        """Class probabilities (N×C) for a batch of preprocessed NCHW inputs."""
+        return to_probabilities(self.scores(batch), self.bundle.manifest.output.kind)
+
+    def activations(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        """The target layer's activations (K×h×w) for one preprocessed NCHW input."""
+        return self._as_maps(self.raw_activations(x))
+
+    def raw_activations(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        """The features graph's raw output for one input (1×K×h×w, 1×h×w×K or 1×L×K)."""
+        feed = x.transpose(0, 2, 3, 1) if self._nhwc_input else x
+        (acts,) = self.features.run([self.bundle.manifest.activation.name],
+                                    {self._input.name: np.ascontiguousarray(feed)})
+        return acts
+
+    def _prefix(self, raw: NDArray[np.float32]) -> NDArray[np.float32] | None:
+        """The leading tokens (P×K) of a token activation, else None."""
+        return raw[0, :self.bundle.manifest.activation.prefix] if self._tokens else None
+
+    def _as_tokens(self, maps_nhwc: NDArray[np.float32],
+                   prefix: NDArray[np.float32] | None) -> NDArray[np.float32]:
+        """N×h×w×K maps back into N×L×K tokens, with the image's leading tokens first."""
+        a = self.bundle.manifest.activation
+        n = maps_nhwc.shape[0]
+        patches = maps_nhwc.reshape(n, a.height * a.width, a.channels)
+        if a.prefix == 0:
+            return patches
+        if prefix is None or prefix.shape != (a.prefix, a.channels):
+            raise ValueError(f"token activations need their {a.prefix} leading tokens")
+        lead = np.broadcast_to(prefix.astype(np.float32), (n, a.prefix, a.channels))
+        return np.concatenate([lead, patches], axis=1)
+
+    def _as_maps(self, acts: NDArray[np.float32]) -> NDArray[np.float32]:
+        """K×h×w maps from the features graph's raw output."""
+        a = self.bundle.manifest.activation
+        if self._tokens:
+            if acts.ndim != 3 or acts.shape[1:] != (a.tokens, a.channels):
+                raise BundleError(f"the features graph returned shape {acts.shape}, the "
+                                  f"manifest says N×{a.tokens}×{a.channels} tokens")
+            grid = acts[0, a.prefix:].reshape(a.height, a.width, a.channels)
+            return np.ascontiguousarray(grid.transpose(2, 0, 1), dtype=np.float32)
+        if acts.ndim != 4:
+            raise BundleError(f"the features graph returned shape {acts.shape}, expected 4-D")
+        acts = acts[0].transpose(2, 0, 1) if self._nhwc_acts else acts[0]
+        if acts.shape != (a.channels, a.height, a.width):
+            raise BundleError(f"the features graph returned {acts.shape[0]}×{acts.shape[1]}×"
+                              f"{acts.shape[2]} activations, the manifest says "
+                              f"{a.channels}×{a.height}×{a.width}")
+        return np.ascontiguousarray(acts, dtype=np.float32)
+
+
+def to_probabilities(out: NDArray[np.floating], kind: str) -> NDArray[np.float64]:
+    """N×C class probabilities from model outputs; non-finite logits count as −∞ (never NaN)."""
+    values = np.asarray(out, dtype=np.float64)
+    if kind == "probabilities":
+        return np.nan_to_num(values, nan=0.0, posinf=1.0, neginf=0.0)
+    return softmax(np.where(np.isfinite(values), values, -np.inf))

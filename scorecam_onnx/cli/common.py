@@ -1,0 +1,135 @@
+"""Options, callbacks and progress shown on stderr, shared by the command modules."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+from ..images import DEFAULT_MAX_PIXELS
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def key_values(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]):
+    """KEY=VALUE pairs into a dict (None when there are none)."""
+    pairs = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {value!r}")
+        pairs[key] = text
+    return pairs or None
+
+
+def provider_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """'auto', a short provider name or a full one; availability is checked when used."""
+    from ..runtime import PROVIDERS
+
+    if value == "auto" or value.lower() in PROVIDERS or value.endswith("ExecutionProvider"):
+        return value
+    raise click.BadParameter(f"unknown provider {value!r}: use auto, a short name "
+                             f"({', '.join(PROVIDERS)}) or a full ONNX Runtime name")
+
+
+def provider_libraries(ctx: click.Context, param: click.Parameter,
+                       values: tuple[str, ...]) -> dict[str, str] | None:
+    """NAME=PATH pairs, each registered with ONNX Runtime as a plugin provider library."""
+    from ..errors import ProviderError
+    from ..runtime import register_provider_library
+
+    libraries = key_values(ctx, param, values) or {}
+    for name, path in libraries.items():
+        try:
+            register_provider_library(name, path)
+        except ProviderError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return libraries or None
+
+
+def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--model, --provider, --threads, --batch-size, --quiet: shared by running commands."""
+    options: list[Decorator] = [
+        click.option("--model", "model_dir", type=click.Path(file_okay=False),
+                     help="Bundle folder. Default: the shipped EfficientNet-Lite0."),
+        click.option("--provider", default="auto", show_default=True, callback=provider_name,
+                     help="ONNX Runtime execution provider: auto, cpu, cuda, openvino, "
+                          "tensorrt, dml, coreml, qnn… or a full name ('providers' lists "
+                          "this installation's)."),
+        click.option("--provider-option", "provider_options", multiple=True,
+                     callback=key_values, metavar="KEY=VALUE",
+                     help="An option for the provider (repeatable)."),
+        click.option("--provider-library", "provider_libraries", multiple=True,
+                     callback=provider_libraries, metavar="NAME=PATH", expose_value=False,
+                     is_eager=True,
+                     help="Register a plugin provider library first (ONNX Runtime ≥ 1.23)."),
+        click.option("--threads", type=click.IntRange(min=0), default=0,
+                     help="ONNX Runtime intra-op threads (0: one per core)."),
+        click.option("--batch-size", type=click.IntRange(min=1),
+                     help="Masked inputs per model call. Default: 8 on CPU, 64 on CUDA."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
+        click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
+                     show_default=True,
+                     help="Refuse larger images before decoding them (decompression bombs)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def comma_list(noun: str, allowed: Sequence[str]) -> Callable[..., list[str]]:
+    """A click callback turning 'a,b' into a list, each item one of `allowed`."""
+    def parse(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
+        names = [v.strip() for v in value.split(",") if v.strip()]
+        unknown = [n for n in names if n not in allowed]
+        if unknown or not names:
+            raise click.BadParameter(f"unknown {noun} {', '.join(unknown) or '(none)'}: "
+                                     f"choose from {', '.join(allowed)}")
+        return names
+
+    return parse
+
+
+class StepBar:
+    """A progress bar on stderr per step (an image, or a method on an image).
+
+    Shown only when stderr is a terminal; elsewhere the step labels are echoed if asked.
+    """
+
+    def __init__(self, quiet: bool, echo_labels: bool = True) -> None:
+        self.live = not quiet and sys.stderr.isatty()
+        self.echo_labels = echo_labels and not quiet and not self.live
+        self.label = ""
+        self.bar = None
+
+    def __enter__(self) -> StepBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def problem(self, text: str) -> None:
+        """One line on stderr for an input that failed, as it happens."""
+        self.close()
+        click.echo(f"error: {text}", err=True)
+
+    def step(self, label: str) -> None:
+        self.close()
+        self.label = label
+        if self.echo_labels:
+            click.echo(label, err=True)
+
+    def update(self, done: int, total: int) -> None:
+        if not self.live:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.bar.pos)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None

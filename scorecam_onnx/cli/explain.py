@@ -1,0 +1,149 @@
+"""`explain`: images, folders and globs in; overlays, maps and metadata out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..bundle import Bundle
+from ..cam.engine import PRESETS
+from ..cam.methods import METHODS, TAIL_METHODS
+from ..explainer import default_bundle
+from .common import StepBar, run_options
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True)
+@run_options
+@click.option("--out", type=click.Path(file_okay=False), default="out", show_default=True,
+              help="Folder for the outputs.")
+@click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
+              help="Score-CAM convention. Default: the method's own (paper for scorecam).")
+@click.option("--method", type=click.Choice(METHODS), default="scorecam", show_default=True)
+@click.option("--channels", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Channels kept by faster-scorecam.")
+@click.option("--samples", type=click.IntRange(min=1),
+              help="Copies per mask for sscam (default 35) and iscam (default 10).")
+@click.option("--class", "classes", type=click.IntRange(min=0), multiple=True,
+              help="Class id to explain (repeatable). Default: the top-1 class.")
+@click.option("--top-k", type=click.IntRange(min=1), help="Explain the k most likely classes.")
+@click.option("--gaussian", is_flag=True,
+              help="reciprocam: spread each position over its 3×3 neighbourhood.")
+@click.option("--sheet", is_flag=True,
+              help="Also write sheet.png: photo | heatmap | overlay (first 64 images).")
+@click.option("--skip-existing", is_flag=True,
+              help="Skip images whose outputs are all present (resume a run).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
+              metavar="[ADDRESS]",
+              help="Run on a Ray cluster (a local one without ADDRESS); needs the 'ray' extra.")
+@click.option("--actors", type=click.IntRange(min=1), default=2, show_default=True,
+              help="With --ray: actors, each holding one model.")
+@click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0,
+              help="With --ray: GPUs each actor reserves.")
+def explain(inputs, model_dir, provider, provider_options, threads, batch_size, quiet,
+            max_pixels, out, preset,
+            method, channels, samples, classes, top_k, gaussian, sheet, skip_existing,
+            ray_address, actors, gpus_per_actor) -> None:
+    """Explain images (files, folders or globs); write <name>.png/.npy/.json per image.
+
+    With --class or --top-k, one set per class: <name>.c<ID>.png/.npy/.json.
+    """
+    from ..batch import ExplainJob, explain_files
+    from ..explainer import Explainer
+
+    if classes and top_k:
+        raise click.UsageError("give either --class or --top-k, not both")
+    job = ExplainJob(
+        inputs=list(inputs), out=Path(out), preset=preset, method=method, channels=channels,
+        samples=samples, classes=list(classes), top_k=top_k, sheet=sheet,
+        skip_existing=skip_existing, gaussian=gaussian,
+    )
+    if ray_address is not None:
+        if sheet:
+            raise click.UsageError("--sheet is not available with --ray")
+        manifest = Bundle.load(model_dir or default_bundle(), verify=False).manifest
+        if method in TAIL_METHODS and manifest.tail is None:
+            raise click.ClickException(f"{method} needs the bundle's tail graph, and this "
+                                       f"bundle has none: {manifest.tail_missing}")
+        try:
+            from ..distributed.dataset import import_ray
+            from .ray import explain_on_ray
+
+            import_ray()
+        except ImportError as exc:
+            raise click.ClickException(str(exc)) from None
+        with Progress(quiet) as progress:
+            results, problems = explain_on_ray(
+                job, ray_address, model_dir, provider=provider,
+                provider_options=provider_options, threads=threads,
+                batch_size=batch_size, max_pixels=max_pixels, actors=actors,
+                gpus_per_actor=gpus_per_actor, on_done=progress.done,
+                on_problem=progress.problem)
+    else:
+        explainer = Explainer(model_dir, provider=provider, batch_size=batch_size,
+                              threads=threads, max_pixels=max_pixels,
+                              provider_options=provider_options)
+        if method in TAIL_METHODS and explainer.tail is None:
+            raise click.ClickException(f"{method} needs the bundle's tail graph, and this "
+                                       f"bundle has none: {explainer.bundle.manifest.tail_missing}")
+        with Progress(quiet) as progress:
+            results, problems = explain_files(explainer, job, progress.start, progress.update,
+                                              progress.done, progress.problem)
+    failed = [r for r in results if r.error]
+    thumbs = [r for r in results if r.thumbnail is not None]
+    if sheet and thumbs:
+        from ..fileio import write_bytes_atomic
+        from ..render import contact_sheet, encode_png
+
+        rows = [(r.thumbnail, r.thumb_saliency, _caption(r)) for r in thumbs]
+        write_bytes_atomic(Path(out) / "sheet.png", encode_png(contact_sheet(rows)))
+    done = sum(1 for r in results if r.summaries)
+    skipped = sum(1 for r in results if r.skipped)
+    click.echo(f"{done} explained, {skipped} skipped, {len(failed) + len(problems)} failed; "
+               f"outputs in {out}/" + (f" (contact sheet: {out}/sheet.png)" if thumbs else ""),
+               err=True)
+    if failed or problems or not results:
+        reason = "no images found" if not results else "some inputs failed"
+        raise click.ClickException(f"{reason}; see the messages above")
+
+
+def _caption(item) -> str:
+    best = item.summaries[0]
+    return f"{item.name}: {best['label']} ({best['score']:.2f})"
+
+
+class Progress(StepBar):
+    """Per-image progress over masked batches on stderr, a result row per image on stdout.
+
+    Stdout carries results only: the table's header is printed with its first row. Each
+    failure is one line on stderr as it happens, naming the input once.
+    """
+
+    def __init__(self, quiet: bool) -> None:
+        super().__init__(quiet, echo_labels=False)
+        self.header = False
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def start(self, item) -> None:
+        self.step(f"{item.name:<24}")
+
+    def row(self, text: str) -> None:
+        if not self.header:
+            self.header = True
+            click.echo(f"{'image':<24} {'class':>5}  {'label':<24} {'score':>6} "
+                       f"{'forwards':>8} {'seconds':>7}")
+        click.echo(text)
+
+    def done(self, item) -> None:
+        self.close()
+        if item.error:
+            self.problem(f"{item.source}: {item.error}")
+        elif item.skipped:
+            self.row(f"{item.name:<24} (outputs exist, skipped)")
+        for exp in item.summaries:
+            self.row(f"{item.name[:24]:<24} {exp['class_id']:>5}  {exp['label'][:24]:<24} "
+                       f"{exp['score']:>6.3f} {exp['forwards']:>8} "
+                       f"{exp['seconds']['total']:>7.2f}")

@@ -1,0 +1,43 @@
+"""The `scorecam-onnx` command group, a thin layer over the Python API.
+
+Exit codes: 0 success; 1 an error, or some inputs failed (the others are still done);
+2 a usage error (bad flag or value).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..errors import ScoreCamError
+from .bundle import export, info, layers, quantize, split
+from .evaluation import bench, evaluate
+from .explain import explain
+from .providers import providers
+from .serve import serve
+
+
+class _Group(click.Group):
+    """Turns library errors into one-line messages (exit 1) instead of tracebacks."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ScoreCamError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="scorecam-onnx")
+def main() -> None:
+    """Explain image classifiers with Score-CAM on ONNX Runtime (no PyTorch needed)."""
+
+
+for command in (explain, evaluate, bench, providers, export, split, layers, info, quantize, serve):
+    main.add_command(command)
