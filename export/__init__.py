@@ -5,6 +5,8 @@ extra; it is importable as `scorecam_onnx_export`.
 """
 
 from .layers import LayerChoice, resolve_layer
-from .torch_export import ExportReport, export_bundle, load_model
+from .models import LoadedModel, load_model
+from .torch_export import ExportReport, export_bundle
 
-__all__ = ["ExportReport", "LayerChoice", "export_bundle", "load_model", "resolve_layer"]
+__all__ = ["ExportReport", "LayerChoice", "LoadedModel", "export_bundle", "load_model",
+           "resolve_layer"]

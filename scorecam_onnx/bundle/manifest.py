@@ -24,7 +24,7 @@ LAYOUTS = ("NCHW", "NHWC")
 ACTIVATION_LAYOUTS = (*LAYOUTS, "NLC")
 COLORS = ("RGB", "BGR")
 RESIZE_POLICIES = ("stretch", "crop")
-INTERPOLATIONS = ("area", "linear", "cubic", "nearest")
+INTERPOLATIONS = ("area", "linear", "cubic", "nearest", "lanczos")
 OUTPUT_KINDS = ("logits", "probabilities")
 
 
@@ -34,7 +34,9 @@ class InputSpec:
 
     A pixel value v (uint8, in the colour order `color`) becomes ``(v * scale - mean) / std``
     after the image is resized to ``height × width`` with OpenCV's `interpolation`: the whole
-    image ("stretch"), or scaled to cover the size and cut at the centre ("crop").
+    image ("stretch"), or scaled to cover the size and cut at the centre ("crop"). A
+    `crop_fraction` f below 1 resizes to the size ÷ f first and cuts the centre (timm's
+    `crop_pct`, torchvision's crop ÷ resize size).
     """
 
     name: str
@@ -47,6 +49,7 @@ class InputSpec:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     resize: str = "stretch"
     interpolation: str = "area"
+    crop_fraction: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,7 @@ class Manifest:
                 std=inp.triple("std", positive=True),
                 resize=inp.choice("resize", RESIZE_POLICIES),
                 interpolation=inp.choice("interpolation", INTERPOLATIONS),
+                crop_fraction=inp.fraction("crop_fraction"),
             ),
             activation=ActivationSpec(
                 name=act.get("name", str),
@@ -232,6 +236,15 @@ class _Reader:
         if positive and value <= 0:
             raise BundleError(f"manifest: '{self._key(key)}' must be positive, got {value}")
         return float(value)
+
+    def fraction(self, key: str) -> float:
+        """A number in (0, 1]; 1 when the key is absent (bundles written before it)."""
+        if key not in self.data:
+            return 1.0
+        value = self.number(key, positive=True)
+        if value > 1:
+            raise BundleError(f"manifest: '{self._key(key)}' must be at most 1, got {value}")
+        return value
 
     def triple(self, key: str, positive: bool = False) -> tuple[float, float, float]:
         value = self.get(key, list)

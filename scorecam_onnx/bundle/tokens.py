@@ -1,4 +1,5 @@
-"""Token activations (vision transformers): where the patch grid lies in N×L×C tokens."""
+"""Reading activation shapes against the input size: where the patch grid lies in N×L×C
+tokens (vision transformers), and which layouts a 4-D tensor fits (NCHW or NHWC stages)."""
 
 from __future__ import annotations
 
@@ -60,3 +61,25 @@ def check_grid(length: int, tokens: tuple[int, int, int]) -> tuple[int, int, int
         raise BundleError(f"--tokens {prefix}:{gh}x{gw} does not fit a tensor of {length} "
                           f"tokens (P + GH·GW must be {length}, with a grid above 1×1)")
     return tokens
+
+
+def is_grid(height: int, width: int, size: tuple[int, int]) -> bool:
+    """Whether an h×w map (above 1×1) is the input's size divided by one stride, each side
+    rounded down or up (as strided convolutions and pools with padding give)."""
+    full_h, full_w = size
+    if height * width <= 1 or height > full_h or width > full_w:
+        return False
+    return any(height in (full_h // s, -(-full_h // s)) and width in (full_w // s, -(-full_w // s))
+               for s in range(1, max(full_h, full_w) + 1))
+
+
+def map_layouts(shape: tuple[int, ...], size: tuple[int, int]) -> tuple[str, ...]:
+    """The layouts ("NCHW", "NHWC") in which a 4-D N×a×b×c tensor is a feature map of an
+    input of `size`: its two spatial sides a grid of the input, the channels the third side.
+
+    None fits an attention-internal tensor (N×heads×L×d); both fit only when the channels
+    equal a spatial side (N×16×16×16 at 32×32).
+    """
+    _, a, b, c = shape
+    return tuple(layout for layout, (h, w) in (("NCHW", (b, c)), ("NHWC", (a, b)))
+                 if is_grid(h, w, size))

@@ -33,6 +33,7 @@ class Preprocessing:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     interpolation: str = "area"
     resize: str = "stretch"
+    crop_fraction: float = 1.0
 
 
 def write_bundle(
@@ -135,6 +136,7 @@ def write_bundle(
                 name=image_input.name, height=height, width=width, layout=prep.layout,
                 color=prep.color, scale=prep.scale, mean=prep.mean, std=prep.std,
                 resize=prep.resize, interpolation=prep.interpolation,
+                crop_fraction=prep.crop_fraction,
             ),
             activation=ActivationSpec(activation, *act_shape, layout=act_layout,
                                       prefix=prefix),

@@ -59,6 +59,10 @@ def preprocessing_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--resize", type=click.Choice(["stretch", "crop"]), default=None,
                      help="Whole image to the input size (stretch), or scaled to cover it "
                           "and cut at the centre (crop). Default: stretch."),
+        click.option("--crop-fraction", type=click.FloatRange(0, 1, min_open=True),
+                     default=None,
+                     help="Resize to the input size ÷ F first, then cut the centre (timm's "
+                          "crop_pct). Default: 1."),
         click.option("--labels", type=click.Path(exists=True, dir_okay=False),
                      help="Text file with one class name per line."),
         click.option("--out", required=True, type=click.Path(file_okay=False),
@@ -70,8 +74,13 @@ def preprocessing_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+# Preprocessing settings, each with the flags that set it.
+_FLAGS = {"input size": ("input_size",), "mean": ("mean",), "std": ("std",),
+          "interpolation": ("interpolation",), "resize": ("resize", "crop_fraction")}
+
+
 def _preprocessing(base: Preprocessing | None, input_size, mean, std, color, layout,
-                   interpolation, resize) -> Preprocessing:
+                   interpolation, resize, crop_fraction=None) -> Preprocessing:
     base = base or Preprocessing()
     return Preprocessing(
         height=input_size[0] if input_size else base.height,
@@ -82,7 +91,20 @@ def _preprocessing(base: Preprocessing | None, input_size, mean, std, color, lay
         std=std or base.std,
         interpolation=interpolation or base.interpolation,
         resize=resize or base.resize,
+        crop_fraction=crop_fraction or base.crop_fraction,
     )
+
+
+def _origins(given: dict[str, Any], zoo: str | None, sets: tuple[str, ...]) -> str:
+    """'input size, mean: timm pretrained_cfg; std: --std' — where each setting came from:
+    a flag, else the zoo when it gives that setting, else the defaults."""
+    by_origin: dict[str, list[str]] = {}
+    for setting, flags in _FLAGS.items():
+        flag = next((f for f in flags if given.get(f) is not None), None)
+        origin = (f"--{flag.replace('_', '-')}" if flag else
+                  zoo if zoo and setting in sets else "defaults")
+        by_origin.setdefault(origin, []).append(setting)
+    return "; ".join(f"{', '.join(names)}: {origin}" for origin, names in by_origin.items())
 
 
 def _tokens(ctx: click.Context, param: click.Parameter, value: str | None):
@@ -122,17 +144,22 @@ def _read_labels(path: str | None) -> list[str] | None:
 
 @click.command()
 @click.option("--model", "model_spec", default="efficientnet-lite0", show_default=True,
-              help="'efficientnet-lite0' (built in, pretrained) or MODULE:CALLABLE.")
+              help="'efficientnet-lite0' (built in, pretrained), hf:PATH (a Hugging Face "
+                   "folder or hub name) or MODULE:CALLABLE (timm, torchvision, your code).")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False),
               help="State-dict file to load into the model (weights_only).")
 @click.option("--model-kwargs", "model_kwargs", default=None, metavar="JSON",
               help='Keyword arguments for MODULE:CALLABLE, e.g. \'{"weights": null}\'.')
-@click.option("--layer", help="Target module (NAME, or NAME#K for its K-th call). "
-                              "Default: the last module with a 4-D output.")
+@click.option("--weights-enum", metavar="ENUM.MEMBER",
+              help="A torchvision weights enum (ViT_B_16_Weights.IMAGENET1K_V1) whose "
+                   "transforms and categories give the preprocessing and labels.")
+@click.option("--layer", help="Target module output (NAME, NAME#K for its K-th call) or "
+                              "input (NAME:input). Default: chosen from the model's shapes.")
 @token_options
 @preprocessing_options
-def export(model_spec, weights, model_kwargs, layer, tokens, activation_layout, input_size,
-           mean, std, color, layout, interpolation, resize, labels, out, force) -> None:
+def export(model_spec, weights, model_kwargs, weights_enum, layer, tokens, activation_layout,
+           input_size, mean, std, color, layout, interpolation, resize, crop_fraction, labels,
+           out, force) -> None:
     """Export a PyTorch classifier into a bundle (needs the 'export' extra)."""
     try:
         from scorecam_onnx_export import export_bundle, load_model
@@ -142,14 +169,23 @@ def export(model_spec, weights, model_kwargs, layer, tokens, activation_layout, 
     if layout == "NHWC":
         raise click.UsageError("PyTorch models are NCHW; --layout NHWC is for 'split'")
     kwargs = _json_object(model_kwargs, "--model-kwargs") if model_kwargs else None
-    loaded = load_model(model_spec, weights, kwargs)
-    prep = _preprocessing(loaded.preprocessing, input_size, mean, std, color, layout,
-                          interpolation, resize)
-    report = export_bundle(loaded, out, layer, prep, _read_labels(labels), force, tokens,
-                           activation_layout)
+    loaded = load_model(model_spec, weights, kwargs, weights_enum)
+    given = {"input_size": input_size, "mean": mean, "std": std, "color": color,
+             "layout": layout, "interpolation": interpolation, "resize": resize,
+             "crop_fraction": crop_fraction}
+    prep = _preprocessing(loaded.preprocessing, **given)
+    label_names = _read_labels(labels)
+    notes = {"preprocessing": _origins(given, loaded.preprocessing_from,
+                                          loaded.preprocessing_sets),
+             "labels": "--labels" if label_names is not None else
+             loaded.labels_from or "none"}
+    report = export_bundle(loaded, out, layer, prep, label_names, force, tokens,
+                           activation_layout, notes)
     m = report.bundle.manifest
-    click.echo(f"wrote {out}: layer {report.layer.label} ({_activation(m)}), "
-               f"{m.output.classes} classes, {_bundle_bytes(report.bundle) / 1e6:.1f} MB")
+    click.echo(f"layer {report.layer.label}: {report.layer.reason}; {_activation(m)}")
+    click.echo(f"wrote {out}: {m.output.classes} classes, preprocessing from "
+               f"{notes['preprocessing']}, labels from {notes['labels']}, "
+               f"{_bundle_bytes(report.bundle) / 1e6:.1f} MB")
     click.echo(f"verified against PyTorch: max difference {report.activation_diff:.2g} "
                f"(activations), {report.logits_diff:.2g} (logits); export "
                f"{report.export_seconds:.1f} s, verification {report.verify_seconds:.1f} s")
@@ -162,12 +198,13 @@ def export(model_spec, weights, model_kwargs, layer, tokens, activation_layout, 
 @token_options
 @preprocessing_options
 def split(onnx_file, layer, output, tokens, activation_layout, input_size, mean, std, color,
-          layout, interpolation, resize, labels, out, force) -> None:
+          layout, interpolation, resize, crop_fraction, labels, out, force) -> None:
     """Cut an existing ONNX classifier into a bundle (no PyTorch needed)."""
     from ..bundle import graphs, write_bundle
 
     model = graphs.load_model(Path(onnx_file))
-    prep = _preprocessing(None, input_size, mean, std, color, layout, interpolation, resize)
+    prep = _preprocessing(None, input_size, mean, std, color, layout, interpolation, resize,
+                          crop_fraction)
     output = output or _only_output(model)
     tensor = layer or graphs.suggested_layer(model, output, prep.layout)
     bundle = write_bundle(model, out, tensor, output, prep, labels=_read_labels(labels),
@@ -240,15 +277,20 @@ def info(bundle_dir, as_json) -> None:
     i, a = m.input, m.activation
     rows = [
         ("bundle", str(bundle.path)),
-        ("source", ", ".join(f"{k} {v}" for k, v in m.source.items()) or "-"),
+        ("source", ", ".join(f"{k} {v}" for k, v in m.source.items()
+                             if k not in ("preprocessing", "labels")) or "-"),
         ("input", f"{i.name}: {i.layout} {i.height}×{i.width} {i.color}, "
                   f"(x·{i.scale:.4g} − {list(i.mean)}) / {list(i.std)}, {i.resize} "
-                  f"({i.interpolation})"),
+                  f"({i.interpolation})"
+                  + (f", centre {i.crop_fraction:.4g}" if i.crop_fraction < 1 else "")
+                  + (f"; from {m.source['preprocessing']}" if "preprocessing" in m.source
+                     else "")),
         ("layer", f"{m.layer} → {a.name}: {_activation(m)}"),
         ("output", f"{m.output.name}: {m.output.classes} {m.output.kind}"),
         ("tail", f"{m.tail} (for reciprocam, ablationcam)" if m.tail else
                  f"none: {m.tail_missing}"),
-        ("labels", f"{len(bundle.labels)} names" if bundle.labels else "none"),
+        ("labels", (f"{len(bundle.labels)} names" if bundle.labels else "none")
+                   + (f" (from {m.source['labels']})" if "labels" in m.source else "")),
         ("size", f"{_bundle_bytes(bundle) / 1e6:.1f} MB"),
     ]
     fidelity = bundle.path / "fidelity.json"

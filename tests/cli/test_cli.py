@@ -160,7 +160,8 @@ def test_export_command(runner, tmp_path):
     result = runner.invoke(main, ["export", "--model", "torch_models:small_net",
                                   "--input-size", "16", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "layer relu2 (16×8×8)" in result.output and "verified against PyTorch" in result.output
+    assert "layer relu2: automatic: the last feature map of the input; 16×8×8" in result.output
+    assert "verified against PyTorch" in result.output
     bad = runner.invoke(main, ["export", "--model", "no_such_module:x", "--out", str(out)])
     assert bad.exit_code == 1 and "No module named 'no_such_module'" in bad.output
 
