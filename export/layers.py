@@ -17,12 +17,15 @@ POINTS = ("output", "input")
 
 @dataclass(frozen=True)
 class Call:
-    """One module call of a forward: what went in and what came out (first tensors)."""
+    """One module call of a forward: what went in and what came out (first tensors), and
+    whether it only handed on the tensor of the call that finished just before (a container
+    such as `nn.Sequential` returning its last child's output)."""
 
     name: str
     kind: str
     input: tuple[int, ...] | None
     output: tuple[int, ...] | None
+    passthrough: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,14 +71,17 @@ def _shape(value: object) -> tuple[int, ...] | None:
 def record_calls(model: nn.Module, example: torch.Tensor) -> list[Call]:
     """Every module call of one forward, in the order the calls finish."""
     record: list[Call] = []
+    last: list[torch.Tensor | None] = [None]
     handles = []
     for name, module in model.named_modules():
         if not name:
             continue
 
         def hook(m: nn.Module, args: tuple, kwargs: dict, out: object, name: str = name) -> None:
+            tensor = first_tensor(out)
             record.append(Call(name, type(m).__name__, _shape((*args, *kwargs.values())),
-                               _shape(out)))
+                               _shape(out), tensor is not None and tensor is last[0]))
+            last[0] = tensor
 
         handles.append(module.register_forward_hook(hook, with_kwargs=True))
     try:
@@ -127,7 +133,7 @@ def _automatic(calls: list[Call], size: tuple[int, int], forced: str | None) -> 
     maps = []
     for position in range(len(calls) - 1, -1, -1):
         shape = calls[position].output
-        if shape is None or len(shape) != 4:
+        if shape is None or len(shape) != 4 or calls[position].passthrough:
             continue
         fits = (forced,) if forced else map_layouts(shape, size)
         if fits:

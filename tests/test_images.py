@@ -147,3 +147,24 @@ def test_crop_policy_by_hand():
     # 56 of 337 scaled columns are cut on each side: about 75 of the 451 original ones.
     assert back[:, :70].max() == 0 and back[:, -70:].max() == 0
     assert back[:, 80:-80].min() == 1.0
+
+
+def test_crop_fraction_by_hand():
+    """timm's crop_pct 0.875 at 224: the shorter side to 256, then the centre 224×224; with
+    "stretch", the whole image to 256×256 first."""
+    from scorecam_onnx.images import crop_box, to_original
+
+    spec = InputSpec(name="in", height=224, width=224, resize="crop", mean=(0, 0, 0),
+                     std=(1, 1, 1), interpolation="linear", crop_fraction=0.875)
+    # scale = (224 / 300) / 0.875: 300 → 256, 451 → 384.9 → 385
+    assert crop_box((300, 451, 3), spec) == (256, 385, 16, 80)
+    rgb = np.random.default_rng(1).integers(0, 256, (300, 451, 3), dtype=np.uint8)
+    want = cv2.resize(rgb, (385, 256), interpolation=cv2.INTER_LINEAR)[16:240, 80:304] / 255.0
+    np.testing.assert_allclose(preprocess(rgb, spec)[0].transpose(1, 2, 0), want, atol=1e-6)
+    stretch = InputSpec(name="in", height=224, width=224, crop_fraction=0.875)
+    assert crop_box((300, 451, 3), stretch) == (256, 256, 16, 16)
+    back = to_original(np.ones((224, 224), np.float32), (300, 451), stretch)
+    # 16 of 256 rows and columns cut on each side: about 19 of the 300 original rows, 28 of
+    # the 451 columns
+    assert back[:15].max() == 0 and back[:, :25].max() == 0
+    assert back[25:-25, 35:-35].min() == 1.0

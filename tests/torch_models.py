@@ -147,3 +147,117 @@ def vit_tiny_16() -> nn.Module:
 def swin_like() -> nn.Module:
     torch.manual_seed(5)
     return SwinLikeStage()
+
+
+class QKNormAttention(nn.Module):
+    """Attention with LayerNorms on the per-head queries and keys (N×heads×L×d), as timm's
+    qk_norm ViTs and DINOv3 have: an attention-internal 4-D tensor that is no feature map."""
+
+    def __init__(self, dim: int, heads: int = 2) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.q_norm = nn.LayerNorm(dim // heads)
+        self.k_norm = nn.LayerNorm(dim // heads)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, length, dim = x.shape
+        qkv = self.qkv(x).reshape(n, length, 3, self.heads, dim // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        attn = torch.softmax(q @ k.transpose(-2, -1) / (dim // self.heads) ** 0.5, dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(n, length, dim))
+
+
+class QKNormBlock(Block):
+    def __init__(self, dim: int, heads: int = 2) -> None:
+        super().__init__(dim, heads)
+        self.attn = QKNormAttention(dim, heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+def qk_norm_vit() -> nn.Module:
+    torch.manual_seed(7)
+    model = TinyViT()
+    model.blocks = nn.Sequential(QKNormBlock(16), QKNormBlock(16))
+    return model
+
+
+class TokenMixer(nn.Module):
+    """A patch embedding, then token layers with no norm at all: its only 4-D output is the
+    patch embedding, which is no target."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, 8, 8, stride=8)
+        self.mix = nn.Sequential(nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 8), nn.GELU())
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.mix(self.patch(x).flatten(2).transpose(1, 2)).mean(dim=1))
+
+
+def token_mixer() -> nn.Module:
+    torch.manual_seed(8)
+    return TokenMixer()
+
+
+class MixedLayouts(nn.Module):
+    """NCHW convolutions, then an NHWC stage, ending on N×16×16×16 at a 32×32 input: a shape
+    that reads both ways, in a model that has maps of both layouts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.stage = nn.Sequential(nn.LayerNorm(16), nn.Linear(16, 24), nn.GELU(),
+                                   nn.Linear(24, 16))
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grid = self.stage(self.conv2(self.conv1(x)).permute(0, 2, 3, 1))
+        return self.head(grid.mean(dim=(1, 2)))
+
+
+def mixed_layouts() -> nn.Module:
+    torch.manual_seed(9)
+    return MixedLayouts()
+
+
+class TimmLike(SmallNet):
+    """A small CNN carrying a timm-style `pretrained_cfg` (the values timm publishes for
+    vit_small_patch16_224.augreg_in21k_ft_in1k, at a 32×32 size) and `num_classes`."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, classes)
+        self.num_classes = classes
+        self.pretrained_cfg = {"input_size": (3, 32, 32), "interpolation": "bicubic",
+                               "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
+                               "crop_pct": 0.9, "crop_mode": "center",
+                               "num_classes": classes}
+
+
+def timm_like(classes: int = 5) -> nn.Module:
+    torch.manual_seed(10)
+    return TimmLike(classes)
+
+
+def raising_builder(model_name: str = "nope") -> nn.Module:
+    """Fails as timm.create_model does for an unknown name."""
+    raise RuntimeError(f"Unknown model ({model_name})")
+
+
+class TupleOutput(SmallNet):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        out = super().forward(x)
+        return out, out
+
+
+def tuple_output() -> nn.Module:
+    torch.manual_seed(11)
+    return TupleOutput()

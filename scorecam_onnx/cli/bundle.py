@@ -290,7 +290,8 @@ def info(bundle_dir, as_json) -> None:
         ("tail", f"{m.tail} (for reciprocam, ablationcam)" if m.tail else
                  f"none: {m.tail_missing}"),
         ("labels", (f"{len(bundle.labels)} names" if bundle.labels else "none")
-                   + (f" (from {m.source['labels']})" if "labels" in m.source else "")),
+                   + (f" (from {m.source['labels']})" if bundle.labels and "labels" in m.source
+                      else "")),
         ("size", f"{_bundle_bytes(bundle) / 1e6:.1f} MB"),
     ]
     fidelity = bundle.path / "fidelity.json"

@@ -41,6 +41,8 @@ def _broken(path: str, value: object) -> dict:
     ("input.std", [0.5, 0.0, 0.5], "'input.std' must be three positive numbers"),
     ("input.layout", "CHW", "'input.layout' is 'CHW', expected one of NCHW, NHWC"),
     ("input.scale", "big", "'input.scale' must be a finite number"),
+    ("input.crop_fraction", 1.5, "'input.crop_fraction' must be at most 1"),
+    ("input.crop_fraction", 0, "'input.crop_fraction' must be positive"),
     ("activation.channels", -3, "'activation.channels' must be positive"),
     ("output.kind", "scores", "'output.kind' is 'scores'"),
     ("output.name", 5, "'output.name' must be str"),
@@ -51,6 +53,12 @@ def test_broken_manifest_names_the_key(path, value, message):
     with pytest.raises(BundleError) as err:
         Manifest.from_dict(_broken(path, value))
     assert message in str(err.value)
+
+
+def test_crop_fraction_defaults_to_one_in_older_manifests():
+    data = GOOD.to_dict()
+    del data["input"]["crop_fraction"]
+    assert Manifest.from_dict(data).input.crop_fraction == 1.0
 
 
 def test_not_an_object():
