@@ -18,8 +18,9 @@ POINTS = ("output", "input")
 @dataclass(frozen=True)
 class Call:
     """One module call of a forward: what went in and what came out (first tensors), and
-    whether it only handed on the tensor of the call that finished just before (a container
-    such as `nn.Sequential` returning its last child's output)."""
+    whether it only handed on the tensor of the call that finished just before, unchanged (a
+    container such as `nn.Sequential` returning its last child's output). A call that changed
+    that tensor in place (an in-place activation, a block's `+=` of its residual) did not."""
 
     name: str
     kind: str
@@ -71,7 +72,7 @@ def _shape(value: object) -> tuple[int, ...] | None:
 def record_calls(model: nn.Module, example: torch.Tensor) -> list[Call]:
     """Every module call of one forward, in the order the calls finish."""
     record: list[Call] = []
-    last: list[torch.Tensor | None] = [None]
+    last: list[tuple[torch.Tensor | None, int]] = [(None, 0)]
     handles = []
     for name, module in model.named_modules():
         if not name:
@@ -79,9 +80,11 @@ def record_calls(model: nn.Module, example: torch.Tensor) -> list[Call]:
 
         def hook(m: nn.Module, args: tuple, kwargs: dict, out: object, name: str = name) -> None:
             tensor = first_tensor(out)
+            version = tensor._version if tensor is not None else 0
+            handed_on = tensor is not None and tensor is last[0][0] and version == last[0][1]
             record.append(Call(name, type(m).__name__, _shape((*args, *kwargs.values())),
-                               _shape(out), tensor is not None and tensor is last[0]))
-            last[0] = tensor
+                               _shape(out), handed_on))
+            last[0] = (tensor, version)
 
         handles.append(module.register_forward_hook(hook, with_kwargs=True))
     try:

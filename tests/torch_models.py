@@ -261,3 +261,62 @@ class TupleOutput(SmallNet):
 def tuple_output() -> nn.Module:
     torch.manual_seed(11)
     return TupleOutput()
+
+
+class BatchNormAct(nn.Module):
+    """timm's BatchNormAct2d: a norm, an identity dropout, then an in-place activation."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels)
+        self.drop = nn.Identity()
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(self.bn(x)))
+
+
+class InplaceHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, stride=2, padding=1)
+        self.bn2 = BatchNormAct(6)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.bn2(self.conv(x)).mean(dim=(2, 3)))
+
+
+def inplace_head() -> nn.Module:
+    torch.manual_seed(12)
+    return InplaceHead().eval()
+
+
+class ResidualBlock(nn.Module):
+    """torchvision's CNBlock and Bottleneck end: a branch, then `+=` of the input in place."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.scale = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.scale(self.conv(x))
+        out += x
+        return out
+
+
+class ResidualNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 6, 3, stride=2, padding=1)
+        self.block = ResidualBlock(6)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.block(self.stem(x)).mean(dim=(2, 3)))
+
+
+def residual_net() -> nn.Module:
+    torch.manual_seed(13)
+    return ResidualNet().eval()

@@ -12,6 +12,7 @@ import numpy as np
 import oracles
 import pytest
 import torch
+import transformers
 from click.testing import CliRunner
 from conftest import SAMPLES
 from scorecam_onnx_export.zoos import hf_preprocessing
@@ -19,8 +20,6 @@ from scorecam_onnx_export.zoos import hf_preprocessing
 from scorecam_onnx import Bundle, Explainer
 from scorecam_onnx.cli import main
 from scorecam_onnx.images import load_image, preprocess
-
-transformers = pytest.importorskip("transformers")
 
 LABELS = {i: f"thing{i}" for i in range(5)}
 

@@ -13,8 +13,10 @@ from click.testing import CliRunner
 from scorecam_onnx_export import export_bundle, resolve_layer
 from scorecam_onnx_export.models import LoadedModel
 from torch_models import (
+    inplace_head,
     mixed_layouts,
     qk_norm_vit,
+    residual_net,
     small_net,
     swin_like,
     tiny_vit,
@@ -101,6 +103,15 @@ def test_a_patch_embedding_is_refused():
                                           r"module calls on token sequences: it is a patch "
                                           r"embedding"):
         resolve_layer(token_mixer(), None, X32)
+
+
+def test_an_inplace_activation_is_the_layer_not_the_tensor_it_changed():
+    """timm's BatchNormAct2d hands one tensor from bn through drop to an in-place act: the
+    act (the last module that changed it) is named, not the container nor the dropout."""
+    choice = resolve_layer(inplace_head(), None, X32)
+    assert choice.name == "bn2.act"
+    # a block whose last child's output then takes the residual in place: the block
+    assert resolve_layer(residual_net(), None, X32).name == "block"
 
 
 def test_a_shape_that_reads_both_ways():
