@@ -101,8 +101,9 @@ def hf_preprocessing(config: dict[str, Any]) -> Preprocessing:
     """A Hugging Face image processor's settings as the bundle's preprocessing.
 
     `size` is {"height", "width"} (resized to exactly that) or {"shortest_edge"} (the shorter
-    side scaled to it); a centre crop (`do_center_crop`, `crop_size`) or ConvNeXt's
-    `crop_pct` cuts the middle of it.
+    side scaled to it); a centre crop (`do_center_crop`, `crop_size`) cuts the middle of it.
+    ConvNeXt's processor crops `crop_pct` below 384 pixels and warps to the square from 384
+    on.
     """
     size = config.get("size", {"height": 224, "width": 224})
     if isinstance(size, int):
@@ -114,12 +115,14 @@ def hf_preprocessing(config: dict[str, Any]) -> Preprocessing:
     if "shortest_edge" in size:
         edge = int(size["shortest_edge"])
         height = width = edge
-        resize = "crop"
-        if crop:
-            height, width = int(crop["height"]), int(crop["width"])
-            fraction = min(height, width) / edge
-        elif config.get("crop_pct") and edge < 384:   # ConvNeXt's processor
-            fraction = float(config["crop_pct"])
+        if "crop_pct" in config:   # ConvNeXt's processor: crop below 384, warp from 384 on
+            if edge < 384:
+                resize, fraction = "crop", float(config["crop_pct"] or 1.0)
+        else:
+            resize = "crop"
+            if crop:
+                height, width = int(crop["height"]), int(crop["width"])
+                fraction = min(height, width) / edge
     else:
         height, width = int(size["height"]), int(size["width"])
         if crop:

@@ -37,13 +37,14 @@ TORCHVISION = {"vit_b_16": "ViT_B_16_Weights.IMAGENET1K_V1",
                "resnet50": "ResNet50_Weights.IMAGENET1K_V2",
                "mobilenet_v3_large": "MobileNet_V3_Large_Weights.IMAGENET1K_V2",
                "efficientnet_v2_s": "EfficientNet_V2_S_Weights.IMAGENET1K_V1"}
-# Hugging Face: (config class, processor class), at their default (base) sizes
-HF = {"vit": ("ViTConfig", "ViTImageProcessor"),
-      "deit": ("DeiTConfig", "DeiTImageProcessor"),
-      "convnext": ("ConvNextConfig", "ConvNextImageProcessor"),
-      "swin": ("SwinConfig", "ViTImageProcessor"),
-      "resnet": ("ResNetConfig", "ConvNextImageProcessor"),
-      "dinov2": ("Dinov2Config", "BitImageProcessor")}
+# Hugging Face: (model class, config class, processor class), at their default (base) sizes
+HF = {"vit": ("ViTForImageClassification", "ViTConfig", "ViTImageProcessor"),
+      "deit": ("DeiTForImageClassification", "DeiTConfig", "DeiTImageProcessor"),
+      "convnext": ("ConvNextForImageClassification", "ConvNextConfig",
+                   "ConvNextImageProcessor"),
+      "swin": ("SwinForImageClassification", "SwinConfig", "ViTImageProcessor"),
+      "resnet": ("ResNetForImageClassification", "ResNetConfig", "ConvNextImageProcessor"),
+      "dinov2": ("Dinov2ForImageClassification", "Dinov2Config", "BitImageProcessor")}
 
 
 def _randomize_zero_layers(module) -> None:
@@ -61,17 +62,19 @@ def _hf_folder(name: str, root: Path) -> str:
     import torch
     import transformers
 
-    config_class, processor_class = HF[name]
+    model_class, config_class, processor_class = HF[name]
     config = getattr(transformers, config_class)(num_labels=1000)
     if name == "dinov2":
         config.image_size = 224
     torch.manual_seed(0)
-    model = transformers.AutoModelForImageClassification.from_config(config)
+    model = getattr(transformers, model_class)(config)
     folder = root / name
     model.save_pretrained(folder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        getattr(transformers, processor_class)().save_pretrained(folder)
+        # ConvNeXt and ResNet checkpoints ship their processor at 224 (crop_pct 0.875)
+        options = {"size": {"shortest_edge": 224}} if name in ("convnext", "resnet") else {}
+        getattr(transformers, processor_class)(**options).save_pretrained(folder)
     return f"hf:{folder}"
 
 
@@ -109,7 +112,9 @@ def _row(zoo: str, name: str, out: Path, tmp: Path) -> str:
             explainer.explain(IMAGE, method=method)
             timings.append(f"{time.perf_counter() - started:.2f} s")
     except ScoreCamError as exc:
-        return f"| {zoo} | {name} | failed: {exc} | | | | | | |"
+        return f"| {zoo} | {name} | failed: {exc} | | | | | | | |"
+    except Exception as exc:  # noqa: BLE001 - the zoo's own code failed: a row, not a stop
+        return f"| {zoo} | {name} | zoo failed: {type(exc).__name__}: {exc} | | | | | | | |"
     m = report.bundle.manifest
     a = m.activation
     shape = (f"{a.channels} × ({a.prefix} + {a.height}×{a.width}) tokens" if a.layout == "NLC"

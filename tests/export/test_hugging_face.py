@@ -177,3 +177,13 @@ def test_processor_configs_and_their_pixels(tmp_path, kind, resize, fraction, in
     assert theirs.shape == ours.shape
     assert np.corrcoef(ours.ravel(), theirs.ravel())[0, 1] > 0.98
     assert float(np.abs(ours - theirs).mean()) < 0.1 * float(np.abs(theirs).mean() + 1)
+
+
+def test_convnext_processor_warps_from_384():
+    """ConvNeXt's processor: below 384 the shorter side goes to size / crop_pct and the centre
+    is cut; from 384 on the image is warped to the square, with no crop."""
+    big = hf_preprocessing({"size": {"shortest_edge": 384}, "crop_pct": 0.875, "resample": 3})
+    assert (big.height, big.resize, big.crop_fraction) == (384, "stretch", 1.0)
+    bit = hf_preprocessing({"size": {"shortest_edge": 256}, "do_center_crop": True,
+                            "crop_size": {"height": 224, "width": 224}})
+    assert (bit.height, bit.resize, bit.crop_fraction) == (224, "crop", 224 / 256)
