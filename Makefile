@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OV := .venv-openvino
 OV_STAMP := $(OV)/.installed
+TRITON := .venv-triton
+TRITON_STAMP := $(TRITON)/.installed
 
 .PHONY: demo test lint bench load-bench browser clean
 
@@ -13,8 +15,9 @@ demo: $(STAMP)
 	$(BIN)/scorecam-onnx explain samples/ --out out --sheet
 
 # The test suite (the same command CI runs): the OpenVINO provider's tests in an environment
-# of their own (onnxruntime-openvino replaces onnxruntime), then everything else.
-test: $(STAMP) $(OV_STAMP) browser
+# of their own (onnxruntime-openvino replaces onnxruntime), then everything else; the remote
+# tests start the Triton Inference Server of .venv-triton.
+test: $(STAMP) $(OV_STAMP) $(TRITON_STAMP) browser
 	$(OV)/bin/python -m pytest -q -p no:cacheprovider -m openvino tests/test_openvino.py
 	$(BIN)/python -m pytest -q
 
@@ -44,7 +47,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[cpu,export,serve,ray,quantize,test]"
+	$(BIN)/python -m pip install --quiet -e ".[cpu,export,serve,ray,quantize,remote,test]"
 	touch $(STAMP)
 
 $(OV_STAMP): pyproject.toml
@@ -53,5 +56,13 @@ $(OV_STAMP): pyproject.toml
 	$(OV)/bin/python -m pip install --quiet -e ".[openvino]" "pytest>=8"
 	touch $(OV_STAMP)
 
+# Triton Inference Server from PyPI (nvidia-pytriton ships tritonserver and its Python
+# backend): the Python its stub runs needs numpy < 2 and ONNX Runtime.
+$(TRITON_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(TRITON)
+	$(TRITON)/bin/python -m pip install --quiet --upgrade pip
+	$(TRITON)/bin/python -m pip install --quiet "nvidia-pytriton>=0.5" "numpy<2" onnxruntime
+	touch $(TRITON_STAMP)
+
 clean:
-	rm -rf $(VENV) $(OV) out
+	rm -rf $(VENV) $(OV) $(TRITON) out

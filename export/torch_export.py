@@ -19,7 +19,7 @@ from torch import nn
 
 from scorecam_onnx.bundle import Bundle, Preprocessing, write_bundle
 from scorecam_onnx.errors import BundleError
-from scorecam_onnx.runtime import build_session
+from scorecam_onnx.runners.ort import build_session
 
 from .layers import LayerChoice, first_tensor, resolve_layer
 from .models import LoadedModel

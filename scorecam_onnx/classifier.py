@@ -12,11 +12,11 @@ from .bundle import Bundle
 from .cam.fused import DeviceMasks
 from .errors import BundleError
 from .metrics import softmax
-from .runtime import ACCELERATORS, OrtRunner
+from .runners.ort import ACCELERATORS, OrtRunner, Runner
 
 # Masked inputs per model call when none is given: on the CPU provider the per-image time is
 # flat from 2 to 16 and rises beyond; on CUDA larger batches keep the device busy.
-DEFAULT_BATCH = {"cpu": 8, "cuda": 64}
+DEFAULT_BATCH = {"cpu": 8, "cuda": 64, "remote": 64}
 
 
 def default_bundle() -> Path:
@@ -42,6 +42,12 @@ class Classifier:
         threads: ONNX Runtime intra-op threads (0: one per physical core).
         device_masks: build masked inputs inside ONNX Runtime (only low-resolution maps are
             sent, only scores come back). Default: on for CUDA, off for CPU.
+        model_url: send the full-model forwards (the unmasked one and every masked batch) to
+            this model served over the Open Inference Protocol, `http(s)://` or
+            `grpc(s)://HOST:PORT/v2/models/NAME[/versions/V]` (extra ``remote``); the
+            features and tail graphs still run here.
+        remote_timeout: seconds a remote request may take.
+        in_flight: remote requests sent at once when a batch exceeds the server's maximum.
     """
 
     def __init__(
@@ -52,6 +58,9 @@ class Classifier:
         threads: int = 0,
         device_masks: bool | None = None,
         provider_options: dict[str, str] | None = None,
+        model_url: str | None = None,
+        remote_timeout: float = 60.0,
+        in_flight: int = 4,
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -61,10 +70,17 @@ class Classifier:
         options = provider_options
         self.features = OrtRunner(self.bundle.features_path, provider, threads, options)
         chosen = self.features.provider
-        self.model = OrtRunner(self.bundle.model_path, chosen, threads, options)
+        self.model: Runner
+        if model_url:
+            from .runners.remote import RemoteRunner
+
+            self.model = RemoteRunner(model_url, remote_timeout, in_flight)
+        else:
+            self.model = OrtRunner(self.bundle.model_path, chosen, threads, options)
         tail = self.bundle.tail_path
         self.tail = OrtRunner(tail, chosen, threads, options) if tail else None
         self.provider = self.model.provider
+        self.model_url = model_url
         self.batch_size = batch_size or DEFAULT_BATCH.get(
             self.provider, DEFAULT_BATCH["cuda" if self.provider in ACCELERATORS else "cpu"])
         self._input = m.input
@@ -75,7 +91,7 @@ class Classifier:
         self._device: DeviceMasks | None = None
         if device_masks is None:
             device_masks = self.provider == "cuda"
-        if device_masks and not (self._nhwc_input or self._nhwc_acts):
+        if device_masks and not (self._nhwc_input or self._nhwc_acts or model_url):
             cuda = self.provider == "cuda"
             self._device = DeviceMasks(
                 self.bundle.model_path, m.input.name, m.output.name,
@@ -113,11 +129,13 @@ class Classifier:
             (self.model, "output", m.output.name, (m.output.classes,)),
         ]
         for runner, kind, name, want in checks:
-            values = runner.session.get_inputs() if kind == "input" else (
-                runner.session.get_outputs())
-            shape = next((v.shape for v in values if v.name == name), None)
+            shape = runner.shapes(kind).get(name)
             if shape is None:
                 raise BundleError(f"{runner.path}: no {kind} named {name!r} (manifest)")
+            datatype = runner.datatype(kind, name)
+            if datatype != "FP32":
+                raise BundleError(f"{runner.path}: {kind} {name!r} is {datatype}, the bundle "
+                                  "needs FP32")
             fixed = [(g, w) for g, w in zip(shape[1:], want, strict=False) if isinstance(g, int)]
             if len(shape) != len(want) + 1 or any(g != w for g, w in fixed):
                 got = "×".join(str(d) for d in shape)

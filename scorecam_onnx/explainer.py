@@ -82,9 +82,10 @@ class Explainer(Classifier):
     forwards for one image and forms the maps.
 
     Args:
-        bundle, provider, provider_options, batch_size, threads, device_masks: as for
-            `Classifier`: a bundle folder (default: the shipped EfficientNet-Lite0), any
-            execution provider of this ONNX Runtime ("auto": CUDA when it starts, else CPU).
+        bundle, provider, provider_options, batch_size, threads, device_masks, model_url,
+            remote_timeout, in_flight: as for `Classifier`: a bundle folder (default: the
+            shipped EfficientNet-Lite0), any execution provider of this ONNX Runtime ("auto":
+            CUDA when it starts, else CPU), a served model for the full-model forwards.
         max_pixels: images announcing more pixels are refused before decoding.
 
     Example:
@@ -103,8 +104,12 @@ class Explainer(Classifier):
         max_pixels: int = DEFAULT_MAX_PIXELS,
         device_masks: bool | None = None,
         provider_options: dict[str, str] | None = None,
+        model_url: str | None = None,
+        remote_timeout: float = 60.0,
+        in_flight: int = 4,
     ) -> None:
-        super().__init__(bundle, provider, batch_size, threads, device_masks, provider_options)
+        super().__init__(bundle, provider, batch_size, threads, device_masks, provider_options,
+                         model_url, remote_timeout, in_flight)
         self.max_pixels = max_pixels
 
     def preprocess(self, image: ImageLike) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:

@@ -15,13 +15,13 @@ PACKAGE = ROOT / "scorecam_onnx"
 # Bottom first. A module belongs to the first entry naming it or its folder.
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "quiet", "fileio", "metrics", "render"),      # shared ground
-    ("runtime",),                                            # runners
+    ("runners",),                                            # ONNX Runtime, remote
     ("bundle", "cam"),                                       # bundles; the CAM family on arrays
     ("images",),
     ("classifier", "explainer"),                             # the public API
     ("batch", "evaluation"),
     ("quantize",),
-    ("serve", "distributed", "scorecam_onnx_export"),        # extras
+    ("serve", "distributed", "triton", "scorecam_onnx_export"),  # extras
     ("cli", "__main__", "__init__"),
 ]
 

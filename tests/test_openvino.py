@@ -11,7 +11,7 @@ import pytest
 from conftest import DEFAULT_BUNDLE, SAMPLES
 
 from scorecam_onnx import Explainer, ProviderError
-from scorecam_onnx.runtime import available_providers
+from scorecam_onnx.runners.ort import available_providers
 
 pytestmark = pytest.mark.openvino
 

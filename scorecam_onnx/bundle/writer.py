@@ -10,7 +10,7 @@ import onnx
 
 from ..errors import BundleError
 from ..fileio import sha256, staged_folder, write_text_atomic
-from ..runtime import build_session
+from ..runners.ort import build_session
 from . import graphs
 from .bundle import TAIL_NAME, WEIGHTS_NAME, Bundle
 from .manifest import MANIFEST_NAME, ActivationSpec, InputSpec, Manifest, OutputSpec

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import BundleError
-from ..runtime import build_session, import_onnxruntime
+from ..runners.ort import build_session, import_onnxruntime
 
 IMAGE, MAPS = "scorecam_image", "scorecam_maps"
 _PREFIX = "scorecam_mask/"

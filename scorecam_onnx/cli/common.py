@@ -26,7 +26,7 @@ def key_values(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
 
 def provider_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """'auto', a short provider name or a full one; availability is checked when used."""
-    from ..runtime import PROVIDERS
+    from ..runners.ort import PROVIDERS
 
     if value == "auto" or value.lower() in PROVIDERS or value.endswith("ExecutionProvider"):
         return value
@@ -38,7 +38,7 @@ def provider_libraries(ctx: click.Context, param: click.Parameter,
                        values: tuple[str, ...]) -> dict[str, str] | None:
     """NAME=PATH pairs, each registered with ONNX Runtime as a plugin provider library."""
     from ..errors import ProviderError
-    from ..runtime import register_provider_library
+    from ..runners.ort import register_provider_library
 
     libraries = key_values(ctx, param, values) or {}
     for name, path in libraries.items():
@@ -50,7 +50,8 @@ def provider_libraries(ctx: click.Context, param: click.Parameter,
 
 
 def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--model, --provider, --threads, --batch-size, --quiet: shared by running commands."""
+    """--model, --provider, --threads, --batch-size, --quiet, --max-pixels, --model-url,
+    --remote-timeout: shared by running commands."""
     options: list[Decorator] = [
         click.option("--model", "model_dir", type=click.Path(file_okay=False),
                      help="Bundle folder. Default: the shipped EfficientNet-Lite0."),
@@ -73,6 +74,12 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
                      show_default=True,
                      help="Refuse larger images before decoding them (decompression bombs)."),
+        click.option("--model-url", metavar="URL",
+                     help="Send the full-model forwards to this served model: http(s):// or "
+                          "grpc(s)://HOST:PORT/v2/models/NAME (needs the 'remote' extra)."),
+        click.option("--remote-timeout", type=click.FloatRange(min=0, min_open=True),
+                     default=60.0, show_default=True,
+                     help="Seconds a request to --model-url may take."),
     ]
     for option in reversed(options):
         func = option(func)

@@ -32,7 +32,7 @@ from .common import StepBar, comma_list, run_options
 @click.option("--out", type=click.Path(file_okay=False), default="out/evaluation",
               show_default=True, help="Folder for report.json, report.md and curves.png.")
 def evaluate(inputs, model_dir, provider, provider_options, threads, batch_size, quiet,
-             max_pixels, methods,
+             max_pixels, model_url, remote_timeout, methods,
              baselines, boxes, step, channels, samples, out) -> None:
     """Compare methods on images: Average Drop, Increase, Deletion, Insertion (+ pointing)."""
     from ..batch import failure_reason
@@ -48,7 +48,8 @@ def evaluate(inputs, model_dir, provider, provider_options, threads, batch_size,
         raise click.ClickException("no images to evaluate")
     box_list = _boxes_for(paths, boxes) if boxes else None
     explainer = Explainer(model_dir, provider=provider, batch_size=batch_size, threads=threads,
-                          max_pixels=max_pixels, provider_options=provider_options)
+                          max_pixels=max_pixels, provider_options=provider_options,
+                          model_url=model_url, remote_timeout=remote_timeout)
     failed: list[str] = []
 
     def on_error(index: int, exc: ScoreCamError) -> None:
@@ -91,7 +92,7 @@ def _boxes_for(paths: list[Path], boxes_file: str) -> list[list[list[float]] | N
 @click.option("--no-sweep", is_flag=True, help="Skip the batch-size sweep.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def bench(image, model_dir, provider, provider_options, threads, batch_size, quiet,
-          max_pixels, presets, repeat,
+          max_pixels, model_url, remote_timeout, presets, repeat,
           no_sweep, as_json) -> None:
     """Measure Score-CAM against its floor (the same forwards in plain ONNX Runtime)."""
     from ..evaluation.bench import SWEEP, format_report
@@ -99,7 +100,8 @@ def bench(image, model_dir, provider, provider_options, threads, batch_size, qui
     from ..explainer import Explainer
 
     explainer = Explainer(model_dir, provider=provider, batch_size=batch_size, threads=threads,
-                          max_pixels=max_pixels, provider_options=provider_options)
+                          max_pixels=max_pixels, provider_options=provider_options,
+                          model_url=model_url, remote_timeout=remote_timeout)
     report = run_bench(explainer, image, presets, repeat, () if no_sweep else SWEEP,
                        on_step=None if quiet else lambda text: click.echo(text, err=True))
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))

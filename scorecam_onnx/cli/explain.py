@@ -42,7 +42,7 @@ from .common import StepBar, run_options
 @click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0,
               help="With --ray: GPUs each actor reserves.")
 def explain(inputs, model_dir, provider, provider_options, threads, batch_size, quiet,
-            max_pixels, out, preset,
+            max_pixels, model_url, remote_timeout, out, preset,
             method, channels, samples, classes, top_k, gaussian, sheet, skip_existing,
             ray_address, actors, gpus_per_actor) -> None:
     """Explain images (files, folders or globs); write <name>.png/.npy/.json per image.
@@ -60,8 +60,9 @@ def explain(inputs, model_dir, provider, provider_options, threads, batch_size, 
         skip_existing=skip_existing, gaussian=gaussian,
     )
     if ray_address is not None:
-        if sheet:
-            raise click.UsageError("--sheet is not available with --ray")
+        if sheet or model_url:
+            raise click.UsageError(f"{'--sheet' if sheet else '--model-url'} is not available "
+                                   "with --ray")
         manifest = Bundle.load(model_dir or default_bundle(), verify=False).manifest
         if method in TAIL_METHODS and manifest.tail is None:
             raise click.ClickException(f"{method} needs the bundle's tail graph, and this "
@@ -83,7 +84,8 @@ def explain(inputs, model_dir, provider, provider_options, threads, batch_size, 
     else:
         explainer = Explainer(model_dir, provider=provider, batch_size=batch_size,
                               threads=threads, max_pixels=max_pixels,
-                              provider_options=provider_options)
+                              provider_options=provider_options, model_url=model_url,
+                              remote_timeout=remote_timeout)
         if method in TAIL_METHODS and explainer.tail is None:
             raise click.ClickException(f"{method} needs the bundle's tail graph, and this "
                                        f"bundle has none: {explainer.bundle.manifest.tail_missing}")

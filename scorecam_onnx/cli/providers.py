@@ -13,7 +13,7 @@ from .common import provider_libraries
               help="Register a plugin provider library first (ONNX Runtime ≥ 1.23).")
 def providers() -> None:
     """List the execution providers this ONNX Runtime installation offers."""
-    from ..runtime import available_providers, full_name, import_onnxruntime, plugin_devices
+    from ..runners.ort import available_providers, full_name, import_onnxruntime, plugin_devices
 
     ort = import_onnxruntime()
     click.echo(f"onnxruntime {ort.__version__}; --provider auto picks cuda when a CUDA session "

@@ -16,10 +16,13 @@ DEFAULT_NAME = "efficientnet-lite0"
 
 
 def _models(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]):
-    """NAME=BUNDLE pairs (a bare BUNDLE is named after its folder)."""
+    """NAME=BUNDLE pairs (a bare BUNDLE is named after its folder), each optionally
+    BUNDLE@URL: its full-model forwards go to that served model."""
     found: dict[str, str] = {}
     for value in values:
-        name, _, path = value.rpartition("=")
+        name, _, path = value.partition("@")[0].rpartition("=")
+        if "@" in value:
+            path = f"{path}@{value.partition('@')[2]}"
         name = name or Path(path).name
         if not name or not path:
             raise click.BadParameter(f"expected NAME=BUNDLE, got {value!r}")
@@ -30,9 +33,13 @@ def _models(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 
 
 @click.command()
-@click.option("--model", "models", multiple=True, callback=_models, metavar="NAME=BUNDLE",
-              help=f"A bundle to serve under NAME (repeatable). Default: the shipped bundle "
-                   f"as {DEFAULT_NAME}.")
+@click.option("--model", "models", multiple=True, callback=_models,
+              metavar="NAME=BUNDLE[@URL]",
+              help=f"A bundle to serve under NAME (repeatable); @URL sends its full-model "
+                   f"forwards to that served model (http(s):// or grpc(s)://HOST:PORT/v2/"
+                   f"models/NAME). Default: the shipped bundle as {DEFAULT_NAME}.")
+@click.option("--remote-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0,
+              show_default=True, help="Seconds a request to a served model may take.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
               help="Port (0: any free port).")
@@ -70,7 +77,7 @@ def _models(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
                    "'ray' extra.")
 @click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
               help="With --ray: replicas of the service.")
-def serve(models, host, port, provider, provider_options, threads, batch_size,
+def serve(models, remote_timeout, host, port, provider, provider_options, threads, batch_size,
           max_concurrency, max_queue,
           max_body_mb, timeout, max_pixels, method, preset, grace, quiet, ray_address,
           replicas) -> None:
@@ -88,12 +95,17 @@ def serve(models, host, port, provider, provider_options, threads, batch_size,
                     defaults=ExplainParams(method=method, preset=preset,
                                            batch_size=batch_size))
     if ray_address is not None:
+        if any("@" in spec for spec in bundles.values()):
+            raise click.UsageError("BUNDLE@URL is not available with --ray")
         _serve_on_ray(bundles, limits, ray_address, host, port, replicas, provider, threads)
         return
-    explainers = {name: Explainer(path, provider=provider, batch_size=batch_size,
-                                  threads=threads, max_pixels=max_pixels,
-                                  provider_options=provider_options)
-                  for name, path in bundles.items()}
+    explainers = {}
+    for name, spec in bundles.items():
+        path, _, url = spec.partition("@")
+        explainers[name] = Explainer(path, provider=provider, batch_size=batch_size,
+                                     threads=threads, max_pixels=max_pixels,
+                                     provider_options=provider_options, model_url=url or None,
+                                     remote_timeout=remote_timeout)
     app = create_app(explainers, limits, access_log=None if quiet else stderr_stream())
 
     def ready(url: str) -> None:

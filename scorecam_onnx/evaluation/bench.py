@@ -158,7 +158,7 @@ def bench(
     say = on_step or (lambda text: None)
     rgb, x = explainer.preprocess(image)
     report = BenchReport(explainer.provider, explainer.batch_size,
-                         explainer.model.session.get_session_options().intra_op_num_threads,
+                         explainer.features.session.get_session_options().intra_op_num_threads,
                          repeats, import_seconds(), Timing.of([0.0]))
     explainer.explain(rgb, method="faster-scorecam", channels=8)   # warm-up
     say("features forward")

@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException
 from ..cam.methods import METHODS
 from ..explainer import Explainer
 from ..images import DEFAULT_MAX_PIXELS
+from ..runners.remote import RemoteError
 from .errors import ApiError
 from .params import ExplainParams, parse_params
 from .pool import Ticket, WorkPool
@@ -276,6 +277,10 @@ def _errors(app: FastAPI, stream: TextIO | None) -> None:
         first = exc.errors()[0] if exc.errors() else {"msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()))
         return reply(422, f"{where}: {first.get('msg')}")
+
+    @app.exception_handler(RemoteError)
+    async def remote_failed(request: Request, exc: RemoteError) -> JSONResponse:
+        return reply(502, str(exc))
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:

@@ -10,8 +10,8 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from .errors import BundleError, ProviderError
-from .quiet import native_stderr_silenced
+from ..errors import BundleError, ProviderError
+from ..quiet import native_stderr_silenced
 
 # Short names of ONNX Runtime's execution providers; any full name is accepted as well.
 PROVIDERS = {
@@ -60,11 +60,17 @@ def full_name(provider: str) -> str:
 
 
 class Runner(Protocol):
-    """Anything that maps a feed of named arrays to the requested outputs."""
+    """Anything that maps a feed of named arrays to the requested outputs, and says what its
+    inputs and outputs are."""
 
     provider: str
+    path: Path | str
 
     def run(self, outputs: list[str], feed: dict[str, NDArray[np.float32]]) -> list[NDArray]: ...
+
+    def shapes(self, kind: str) -> dict[str, list[int | str | None]]: ...
+
+    def datatype(self, kind: str, name: str) -> str: ...
 
 
 class OrtRunner:
@@ -91,6 +97,18 @@ class OrtRunner:
 
     def run(self, outputs: list[str], feed: dict[str, NDArray[np.float32]]) -> list[NDArray]:
         return self.session.run(outputs, feed)
+
+    def shapes(self, kind: str) -> dict[str, list[int | str | None]]:
+        """Names and shapes ("input" or "output"); symbolic dimensions as names or None."""
+        values = self.session.get_inputs() if kind == "input" else self.session.get_outputs()
+        return {v.name: list(v.shape) for v in values}
+
+    def datatype(self, kind: str, name: str) -> str:
+        """The Open Inference Protocol's name of an input's or output's element type."""
+        values = self.session.get_inputs() if kind == "input" else self.session.get_outputs()
+        kinds = {"tensor(float)": "FP32", "tensor(float16)": "FP16", "tensor(double)": "FP64"}
+        found = next(v.type for v in values if v.name == name)
+        return kinds.get(found, found)
 
 
 def session_options(threads: int) -> Any:

@@ -6,8 +6,8 @@ import types
 
 import pytest
 
+import scorecam_onnx.runners.ort as rt
 from scorecam_onnx import ProviderError
-from scorecam_onnx import runtime as rt
 
 
 def _fake_ort(available: list[str], cuda_starts: bool, cuda_raises: bool = False):

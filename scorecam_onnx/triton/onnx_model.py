@@ -1,0 +1,47 @@
+"""A Triton Python-backend model that runs the ONNX graph beside it with ONNX Runtime.
+
+Written into a model repository as `NAME/1/model.py` next to `model.onnx`; it needs only
+numpy and onnxruntime in the Python that Triton's stub runs. Requests that the dynamic
+batcher gathers are run as one batch and answered one by one.
+"""
+
+import json
+import os
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        folder = os.path.join(args["model_repository"], args["model_version"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(config.get("parameters", {}).get(
+            "intra_op_threads", {}).get("string_value", "0"))
+        self.session = ort.InferenceSession(os.path.join(folder, "model.onnx"), options,
+                                            providers=["CPUExecutionProvider"])
+        self.inputs = [i["name"] for i in config["input"]]
+        self.outputs = [o["name"] for o in config["output"]]
+
+    def execute(self, requests):
+        feeds, sizes = [], []
+        for request in requests:
+            feed = {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy()
+                    for n in self.inputs}
+            feeds.append(feed)
+            sizes.append(next(iter(feed.values())).shape[0])
+        try:
+            merged = {n: np.concatenate([f[n] for f in feeds]) for n in self.inputs}
+            results = self.session.run(self.outputs, merged)
+        except Exception as exc:  # noqa: BLE001 - answer every request with the error
+            error = pb_utils.TritonError(str(exc).splitlines()[0])
+            return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
+        responses, start = [], 0
+        for size in sizes:
+            tensors = [pb_utils.Tensor(n, np.ascontiguousarray(r[start:start + size]))
+                       for n, r in zip(self.outputs, results, strict=True)]
+            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+            start += size
+        return responses

@@ -1,0 +1,158 @@
+"""Forwards sent to a classifier served by a real Triton Inference Server (ONNX Runtime in its
+Python backend, dynamic batching, max batch 16), over HTTP and gRPC with tritonclient: maps
+equal the in-process ones; metadata checks, faults and their one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import DEFAULT_BUNDLE, SAMPLES
+from triton_server import Triton, require_triton
+
+from scorecam_onnx import BundleError, Explainer
+from scorecam_onnx.cli import main
+from scorecam_onnx.runners.remote import ModelUrl, RemoteError, RemoteRunner
+from scorecam_onnx.triton import write_repository
+
+pytestmark = pytest.mark.triton
+
+MAX_BATCH = 16
+
+
+def _repository(root, tiny_bundle=None):
+    write_repository(DEFAULT_BUNDLE, root, "classifier", max_batch=MAX_BATCH)
+    if tiny_bundle is not None:
+        write_repository(tiny_bundle, root, "tiny", max_batch=4)
+    return root
+
+
+@pytest.fixture(scope="module")
+def triton(tmp_path_factory):
+    require_triton()
+    server = Triton(_repository(tmp_path_factory.mktemp("repo")))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def local():
+    return Explainer(DEFAULT_BUNDLE, provider="cpu")
+
+
+def test_urls():
+    assert ModelUrl.parse("grpcs://h:8001/v2/models/m/versions/3") == ModelUrl(
+        "grpc", True, "h:8001", "m", "3")
+    assert ModelUrl.parse("http://h:8000/v2/models/m").version == ""
+    for bad in ("ftp://h/v2/models/m", "http://h:1/v1/models/m", "grpc://h/v2/models/m",
+                "http://h:1/v2/models/m/extra"):
+        with pytest.raises(RemoteError, match="model URL"):
+            ModelUrl.parse(bad)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize("method", ["scorecam", "faster-scorecam", "reciprocam"])
+def test_maps_through_triton_equal_the_in_process_maps(triton, local, protocol, method):
+    remote = Explainer(DEFAULT_BUNDLE, provider="cpu", model_url=triton.url("classifier",
+                                                                            protocol))
+    assert remote.model.max_batch == MAX_BATCH and remote.batch_size == 64
+    got = remote.explain(SAMPLES / "chelsea.png", top_k=3, method=method)
+    want = local.explain(SAMPLES / "chelsea.png", top_k=3, method=method)
+    assert [g.class_id for g in got] == [w.class_id for w in want]
+    for g, w in zip(got, want, strict=True):
+        assert float(np.abs(g.saliency - w.saliency).max()) <= 1e-5
+        assert g.forwards == w.forwards and g.score == pytest.approx(w.score, abs=1e-6)
+
+
+def test_batches_are_split_to_the_servers_maximum(triton):
+    stats_before = _executions(triton)
+    runner = RemoteRunner(triton.url("classifier"), in_flight=3)
+    x = np.random.default_rng(0).standard_normal((40, 3, 224, 224)).astype(np.float32)
+    (out,) = runner.run(["logits"], {"input": x})
+    local = Explainer(DEFAULT_BUNDLE, provider="cpu")
+    np.testing.assert_allclose(out, local.scores(x), atol=1e-4)
+    # 40 inputs in pieces of 16, 16 and 8 (none can join another within 16): 3 executions
+    inferences, executions = (a - b for a, b in zip(_executions(triton), stats_before,
+                                                    strict=True))
+    assert (inferences, executions) == (40, 3)
+    assert runner.sent_bytes == x.nbytes
+
+
+def _executions(triton) -> tuple[int, int]:
+    stats = httpx.get(f"{triton.http}/v2/models/classifier/stats").json()["model_stats"][0]
+    return int(stats["inference_count"]), int(stats["execution_count"])
+
+
+def test_a_model_that_does_not_match_the_bundle_is_one_line(tmp_path, tiny_bundle):
+    require_triton()
+    server = Triton(_repository(tmp_path / "repo", tiny_bundle))
+    try:
+        with pytest.raises(BundleError, match=r"input 'input' has shape N×3×8×8, but the "
+                                              r"manifest says N×3×224×224"):
+            Explainer(DEFAULT_BUNDLE, provider="cpu", model_url=server.url("tiny"))
+        with pytest.raises(RemoteError, match="the model 'absent' is not ready"):
+            Explainer(DEFAULT_BUNDLE, provider="cpu", model_url=server.url("absent"))
+    finally:
+        server.stop()
+
+
+def test_an_unreachable_server_is_one_line_and_exit_1(tmp_path):
+    result = CliRunner().invoke(main, ["explain", str(SAMPLES / "chelsea.png"), "--out",
+                                       str(tmp_path / "out"), "--model-url",
+                                       "http://127.0.0.1:9/v2/models/classifier", "-q"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "Error: http://127.0.0.1:9/v2/models/classifier: the server does not answer"), lines
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_server_that_dies_mid_run_fails_each_image_and_writes_nothing(tmp_path):
+    require_triton()
+    server = Triton(_repository(tmp_path / "repo"))
+    try:
+        explainer = Explainer(DEFAULT_BUNDLE, provider="cpu", model_url=server.url("classifier"),
+                              remote_timeout=10)
+        explainer.explain(SAMPLES / "coffee.png", method="faster-scorecam")   # works
+    finally:
+        server.stop()
+    from scorecam_onnx.batch import ExplainJob, explain_files
+
+    job = ExplainJob(inputs=[str(SAMPLES)], out=tmp_path / "out", method="faster-scorecam")
+    results, problems = explain_files(explainer, job)
+    assert not problems and len(results) == 2
+    for item in results:
+        assert item.error.startswith(f"{server.url('classifier')}: could not run a forward"), (
+            item.error)
+        assert "\n" not in item.error
+    assert not list((tmp_path / "out").glob("*.png")) and not list(
+        (tmp_path / "out").glob("*.json"))
+
+
+def test_serve_answers_502_when_the_predictor_is_gone(tmp_path):
+    from serving import Server
+
+    require_triton()
+    triton = Triton(_repository(tmp_path / "repo"))
+    server = Server("--model", f"lite0={DEFAULT_BUNDLE}@{triton.url('classifier')}",
+                    "--remote-timeout", "10")
+    try:
+        image = (SAMPLES / "chelsea.png").read_bytes()
+        ok = server.client.post("/explain?model=lite0&method=faster-scorecam",
+                                content=image)
+        assert ok.status_code == 200, ok.text
+        local = Explainer(DEFAULT_BUNDLE, provider="cpu").explain(
+            SAMPLES / "chelsea.png", method="faster-scorecam")
+        assert json.loads(ok.text)["class_id"] == local.class_id
+        triton.stop()
+        gone = server.client.post("/explain?model=lite0&method=faster-scorecam",
+                                  content=image)
+        assert gone.status_code == 502
+        assert gone.json()["error"].startswith(f"{triton.url('classifier')}: could not run")
+        assert server.client.get("/v2/health/live").status_code == 200
+    finally:
+        server.stop()
+        triton.stop()
