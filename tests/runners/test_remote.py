@@ -156,3 +156,14 @@ def test_serve_answers_502_when_the_predictor_is_gone(tmp_path):
     finally:
         server.stop()
         triton.stop()
+
+
+def test_explain_command_with_model_url(triton, local, tmp_path):
+    result = CliRunner().invoke(main, ["explain", str(SAMPLES / "chelsea.png"), "--out",
+                                       str(tmp_path), "--method", "faster-scorecam", "-q",
+                                       "--model-url", triton.url("classifier", "grpc")])
+    assert result.exit_code == 0, result.output
+    want = local.explain(SAMPLES / "chelsea.png", method="faster-scorecam").saliency
+    assert float(np.abs(np.load(tmp_path / "chelsea.npy") - want).max()) <= 1e-5
+    summary = json.loads((tmp_path / "chelsea.json").read_text())
+    assert summary["provider"] == "remote"
