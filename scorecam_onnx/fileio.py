@@ -37,7 +37,8 @@ def staged_folder(target: Path) -> Iterator[Path]:
     try:
         yield staging
         for written in staging.iterdir():
-            written.chmod(file_mode())
+            if written.is_file():
+                written.chmod(file_mode())
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)

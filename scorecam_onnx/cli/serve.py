@@ -11,6 +11,7 @@ from ..cam.engine import PRESETS
 from ..cam.methods import METHODS
 from ..images import DEFAULT_MAX_PIXELS
 from .common import key_values, provider_libraries, provider_name
+from .kserve import kserve_options
 
 DEFAULT_NAME = "efficientnet-lite0"
 
@@ -77,11 +78,17 @@ def _models(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
                    "'ray' extra.")
 @click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
               help="With --ray: replicas of the service.")
+@kserve_options
 def serve(models, remote_timeout, host, port, provider, provider_options, threads, batch_size,
           max_concurrency, max_queue,
           max_body_mb, timeout, max_pixels, method, preset, grace, quiet, ray_address,
-          replicas) -> None:
-    """Serve explanations over HTTP: KServe V1, Open Inference Protocol V2, a web page."""
+          replicas, kserve) -> None:
+    """Serve explanations over HTTP: KServe V1, Open Inference Protocol V2, a web page.
+
+    Started with KServe's explainer flags (--model_name, --predictor_host, --http_port,
+    --predictor_protocol v2|grpc-v2, --predictor_use_ssl), it is an InferenceService's
+    explainer: the bundle is served as --model_name, its forwards go to the predictor.
+    """
     try:
         from ..serve import ExplainParams, Limits, create_app, run_server
     except ImportError as exc:
@@ -90,6 +97,11 @@ def serve(models, remote_timeout, host, port, provider, provider_options, thread
     from ..quiet import stderr_stream
 
     bundles = models or {DEFAULT_NAME: str(default_bundle())}
+    if kserve.active:
+        bundles = {kserve.model_name: f"{_only(bundles)}@{kserve.predictor_url()}"}
+        port = kserve.http_port if kserve.http_port is not None else port
+        source = click.get_current_context().get_parameter_source("host")
+        host = "0.0.0.0" if source == click.core.ParameterSource.DEFAULT else host
     limits = Limits(max_concurrency=max_concurrency, max_queue=max_queue,
                     max_body_mb=max_body_mb, timeout=timeout, max_pixels=max_pixels,
                     defaults=ExplainParams(method=method, preset=preset,
@@ -110,7 +122,9 @@ def serve(models, remote_timeout, host, port, provider, provider_options, thread
 
     def ready(url: str) -> None:
         for name, explainer in explainers.items():
-            click.echo(f"model {name}: {explainer.bundle.path} ({explainer.provider})")
+            where = (f"forwards on {explainer.model_url}" if explainer.model_url
+                     else explainer.provider)
+            click.echo(f"model {name}: {explainer.bundle.path} ({where})")
         click.echo(f"serving on {url}  (page: {url}, API docs: {url}docs)")
         sys.stdout.flush()
 
@@ -119,6 +133,12 @@ def serve(models, remote_timeout, host, port, provider, provider_options, thread
     except OSError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("stopped", err=True)
+
+
+def _only(bundles: dict[str, str]) -> str:
+    if len(bundles) != 1:
+        raise click.UsageError("as a KServe explainer, serve one bundle (--model BUNDLE)")
+    return next(iter(bundles.values())).partition("@")[0]
 
 
 def _serve_on_ray(bundles: dict[str, str], limits, address: str, host: str, port: int,

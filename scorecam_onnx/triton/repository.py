@@ -5,12 +5,12 @@ builds without the onnxruntime backend, such as PyPI's nvidia-pytriton)."""
 from __future__ import annotations
 
 import shutil
-import tempfile
 from importlib.resources import files
 from pathlib import Path
 
 from ..bundle import Bundle
 from ..errors import BundleError
+from ..fileio import staged_folder
 
 BACKENDS = ("onnxruntime", "python")
 KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
@@ -61,10 +61,9 @@ def write_repository(bundle: Bundle | str | Path, out: str | Path, name: str = "
         raise BundleError(f"{target} exists (use force to replace it)")
     config = classifier_config(bundle, name, backend, max_batch, instances, kind)
     Path(out).mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out))
-    try:
+    with staged_folder(target) as staging:
         version = staging / "1"
-        version.mkdir()
+        version.mkdir(parents=True)
         shutil.copyfile(bundle.model_path, version / "model.onnx")
         weights = bundle.manifest.weights
         if weights:
@@ -73,11 +72,4 @@ def write_repository(bundle: Bundle | str | Path, out: str | Path, name: str = "
             source = files("scorecam_onnx.triton").joinpath("onnx_model.py").read_text()
             (version / "model.py").write_text(source, encoding="utf-8")
         (staging / "config.pbtxt").write_text(config, encoding="utf-8")
-        staging.chmod(0o755)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
