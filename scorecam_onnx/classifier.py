@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .bundle import Bundle
-from .cam.fused import DeviceMasks
+from .cam.fused import IMAGE, DeviceMasks, ServedMasks
 from .errors import BundleError
 from .metrics import softmax
 from .runners.ort import ACCELERATORS, OrtRunner, Runner
@@ -17,6 +17,9 @@ from .runners.ort import ACCELERATORS, OrtRunner, Runner
 # Masked inputs per model call when none is given: on the CPU provider the per-image time is
 # flat from 2 to 16 and rises beyond; on CUDA larger batches keep the device busy.
 DEFAULT_BATCH = {"cpu": 8, "cuda": 64, "remote": 64}
+# Maps per request to a served masked scorer: each request carries the image once, so larger
+# batches keep its share of the bytes small (256: under 1 % of sending masked images).
+MASKED_BATCH = 256
 
 
 def default_bundle() -> Path:
@@ -75,20 +78,25 @@ class Classifier:
             from .runners.remote import RemoteRunner
 
             self.model = RemoteRunner(model_url, remote_timeout, in_flight)
+            if IMAGE in self.model.shapes("input"):    # a served masked scorer
+                self.model = ServedMasks(self.model, m.input.name, m.output.name,
+                                         (m.activation.height, m.activation.width))
         else:
             self.model = OrtRunner(self.bundle.model_path, chosen, threads, options)
         tail = self.bundle.tail_path
         self.tail = OrtRunner(tail, chosen, threads, options) if tail else None
         self.provider = self.model.provider
         self.model_url = model_url
-        self.batch_size = batch_size or DEFAULT_BATCH.get(
-            self.provider, DEFAULT_BATCH["cuda" if self.provider in ACCELERATORS else "cpu"])
+        self.batch_size = batch_size or (MASKED_BATCH if isinstance(self.model, ServedMasks)
+                                         else DEFAULT_BATCH.get(self.provider, DEFAULT_BATCH[
+                                             "cuda" if self.provider in ACCELERATORS else "cpu"]))
         self._input = m.input
         self._nhwc_input = m.input.layout == "NHWC"
         self._nhwc_acts = m.activation.layout == "NHWC"
         self._tokens = m.activation.layout == "NLC"
         self._check_shapes()
-        self._device: DeviceMasks | None = None
+        self._device: DeviceMasks | ServedMasks | None = (
+            self.model if isinstance(self.model, ServedMasks) else None)
         if device_masks is None:
             device_masks = self.provider == "cuda"
         if device_masks and not (self._nhwc_input or self._nhwc_acts or model_url):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -21,12 +22,20 @@ from ..errors import BundleError
 from ..runners.ort import build_session, import_onnxruntime
 
 IMAGE, MAPS = "scorecam_image", "scorecam_maps"
+# The maps input's name says the upsampling convention: half-pixel centres, or align corners.
+MAPS_ALIGNED = "scorecam_maps_aligned"
 _PREFIX = "scorecam_mask/"
+
+
+def maps_input(align_corners: bool) -> str:
+    """The name of the masked scorer's maps input for an upsampling convention."""
+    return MAPS_ALIGNED if align_corners else MAPS
 
 
 def masked_scorer_graph(model: onnx.ModelProto, input_name: str, size: tuple[int, int],
                         align_corners: bool) -> onnx.ModelProto:
-    """The classifier with a mask-building prefix; inputs IMAGE and MAPS replace its input."""
+    """The classifier with a mask-building prefix; inputs IMAGE (1×3×H×W) and the maps
+    (B×h×w, named by `maps_input`) replace its input."""
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 13:
         raise BundleError(f"building masks on the device needs opset 13 or later, not {opset}")
@@ -38,7 +47,7 @@ def masked_scorer_graph(model: onnx.ModelProto, input_name: str, size: tuple[int
     graph.input.remove(original)
     graph.input.extend([
         helper.make_tensor_value_info(IMAGE, elem, [1, 3, *size]),
-        helper.make_tensor_value_info(MAPS, elem, ["batch", None, None]),
+        helper.make_tensor_value_info(maps_input(align_corners), elem, ["batch", None, None]),
     ])
     p = _PREFIX
     graph.initializer.extend([
@@ -49,7 +58,7 @@ def masked_scorer_graph(model: onnx.ModelProto, input_name: str, size: tuple[int
     ])
     mode = "align_corners" if align_corners else "half_pixel"
     prefix = [
-        helper.make_node("Unsqueeze", [MAPS, p + "axis1"], [p + "maps4"]),
+        helper.make_node("Unsqueeze", [maps_input(align_corners), p + "axis1"], [p + "maps4"]),
         helper.make_node("Shape", [p + "maps4"], [p + "shape"]),
         helper.make_node("Slice", [p + "shape", p + "zero", p + "two"], [p + "nc"]),
         helper.make_node("Concat", [p + "nc", p + "hw"], [p + "sizes"], axis=0),
@@ -111,9 +120,72 @@ class DeviceMasks:
                 maps = padded
             binding = session.io_binding()
             binding.bind_ortvalue_input(IMAGE, image)
-            binding.bind_cpu_input(MAPS, np.ascontiguousarray(maps, dtype=np.float32))
+            binding.bind_cpu_input(maps_input(align_corners),
+                                   np.ascontiguousarray(maps, dtype=np.float32))
             binding.bind_output(self.output_name, "cpu")
             session.run_with_iobinding(binding)
             return binding.copy_outputs_to_cpu()[0][:n]
+
+        return score
+
+
+class ServedMasks:
+    """A masked scorer served elsewhere (a `Runner` whose inputs are IMAGE and the maps),
+    standing in for the classifier: only the image and the h×w maps cross the network.
+
+    `run` scores full images (each as the image with one all-ones map), so the unmasked
+    forward and methods that perturb at input resolution still work; `bind` gives the maps
+    path for the served upsampling convention (None for the other one: the engine then sends
+    masked images).
+
+    Args:
+        runner: the served masked scorer.
+        input_name, output_name: the classifier's names in the manifest.
+        maps_size: (h, w) of the activations.
+    """
+
+    def __init__(self, runner: Any, input_name: str, output_name: str,
+                 maps_size: tuple[int, int]) -> None:
+        inputs = runner.shapes("input")
+        found = [align for align in (False, True) if maps_input(align) in inputs]
+        if IMAGE not in inputs or len(found) != 1:
+            raise BundleError(f"{runner.path}: not a masked scorer (inputs {IMAGE} and "
+                              f"{MAPS} or {MAPS_ALIGNED})")
+        self.runner, self.align_corners = runner, found[0]
+        self.maps = maps_input(self.align_corners)
+        self.input_name, self.output_name, self.maps_size = input_name, output_name, maps_size
+        self.provider, self.path = runner.provider, runner.path
+        served = [d for d in inputs[self.maps][1:]]
+        if served != list(maps_size):
+            raise BundleError(f"{runner.path}: input {self.maps!r} takes maps of "
+                              f"{'×'.join(map(str, served))}, the bundle's activations are "
+                              f"{maps_size[0]}×{maps_size[1]}")
+
+    def shapes(self, kind: str) -> dict[str, list[int | str | None]]:
+        """As the classifier's: the image input (N×3×H×W) and the score output."""
+        if kind == "input":
+            return {self.input_name: ["N", *self.runner.shapes("input")[IMAGE][1:]]}
+        return self.runner.shapes("output")
+
+    def datatype(self, kind: str, name: str) -> str:
+        return self.runner.datatype(kind, IMAGE if kind == "input" else name)
+
+    def run(self, outputs: list[str], feed: dict[str, NDArray[np.float32]]) -> list[NDArray]:
+        """Scores of full images, one request each (the image times an all-ones map)."""
+        images = feed[self.input_name]
+        ones = np.ones((1, *self.maps_size), np.float32)
+        answers = [self.runner.run(outputs, {IMAGE: images[i:i + 1], self.maps: ones})
+                   for i in range(images.shape[0])]
+        return [np.concatenate([a[j] for a in answers]) for j in range(len(outputs))]
+
+    def bind(self, x: NDArray[np.float32], align_corners: bool
+             ) -> Callable[[NDArray[np.float32]], NDArray[np.float32]] | None:
+        """A scoring function for maps of image `x`, or None for the other convention."""
+        if align_corners != self.align_corners:
+            return None
+        image = np.ascontiguousarray(x, dtype=np.float32)
+
+        def score(maps: NDArray[np.float32]) -> NDArray[np.float32]:
+            return self.runner.run([self.output_name], {IMAGE: image, self.maps: maps})[0]
 
         return score

@@ -198,10 +198,12 @@ class RemoteRunner:
         return (self.inputs if kind == "input" else self.outputs)[name][0]
 
     def run(self, outputs: list[str], feed: dict[str, NDArray[np.float32]]) -> list[NDArray]:
-        """The outputs for a feed whose arrays share dimension 0, split to the server's
-        maximum batch and sent `in_flight` requests at a time."""
+        """The outputs for a feed; when the server states a maximum batch size, the arrays
+        (sharing dimension 0) are split to it and sent `in_flight` requests at a time."""
+        if not self.max_batch:      # no batch dimension stated: the feed goes whole
+            return self._infer_many(outputs, [feed])[0]
         total = next(iter(feed.values())).shape[0]
-        step = self.max_batch or total
+        step = self.max_batch
         pieces = [{k: v[i:i + step] for k, v in feed.items()} for i in range(0, total, step)]
         results: list[list[NDArray]] = []
         for start in range(0, len(pieces), self.in_flight):

@@ -24,8 +24,29 @@ class TritonPythonModel:
                                             providers=["CPUExecutionProvider"])
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
+        # without batching (a masked scorer: one image per request), requests run one by one
+        self.batched = int(config.get("max_batch_size", 0)) > 0
 
     def execute(self, requests):
+        if not self.batched:
+            return [self._whole(request) for request in requests]
+        return self._batched(requests)
+
+    def _whole(self, request):
+        """One request on its own, its outputs whole."""
+        try:
+            feed = {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy()
+                    for n in self.inputs}
+            results = self.session.run(self.outputs, feed)
+        except Exception as exc:  # noqa: BLE001 - the error goes back in the response
+            return pb_utils.InferenceResponse(
+                output_tensors=[], error=pb_utils.TritonError(str(exc).splitlines()[0]))
+        return pb_utils.InferenceResponse(output_tensors=[
+            pb_utils.Tensor(n, np.ascontiguousarray(r))
+            for n, r in zip(self.outputs, results, strict=True)])
+
+    def _batched(self, requests):
+        """Requests gathered by the dynamic batcher, run as one batch, answered one by one."""
         feeds, sizes = [], []
         for request in requests:
             feed = {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy()

@@ -11,7 +11,7 @@ from builders import tiny_forward, tiny_model, tiny_weights
 from test_engine import _tiny_image
 
 from scorecam_onnx import Explainer
-from scorecam_onnx.cam.fused import IMAGE, MAPS, masked_scorer_graph
+from scorecam_onnx.cam.fused import IMAGE, maps_input, masked_scorer_graph
 
 
 @pytest.mark.parametrize("align", [False, True])
@@ -21,7 +21,7 @@ def test_scorer_graph_is_model_of_masked_image(align):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(1, 3, 8, 8)).astype(np.float32)
     maps = rng.random((5, 4, 4), dtype=np.float32)
-    got = session.run(["logits"], {IMAGE: x, MAPS: maps})[0]
+    got = session.run(["logits"], {IMAGE: x, maps_input(align): maps})[0]
     up = F.interpolate(torch.from_numpy(maps)[:, None], size=(8, 8), mode="bilinear",
                        align_corners=align).numpy()
     want = tiny_forward((x * up).astype(np.float64), tiny_weights())[1]

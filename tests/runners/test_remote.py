@@ -23,8 +23,8 @@ pytestmark = pytest.mark.triton
 MAX_BATCH = 16
 
 
-def _repository(root, tiny_bundle=None):
-    write_repository(DEFAULT_BUNDLE, root, "classifier", max_batch=MAX_BATCH)
+def _repository(root, tiny_bundle=None, masked=False):
+    write_repository(DEFAULT_BUNDLE, root, "classifier", max_batch=MAX_BATCH, masked=masked)
     if tiny_bundle is not None:
         write_repository(tiny_bundle, root, "tiny", max_batch=4)
     return root
@@ -33,7 +33,7 @@ def _repository(root, tiny_bundle=None):
 @pytest.fixture(scope="module")
 def triton(tmp_path_factory):
     require_triton()
-    server = Triton(_repository(tmp_path_factory.mktemp("repo")))
+    server = Triton(_repository(tmp_path_factory.mktemp("repo"), masked=True))
     yield server
     server.stop()
 
@@ -167,3 +167,24 @@ def test_explain_command_with_model_url(triton, local, tmp_path):
     assert float(np.abs(np.load(tmp_path / "chelsea.npy") - want).max()) <= 1e-5
     summary = json.loads((tmp_path / "chelsea.json").read_text())
     assert summary["provider"] == "remote"
+
+
+@pytest.mark.parametrize(("model", "preset", "maps_sent"), [
+    ("classifier-masked", "paper", True),                # half-pixel: the maps go
+    ("classifier-masked-aligned", "pytorch-grad-cam", True),
+    ("classifier-masked", "pytorch-grad-cam", False),    # the other convention: images go
+])
+def test_a_served_masked_scorer_gives_the_same_maps_for_a_fraction_of_the_bytes(
+        triton, local, model, preset, maps_sent):
+    through = Explainer(DEFAULT_BUNDLE, provider="cpu", model_url=triton.url(model, "grpc"))
+    classifier = Explainer(DEFAULT_BUNDLE, provider="cpu",
+                           model_url=triton.url("classifier", "grpc"))
+    got = through.explain(SAMPLES / "coffee.png", top_k=2, preset=preset)
+    want = local.explain(SAMPLES / "coffee.png", top_k=2, preset=preset)
+    for g, w in zip(got, want, strict=True):
+        assert g.class_id == w.class_id
+        assert float(np.abs(g.saliency - w.saliency).max()) <= 1e-5
+    classifier.explain(SAMPLES / "coffee.png", top_k=2, preset=preset)
+    ratio = through.model.runner.sent_bytes / classifier.model.sent_bytes
+    # maps: one image and 7×7 floats per mask, against 3×224×224 floats per mask
+    assert (ratio <= 0.01) == maps_sent, ratio
