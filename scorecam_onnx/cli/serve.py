@@ -42,6 +42,8 @@ def _models(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 @click.option("--remote-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0,
               show_default=True, help="Seconds a request to a served model may take.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--grpc-port", type=click.IntRange(0, 65535), default=None,
+              help="Also serve the Open Inference Protocol over gRPC on this port (0: any).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
               help="Port (0: any free port).")
 @click.option("--provider", default="auto", show_default=True, callback=provider_name,
@@ -79,7 +81,8 @@ def _models(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 @click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
               help="With --ray: replicas of the service.")
 @kserve_options
-def serve(models, remote_timeout, host, port, provider, provider_options, threads, batch_size,
+def serve(models, remote_timeout, host, grpc_port, port, provider, provider_options, threads,
+          batch_size,
           max_concurrency, max_queue,
           max_body_mb, timeout, max_pixels, method, preset, grace, quiet, ray_address,
           replicas, kserve) -> None:
@@ -121,6 +124,10 @@ def serve(models, remote_timeout, host, port, provider, provider_options, thread
     app = create_app(explainers, limits, access_log=None if quiet else stderr_stream())
 
     def ready(url: str) -> None:
+        if url.startswith("grpc://"):
+            click.echo(f"gRPC on {url.removeprefix('grpc://')}")
+            sys.stdout.flush()
+            return
         for name, explainer in explainers.items():
             where = (f"forwards on {explainer.model_url}" if explainer.model_url
                      else explainer.provider)
@@ -129,7 +136,7 @@ def serve(models, remote_timeout, host, port, provider, provider_options, thread
         sys.stdout.flush()
 
     try:
-        run_server(app, host, port, grace, ready)
+        run_server(app, host, port, grace, ready, grpc_port)
     except OSError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("stopped", err=True)

@@ -98,22 +98,34 @@ def create_app(models: Mapping[str, Explainer | str | Path], limits: Limits | No
                                 f"{', '.join(served)}")
         return served[name]
 
-    async def compute(request: Request, service: ModelService, work: Callable[[Ticket], T],
-                      masked: bool = True) -> T:
+    async def run(service: ModelService, work: Callable[[Ticket], T], masked: bool,
+                  gone: Callable[[], Any] | None, ticket: Ticket) -> T:
         """Run `work` in the explanation pool (or the prediction pool when it runs no
         masked forward), cancelled when the client goes or the timeout passes."""
-        request.state.model = service.name
-        counter = metrics.forwards.labels(service.name)
-        ticket = Ticket(limits.timeout, counter.inc)
         try:
-            return await (pool if masked else quick).run(work, ticket,
-                                                          lambda: _client_gone(request))
+            return await (pool if masked else quick).run(work, ticket, gone)
         except ApiError as exc:
             if exc.status in (499, 504):
                 metrics.cancelled.labels("client gone" if exc.status == 499 else "timeout").inc()
             raise
+
+    def ticket(service: ModelService) -> Ticket:
+        return Ticket(limits.timeout, metrics.forwards.labels(service.name).inc)
+
+    async def compute(request: Request, service: ModelService, work: Callable[[Ticket], T],
+                      masked: bool = True) -> T:
+        request.state.model = service.name
+        issued = ticket(service)
+        try:
+            return await run(service, work, masked, lambda: _client_gone(request), issued)
         finally:
-            request.state.forwards = ticket.forwards
+            request.state.forwards = issued.forwards
+
+    # What the gRPC service shares with these routes.
+    app.state.limits = limits
+    app.state.model = model
+    app.state.compute = lambda service, work, masked, gone: run(
+        service, work, masked, gone, ticket(service))
 
     def counted(service: ModelService, found: list[list[Any]]) -> None:
         for per_image in found:

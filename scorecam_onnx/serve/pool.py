@@ -119,6 +119,11 @@ class WorkPool:
             waiting = {future} if watcher is None else {future, watcher}
             done, _ = await asyncio.wait(waiting, timeout=ticket.remaining(),
                                          return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:     # the caller's task was cancelled (a gRPC cancel)
+            ticket.cancel()
+            if not ticket.started:
+                future.cancel()
+            raise
         finally:
             if watcher is not None:
                 watcher.cancel()

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..quiet import stderr_stream
 
 
 def run_server(app: Any, host: str = "127.0.0.1", port: int = 8080, grace: float = 30.0,
-               on_ready: Callable[[str], None] | None = None) -> None:
+               on_ready: Callable[[str], None] | None = None,
+               grpc_port: int | None = None) -> None:
     """Serve `app` until SIGTERM or Ctrl-C, then stop accepting, let accepted requests
     finish (at most `grace` seconds) and return.
 
     Args:
         host, port: where to listen; port 0 picks a free port.
-        on_ready: called with the URL once the socket listens.
+        on_ready: called with the URL once the socket listens (with `grpc_port`, then with
+            "grpc://HOST:PORT" once the gRPC service listens too).
+        grpc_port: also serve the Open Inference Protocol's gRPC service there (0: a free
+            port), in the same event loop; it drains after HTTP, within `grace`.
     """
     import uvicorn
 
@@ -42,15 +47,36 @@ def run_server(app: Any, host: str = "127.0.0.1", port: int = 8080, grace: float
     # uvicorn drains on these signals, then raises them again with the handlers it found:
     # with these no-op handlers in place, a drained server returns normally (exit 0).
     previous = {s: signal.signal(s, _ignore) for s in (signal.SIGINT, signal.SIGTERM)}
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    if grpc_port is not None:
+        app.router.lifespan_context = _with_grpc(app, host, grpc_port, grace, on_ready, shown)
     try:
         if on_ready is not None:
-            shown = f"[{host}]" if family == socket.AF_INET6 else host
             on_ready(f"http://{shown}:{bound}/")
         server.run(sockets=[sock])
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sock.close()
+
+
+def _with_grpc(app: Any, host: str, port: int, grace: float,
+               on_ready: Callable[[str], None] | None, shown: str) -> Callable[[Any], Any]:
+    """A lifespan that runs the gRPC service beside the HTTP one."""
+    from .grpc_service import start_grpc
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        server, servicer, bound = await start_grpc(app, host, port)
+        if on_ready is not None:
+            on_ready(f"grpc://{shown}:{bound}")
+        try:
+            yield
+        finally:
+            servicer.draining = True
+            await server.stop(grace)
+
+    return lifespan
 
 
 def _ignore(signum: int, frame: Any) -> None:

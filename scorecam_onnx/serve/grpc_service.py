@@ -1,0 +1,155 @@
+"""The Open Inference Protocol's gRPC service (ServerLive, ServerReady, ModelReady,
+ServerMetadata, ModelMetadata, ModelInfer) on grpc.aio, with the stubs tritonclient ships,
+over the same models, parameters, limits, queue and cancellation as the HTTP routes.
+
+Input `image` is BYTES (encoded image files) in `raw_input_contents` (each element a 4-byte
+little-endian length and its bytes) or in `contents.bytes_contents`; request parameters carry
+the explanation settings; outputs come back in `raw_output_contents`. Errors are gRPC status
+codes with the HTTP routes' one-line messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from importlib.metadata import version as package_version
+from typing import Any
+
+import grpc
+import numpy as np
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from .errors import ApiError
+from .params import parse_params
+from .service import OUTPUTS
+from .v2 import INPUT
+
+STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND,
+          413: grpc.StatusCode.INVALID_ARGUMENT, 422: grpc.StatusCode.INVALID_ARGUMENT,
+          499: grpc.StatusCode.CANCELLED, 502: grpc.StatusCode.UNAVAILABLE,
+          503: grpc.StatusCode.RESOURCE_EXHAUSTED, 504: grpc.StatusCode.DEADLINE_EXCEEDED}
+_DATATYPES = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64"}
+
+
+def _split_bytes(chunk: bytes) -> list[bytes]:
+    """A BYTES tensor's elements: each a 4-byte little-endian length, then its bytes."""
+    items, offset = [], 0
+    while offset < len(chunk):
+        if offset + 4 > len(chunk):
+            raise ApiError(400, "input 'image': a BYTES element's length is cut off")
+        (size,) = struct.unpack_from("<I", chunk, offset)
+        offset += 4
+        if offset + size > len(chunk):
+            raise ApiError(400, f"input 'image': an element of {size} bytes runs past the data")
+        items.append(chunk[offset:offset + size])
+        offset += size
+    return items
+
+
+def _parameter(value: Any) -> Any:
+    kind = value.WhichOneof("parameter_choice")
+    return getattr(value, kind) if kind else None
+
+
+class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
+    """The gRPC face of an app built by `create_app`."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.models = app.state.models
+        self.draining = False
+
+    async def ServerLive(self, request: Any, context: Any) -> Any:
+        return service_pb2.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: Any) -> Any:
+        return service_pb2.ServerReadyResponse(ready=not self.draining)
+
+    async def ModelReady(self, request: Any, context: Any) -> Any:
+        return service_pb2.ModelReadyResponse(ready=request.name in self.models
+                                              and not self.draining)
+
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:
+        return service_pb2.ServerMetadataResponse(
+            name="scorecam-onnx", version=package_version("scorecam-onnx"), extensions=[])
+
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:
+        service = await self._model(request.name, context)
+        meta = service.metadata()
+
+        def tensors(items: list[dict[str, Any]]) -> list[Any]:
+            return [service_pb2.ModelMetadataResponse.TensorMetadata(
+                name=t["name"], datatype=t["datatype"], shape=t["shape"]) for t in items]
+
+        return service_pb2.ModelMetadataResponse(
+            name=meta["name"], versions=meta["versions"], platform=meta["platform"],
+            inputs=tensors(meta["inputs"]), outputs=tensors(meta["outputs"]))
+
+    async def ModelInfer(self, request: Any, context: Any) -> Any:
+        try:
+            if self.draining:
+                raise ApiError(503, "the server is shutting down")
+            service = self.app.state.model(request.model_name)
+            images = self._images(request)
+            raw = {k: _parameter(v) for k, v in request.parameters.items()}
+            params = parse_params(raw, service.classes, self.app.state.limits.defaults)
+            wanted = [o.name for o in request.outputs] or list(OUTPUTS)
+            unknown = [n for n in wanted if n not in OUTPUTS]
+            if unknown:
+                raise ApiError(400, f"unknown output {unknown[0]!r}; this model has "
+                                    f"{', '.join(OUTPUTS)}")
+            gone = asyncio.Event()
+            context.add_done_callback(lambda _: gone.set())
+            outputs = await self.app.state.compute(
+                service, lambda t: service.infer(images, params, wanted, t),
+                "saliency" in wanted, gone.wait)
+        except ApiError as exc:
+            code = STATUS.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT)
+            await context.abort(code, " ".join(exc.message.split()))
+        response = service_pb2.ModelInferResponse(model_name=request.model_name,
+                                                  model_version="1", id=request.id)
+        for name in wanted:
+            array = np.ascontiguousarray(outputs[name])
+            response.outputs.append(service_pb2.ModelInferResponse.InferOutputTensor(
+                name=name, datatype=_DATATYPES[array.dtype], shape=list(array.shape)))
+            response.raw_output_contents.append(array.astype(array.dtype.newbyteorder("<"))
+                                                .tobytes())
+        return response
+
+    async def _model(self, name: str, context: Any) -> Any:
+        try:
+            return self.app.state.model(name)
+        except ApiError as exc:
+            await context.abort(STATUS[exc.status], exc.message)
+
+    def _images(self, request: Any) -> list[bytes]:
+        if len(request.inputs) != 1 or request.inputs[0].name != INPUT:
+            names = ", ".join(repr(i.name) for i in request.inputs) or "none"
+            raise ApiError(400, f"expected one input named {INPUT!r}, got {names}")
+        spec = request.inputs[0]
+        if spec.datatype != "BYTES":
+            raise ApiError(400, f"input {INPUT!r} must be BYTES, got {spec.datatype}")
+        if request.raw_input_contents:
+            images = _split_bytes(request.raw_input_contents[0])
+        else:
+            images = list(spec.contents.bytes_contents)
+        expected = int(np.prod(spec.shape)) if len(spec.shape) else 0
+        if not images or expected != len(images):
+            raise ApiError(400, f"input {INPUT!r} has shape {list(spec.shape)} but holds "
+                                f"{len(images)} elements")
+        return images
+
+
+async def start_grpc(app: Any, host: str, port: int) -> tuple[Any, InferenceServicer, int]:
+    """A started grpc.aio server for `app` on host:port (0: a free one); returns it, its
+    servicer and the bound port."""
+    limit = int(app.state.limits.max_body_mb * 1024 * 1024)
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
+                                      ("grpc.max_send_message_length", 1024 * 1024 * 1024)])
+    servicer = InferenceServicer(app)
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot listen on {host}:{port} for gRPC")
+    await server.start()
+    return server, servicer, bound
