@@ -60,9 +60,8 @@ def explain(inputs, model_dir, provider, provider_options, threads, batch_size, 
         skip_existing=skip_existing, gaussian=gaussian,
     )
     if ray_address is not None:
-        if sheet or model_url:
-            raise click.UsageError(f"{'--sheet' if sheet else '--model-url'} is not available "
-                                   "with --ray")
+        if sheet:
+            raise click.UsageError("--sheet is not available with --ray")
         manifest = Bundle.load(model_dir or default_bundle(), verify=False).manifest
         if method in TAIL_METHODS and manifest.tail is None:
             raise click.ClickException(f"{method} needs the bundle's tail graph, and this "
@@ -80,7 +79,8 @@ def explain(inputs, model_dir, provider, provider_options, threads, batch_size, 
                 provider_options=provider_options, threads=threads,
                 batch_size=batch_size, max_pixels=max_pixels, actors=actors,
                 gpus_per_actor=gpus_per_actor, on_done=progress.done,
-                on_problem=progress.problem)
+                on_problem=progress.problem, model_url=model_url,
+                remote_timeout=remote_timeout)
     else:
         explainer = Explainer(model_dir, provider=provider, batch_size=batch_size,
                               threads=threads, max_pixels=max_pixels,

@@ -15,7 +15,8 @@ def explain_on_ray(job: ExplainJob, address: str, bundle: str | None, *, provide
                    provider_options: dict[str, str] | None, threads: int,
                    batch_size: int | None, max_pixels: int, actors: int,
                    gpus_per_actor: float, on_done: Callable[[ItemResult], None],
-                   on_problem: Callable[[str], None]) -> tuple[list[ItemResult], list[str]]:
+                   on_problem: Callable[[str], None], model_url: str | None = None,
+                   remote_timeout: float = 60.0) -> tuple[list[ItemResult], list[str]]:
     """Run `job` on Ray; returns per-image results and input problems, as `explain_files`."""
     from ..distributed.dataset import explain_dataset, import_ray
 
@@ -42,8 +43,8 @@ def explain_on_ray(job: ExplainJob, address: str, bundle: str | None, *, provide
             target=job.classes, top_k=job.top_k, channels=job.channels, samples=job.samples,
             batch_size=batch_size, gaussian=job.gaussian, actors=actors,
             gpus_per_actor=gpus_per_actor, threads=max(threads, 1), provider=provider,
-            provider_options=provider_options,
-            max_pixels=max_pixels, out=job.out, skip_existing=job.skip_existing)
+            provider_options=provider_options, max_pixels=max_pixels, out=job.out,
+            skip_existing=job.skip_existing, model_url=model_url, remote_timeout=remote_timeout)
         for batch in rows.iter_batches(batch_size=1, batch_format="numpy"):
             for i in range(len(batch["path"])):
                 item = ItemResult(Path(str(batch["path"][i])), str(batch["name"][i]))

@@ -50,15 +50,13 @@ class ExplainActor:
     actor could lose them.
     """
 
-    config: tuple[str | None, dict[str, Any], str | None, str, int, int,
-                  dict[str, str] | None]
+    config: tuple[str | None, dict[str, Any], str | None, dict[str, Any]]
 
     def __init__(self) -> None:
         from ..explainer import Explainer
 
-        bundle, settings, out, provider, threads, max_pixels, options = self.config
-        self.explainer = Explainer(bundle, provider=provider, threads=threads,
-                                   max_pixels=max_pixels, provider_options=options)
+        bundle, settings, out, options = self.config
+        self.explainer = Explainer(bundle, **options)
         self.settings = ExplainSettings(**settings)
         self.out = Path(out) if out else None
 
@@ -119,6 +117,8 @@ def explain_dataset(
     images_per_task: int = 4,
     out: str | Path | None = None,
     skip_existing: bool = False,
+    model_url: str | None = None,
+    remote_timeout: float = 60.0,
 ) -> Any:
     """Explain every image of `source` on Ray; returns a lazy `ray.data.Dataset` of rows.
 
@@ -139,6 +139,8 @@ def explain_dataset(
         out: write each image's outputs here (the files `scorecam-onnx explain` writes,
             atomically, by the actors); the folder must be shared by every node.
         skip_existing: leave out images whose `<name>.json` is already in `out`.
+        model_url, remote_timeout: every actor sends its full-model forwards to this served
+            model (as `Explainer`'s).
 
     Returns:
         A Dataset with one row per image: path, name, class_id, label, score, forwards,
@@ -165,8 +167,10 @@ def explain_dataset(
         Path(out).mkdir(parents=True, exist_ok=True)
     settings = asdict(ExplainSettings(method, preset, list(target or []), top_k, channels,
                                       samples, batch_size, gaussian))
-    config = (str(bundle) if bundle else None, settings, str(out) if out else None, provider,
-              threads, max_pixels, provider_options)
+    options = {"provider": provider, "threads": threads, "max_pixels": max_pixels,
+               "provider_options": provider_options, "model_url": model_url,
+               "remote_timeout": remote_timeout}
+    config = (str(bundle) if bundle else None, settings, str(out) if out else None, options)
     return dataset.map_batches(
         type("ExplainActor", (ExplainActor,), {"config": config}),
         batch_size=images_per_task, batch_format="numpy", concurrency=actors,

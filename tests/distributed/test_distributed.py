@@ -171,3 +171,31 @@ def test_serve_deployment_with_two_replicas_answers_v2(cluster, tiny_bundle):
             assert client.get("/v2/health/ready").status_code == 200
     finally:
         serve.shutdown()
+
+
+@pytest.mark.triton
+def test_actors_send_their_forwards_to_a_served_model(cluster, tmp_path, tiny_bundle):
+    """Each actor's Explainer gets the model URL: rows equal in-process maps, and Triton's
+    statistics count the actors' forwards."""
+    from triton_server import Triton, require_triton
+
+    from scorecam_onnx.distributed import explain_dataset
+    from scorecam_onnx.triton import write_repository
+
+    require_triton()
+    write_repository(tiny_bundle, tmp_path / "repo", "tiny", max_batch=8)
+    triton = Triton(tmp_path / "repo")
+    try:
+        good = _images(tmp_path / "in", 4)
+        rows = explain_dataset([str(p) for p in good], tiny_bundle.path, actors=1,
+                               method="faster-scorecam", channels=4,
+                               model_url=triton.url("tiny", "grpc")).take_all()
+        local = Explainer(tiny_bundle, provider="cpu", threads=1)
+        for row, path in zip(sorted(rows, key=lambda r: r["name"]), good, strict=True):
+            want = local.explain(path, method="faster-scorecam", channels=4)
+            assert row["error"] == "" and row["class_id"] == want.class_id
+            assert float(np.abs(np.asarray(row["saliency"]) - want.saliency).max()) <= 1e-5
+        stats = httpx.get(f"{triton.http}/v2/models/tiny/stats").json()["model_stats"][0]
+        assert int(stats["inference_count"]) == sum(r["forwards"] for r in rows)
+    finally:
+        triton.stop()

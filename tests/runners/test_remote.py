@@ -188,3 +188,31 @@ def test_a_served_masked_scorer_gives_the_same_maps_for_a_fraction_of_the_bytes(
     ratio = through.model.runner.sent_bytes / classifier.model.sent_bytes
     # maps: one image and 7×7 floats per mask, against 3×224×224 floats per mask
     assert (ratio <= 0.01) == maps_sent, ratio
+
+
+def test_transient_failures_are_retried_with_bounded_backoff(triton):
+    """The retry policy on tritonclient's own exceptions: UNAVAILABLE and 503 are retried
+    (three more tries), anything else fails at once with one line."""
+    from tritonclient.utils import InferenceServerException
+
+    runner = RemoteRunner(triton.url("classifier"), retries=3)
+    calls = []
+
+    def flaky(failures: int, status: str):
+        def call():
+            calls.append(1)
+            if len(calls) <= failures:
+                raise InferenceServerException("try later", status=status)
+            return "answer"
+        return call
+
+    assert runner._call(flaky(2, "StatusCode.UNAVAILABLE"), "run a forward") == "answer"
+    assert len(calls) == 3
+    calls.clear()
+    with pytest.raises(RemoteError, match="could not run a forward: .*try later"):
+        runner._call(flaky(9, "503"), "run a forward")
+    assert len(calls) == 4                       # one try and three retries
+    calls.clear()
+    with pytest.raises(RemoteError, match="could not run a forward"):
+        runner._call(flaky(9, "StatusCode.INVALID_ARGUMENT"), "run a forward")
+    assert len(calls) == 1
