@@ -3,12 +3,14 @@ graphs' shapes checked against the manifest when they are opened."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .bundle import Bundle
+from .cam.engine import Pipelined
 from .cam.fused import IMAGE, DeviceMasks, ServedMasks
 from .errors import BundleError
 from .metrics import softmax
@@ -165,6 +167,28 @@ class Classifier:
             raise BundleError(f"the model returned shape {out.shape}, expected "
                               f"{(batch.shape[0], self.classes)} (manifest)")
         return out
+
+    def batch_scorer(self) -> Callable[[NDArray[np.float32]], NDArray[np.float32]]:
+        """`scores`, or for a served model the same with `submit` and `in_flight`, so that
+        the engine keeps several batches on the server at once."""
+        if not hasattr(self.model, "submit"):
+            return self.scores
+        return Pipelined(self.scores, self._submit_scores, self.model.in_flight)
+
+    def _submit_scores(self, batch: NDArray[np.float32]
+                       ) -> Callable[[], NDArray[np.float32]]:
+        feed = batch.transpose(0, 2, 3, 1) if self._nhwc_input else batch
+        wait = self.model.submit([self.bundle.manifest.output.name],
+                                 {self._input.name: np.ascontiguousarray(feed)})
+
+        def scores() -> NDArray[np.float32]:
+            (out,) = wait()
+            if out.shape != (batch.shape[0], self.classes):
+                raise BundleError(f"the model returned shape {out.shape}, expected "
+                                  f"{(batch.shape[0], self.classes)} (manifest)")
+            return out
+
+        return scores
 
     def tail_scores(self, activations: NDArray[np.float32],
                     prefix: NDArray[np.float32] | None = None) -> NDArray[np.float32]:

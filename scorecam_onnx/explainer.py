@@ -208,7 +208,7 @@ class Explainer(Classifier):
         maps_model = None
         if self._device is not None and engine.uses_masks and engine.perturbs_linearly:
             maps_model = self._device.bind(x, engine.preset.align_corners)
-        scores = engine.score(x, acts, tail if engine.uses_tail else self.scores,
+        scores = engine.score(x, acts, tail if engine.uses_tail else self.batch_scorer(),
                               targets, clean, self.bundle.manifest.output.kind, progress,
                               maps_model)
         size = (self._input.height, self._input.width)

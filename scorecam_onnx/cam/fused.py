@@ -20,6 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import BundleError
 from ..runners.ort import build_session, import_onnxruntime
+from .engine import Pipelined
 
 IMAGE, MAPS = "scorecam_image", "scorecam_maps"
 # The maps input's name says the upsampling convention: half-pixel centres, or align corners.
@@ -178,14 +179,15 @@ class ServedMasks:
                    for i in range(images.shape[0])]
         return [np.concatenate([a[j] for a in answers]) for j in range(len(outputs))]
 
-    def bind(self, x: NDArray[np.float32], align_corners: bool
-             ) -> Callable[[NDArray[np.float32]], NDArray[np.float32]] | None:
-        """A scoring function for maps of image `x`, or None for the other convention."""
+    def bind(self, x: NDArray[np.float32], align_corners: bool) -> Pipelined | None:
+        """A scoring function for maps of image `x` (that can also `submit` batches), or
+        None for the other convention."""
         if align_corners != self.align_corners:
             return None
         image = np.ascontiguousarray(x, dtype=np.float32)
 
-        def score(maps: NDArray[np.float32]) -> NDArray[np.float32]:
-            return self.runner.run([self.output_name], {IMAGE: image, self.maps: maps})[0]
+        def submit(maps: NDArray[np.float32]) -> Callable[[], NDArray[np.float32]]:
+            wait = self.runner.submit([self.output_name], {IMAGE: image, self.maps: maps})
+            return lambda: wait()[0]
 
-        return score
+        return Pipelined(lambda maps: submit(maps)(), submit, self.runner.in_flight)

@@ -8,7 +8,8 @@ MLServer, or this package's own service), with tritonclient's HTTP or gRPC clien
 
 At construction the server must be live and the model ready; the model's inputs and outputs
 (and, where the server states it, its maximum batch size) are read from its metadata. A batch
-larger than that maximum is split, and the pieces go out `in_flight` at a time. Unavailable
+larger than that maximum is split; the engine keeps `in_flight` batches on the server at once
+(`submit`), building the next while earlier ones run. Unavailable
 servers, 503s and dropped connections are retried with bounded backoff; any other failure
 is a `RemoteError` with one line.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -99,7 +101,8 @@ class RemoteRunner:
     Args:
         url: the model's URL (see the module's docstring).
         timeout: seconds a request may take (each try), and connecting.
-        in_flight: requests sent at once when a batch is split to the server's maximum.
+        in_flight: batches the engine keeps on the server at once (each split to the
+            server's maximum batch size when it states one).
         retries: extra tries for a retried failure, with backoff 0.2 s, 0.4 s, …
     """
 
@@ -198,17 +201,27 @@ class RemoteRunner:
         return (self.inputs if kind == "input" else self.outputs)[name][0]
 
     def run(self, outputs: list[str], feed: dict[str, NDArray[np.float32]]) -> list[NDArray]:
-        """The outputs for a feed; when the server states a maximum batch size, the arrays
-        (sharing dimension 0) are split to it and sent `in_flight` requests at a time."""
-        if not self.max_batch:      # no batch dimension stated: the feed goes whole
-            return self._infer_many(outputs, [feed])[0]
-        total = next(iter(feed.values())).shape[0]
-        step = self.max_batch
-        pieces = [{k: v[i:i + step] for k, v in feed.items()} for i in range(0, total, step)]
-        results: list[list[NDArray]] = []
-        for start in range(0, len(pieces), self.in_flight):
-            results.extend(self._infer_many(outputs, pieces[start:start + self.in_flight]))
-        return [np.concatenate([r[j] for r in results]) for j in range(len(outputs))]
+        """The outputs for a feed (see `submit`)."""
+        return self.submit(outputs, feed)()
+
+    def submit(self, outputs: list[str], feed: dict[str, NDArray[np.float32]]
+               ) -> Callable[[], list[NDArray]]:
+        """Send a feed now and return a function that waits for its outputs. When the server
+        states a maximum batch size, the arrays (sharing dimension 0) are split to it and
+        the pieces sent at once. The feed's arrays must stay as they are until `wait` returns
+        (a retried piece is sent again)."""
+        pieces = [feed]
+        if self.max_batch:
+            total = next(iter(feed.values())).shape[0]
+            pieces = [{k: v[i:i + self.max_batch] for k, v in feed.items()}
+                      for i in range(0, total, self.max_batch)]
+        handles = [(piece, self._send(outputs, piece)) for piece in pieces]
+
+        def wait() -> list[NDArray]:
+            results = [self._receive(outputs, piece, handle) for piece, handle in handles]
+            return [np.concatenate([r[j] for r in results]) for j in range(len(outputs))]
+
+        return wait
 
     def _inputs(self, feed: dict[str, NDArray]) -> list[Any]:
         made = []
@@ -229,13 +242,6 @@ class RemoteRunner:
             return [self._client_module.InferRequestedOutput(n, binary_data=True)
                     for n in outputs]
         return [self._client_module.InferRequestedOutput(n) for n in outputs]
-
-    def _infer_many(self, outputs: list[str], feeds: list[dict[str, NDArray]]
-                    ) -> list[list[NDArray]]:
-        """Send every feed at once, wait for all; each is retried on its own."""
-        pending = [self._send(outputs, feed) for feed in feeds]
-        return [self._receive(outputs, feed, handle) for feed, handle in zip(feeds, pending,
-                                                                            strict=True)]
 
     def _send(self, outputs: list[str], feed: dict[str, NDArray]) -> Any:
         t = self.target
