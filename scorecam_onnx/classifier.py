@@ -65,7 +65,7 @@ class Classifier:
         provider_options: dict[str, str] | None = None,
         model_url: str | None = None,
         remote_timeout: float = 60.0,
-        in_flight: int = 4,
+        in_flight: int = 2,
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")

@@ -106,7 +106,7 @@ class Explainer(Classifier):
         provider_options: dict[str, str] | None = None,
         model_url: str | None = None,
         remote_timeout: float = 60.0,
-        in_flight: int = 4,
+        in_flight: int = 2,
     ) -> None:
         super().__init__(bundle, provider, batch_size, threads, device_masks, provider_options,
                          model_url, remote_timeout, in_flight)

@@ -106,7 +106,7 @@ class RemoteRunner:
         retries: extra tries for a retried failure, with backoff 0.2 s, 0.4 s, …
     """
 
-    def __init__(self, url: str, timeout: float = 60.0, in_flight: int = 4,
+    def __init__(self, url: str, timeout: float = 60.0, in_flight: int = 2,
                  retries: int = 3) -> None:
         if in_flight < 1:
             raise ValueError(f"in_flight must be at least 1, got {in_flight}")
