@@ -58,6 +58,17 @@ class Server:
                 return float(found.group(3))
         return 0.0
 
+    def settled(self, model: str, seconds: float = 1.0) -> float:
+        """The model's forward count once it has stopped moving for `seconds`."""
+        value = self.metric("scorecam_forwards_total", model=model)
+        for _ in range(60):
+            time.sleep(seconds)
+            again = self.metric("scorecam_forwards_total", model=model)
+            if again == value:
+                return value
+            value = again
+        raise AssertionError("the forward count never stopped growing")
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)

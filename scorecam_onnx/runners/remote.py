@@ -280,13 +280,7 @@ class RemoteRunner:
         return handle.get_result()
 
     def _blocking(self, outputs: list[str], feed: dict[str, NDArray]) -> Any:
-        t = self.target
-        inputs, requested = self._inputs(feed), self._requested(outputs)
-        if t.protocol == "http":
-            return self.client.infer(t.model, inputs, model_version=t.version,
-                                     outputs=requested)
-        return self.client.infer(t.model, inputs, model_version=t.version, outputs=requested,
-                                 client_timeout=self.timeout)
+        return self._wait(self._send(outputs, feed))
 
     def close(self) -> None:
         """Close this thread's client."""

@@ -112,32 +112,21 @@ def test_bad_requests_get_status_codes_and_one_line(served, call, code, message)
     assert message in err.value.message() and "\n" not in err.value.message()
 
 
-def _settled(server: Server, seconds: float = 1.0) -> float:
-    value = server.metric("scorecam_forwards_total", model=MODEL)
-    for _ in range(60):
-        time.sleep(seconds)
-        again = server.metric("scorecam_forwards_total", model=MODEL)
-        if again == value:
-            return value
-        value = again
-    raise AssertionError("the forward count never stopped growing")
-
-
 def test_a_cancelled_call_stops_its_work(served, local):
     server, client = served
-    before = _settled(server)
+    before = server.settled(MODEL)
     full = local.explain(SAMPLES / "chelsea.png", method="scorecam").forwards   # SS-CAM: 35×
     with pytest.raises(InferenceServerException) as err:
         client.infer(MODEL, [_image()], outputs=_outputs("saliency"),
                      parameters={"method": "sscam"}, client_timeout=0.8)
     assert str(err.value.status()) == "StatusCode.DEADLINE_EXCEEDED"
-    after = _settled(server)
+    after = server.settled(MODEL)
     assert 0 < after - before < full, "work went on after the call was cancelled"
 
 
 def test_a_full_queue_is_resource_exhausted(served):
     server, client = served
-    _settled(server)
+    server.settled(MODEL)
     codes: list[str] = []
 
     def explain() -> None:

@@ -297,18 +297,6 @@ def test_bad_requests_leave_no_native_messages_and_a_log_line_each(server):
 
 
 # Load, cancellation, shutdown --------------------------------------------------------------
-def _settled(server: Server, model: str, seconds: float = 1.0) -> float:
-    """The forward count once it has stopped moving for `seconds`."""
-    value = server.metric("scorecam_forwards_total", model=model)
-    for _ in range(60):
-        time.sleep(seconds)
-        again = server.metric("scorecam_forwards_total", model=model)
-        if again == value:
-            return value
-        value = again
-    raise AssertionError("the forward count never stopped growing")
-
-
 def _wait_for(server: Server, running: int, waiting: int) -> None:
     """Until the server reports this many requests running and waiting (at most 60 s)."""
     for _ in range(3000):
@@ -324,7 +312,7 @@ def test_disconnect_stops_the_work(server, local):
     full = local.explain(CHELSEA, method="scorecam").forwards
     with pytest.raises(httpx.ReadTimeout), httpx.Client(base_url=server.url) as client:
         client.post("/explain", params={"method": "sscam"}, content=CHELSEA, timeout=0.7)
-    after = _settled(server, MODEL)
+    after = server.settled(MODEL)
     assert 0 < after - before < full, "work went on after the client had gone"
     assert server.metric("scorecam_cancelled_total", reason="client gone") >= 1
 
@@ -366,7 +354,7 @@ def test_timeout_is_504_and_stops_the_work(small):
     before = small.metric("scorecam_forwards_total", model=MODEL)
     reply = small.client.post("/explain", params={"method": "sscam"}, content=CHELSEA)
     assert reply.status_code == 504 and reply.json() == {"error": "the request timed out"}
-    after = _settled(small, MODEL)
+    after = small.settled(MODEL)
     # SS-CAM here is ~30,000 forwards; eight seconds run about 1,500.
     assert 0 < after - before < 5000
     assert small.metric("scorecam_cancelled_total", reason="timeout") >= 1
