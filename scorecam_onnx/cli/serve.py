@@ -44,6 +44,9 @@ def _models(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--grpc-port", type=click.IntRange(0, 65535), default=None,
               help="Also serve the Open Inference Protocol over gRPC on this port (0: any).")
+@click.option("--classifiers", is_flag=True,
+              help="Also serve each bundle's classifier as the V2 tensor model NAME-classifier "
+                   "(FP32 images in, scores out): a predictor for other explainers.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
               help="Port (0: any free port).")
 @click.option("--provider", default="auto", show_default=True, callback=provider_name,
@@ -81,8 +84,8 @@ def _models(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 @click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
               help="With --ray: replicas of the service.")
 @kserve_options
-def serve(models, remote_timeout, host, grpc_port, port, provider, provider_options, threads,
-          batch_size,
+def serve(models, remote_timeout, host, grpc_port, classifiers, port, provider,
+          provider_options, threads, batch_size,
           max_concurrency, max_queue,
           max_body_mb, timeout, max_pixels, method, preset, grace, quiet, ray_address,
           replicas, kserve) -> None:
@@ -121,7 +124,8 @@ def serve(models, remote_timeout, host, grpc_port, port, provider, provider_opti
                                      threads=threads, max_pixels=max_pixels,
                                      provider_options=provider_options, model_url=url or None,
                                      remote_timeout=remote_timeout)
-    app = create_app(explainers, limits, access_log=None if quiet else stderr_stream())
+    app = create_app(explainers, limits, access_log=None if quiet else stderr_stream(),
+                     classifiers=classifiers)
 
     def ready(url: str) -> None:
         if url.startswith("grpc://"):

@@ -30,9 +30,9 @@ from ..runners.remote import RemoteError
 from .errors import ApiError
 from .params import ExplainParams, parse_params
 from .pool import Ticket, WorkPool
-from .service import OUTPUTS, ModelService, explanation_payload
+from .service import OUTPUTS, ClassifierService, ModelService, explanation_payload
 from .telemetry import AccessLog, BodyLimit, BodyTooLarge, Metrics
-from .v2 import HEADER, encode_response, parse_request
+from .v2 import HEADER, encode_response, parse_request, parse_tensor_request
 
 T = TypeVar("T")
 
@@ -60,13 +60,15 @@ class Limits:
 
 
 def create_app(models: Mapping[str, Explainer | str | Path], limits: Limits | None = None,
-               access_log: TextIO | None = None) -> FastAPI:
+               access_log: TextIO | None = None, classifiers: bool = False) -> FastAPI:
     """The explanation service for `models` (name → `Explainer` or bundle folder).
 
     Args:
         models: at least one; the first is the default of `/explain` and the page.
         limits: concurrency, queue, body, time and image limits. Default: `Limits()`.
         access_log: a stream for one line per request; None: no access log.
+        classifiers: also serve each bundle's classifier as the V2 tensor model
+            `NAME-classifier` (FP32 N×3×H×W → scores), for other explainers' forwards.
 
     Example:
         >>> app = create_app({"efficientnet-lite0": Explainer()})
@@ -77,6 +79,8 @@ def create_app(models: Mapping[str, Explainer | str | Path], limits: Limits | No
     limits = limits or Limits()
     served = {name: ModelService(name, m if isinstance(m, Explainer) else Explainer(m),
                                  limits.max_pixels) for name, m in models.items()}
+    tensors = {f"{name}-classifier": ClassifierService(f"{name}-classifier", s.explainer)
+               for name, s in served.items()} if classifiers else {}
     # Predictions (one forward per image) have a pool of their own, so that they never wait
     # behind explanations that take seconds.
     pool = WorkPool(limits.max_concurrency, limits.max_queue)
@@ -90,6 +94,7 @@ def create_app(models: Mapping[str, Explainer | str | Path], limits: Limits | No
     app.state.pools = (pool, quick)
     app.state.metrics = metrics
     app.state.models = served
+    app.state.classifiers = tensors
     _errors(app, access_log)
 
     def model(name: str) -> ModelService:
@@ -189,19 +194,21 @@ def create_app(models: Mapping[str, Explainer | str | Path], limits: Limits | No
     @app.get("/v2/models/{name}/ready", tags=["OIP V2"])
     @app.get("/v2/models/{name}/versions/{version}/ready", tags=["OIP V2"])
     async def v2_model_ready(name: str, version: str | None = None) -> dict[str, object]:
-        return {"name": model(name).name, "ready": True}
+        return {"name": name if name in tensors else model(name).name, "ready": True}
 
     @app.get("/v2/models/{name}", tags=["OIP V2"])
     @app.get("/v2/models/{name}/versions/{version}", tags=["OIP V2"])
     async def v2_model(name: str, version: str | None = None) -> dict[str, object]:
         """Model metadata: the `image` input and the four outputs."""
-        return model(name).metadata()
+        return tensors[name].metadata() if name in tensors else model(name).metadata()
 
     @app.post("/v2/models/{name}/infer", tags=["OIP V2"])
     @app.post("/v2/models/{name}/versions/{version}/infer", tags=["OIP V2"])
     async def v2_infer(name: str, request: Request, version: str | None = None) -> Response:
         """Inference: `image` (BYTES [N]) → probabilities, class_id, score, saliency; only
         the outputs named are computed. JSON (base64 strings) or binary tensor data."""
+        if name in tensors:
+            return await classifier_infer(tensors[name], request)
         service = model(name)
         body = await request.body()
         infer = parse_request(body, request.headers.get(HEADER), OUTPUTS)
@@ -214,6 +221,19 @@ def create_app(models: Mapping[str, Explainer | str | Path], limits: Limits | No
             metrics.explanations.labels(service.name, params.method).inc(
                 int(outputs["saliency"].shape[0] * outputs["saliency"].shape[1]))
         content, headers = encode_response(service.name, infer, outputs)
+        return Response(content, headers=headers)
+
+    async def classifier_infer(tensor: ClassifierService, request: Request) -> Response:
+        batch, infer = parse_tensor_request(await request.body(), request.headers.get(HEADER),
+                                            tensor.input, tensor.shape, (tensor.output,))
+        request.state.model = tensor.name
+        issued = ticket(served[tensor.name.removesuffix("-classifier")])
+        try:
+            outputs = await quick.run(lambda t: tensor.infer(batch, t), issued,
+                                      lambda: _client_gone(request))
+        finally:
+            request.state.forwards = issued.forwards
+        content, headers = encode_response(tensor.name, infer, outputs)
         return Response(content, headers=headers)
 
     # For people and scripts ------------------------------------------------------------------

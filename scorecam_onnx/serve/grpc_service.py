@@ -57,6 +57,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(self, app: Any) -> None:
         self.app = app
         self.models = app.state.models
+        self.tensors = app.state.classifiers
         self.draining = False
 
     async def ServerLive(self, request: Any, context: Any) -> Any:
@@ -66,15 +67,15 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return service_pb2.ServerReadyResponse(ready=not self.draining)
 
     async def ModelReady(self, request: Any, context: Any) -> Any:
-        return service_pb2.ModelReadyResponse(ready=request.name in self.models
-                                              and not self.draining)
+        known = request.name in self.models or request.name in self.tensors
+        return service_pb2.ModelReadyResponse(ready=known and not self.draining)
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
         return service_pb2.ServerMetadataResponse(
             name="scorecam-onnx", version=package_version("scorecam-onnx"), extensions=[])
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
-        service = await self._model(request.name, context)
+        service = self.tensors.get(request.name) or await self._model(request.name, context)
         meta = service.metadata()
 
         def tensors(items: list[dict[str, Any]]) -> list[Any]:
@@ -89,6 +90,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         try:
             if self.draining:
                 raise ApiError(503, "the server is shutting down")
+            if request.model_name in self.tensors:
+                return await self._classifier(self.tensors[request.model_name], request)
             service = self.app.state.model(request.model_name)
             images = self._images(request)
             raw = {k: _parameter(v) for k, v in request.parameters.items()}
@@ -114,6 +117,31 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                 name=name, datatype=_DATATYPES[array.dtype], shape=list(array.shape)))
             response.raw_output_contents.append(array.astype(array.dtype.newbyteorder("<"))
                                                 .tobytes())
+        return response
+
+    async def _classifier(self, tensor: Any, request: Any) -> Any:
+        """A tensor model's forward: FP32 N×3×H×W in `raw_input_contents`, scores out."""
+        if len(request.inputs) != 1 or request.inputs[0].name != tensor.input or (
+                request.inputs[0].datatype != "FP32") or not request.raw_input_contents:
+            raise ApiError(400, f"expected one FP32 input {tensor.input!r} in "
+                                "raw_input_contents")
+        dims = list(request.inputs[0].shape)
+        raw = request.raw_input_contents[0]
+        if len(dims) != 4 or tuple(dims[1:]) != tensor.shape or dims[0] < 1 or (
+                len(raw) != 4 * int(np.prod(dims))):
+            raise ApiError(400, f"input {tensor.input!r} must be [N, "
+                                f"{', '.join(map(str, tensor.shape))}] FP32 (4 bytes per "
+                                f"element), got {dims} in {len(raw)} bytes")
+        batch = np.frombuffer(raw, dtype="<f4").reshape(dims)
+        base = self.models[tensor.name.removesuffix("-classifier")]
+        outputs = await self.app.state.compute(base, lambda t: tensor.infer(batch, t), False,
+                                               None)
+        response = service_pb2.ModelInferResponse(model_name=request.model_name,
+                                                  model_version="1", id=request.id)
+        for name, array in outputs.items():
+            response.outputs.append(service_pb2.ModelInferResponse.InferOutputTensor(
+                name=name, datatype="FP32", shape=list(array.shape)))
+            response.raw_output_contents.append(array.astype("<f4").tobytes())
         return response
 
     async def _model(self, name: str, context: Any) -> Any:

@@ -157,6 +157,32 @@ class ModelService:
         return result
 
 
+class ClassifierService:
+    """A bundle's classifier as an Open Inference Protocol tensor model (`NAME-classifier`):
+    FP32 N×3×H×W in, the model's N×C scores out, so that this service can be the predictor of
+    another explainer's remote forwards."""
+
+    def __init__(self, name: str, explainer: Explainer) -> None:
+        self.name = name
+        self.explainer = explainer
+        m = explainer.bundle.manifest
+        self.input, self.output = m.input.name, m.output.name
+        self.shape = (3, m.input.height, m.input.width)
+
+    def metadata(self) -> dict[str, object]:
+        return {
+            "name": self.name, "versions": ["1"], "platform": "onnxruntime_onnx",
+            "inputs": [{"name": self.input, "datatype": "FP32", "shape": [-1, *self.shape]}],
+            "outputs": [{"name": self.output, "datatype": "FP32",
+                         "shape": [-1, self.explainer.classes]}],
+        }
+
+    def infer(self, batch: NDArray[np.float32], ticket: Ticket) -> dict[str, NDArray]:
+        ticket.check()
+        ticket.count(batch.shape[0])
+        return {self.output: self.explainer.scores(batch).astype(np.float32)}
+
+
 def explanation_payload(exp: Explanation) -> dict[str, object]:
     """E: an explanation with its map at the image's original size, base64 float32 LE."""
     saliency = np.ascontiguousarray(exp.saliency, dtype="<f4")

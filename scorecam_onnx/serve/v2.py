@@ -33,9 +33,8 @@ class InferRequest:
     id: str | None = None
 
 
-def parse_request(body: bytes, header_length: str | None, known_outputs: tuple[str, ...]
-                  ) -> InferRequest:
-    """Read an infer request body; every malformed part is a 400 saying what is wrong."""
+def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
+    """The JSON header and the binary part of an infer request body."""
     blob = b""
     if header_length is not None:
         try:
@@ -47,7 +46,13 @@ def parse_request(body: bytes, header_length: str | None, known_outputs: tuple[s
             raise ApiError(400, f"Inference-Header-Content-Length {split} does not fit a body "
                                 f"of {len(body)} bytes")
         body, blob = body[:split], body[split:]
-    request = _json_object(body)
+    return _json_object(body), blob
+
+
+def parse_request(body: bytes, header_length: str | None, known_outputs: tuple[str, ...]
+                  ) -> InferRequest:
+    """Read an infer request body; every malformed part is a 400 saying what is wrong."""
+    request, blob = _split_body(body, header_length)
     inputs = request.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise ApiError(400, "'inputs' must be a non-empty list")
@@ -66,11 +71,17 @@ def parse_request(body: bytes, header_length: str | None, known_outputs: tuple[s
     if offset != len(blob):
         raise ApiError(400, f"{len(blob) - offset} bytes of binary data are not claimed by "
                             "any input")
+    return _with_outputs(request, InferRequest(images or []), known_outputs)
+
+
+def _with_outputs(request: dict[str, Any], parsed: InferRequest,
+                  known_outputs: tuple[str, ...]) -> InferRequest:
+    """`parsed` with the request's parameters, id and requested outputs."""
     parameters = request.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise ApiError(400, "'parameters' must be an object")
-    parsed = InferRequest(images or [], dict(parameters),
-                          binary_all=parameters.get("binary_data_output") is True)
+    parsed.parameters = dict(parameters)
+    parsed.binary_all = parameters.get("binary_data_output") is True
     outputs = request.get("outputs") or []
     if not isinstance(outputs, list):
         raise ApiError(400, "'outputs' must be a list")
@@ -86,6 +97,46 @@ def parse_request(body: bytes, header_length: str | None, known_outputs: tuple[s
     if request.get("id") is not None:
         parsed.id = str(request["id"])
     return parsed
+
+
+def parse_tensor_request(body: bytes, header_length: str | None, name: str,
+                         shape: tuple[int, ...], known_outputs: tuple[str, ...]
+                         ) -> tuple[NDArray[np.float32], InferRequest]:
+    """Read a request for a tensor model: one FP32 input `name` of shape [N, *shape], as JSON
+    `data` or binary tensor data; returns the array and the rest of the request."""
+    request, blob = _split_body(body, header_length)
+    inputs = request.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise ApiError(400, f"this model takes one input {name!r}")
+    spec = inputs[0]
+    if spec.get("name") != name or spec.get("datatype") != "FP32":
+        raise ApiError(400, f"expected input {name!r} FP32, got {spec.get('name')!r} "
+                            f"{spec.get('datatype')!r}")
+    dims = spec.get("shape")
+    if (not isinstance(dims, list) or len(dims) != len(shape) + 1
+            or not all(isinstance(d, int) and not isinstance(d, bool) for d in dims)
+            or dims[0] < 1 or tuple(dims[1:]) != tuple(shape)):
+        raise ApiError(400, f"input {name!r} must have shape [N, {', '.join(map(str, shape))}]"
+                            f", got {dims!r}")
+    count = int(np.prod(dims))
+    params = spec.get("parameters") or {}
+    size = params.get("binary_data_size") if isinstance(params, dict) else None
+    if size is not None:
+        if size != count * 4 or size != len(blob):
+            raise ApiError(400, f"input {name!r}: binary_data_size {size!r} does not match "
+                                f"shape {dims} ({count * 4} bytes) and the {len(blob)} sent")
+        array = np.frombuffer(blob, dtype="<f4").reshape(dims)
+    else:
+        try:
+            array = np.asarray(_flatten(spec.get("data")), dtype=np.float32)
+        except (TypeError, ValueError):
+            raise ApiError(400, f"input {name!r}: 'data' must be numbers") from None
+        if array.size != count:
+            raise ApiError(400, f"input {name!r} has shape {dims} but holds {array.size} "
+                                "elements")
+        array = array.reshape(dims)
+    return np.ascontiguousarray(array, dtype=np.float32), _with_outputs(
+        request, InferRequest([]), known_outputs)
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

@@ -216,3 +216,33 @@ def test_transient_failures_are_retried_with_bounded_backoff(triton):
     with pytest.raises(RemoteError, match="could not run a forward"):
         runner._call(flaky(9, "StatusCode.INVALID_ARGUMENT"), "run a forward")
     assert len(calls) == 1
+
+
+@pytest.mark.serve
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_our_own_service_as_the_predictor(local, protocol):
+    """`serve --classifiers` serves the bundle's classifier as a V2 tensor model; another
+    explainer's forwards through it (HTTP and gRPC) give the in-process maps."""
+    from serving import Server
+
+    server = Server("--classifiers", "--grpc-port", "0", "-q", "--max-body-mb", "100")
+    try:
+        line = server.process.stdout.readline()
+        grpc_address = line.split()[-1]
+        base = (server.url.rstrip("/") if protocol == "http" else f"grpc://{grpc_address}")
+        remote = Explainer(DEFAULT_BUNDLE, provider="cpu",
+                           model_url=f"{base}/v2/models/efficientnet-lite0-classifier")
+        assert remote.model.max_batch == 0 and remote.model.input_names == ["input"]
+        for method in ("faster-scorecam", "reciprocam"):
+            got = remote.explain(SAMPLES / "chelsea.png", top_k=2, method=method)
+            want = local.explain(SAMPLES / "chelsea.png", top_k=2, method=method)
+            for g, w in zip(got, want, strict=True):
+                assert g.class_id == w.class_id
+                assert float(np.abs(g.saliency - w.saliency).max()) <= 1e-5
+        bad = httpx.post(f"{server.url}v2/models/efficientnet-lite0-classifier/infer",
+                         json={"inputs": [{"name": "input", "datatype": "FP32",
+                                           "shape": [1, 3, 2, 2], "data": [0.0] * 12}]})
+        assert bad.status_code == 400 and "must have shape [N, 3, 224, 224]" in bad.json()[
+            "error"]
+    finally:
+        server.stop()
