@@ -52,7 +52,7 @@ class Classifier:
             `grpc(s)://HOST:PORT/v2/models/NAME[/versions/V]` (extra ``remote``); the
             features and tail graphs still run here.
         remote_timeout: seconds a remote request may take.
-        in_flight: remote requests sent at once when a batch exceeds the server's maximum.
+        in_flight: batches kept on a served model at once (the next is built meanwhile).
     """
 
     def __init__(
@@ -89,9 +89,10 @@ class Classifier:
         self.tail = OrtRunner(tail, chosen, threads, options) if tail else None
         self.provider = self.model.provider
         self.model_url = model_url
-        self.batch_size = batch_size or (MASKED_BATCH if isinstance(self.model, ServedMasks)
-                                         else DEFAULT_BATCH.get(self.provider, DEFAULT_BATCH[
-                                             "cuda" if self.provider in ACCELERATORS else "cpu"]))
+        if batch_size is None and isinstance(self.model, ServedMasks):
+            batch_size = MASKED_BATCH
+        self.batch_size = batch_size or DEFAULT_BATCH.get(
+            self.provider, DEFAULT_BATCH["cuda" if self.provider in ACCELERATORS else "cpu"])
         self._input = m.input
         self._nhwc_input = m.input.layout == "NHWC"
         self._nhwc_acts = m.activation.layout == "NHWC"
@@ -160,13 +161,8 @@ class Classifier:
 
     def scores(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         """Model outputs (N×C) for a batch of preprocessed NCHW inputs."""
-        feed = batch.transpose(0, 2, 3, 1) if self._nhwc_input else batch
-        (out,) = self.model.run([self.bundle.manifest.output.name],
-                                {self._input.name: np.ascontiguousarray(feed)})
-        if out.shape != (batch.shape[0], self.classes):
-            raise BundleError(f"the model returned shape {out.shape}, expected "
-                              f"{(batch.shape[0], self.classes)} (manifest)")
-        return out
+        (out,) = self.model.run([self.bundle.manifest.output.name], self._model_feed(batch))
+        return self._checked(out, batch.shape[0])
 
     def batch_scorer(self) -> Callable[[NDArray[np.float32]], NDArray[np.float32]]:
         """`scores`, or for a served model the same with `submit` and `in_flight`, so that
@@ -177,18 +173,18 @@ class Classifier:
 
     def _submit_scores(self, batch: NDArray[np.float32]
                        ) -> Callable[[], NDArray[np.float32]]:
+        wait = self.model.submit([self.bundle.manifest.output.name], self._model_feed(batch))
+        return lambda: self._checked(wait()[0], batch.shape[0])
+
+    def _model_feed(self, batch: NDArray[np.float32]) -> dict[str, NDArray[np.float32]]:
         feed = batch.transpose(0, 2, 3, 1) if self._nhwc_input else batch
-        wait = self.model.submit([self.bundle.manifest.output.name],
-                                 {self._input.name: np.ascontiguousarray(feed)})
+        return {self._input.name: np.ascontiguousarray(feed)}
 
-        def scores() -> NDArray[np.float32]:
-            (out,) = wait()
-            if out.shape != (batch.shape[0], self.classes):
-                raise BundleError(f"the model returned shape {out.shape}, expected "
-                                  f"{(batch.shape[0], self.classes)} (manifest)")
-            return out
-
-        return scores
+    def _checked(self, out: NDArray[np.float32], n: int) -> NDArray[np.float32]:
+        if out.shape != (n, self.classes):
+            raise BundleError(f"the model returned shape {out.shape}, expected "
+                              f"{(n, self.classes)} (manifest)")
+        return out
 
     def tail_scores(self, activations: NDArray[np.float32],
                     prefix: NDArray[np.float32] | None = None) -> NDArray[np.float32]:

@@ -301,13 +301,12 @@ def run_batches(total: int, batch_size: int, shape: tuple[int, ...],
         t1 = time.perf_counter()
         build_seconds += t1 - t0
         if submit is not None:
-            pending.append((start, stop, submit(inputs)))
-            forward_seconds += time.perf_counter() - t1
-        else:
+            wait = submit(inputs)
+        else:                       # in process: the forward runs now, taken before the next
             result = model(inputs)
-            pending.append((start, stop, lambda result=result: result))
-            forward_seconds += time.perf_counter() - t1
-            finish()
+            wait = lambda result=result: result  # noqa: E731 - a finished forward
+        pending.append((start, stop, wait))
+        forward_seconds += time.perf_counter() - t1
     while pending:
         finish()
     return BatchRun(nonfinite, {"masks": build_seconds, "forwards": forward_seconds})

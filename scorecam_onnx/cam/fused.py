@@ -156,7 +156,7 @@ class ServedMasks:
         self.maps = maps_input(self.align_corners)
         self.input_name, self.output_name, self.maps_size = input_name, output_name, maps_size
         self.provider, self.path = runner.provider, runner.path
-        served = [d for d in inputs[self.maps][1:]]
+        served = list(inputs[self.maps][1:])
         if served != list(maps_size):
             raise BundleError(f"{runner.path}: input {self.maps!r} takes maps of "
                               f"{'×'.join(map(str, served))}, the bundle's activations are "

@@ -79,8 +79,8 @@ def create_app(models: Mapping[str, Explainer | str | Path], limits: Limits | No
     limits = limits or Limits()
     served = {name: ModelService(name, m if isinstance(m, Explainer) else Explainer(m),
                                  limits.max_pixels) for name, m in models.items()}
-    tensors = {f"{name}-classifier": ClassifierService(f"{name}-classifier", s.explainer)
-               for name, s in served.items()} if classifiers else {}
+    tensors = {t.name: t for t in (ClassifierService(name, s.explainer)
+                                   for name, s in served.items())} if classifiers else {}
     # Predictions (one forward per image) have a pool of their own, so that they never wait
     # behind explanations that take seconds.
     pool = WorkPool(limits.max_concurrency, limits.max_queue)
@@ -227,7 +227,7 @@ def create_app(models: Mapping[str, Explainer | str | Path], limits: Limits | No
         batch, infer = parse_tensor_request(await request.body(), request.headers.get(HEADER),
                                             tensor.input, tensor.shape, (tensor.output,))
         request.state.model = tensor.name
-        issued = ticket(served[tensor.name.removesuffix("-classifier")])
+        issued = ticket(served[tensor.base])
         try:
             outputs = await quick.run(lambda t: tensor.infer(batch, t), issued,
                                       lambda: _client_gone(request))

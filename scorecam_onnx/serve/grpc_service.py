@@ -51,6 +51,19 @@ def _parameter(value: Any) -> Any:
     return getattr(value, kind) if kind else None
 
 
+def _response(request: Any, outputs: dict[str, Any]) -> Any:
+    """A ModelInferResponse with `outputs` in `raw_output_contents` (little-endian)."""
+    response = service_pb2.ModelInferResponse(model_name=request.model_name,
+                                              model_version="1", id=request.id)
+    for name, value in outputs.items():
+        array = np.ascontiguousarray(value)
+        response.outputs.append(service_pb2.ModelInferResponse.InferOutputTensor(
+            name=name, datatype=_DATATYPES[array.dtype], shape=list(array.shape)))
+        response.raw_output_contents.append(array.astype(array.dtype.newbyteorder("<"))
+                                            .tobytes())
+    return response
+
+
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     """The gRPC face of an app built by `create_app`."""
 
@@ -109,15 +122,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         except ApiError as exc:
             code = STATUS.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT)
             await context.abort(code, " ".join(exc.message.split()))
-        response = service_pb2.ModelInferResponse(model_name=request.model_name,
-                                                  model_version="1", id=request.id)
-        for name in wanted:
-            array = np.ascontiguousarray(outputs[name])
-            response.outputs.append(service_pb2.ModelInferResponse.InferOutputTensor(
-                name=name, datatype=_DATATYPES[array.dtype], shape=list(array.shape)))
-            response.raw_output_contents.append(array.astype(array.dtype.newbyteorder("<"))
-                                                .tobytes())
-        return response
+        return _response(request, {name: outputs[name] for name in wanted})
 
     async def _classifier(self, tensor: Any, request: Any) -> Any:
         """A tensor model's forward: FP32 N×3×H×W in `raw_input_contents`, scores out."""
@@ -133,16 +138,9 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                                 f"{', '.join(map(str, tensor.shape))}] FP32 (4 bytes per "
                                 f"element), got {dims} in {len(raw)} bytes")
         batch = np.frombuffer(raw, dtype="<f4").reshape(dims)
-        base = self.models[tensor.name.removesuffix("-classifier")]
-        outputs = await self.app.state.compute(base, lambda t: tensor.infer(batch, t), False,
-                                               None)
-        response = service_pb2.ModelInferResponse(model_name=request.model_name,
-                                                  model_version="1", id=request.id)
-        for name, array in outputs.items():
-            response.outputs.append(service_pb2.ModelInferResponse.InferOutputTensor(
-                name=name, datatype="FP32", shape=list(array.shape)))
-            response.raw_output_contents.append(array.astype("<f4").tobytes())
-        return response
+        outputs = await self.app.state.compute(self.models[tensor.base],
+                                               lambda t: tensor.infer(batch, t), False, None)
+        return _response(request, outputs)
 
     async def _model(self, name: str, context: Any) -> Any:
         try:

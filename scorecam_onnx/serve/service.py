@@ -162,8 +162,9 @@ class ClassifierService:
     FP32 N×3×H×W in, the model's N×C scores out, so that this service can be the predictor of
     another explainer's remote forwards."""
 
-    def __init__(self, name: str, explainer: Explainer) -> None:
-        self.name = name
+    def __init__(self, base: str, explainer: Explainer) -> None:
+        self.base = base                     # the explanation model it belongs to
+        self.name = f"{base}-classifier"
         self.explainer = explainer
         m = explainer.bundle.manifest
         self.input, self.output = m.input.name, m.output.name
