@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("classifier", "explainer"),                             # the public API
     ("batch", "evaluation"),
     ("quantize",),
+    ("protocol",),                                           # one request, any transport
     ("serve", "distributed", "triton", "scorecam_onnx_export"),  # extras
     ("cli", "__main__", "__init__"),
 ]

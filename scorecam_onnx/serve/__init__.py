@@ -15,9 +15,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError(f"the service needs the 'serve' extra: pip install "
                       f"'scorecam-onnx[serve]' ({exc})") from exc
 
+from ..protocol import ApiError, ExplainParams
 from .app import Limits, create_app
-from .errors import ApiError
-from .params import ExplainParams
 from .run import run_server
 
 __all__ = ["ApiError", "ExplainParams", "Limits", "create_app", "run_server"]

@@ -26,11 +26,12 @@ from starlette.exceptions import HTTPException
 from ..cam.methods import METHODS
 from ..explainer import Explainer
 from ..images import DEFAULT_MAX_PIXELS
+from ..protocol.errors import ApiError
+from ..protocol.models import OUTPUTS, ClassifierService, ModelService, explanation_payload
+from ..protocol.params import ExplainParams, parse_params
+from ..protocol.ticket import Ticket
 from ..runners.remote import RemoteError
-from .errors import ApiError
-from .params import ExplainParams, parse_params
-from .pool import Ticket, WorkPool
-from .service import OUTPUTS, ClassifierService, ModelService, explanation_payload
+from .pool import WorkPool
 from .telemetry import AccessLog, BodyLimit, BodyTooLarge, Metrics
 from .v2 import HEADER, encode_response, parse_request, parse_tensor_request
 

@@ -19,9 +19,9 @@ import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from .errors import ApiError
-from .params import parse_params
-from .service import OUTPUTS
+from ..protocol.errors import ApiError
+from ..protocol.models import OUTPUTS
+from ..protocol.params import parse_params
 from .v2 import INPUT
 
 STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND,

@@ -1,4 +1,5 @@
-"""The one exception the service's handlers raise: an HTTP status and a one-line message."""
+"""The one exception a request's handling raises: a status (HTTP's numbers, which the gRPC
+and Triton transports map to their own codes) and a one-line message."""
 
 from __future__ import annotations
 

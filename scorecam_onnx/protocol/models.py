@@ -1,7 +1,8 @@
 """What one served model computes for a request: predictions, explanations, V2 outputs.
 
-Everything here is blocking and runs in the work pool's threads; the `Ticket` passed in is
-checked between images and at every batch of masked forwards.
+Everything here is blocking (the service runs it in its work pool's threads, Triton in a
+model instance); the `Ticket` passed in is checked between images and at every batch of
+masked forwards.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..images import DEFAULT_MAX_PIXELS, decode_image
 from ..render import encode_png, overlay
 from .errors import ApiError
 from .params import ExplainParams
-from .pool import Ticket
+from .ticket import Ticket
 
 TOP = 5   # classes listed in a prediction
 OUTPUTS = ("probabilities", "class_id", "score", "saliency")
