@@ -57,11 +57,13 @@ $(OV_STAMP): pyproject.toml
 	touch $(OV_STAMP)
 
 # Triton Inference Server from PyPI (nvidia-pytriton ships tritonserver and its Python
-# backend): the Python its stub runs needs numpy < 2 and ONNX Runtime.
+# backend): the Python its stub runs needs numpy < 2 (hence OpenCV < 4.12), ONNX Runtime, and
+# this package for the explainer model.
 $(TRITON_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(TRITON)
 	$(TRITON)/bin/python -m pip install --quiet --upgrade pip
-	$(TRITON)/bin/python -m pip install --quiet "nvidia-pytriton>=0.5" "numpy<2" onnxruntime
+	$(TRITON)/bin/python -m pip install --quiet "nvidia-pytriton>=0.5" "numpy<2" \
+	  "opencv-python-headless<4.12" -e ".[cpu,triton]"
 	touch $(TRITON_STAMP)
 
 clean:

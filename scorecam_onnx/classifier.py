@@ -3,7 +3,7 @@ graphs' shapes checked against the manifest when they are opened."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,10 @@ class Classifier:
             features and tail graphs still run here.
         remote_timeout: seconds a remote request may take.
         in_flight: batches kept on a served model at once (the next is built meanwhile).
+        runner: send the full-model forwards to this `Runner` instead (for instance one
+            over Triton's BLS): a classifier, or a masked scorer standing in for one.
+        masked_runners: served masked scorers (one per upsampling convention) that score
+            the low-resolution maps of their convention, so that only maps cross to them.
     """
 
     def __init__(
@@ -66,7 +70,11 @@ class Classifier:
         model_url: str | None = None,
         remote_timeout: float = 60.0,
         in_flight: int = 2,
+        runner: Runner | None = None,
+        masked_runners: Sequence[Runner] = (),
     ) -> None:
+        if model_url and runner is not None:
+            raise ValueError("give either model_url or runner, not both")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(
@@ -75,21 +83,27 @@ class Classifier:
         options = provider_options
         self.features = OrtRunner(self.bundle.features_path, provider, threads, options)
         chosen = self.features.provider
+        maps_size = (m.activation.height, m.activation.width)
         self.model: Runner
         if model_url:
             from .runners.remote import RemoteRunner
 
-            self.model = RemoteRunner(model_url, remote_timeout, in_flight)
-            if IMAGE in self.model.shapes("input"):    # a served masked scorer
-                self.model = ServedMasks(self.model, m.input.name, m.output.name,
-                                         (m.activation.height, m.activation.width))
+            runner = RemoteRunner(model_url, remote_timeout, in_flight)
+        if runner is not None:
+            self.model = runner
+            if IMAGE in runner.shapes("input"):       # a served masked scorer
+                self.model = ServedMasks(runner, m.input.name, m.output.name, maps_size)
         else:
             self.model = OrtRunner(self.bundle.model_path, chosen, threads, options)
+        served = ServedMasks(list(masked_runners), m.input.name, m.output.name,
+                             maps_size) if masked_runners else None
         tail = self.bundle.tail_path
         self.tail = OrtRunner(tail, chosen, threads, options) if tail else None
         self.provider = self.model.provider
         self.model_url = model_url
-        if batch_size is None and isinstance(self.model, ServedMasks):
+        if served is None and isinstance(self.model, ServedMasks):
+            served = self.model
+        if batch_size is None and served is not None:
             batch_size = MASKED_BATCH
         self.batch_size = batch_size or DEFAULT_BATCH.get(
             self.provider, DEFAULT_BATCH["cuda" if self.provider in ACCELERATORS else "cpu"])
@@ -98,11 +112,10 @@ class Classifier:
         self._nhwc_acts = m.activation.layout == "NHWC"
         self._tokens = m.activation.layout == "NLC"
         self._check_shapes()
-        self._device: DeviceMasks | ServedMasks | None = (
-            self.model if isinstance(self.model, ServedMasks) else None)
+        self._device: DeviceMasks | ServedMasks | None = served
         if device_masks is None:
             device_masks = self.provider == "cuda"
-        if device_masks and not (self._nhwc_input or self._nhwc_acts or model_url):
+        if device_masks and not (self._nhwc_input or self._nhwc_acts or runner or served):
             cuda = self.provider == "cuda"
             self._device = DeviceMasks(
                 self.bundle.model_path, m.input.name, m.output.name,

@@ -17,6 +17,7 @@ from .cam.methods import TAIL_METHODS, make_method
 from .classifier import Classifier, default_bundle, to_probabilities
 from .errors import BundleError
 from .images import DEFAULT_MAX_PIXELS, ImageLike, load_image, preprocess, to_original
+from .runners.ort import Runner
 
 # Activations per tail-graph call for reciprocam and ablationcam when none is given: a tail
 # forward is cheap (a pooling and a linear layer at a head), so the per-call cost dominates.
@@ -83,9 +84,10 @@ class Explainer(Classifier):
 
     Args:
         bundle, provider, provider_options, batch_size, threads, device_masks, model_url,
-            remote_timeout, in_flight: as for `Classifier`: a bundle folder (default: the
-            shipped EfficientNet-Lite0), any execution provider of this ONNX Runtime ("auto":
-            CUDA when it starts, else CPU), a served model for the full-model forwards.
+            remote_timeout, in_flight, runner, masked_runners: as for `Classifier`: a bundle
+            folder (default: the shipped EfficientNet-Lite0), any execution provider of this
+            ONNX Runtime ("auto": CUDA when it starts, else CPU), a served model (or any
+            `Runner`) for the full-model forwards, served masked scorers.
         max_pixels: images announcing more pixels are refused before decoding.
 
     Example:
@@ -107,9 +109,11 @@ class Explainer(Classifier):
         model_url: str | None = None,
         remote_timeout: float = 60.0,
         in_flight: int = 2,
+        runner: Runner | None = None,
+        masked_runners: Sequence[Runner] = (),
     ) -> None:
         super().__init__(bundle, provider, batch_size, threads, device_masks, provider_options,
-                         model_url, remote_timeout, in_flight)
+                         model_url, remote_timeout, in_flight, runner, masked_runners)
         self.max_pixels = max_pixels
 
     def preprocess(self, image: ImageLike) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:

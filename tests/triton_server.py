@@ -44,9 +44,11 @@ def _free_port() -> int:
 
 
 class Triton:
-    """tritonserver over `repository`, started and waited for until ready."""
+    """tritonserver over `repository`, started and waited for until `ready` answers 200
+    (`extra`: more tritonserver flags)."""
 
-    def __init__(self, repository: Path, startup: float = 90.0) -> None:
+    def __init__(self, repository: Path, startup: float = 90.0, extra: tuple[str, ...] = (),
+                 ready: str = "/v2/health/ready") -> None:
         site = require_triton()
         version = next(ENV.glob("lib/python3*")).name.removeprefix("python")
         stub = site / "backends" / "python" / "triton_python_backend_stub"
@@ -61,7 +63,7 @@ class Triton:
              "--backend-directory", str(site / "backends"),
              "--http-address", "127.0.0.1", "--grpc-address", "127.0.0.1",
              "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
-             "--allow-metrics", "false", "--log-verbose", "0"],
+             "--allow-metrics", "false", "--log-verbose", "0", *extra],
             cwd=ROOT, env=env, stdout=fd, stderr=fd)
         os.close(fd)
         deadline = time.monotonic() + startup
@@ -69,7 +71,7 @@ class Triton:
             if self.process.poll() is not None:
                 raise RuntimeError(f"tritonserver exited: {self.output()[-2000:]}")
             try:
-                if httpx.get(f"{self.http}/v2/health/ready", timeout=2).status_code == 200:
+                if httpx.get(f"{self.http}{ready}", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

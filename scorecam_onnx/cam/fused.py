@@ -131,36 +131,43 @@ class DeviceMasks:
 
 
 class ServedMasks:
-    """A masked scorer served elsewhere (a `Runner` whose inputs are IMAGE and the maps),
-    standing in for the classifier: only the image and the h×w maps cross the network.
+    """Masked scorers served elsewhere (`Runner`s whose inputs are IMAGE and the maps), at
+    most one per upsampling convention: only the image and the h×w maps cross to them.
 
-    `run` scores full images (each as the image with one all-ones map), so the unmasked
-    forward and methods that perturb at input resolution still work; `bind` gives the maps
-    path for the served upsampling convention (None for the other one: the engine then sends
-    masked images).
+    `run` scores full images (each as the image with one all-ones map), so that a masked
+    scorer can stand in for the classifier (the unmasked forward, and methods that perturb
+    at input resolution); `bind` gives the maps path for a convention that has a scorer
+    (None for the other one: the engine then sends masked images to the model).
 
     Args:
-        runner: the served masked scorer.
+        scorers: the served masked scorers (one or two: half-pixel and align-corners).
         input_name, output_name: the classifier's names in the manifest.
         maps_size: (h, w) of the activations.
     """
 
-    def __init__(self, runner: Any, input_name: str, output_name: str,
+    def __init__(self, scorers: Any, input_name: str, output_name: str,
                  maps_size: tuple[int, int]) -> None:
-        inputs = runner.shapes("input")
-        found = [align for align in (False, True) if maps_input(align) in inputs]
-        if IMAGE not in inputs or len(found) != 1:
-            raise BundleError(f"{runner.path}: not a masked scorer (inputs {IMAGE} and "
-                              f"{MAPS} or {MAPS_ALIGNED})")
-        self.runner, self.align_corners = runner, found[0]
-        self.maps = maps_input(self.align_corners)
+        scorers = list(scorers) if isinstance(scorers, list | tuple) else [scorers]
+        self.by_align: dict[bool, Any] = {}
+        for runner in scorers:
+            inputs = runner.shapes("input")
+            found = [align for align in (False, True) if maps_input(align) in inputs]
+            if IMAGE not in inputs or len(found) != 1:
+                raise BundleError(f"{runner.path}: not a masked scorer (inputs {IMAGE} and "
+                                  f"{MAPS} or {MAPS_ALIGNED})")
+            if found[0] in self.by_align:
+                raise BundleError(f"{runner.path}: a second masked scorer for the same "
+                                  "upsampling convention")
+            served = list(inputs[maps_input(found[0])][1:])
+            if served != list(maps_size):
+                raise BundleError(f"{runner.path}: input {maps_input(found[0])!r} takes maps "
+                                  f"of {'×'.join(map(str, served))}, the bundle's activations "
+                                  f"are {maps_size[0]}×{maps_size[1]}")
+            self.by_align[found[0]] = runner
+        self.runner = scorers[0]
+        self.align_corners = next(iter(self.by_align))
         self.input_name, self.output_name, self.maps_size = input_name, output_name, maps_size
-        self.provider, self.path = runner.provider, runner.path
-        served = list(inputs[self.maps][1:])
-        if served != list(maps_size):
-            raise BundleError(f"{runner.path}: input {self.maps!r} takes maps of "
-                              f"{'×'.join(map(str, served))}, the bundle's activations are "
-                              f"{maps_size[0]}×{maps_size[1]}")
+        self.provider, self.path = self.runner.provider, self.runner.path
 
     def shapes(self, kind: str) -> dict[str, list[int | str | None]]:
         """As the classifier's: the image input (N×3×H×W) and the score output."""
@@ -175,19 +182,22 @@ class ServedMasks:
         """Scores of full images, one request each (the image times an all-ones map)."""
         images = feed[self.input_name]
         ones = np.ones((1, *self.maps_size), np.float32)
-        answers = [self.runner.run(outputs, {IMAGE: images[i:i + 1], self.maps: ones})
+        maps = maps_input(self.align_corners)
+        answers = [self.runner.run(outputs, {IMAGE: images[i:i + 1], maps: ones})
                    for i in range(images.shape[0])]
         return [np.concatenate([a[j] for a in answers]) for j in range(len(outputs))]
 
     def bind(self, x: NDArray[np.float32], align_corners: bool) -> Pipelined | None:
         """A scoring function for maps of image `x` (that can also `submit` batches), or
-        None for the other convention."""
-        if align_corners != self.align_corners:
+        None for a convention without a scorer."""
+        runner = self.by_align.get(align_corners)
+        if runner is None:
             return None
         image = np.ascontiguousarray(x, dtype=np.float32)
+        maps_name = maps_input(align_corners)
 
         def submit(maps: NDArray[np.float32]) -> Callable[[], NDArray[np.float32]]:
-            wait = self.runner.submit([self.output_name], {IMAGE: image, self.maps: maps})
+            wait = runner.submit([self.output_name], {IMAGE: image, maps_name: maps})
             return lambda: wait()[0]
 
-        return Pipelined(lambda maps: submit(maps)(), submit, self.runner.in_flight)
+        return Pipelined(lambda maps: submit(maps)(), submit, runner.in_flight)

@@ -18,6 +18,7 @@ from .evaluation import bench, evaluate
 from .explain import explain
 from .providers import providers
 from .serve import serve
+from .triton import triton
 
 
 class _Group(click.Group):
@@ -39,5 +40,6 @@ def main() -> None:
     """Explain image classifiers with Score-CAM on ONNX Runtime (no PyTorch needed)."""
 
 
-for command in (explain, evaluate, bench, providers, export, split, layers, info, quantize, serve):
+for command in (explain, evaluate, bench, providers, export, split, layers, info, quantize, serve,
+                triton):
     main.add_command(command)

@@ -1,6 +1,7 @@
-"""Write a Triton model repository that serves a bundle's classifier (`model.onnx`): with
-Triton's onnxruntime backend, or with ONNX Runtime inside its Python backend (for Triton
-builds without the onnxruntime backend, such as PyPI's nvidia-pytriton)."""
+"""Write a Triton model repository for a bundle: its classifier (`model.onnx`) and masked
+scorers, with Triton's onnxruntime backend or with ONNX Runtime inside its Python backend
+(for Triton builds without the onnxruntime backend, such as PyPI's nvidia-pytriton); and the
+explainer, a Python-backend model whose masked forwards go to them through BLS."""
 
 from __future__ import annotations
 
@@ -11,12 +12,18 @@ from pathlib import Path
 import onnx
 
 from ..bundle import Bundle
+from ..cam.engine import PRESETS
 from ..cam.fused import IMAGE, maps_input, masked_scorer_graph
+from ..cam.methods import METHODS
 from ..errors import BundleError
-from ..fileio import staged_folder
+from ..fileio import staged_folder, write_bytes_atomic
 
 BACKENDS = ("onnxruntime", "python")
 KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
+# Where the explainer's masked batches go: the masked scorers (only maps cross) or the
+# classifier (masked images).
+FORWARDS = ("masked", "classifier")
+BUNDLE_FOLDER = "bundle"
 
 
 def classifier_config(bundle: Bundle, name: str, backend: str = "python", max_batch: int = 64,
@@ -49,13 +56,13 @@ def classifier_config(bundle: Bundle, name: str, backend: str = "python", max_ba
 
 
 def masked_config(bundle: Bundle, name: str, align_corners: bool, instances: int = 1,
-                  kind: str = "cpu") -> str:
+                  kind: str = "cpu", backend: str = "python") -> str:
     """A masked scorer's config.pbtxt: one image (1×3×H×W) and a batch of h×w maps per
     request (no batching across requests: each request has its own image)."""
     m = bundle.manifest
     return "\n".join([
         f'name: "{name}"',
-        'backend: "python"',
+        f'backend: "{backend}"',
         "max_batch_size: 0",
         "input [",
         f'  {{ name: "{IMAGE}" data_type: TYPE_FP32 dims: [ 1, 3, {m.input.height}, '
@@ -75,14 +82,50 @@ def _list(values: tuple[int, ...]) -> str:
     return ", ".join(str(v) for v in values)
 
 
+def explain_config(bundle: Bundle, name: str, classifier: str, masked: list[str],
+                   forwards: str = "masked", instances: int = 1, kind: str = "cpu",
+                   defaults: dict[str, str] | None = None,
+                   execution_env: str | None = None) -> str:
+    """The explainer's config.pbtxt: encoded images in (TYPE_STRING, one or a batch), the
+    service's V2 outputs, and the parameters `explain_adapter` reads."""
+    if forwards not in FORWARDS:
+        raise BundleError(f"forwards {forwards!r}: choose from {', '.join(FORWARDS)}")
+    m = bundle.manifest
+    parameters = {"classifier": classifier, "masked": ",".join(masked), "forwards": forwards,
+                  **(defaults or {})}
+    if execution_env:
+        parameters["EXECUTION_ENV_PATH"] = execution_env
+    return "\n".join([
+        f'name: "{name}"',
+        'backend: "python"',
+        "max_batch_size: 0",
+        "input [",
+        '  { name: "image" data_type: TYPE_STRING dims: [ -1 ] }',
+        "]",
+        "output [",
+        f'  {{ name: "probabilities" data_type: TYPE_FP32 dims: [ -1, {m.output.classes} ] }},',
+        '  { name: "class_id" data_type: TYPE_INT64 dims: [ -1, -1 ] },',
+        '  { name: "score" data_type: TYPE_FP32 dims: [ -1, -1 ] },',
+        f'  {{ name: "saliency" data_type: TYPE_FP32 dims: [ -1, -1, {m.input.height}, '
+        f"{m.input.width} ] }}",
+        "]",
+        f"instance_group [ {{ count: {instances} kind: {KINDS[kind]} }} ]",
+        "parameters [",
+        ",\n".join(f'  {{ key: "{k}" value: {{ string_value: "{v}" }} }}'
+                   for k, v in parameters.items()),
+        "]",
+        "",
+    ])
+
+
 def write_repository(bundle: Bundle | str | Path, out: str | Path, name: str = "classifier",
                      backend: str = "python", max_batch: int = 64, instances: int = 1,
                      kind: str = "cpu", force: bool = False, masked: bool = False) -> Path:
     """Write (or, with `force`, replace) `out/name/`: config.pbtxt and version 1 holding
     model.onnx with its weights, plus model.py for the Python backend. With `masked`, also
     the masked scorers `name-masked` (half-pixel upsampling: the paper's and torch-cam's
-    presets) and `name-masked-aligned` (align corners: pytorch-grad-cam's), run in the
-    Python backend. Returns the classifier's folder."""
+    presets) and `name-masked-aligned` (align corners: pytorch-grad-cam's) for the same
+    backend. Returns the classifier's folder."""
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(Path(bundle))
     target = Path(out) / name
     if target.exists() and not force:
@@ -90,8 +133,7 @@ def write_repository(bundle: Bundle | str | Path, out: str | Path, name: str = "
     config = classifier_config(bundle, name, backend, max_batch, instances, kind)
     Path(out).mkdir(parents=True, exist_ok=True)
     if masked:
-        for align, suffix in ((False, "masked"), (True, "masked-aligned")):
-            _write_masked(bundle, Path(out) / f"{name}-{suffix}", align, instances, kind)
+        write_masked_scorers(bundle, out, name, backend, instances, kind, force)
     with staged_folder(target) as staging:
         version = staging / "1"
         version.mkdir(parents=True)
@@ -100,13 +142,27 @@ def write_repository(bundle: Bundle | str | Path, out: str | Path, name: str = "
         if weights:
             shutil.copyfile(bundle.path / weights, version / weights)
         if backend == "python":
-            source = files("scorecam_onnx.triton").joinpath("onnx_model.py").read_text()
-            (version / "model.py").write_text(source, encoding="utf-8")
+            _copy_template("onnx_model.py", version / "model.py")
         (staging / "config.pbtxt").write_text(config, encoding="utf-8")
     return target
 
 
-def _write_masked(bundle: Bundle, target: Path, align: bool, instances: int, kind: str) -> None:
+def write_masked_scorers(bundle: Bundle, out: str | Path, name: str, backend: str = "python",
+                         instances: int = 1, kind: str = "cpu", force: bool = False
+                         ) -> list[str]:
+    """Write the masked scorers `name-masked` and `name-masked-aligned`; their names."""
+    names = []
+    for align, suffix in ((False, "masked"), (True, "masked-aligned")):
+        target = Path(out) / f"{name}-{suffix}"
+        if target.exists() and not force:
+            raise BundleError(f"{target} exists (use force to replace it)")
+        _write_masked(bundle, target, align, instances, kind, backend)
+        names.append(target.name)
+    return names
+
+
+def _write_masked(bundle: Bundle, target: Path, align: bool, instances: int, kind: str,
+                  backend: str) -> None:
     m = bundle.manifest
     graph = masked_scorer_graph(onnx.load(str(bundle.model_path)), m.input.name,
                                 (m.input.height, m.input.width), align)
@@ -115,7 +171,73 @@ def _write_masked(bundle: Bundle, target: Path, align: bool, instances: int, kin
         version.mkdir(parents=True)
         onnx.save(graph, str(version / "model.onnx"), save_as_external_data=True,
                   all_tensors_to_one_file=True, location="weights.bin", size_threshold=1024)
-        source = files("scorecam_onnx.triton").joinpath("onnx_model.py").read_text()
-        (version / "model.py").write_text(source, encoding="utf-8")
+        if backend == "python":
+            _copy_template("onnx_model.py", version / "model.py")
         (staging / "config.pbtxt").write_text(
-            masked_config(bundle, target.name, align, instances, kind), encoding="utf-8")
+            masked_config(bundle, target.name, align, instances, kind, backend),
+            encoding="utf-8")
+
+
+def write_explainer(bundle: Bundle | str | Path, out: str | Path, name: str,
+                    backend: str = "onnxruntime", max_batch: int = 64, instances: int = 1,
+                    kind: str = "cpu", classifier: str | None = None,
+                    forwards: str = "masked", method: str | None = None,
+                    preset: str | None = None, execution_env: str | None = None,
+                    force: bool = False) -> list[Path]:
+    """Write a model repository in which Triton explains images with `bundle`:
+
+    - `name/`: the classifier (unless `classifier` names a model already in the repository,
+      whose inputs and outputs the explainer checks when it loads);
+    - `name-masked/`, `name-masked-aligned/`: the masked scorers (image + h×w maps → scores),
+      to which the explainer sends its masked batches (`forwards="masked"`); with
+      `forwards="classifier"` none are written and masked images go to the classifier;
+    - `name-explain/`: the explainer (Python backend);
+    - `README.md`: how to start Triton on it and call the explainer.
+
+    `method` and `preset` set the defaults of requests that name none. Returns the folders
+    written. Existing folders are refused unless `force`.
+    """
+    bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(Path(bundle))
+    out = Path(out)
+    defaults = {k: v for k, v in (("method", method), ("preset", preset)) if v}
+    _check_defaults(defaults)
+    explain = out / f"{name}-explain"
+    masked = [f"{name}-masked", f"{name}-masked-aligned"] if forwards == "masked" else []
+    targets = [out / name] if classifier is None else []
+    targets += [*(out / m for m in masked), explain]
+    for target in targets:
+        if target.exists() and not force:
+            raise BundleError(f"{target} exists (use force to replace it)")
+    config = explain_config(bundle, explain.name, classifier or name, masked, forwards,
+                            instances, kind, defaults, execution_env)
+    classifier_config(bundle, name, backend, max_batch, instances, kind)   # checks the options
+    out.mkdir(parents=True, exist_ok=True)
+    if classifier is None:
+        write_repository(bundle, out, name, backend, max_batch, instances, kind, force)
+    if masked:
+        write_masked_scorers(bundle, out, name, backend, instances, kind, force)
+    with staged_folder(explain) as staging:
+        version = staging / "1"
+        version.mkdir(parents=True)
+        shutil.copytree(bundle.path, version / BUNDLE_FOLDER)
+        _copy_template("explain_model.py", version / "model.py")
+        (staging / "config.pbtxt").write_text(config, encoding="utf-8")
+    readme = files("scorecam_onnx.triton").joinpath("repository_readme.md").read_text()
+    m = bundle.manifest
+    write_bytes_atomic(out / "README.md", readme.format(
+        name=name, explain=explain.name, classifier=classifier or name,
+        classes=m.output.classes, height=m.input.height, width=m.input.width,
+        kind=kind).encode("utf-8"))
+    return targets
+
+
+def _check_defaults(defaults: dict[str, str]) -> None:
+    if defaults.get("method", METHODS[0]) not in METHODS:
+        raise BundleError(f"method {defaults['method']!r}: choose from {', '.join(METHODS)}")
+    if defaults.get("preset", next(iter(PRESETS))) not in PRESETS:
+        raise BundleError(f"preset {defaults['preset']!r}: choose from {', '.join(PRESETS)}")
+
+
+def _copy_template(template: str, target: Path) -> None:
+    source = files("scorecam_onnx.triton").joinpath(template).read_text()
+    target.write_text(source, encoding="utf-8")
