@@ -158,8 +158,8 @@ def test_a_bad_request_is_one_error_and_the_next_one_succeeds(triton, local, pro
             _explain(triton, images, protocol, **params)
         text = caught.value.message()
         assert message in text and "\n" not in text
-        if protocol == "http":
-            assert caught.value.status() == "400"
+        assert caught.value.status() == ("400" if protocol == "http"
+                                         else "StatusCode.INVALID_ARGUMENT")
     got = _explain(triton, [CHELSEA], protocol, method="reciprocam")
     assert got["class_id"][0, 0] == _want(local, CHELSEA, "reciprocam")[0].class_id
     assert httpx.get(f"{triton.http}/v2/models/{EXPLAIN}/ready").status_code == 200
@@ -195,3 +195,28 @@ def test_the_explainers_python_has_no_torch():
     done = subprocess.run([str(python), "-c", "import scorecam_onnx.triton.explain_adapter, "
                            "sys; import torch"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "No module named 'torch'" in done.stderr
+
+
+def test_a_cancelled_request_stops_at_its_next_batch(triton, local):
+    """A gRPC client cancels an exact Score-CAM of 8-map batches: Triton marks the request
+    cancelled and the explainer sends no further batch."""
+    masks = _want(local, CHELSEA, "scorecam")[0].masks
+    batches = math.ceil(masks / 8)
+    before = _stats(triton)[f"{NAME}-masked"]
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{triton.grpc_port}")
+    item = grpcclient.InferInput("image", [1], "BYTES")
+    item.set_data_from_numpy(np.array([CHELSEA], dtype=object))
+    answers = []
+    call = client.async_infer(EXPLAIN, [item], lambda result, error: answers.append(error),
+                              parameters={"batch_size": 8})
+    deadline = time.monotonic() + 30
+    while _stats(triton)[f"{NAME}-masked"] - before < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    call.cancel()
+    time.sleep(0.5)
+    stopped = _stats(triton)[f"{NAME}-masked"] - before
+    time.sleep(2.0)
+    after = _stats(triton)[f"{NAME}-masked"] - before
+    client.close()
+    assert 3 <= stopped < batches and after <= stopped + 2     # at most the batches in flight
+    assert answers and answers[0] is not None and "CANCELLED" in str(answers[0].status())
