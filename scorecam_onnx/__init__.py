@@ -7,7 +7,14 @@
 ('Egyptian cat', 0.79)
 """
 
+import os
 from importlib.metadata import version as package_version
+
+# OpenCV reads its decoders' pixel guard once, when it loads, so it is set before anything
+# here imports cv2: it bounds the formats whose size cannot be read before decoding. The
+# value is images.DEFAULT_MAX_PIXELS (a test keeps them equal).
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", "100000000")
+
 
 from .bundle import Bundle, Preprocessing, write_bundle
 from .cam.engine import PRESETS, Preset, ScoreCam

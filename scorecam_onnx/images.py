@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
+import re
 import stat
+import warnings
 from pathlib import Path
 
 import cv2
@@ -27,7 +30,8 @@ _INTERPOLATION = {
     "nearest": cv2.INTER_NEAREST,
     "lanczos": cv2.INTER_LANCZOS4,
 }
-_ALPHA_FORMATS = (b"\x89PNG", b"RIFF", b"II*\x00", b"MM\x00*")
+# Rows blended at a time: full-size float intermediates would cost 12+ bytes per pixel.
+_BAND = 256
 
 
 def load_image(image: ImageLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.uint8]:
@@ -47,64 +51,76 @@ def load_image(image: ImageLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArra
 
 
 def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.uint8]:
-    """Decode encoded image bytes (any format OpenCV reads) to RGB uint8."""
+    """Decode encoded image bytes (any format OpenCV reads) to RGB uint8.
+
+    The size is read from the header first (Pillow, lazily, for every format it knows) and
+    an image above `max_pixels` is refused before it is decoded; other formats are bounded
+    by OpenCV's own guard (`OPENCV_IO_MAX_IMAGE_PIXELS`, set when the package loads).
+    """
     if not data:
         raise ImageError("empty file", name)
+    alpha = _check_header(data, name, max_pixels)
     buffer = np.frombuffer(data, dtype=np.uint8)
-    _check_size(buffer, name, max_pixels)
     with native_stderr_silenced():
         try:
             bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-        except cv2.error:
+        except cv2.error as exc:
+            if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
+                raise ImageError(f"above the limit of {opencv_pixel_limit()} pixels of OpenCV's "
+                                 "decoders (OPENCV_IO_MAX_IMAGE_PIXELS)", name) from None
             bgr = None
-        raw = None
-        if bgr is not None and data[:4] in _ALPHA_FORMATS:
-            raw = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+        raw = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if bgr is not None and alpha else None
     if bgr is None:
         raise ImageError("not an image OpenCV can decode (corrupt or unsupported)", name)
-    if raw is not None:
-        has_alpha = raw.ndim == 3 and raw.shape[2] == 4
-        if has_alpha and raw.shape[:2] == bgr.shape[:2]:
-            alpha = _to_unit(raw[..., 3:4])
-            bgr = (_to_unit(raw[..., :3]) * alpha + (1.0 - alpha)) * 255.0
-    rgb = cv2.cvtColor(_to_uint8(bgr), cv2.COLOR_BGR2RGB)
-    return np.ascontiguousarray(rgb)
+    if bgr.shape[0] * bgr.shape[1] > max_pixels:
+        raise ImageError(f"{bgr.shape[1]}×{bgr.shape[0]} pixels is above the limit of "
+                         f"{max_pixels} pixels", name)
+    if raw is not None and raw.ndim == 3 and raw.shape[2] == 4 and raw.shape[:2] == bgr.shape[:2]:
+        bgr = _composite_over_white(raw)
+    bgr = _to_uint8(bgr)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)     # in place: no second copy
 
 
-def _check_size(buffer: NDArray[np.uint8], name: str, max_pixels: int) -> None:
-    """Refuse images whose header announces more than `max_pixels` pixels."""
-    try:
-        size = _header_size(buffer)
-    except Exception:  # noqa: BLE001 - a header we cannot parse is left to the decoder
-        size = None
-    if size is not None and size[0] * size[1] > max_pixels:
-        raise ImageError(
-            f"{size[1]}×{size[0]} pixels is above the limit of {max_pixels} pixels", name)
+def opencv_pixel_limit() -> int:
+    """The pixel limit OpenCV's decoders enforce (read by OpenCV when it loads)."""
+    return int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
 
 
-def _header_size(buffer: NDArray[np.uint8]) -> tuple[int, int] | None:
-    """(height, width) read from a PNG, JPEG, GIF or BMP header without decoding."""
-    data = buffer.tobytes()[:1 << 16]
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
-        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return int.from_bytes(data[8:10], "little"), int.from_bytes(data[6:8], "little")
-    if data[:2] == b"BM" and len(data) >= 26:
-        return abs(int.from_bytes(data[22:26], "little", signed=True)), int.from_bytes(
-            data[18:22], "little", signed=True)
-    if data[:2] == b"\xff\xd8":
-        i = 2
-        while i + 9 < len(data):
-            if data[i] != 0xFF:
-                return None
-            marker = data[i + 1]
-            length = int.from_bytes(data[i + 2:i + 4], "big")
-            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD,
-                          0xCE, 0xCF):
-                return int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(
-                    data[i + 7:i + 9], "big")
-            i += 2 + length
-    return None
+def _check_header(data: bytes, name: str, max_pixels: int) -> bool:
+    """Refuse an image whose header announces more than `max_pixels` pixels; whether it has
+    an alpha channel. Formats Pillow does not know are left to OpenCV's guard."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                (width, height), mode, info = image.size, image.mode, image.info
+        except Image.DecompressionBombError as exc:    # past Pillow's own limit
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            pixels = int(found.group(1)) if found else max_pixels + 1
+            if pixels > max_pixels:
+                raise ImageError(f"{pixels} pixels is above the limit of {max_pixels} "
+                                 "pixels", name) from None
+            return True
+        except Exception:  # noqa: BLE001 - unknown to Pillow, or corrupt: OpenCV decides
+            return True
+    if width * height > max_pixels:
+        raise ImageError(f"{width}×{height} pixels is above the limit of {max_pixels} pixels",
+                         name)
+    return "A" in mode or "transparency" in info
+
+
+def _composite_over_white(bgra: NDArray) -> NDArray[np.uint8]:
+    """BGR uint8 of a BGRA image (8 or 16 bits) blended over white, a band of rows at a
+    time so that no full-size float copy is made."""
+    out = np.empty((*bgra.shape[:2], 3), np.uint8)
+    for top in range(0, bgra.shape[0], _BAND):
+        band = bgra[top:top + _BAND]
+        alpha = _to_unit(band[..., 3:4])
+        blended = (_to_unit(band[..., :3]) * alpha + (1.0 - alpha)) * 255.0
+        out[top:top + _BAND] = _to_uint8(blended)
+    return out
 
 
 def _to_unit(array: NDArray) -> NDArray[np.float32]:
@@ -113,13 +129,20 @@ def _to_unit(array: NDArray) -> NDArray[np.float32]:
 
 
 def _to_uint8(array: NDArray) -> NDArray[np.uint8]:
+    """uint8 of an 8-bit, 16-bit or float image (floats up to 1 are scaled by 255), a band
+    of rows at a time."""
     if array.dtype == np.uint8:
         return array
-    if array.dtype == np.uint16:
-        return (array.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
-    if array.dtype.kind == "f" and float(np.nanmax(array, initial=0.0)) <= 1.0:
-        array = array * 255.0
-    return np.clip(np.nan_to_num(array) + 0.5, 0, 255).astype(np.uint8)
+    unit = array.dtype.kind == "f" and float(np.nanmax(array, initial=0.0)) <= 1.0
+    out = np.empty(array.shape, np.uint8)
+    for top in range(0, array.shape[0], _BAND):
+        band = array[top:top + _BAND]
+        if array.dtype == np.uint16:
+            out[top:top + _BAND] = (band.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+            continue
+        band = band * 255.0 if unit else band
+        out[top:top + _BAND] = np.clip(np.nan_to_num(band) + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 def _from_array(image: NDArray) -> NDArray[np.uint8]:

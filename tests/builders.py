@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -281,3 +282,18 @@ def batch_read_model(full_shape: bool = False) -> onnx.ModelProto:
         graph.node.insert(gemm + offset, node)
     onnx.checker.check_model(model)
     return model
+
+
+def webp_bomb(width: int = 16000, height: int = 16000) -> bytes:
+    """A lossless WebP of a few dozen bytes whose header announces width×height pixels (a
+    16×16 image with its VP8L size fields rewritten): a decoder would allocate it all."""
+    ok, encoded = cv2.imencode(".webp", np.zeros((16, 16, 3), np.uint8),
+                               [cv2.IMWRITE_WEBP_QUALITY, 101])
+    assert ok
+    data = bytearray(encoded.tobytes())
+    at = data.index(b"VP8L") + 8            # the chunk's signature byte, then 14+14 bits
+    assert data[at] == 0x2F
+    fields = int.from_bytes(data[at + 1:at + 5], "little") & ~((1 << 28) - 1)
+    fields |= (width - 1) | ((height - 1) << 14)
+    data[at + 1:at + 5] = fields.to_bytes(4, "little")
+    return bytes(data)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
-from builders import palette_png
+from builders import palette_png, webp_bomb
+from conftest import ROOT
 
-from scorecam_onnx import ImageError, load_image
+from scorecam_onnx import ImageError, images, load_image
 from scorecam_onnx.bundle.manifest import InputSpec
-from scorecam_onnx.images import preprocess
+from scorecam_onnx.images import DEFAULT_MAX_PIXELS, preprocess
 
 
 def _encode(array: np.ndarray, ext: str = ".png") -> bytes:
@@ -113,12 +116,73 @@ def test_missing_file_and_folder(tmp_path):
         load_image(tmp_path)
 
 
-@pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp"])
-def test_pixel_limit_refused_before_decoding(ext):
-    data = _encode(np.zeros((30, 40, 3), np.uint8), ext)
-    with pytest.raises(ImageError, match="40×30 pixels is above the limit of 1000 pixels"):
-        load_image(data, max_pixels=1000)
-    assert load_image(data, max_pixels=1200).shape == (30, 40, 3)
+# Every format this OpenCV encodes (and so decodes) whose size Pillow reads from the header.
+HEADER_FORMATS = [".png", ".jpg", ".bmp", ".tif", ".webp", ".jp2", ".ppm", ".pgm", ".sr",
+                  ".avif", ".gif"]
+
+
+def _sample(ext: str) -> bytes:
+    image = np.zeros((60, 80, 3), np.uint8)         # JPEG 2000 needs a few tiles' worth
+    image[5:40, 10:60] = (200, 40, 90)
+    if ext == ".pgm":
+        image = image[..., 0]
+    if ext == ".gif" and not cv2.haveImageWriter("x.gif"):
+        pytest.skip("this OpenCV writes no GIF")
+    return _encode(image, ext)
+
+
+@pytest.mark.parametrize("ext", HEADER_FORMATS)
+def test_pixel_limit_refused_before_decoding_in_every_format(ext, monkeypatch):
+    data = _sample(ext)
+    decoded = []
+    real = cv2.imdecode
+    monkeypatch.setattr(images.cv2, "imdecode", lambda *a: decoded.append(1) or real(*a))
+    with pytest.raises(ImageError, match="80×60 pixels is above the limit of 4000 pixels"):
+        load_image(data, max_pixels=4000)
+    assert decoded == []                                  # refused from the header alone
+    assert load_image(data, max_pixels=4800).shape == (60, 80, 3)
+
+
+def test_a_webp_bomb_is_refused_from_its_few_bytes(monkeypatch):
+    bomb = webp_bomb()
+    assert len(bomb) < 100
+    monkeypatch.setattr(images.cv2, "imdecode", lambda *a: pytest.fail("decoded a bomb"))
+    with pytest.raises(ImageError, match="256000000 pixels is above the limit of 100000000"):
+        load_image(bomb)
+
+
+@pytest.mark.parametrize("ext", [".pfm", ".hdr"])
+def test_formats_without_a_readable_header_are_bounded_by_opencvs_guard(ext):
+    """Pillow does not read these; OpenCV's own guard (set when the package loads, before
+    cv2 is imported) refuses them before decoding."""
+    code = f"""
+import os
+os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = "1000"
+import numpy as np, cv2
+from scorecam_onnx import load_image, ImageError
+from scorecam_onnx.images import opencv_pixel_limit
+data = cv2.imencode("{ext}", np.full((30, 40, 3), 0.5, np.float32))[1].tobytes()
+assert opencv_pixel_limit() == 1000
+try:
+    load_image(data)
+except ImageError as exc:
+    print(exc)
+print(load_image(data, max_pixels=10**9).shape if False else "")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "above the limit of 1000 pixels of OpenCV's decoders" in done.stdout
+    small = cv2.imencode(ext, np.full((30, 40, 3), 0.5, np.float32))[1].tobytes()
+    assert load_image(small).shape == (30, 40, 3)
+
+
+def test_the_package_sets_opencvs_guard_to_the_default_limit():
+    done = subprocess.run([sys.executable, "-c", "import os; os.environ.pop("
+                           "'OPENCV_IO_MAX_IMAGE_PIXELS', None); import scorecam_onnx; "
+                           "print(os.environ['OPENCV_IO_MAX_IMAGE_PIXELS'])"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.stdout.strip() == str(DEFAULT_MAX_PIXELS)
 
 
 def test_preprocess_follows_the_manifest():

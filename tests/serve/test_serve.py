@@ -7,11 +7,12 @@ import json
 import struct
 import threading
 import time
+import zlib
 
 import httpx
 import numpy as np
 import pytest
-from builders import tiny_model
+from builders import tiny_model, webp_bomb
 from conftest import DEFAULT_BUNDLE, SAMPLES, TINY_PREP
 from serving import Server
 
@@ -52,9 +53,10 @@ def _saliency(payload: dict) -> np.ndarray:
 
 
 def _png_header(width: int, height: int) -> bytes:
-    """The start of a PNG announcing width×height (nothing to decode behind it)."""
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(
-        ">II", width, height) + b"\x08\x02\x00\x00\x00" + b"\0" * 64
+    """The start of a PNG announcing width×height (a valid IHDR; nothing to decode behind)."""
+    ihdr = b"IHDR" + struct.pack(">II", width, height) + b"\x08\x02\x00\x00\x00"
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr
+            + struct.pack(">I", zlib.crc32(ihdr)) + struct.pack(">I", 64) + b"IDAT" + b"\0" * 64)
 
 
 # Listing, health, metadata ------------------------------------------------------------------
@@ -270,7 +272,9 @@ BAD_REQUESTS = {
     "body too large": ("POST", "/explain", {"content": b"\0" * (21 * 1024 * 1024)}, 413,
                        "above the limit of 20971520 bytes"),
     "image too large": ("POST", "/explain", {"content": _png_header(60000, 60000)}, 413,
-                        "60000×60000 pixels is above the limit"),
+                        "3600000000 pixels is above the limit of 100000000 pixels"),
+    "webp bomb": ("POST", "/explain", {"content": webp_bomb()}, 413,
+                  "256000000 pixels is above the limit of 100000000 pixels"),
 }
 
 
