@@ -95,6 +95,8 @@ class Classifier:
                 self.model = ServedMasks(runner, m.input.name, m.output.name, maps_size)
         else:
             self.model = OrtRunner(self.bundle.model_path, chosen, threads, options)
+        if masked_runners and m.input.layout == "NHWC":
+            raise BundleError("masked scorers build NCHW images; this bundle's input is NHWC")
         served = ServedMasks(list(masked_runners), m.input.name, m.output.name,
                              maps_size) if masked_runners else None
         tail = self.bundle.tail_path

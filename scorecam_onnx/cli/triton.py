@@ -12,9 +12,14 @@ from ..cam.methods import METHODS
 
 
 def _model_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
-        raise click.BadParameter(f"{value!r}: a Triton model name uses letters, digits, "
-                                 "'_', '.' and '-'")
+    from ..errors import BundleError
+    from ..triton.repository import check_model_name
+
+    if value is not None:
+        try:
+            check_model_name(value)
+        except BundleError as exc:
+            raise click.BadParameter(f"a Triton {exc}") from None
     return value
 
 

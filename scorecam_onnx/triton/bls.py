@@ -9,8 +9,10 @@ metadata call and may not run while models load.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,19 +127,24 @@ class BlsRunner:
     Args:
         pb_utils: the `triton_python_backend_utils` module of the calling model.
         served: the callee (see `read_served_model`).
-        in_flight: batches sent at once.
+        in_flight: BLS requests running at once (a batch split to the callee's maximum
+            batch size is several).
+        timeout: seconds one BLS request may take (None: no limit).
     """
 
-    def __init__(self, pb_utils: Any, served: ServedModel, in_flight: int = 2) -> None:
+    def __init__(self, pb_utils: Any, served: ServedModel, in_flight: int = 2,
+                 timeout: float | None = None) -> None:
         if in_flight < 1:
             raise ValueError(f"in_flight must be at least 1, got {in_flight}")
         self.pb = pb_utils
         self.served = served
         self.in_flight = in_flight
+        self.timeout = timeout
         self.provider = "triton"
         self.path = f"Triton model {served.name!r}"
-        self.requests = 0
         self._pool = ThreadPoolExecutor(in_flight, thread_name_prefix=f"bls-{served.name}")
+        self._sent: list[Future] = []
+        self._lock = threading.Lock()
 
     def shapes(self, kind: str) -> dict[str, list[int | str | None]]:
         """Names and shapes of the model's inputs or outputs (-1 as "N")."""
@@ -159,12 +166,23 @@ class BlsRunner:
             step = self.served.max_batch
             pieces = [{k: v[i:i + step] for k, v in feed.items()} for i in range(0, total, step)]
         futures: list[Future] = [self._pool.submit(self._exec, outputs, p) for p in pieces]
+        with self._lock:
+            self._sent = [f for f in self._sent if not f.done()] + futures
 
         def wait() -> list[NDArray]:
             results = [f.result() for f in futures]
             return [np.concatenate([r[j] for r in results]) for j in range(len(outputs))]
 
         return wait
+
+    def settle(self) -> None:
+        """Drop the requests not sent yet and wait for those running, so that no BLS call
+        outlives the `execute` that made it (after a failure or a cancellation)."""
+        with self._lock:
+            sent, self._sent = self._sent, []
+        for future in sent:
+            future.cancel()
+        wait_all(sent)
 
     def _exec(self, outputs: list[str], feed: dict[str, NDArray]) -> list[NDArray]:
         pb = self.pb
@@ -174,11 +192,12 @@ class BlsRunner:
             tensors.append(pb.Tensor(name, np.ascontiguousarray(
                 array, dtype=NUMPY.get(datatype, np.float32))))
         options: dict[str, Any] = {}
+        if self.timeout:
+            options["timeout"] = int(self.timeout * 1e6)          # microseconds
         if hasattr(pb, "PreferredMemory"):      # outputs in CPU memory, even from a GPU model
             options["preferred_memory"] = pb.PreferredMemory(pb.TRITONSERVER_MEMORY_CPU, 0)
         request = pb.InferenceRequest(model_name=self.served.name, inputs=tensors,
                                       requested_output_names=outputs, **options)
-        self.requests += 1
         response = request.exec()
         if response.has_error():
             message = " ".join(str(response.error().message()).split())
@@ -192,4 +211,4 @@ class BlsRunner:
         return arrays
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -5,8 +5,10 @@ the service's V2 explanation model answers (`protocol`).
 
 The model's `config.pbtxt` parameters say which models to call and the defaults:
 ``classifier``, ``masked`` (comma-separated masked scorers), ``forwards`` (``masked`` or
-``classifier``: where the masked batches go), ``method``, ``preset``, ``batch_size``,
-``in_flight``, ``threads``, ``max_pixels``, ``timeout`` (seconds per request).
+``classifier``: where the masked batches go), ``repository`` (where those models' folders
+are; default: the explainer's own repository), ``method``, ``preset``, ``batch_size``,
+``in_flight``, ``threads``, ``max_pixels``, ``timeout`` (seconds per request and per BLS
+call).
 """
 
 from __future__ import annotations
@@ -60,13 +62,21 @@ class ExplainAdapter:
         here = Path(args["model_repository"])
         bundle = Bundle.load(here / args["model_version"] / BUNDLE_FOLDER)
         in_flight = _int(settings, "in_flight", 2)
-        repository = here.parent
+        timeout = settings.get("timeout", "")
+        self.timeout = float(timeout) if timeout else None
+        # the models it calls are read from this repository (its own, unless the config
+        # names another: several --model-repository roots, or a copied cloud repository)
+        repository = Path(settings.get("repository") or here.parent)
+        if not settings.get("classifier"):
+            raise ScoreCamError("config.pbtxt has no 'classifier' parameter naming the model "
+                                "to call")
         classifier = BlsRunner(pb_utils, read_served_model(repository, settings["classifier"]),
-                               in_flight)
-        masked = [BlsRunner(pb_utils, read_served_model(repository, n), in_flight)
-                  for n in settings.get("masked", "").split(",") if n.strip()]
-        if settings.get("forwards", "masked") != "masked":
-            masked = []
+                               in_flight, self.timeout)
+        masked = []
+        if settings.get("forwards", "masked") == "masked":
+            masked = [BlsRunner(pb_utils, read_served_model(repository, n.strip()), in_flight,
+                                self.timeout)
+                      for n in settings.get("masked", "").split(",") if n.strip()]
         gpu = args.get("model_instance_kind") == "GPU"
         options = {"device_id": args.get("model_instance_device_id", "0")} if gpu else None
         max_pixels = _int(settings, "max_pixels", DEFAULT_MAX_PIXELS)
@@ -84,8 +94,6 @@ class ExplainAdapter:
             self.defaults = parse_params(settings, self.explainer.classes)
         except ApiError as exc:
             raise ScoreCamError(f"{self.name}: config.pbtxt parameter: {exc.message}") from None
-        timeout = settings.get("timeout", "")
-        self.timeout = float(timeout) if timeout else None
 
     def execute(self, requests: Sequence[Any]) -> list[Any]:
         """One response per request; a failed request does not affect the others."""
@@ -94,7 +102,7 @@ class ExplainAdapter:
     def _answer(self, request: Any) -> Any:
         pb = self.pb
         try:
-            outputs = self._outputs(request)
+            outputs = self._compute(request)
         except ApiError as exc:
             code = pb.TritonError.INVALID_ARG if exc.status < 500 else pb.TritonError.UNAVAILABLE
             return self._error(exc.message, code)
@@ -106,11 +114,13 @@ class ExplainAdapter:
         except Exception as exc:  # noqa: BLE001 - one request's failure, not the instance's
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             return self._error(f"{type(exc).__name__}: {reason}", pb.TritonError.INTERNAL)
-        tensors = [pb.Tensor(n, np.ascontiguousarray(outputs[n])) for n in OUTPUTS
-                   if n in outputs]
-        return pb.InferenceResponse(output_tensors=tensors)
+        finally:
+            for runner in self.runners:        # no BLS call outlives this request
+                runner.settle()
+        return pb.InferenceResponse(output_tensors=[
+            pb.Tensor(n, np.ascontiguousarray(outputs[n])) for n in OUTPUTS if n in outputs])
 
-    def _outputs(self, request: Any) -> dict[str, Any]:
+    def _compute(self, request: Any) -> dict[str, Any]:
         tensor = self.pb.get_input_tensor_by_name(request, INPUT)
         if tensor is None:
             raise ApiError(400, f"input {INPUT!r} is missing")

@@ -20,8 +20,17 @@ class TritonPythonModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(config.get("parameters", {}).get(
             "intra_op_threads", {}).get("string_value", "0"))
+        providers = ["CPUExecutionProvider"]
+        if args.get("model_instance_kind") == "GPU":     # KIND_GPU: this instance's device
+            device = args.get("model_instance_device_id", "0")
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device}))
         self.session = ort.InferenceSession(os.path.join(folder, "model.onnx"), options,
-                                            providers=["CPUExecutionProvider"])
+                                            providers=providers)
+        if providers[0] != "CPUExecutionProvider" and \
+                self.session.get_providers()[0] != "CUDAExecutionProvider":
+            raise pb_utils.TritonModelException(
+                f"{args['model_name']}: a KIND_GPU instance, but ONNX Runtime cannot start "
+                "CUDA here (install onnxruntime-gpu in the stub's Python)")
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
         # without batching (a masked scorer: one image per request), requests run one by one

@@ -5,6 +5,7 @@ explainer, a Python-backend model whose masked forwards go to them through BLS."
 
 from __future__ import annotations
 
+import re
 import shutil
 from importlib.resources import files
 from pathlib import Path
@@ -90,11 +91,17 @@ def explain_config(bundle: Bundle, name: str, classifier: str, masked: list[str]
     service's V2 outputs, and the parameters `explain_adapter` reads."""
     if forwards not in FORWARDS:
         raise BundleError(f"forwards {forwards!r}: choose from {', '.join(FORWARDS)}")
+    if kind not in KINDS:
+        raise BundleError(f"kind {kind!r}: choose from {', '.join(KINDS)}")
     m = bundle.manifest
     parameters = {"classifier": classifier, "masked": ",".join(masked), "forwards": forwards,
                   **(defaults or {})}
     if execution_env:
         parameters["EXECUTION_ENV_PATH"] = execution_env
+    for key, value in parameters.items():
+        if any(c in value for c in '"\\\n'):
+            raise BundleError(f"{key} {value!r}: quotes, backslashes and line breaks cannot "
+                              "go into config.pbtxt")
     return "\n".join([
         f'name: "{name}"',
         'backend: "python"',
@@ -133,6 +140,8 @@ def write_repository(bundle: Bundle | str | Path, out: str | Path, name: str = "
     config = classifier_config(bundle, name, backend, max_batch, instances, kind)
     Path(out).mkdir(parents=True, exist_ok=True)
     if masked:
+        if bundle.manifest.input.layout == "NHWC":
+            raise BundleError("masked scorers build NCHW images; this bundle's input is NHWC")
         write_masked_scorers(bundle, out, name, backend, instances, kind, force)
     with staged_folder(target) as staging:
         version = staging / "1"
@@ -194,13 +203,19 @@ def write_explainer(bundle: Bundle | str | Path, out: str | Path, name: str,
     - `name-explain/`: the explainer (Python backend);
     - `README.md`: how to start Triton on it and call the explainer.
 
-    `method` and `preset` set the defaults of requests that name none. Returns the folders
-    written. Existing folders are refused unless `force`.
+    `method` and `preset` set the defaults of requests that name none. A bundle whose input
+    is NHWC gets no masked scorers (they build NCHW images): its masked images go to the
+    classifier. Returns the folders written. Existing folders are refused unless `force`.
     """
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(Path(bundle))
     out = Path(out)
+    for model in (name, classifier):
+        if model is not None:
+            check_model_name(model)
     defaults = {k: v for k, v in (("method", method), ("preset", preset)) if v}
     _check_defaults(defaults)
+    if forwards == "masked" and bundle.manifest.input.layout == "NHWC":
+        forwards = "classifier"       # the masked scorer builds NCHW images
     explain = out / f"{name}-explain"
     masked = [f"{name}-masked", f"{name}-masked-aligned"] if forwards == "masked" else []
     targets = [out / name] if classifier is None else []
@@ -224,11 +239,24 @@ def write_explainer(bundle: Bundle | str | Path, out: str | Path, name: str,
         (staging / "config.pbtxt").write_text(config, encoding="utf-8")
     readme = files("scorecam_onnx.triton").joinpath("repository_readme.md").read_text()
     m = bundle.manifest
+    scorers = (f"| `{name}-masked`, `{name}-masked-aligned` | masked scorers: one image and a "
+               "batch of low-resolution maps in, one score row per map out (half-pixel and "
+               "align-corners upsampling) |\n") if masked else ""
+    shape = (f"3×{m.input.height}×{m.input.width}" if m.input.layout == "NCHW"
+             else f"{m.input.height}×{m.input.width}×3")
     write_bytes_atomic(out / "README.md", readme.format(
-        name=name, explain=explain.name, classifier=classifier or name,
+        explain=explain.name, classifier=classifier or name, scorers=scorers, shape=shape,
         classes=m.output.classes, height=m.input.height, width=m.input.width,
-        kind=kind).encode("utf-8"))
+        where="the masked scorers" if masked else "the classifier, as masked images",
+        ).encode("utf-8"))
     return targets
+
+
+def check_model_name(name: str) -> None:
+    """Refuse a name that is not one folder of the repository."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or set(name) == {"."}:
+        raise BundleError(f"model name {name!r}: use letters, digits, '_', '.' and '-' "
+                          "(not only dots)")
 
 
 def _check_defaults(defaults: dict[str, str]) -> None:

@@ -5,12 +5,13 @@ on this machine), and the files each backend needs."""
 from __future__ import annotations
 
 import pytest
+from builders import nhwc_model
 from click.testing import CliRunner
 from conftest import DEFAULT_BUNDLE
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from scorecam_onnx import Bundle, BundleError
+from scorecam_onnx import Bundle, BundleError, Preprocessing, write_bundle
 from scorecam_onnx.cam.fused import IMAGE, MAPS, MAPS_ALIGNED
 from scorecam_onnx.cli import main
 from scorecam_onnx.triton import write_explainer, write_repository
@@ -62,6 +63,9 @@ def test_the_triton_command_writes_configs_triton_parses(tmp_path):
     assert sorted(p.name for p in repo.iterdir()) == [
         "README.md", "lite0", "lite0-explain", "lite0-masked", "lite0-masked-aligned"]
     assert _parse(repo / "lite0" / "config.pbtxt").backend == "onnxruntime"
+    for model in ("lite0", "lite0-masked", "lite0-masked-aligned", "lite0-explain"):
+        (group,) = _parse(repo / model / "config.pbtxt").instance_group
+        assert (group.count, group.kind) == (2, model_config_pb2.ModelInstanceGroup.KIND_GPU)
     for suffix, maps in (("masked", MAPS), ("masked-aligned", MAPS_ALIGNED)):
         config = _parse(repo / f"lite0-{suffix}" / "config.pbtxt")
         assert (config.backend, config.max_batch_size) == ("onnxruntime", 0)
@@ -133,3 +137,32 @@ def test_served_models_are_read_from_their_config_or_their_onnx_graph(tmp_path):
     (tmp_path / "lite0" / "config.pbtxt").write_text("max_batch_size: [\n")
     with pytest.raises(BundleError, match="config.pbtxt"):
         read_served_model(tmp_path, "lite0")
+
+
+def test_unsafe_names_and_values_are_refused(tmp_path):
+    for name in (".", "..", "a/b", ""):
+        with pytest.raises(BundleError, match="model name"):
+            write_explainer(DEFAULT_BUNDLE, tmp_path, name)
+    with pytest.raises(BundleError, match="quotes, backslashes"):
+        write_explainer(DEFAULT_BUNDLE, tmp_path, "lite0", execution_env='a" } ]')
+    with pytest.raises(BundleError, match="kind 'tpu'"):
+        write_explainer(DEFAULT_BUNDLE, tmp_path, "lite0", kind="tpu")
+    assert list(tmp_path.iterdir()) == []
+    result = CliRunner().invoke(main, ["triton", str(DEFAULT_BUNDLE), "--out", str(tmp_path),
+                                       "--name", "..", "--force"])
+    assert result.exit_code == 2 and "not only dots" in result.output
+
+
+def test_an_nhwc_bundle_sends_masked_images_to_its_classifier(tmp_path):
+    bundle = write_bundle(nhwc_model(), tmp_path / "nhwc", "feat_nhwc",
+                          preprocessing=Preprocessing(layout="NHWC"))
+    size = bundle.manifest.input.height
+    written = write_explainer(bundle, tmp_path / "repo", "n", backend="python")
+    assert [p.name for p in written] == ["n", "n-explain"]
+    parameters = _parse(tmp_path / "repo" / "n-explain" / "config.pbtxt").parameters
+    assert parameters["forwards"].string_value == "classifier"
+    readme = (tmp_path / "repo" / "README.md").read_text()
+    assert f"| `n` | the classifier: FP32 N×{size}×{size}×3 in" in readme
+    assert "n-masked" not in readme
+    with pytest.raises(BundleError, match="input is NHWC"):
+        write_repository(bundle, tmp_path / "other", "n", masked=True)
