@@ -5,7 +5,6 @@ One bad image never stops the others: its error is recorded and the run goes on.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from collections.abc import Callable
@@ -18,9 +17,9 @@ from numpy.typing import NDArray
 
 from .errors import ImageError, ScoreCamError
 from .explainer import Explainer, Explanation
-from .fileio import write_bytes_atomic, write_text_atomic
+from .fileio import write_atomic, write_text_atomic
 from .images import find_images
-from .render import encode_png, overlay
+from .render import write_overlay_png
 
 THUMB_HEIGHT = 224
 # The contact sheet shows the first this many images (its thumbnails stay in memory).
@@ -171,10 +170,8 @@ def write_outputs(out: Path, name: str, source: Path, rgb: NDArray[np.uint8],
     entries = []
     for exp in explanations:
         base = f"{name}.c{exp.class_id}" if per_class else name
-        write_bytes_atomic(out / f"{base}.png", encode_png(overlay(rgb, exp.saliency)))
-        buffer = io.BytesIO()
-        np.save(buffer, exp.saliency)
-        write_bytes_atomic(out / f"{base}.npy", buffer.getvalue())
+        write_overlay_png(out / f"{base}.png", rgb, exp.saliency)
+        write_atomic(out / f"{base}.npy", lambda handle, e=exp: np.save(handle, e.saliency))
         entry = {"image": str(source), **exp.summary(),
                  "files": {"overlay": f"{base}.png", "saliency": f"{base}.npy"}}
         if per_class:

@@ -29,6 +29,23 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
 
 
 @contextlib.contextmanager
+def staged_file(path: Path) -> Iterator[Path]:
+    """A temporary sibling path (same suffix) to write, renamed onto `path` when the block
+    succeeds and removed when it fails: for writers that want a file name (OpenCV's)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}",
+                               dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
 def staged_folder(target: Path) -> Iterator[Path]:
     """A sibling path to fill (not created) that replaces `target` when the block succeeds;
     it is removed when the block fails, so `target` is never seen half written."""
@@ -54,7 +71,7 @@ def file_mode() -> int:
     return 0o666 & ~current
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
+def write_bytes_atomic(path: Path, data: bytes | memoryview) -> None:
     """Atomically replace `path` with `data`."""
     write_atomic(path, lambda handle: handle.write(data))
 

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from .bundle.manifest import InputSpec
 from .errors import ImageError
 from .quiet import native_stderr_silenced
+from .render import bands, rows
 
 ImageLike = str | Path | bytes | NDArray[np.uint8]
 
@@ -30,8 +31,6 @@ _INTERPOLATION = {
     "nearest": cv2.INTER_NEAREST,
     "lanczos": cv2.INTER_LANCZOS4,
 }
-# Rows blended at a time: full-size float intermediates would cost 12+ bytes per pixel.
-_BAND = 256
 
 
 def load_image(image: ImageLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.uint8]:
@@ -115,11 +114,12 @@ def _composite_over_white(bgra: NDArray) -> NDArray[np.uint8]:
     """BGR uint8 of a BGRA image (8 or 16 bits) blended over white, a band of rows at a
     time so that no full-size float copy is made."""
     out = np.empty((*bgra.shape[:2], 3), np.uint8)
-    for top in range(0, bgra.shape[0], _BAND):
-        band = bgra[top:top + _BAND]
+    step = rows(bgra.shape[1])
+    for top in bands(*bgra.shape[:2]):
+        band = bgra[top:top + step]
         alpha = _to_unit(band[..., 3:4])
         blended = (_to_unit(band[..., :3]) * alpha + (1.0 - alpha)) * 255.0
-        out[top:top + _BAND] = _to_uint8(blended)
+        out[top:top + step] = _to_uint8(blended)
     return out
 
 
@@ -135,13 +135,14 @@ def _to_uint8(array: NDArray) -> NDArray[np.uint8]:
         return array
     unit = array.dtype.kind == "f" and float(np.nanmax(array, initial=0.0)) <= 1.0
     out = np.empty(array.shape, np.uint8)
-    for top in range(0, array.shape[0], _BAND):
-        band = array[top:top + _BAND]
+    step = rows(array.shape[1]) if array.ndim > 1 else max(1, len(array))
+    for top in range(0, array.shape[0], step):
+        band = array[top:top + step]
         if array.dtype == np.uint16:
-            out[top:top + _BAND] = (band.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+            out[top:top + step] = (band.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
             continue
         band = band * 255.0 if unit else band
-        out[top:top + _BAND] = np.clip(np.nan_to_num(band) + 0.5, 0, 255).astype(np.uint8)
+        out[top:top + step] = np.clip(np.nan_to_num(band) + 0.5, 0, 255).astype(np.uint8)
     return out
 
 
@@ -213,7 +214,7 @@ def to_original(saliency: NDArray[np.float32], shape: tuple[int, ...],
         saliency = canvas
     full = cv2.resize(saliency.astype(np.float32), (shape[1], shape[0]),
                       interpolation=cv2.INTER_LINEAR)
-    return np.clip(full, 0.0, 1.0)
+    return np.clip(full, 0.0, 1.0, out=full)              # in place: one full-size map
 
 
 def read_file(path: Path) -> bytes:

@@ -3,16 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from .fileio import staged_file
+
+# Pixels computed at a time: full-size float intermediates would cost tens of bytes per pixel.
+BAND_PIXELS = 1 << 18
+
+
+def bands(height: int, width: int) -> range:
+    """The first rows of bands of about BAND_PIXELS pixels (`rows(width)` rows each)."""
+    return range(0, height, rows(width))
+
+
+def rows(width: int) -> int:
+    return max(1, BAND_PIXELS // max(1, width))
+
 
 def heatmap(saliency: NDArray[np.floating]) -> NDArray[np.uint8]:
     """An RGB uint8 picture of a [0, 1] map with the JET colormap (red = salient)."""
+    out = np.empty((*saliency.shape[:2], 3), np.uint8)
+    step = rows(saliency.shape[1])
+    for top in bands(*saliency.shape[:2]):
+        out[top:top + step] = _jet_bgr(saliency[top:top + step])[..., ::-1]
+    return out
+
+
+def _jet_bgr(saliency: NDArray[np.floating]) -> NDArray[np.uint8]:
     level = np.clip(np.nan_to_num(saliency) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return cv2.applyColorMap(level, cv2.COLORMAP_JET)[..., ::-1].copy()
+    return cv2.applyColorMap(level, cv2.COLORMAP_JET)
 
 
 def overlay(image: NDArray[np.uint8], saliency: NDArray[np.floating],
@@ -24,13 +47,45 @@ def overlay(image: NDArray[np.uint8], saliency: NDArray[np.floating],
         saliency: a map in [0, 1], any size.
         alpha: weight of the heatmap. Default: 0.5.
     """
+    return _blend(image, saliency, alpha, bgr=False)
+
+
+def overlay_png(image: NDArray[np.uint8], saliency: NDArray[np.floating],
+                alpha: float = 0.5) -> memoryview:
+    """PNG bytes of `overlay(image, saliency, alpha)`, built without a second full copy (a
+    buffer over the encoder's output: write it, or `bytes()` it)."""
+    ok, data = cv2.imencode(".png", _blend(image, saliency, alpha, bgr=True))
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return memoryview(data).cast("B")
+
+
+def write_overlay_png(path: Path, image: NDArray[np.uint8], saliency: NDArray[np.floating],
+                      alpha: float = 0.5) -> None:
+    """Write `overlay(image, saliency, alpha)` as a PNG file, atomically; the encoder streams
+    rows to the file, so no encoded copy is held in memory."""
+    with staged_file(path) as staging:
+        if not cv2.imwrite(str(staging), _blend(image, saliency, alpha, bgr=True)):
+            raise ValueError(f"{path}: PNG encoding failed")
+
+
+def _blend(image: NDArray[np.uint8], saliency: NDArray[np.floating], alpha: float,
+           bgr: bool) -> NDArray[np.uint8]:
+    """The overlay in RGB (or BGR, for OpenCV's encoders), a band of rows at a time."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if saliency.shape[:2] != image.shape[:2]:
         saliency = cv2.resize(saliency.astype(np.float32), (image.shape[1], image.shape[0]),
                               interpolation=cv2.INTER_LINEAR)
-    blend = image.astype(np.float32) * (1.0 - alpha) + heatmap(saliency) * alpha
-    return np.clip(blend + 0.5, 0, 255).astype(np.uint8)
+    out = np.empty(image.shape, np.uint8)
+    step = rows(image.shape[1])
+    for top in bands(*image.shape[:2]):
+        rgb = image[top:top + step]
+        heat = _jet_bgr(saliency[top:top + step])[..., ::-1]
+        blend = rgb.astype(np.float32) * (1.0 - alpha) + heat * alpha
+        band = np.clip(blend + 0.5, 0, 255).astype(np.uint8)
+        out[top:top + step] = band[..., ::-1] if bgr else band
+    return out
 
 
 def contact_sheet(rows: Sequence[tuple[NDArray[np.uint8], NDArray[np.floating], str]],

@@ -232,3 +232,36 @@ def test_crop_fraction_by_hand():
     # the 451 columns
     assert back[:15].max() == 0 and back[:, :25].max() == 0
     assert back[25:-25, 35:-35].min() == 1.0
+
+
+def test_explaining_a_large_image_costs_at_most_16_bytes_per_pixel(tmp_path):
+    """In a process of its own, after a warm-up on a small image (the model's own memory):
+    decoding a 24-megapixel JPEG, explaining it and writing its overlay PNG and map NPY."""
+    small = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    big = cv2.resize(small, (6000, 4000), interpolation=cv2.INTER_LINEAR)
+    path = tmp_path / "big.jpg"
+    cv2.imwrite(str(path), big, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    del big
+    script = f"""
+from pathlib import Path
+import numpy as np
+from scorecam_onnx import Explainer
+from scorecam_onnx.batch import write_outputs
+from scorecam_onnx.evaluation.bench import peak_rss_growth_mib
+ex = Explainer(provider="cpu", threads=1)
+warm = np.zeros((224, 224, 3), np.uint8)
+write_outputs(Path({str(tmp_path / "warm")!r}), "w", Path("w"), warm,
+              ex.explain_list(warm, None, 1, method="reciprocam"), False)
+def run():
+    rgb = ex.preprocess({str(path)!r})[0]
+    found = ex.explain_list(rgb, None, 1, method="reciprocam")
+    write_outputs(Path({str(tmp_path / "out")!r}), "big", Path("big"), rgb, found, False)
+print(peak_rss_growth_mib(run))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    per_pixel = float(done.stdout) * 2**20 / (6000 * 4000)
+    assert 7 <= per_pixel <= 16, per_pixel    # at least the RGB image and the float32 map
+    saved = np.load(tmp_path / "out" / "big.npy")
+    assert saved.shape == (4000, 6000) and saved.dtype == np.float32

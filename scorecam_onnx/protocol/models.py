@@ -18,7 +18,7 @@ from ..cam.methods import TAIL_METHODS
 from ..errors import ImageError
 from ..explainer import Explainer, Explanation
 from ..images import DEFAULT_MAX_PIXELS, decode_image
-from ..render import encode_png, overlay
+from ..render import overlay_png
 from .errors import ApiError
 from .params import ExplainParams
 from .ticket import Ticket
@@ -113,7 +113,7 @@ class ModelService:
         """The overlay PNG of one image's first explanation, and that explanation."""
         decoded = self.decode([image], ticket)
         first = self._explain(decoded.rgb[0], params, ticket)[0]
-        return encode_png(overlay(decoded.rgb[0], first.saliency)), first
+        return bytes(overlay_png(decoded.rgb[0], first.saliency)), first
 
     def _explain(self, rgb: NDArray[np.uint8], params: ExplainParams,
                  ticket: Ticket) -> list[Explanation]:
