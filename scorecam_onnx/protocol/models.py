@@ -11,6 +11,7 @@ import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import cv2
 import numpy as np
 from numpy.typing import NDArray
 
@@ -110,10 +111,17 @@ class ModelService:
 
     def overlay_png(self, image: bytes, params: ExplainParams,
                     ticket: Ticket) -> tuple[bytes, Explanation]:
-        """The overlay PNG of one image's first explanation, and that explanation."""
+        """The overlay PNG of one image's first explanation (at `params.map_size`: the
+        image's size, or its longer side capped), and that explanation."""
         decoded = self.decode([image], ticket)
-        first = self._explain(decoded.rgb[0], params, ticket)[0]
-        return bytes(overlay_png(decoded.rgb[0], first.saliency)), first
+        rgb = decoded.rgb[0]
+        first = self._explain(rgb, params, ticket)[0]
+        spec = self.explainer.bundle.manifest.input
+        cap = max(spec.height, spec.width) if params.map_size == "input" else params.map_size
+        if isinstance(cap, int) and max(rgb.shape[:2]) > cap:
+            size = capped(rgb.shape[:2], cap)
+            rgb = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        return bytes(overlay_png(rgb, first.saliency)), first
 
     def _explain(self, rgb: NDArray[np.uint8], params: ExplainParams,
                  ticket: Ticket) -> list[Explanation]:
@@ -185,14 +193,32 @@ class ClassifierService:
         return {self.output: self.explainer.scores(batch).astype(np.float32)}
 
 
-def explanation_payload(exp: Explanation) -> dict[str, object]:
-    """E: an explanation with its map at the image's original size, base64 float32 LE."""
-    saliency = np.ascontiguousarray(exp.saliency, dtype="<f4")
+def capped(shape: tuple[int, ...], side: int) -> tuple[int, int]:
+    """(height, width) scaled so that the longer side is at most `side` (never enlarged)."""
+    h, w = shape[:2]
+    scale = min(1.0, side / max(h, w))
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def explanation_payload(exp: Explanation, map_size: str | int = "original"
+                        ) -> dict[str, object]:
+    """E: an explanation with its map, base64 float32 LE, at the image's original size, at
+    the model's input size ("input"), or with its longer side capped (an int); the
+    saliency's `size` says which ("original", "input" or "capped")."""
+    if map_size == "input":
+        saliency, size = exp.saliency_input, "input"
+    elif isinstance(map_size, int) and max(exp.saliency.shape) > map_size:
+        h, w = capped(exp.saliency.shape, map_size)
+        saliency = cv2.resize(exp.saliency, (w, h), interpolation=cv2.INTER_AREA)
+        size = "capped"
+    else:
+        saliency, size = exp.saliency, "original"
+    saliency = np.ascontiguousarray(saliency, dtype="<f4")
     return {
         "class_id": exp.class_id, "label": exp.label, "score": exp.score,
         "method": exp.method, "preset": exp.preset, "forwards": exp.forwards,
         "seconds": round(exp.seconds.get("total", 0.0), 4),
         "degenerate": exp.degenerate,
-        "saliency": {"shape": list(saliency.shape), "dtype": "float32",
+        "saliency": {"shape": list(saliency.shape), "dtype": "float32", "size": size,
                      "b64": base64.b64encode(saliency.tobytes()).decode("ascii")},
     }

@@ -20,6 +20,8 @@ MAX_CLASSES = 20
 # At most this many noisy or scaled copies per mask (SS-CAM, IS-CAM).
 MAX_SAMPLES = 256
 MAX_BATCH = 1024
+MAP_SIZES = ("original", "input")
+MAX_MAP_SIDE = 65536
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class ExplainParams:
     samples: int | None = None
     batch_size: int | None = None
     gaussian: bool = False
+    map_size: str | int = "original"
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments for `Explainer.explain` (without target and top_k)."""
@@ -67,8 +70,23 @@ def parse_params(raw: Mapping[str, Any], classes: int,
         samples=base.samples if samples is None else samples,
         batch_size=base.batch_size if batch_size is None else batch_size,
         gaussian=_bool(raw, "gaussian", base.gaussian),
+        map_size=_map_size(raw, base.map_size),
         **_targets(raw, classes),
     )
+
+
+def _map_size(raw: Mapping[str, Any], default: str | int) -> str | int:
+    """"original" (the image's size), "input" (the model's input size) or N (the longer
+    side at most N pixels) for the maps in JSON answers and the overlay PNG."""
+    value = raw.get("map_size")
+    if value is None or value == "":
+        return default
+    if value in MAP_SIZES:
+        return str(value)
+    if isinstance(value, str) and not value.isdigit():
+        raise ApiError(422, f"map_size: expected original, input or a number of pixels, "
+                            f"got {value!r}")
+    return _as_int("map_size", value, 1, MAX_MAP_SIDE)
 
 
 def _targets(raw: Mapping[str, Any], classes: int) -> dict[str, Any]:

@@ -172,8 +172,8 @@ def create_app(models: Mapping[str, Explainer | str | Path], limits: Limits | No
                                            lambda t: service.explain(images, params, t))
         counted(service, found)
         explanations = [
-            [explanation_payload(e) for e in per_image] if p.top_k is not None
-            or isinstance(p.target, list) else explanation_payload(per_image[0])
+            [explanation_payload(e, p.map_size) for e in per_image] if p.top_k is not None
+            or isinstance(p.target, list) else explanation_payload(per_image[0], p.map_size)
             for p, per_image in zip(params, found, strict=True)]
         return {"predictions": predictions, "explanations": explanations}
 
@@ -242,7 +242,8 @@ def create_app(models: Mapping[str, Explainer | str | Path], limits: Limits | No
     async def explain(request: Request) -> Response:
         """One image (multipart field `image`, or the raw body) → E with the top classes, a
         list of E for several classes, or the overlay PNG with `Accept: image/png`.
-        Query: model, method, preset, target (repeatable), top_k, channels, samples."""
+        Query: model, method, preset, target (repeatable), top_k, channels, samples,
+        map_size (original, input, or the longer side's cap in pixels)."""
         query = request.query_params
         service = model(query.get("model") or next(iter(served)))
         raw = dict(query)
@@ -260,7 +261,7 @@ def create_app(models: Mapping[str, Explainer | str | Path], limits: Limits | No
         predictions, found = await compute(request, service,
                                            lambda t: service.explain([image], [params], t))
         counted(service, found)
-        payloads = [explanation_payload(e) for e in found[0]]
+        payloads = [explanation_payload(e, params.map_size) for e in found[0]]
         if params.top_k is not None or isinstance(params.target, list):
             return JSONResponse(payloads)
         return JSONResponse({**payloads[0], "top": predictions[0]["top"]})

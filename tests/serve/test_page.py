@@ -123,3 +123,38 @@ def test_a_bad_file_shows_the_servers_error(browser, server, tmp_path):
         lambda d: d.find_element(By.ID, "status").text.startswith("Error") and
         d.find_element(By.ID, "status").text)
     assert "not an image OpenCV can decode" in status
+
+
+def test_a_phone_photo_gets_a_small_map_upsampled_on_the_canvas(browser, server, tmp_path,
+                                                                 default_explainer):
+    """A 4000×3000 photo: the page asks for a map of at most 512 pixels a side (a few
+    hundred kB of JSON instead of 64 MB) and stretches it over the photo."""
+    import cv2
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    photo = cv2.resize(load_image(SAMPLES / "chelsea.png"), (4000, 3000),
+                       interpolation=cv2.INTER_CUBIC)
+    path = tmp_path / "phone.jpg"
+    cv2.imwrite(str(path), photo[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+    browser.get(server.url)
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    WebDriverWait(browser, 180).until(lambda d: d.find_element(
+        By.TAG_NAME, "body").get_attribute("data-explained") == "1")
+
+    full = default_explainer.explain(path.read_bytes(), method="faster-scorecam").saliency
+    want = cv2.resize(full, (512, 384), interpolation=cv2.INTER_AREA)
+    size = browser.execute_script(
+        "const c = document.getElementById('saliency'); return [c.height, c.width];")
+    assert tuple(size) == (384, 512)
+    for y, x in [np.unravel_index(np.argmax(want), want.shape), (10, 10), (200, 300)]:
+        assert np.abs(_pixel(browser, "saliency", x, y) - _jet(want[y, x])).max() <= 2
+    overlay = browser.execute_script(
+        "const c = document.getElementById('overlay'); return [c.height, c.width];")
+    assert tuple(overlay) == (3000, 4000)
+    fetched = browser.execute_script(
+        "return performance.getEntriesByType('resource').filter(e => e.name.includes("
+        "'explain?')).map(e => [e.encodedBodySize, e.duration]);")
+    body, milliseconds = fetched[-1]
+    print(f"phone photo: {body} bytes of JSON, {milliseconds:.0f} ms")
+    assert 0 < body < 2 * 2**20                  # the full-size map would be 64 MB

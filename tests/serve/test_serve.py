@@ -9,6 +9,7 @@ import threading
 import time
 import zlib
 
+import cv2
 import httpx
 import numpy as np
 import pytest
@@ -225,6 +226,33 @@ def test_explain_upload_raw_and_png(server, local):
     assert [e["class_id"] for e in several.json()] == [281, 285]
 
 
+def test_explain_maps_sized_for_their_clients(server, local):
+    want = local.explain(CHELSEA, method="faster-scorecam", channels=8)       # 451×300
+    query = {"model": MODEL, "method": "faster-scorecam", "channels": "8"}
+
+    def ask(size, **extra):
+        reply = server.client.post("/explain", params={**query, "map_size": size},
+                                   content=CHELSEA, **extra)
+        assert reply.status_code == 200, reply.text
+        return reply
+
+    got = ask("input").json()
+    assert got["saliency"]["size"] == "input"
+    assert _saliency(got).tobytes() == want.saliency_input.tobytes()
+    got = ask("100").json()
+    assert got["saliency"]["size"] == "capped" and got["saliency"]["shape"] == [67, 100]
+    oracle = cv2.resize(want.saliency, (100, 67), interpolation=cv2.INTER_AREA)
+    assert _saliency(got).tobytes() == oracle.tobytes()
+    got = ask("1000").json()                       # never enlarged
+    assert got["saliency"]["size"] == "original"
+    assert _saliency(got).tobytes() == want.saliency.tobytes()
+    assert server.client.post("/explain", params=query, content=CHELSEA).json()[
+        "saliency"]["size"] == "original"
+    png = ask("100", headers={"Accept": "image/png"})
+    small = cv2.resize(load_image(CHELSEA), (100, 67), interpolation=cv2.INTER_AREA)
+    assert png.content == encode_png(overlay(small, want.saliency))
+
+
 # Bad requests ------------------------------------------------------------------------------
 def _v2(**changes) -> dict:
     spec = {"name": "image", "datatype": "BYTES", "shape": [1], "data": [B64], **changes}
@@ -266,6 +294,10 @@ BAD_REQUESTS = {
     "bad target": ("POST", f"/v1/models/{MODEL}:explain",
                    {"json": {"instances": [{"b64": B64}], "parameters": {"target": 5000}}},
                    422, "target: must be between 0 and 999, got 5000"),
+    "bad map_size": ("POST", "/explain", {"params": {"map_size": "huge"}, "content": CHELSEA},
+                     422, "map_size: expected original, input or a number of pixels"),
+    "zero map_size": ("POST", "/explain", {"params": {"map_size": "0"}, "content": CHELSEA},
+                      422, "map_size: must be between 1 and"),
     "target and top_k": ("POST", "/explain", {"params": {"top_k": "2", "target": "3"},
                                               "content": CHELSEA}, 422,
                          "either target or top_k"),
