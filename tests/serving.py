@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from conftest import ROOT
@@ -20,11 +21,13 @@ _METRIC = re.compile(r'^(\w+)(?:\{(.*)\})? ([0-9.eE+-]+)$')
 class Server:
     """`python -m scorecam_onnx serve --port 0 ARGS`, started and waited for."""
 
-    def __init__(self, *args: str, startup: float = 120.0) -> None:
+    def __init__(self, *args: str, startup: float = 120.0, env: dict[str, str] | None = None,
+                 headers: dict[str, str] | None = None, verify: Any = True) -> None:
         fd, self.log = tempfile.mkstemp(prefix="serve-", suffix=".log")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "scorecam_onnx", "serve", "--port", "0", "--provider", "cpu",
-             *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=fd, text=True)
+             *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=fd, text=True,
+            env={**os.environ, **(env or {})})
         os.close(fd)
         deadline = time.monotonic() + startup
         self.url = ""
@@ -34,14 +37,15 @@ class Server:
             if not line:
                 raise RuntimeError(f"the server exited: {self.stderr()}")
             self.banner.append(line.rstrip("\n"))
-            found = re.search(r"serving on (http://\S+/)", line)
+            found = re.search(r"serving on (https?://\S+/)", line)
             if found:
                 self.url = found.group(1)
                 break
         if not self.url:
             self.stop()
             raise RuntimeError("the server did not start in time")
-        self.client = httpx.Client(base_url=self.url, timeout=120)
+        self.client = httpx.Client(base_url=self.url, timeout=120, headers=headers,
+                                   verify=verify)
 
     def stderr(self) -> str:
         return Path(self.log).read_text(errors="replace")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from .common import key_values, provider_libraries, provider_name
 from .kserve import kserve_options
 
 DEFAULT_NAME = "efficientnet-lite0"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _models(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]):
@@ -76,6 +78,25 @@ def _models(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
               help="Preset when a request names none. Default: the method's own.")
 @click.option("--grace", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds accepted requests may take to finish after SIGTERM or Ctrl-C.")
+@click.option("--api-key", "api_keys", multiple=True, metavar="KEY",
+              help="Require 'Authorization: Bearer KEY' on every route but the health probes "
+                   "and the page (repeatable; also $SCORECAM_API_KEYS, comma-separated).")
+@click.option("--api-key-file", type=click.Path(dir_okay=False, exists=True),
+              help="API keys, one per line; read again on SIGHUP.")
+@click.option("--protect-health", is_flag=True,
+              help="Require a key on /v2/health/live and /v2/health/ready too.")
+@click.option("--ssl-certfile", type=click.Path(dir_okay=False, exists=True),
+              help="Serve HTTPS (and gRPC over TLS) with this certificate chain (PEM).")
+@click.option("--ssl-keyfile", type=click.Path(dir_okay=False, exists=True),
+              help="The certificate's private key (PEM).")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="A browser origin allowed to call the API, e.g. https://app.example "
+                   "(repeatable). Default: none (CORS off).")
+@click.option("--keep-alive", type=click.FloatRange(min=0, min_open=True), default=5.0,
+              show_default=True, help="Seconds an idle keep-alive connection stays open.")
+@click.option("--max-connections", type=click.IntRange(min=1), default=1000,
+              show_default=True,
+              help="Connections served at once; beyond, new requests get 503.")
 @click.option("--quiet", "-q", is_flag=True, help="No access log.")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
               metavar="[ADDRESS]",
@@ -87,8 +108,9 @@ def _models(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 def serve(models, remote_timeout, host, grpc_port, classifiers, port, provider,
           provider_options, threads, batch_size,
           max_concurrency, max_queue,
-          max_body_mb, timeout, max_pixels, method, preset, grace, quiet, ray_address,
-          replicas, kserve) -> None:
+          max_body_mb, timeout, max_pixels, method, preset, grace, api_keys, api_key_file,
+          protect_health, ssl_certfile, ssl_keyfile, cors_origins, keep_alive,
+          max_connections, quiet, ray_address, replicas, kserve) -> None:
     """Serve explanations over HTTP: KServe V1, Open Inference Protocol V2, a web page.
 
     Started with KServe's explainer flags (--model_name, --predictor_host, --http_port,
@@ -102,6 +124,9 @@ def serve(models, remote_timeout, host, grpc_port, classifiers, port, provider,
     from ..explainer import Explainer, default_bundle
     from ..quiet import stderr_stream
 
+    if bool(ssl_certfile) != bool(ssl_keyfile):
+        raise click.UsageError("--ssl-certfile and --ssl-keyfile go together")
+    keys = _keys(api_keys, api_key_file, protect_health)
     bundles = models or {DEFAULT_NAME: str(default_bundle())}
     if kserve.active:
         bundles = {kserve.model_name: f"{_only(bundles)}@{kserve.predictor_url()}"}
@@ -115,6 +140,9 @@ def serve(models, remote_timeout, host, grpc_port, classifiers, port, provider,
     if ray_address is not None:
         if any("@" in spec for spec in bundles.values()):
             raise click.UsageError("BUNDLE@URL is not available with --ray")
+        if keys.active or ssl_certfile or cors_origins:
+            raise click.UsageError("API keys, TLS and CORS are not available with --ray: put "
+                                   "them in front of Ray Serve's proxy")
         _serve_on_ray(bundles, limits, ray_address, host, port, replicas, provider, threads)
         return
     explainers = {}
@@ -125,7 +153,10 @@ def serve(models, remote_timeout, host, grpc_port, classifiers, port, provider,
                                      provider_options=provider_options, model_url=url or None,
                                      remote_timeout=remote_timeout)
     app = create_app(explainers, limits, access_log=None if quiet else stderr_stream(),
-                     classifiers=classifiers)
+                     classifiers=classifiers, api_keys=keys, cors_origins=cors_origins)
+    if not keys.active and host not in LOOPBACK:
+        click.echo(f"warning: listening on {host} with no API key: anyone who can reach the "
+                   "port can use it (--api-key)", err=True)
 
     def ready(url: str) -> None:
         if url.startswith("grpc://"):
@@ -140,10 +171,31 @@ def serve(models, remote_timeout, host, grpc_port, classifiers, port, provider,
         sys.stdout.flush()
 
     try:
-        run_server(app, host, port, grace, ready, grpc_port)
+        run_server(app, host, port, grace, ready, grpc_port, ssl_certfile, ssl_keyfile,
+                   keep_alive, max_connections)
     except OSError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("stopped", err=True)
+
+
+def _keys(given: tuple[str, ...], file: str | None, protect_health: bool):
+    """The API keys, read again from the file on SIGHUP (a failed read keeps the old ones)."""
+    from ..serve.auth import ApiKeys
+
+    try:
+        keys = ApiKeys(given, file, environment=True, protect_health=protect_health)
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    def reload(signum: int, frame: object) -> None:
+        try:
+            keys.reload()
+        except OSError as exc:
+            click.echo(f"warning: {exc}; the previous keys stay", err=True)
+
+    if file and hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, reload)
+    return keys
 
 
 def _only(bundles: dict[str, str]) -> str:

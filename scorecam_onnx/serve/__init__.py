@@ -10,6 +10,7 @@ from __future__ import annotations
 
 try:
     import fastapi  # noqa: F401 - checked here so that the message names the extra
+    import fastapi_offline  # noqa: F401
     import prometheus_client  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError(f"the service needs the 'serve' extra: pip install "

@@ -10,7 +10,7 @@ import base64
 import binascii
 import json
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version as package_version
 from importlib.resources import files
@@ -19,7 +19,9 @@ from typing import Any, TextIO, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 
@@ -31,6 +33,7 @@ from ..protocol.models import OUTPUTS, ClassifierService, ModelService, explanat
 from ..protocol.params import ExplainParams, parse_params
 from ..protocol.ticket import Ticket
 from ..runners.remote import RemoteError
+from .auth import DOCS_ASSETS, ApiKeys, BearerAuth
 from .pool import WorkPool
 from .telemetry import AccessLog, BodyLimit, BodyTooLarge, Metrics
 from .v2 import HEADER, encode_response, parse_request, parse_tensor_request
@@ -61,7 +64,9 @@ class Limits:
 
 
 def create_app(models: Mapping[str, Explainer | str | Path], limits: Limits | None = None,
-               access_log: TextIO | None = None, classifiers: bool = False) -> FastAPI:
+               access_log: TextIO | None = None, classifiers: bool = False,
+               api_keys: ApiKeys | None = None,
+               cors_origins: Sequence[str] = ()) -> FastAPI:
     """The explanation service for `models` (name → `Explainer` or bundle folder).
 
     Args:
@@ -70,6 +75,9 @@ def create_app(models: Mapping[str, Explainer | str | Path], limits: Limits | No
         access_log: a stream for one line per request; None: no access log.
         classifiers: also serve each bundle's classifier as the V2 tensor model
             `NAME-classifier` (FP32 N×3×H×W → scores), for other explainers' forwards.
+        api_keys: require one of these keys as `Authorization: Bearer KEY` (see
+            `serve.auth`); None or no keys: open.
+        cors_origins: browser origins allowed to call the API (CORS); none: CORS off.
 
     Example:
         >>> app = create_app({"efficientnet-lite0": Explainer()})
@@ -89,9 +97,14 @@ def create_app(models: Mapping[str, Explainer | str | Path], limits: Limits | No
     metrics = Metrics()
     metrics.running.set_function(lambda: pool.running + quick.running)
     metrics.waiting.set_function(lambda: pool.waiting + quick.waiting)
-    app = FastAPI(title="scorecam-onnx", version=package_version("scorecam-onnx"),
-                  description="Score-CAM explanations over KServe V1 and Open Inference "
-                              "Protocol V2.")
+    # the API docs (/docs, /redoc) with their scripts from this server, not from a CDN
+    app = FastAPIOffline(title="scorecam-onnx", version=package_version("scorecam-onnx"),
+                         description="Score-CAM explanations over KServe V1 and Open "
+                                     "Inference Protocol V2.", static_url=DOCS_ASSETS,
+                         swagger_ui_parameters={"validatorUrl": None})
+    app.state.api_keys = api_keys or ApiKeys(environment=False)
+    if app.state.api_keys.active:
+        _bearer_in_schema(app)
     app.state.pools = (pool, quick)
     app.state.metrics = metrics
     app.state.models = served
@@ -282,8 +295,30 @@ def create_app(models: Mapping[str, Explainer | str | Path], limits: Limits | No
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(BodyLimit, limit=int(limits.max_body_mb * 1024 * 1024))
+    app.add_middleware(BearerAuth, keys=app.state.api_keys)
+    if cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins),
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type",
+                                          "Inference-Header-Content-Length"],
+                           expose_headers=["Inference-Header-Content-Length", "X-Class-Id",
+                                           "X-Forwards"])
     app.add_middleware(AccessLog, metrics=metrics, stream=access_log)
     return app
+
+
+def _bearer_in_schema(app: FastAPI) -> None:
+    """Declare bearer authentication in the OpenAPI schema (the docs' Authorize button)."""
+    plain = app.openapi
+
+    def with_bearer() -> dict[str, Any]:
+        schema = plain()
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer"}}
+        schema["security"] = [{"bearer": []}]
+        return schema
+
+    app.openapi = with_bearer  # type: ignore[method-assign]
 
 
 def _errors(app: FastAPI, stream: TextIO | None) -> None:

@@ -22,6 +22,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from ..protocol.errors import ApiError
 from ..protocol.models import OUTPUTS
 from ..protocol.params import parse_params
+from .auth import grpc_interceptor
 from .v2 import INPUT
 
 STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND,
@@ -166,15 +167,21 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return images
 
 
-async def start_grpc(app: Any, host: str, port: int) -> tuple[Any, InferenceServicer, int]:
-    """A started grpc.aio server for `app` on host:port (0: a free one); returns it, its
-    servicer and the bound port."""
+async def start_grpc(app: Any, host: str, port: int, tls: tuple[bytes, bytes] | None = None
+                     ) -> tuple[Any, InferenceServicer, int]:
+    """A started grpc.aio server for `app` on host:port (0: a free one), with TLS from
+    (private key, certificate chain) PEM bytes when given, and the app's API keys; returns
+    it, its servicer and the bound port."""
     limit = int(app.state.limits.max_body_mb * 1024 * 1024)
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
-                                      ("grpc.max_send_message_length", 1024 * 1024 * 1024)])
+    server = grpc.aio.server(
+        interceptors=[grpc_interceptor(app.state.api_keys)],
+        options=[("grpc.max_receive_message_length", limit),
+                 ("grpc.max_send_message_length", 1024 * 1024 * 1024)])
     servicer = InferenceServicer(app)
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    bound = (server.add_secure_port(address, grpc.ssl_server_credentials([tls])) if tls
+             else server.add_insecure_port(address))
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port} for gRPC")
     await server.start()

@@ -7,6 +7,7 @@ import logging
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 from ..quiet import stderr_stream
@@ -14,7 +15,9 @@ from ..quiet import stderr_stream
 
 def run_server(app: Any, host: str = "127.0.0.1", port: int = 8080, grace: float = 30.0,
                on_ready: Callable[[str], None] | None = None,
-               grpc_port: int | None = None) -> None:
+               grpc_port: int | None = None, ssl_certfile: str | None = None,
+               ssl_keyfile: str | None = None, keep_alive: float = 5.0,
+               max_connections: int | None = 1000) -> None:
     """Serve `app` until SIGTERM or Ctrl-C, then stop accepting, let accepted requests
     finish (at most `grace` seconds) and return.
 
@@ -24,6 +27,11 @@ def run_server(app: Any, host: str = "127.0.0.1", port: int = 8080, grace: float
             "grpc://HOST:PORT" once the gRPC service listens too).
         grpc_port: also serve the Open Inference Protocol's gRPC service there (0: a free
             port), in the same event loop; it drains after HTTP, within `grace`.
+        ssl_certfile, ssl_keyfile: serve HTTPS (and gRPC over TLS) with this certificate
+            chain and private key (PEM).
+        keep_alive: seconds an idle keep-alive connection is kept open.
+        max_connections: connections (and tasks) at once; beyond, new requests get 503
+            (uvicorn's limit_concurrency). None: no limit.
     """
     import uvicorn
 
@@ -42,17 +50,28 @@ def run_server(app: Any, host: str = "127.0.0.1", port: int = 8080, grace: float
     bound = sock.getsockname()[1]
     _quiet_logs()
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=grace, log_level="warning")
+                            timeout_graceful_shutdown=grace, log_level="warning",
+                            ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+                            timeout_keep_alive=keep_alive, limit_concurrency=max_connections)
     server = uvicorn.Server(config)
     # uvicorn drains on these signals, then raises them again with the handlers it found:
     # with these no-op handlers in place, a drained server returns normally (exit 0).
     previous = {s: signal.signal(s, _ignore) for s in (signal.SIGINT, signal.SIGTERM)}
     shown = f"[{host}]" if family == socket.AF_INET6 else host
+    tls = None
+    if ssl_certfile and ssl_keyfile:
+        try:
+            tls = (Path(ssl_keyfile).read_bytes(), Path(ssl_certfile).read_bytes())
+        except OSError as exc:
+            sock.close()
+            raise OSError(f"cannot read the TLS certificate or key: {exc}") from None
     if grpc_port is not None:
-        app.router.lifespan_context = _with_grpc(app, host, grpc_port, grace, on_ready, shown)
+        app.router.lifespan_context = _with_grpc(app, host, grpc_port, grace, on_ready, shown,
+                                                 tls)
+    scheme = "https" if tls else "http"
     try:
         if on_ready is not None:
-            on_ready(f"http://{shown}:{bound}/")
+            on_ready(f"{scheme}://{shown}:{bound}/")
         server.run(sockets=[sock])
     finally:
         for sig, handler in previous.items():
@@ -61,13 +80,14 @@ def run_server(app: Any, host: str = "127.0.0.1", port: int = 8080, grace: float
 
 
 def _with_grpc(app: Any, host: str, port: int, grace: float,
-               on_ready: Callable[[str], None] | None, shown: str) -> Callable[[Any], Any]:
+               on_ready: Callable[[str], None] | None, shown: str,
+               tls: tuple[bytes, bytes] | None) -> Callable[[Any], Any]:
     """A lifespan that runs the gRPC service beside the HTTP one."""
     from .grpc_service import start_grpc
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
-        server, servicer, bound = await start_grpc(app, host, port)
+        server, servicer, bound = await start_grpc(app, host, port, tls)
         if on_ready is not None:
             on_ready(f"grpc://{shown}:{bound}")
         try:

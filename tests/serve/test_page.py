@@ -158,3 +158,50 @@ def test_a_phone_photo_gets_a_small_map_upsampled_on_the_canvas(browser, server,
     body, milliseconds = fetched[-1]
     print(f"phone photo: {body} bytes of JSON, {milliseconds:.0f} ms")
     assert 0 < body < 2 * 2**20                  # the full-size map would be 64 MB
+
+
+def test_the_page_asks_for_an_api_key_and_keeps_it_for_the_tab(browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    keyed = Server("--model", f"efficientnet-lite0={DEFAULT_BUNDLE}", "--method",
+                   "reciprocam", "--api-key", "page-key-Ut42")
+    try:
+        browser.get(keyed.url)
+        browser.find_element(By.ID, "file").send_keys(str(SAMPLES / "chelsea.png"))
+        wait = WebDriverWait(browser, 60)
+        prompt = wait.until(lambda d: _alert(d))
+        assert "needs an API key" in prompt.text
+        prompt.send_keys("page-key-Ut42")
+        prompt.accept()
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute(
+            "data-explained") == "1")
+        assert browser.execute_script("return sessionStorage.getItem('scorecam-api-key');"
+                                      ) == "page-key-Ut42"
+        assert "Egyptian cat" in browser.find_element(By.ID, "status").text
+    finally:
+        keyed.stop()
+
+
+def _alert(driver):
+    from selenium.common.exceptions import NoAlertPresentException
+
+    try:
+        return driver.switch_to.alert
+    except NoAlertPresentException:
+        return False
+
+
+def test_the_api_docs_render_offline(browser, server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{server.url}docs")
+    title = WebDriverWait(browser, 60).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, ".swagger-ui .info .title"))
+    assert "scorecam-onnx API" in title[0].text or "scorecam-onnx" in title[0].text
+    operations = browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")
+    assert any("/explain" in o.text for o in operations)
+    hosts = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => new URL(e.name).host);")
+    assert set(hosts) <= {server.url.split("/")[2]}
