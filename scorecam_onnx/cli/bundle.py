@@ -315,10 +315,11 @@ def _bundle_bytes(bundle: Bundle) -> int:
               help="The new bundle folder.")
 @click.option("--int8", "mode", flag_value="int8", help="INT8 (static, QDQ, per-channel).")
 @click.option("--fp16", "mode", flag_value="fp16", help="FP16 weights and compute (GPUs).")
-@click.option("--calibrate", multiple=True, metavar="IMAGES",
-              help="Calibration images, folders or globs (INT8; 16 or more advised).")
-@click.option("--check", multiple=True, metavar="IMAGES",
-              help="More images for the fidelity report only.")
+@click.option("--calibrate", multiple=True, metavar="PATH",
+              help="Calibration images: an image, a folder or a glob, once per flag "
+                   "(repeatable; INT8; 16 images or more advised).")
+@click.option("--check", multiple=True, metavar="PATH",
+              help="More images for the fidelity report only (repeatable, as --calibrate).")
 @click.option("--graphs", default="model", show_default=True,
               help="Graphs to convert, comma-separated: model, features, tail.")
 @click.option("--method", default="scorecam", show_default=True,
@@ -332,7 +333,8 @@ def quantize(bundle_dir, out, mode, calibrate, check, graphs, method, force) -> 
     if mode is None:
         raise click.UsageError("choose --int8 or --fp16")
     if mode == "int8" and not calibrate:
-        raise click.UsageError("--int8 needs --calibrate IMAGES")
+        raise click.UsageError("--int8 needs --calibrate PATH (an image, a folder or a glob; "
+                               "repeatable)")
     found = {}
     for role, given in (("calibrate", calibrate), ("check", check)):
         paths, problems = find_images(list(given))

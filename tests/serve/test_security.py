@@ -221,3 +221,53 @@ def test_the_api_docs_name_no_outside_host(keyed):
     schema = keyed.client.get("/openapi.json").json()
     assert schema["components"]["securitySchemes"]["bearer"] == {"type": "http",
                                                                   "scheme": "bearer"}
+
+
+def test_idle_and_slow_connections_do_not_starve_health_or_requests(tiny):
+    """200 connections left open (100 silent, 100 sending a request line a byte at a time)
+    cost uvicorn's event loop nothing: health and a real prediction are still answered at
+    once. Past --max-connections (uvicorn's limit_concurrency), a request gets 503."""
+    import socket
+    import threading
+
+    server = Server("--model", f"tiny={tiny.path}", "--max-connections", "1000")
+    host, port = server.url.split("/")[2].split(":")
+    sockets, stop = [], threading.Event()
+    try:
+        for _ in range(200):
+            sockets.append(socket.create_connection((host, int(port)), timeout=10))
+        request = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n"
+
+        def trickle() -> None:
+            for i in range(len(request)):
+                if stop.wait(1.0):
+                    return
+                for s in sockets[100:]:
+                    s.send(request[i:i + 1])
+
+        thread = threading.Thread(target=trickle, daemon=True)
+        thread.start()
+        time.sleep(2.5)
+        started = time.monotonic()
+        assert server.client.get("/v2/health/ready", timeout=5).status_code == 200
+        body = {"instances": [{"b64": __import__("base64").b64encode(CHELSEA).decode()}]}
+        answer = server.client.post("/v1/models/tiny:predict", json=body, timeout=10)
+        assert answer.status_code == 200 and answer.json()["predictions"][0]["top"]
+        assert time.monotonic() - started < 5
+    finally:
+        stop.set()
+        for s in sockets:
+            s.close()
+        server.stop()
+
+    small = Server("--model", f"tiny={tiny.path}", "--max-connections", "20")
+    host, port = small.url.split("/")[2].split(":")
+    held = [socket.create_connection((host, int(port)), timeout=10) for _ in range(25)]
+    try:
+        time.sleep(0.5)
+        answer = httpx.get(f"{small.url}v2/health/live", timeout=5)
+        assert answer.status_code == 503
+    finally:
+        for s in held:
+            s.close()
+        small.stop()
