@@ -118,7 +118,7 @@ def test_fp16_bundle_keeps_float32_inputs_and_outputs(tmp_path, tiny_bundle):
 
 
 @pytest.mark.parametrize(("args", "code", "message"), [
-    (["--int8"], 2, "--int8 needs --calibrate IMAGES"),
+    (["--int8"], 2, "--int8 needs --calibrate PATH"),
     ([], 2, "choose --int8 or --fp16"),
     (["--int8", "--calibrate", "BAD"], 1, "calibration image: not an image OpenCV can decode"),
     (["--int8", "--calibrate", "missing.png"], 1, "--calibrate: missing.png: no such file"),

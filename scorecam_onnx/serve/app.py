@@ -36,7 +36,7 @@ from ..runners.remote import RemoteError
 from .auth import DOCS_ASSETS, ApiKeys, BearerAuth
 from .pool import WorkPool
 from .telemetry import AccessLog, BodyLimit, BodyTooLarge, Metrics
-from .v2 import HEADER, encode_response, parse_request, parse_tensor_request
+from .v2 import HEADER, encode_response, json_object, parse_request, parse_tensor_request
 
 T = TypeVar("T")
 
@@ -367,13 +367,7 @@ async def _client_gone(request: Request) -> None:
 
 
 async def _json(request: Request) -> dict[str, Any]:
-    try:
-        value = json.loads(await request.body())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"malformed JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ApiError(400, "the request must be a JSON object")
-    return value
+    return json_object(await request.body())
 
 
 def _object(value: Any, name: str) -> dict[str, Any]:

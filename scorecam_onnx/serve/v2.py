@@ -46,7 +46,7 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any],
             raise ApiError(400, f"Inference-Header-Content-Length {split} does not fit a body "
                                 f"of {len(body)} bytes")
         body, blob = body[:split], body[split:]
-    return _json_object(body), blob
+    return json_object(body), blob
 
 
 def parse_request(body: bytes, header_length: str | None, known_outputs: tuple[str, ...]
@@ -139,11 +139,14 @@ def parse_tensor_request(body: bytes, header_length: str | None, name: str,
         request, InferRequest([]), known_outputs)
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
+def json_object(body: bytes) -> dict[str, Any]:
+    """A request body's JSON object, or a 400 saying what is wrong with it."""
     try:
         value = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "malformed JSON: nested too deeply") from None
     if not isinstance(value, dict):
         raise ApiError(400, "the request must be a JSON object")
     return value
