@@ -1,6 +1,8 @@
 """Big photos end to end: for each size, `scorecam-onnx explain`'s peak memory and time (a
-process of its own, peak resident memory from the kernel), and the service's answers: JSON at
-the original size and capped at 512 pixels a side, and the overlay PNG (bytes and seconds).
+process of its own, peak resident memory from the kernel), the service's answers (JSON at the
+original size and capped at 512 pixels a side, the overlay PNG: bytes and seconds), and the
+page's time from choosing the file to the drawn overlay in headless Chromium (when Debian's
+chromium and chromium-driver are installed).
 
     python scripts/big_images.py [--megapixels 12 64 100] [--method reciprocam]
 
@@ -47,6 +49,35 @@ def _explain(photo: Path, out: Path, method: str) -> tuple[float, float]:
     return time.perf_counter() - started, usage.ru_maxrss / 1024
 
 
+def _browser():
+    import shutil
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        return None
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
+
+
+def _page_seconds(browser, url: str, photo: Path) -> float:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url)
+    started = time.perf_counter()
+    browser.find_element(By.ID, "file").send_keys(str(photo))
+    WebDriverWait(browser, 600).until(lambda d: d.find_element(
+        By.TAG_NAME, "body").get_attribute("data-explained") == "1")
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megapixels", type=int, nargs="+", default=[12, 64, 100])
@@ -57,10 +88,11 @@ def main() -> None:
 
     folder = Path(tempfile.mkdtemp(prefix="big-images-"))
     server = Server("--method", args.method, "--max-body-mb", "200")
+    browser = _browser()
     try:
         print("| Mpx | JPEG MB | explain s | explain peak MiB | MiB above the model | "
-              "JSON original MB (s) | JSON 512 MB (s) | PNG MB (s) |")
-        print("|---|---|---|---|---|---|---|---|")
+              "JSON original MB (s) | JSON 512 MB (s) | PNG MB (s) | page s |")
+        print("|---|---|---|---|---|---|---|---|---|")
         _, base = _explain(ROOT / "samples" / "chelsea.png", folder / "base", args.method)
         for megapixels in args.megapixels:
             photo = _photo(folder, megapixels)
@@ -76,12 +108,15 @@ def main() -> None:
                     raise SystemExit(f"{reply.status_code}: {reply.text[:200]}")
                 answers.append(f"{len(reply.content) / 1e6:.2f} "
                                f"({time.perf_counter() - started:.1f})")
+            page = f"{_page_seconds(browser, server.url, photo):.1f}" if browser else "–"
             print(f"| {megapixels} | {len(data) / 1e6:.1f} | {seconds:.1f} | {peak:.0f} | "
                   f"{peak - base:.0f} ({(peak - base) * 2**20 / (megapixels * 1e6):.1f} B/px) "
-                  f"| {' | '.join(answers)} |", flush=True)
+                  f"| {' | '.join(answers)} | {page} |", flush=True)
             photo.unlink()
     finally:
         server.stop()
+        if browser is not None:
+            browser.quit()
 
 
 if __name__ == "__main__":
