@@ -139,6 +139,18 @@ class ScoreCam:
         """The `sample`-th copy of the masks of `channels` (default: the masks themselves)."""
         return masks
 
+    def group(self, flat: NDArray[np.float32], scaled: NDArray[np.float32]
+              ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
+        """Which chosen channels share one masked forward: (a member of each group, each
+        channel's group, each group's low-resolution map).
+
+        Default: channels with identical masks (see `dedupe`), each group scored with its
+        own mask; every channel of a group gets the group's score.
+        """
+        first, group = _distinct(flat) if self.dedupe else (
+            np.arange(flat.shape[0]), np.arange(flat.shape[0]))
+        return first, group, scaled[first]
+
     # Core --------------------------------------------------------------------------------
     def score(
         self,
@@ -171,9 +183,7 @@ class ScoreCam:
         flat = activations.reshape(k, -1)
         chosen = self.select(activations, flat.max(axis=1) > flat.min(axis=1))
         builder = _MaskBuilder(activations, x.shape[2:], preset)
-        scaled = builder.scaled(chosen)
-        first, group = _distinct(flat[chosen]) if self.dedupe else (
-            np.arange(chosen.size), np.arange(chosen.size))
+        first, group, maps = self.group(flat[chosen], builder.scaled(chosen))
         order = np.argsort(first, kind="stable")       # distinct masks in channel order
         job_group = np.repeat(order, self.samples)
         job_sample = np.tile(np.arange(self.samples), order.size)
@@ -188,7 +198,7 @@ class ScoreCam:
         def fill(start: int, stop: int, inputs: NDArray[np.float32]) -> None:
             groups = job_group[start:stop]
             samples = job_sample[start:stop]
-            masks = scaled[first[groups]]
+            masks = maps[groups]
             if not fused:
                 masks = builder.resize(masks)
             if self.samples > 1:
