@@ -17,17 +17,18 @@ from .engine import (
     at_least_one,
     form_cam,
 )
+from .rise import Rise
 from .tail import AblationCam, ReciproCam
 
 METHODS = ("scorecam", "faster-scorecam", "cluster-scorecam", "sscam", "iscam", "eigencam",
-           "reciprocam", "ablationcam")
+           "reciprocam", "ablationcam", "rise")
 # Methods that run the bundle's tail graph (activations → output) instead of the model.
 TAIL_METHODS = ("reciprocam", "ablationcam")
 # The preset a method uses when none is given: the convention it was published with.
 DEFAULT_PRESET = {"scorecam": PAPER, "faster-scorecam": PAPER, "cluster-scorecam": PAPER,
                   "sscam": TORCHCAM,
                   "iscam": TORCHCAM, "eigencam": PAPER, "reciprocam": PAPER,
-                  "ablationcam": GRADCAM}
+                  "ablationcam": GRADCAM, "rise": PAPER}
 
 
 class FasterScoreCam(ScoreCam):
@@ -201,6 +202,8 @@ def make_method(method: str, preset: str | None = None, batch_size: int = 8,
         return ISCam(chosen, batch_size, **({"samples": samples} if samples else {}))
     if method == "eigencam":
         return EigenCam(chosen, batch_size)
+    if method == "rise":
+        return Rise(chosen, batch_size, **({"masks": samples} if samples else {}))
     return ScoreCam(chosen, batch_size)
 
 

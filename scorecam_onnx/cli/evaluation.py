@@ -28,7 +28,8 @@ from .common import StepBar, comma_list, run_options
 @click.option("--channels", type=click.IntRange(min=1), default=64, show_default=True,
               help="Channels kept by faster-scorecam.")
 @click.option("--samples", type=click.IntRange(min=1),
-              help="Copies per mask for sscam (default 35) and iscam (default 10).")
+              help="Copies per mask for sscam (default 35) and iscam (default 10); random "
+                   "masks for rise (default 4000).")
 @click.option("--out", type=click.Path(file_okay=False), default="out/evaluation",
               show_default=True, help="Folder for report.json, report.md and curves.png.")
 def evaluate(inputs, model_dir, provider, provider_options, threads, batch_size, quiet,

@@ -24,7 +24,8 @@ from .common import StepBar, run_options
 @click.option("--channels", type=click.IntRange(min=1), default=64, show_default=True,
               help="Channels kept by faster-scorecam.")
 @click.option("--samples", type=click.IntRange(min=1),
-              help="Copies per mask for sscam (default 35) and iscam (default 10).")
+              help="Copies per mask for sscam (default 35) and iscam (default 10); random "
+                   "masks for rise (default 4000).")
 @click.option("--class", "classes", type=click.IntRange(min=0), multiple=True,
               help="Class id to explain (repeatable). Default: the top-1 class.")
 @click.option("--top-k", type=click.IntRange(min=1), help="Explain the k most likely classes.")

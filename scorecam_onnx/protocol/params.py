@@ -19,6 +19,8 @@ from .errors import ApiError
 MAX_CLASSES = 20
 # At most this many noisy or scaled copies per mask (SS-CAM, IS-CAM).
 MAX_SAMPLES = 256
+# At most this many random masks (forwards) for RISE.
+MAX_RISE_MASKS = 20000
 MAX_BATCH = 1024
 MAP_SIZES = ("original", "input")
 MAX_MAP_SIDE = 65536
@@ -62,7 +64,7 @@ def parse_params(raw: Mapping[str, Any], classes: int,
     method = _choice(raw, "method", METHODS, base.method)
     preset = _choice(raw, "preset", tuple(PRESETS), base.preset)
     channels = _int(raw, "channels", 1, None)
-    samples = _int(raw, "samples", 1, MAX_SAMPLES)
+    samples = _int(raw, "samples", 1, MAX_RISE_MASKS if method == "rise" else MAX_SAMPLES)
     batch_size = _int(raw, "batch_size", 1, MAX_BATCH)
     return ExplainParams(
         method=method, preset=preset,
