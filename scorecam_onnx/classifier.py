@@ -92,12 +92,12 @@ class Classifier:
         if runner is not None:
             self.model = runner
             if IMAGE in runner.shapes("input"):       # a served masked scorer
-                self.model = ServedMasks(runner, m.input.name, m.output.name, maps_size)
+                self.model = ServedMasks([runner], m.input.name, m.output.name, maps_size)
         else:
             self.model = OrtRunner(self.bundle.model_path, chosen, threads, options)
         if masked_runners and m.input.layout == "NHWC":
             raise BundleError("masked scorers build NCHW images; this bundle's input is NHWC")
-        served = ServedMasks(list(masked_runners), m.input.name, m.output.name,
+        served = ServedMasks(masked_runners, m.input.name, m.output.name,
                              maps_size) if masked_runners else None
         tail = self.bundle.tail_path
         self.tail = OrtRunner(tail, chosen, threads, options) if tail else None

@@ -9,7 +9,7 @@ maps go to the device and only the class scores come back; the image is bound on
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -145,9 +145,9 @@ class ServedMasks:
         maps_size: (h, w) of the activations.
     """
 
-    def __init__(self, scorers: Any, input_name: str, output_name: str,
+    def __init__(self, scorers: Sequence[Any], input_name: str, output_name: str,
                  maps_size: tuple[int, int]) -> None:
-        scorers = list(scorers) if isinstance(scorers, list | tuple) else [scorers]
+        scorers = list(scorers)
         self.by_align: dict[bool, Any] = {}
         for runner in scorers:
             inputs = runner.shapes("input")

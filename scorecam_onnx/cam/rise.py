@@ -15,7 +15,17 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from .engine import PAPER, Preset, ScoreCam, ScoreFn, Scores, _class_scores, _min_max, run_batches
+from .engine import (
+    PAPER,
+    Preset,
+    Progress,
+    ScoreCam,
+    ScoreFn,
+    Scores,
+    _class_scores,
+    _min_max,
+    run_batches,
+)
 
 # Masks when none are given: on the shipped bundle the map of N masks correlated with the map
 # of 2N by 0.86, 0.82, 0.81 and 0.94 at N = 500, 1000, 2000 and 4000 (the paper uses 4000).
@@ -59,7 +69,8 @@ class Rise(ScoreCam):
 
     def score(self, x: NDArray[np.float32], activations: NDArray[np.float32], model: ScoreFn,
               targets: list[int], clean_output: NDArray[np.float32],
-              output_kind: str = "logits", progress=None, maps_model=None) -> Scores:
+              output_kind: str = "logits", progress: Progress | None = None,
+              maps_model: ScoreFn | None = None) -> Scores:
         """The T maps, flattened, as the "scores" of H·W pixels (`weights` passes them on)."""
         size = x.shape[2:]
         targets_arr = np.asarray(targets, dtype=np.int64)

@@ -83,7 +83,7 @@ class ExplainAdapter:
         # masked images per BLS request when they go to the classifier: 8 measured best on
         # CPU (as in process); a GPU classifier wants larger batches
         batch_size = _int(settings, "batch_size", 0) or (
-            None if masked else GPU_BATCH if gpu else None)
+            GPU_BATCH if gpu and not masked else None)
         self.explainer = Explainer(bundle, "cuda" if gpu else "cpu", batch_size,
                                    _int(settings, "threads", 0), max_pixels,
                                    provider_options=options, runner=classifier,
