@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from .bundle import Bundle
+from .bundle import Bundle, open_bundle
 from .cam.engine import Pipelined
 from .cam.fused import IMAGE, DeviceMasks, ServedMasks
 from .errors import BundleError
@@ -38,7 +38,9 @@ class Classifier:
     the conversions to the graphs' own layouts (NHWC inputs or stages, tokens) happen here.
 
     Args:
-        bundle: a bundle folder (or a loaded `Bundle`); default: the shipped EfficientNet-Lite0.
+        bundle: a bundle folder (or a loaded `Bundle`), or a plain ``.onnx`` classifier (a
+            model-only bundle, ImageNet preprocessing assumed with a warning: `open_model`
+            takes other settings); default: the shipped EfficientNet-Lite0.
         provider: "auto" (CUDA when it really starts, else CPU), or any execution provider
             of this ONNX Runtime build by short name ("cpu", "cuda", "openvino", "tensorrt",
             "dml", "coreml", "qnn"…) or full name.
@@ -77,23 +79,29 @@ class Classifier:
             raise ValueError("give either model_url or runner, not both")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(
-            bundle if bundle is not None else default_bundle())
+        self.bundle = open_bundle(bundle if bundle is not None else default_bundle())
         m = self.bundle.manifest
         options = provider_options
-        self.features = OrtRunner(self.bundle.features_path, provider, threads, options)
-        chosen = self.features.provider
-        maps_size = (m.activation.height, m.activation.width)
         self.model: Runner
         if model_url:
             from .runners.remote import RemoteRunner
 
             runner = RemoteRunner(model_url, remote_timeout, in_flight)
+        features = self.bundle.features_path
+        self.features = OrtRunner(features, provider, threads, options) if features else None
+        if self.features is None and runner is None:
+            self.model = OrtRunner(self.bundle.model_path, provider, threads, options)
+        chosen = self.features.provider if self.features else (
+            provider if runner is not None else self.model.provider)
+        maps_size = (m.activation.height, m.activation.width) if m.activation else (0, 0)
+        if m.model_only and (masked_runners or (runner and IMAGE in runner.shapes("input"))):
+            raise BundleError("masked scorers score a layer's maps; a model-only bundle has "
+                              "no layer")
         if runner is not None:
             self.model = runner
             if IMAGE in runner.shapes("input"):       # a served masked scorer
                 self.model = ServedMasks([runner], m.input.name, m.output.name, maps_size)
-        else:
+        elif self.features is not None:
             self.model = OrtRunner(self.bundle.model_path, chosen, threads, options)
         if masked_runners and m.input.layout == "NHWC":
             raise BundleError("masked scorers build NCHW images; this bundle's input is NHWC")
@@ -111,13 +119,14 @@ class Classifier:
             self.provider, DEFAULT_BATCH["cuda" if self.provider in ACCELERATORS else "cpu"])
         self._input = m.input
         self._nhwc_input = m.input.layout == "NHWC"
-        self._nhwc_acts = m.activation.layout == "NHWC"
-        self._tokens = m.activation.layout == "NLC"
+        self._nhwc_acts = m.activation is not None and m.activation.layout == "NHWC"
+        self._tokens = m.activation is not None and m.activation.layout == "NLC"
         self._check_shapes()
         self._device: DeviceMasks | ServedMasks | None = served
         if device_masks is None:
             device_masks = self.provider == "cuda"
-        if device_masks and not (self._nhwc_input or self._nhwc_acts or runner or served):
+        if device_masks and not (self._nhwc_input or self._nhwc_acts or runner or served
+                                 or m.model_only):
             cuda = self.provider == "cuda"
             self._device = DeviceMasks(
                 self.bundle.model_path, m.input.name, m.output.name,
@@ -131,9 +140,10 @@ class Classifier:
         search is paid here and not on the first image."""
         m = self.bundle.manifest
         zeros = np.zeros((1, 3, m.input.height, m.input.width), np.float32)
-        self.activations(zeros)
+        if self.features is not None:
+            self.activations(zeros)
         self.scores(zeros)
-        if self._device is not None:
+        if self._device is not None and m.activation is not None:
             maps = np.zeros((self.batch_size, m.activation.height, m.activation.width),
                             np.float32)
             for align in (False, True):
@@ -144,16 +154,17 @@ class Classifier:
         m = self.bundle.manifest
         image = (3, m.input.height, m.input.width)
         image = image[1:] + image[:1] if self._nhwc_input else image
-        a = m.activation
-        act = (a.channels, a.height, a.width)
-        act = act[1:] + act[:1] if self._nhwc_acts else act
-        act = (a.tokens, a.channels) if self._tokens else act
-        checks = [
-            (self.features, "input", m.input.name, image),
+        checks: list[tuple[Runner, str, str, tuple[int, ...]]] = [
             (self.model, "input", m.input.name, image),
-            (self.features, "output", m.activation.name, act),
             (self.model, "output", m.output.name, (m.output.classes,)),
         ]
+        a = m.activation
+        if self.features is not None and a is not None:
+            act = (a.channels, a.height, a.width)
+            act = act[1:] + act[:1] if self._nhwc_acts else act
+            act = (a.tokens, a.channels) if self._tokens else act
+            checks += [(self.features, "input", m.input.name, image),
+                       (self.features, "output", a.name, act)]
         for runner, kind, name, want in checks:
             shape = runner.shapes(kind).get(name)
             if shape is None:
@@ -233,6 +244,8 @@ class Classifier:
 
     def raw_activations(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         """The features graph's raw output for one input (1×K×h×w, 1×h×w×K or 1×L×K)."""
+        if self.features is None or self.bundle.manifest.activation is None:
+            raise BundleError(no_layer(self.bundle.path))
         feed = x.transpose(0, 2, 3, 1) if self._nhwc_input else x
         (acts,) = self.features.run([self.bundle.manifest.activation.name],
                                     {self._input.name: np.ascontiguousarray(feed)})
@@ -272,6 +285,14 @@ class Classifier:
                               f"{acts.shape[2]} activations, the manifest says "
                               f"{a.channels}×{a.height}×{a.width}")
         return np.ascontiguousarray(acts, dtype=np.float32)
+
+
+def no_layer(path: Path, method: str | None = None) -> str:
+    """Why a method that needs a target layer cannot run on a model-only bundle."""
+    who = f"{method} needs" if method else "this needs"
+    return (f"{who} a target layer, and {path} is a model-only bundle: cut the model with "
+            "`scorecam-onnx split MODEL.onnx --layer TENSOR --out DIR` (`scorecam-onnx layers "
+            "MODEL.onnx` lists the tensors), or use --method rise")
 
 
 def to_probabilities(out: NDArray[np.floating], kind: str) -> NDArray[np.float64]:

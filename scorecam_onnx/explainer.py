@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 from .bundle import Bundle
 from .cam.engine import Progress, ScoreCam
 from .cam.methods import TAIL_METHODS, make_method
-from .classifier import Classifier, default_bundle, to_probabilities
+from .classifier import Classifier, default_bundle, no_layer, to_probabilities
 from .errors import BundleError
 from .images import DEFAULT_MAX_PIXELS, ImageLike, load_image, preprocess, to_original
 from .runners.ort import Runner
@@ -155,10 +155,13 @@ class Explainer(Classifier):
                 extra forwards.
             preset: "paper", "pytorch-grad-cam" or "torchcam" (SPEC §2.1). Default: the
                 method's own ("paper" for Score-CAM, "torchcam" for SS-CAM and IS-CAM).
-            method: "scorecam", "faster-scorecam", "sscam", "iscam", "eigencam", or the
-                tail-graph methods "reciprocam" and "ablationcam" (bundles with a tail).
-            channels: channels kept by "faster-scorecam". Default: 64.
-            samples: noisy (SS-CAM, default 35) or scaled (IS-CAM, default 10) copies per mask.
+            method: "scorecam", "faster-scorecam", "cluster-scorecam", "sscam", "iscam",
+                "eigencam", the tail-graph methods "reciprocam" and "ablationcam" (bundles
+                with a tail), or the black-box "rise" (every bundle, model-only ones too).
+            channels: channels kept by "faster-scorecam", clusters of "cluster-scorecam".
+                Default: 64.
+            samples: noisy (SS-CAM, default 35) or scaled (IS-CAM, default 10) copies per
+                mask; RISE's random masks (default 4000).
             batch_size: masked inputs per model call. Default: the explainer's (64 for the
                 tail-graph methods).
             progress: called with (masked inputs done, total) after each batch.
@@ -174,6 +177,8 @@ class Explainer(Classifier):
             batch_size = max(self.batch_size, DEFAULT_TAIL_BATCH) if (
                 method in TAIL_METHODS) else self.batch_size
         engine = make_method(method, preset, batch_size, channels, samples, gaussian)
+        if engine.needs_layer and self.features is None:
+            raise BundleError(no_layer(self.bundle.path, method))
         if engine.uses_tail and self.tail is None:
             raise BundleError(
                 f"{method} needs the bundle's tail graph (activations → output), and "
@@ -197,9 +202,11 @@ class Explainer(Classifier):
         started = time.perf_counter()
         rgb, x = self.preprocess(image)
         prepared = time.perf_counter()
-        raw = self.raw_activations(x)
-        acts = self._as_maps(raw)
-        prefix = self._prefix(raw)
+        if engine.needs_layer:
+            raw = self.raw_activations(x)
+            acts, prefix = self._as_maps(raw), self._prefix(raw)
+        else:                       # a black-box method: no features forward
+            acts, prefix = np.zeros((0, 1, 1), np.float32), None
 
         def tail(batch: NDArray[np.float32]) -> NDArray[np.float32]:
             return self.tail_scores(batch, prefix)

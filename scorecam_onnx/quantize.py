@@ -24,6 +24,7 @@ import onnx
 from . import metrics
 from .bundle import TAIL_NAME, Bundle
 from .bundle.manifest import MANIFEST_NAME
+from .cam.methods import BLACK_BOX_METHODS
 from .errors import BundleError, ImageError
 from .evaluation.bench import floor_seconds
 from .explainer import Explainer
@@ -68,6 +69,13 @@ def quantize_bundle(source: str | Path, out: str | Path, mode: str,
     if precision:
         raise BundleError(f"{floating.bundle.path} is already an {precision} bundle: convert "
                           "the float32 bundle it came from")
+    floating.bundle.require_folder("converting")
+    if "features" in graphs and floating.features is None:
+        raise BundleError(f"{floating.bundle.path} is a model-only bundle: no features graph "
+                          "to convert")
+    if floating.features is None and method not in BLACK_BOX_METHODS:
+        raise BundleError(f"{floating.bundle.path} is a model-only bundle: compare its maps "
+                          "with --method rise")
     if "tail" in graphs and floating.tail is None:
         raise BundleError(f"{floating.bundle.path} has no tail graph to convert")
     calibration = [_load(floating, p, "calibration") for p in calibrate]
@@ -156,7 +164,7 @@ def _rewrite_manifest(bundle: Bundle, folder: Path, mode: str, graphs: Sequence[
     """Checksums of the new files, and where the bundle came from; an unused weights file
     is dropped."""
     m = bundle.manifest
-    names = [m.features, m.model, *([m.tail] if m.tail else [])]
+    names = [name for name in (m.features, m.model, m.tail) if name]
     uses_weights = any(_external(folder / name) for name in names)
     weights = m.weights if uses_weights else None
     if m.weights and not uses_weights:

@@ -1,9 +1,9 @@
 """Fewer forwards that still hold: Faster and clustered Score-CAM at the same number of
-forwards against exact Score-CAM, per bundle, on the sample photos: forwards, ms per image,
-correlation of the maps (at the model's input size) with exact Score-CAM, and Average Drop and
-Insertion (`evaluate`'s protocol).
+forwards, and RISE with its masks, against exact Score-CAM, per bundle, on the sample photos:
+forwards, ms per image, correlation of the maps (at the model's input size) with exact
+Score-CAM, and Average Drop and Insertion (`evaluate`'s protocol).
 
-    python scripts/cluster_bench.py BUNDLE... [--channels 64]
+    python scripts/cluster_bench.py BUNDLE... [--channels 64] [--rise-masks 4000]
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-METHODS = ("scorecam", "faster-scorecam", "cluster-scorecam")
+METHODS = ("scorecam", "faster-scorecam", "cluster-scorecam", "rise")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundles", nargs="+", type=Path)
     parser.add_argument("--channels", type=int, default=64)
+    parser.add_argument("--rise-masks", type=int, default=4000)
     parser.add_argument("--images", nargs="+", type=Path,
                         default=[ROOT / "samples" / "chelsea.png", ROOT / "samples" / "coffee.png"])
     args = parser.parse_args()
@@ -41,7 +42,8 @@ def main() -> None:
             for image in args.images:
                 started = time.perf_counter()
                 target = exact[image].class_id if image in exact else None
-                found = explainer.explain(image, target, method=method, channels=args.channels)
+                found = explainer.explain(image, target, method=method, channels=args.channels,
+                                          samples=args.rise_masks if method == "rise" else None)
                 times.append((time.perf_counter() - started) * 1000)
                 forwards.append(found.forwards)
                 if method == "scorecam":
@@ -49,9 +51,10 @@ def main() -> None:
                 corr.append(float(np.corrcoef(found.saliency_input.ravel(),
                                               exact[image].saliency_input.ravel())[0, 1]))
             rows[method] = (np.mean(forwards), np.mean(times), np.mean(corr))
-        report = evaluate(explainer, args.images, list(METHODS), baselines=(),
+        report = evaluate(explainer, args.images, list(METHODS[:-1]), baselines=(),
                           channels=args.channels)
-        for r in report.rows:
+        rise = evaluate(explainer, args.images, ["rise"], baselines=(), samples=args.rise_masks)
+        for r in [*report.rows, *rise.rows]:
             forwards, ms, corr = rows[r.method]
             print(f"| {bundle.name} | {r.method} | {forwards:.0f} | {ms:.0f} | {corr:.4f} | "
                   f"{r.average_drop:.1f} | {r.insertion:.3f} |", flush=True)

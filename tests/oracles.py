@@ -200,3 +200,20 @@ def eigencam(x, acts):
                        mode="bilinear", align_corners=False)[0, 0]
     up = torch.relu(up)
     return ((up - up.min()) / (up.max() - up.min())).numpy()
+
+
+def rise(explainer, image, c, masks, grid, keep, seed):
+    """RISE from its definition: one masked image at a time (the engine's own masks), the
+    softmax probability of class c, Σ score·M / (N·p), min-max."""
+    from scorecam_onnx.cam.rise import rise_mask
+
+    x = explainer.preprocess(image)[1]
+    size = x.shape[2:]
+    total = np.zeros(size, np.float64)
+    for i in range(masks):
+        m = rise_mask(i, size, grid, keep, seed)
+        out = explainer.scores((x * m).astype(np.float32))[0].astype(np.float64)
+        p = np.exp(out - out.max()) / np.exp(out - out.max()).sum()
+        total += p[c] * m
+    total /= masks * keep
+    return (total - total.min()) / (total.max() - total.min())

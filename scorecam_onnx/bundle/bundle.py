@@ -13,8 +13,6 @@ from .manifest import MANIFEST_NAME, Manifest
 WEIGHTS_NAME = "weights.bin"
 TAIL_NAME = "tail.onnx"
 
-
-
 @dataclass(frozen=True)
 class Bundle:
     """A validated bundle folder.
@@ -26,10 +24,20 @@ class Bundle:
     path: Path
     manifest: Manifest
     labels: tuple[str, ...] | None
+    # A plain .onnx file opened in place (`open_model`): `path` is its folder, not a bundle.
+    plain: bool = False
+
+    def require_folder(self, action: str) -> None:
+        """Refuse a plain .onnx model where a bundle folder is copied or rewritten."""
+        if self.plain:
+            raise BundleError(f"{self.model_path}: {action} needs a bundle folder; write one "
+                              f"with `scorecam-onnx split {self.model_path.name} --no-layer "
+                              "--out DIR` (or --layer TENSOR)")
 
     @property
-    def features_path(self) -> Path:
-        return self.path / self.manifest.features
+    def features_path(self) -> Path | None:
+        """The features graph (input → activations); None for a model-only bundle."""
+        return self.path / self.manifest.features if self.manifest.features else None
 
     @property
     def model_path(self) -> Path:
@@ -53,7 +61,9 @@ class Bundle:
         if not root.is_dir():
             raise BundleError(f"{root}: no such bundle folder")
         manifest = Manifest.load(root / MANIFEST_NAME)
-        files = {"features": manifest.features, "model": manifest.model}
+        files = {"model": manifest.model}
+        if manifest.features:
+            files["features"] = manifest.features
         if manifest.tail:
             files["tail"] = manifest.tail
         if manifest.weights:
@@ -72,9 +82,11 @@ class Bundle:
                         f"{root}: {name} does not match its checksum in the manifest "
                         "(modified or corrupt)"
                     )
-            _check_graph(root, manifest.features, [manifest.input.name], manifest.activation.name)
+            if manifest.features and manifest.activation:
+                _check_graph(root, manifest.features, [manifest.input.name],
+                             manifest.activation.name)
             _check_graph(root, manifest.model, [manifest.input.name], manifest.output.name)
-            if manifest.tail:
+            if manifest.tail and manifest.activation:
                 _check_graph(root, manifest.tail, [manifest.activation.name],
                              manifest.output.name)
         labels = _read_labels(root, manifest) if manifest.labels else None

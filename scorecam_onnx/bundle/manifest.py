@@ -11,9 +11,10 @@ from typing import Any
 from ..errors import BundleError
 
 FORMAT = "scorecam-onnx-bundle"
-FORMAT_VERSION = 2
-# Versions this release reads: 1 had no tail graph and no token activations.
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+# Versions this release reads: 1 had no tail graph and no token activations; 2 always had a
+# target layer (3 allows none: a model-only bundle, for black-box methods).
+READABLE_VERSIONS = (1, 2, 3)
 NO_TAIL_IN_V1 = ("bundle format 1 predates tail graphs: export or split the model again to "
                  "add one")
 MANIFEST_NAME = "manifest.json"
@@ -87,10 +88,10 @@ class Manifest:
     """Everything the engine needs to know about a bundle, besides the graphs themselves."""
 
     input: InputSpec
-    activation: ActivationSpec
+    activation: ActivationSpec | None
     output: OutputSpec
-    layer: str
-    features: str = "features.onnx"
+    layer: str | None
+    features: str | None = "features.onnx"
     model: str = "model.onnx"
     weights: str | None = "weights.bin"
     labels: str | None = "labels.txt"
@@ -99,6 +100,11 @@ class Manifest:
     # The tail graph (activations → output), present when the cut is clean; otherwise why not.
     tail: str | None = None
     tail_missing: str | None = None
+
+    @property
+    def model_only(self) -> bool:
+        """True for a bundle with no target layer (no features graph): black-box methods."""
+        return self.activation is None
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest as the JSON-ready dictionary that `from_dict` reads back."""
@@ -126,8 +132,14 @@ class Manifest:
                 f"{', '.join(str(v) for v in READABLE_VERSIONS)})"
             )
         inp = root.child("input")
-        act = root.child("activation")
         out = root.child("output")
+        model_only = version >= 3 and root.get("activation", dict, optional=True) is None
+        activation = None if model_only else _activation(root.child("activation"), version)
+        if model_only:
+            for key in ("features", "layer", "tail"):
+                if root.data.get(key) is not None:
+                    raise BundleError(f"manifest: '{key}' must be null when 'activation' is "
+                                      "null (a model-only bundle)")
         return cls(
             input=InputSpec(
                 name=inp.get("name", str),
@@ -142,21 +154,14 @@ class Manifest:
                 interpolation=inp.choice("interpolation", INTERPOLATIONS),
                 crop_fraction=inp.fraction("crop_fraction"),
             ),
-            activation=ActivationSpec(
-                name=act.get("name", str),
-                channels=act.positive("channels"),
-                height=act.positive("height"),
-                width=act.positive("width"),
-                layout=act.choice("layout", ACTIVATION_LAYOUTS if version >= 2 else LAYOUTS),
-                prefix=act.count("prefix") if version >= 2 else 0,
-            ),
+            activation=activation,
             output=OutputSpec(
                 name=out.get("name", str),
                 classes=out.positive("classes"),
                 kind=out.choice("kind", OUTPUT_KINDS),
             ),
-            layer=root.get("layer", str),
-            features=root.get("features", str),
+            layer=None if model_only else root.get("layer", str),
+            features=None if model_only else root.get("features", str),
             model=root.get("model", str),
             weights=root.get("weights", str, optional=True),
             labels=root.get("labels", str, optional=True),
@@ -181,6 +186,17 @@ class Manifest:
         except json.JSONDecodeError as exc:
             raise BundleError(f"{path}: the manifest is not valid JSON: {exc}") from None
         return cls.from_dict(data)
+
+
+def _activation(act: _Reader, version: int) -> ActivationSpec:
+    return ActivationSpec(
+        name=act.get("name", str),
+        channels=act.positive("channels"),
+        height=act.positive("height"),
+        width=act.positive("width"),
+        layout=act.choice("layout", ACTIVATION_LAYOUTS if version >= 2 else LAYOUTS),
+        prefix=act.count("prefix") if version >= 2 else 0,
+    )
 
 
 class _Reader:

@@ -140,7 +140,7 @@ def write_bundle(
             ),
             activation=ActivationSpec(activation, *act_shape, layout=act_layout,
                                       prefix=prefix),
-            output=OutputSpec(output, classes, kind=_output_kind(model, output)),
+            output=OutputSpec(output, classes, kind=output_kind(model, output)),
             layer=layer or activation,
             weights=WEIGHTS_NAME if has_weights else None,
             labels="labels.txt" if labels is not None else None,
@@ -219,7 +219,7 @@ def _check_tail(folder: Path, activation: str, output: str, acts: np.ndarray,
     return None
 
 
-def _output_kind(model: onnx.ModelProto, output: str) -> str:
+def output_kind(model: onnx.ModelProto, output: str) -> str:
     """'probabilities' when the output is produced by a Softmax node, else 'logits'."""
     for node in model.graph.node:
         if output in node.output:

@@ -115,6 +115,8 @@ class ScoreCam:
     perturbs_linearly = True
     # Whether the method perturbs the activations and runs the tail graph instead.
     uses_tail = False
+    # Whether the method reads the target layer's activations (not a black-box method).
+    needs_layer = True
     # Whether channels with identical masks may share forwards (not when `perturb` draws
     # something per channel).
     dedupe = True

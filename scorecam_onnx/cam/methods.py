@@ -24,6 +24,8 @@ METHODS = ("scorecam", "faster-scorecam", "cluster-scorecam", "sscam", "iscam", 
            "reciprocam", "ablationcam", "rise")
 # Methods that run the bundle's tail graph (activations → output) instead of the model.
 TAIL_METHODS = ("reciprocam", "ablationcam")
+# Methods that need no target layer: they run on model-only bundles too.
+BLACK_BOX_METHODS = ("rise",)
 # The preset a method uses when none is given: the convention it was published with.
 DEFAULT_PRESET = {"scorecam": PAPER, "faster-scorecam": PAPER, "cluster-scorecam": PAPER,
                   "sscam": TORCHCAM,

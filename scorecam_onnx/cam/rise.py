@@ -46,8 +46,8 @@ def rise_mask(index: int, size: tuple[int, int], grid: int, keep: float,
 
 
 class Rise(ScoreCam):
-    """RISE through the same batched masked-forward loop as Score-CAM; the activations are
-    not used (any bundle works). Every class comes from the same forwards.
+    """RISE through the same batched masked-forward loop as Score-CAM; no activations are
+    read (any bundle works, model-only ones too). Every class comes from the same forwards.
 
     Args:
         masks: N random masks (forwards). Default: 4000.
@@ -58,6 +58,7 @@ class Rise(ScoreCam):
 
     name = "rise"
     perturbs_linearly = False     # masks at input resolution, not from the activations
+    needs_layer = False
 
     def __init__(self, preset: Preset | str = PAPER, batch_size: int = 8,
                  masks: int = DEFAULT_MASKS, grid: int = 7, keep: float = 0.5,

@@ -12,42 +12,18 @@ import click
 from ..bundle import Bundle, Preprocessing
 from ..errors import ScoreCamError
 from ..explainer import default_bundle
+from .common import size_pair, triple
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
-
-
-def _triple(ctx: click.Context, param: click.Parameter, value: str | None):
-    if value is None:
-        return None
-    try:
-        parts = tuple(float(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter("expected three numbers such as 0.485,0.456,0.406") from None
-    if len(parts) != 3:
-        raise click.BadParameter("expected three comma-separated numbers")
-    return parts
-
-
-def _size(ctx: click.Context, param: click.Parameter, value: str | None):
-    if value is None:
-        return None
-    text = value.lower().replace("×", "x")
-    try:
-        parts = [int(v) for v in text.split("x")] if "x" in text else [int(text)] * 2
-    except ValueError:
-        raise click.BadParameter("expected N or HxW, such as 224 or 224x224") from None
-    if len(parts) != 2 or min(parts) < 1:
-        raise click.BadParameter("expected N or HxW with positive sizes")
-    return tuple(parts)
 
 
 def preprocessing_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--input-size, --mean, --std, --color, --layout, --interpolation."""
     options: list[Decorator] = [
-        click.option("--input-size", callback=_size, help="Model input size: N or HxW."),
-        click.option("--mean", callback=_triple,
+        click.option("--input-size", callback=size_pair, help="Model input size: N or HxW."),
+        click.option("--mean", callback=triple,
                      help="Per-channel mean on [0, 1] RGB (default ImageNet's)."),
-        click.option("--std", callback=_triple,
+        click.option("--std", callback=triple,
                      help="Per-channel std on [0, 1] RGB (default ImageNet's)."),
         click.option("--color", type=click.Choice(["RGB", "BGR"]), default=None,
                      help="Channel order the model expects. Default: RGB."),
@@ -194,18 +170,30 @@ def export(model_spec, weights, model_kwargs, weights_enum, layer, tokens, activ
 @click.command()
 @click.argument("onnx_file", type=click.Path(dir_okay=False))
 @click.option("--layer", help="Target tensor name. Default: the suggested one ('layers').")
+@click.option("--no-layer", is_flag=True,
+              help="No target layer: a model-only bundle (the classifier and its "
+                   "preprocessing) for --method rise.")
 @click.option("--output", help="Class-score output name. Default: the graph's only output.")
 @token_options
 @preprocessing_options
-def split(onnx_file, layer, output, tokens, activation_layout, input_size, mean, std, color,
-          layout, interpolation, resize, crop_fraction, labels, out, force) -> None:
+def split(onnx_file, layer, no_layer, output, tokens, activation_layout, input_size, mean, std,
+          color, layout, interpolation, resize, crop_fraction, labels, out, force) -> None:
     """Cut an existing ONNX classifier into a bundle (no PyTorch needed)."""
     from ..bundle import graphs, write_bundle
 
     model = graphs.load_model(Path(onnx_file))
+    if no_layer:
+        from ..bundle.model_only import graph_layout
+
+        layout = layout or graph_layout(model)
     prep = _preprocessing(None, input_size, mean, std, color, layout, interpolation, resize,
                           crop_fraction)
     output = output or _only_output(model)
+    if no_layer:
+        _split_model_only(model, onnx_file, layer or tokens or activation_layout, output, prep,
+                          {"input size": input_size, "mean": mean, "std": std,
+                           "resize": resize}, labels, out, force)
+        return
     tensor = layer or graphs.suggested_layer(model, output, prep.layout)
     bundle = write_bundle(model, out, tensor, output, prep, labels=_read_labels(labels),
                           source={"framework": "onnx", "model": Path(onnx_file).name},
@@ -215,9 +203,36 @@ def split(onnx_file, layer, output, tokens, activation_layout, input_size, mean,
                f"{m.output.classes} classes, {_bundle_bytes(bundle) / 1e6:.1f} MB")
 
 
+def _split_model_only(model, onnx_file: str, layer_given: object, output: str,
+                      prep: Preprocessing, flags: dict[str, Any], labels: str | None, out: str,
+                      force: bool) -> None:
+    from ..bundle import write_model_bundle
+    from ..bundle.model_only import assumed_line, graph_size
+
+    if layer_given:
+        raise click.UsageError("--no-layer writes a bundle with no target layer: drop "
+                               "--layer, --tokens and --activation-layout")
+    bundle = write_model_bundle(model, out, output, prep, labels=_read_labels(labels),
+                                source={"framework": "onnx", "model": Path(onnx_file).name},
+                                force=force)
+    m = bundle.manifest
+    fixed = graph_size(model, m.input.layout) is not None
+    assumed = [name for name, value in flags.items()
+               if value is None and not (name == "input size" and fixed)]
+    if assumed:
+        built = Preprocessing(m.input.height, m.input.width, m.input.layout, mean=m.input.mean,
+                              std=m.input.std, resize=m.input.resize)
+        hint = "set them with --input-size, --mean, --std, --resize"
+        click.echo(f"note: {assumed_line(onnx_file, built, assumed, hint)}", err=True)
+    click.echo(f"wrote {out}: no layer (model only, for --method rise), "
+               f"{m.output.classes} classes, {_bundle_bytes(bundle) / 1e6:.1f} MB")
+
+
 def _activation(m) -> str:
     """'1280×7×7', or for tokens '384 channels of 1 + 14×14 tokens'."""
     a = m.activation
+    if a is None:
+        return "none (a model-only bundle, for --method rise)"
     if a.layout == "NLC":
         return f"{a.channels} channels of {a.prefix} + {a.height}×{a.width} tokens"
     return f"{a.channels}×{a.height}×{a.width}" + (" NHWC" if a.layout == "NHWC" else "")
@@ -285,7 +300,7 @@ def info(bundle_dir, as_json) -> None:
                   + (f", centre {i.crop_fraction:.4g}" if i.crop_fraction < 1 else "")
                   + (f"; from {m.source['preprocessing']}" if "preprocessing" in m.source
                      else "")),
-        ("layer", f"{m.layer} → {a.name}: {_activation(m)}"),
+        ("layer", f"{m.layer} → {a.name}: {_activation(m)}" if a else _activation(m)),
         ("output", f"{m.output.name}: {m.output.classes} {m.output.kind}"),
         ("tail", f"{m.tail} (for reciprocam, ablationcam)" if m.tail else
                  f"none: {m.tail_missing}"),

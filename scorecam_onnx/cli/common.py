@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -49,12 +50,54 @@ def provider_libraries(ctx: click.Context, param: click.Parameter,
     return libraries or None
 
 
+def triple(ctx: click.Context, param: click.Parameter, value: str | None):
+    """'a,b,c' into three floats (None stays None)."""
+    if value is None:
+        return None
+    try:
+        parts = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("expected three numbers such as 0.485,0.456,0.406") from None
+    if len(parts) != 3:
+        raise click.BadParameter("expected three comma-separated numbers")
+    return parts
+
+
+def size_pair(ctx: click.Context, param: click.Parameter, value: str | None):
+    """'N' or 'HxW' into (height, width) (None stays None)."""
+    if value is None:
+        return None
+    text = value.lower().replace("×", "x")
+    try:
+        parts = [int(v) for v in text.split("x")] if "x" in text else [int(text)] * 2
+    except ValueError:
+        raise click.BadParameter("expected N or HxW, such as 224 or 224x224") from None
+    if len(parts) != 2 or min(parts) < 1:
+        raise click.BadParameter("expected N or HxW with positive sizes")
+    return tuple(parts)
+
+
 def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--model, --provider, --threads, --batch-size, --quiet, --max-pixels, --model-url,
     --remote-timeout: shared by running commands."""
     options: list[Decorator] = [
-        click.option("--model", "model_dir", type=click.Path(file_okay=False),
-                     help="Bundle folder. Default: the shipped EfficientNet-Lite0."),
+        click.option("--model", "model_dir", type=click.Path(exists=True),
+                     help="Bundle folder, or a plain .onnx classifier (for --method rise; "
+                          "preprocessing from the options below). Default: the shipped "
+                          "EfficientNet-Lite0."),
+        click.option("--input-size", callback=size_pair,
+                     help="A plain .onnx model's input size: N or HxW. Default: the graph's, "
+                          "else 224."),
+        click.option("--mean", callback=triple,
+                     help="A plain .onnx model's per-channel mean on [0, 1] RGB. Default: "
+                          "ImageNet's."),
+        click.option("--std", callback=triple,
+                     help="A plain .onnx model's per-channel std on [0, 1] RGB. Default: "
+                          "ImageNet's."),
+        click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default=None,
+                     help="A plain .onnx model's input layout. Default: from its shape."),
+        click.option("--resize", type=click.Choice(["stretch", "crop"]), default=None,
+                     help="A plain .onnx model's resize policy. Default: stretch."),
         click.option("--provider", default="auto", show_default=True, callback=provider_name,
                      help="ONNX Runtime execution provider: auto, cpu, cuda, openvino, "
                           "tensorrt, dml, coreml, qnn… or a full name ('providers' lists "
@@ -81,9 +124,55 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      default=60.0, show_default=True,
                      help="Seconds a request to --model-url may take."),
     ]
+    resolving = _resolves_model(func)
     for option in reversed(options):
-        func = option(func)
-    return func
+        resolving = option(resolving)
+    return resolving
+
+
+def _resolves_model(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Pass the command `model_dir` as a loaded model-only bundle when it is a plain .onnx
+    file, built from the preprocessing options (which are not passed on)."""
+    @functools.wraps(func)
+    def command(**kwargs: Any) -> Any:
+        given = {key: kwargs.pop(key) for key in ("input_size", "mean", "std", "layout",
+                                                  "resize")}
+        kwargs["model_dir"] = resolve_model(kwargs["model_dir"], **given)
+        return func(**kwargs)
+
+    return command
+
+
+def resolve_model(model_dir: str | None, input_size: tuple[int, int] | None = None,
+                  mean: tuple[float, float, float] | None = None,
+                  std: tuple[float, float, float] | None = None, layout: str | None = None,
+                  resize: str | None = None) -> Any:
+    """A bundle folder as given, or a plain .onnx file opened as a model-only `Bundle`; the
+    preprocessing settings it assumes are said in one line on stderr."""
+    from pathlib import Path
+
+    from ..bundle import open_model
+    from ..bundle.graphs import load_model
+    from ..bundle.model_only import assumed_line, preprocessing_for
+    from ..errors import ScoreCamError
+
+    flags = {"input size": input_size, "mean": mean, "std": std, "layout": layout,
+             "resize": resize}
+    path = Path(model_dir) if model_dir else None
+    if path is None or not path.is_file():
+        given = [f"--{name.replace(' ', '-')}" for name, v in flags.items() if v is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: only for a plain .onnx model; a bundle "
+                                   "keeps its preprocessing in its manifest")
+        return model_dir
+    try:
+        graph = load_model(path, load_weights=False)
+        prep, assumed = preprocessing_for(graph, input_size, mean, std, layout, resize)
+        if assumed:
+            click.echo(f"note: {assumed_line(path, prep, assumed)}", err=True)
+        return open_model(path, prep, quiet=True)
+    except ScoreCamError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def comma_list(noun: str, allowed: Sequence[str]) -> Callable[..., list[str]]:

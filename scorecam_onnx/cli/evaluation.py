@@ -11,6 +11,7 @@ from ..cam.engine import PRESETS
 from ..cam.methods import METHODS
 from ..errors import ScoreCamError
 from .common import StepBar, comma_list, run_options
+from .explain import check_method
 
 
 @click.command()
@@ -51,6 +52,8 @@ def evaluate(inputs, model_dir, provider, provider_options, threads, batch_size,
     explainer = Explainer(model_dir, provider=provider, batch_size=batch_size, threads=threads,
                           max_pixels=max_pixels, provider_options=provider_options,
                           model_url=model_url, remote_timeout=remote_timeout)
+    for method in methods:
+        check_method(explainer.bundle, method)
     failed: list[str] = []
 
     def on_error(index: int, exc: ScoreCamError) -> None:
@@ -103,6 +106,7 @@ def bench(image, model_dir, provider, provider_options, threads, batch_size, qui
     explainer = Explainer(model_dir, provider=provider, batch_size=batch_size, threads=threads,
                           max_pixels=max_pixels, provider_options=provider_options,
                           model_url=model_url, remote_timeout=remote_timeout)
+    check_method(explainer.bundle, "scorecam")
     report = run_bench(explainer, image, presets, repeat, () if no_sweep else SWEEP,
                        on_step=None if quiet else lambda text: click.echo(text, err=True))
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))

@@ -8,7 +8,8 @@ import click
 
 from ..bundle import Bundle
 from ..cam.engine import PRESETS
-from ..cam.methods import METHODS, TAIL_METHODS
+from ..cam.methods import BLACK_BOX_METHODS, METHODS, TAIL_METHODS
+from ..classifier import no_layer
 from ..explainer import default_bundle
 from .common import StepBar, run_options
 
@@ -63,10 +64,9 @@ def explain(inputs, model_dir, provider, provider_options, threads, batch_size, 
     if ray_address is not None:
         if sheet:
             raise click.UsageError("--sheet is not available with --ray")
-        manifest = Bundle.load(model_dir or default_bundle(), verify=False).manifest
-        if method in TAIL_METHODS and manifest.tail is None:
-            raise click.ClickException(f"{method} needs the bundle's tail graph, and this "
-                                       f"bundle has none: {manifest.tail_missing}")
+        bundle = model_dir if isinstance(model_dir, Bundle) else Bundle.load(
+            model_dir or default_bundle(), verify=False)
+        check_method(bundle, method)
         try:
             from ..distributed.dataset import import_ray
             from .ray import explain_on_ray
@@ -87,9 +87,7 @@ def explain(inputs, model_dir, provider, provider_options, threads, batch_size, 
                               threads=threads, max_pixels=max_pixels,
                               provider_options=provider_options, model_url=model_url,
                               remote_timeout=remote_timeout)
-        if method in TAIL_METHODS and explainer.tail is None:
-            raise click.ClickException(f"{method} needs the bundle's tail graph, and this "
-                                       f"bundle has none: {explainer.bundle.manifest.tail_missing}")
+        check_method(explainer.bundle, method)
         with Progress(quiet) as progress:
             results, problems = explain_files(explainer, job, progress.start, progress.update,
                                               progress.done, progress.problem)
@@ -109,6 +107,15 @@ def explain(inputs, model_dir, provider, provider_options, threads, batch_size, 
     if failed or problems or not results:
         reason = "no images found" if not results else "some inputs failed"
         raise click.ClickException(f"{reason}; see the messages above")
+
+
+def check_method(bundle: Bundle, method: str) -> None:
+    """Refuse, before any image, a method the bundle cannot run."""
+    if bundle.manifest.model_only and method not in BLACK_BOX_METHODS:
+        raise click.ClickException(no_layer(bundle.path, method))
+    if method in TAIL_METHODS and bundle.manifest.tail is None:
+        raise click.ClickException(f"{method} needs the bundle's tail graph, and this "
+                                   f"bundle has none: {bundle.manifest.tail_missing}")
 
 
 def _caption(item) -> str:

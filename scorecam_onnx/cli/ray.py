@@ -8,10 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..batch import ExplainJob, ItemResult, output_names
+from ..bundle import Bundle
 from ..images import find_images
 
 
-def explain_on_ray(job: ExplainJob, address: str, bundle: str | None, *, provider: str,
+def explain_on_ray(job: ExplainJob, address: str, bundle: str | Bundle | None, *, provider: str,
                    provider_options: dict[str, str] | None, threads: int,
                    batch_size: int | None, max_pixels: int, actors: int,
                    gpus_per_actor: float, on_done: Callable[[ItemResult], None],

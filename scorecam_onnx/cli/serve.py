@@ -11,7 +11,7 @@ import click
 from ..cam.engine import PRESETS
 from ..cam.methods import METHODS
 from ..images import DEFAULT_MAX_PIXELS
-from .common import key_values, provider_libraries, provider_name
+from .common import key_values, provider_libraries, provider_name, resolve_model
 from .kserve import kserve_options
 
 DEFAULT_NAME = "efficientnet-lite0"
@@ -26,7 +26,8 @@ def _models(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
         name, _, path = value.partition("@")[0].rpartition("=")
         if "@" in value:
             path = f"{path}@{value.partition('@')[2]}"
-        name = name or Path(path).name
+        bare = Path(path)
+        name = name or (bare.stem if bare.suffix.lower() == ".onnx" else bare.name)
         if not name or not path:
             raise click.BadParameter(f"expected NAME=BUNDLE, got {value!r}")
         if name in found:
@@ -148,7 +149,8 @@ def serve(models, remote_timeout, host, grpc_port, classifiers, port, provider,
     explainers = {}
     for name, spec in bundles.items():
         path, _, url = spec.partition("@")
-        explainers[name] = Explainer(path, provider=provider, batch_size=batch_size,
+        explainers[name] = Explainer(resolve_model(path), provider=provider,
+                                     batch_size=batch_size,
                                      threads=threads, max_pixels=max_pixels,
                                      provider_options=provider_options, model_url=url or None,
                                      remote_timeout=remote_timeout)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..bundle import Bundle
 from ..images import DEFAULT_MAX_PIXELS, find_images
 
 RAY_MISSING = "Ray is not installed: install scorecam-onnx with the 'ray' extra"
@@ -98,7 +99,7 @@ class ExplainActor:
 
 def explain_dataset(
     source: str | Path | Sequence[str | Path] | Any,
-    bundle: str | Path | None = None,
+    bundle: str | Path | Bundle | None = None,
     *,
     method: str = "scorecam",
     preset: str | None = None,
@@ -127,7 +128,8 @@ def explain_dataset(
             file read by an actor, so an unreadable one is a failure row); a URI or list of
             URIs that Ray Data's binary-file reader takes (object stores included); or a Ray
             Dataset with a `bytes` column (and optionally `path`).
-        bundle: the bundle folder, reachable from every node. Default: the shipped one.
+        bundle: the bundle folder (or a loaded `Bundle`, such as a plain model opened with
+            `open_model`), reachable from every node. Default: the shipped one.
         method, preset, target, top_k, channels, samples, batch_size, gaussian: as
             `Explainer.explain` (one target list for every image).
         actors: actors in the pool, each holding one `Explainer`.
@@ -170,7 +172,8 @@ def explain_dataset(
     options = {"provider": provider, "threads": threads, "max_pixels": max_pixels,
                "provider_options": provider_options, "model_url": model_url,
                "remote_timeout": remote_timeout}
-    config = (str(bundle) if bundle else None, settings, str(out) if out else None, options)
+    source = bundle if isinstance(bundle, Bundle) else str(bundle) if bundle else None
+    config = (source, settings, str(out) if out else None, options)
     return dataset.map_batches(
         type("ExplainActor", (ExplainActor,), {"config": config}),
         batch_size=images_per_task, batch_format="numpy", concurrency=actors,

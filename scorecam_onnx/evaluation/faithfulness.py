@@ -136,7 +136,8 @@ def evaluate(
             started = time.perf_counter()
             if name in baselines:
                 act = explainer.bundle.manifest.activation
-                small = baseline_map(name, x.shape[2:], (act.height, act.width), seed=index)
+                grid = (act.height, act.width) if act else (7, 7)
+                small = baseline_map(name, x.shape[2:], grid, seed=index)
                 full = to_original(small, rgb.shape, explainer.bundle.manifest.input)
                 forwards = 0
             else:

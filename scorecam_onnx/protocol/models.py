@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from ..cam.methods import TAIL_METHODS
+from ..cam.methods import BLACK_BOX_METHODS, TAIL_METHODS
 from ..errors import ImageError
 from ..explainer import Explainer, Explanation
 from ..images import DEFAULT_MAX_PIXELS, decode_image
@@ -126,6 +126,9 @@ class ModelService:
     def _explain(self, rgb: NDArray[np.uint8], params: ExplainParams,
                  ticket: Ticket) -> list[Explanation]:
         ticket.check()
+        if self.explainer.features is None and params.method not in BLACK_BOX_METHODS:
+            raise ApiError(422, f"method {params.method} needs a target layer, and model "
+                                f"{self.name!r} is a model-only bundle: use method rise")
         if params.method in TAIL_METHODS and self.explainer.tail is None:
             raise ApiError(422, f"method {params.method} needs a tail graph, and model "
                                 f"{self.name!r} has none: "

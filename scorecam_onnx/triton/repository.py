@@ -140,6 +140,9 @@ def write_repository(bundle: Bundle | str | Path, out: str | Path, name: str = "
     config = classifier_config(bundle, name, backend, max_batch, instances, kind)
     Path(out).mkdir(parents=True, exist_ok=True)
     if masked:
+        if bundle.manifest.model_only:
+            raise BundleError("masked scorers score a layer's maps; a model-only bundle has "
+                              "no layer")
         if bundle.manifest.input.layout == "NHWC":
             raise BundleError("masked scorers build NCHW images; this bundle's input is NHWC")
         write_masked_scorers(bundle, out, name, backend, instances, kind, force)
@@ -204,8 +207,9 @@ def write_explainer(bundle: Bundle | str | Path, out: str | Path, name: str,
     - `README.md`: how to start Triton on it and call the explainer.
 
     `method` and `preset` set the defaults of requests that name none. A bundle whose input
-    is NHWC gets no masked scorers (they build NCHW images): its masked images go to the
-    classifier. Returns the folders written. Existing folders are refused unless `force`.
+    is NHWC, or that has no layer, gets no masked scorers (they build NCHW images from a
+    layer's maps): its masked images go to the classifier. Returns the folders written.
+    Existing folders are refused unless `force`.
     """
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(Path(bundle))
     out = Path(out)
@@ -214,8 +218,10 @@ def write_explainer(bundle: Bundle | str | Path, out: str | Path, name: str,
             check_model_name(model)
     defaults = {k: v for k, v in (("method", method), ("preset", preset)) if v}
     _check_defaults(defaults)
-    if forwards == "masked" and bundle.manifest.input.layout == "NHWC":
-        forwards = "classifier"       # the masked scorer builds NCHW images
+    bundle.require_folder("a Triton repository")
+    if forwards == "masked" and (bundle.manifest.input.layout == "NHWC"
+                                 or bundle.manifest.model_only):
+        forwards = "classifier"       # masked scorers build NCHW images from a layer's maps
     explain = out / f"{name}-explain"
     masked = [f"{name}-masked", f"{name}-masked-aligned"] if forwards == "masked" else []
     targets = [out / name] if classifier is None else []

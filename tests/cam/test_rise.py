@@ -4,23 +4,11 @@ the softmax probability of the class, Σ score·M / (N·p), min-max."""
 from __future__ import annotations
 
 import numpy as np
+from oracles import rise
 from test_engine import _tiny_image
 
 from scorecam_onnx import Explainer
 from scorecam_onnx.cam.rise import rise_mask
-
-
-def _oracle(explainer, image, c, masks, grid, keep, seed):
-    x = explainer.preprocess(image)[1]
-    size = x.shape[2:]
-    total = np.zeros(size, np.float64)
-    for i in range(masks):
-        m = rise_mask(i, size, grid, keep, seed)
-        out = explainer.scores((x * m).astype(np.float32))[0].astype(np.float64)
-        p = np.exp(out - out.max()) / np.exp(out - out.max()).sum()
-        total += p[c] * m
-    total /= masks * keep
-    return (total - total.min()) / (total.max() - total.min())
 
 
 def test_rise_masks_follow_the_paper():
@@ -37,7 +25,7 @@ def test_rise_matches_its_definition_at_any_batch_size(tiny_bundle):
     ex = Explainer(tiny_bundle, provider="cpu")
     image = _tiny_image()
     got = ex.explain(image, method="rise", samples=60, batch_size=7)
-    want = _oracle(ex, image, got.class_id, 60, 7, 0.5, 0)
+    want = rise(ex, image, got.class_id, 60, 7, 0.5, 0)
     assert got.forwards == 61
     assert float(np.abs(got.saliency_input - want).max()) <= 1e-5
     one = ex.explain(image, got.class_id, method="rise", samples=60, batch_size=1)
@@ -46,5 +34,5 @@ def test_rise_matches_its_definition_at_any_batch_size(tiny_bundle):
     both = ex.explain(image, top_k=2, method="rise", samples=60)   # from the same forwards
     assert [b.forwards for b in both] == [61, 61] and both[0].class_id == got.class_id
     assert float(np.abs(both[0].saliency_input - want).max()) <= 1e-5
-    second = _oracle(ex, image, both[1].class_id, 60, 7, 0.5, 0)
+    second = rise(ex, image, both[1].class_id, 60, 7, 0.5, 0)
     assert float(np.abs(both[1].saliency_input - second).max()) <= 1e-5

@@ -15,10 +15,12 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+from builders import save, tiny_model
 from click.testing import CliRunner
-from conftest import DEFAULT_BUNDLE, SAMPLES
+from conftest import DEFAULT_BUNDLE, SAMPLES, TINY_PREP
 
 from scorecam_onnx import Explainer
+from scorecam_onnx.bundle import open_model
 from scorecam_onnx.cli import main
 
 ray = pytest.importorskip("ray") if not os.environ.get("CI") else __import__("ray")
@@ -89,6 +91,20 @@ def test_cli_with_ray_writes_what_a_local_run_writes(cluster, tmp_path, tiny_bun
     again = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "r"), "--ray",
                                       "--skip-existing"])
     assert "0 explained, 20 skipped, 3 failed" in again.output
+
+
+def test_rise_on_a_plain_model_runs_on_ray(cluster, tmp_path):
+    model = save(tiny_model(), tmp_path / "plain.onnx")
+    paths = _images(tmp_path / "in", 3)
+    args = ["explain", *map(str, paths), "--model", str(model), "-q", "--method", "rise",
+            "--samples", "24", "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25"]
+    run = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "r"), "--ray"])
+    assert run.exit_code == 0, run.output
+    local = Explainer(open_model(model, TINY_PREP), provider="cpu", threads=1)
+    for path in paths:
+        want = local.explain(path, method="rise", samples=24)
+        assert np.load(tmp_path / "r" / f"{path.stem}.npy").tobytes() == (
+            want.saliency.tobytes())
 
 
 def _actor_pids() -> list[int]:

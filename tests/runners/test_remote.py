@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from conftest import DEFAULT_BUNDLE, SAMPLES
 from triton_server import Triton, require_triton
 
-from scorecam_onnx import BundleError, Explainer
+from scorecam_onnx import BundleError, Explainer, Preprocessing
+from scorecam_onnx.bundle import open_model
 from scorecam_onnx.cli import main
 from scorecam_onnx.runners.remote import ModelUrl, RemoteError, RemoteRunner
 from scorecam_onnx.triton import write_repository
@@ -167,6 +168,19 @@ def test_explain_command_with_model_url(triton, local, tmp_path):
     assert float(np.abs(np.load(tmp_path / "chelsea.npy") - want).max()) <= 1e-5
     summary = json.loads((tmp_path / "chelsea.json").read_text())
     assert summary["provider"] == "remote"
+
+
+def test_rise_on_a_plain_model_with_every_forward_remote(triton):
+    """A model-only bundle whose forwards all go to Triton: nothing runs in process."""
+    model = DEFAULT_BUNDLE / "model.onnx"
+    prep = Preprocessing(mean=(0.5,) * 3, std=(0.5,) * 3)
+    remote = Explainer(open_model(model, prep), model_url=triton.url("classifier", "grpc"))
+    local = Explainer(open_model(model, prep), provider="cpu")
+    assert remote.features is None and remote.provider == "remote"
+    got = remote.explain(SAMPLES / "chelsea.png", method="rise", samples=96)
+    want = local.explain(SAMPLES / "chelsea.png", method="rise", samples=96)
+    assert got.class_id == want.class_id and got.forwards == want.forwards == 97
+    assert float(np.abs(got.saliency - want.saliency).max()) <= 1e-5
 
 
 @pytest.mark.parametrize(("model", "preset", "maps_sent"), [

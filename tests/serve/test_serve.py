@@ -13,7 +13,7 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-from builders import tiny_model, webp_bomb
+from builders import save, tiny_model, webp_bomb
 from conftest import DEFAULT_BUNDLE, SAMPLES, TINY_PREP
 from serving import Server
 
@@ -36,8 +36,14 @@ def tiny_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(tiny_path):
-    srv = Server("--model", f"{MODEL}={DEFAULT_BUNDLE}", "--model", f"tiny={tiny_path}")
+def plain_path(tmp_path_factory):
+    return save(tiny_model(), tmp_path_factory.mktemp("serve") / "plain.onnx")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_path, plain_path):
+    srv = Server("--model", f"{MODEL}={DEFAULT_BUNDLE}", "--model", f"tiny={tiny_path}",
+                 "--model", str(plain_path))
     yield srv
     srv.stop()
 
@@ -62,7 +68,7 @@ def _png_header(width: int, height: int) -> bytes:
 
 # Listing, health, metadata ------------------------------------------------------------------
 def test_v1_models_and_readiness(server):
-    assert server.client.get("/v1/models").json() == {"models": [MODEL, "tiny"]}
+    assert server.client.get("/v1/models").json() == {"models": [MODEL, "tiny", "plain"]}
     assert server.client.get(f"/v1/models/{MODEL}").json() == {"name": MODEL, "ready": True}
     missing = server.client.get("/v1/models/nope")
     assert missing.status_code == 404 and "unknown model 'nope'" in missing.json()["error"]
@@ -127,6 +133,25 @@ def test_v1_explain_maps_equal_in_process_maps(server, local):
     for got, exp in zip(second, pair, strict=True):
         assert _saliency(got).tobytes() == exp.saliency.tobytes()
         assert got["score"] == pytest.approx(exp.score, rel=1e-9)
+
+
+def test_a_plain_model_is_explained_with_rise_and_refuses_layer_methods(server, plain_path):
+    image = np.random.default_rng(5).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    b64 = base64.b64encode(encode_png(image)).decode()
+    body = {"instances": [{"b64": b64}], "parameters": {"method": "rise", "samples": 40}}
+    reply = server.client.post("/v1/models/plain:explain", json=body)
+    assert reply.status_code == 200, reply.text
+    (got,) = reply.json()["explanations"]
+    with pytest.warns(UserWarning, match="assumed mean"):
+        local = Explainer(plain_path, provider="cpu")
+    want = local.explain(image, method="rise", samples=40)
+    assert got["class_id"] == want.class_id and got["forwards"] == 41
+    assert _saliency(got).tobytes() == want.saliency.tobytes()
+    refused = server.client.post("/v1/models/plain:explain", json={"instances": [{"b64": b64}]})
+    assert refused.status_code == 422
+    assert "needs a target layer" in refused.json()["error"] and "method rise" in (
+        refused.json()["error"])
+    assert "assumed mean" in server.stderr()
 
 
 # Open Inference Protocol V2 ------------------------------------------------------------------
