@@ -41,6 +41,8 @@ class ExplainJob:
     sheet: bool = False
     skip_existing: bool = False
     gaussian: bool = False
+    aug_smooth: bool = False
+    eigen_smooth: bool = False
 
     @property
     def per_class(self) -> bool:
@@ -135,7 +137,8 @@ def _explain_one(explainer: Explainer, job: ExplainJob, item: ItemResult,
     try:
         rgb, _ = explainer.preprocess(item.source)
         options = {"preset": job.preset, "method": job.method, "channels": job.channels,
-                   "samples": job.samples, "progress": on_progress, "gaussian": job.gaussian}
+                   "samples": job.samples, "progress": on_progress, "gaussian": job.gaussian,
+                   "aug_smooth": job.aug_smooth, "eigen_smooth": job.eigen_smooth}
         found = explainer.explain_list(rgb, job.classes, job.top_k, **options)
         write_outputs(job.out, item.name, item.source, rgb, found, job.per_class)
     except (ScoreCamError, ValueError, TypeError, OSError) as exc:

@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .bundle import Bundle
-from .cam.engine import Progress, ScoreCam
+from .cam.engine import Progress, ScoreCam, Scores
 from .cam.methods import TAIL_METHODS, make_method
 from .classifier import Classifier, default_bundle, no_layer, to_probabilities
 from .errors import BundleError
@@ -125,25 +125,26 @@ class Explainer(Classifier):
     def explain(self, image: ImageLike, target: int | None = None, *, top_k: None = None,
                 preset: str | None = None, method: str = "scorecam", channels: int = 64,
                 samples: int | None = None, batch_size: int | None = None,
-                progress: Progress | None = None, gaussian: bool = False
-                ) -> Explanation: ...
+                progress: Progress | None = None, gaussian: bool = False,
+                aug_smooth: bool = False, eigen_smooth: bool = False) -> Explanation: ...
 
     @overload
     def explain(self, image: ImageLike, target: Sequence[int], *, top_k: None = None,
                 preset: str | None = None, method: str = "scorecam", channels: int = 64,
                 samples: int | None = None, batch_size: int | None = None,
-                progress: Progress | None = None, gaussian: bool = False
-                ) -> list[Explanation]: ...
+                progress: Progress | None = None, gaussian: bool = False,
+                aug_smooth: bool = False, eigen_smooth: bool = False) -> list[Explanation]: ...
 
     @overload
     def explain(self, image: ImageLike, target: None = None, *, top_k: int,
                 preset: str | None = None, method: str = "scorecam", channels: int = 64,
                 samples: int | None = None, batch_size: int | None = None,
-                progress: Progress | None = None, gaussian: bool = False
-                ) -> list[Explanation]: ...
+                progress: Progress | None = None, gaussian: bool = False,
+                aug_smooth: bool = False, eigen_smooth: bool = False) -> list[Explanation]: ...
 
     def explain(self, image, target=None, *, top_k=None, preset=None, method="scorecam",
-                channels=64, samples=None, batch_size=None, progress=None, gaussian=False):
+                channels=64, samples=None, batch_size=None, progress=None, gaussian=False,
+                aug_smooth=False, eigen_smooth=False):
         """Explain the model's prediction for one image.
 
         Args:
@@ -166,6 +167,13 @@ class Explainer(Classifier):
                 tail-graph methods).
             progress: called with (masked inputs done, total) after each batch.
             gaussian: ReciproCAM's 3×3 Gaussian variant.
+            aug_smooth: pytorch-grad-cam's test-time augmentation: the map averaged over
+                six passes (horizontal flip × the normalised input times 0.9, 1 and 1.1),
+                each flipped back; six times the forwards. With no target, each pass
+                explains its own top-1 class.
+            eigen_smooth: the map is the first principal component of the weighted
+                activations instead of their sum (pytorch-grad-cam's `get_2d_projection`),
+                for the methods that weigh activations (not eigencam, reciprocam, rise).
 
         Returns:
             An `Explanation` when `target` is an int or None and `top_k` is None; otherwise a
@@ -179,11 +187,15 @@ class Explainer(Classifier):
         engine = make_method(method, preset, batch_size, channels, samples, gaussian)
         if engine.needs_layer and self.features is None:
             raise BundleError(no_layer(self.bundle.path, method))
+        if eigen_smooth and not engine.weighs_activations:
+            raise ValueError(f"eigen_smooth applies to methods that weigh the activations, "
+                             f"not {method}")
         if engine.uses_tail and self.tail is None:
             raise BundleError(
                 f"{method} needs the bundle's tail graph (activations → output), and "
                 f"{self.bundle.path} has none: {self.bundle.manifest.tail_missing}")
-        results = self._explain(image, target, top_k, engine, progress)
+        results = self._explain(image, target, top_k, engine, progress, aug_smooth,
+                                eigen_smooth)
         single = top_k is None and (target is None or isinstance(target, int | np.integer))
         return results[0] if single else results
 
@@ -198,10 +210,71 @@ class Explainer(Classifier):
         return [self.explain(image, **options)]
 
     def _explain(self, image: ImageLike, target: int | Sequence[int] | None, top_k: int | None,
-                 engine: ScoreCam, progress: Progress | None) -> list[Explanation]:
+                 engine: ScoreCam, progress: Progress | None, aug_smooth: bool = False,
+                 eigen_smooth: bool = False) -> list[Explanation]:
         started = time.perf_counter()
         rgb, x = self.preprocess(image)
         prepared = time.perf_counter()
+        first = self._pass(x, target, top_k, engine, _part(progress, 0, aug_smooth),
+                           eigen_smooth)
+        passes = [first]
+        if aug_smooth:
+            # pytorch-grad-cam's test-time augmentation: (no flip, flip) × (1, 0.9, 1.1) on the
+            # normalised input, each map flipped back, the six averaged with no rescaling. A
+            # pass with no target explains its own top-1 class; top_k the unaugmented image's.
+            fixed = target if target is not None else (first.targets if top_k else None)
+            for index, (flip, factor) in enumerate(AUGMENTATIONS[1:], start=1):
+                augmented = (x[..., ::-1] if flip else x) * np.float32(factor)
+                found = self._pass(np.ascontiguousarray(augmented), fixed, None, engine,
+                                   _part(progress, index, True), eigen_smooth)
+                if flip:
+                    found.cams = [np.ascontiguousarray(cam[:, ::-1]) for cam in found.cams]
+                passes.append(found)
+        size = (self._input.height, self._input.width)
+        probabilities = to_probabilities(first.clean[None], self.bundle.manifest.output.kind)[0]
+        forwards = sum(1 + p.scores.forwards for p in passes)
+        results = []
+        for column, class_id in enumerate(first.targets):
+            cam, degenerate = first.cams[column], first.degenerate[column]
+            if aug_smooth:
+                cam = np.mean(np.stack([p.cams[column] for p in passes]), axis=0,
+                              dtype=np.float32)
+                degenerate = bool(cam.max() <= 0.0 or cam.max() == cam.min())
+                cam = np.zeros(size, np.float32) if degenerate else cam
+            results.append(Explanation(
+                saliency=to_original(cam, rgb.shape, self._input),
+                saliency_input=cam,
+                class_id=int(class_id),
+                label=self.bundle.label(int(class_id)),
+                score=float(probabilities[class_id]),
+                weights=first.weights[column],
+                method=engine.name,
+                preset=engine.preset.name,
+                provider=self.provider,
+                batch_size=engine.batch_size,
+                forwards=forwards,
+                masks=sum(p.scores.masks for p in passes),
+                degenerate=degenerate,
+                nonfinite=any(p.scores.nonfinite or not np.isfinite(p.clean).all()
+                              for p in passes),
+                seconds={},
+            ))
+        finished = time.perf_counter()
+        seconds = {"preprocess": prepared - started,
+                   "features": sum(p.features_seconds for p in passes)}
+        for p in passes:
+            for key, value in p.scores.seconds.items():
+                seconds[key] = seconds.get(key, 0.0) + value
+        seconds["total"] = finished - started
+        for result in results:
+            result.seconds.update(seconds)
+        return results
+
+    def _pass(self, x: NDArray[np.float32], target: int | Sequence[int] | None,
+              top_k: int | None, engine: ScoreCam, progress: Progress | None,
+              eigen_smooth: bool) -> _Pass:
+        """One input's maps for its targets: the features forward, the method's forwards."""
+        started = time.perf_counter()
         if engine.needs_layer:
             raw = self.raw_activations(x)
             acts, prefix = self._as_maps(raw), self._prefix(raw)
@@ -214,7 +287,7 @@ class Explainer(Classifier):
         # Tail-graph methods take the unperturbed output from the tail as well: one features
         # forward and cheap tail forwards, never a second full-model forward.
         clean = (tail(acts[None]) if engine.uses_tail else self.scores(x))[0]
-        featured = time.perf_counter()
+        featured = time.perf_counter() - started
         targets = self.targets(clean, target, top_k)
         maps_model = None
         if self._device is not None and engine.uses_masks and engine.perturbs_linearly:
@@ -223,34 +296,14 @@ class Explainer(Classifier):
                               targets, clean, self.bundle.manifest.output.kind, progress,
                               maps_model)
         size = (self._input.height, self._input.width)
-        probabilities = to_probabilities(clean[None], self.bundle.manifest.output.kind)[0]
-        results = []
-        for column, class_id in enumerate(targets):
+        found = _Pass(targets, clean, scores, featured)
+        for column in range(len(targets)):
             weights = engine.weights(scores.values[:, column])
-            cam, degenerate = engine.cam(acts, weights, size)
-            results.append(Explanation(
-                saliency=to_original(cam, rgb.shape, self._input),
-                saliency_input=cam,
-                class_id=int(class_id),
-                label=self.bundle.label(int(class_id)),
-                score=float(probabilities[class_id]),
-                weights=weights,
-                method=engine.name,
-                preset=engine.preset.name,
-                provider=self.provider,
-                batch_size=engine.batch_size,
-                forwards=1 + scores.forwards,
-                masks=scores.masks,
-                degenerate=degenerate,
-                nonfinite=scores.nonfinite or not np.isfinite(clean).all(),
-                seconds={},
-            ))
-        finished = time.perf_counter()
-        seconds = {"preprocess": prepared - started, "features": featured - prepared,
-                   **scores.seconds, "total": finished - started}
-        for result in results:
-            result.seconds.update(seconds)
-        return results
+            cam, degenerate = engine.cam(acts, weights, size, eigen_smooth)
+            found.weights.append(weights)
+            found.cams.append(cam)
+            found.degenerate.append(degenerate)
+        return found
 
     def targets(self, clean: NDArray[np.floating], target: int | Sequence[int] | None = None,
                 top_k: int | None = None) -> list[int]:
@@ -275,3 +328,29 @@ class Explainer(Classifier):
             if not 0 <= class_id < classes:
                 raise ValueError(f"class id {class_id} is out of range (0 to {classes - 1})")
         return [int(i) for i in ids]
+
+
+# pytorch-grad-cam's aug_smooth passes, in its order: (horizontal flip, factor on the input).
+AUGMENTATIONS = ((False, 1.0), (False, 0.9), (False, 1.1), (True, 1.0), (True, 0.9),
+                 (True, 1.1))
+
+
+@dataclass
+class _Pass:
+    """What one (possibly augmented) input gave: its targets, clean output and maps."""
+
+    targets: list[int]
+    clean: NDArray[np.float32]
+    scores: Scores
+    features_seconds: float
+    weights: list[NDArray[np.float32]] = field(default_factory=list)
+    cams: list[NDArray[np.float32]] = field(default_factory=list)
+    degenerate: list[bool] = field(default_factory=list)
+
+
+def _part(progress: Progress | None, index: int, smoothing: bool) -> Progress | None:
+    """`progress` for pass `index` of the six augmented passes (all of one pass else)."""
+    if progress is None or not smoothing:
+        return progress
+    passes = len(AUGMENTATIONS)
+    return lambda done, total: progress(index * total + done, passes * total)

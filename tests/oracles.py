@@ -40,8 +40,10 @@ def paper(x: np.ndarray, acts: np.ndarray, model: Model, c: int) -> np.ndarray:
     return ((cam - cam.min()) / (cam.max() - cam.min())).numpy().astype(np.float32)
 
 
-def grad_cam_style(x: np.ndarray, acts: np.ndarray, model: Model, c: int) -> np.ndarray:
-    """pytorch-grad-cam 1.5 ScoreCAM with the default (raw logit) target."""
+def grad_cam_style(x: np.ndarray, acts: np.ndarray, model: Model, c: int,
+                   eigen: bool = False) -> np.ndarray:
+    """pytorch-grad-cam 1.5 ScoreCAM with the default (raw logit) target; `eigen`: its
+    eigen_smooth (the weighted activations' `get_2d_projection` instead of their sum)."""
     size = x.shape[2:]
     up = torch.nn.UpsamplingBilinear2d(size=size)(_t(acts)[None])[0]
     flat = up.reshape(up.shape[0], -1)
@@ -53,8 +55,35 @@ def grad_cam_style(x: np.ndarray, acts: np.ndarray, model: Model, c: int) -> np.
         out = model((_t(x) * up[k]).numpy())
         scores.append(float(out[0, c]))
     weights = torch.softmax(torch.tensor(scores, dtype=torch.float32), dim=-1).numpy()
-    cam = (weights[:, None, None] * acts).sum(axis=0)
+    weighted = weights[:, None, None] * acts
+    cam = projection_2d(weighted) if eigen else weighted.sum(axis=0)
     return _grad_cam_image(cam, size)
+
+
+def projection_2d(maps: np.ndarray) -> np.ndarray:
+    """pytorch-grad-cam's `get_2d_projection` for one K×h×w stack: positions × channels,
+    centred per channel, full SVD, projection on the first right singular vector."""
+    maps = np.where(np.isnan(maps), 0, maps)
+    positions = maps.reshape(maps.shape[0], -1).transpose()
+    positions = positions - positions.mean(axis=0)
+    _, _, vt = np.linalg.svd(positions, full_matrices=True)
+    return (positions @ vt[0, :]).reshape(maps.shape[1:])
+
+
+def aug_smoothed(x: np.ndarray, features: Model, model: Model, c: int | None,
+                 eigen: bool = False) -> np.ndarray:
+    """pytorch-grad-cam's aug_smooth around `grad_cam_style`: ttach's HorizontalFlip ×
+    Multiply([0.9, 1, 1.1]) (identity factor first), each pass on the augmented normalised
+    tensor with its own argmax when no class is given, the map flipped back, the mean."""
+    cams = []
+    for flip in (False, True):
+        for factor in (1.0, 0.9, 1.1):
+            xa = torch.flip(_t(x), dims=[3]) if flip else _t(x)
+            xa = (xa * factor).numpy() if factor != 1.0 else xa.numpy()
+            cls = int(np.argmax(model(xa)[0])) if c is None else c
+            cam = grad_cam_style(xa, features(xa), model, cls, eigen)
+            cams.append(cam[:, ::-1] if flip else cam)
+    return np.mean(np.float32(cams), axis=0)
 
 
 def _grad_cam_image(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -117,6 +117,9 @@ class ScoreCam:
     uses_tail = False
     # Whether the method reads the target layer's activations (not a black-box method).
     needs_layer = True
+    # Whether the map is a weighted sum of the activations (which eigen smoothing replaces by
+    # its first principal component).
+    weighs_activations = True
     # Whether channels with identical masks may share forwards (not when `perturb` draws
     # something per channel).
     dedupe = True
@@ -242,9 +245,10 @@ class ScoreCam:
         return weights.astype(np.float32)
 
     def cam(self, activations: NDArray[np.float32], weights: NDArray[np.float32],
-            size: tuple[int, int]) -> tuple[NDArray[np.float32], bool]:
-        """The saliency map at input resolution in [0, 1], and whether it is degenerate."""
-        return form_cam(activations, weights, size, self.preset)
+            size: tuple[int, int], eigen: bool = False) -> tuple[NDArray[np.float32], bool]:
+        """The saliency map at input resolution in [0, 1], and whether it is degenerate;
+        `eigen`: the weighted activations' first principal component instead of their sum."""
+        return form_cam(activations, weights, size, self.preset, eigen)
 
 
 @dataclass
@@ -325,14 +329,22 @@ def run_batches(total: int, batch_size: int, shape: tuple[int, ...],
 
 
 def form_cam(activations: NDArray[np.float32], weights: NDArray[np.float32],
-             size: tuple[int, int], preset: Preset) -> tuple[NDArray[np.float32], bool]:
+             size: tuple[int, int], preset: Preset,
+             eigen: bool = False) -> tuple[NDArray[np.float32], bool]:
     """Weigh the activations into a map at input resolution, as `preset` does.
 
-    Returns the map in [0, 1] and True when it is degenerate (all zero or constant); a
-    degenerate map is all zeros, never NaN.
+    With `eigen`, the weighted sum is replaced by the projection of the weighted activations
+    on their first principal component (`principal_projection`). Returns the map in [0, 1]
+    and True when it is degenerate (all zero or constant); a degenerate map is all zeros,
+    never NaN.
     """
     h, w = activations.shape[1:]
-    summed = np.tensordot(weights.astype(np.float64), activations.astype(np.float64), axes=1)
+    if eigen:
+        weighted = weights.astype(np.float64)[:, None, None] * activations.astype(np.float64)
+        summed = principal_projection(weighted)
+    else:
+        summed = np.tensordot(weights.astype(np.float64), activations.astype(np.float64),
+                              axes=1)
     summed = np.nan_to_num(summed, nan=0.0, posinf=0.0, neginf=0.0)
     if preset.name == PAPER:
         # Σ s_k·Up(A_k) = Up(Σ s_k·A_k): upsampling is linear.
@@ -351,6 +363,20 @@ def form_cam(activations: NDArray[np.float32], weights: NDArray[np.float32],
         result = Resizer((h, w), size, align_corners=False)(scaled)
     result = np.clip(result, 0.0, 1.0).astype(np.float32)
     return result, bool(result.max() <= 0.0 or result.max() == result.min())
+
+
+def principal_projection(maps: NDArray[np.floating]) -> NDArray[np.float64]:
+    """K×h×w maps projected on their first principal component (h×w), as pytorch-grad-cam's
+    `get_2d_projection`: NaN as 0, the h·w positions × K channels centred per channel, a
+    full SVD, the positions projected on the first right singular vector. The sign is the
+    SVD's own (no correction), as there."""
+    k = maps.shape[0]
+    positions = np.nan_to_num(maps.astype(np.float64), nan=0.0).reshape(k, -1).T
+    centred = positions - positions.mean(axis=0)
+    if not np.any(centred):
+        return np.zeros(maps.shape[1:], np.float64)
+    direction = np.linalg.svd(centred, full_matrices=True)[2][0]
+    return (centred @ direction).reshape(maps.shape[1:])
 
 
 def _scale(cam: NDArray, epsilon: float) -> NDArray:

@@ -154,6 +154,7 @@ class EigenCam(ScoreCam):
 
     name = "eigencam"
     uses_masks = False
+    weighs_activations = False    # already a principal component, of the raw activations
 
     def score(self, x: NDArray[np.float32], activations: NDArray[np.float32], model: ScoreFn,
               targets: list[int], clean_output: NDArray[np.float32],
@@ -175,7 +176,7 @@ class EigenCam(ScoreCam):
         return np.nan_to_num(values).astype(np.float32)
 
     def cam(self, activations: NDArray[np.float32], weights: NDArray[np.float32],
-            size: tuple[int, int]) -> tuple[NDArray[np.float32], bool]:
+            size: tuple[int, int], eigen: bool = False) -> tuple[NDArray[np.float32], bool]:
         means = activations.reshape(activations.shape[0], -1).mean(axis=1)
         centred = activations - means[:, None, None].astype(np.float32)
         return form_cam(centred, weights, size, self.preset)

@@ -59,6 +59,7 @@ class Rise(ScoreCam):
     name = "rise"
     perturbs_linearly = False     # masks at input resolution, not from the activations
     needs_layer = False
+    weighs_activations = False
 
     def __init__(self, preset: Preset | str = PAPER, batch_size: int = 8,
                  masks: int = DEFAULT_MASKS, grid: int = 7, keep: float = 0.5,
@@ -99,6 +100,6 @@ class Rise(ScoreCam):
         return values.astype(np.float32)
 
     def cam(self, activations: NDArray[np.float32], weights: NDArray[np.float32],
-            size: tuple[int, int]) -> tuple[NDArray[np.float32], bool]:
+            size: tuple[int, int], eigen: bool = False) -> tuple[NDArray[np.float32], bool]:
         """The map min-max normalised to [0, 1] (RISE's values are relative)."""
         return _min_max(weights.reshape(size).astype(np.float64))

@@ -97,6 +97,7 @@ class ReciproCam(TailCam):
     """
 
     name = "reciprocam"
+    weighs_activations = False
 
     def __init__(self, preset: Preset | str | None = None, batch_size: int = 64,
                  gaussian: bool = False) -> None:
@@ -130,7 +131,7 @@ class ReciproCam(TailCam):
         return values.astype(np.float32)
 
     def cam(self, activations: NDArray[np.float32], weights: NDArray[np.float32],
-            size: tuple[int, int]) -> tuple[NDArray[np.float32], bool]:
+            size: tuple[int, int], eigen: bool = False) -> tuple[NDArray[np.float32], bool]:
         h, w = activations.shape[1:]
         scores = np.nan_to_num(weights.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         small, degenerate = _min_max(scores.reshape(h, w))
@@ -195,5 +196,5 @@ class AblationCam(TailCam):
         return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
     def cam(self, activations: NDArray[np.float32], weights: NDArray[np.float32],
-            size: tuple[int, int]) -> tuple[NDArray[np.float32], bool]:
-        return form_cam(activations, weights, size, self.preset)
+            size: tuple[int, int], eigen: bool = False) -> tuple[NDArray[np.float32], bool]:
+        return form_cam(activations, weights, size, self.preset, eigen)

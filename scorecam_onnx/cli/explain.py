@@ -32,6 +32,12 @@ from .common import StepBar, run_options
 @click.option("--top-k", type=click.IntRange(min=1), help="Explain the k most likely classes.")
 @click.option("--gaussian", is_flag=True,
               help="reciprocam: spread each position over its 3×3 neighbourhood.")
+@click.option("--aug-smooth", is_flag=True,
+              help="Average six passes (flip × input times 0.9, 1, 1.1), as pytorch-grad-cam's "
+                   "aug_smooth: six times the forwards.")
+@click.option("--eigen-smooth", is_flag=True,
+              help="The weighted activations' first principal component instead of their "
+                   "sum (pytorch-grad-cam's eigen_smooth).")
 @click.option("--sheet", is_flag=True,
               help="Also write sheet.png: photo | heatmap | overlay (first 64 images).")
 @click.option("--skip-existing", is_flag=True,
@@ -45,7 +51,8 @@ from .common import StepBar, run_options
               help="With --ray: GPUs each actor reserves.")
 def explain(inputs, model_dir, provider, provider_options, threads, batch_size, quiet,
             max_pixels, model_url, remote_timeout, out, preset,
-            method, channels, samples, classes, top_k, gaussian, sheet, skip_existing,
+            method, channels, samples, classes, top_k, gaussian, aug_smooth, eigen_smooth,
+            sheet, skip_existing,
             ray_address, actors, gpus_per_actor) -> None:
     """Explain images (files, folders or globs); write <name>.png/.npy/.json per image.
 
@@ -59,14 +66,15 @@ def explain(inputs, model_dir, provider, provider_options, threads, batch_size, 
     job = ExplainJob(
         inputs=list(inputs), out=Path(out), preset=preset, method=method, channels=channels,
         samples=samples, classes=list(classes), top_k=top_k, sheet=sheet,
-        skip_existing=skip_existing, gaussian=gaussian,
+        skip_existing=skip_existing, gaussian=gaussian, aug_smooth=aug_smooth,
+        eigen_smooth=eigen_smooth,
     )
     if ray_address is not None:
         if sheet:
             raise click.UsageError("--sheet is not available with --ray")
         bundle = model_dir if isinstance(model_dir, Bundle) else Bundle.load(
             model_dir or default_bundle(), verify=False)
-        check_method(bundle, method)
+        check_method(bundle, method, eigen_smooth)
         try:
             from ..distributed.dataset import import_ray
             from .ray import explain_on_ray
@@ -87,7 +95,7 @@ def explain(inputs, model_dir, provider, provider_options, threads, batch_size, 
                               threads=threads, max_pixels=max_pixels,
                               provider_options=provider_options, model_url=model_url,
                               remote_timeout=remote_timeout)
-        check_method(explainer.bundle, method)
+        check_method(explainer.bundle, method, eigen_smooth)
         with Progress(quiet) as progress:
             results, problems = explain_files(explainer, job, progress.start, progress.update,
                                               progress.done, progress.problem)
@@ -109,8 +117,13 @@ def explain(inputs, model_dir, provider, provider_options, threads, batch_size, 
         raise click.ClickException(f"{reason}; see the messages above")
 
 
-def check_method(bundle: Bundle, method: str) -> None:
+def check_method(bundle: Bundle, method: str, eigen_smooth: bool = False) -> None:
     """Refuse, before any image, a method the bundle cannot run."""
+    from ..cam.methods import make_method
+
+    if eigen_smooth and not make_method(method).weighs_activations:
+        raise click.UsageError(f"--eigen-smooth applies to methods that weigh the "
+                               f"activations, not {method}")
     if bundle.manifest.model_only and method not in BLACK_BOX_METHODS:
         raise click.ClickException(no_layer(bundle.path, method))
     if method in TAIL_METHODS and bundle.manifest.tail is None:

@@ -33,6 +33,8 @@ class ExplainSettings:
     samples: int | None = None
     batch_size: int | None = None
     gaussian: bool = False
+    aug_smooth: bool = False
+    eigen_smooth: bool = False
 
 
 def import_ray() -> Any:
@@ -82,7 +84,8 @@ class ExplainActor:
             rgb = decode_image(data, path, self.explainer.max_pixels)
             options = {"preset": s.preset, "method": s.method, "channels": s.channels,
                        "samples": s.samples, "batch_size": s.batch_size,
-                       "gaussian": s.gaussian}
+                       "gaussian": s.gaussian, "aug_smooth": s.aug_smooth,
+                       "eigen_smooth": s.eigen_smooth}
             found = self.explainer.explain_list(rgb, s.target, s.top_k, **options)
             if self.out is not None:
                 per_class = bool(s.target) or s.top_k is not None
@@ -109,6 +112,8 @@ def explain_dataset(
     samples: int | None = None,
     batch_size: int | None = None,
     gaussian: bool = False,
+    aug_smooth: bool = False,
+    eigen_smooth: bool = False,
     actors: int = 2,
     gpus_per_actor: float = 0,
     threads: int = 1,
@@ -130,7 +135,8 @@ def explain_dataset(
             Dataset with a `bytes` column (and optionally `path`).
         bundle: the bundle folder (or a loaded `Bundle`, such as a plain model opened with
             `open_model`), reachable from every node. Default: the shipped one.
-        method, preset, target, top_k, channels, samples, batch_size, gaussian: as
+        method, preset, target, top_k, channels, samples, batch_size, gaussian, aug_smooth,
+            eigen_smooth: as
             `Explainer.explain` (one target list for every image).
         actors: actors in the pool, each holding one `Explainer`.
         gpus_per_actor: GPUs each actor reserves (its ONNX Runtime then picks CUDA with
@@ -168,7 +174,8 @@ def explain_dataset(
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
     settings = asdict(ExplainSettings(method, preset, list(target or []), top_k, channels,
-                                      samples, batch_size, gaussian))
+                                      samples, batch_size, gaussian, aug_smooth,
+                                      eigen_smooth))
     options = {"provider": provider, "threads": threads, "max_pixels": max_pixels,
                "provider_options": provider_options, "model_url": model_url,
                "remote_timeout": remote_timeout}

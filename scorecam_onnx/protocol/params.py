@@ -38,13 +38,16 @@ class ExplainParams:
     samples: int | None = None
     batch_size: int | None = None
     gaussian: bool = False
+    aug_smooth: bool = False
+    eigen_smooth: bool = False
     map_size: str | int = "original"
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments for `Explainer.explain` (without target and top_k)."""
         return {"method": self.method, "preset": self.preset, "channels": self.channels,
                 "samples": self.samples, "batch_size": self.batch_size,
-                "gaussian": self.gaussian}
+                "gaussian": self.gaussian, "aug_smooth": self.aug_smooth,
+                "eigen_smooth": self.eigen_smooth}
 
     def with_target(self, target: Any, top_k: Any, classes: int) -> ExplainParams:
         """These settings with an instance's own target or top_k, checked."""
@@ -72,6 +75,8 @@ def parse_params(raw: Mapping[str, Any], classes: int,
         samples=base.samples if samples is None else samples,
         batch_size=base.batch_size if batch_size is None else batch_size,
         gaussian=_bool(raw, "gaussian", base.gaussian),
+        aug_smooth=_bool(raw, "aug_smooth", base.aug_smooth),
+        eigen_smooth=_bool(raw, "eigen_smooth", base.eigen_smooth),
         map_size=_map_size(raw, base.map_size),
         **_targets(raw, classes),
     )
