@@ -10,6 +10,7 @@ input:
   time; the area under the p_c curve (trapezoid rule, x from 0 to 1) is lower (deletion) or
   higher (insertion) for a better map.
 - Energy-based pointing game: the share of the map's energy inside the object's boxes.
+- ROAD (Rong et al. 2022): `evaluation.road`, which needs SciPy.
 
 Published numbers for context (VGG16, ImageNet val): Average Drop — Grad-CAM 47.8, Grad-CAM++
 45.5, Score-CAM 31.5; Increase — 19.6, 18.9, 30.6; Insertion — 0.357, 0.346, 0.386;
@@ -24,6 +25,11 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 from numpy.typing import NDArray
+
+# The metrics `evaluate` can report; ROAD solves sparse systems and is asked for by name.
+METRICS = ("average-drop", "increase", "deletion", "insertion", "road")
+DEFAULT_METRICS = METRICS[:4]
+
 
 ProbabilityFn = Callable[[NDArray[np.float32]], NDArray[np.float64]]   # N×3×H×W → N×C
 

@@ -10,6 +10,7 @@ import click
 from ..cam.engine import PRESETS
 from ..cam.methods import METHODS
 from ..errors import ScoreCamError
+from ..metrics import DEFAULT_METRICS, METRICS
 from .common import StepBar, comma_list, run_options
 from .explain import check_method
 
@@ -31,11 +32,22 @@ from .explain import check_method
 @click.option("--samples", type=click.IntRange(min=1),
               help="Copies per mask for sscam (default 35) and iscam (default 10); random "
                    "masks for rise (default 4000).")
+@click.option("--metrics", "metric_names", default=",".join(DEFAULT_METRICS),
+              show_default=True, callback=comma_list("metric", METRICS),
+              help="Comma-separated metrics; road (RemOve And Debias, needs the 'metrics' "
+                   "extra) solves a sparse system per percentile and image.")
+@click.option("--road-noise", type=click.FloatRange(min=0), default=0.01, show_default=True,
+              help="ROAD's imputation noise (seeded per image).")
+@click.option("--aug-smooth", is_flag=True,
+              help="Explain with aug_smooth (six times the forwards).")
+@click.option("--eigen-smooth", is_flag=True,
+              help="Explain with eigen_smooth (methods that weigh activations).")
 @click.option("--out", type=click.Path(file_okay=False), default="out/evaluation",
               show_default=True, help="Folder for report.json, report.md and curves.png.")
 def evaluate(inputs, model_dir, provider, provider_options, threads, batch_size, quiet,
              max_pixels, model_url, remote_timeout, methods,
-             baselines, boxes, step, channels, samples, out) -> None:
+             baselines, boxes, step, channels, samples, metric_names, road_noise, aug_smooth,
+             eigen_smooth, out) -> None:
     """Compare methods on images: Average Drop, Increase, Deletion, Insertion (+ pointing)."""
     from ..batch import failure_reason
     from ..evaluation.faithfulness import BASELINES, write_report
@@ -64,7 +76,8 @@ def evaluate(inputs, model_dir, provider, provider_options, threads, batch_size,
         try:
             report = run_evaluation(explainer, paths, methods, BASELINES if baselines else (),
                                     box_list, step, channels, samples, bar.step, bar.update,
-                                    on_error)
+                                    on_error, metric_names, road_noise, aug_smooth,
+                                    eigen_smooth)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
     written = write_report(report, Path(out))

@@ -12,11 +12,14 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from .. import metrics
+from .. import metrics as curves
 from ..cam.interp import Resizer
+from ..cam.methods import make_method
 from ..errors import ImageError
 from ..explainer import Explainer
 from ..images import ImageLike, to_original
+from ..metrics import DEFAULT_METRICS, METRICS
+from . import road
 
 BASELINES = ("random", "center")
 
@@ -28,13 +31,16 @@ class MethodReport:
     method: str
     average_drop: float
     increase: float
-    deletion: float
-    insertion: float
+    deletion: float | None
+    insertion: float | None
     pointing: float | None
     seconds: float
     forwards: float
     deletion_curve: list[float] = field(default_factory=list)
     insertion_curve: list[float] = field(default_factory=list)
+    road_morf: float | None = None
+    road_lerf: float | None = None
+    road_combined: float | None = None
 
 
 @dataclass
@@ -44,25 +50,37 @@ class Evaluation:
     rows: list[MethodReport]
     images: list[str]
     step_fraction: float
+    metrics: tuple[str, ...] = DEFAULT_METRICS
 
     def to_dict(self) -> dict[str, object]:
         return {"images": self.images, "step_fraction": self.step_fraction,
-                "methods": [asdict(r) for r in self.rows]}
+                "metrics": list(self.metrics), "methods": [asdict(r) for r in self.rows]}
 
     def markdown(self) -> str:
-        """The table in the shape of the paper's tables."""
-        pointing = any(r.pointing is not None for r in self.rows)
-        head = ["method", "Average Drop ↓", "Increase ↑", "Deletion ↓", "Insertion ↑"]
-        head += ["Pointing ↑"] * pointing + ["s / image", "forwards / image"]
+        """The table in the shape of the paper's tables, with the metrics asked for."""
+        columns = [(name, head, form) for name, head, form in _COLUMNS
+                   if name.removesuffix("-morf").removesuffix("-lerf").removesuffix("-combined")
+                   in self.metrics]
+        if any(r.pointing is not None for r in self.rows):
+            columns.append(("pointing", "Pointing ↑", "pct"))
+        head = ["method", *(h for _, h, _ in columns), "s / image", "forwards / image"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in self.rows:
-            cells = [r.method, f"{r.average_drop:.1f}", f"{r.increase:.1f}",
-                     f"{r.deletion:.3f}", f"{r.insertion:.3f}"]
-            if pointing:
-                cells.append("-" if r.pointing is None else f"{r.pointing * 100:.1f}")
+            cells = [r.method]
+            for name, _, form in columns:
+                value = getattr(r, name.replace("-", "_"))
+                cells.append("-" if value is None else f"{value * 100:.1f}" if form == "pct"
+                             else format(value, form))
             cells += [f"{r.seconds:.2f}", f"{r.forwards:.0f}"]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
+
+
+# (metric, column head, format) of the report's table; ROAD adds three columns.
+_COLUMNS = [("average-drop", "Average Drop ↓", ".1f"), ("increase", "Increase ↑", ".1f"),
+            ("deletion", "Deletion ↓", ".3f"), ("insertion", "Insertion ↑", ".3f"),
+            ("road-morf", "ROAD MoRF ↓", ".4f"), ("road-lerf", "ROAD LeRF ↑", ".4f"),
+            ("road-combined", "ROAD combined ↑", ".4f")]
 
 
 def baseline_map(name: str, size: tuple[int, int], grid: tuple[int, int] = (7, 7),
@@ -96,6 +114,10 @@ def evaluate(
     on_step: Callable[[str], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
     on_error: Callable[[int, ImageError], None] | None = None,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    road_noise: float = road.NOISE,
+    aug_smooth: bool = False,
+    eigen_smooth: bool = False,
 ) -> Evaluation:
     """Explain each image's top-1 class with every method and score the maps.
 
@@ -111,12 +133,28 @@ def evaluate(
         progress: passed to `explain` (masked inputs done, total).
         on_error: called with (index, error) for an image that cannot be read, which is then
             left out; without it, the error is raised.
+        metrics: among `METRICS`; Average Drop and Increase are always measured (one
+            forward), the others only when named. "road" needs SciPy (extra ``metrics``).
+        road_noise: the imputation noise of ROAD (seeded per image).
+        aug_smooth, eigen_smooth: passed to `explain` (eigen smoothing only for methods
+            that weigh activations); the rows are named "METHOD +aug", "METHOD +eigen".
     """
     if not images:
         raise ValueError("no images to evaluate")
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric {', '.join(unknown)}: choose from "
+                         f"{', '.join(METRICS)}")
+    if "road" in metrics:
+        road.import_scipy()
+    smoothing = {name: {"aug_smooth": aug_smooth,
+                        "eigen_smooth": eigen_smooth and make_method(name).weighs_activations}
+                 for name in methods}
+    labels_of = {name: name + " +aug" * aug_smooth
+                 + " +eigen" * smoothing[name]["eigen_smooth"] for name in methods}
     names = [*methods, *baselines]
     sums: dict[str, dict[str, list]] = {n: {k: [] for k in (
-        "y", "o", "del", "ins", "point", "sec", "fwd")} for n in names}
+        "y", "o", "del", "ins", "point", "sec", "fwd", "road")} for n in names}
     evaluated: list[int] = []
     for index, image in enumerate(images):
         try:
@@ -142,18 +180,23 @@ def evaluate(
                 forwards = 0
             else:
                 res = explainer.explain(rgb, class_id, method=name, channels=channels,
-                                        samples=samples, progress=progress)
+                                        samples=samples, progress=progress, **smoothing[name])
                 small, full, forwards = res.saliency_input, res.saliency, res.forwards
             seconds = time.perf_counter() - started
             row = sums[name]
             row["y"].append(p[class_id])
             row["o"].append(explainer.probabilities(x * small[None, None])[0, class_id])
             for mode, key in (("deletion", "del"), ("insertion", "ins")):
-                row[key].append(metrics.causal_curve(explainer.probabilities, x, small,
-                                                     class_id, mode, step_fraction,
-                                                     explainer.batch_size))
+                if mode in metrics:
+                    row[key].append(curves.causal_curve(explainer.probabilities, x, small,
+                                                        class_id, mode, step_fraction,
+                                                        explainer.batch_size))
+            if "road" in metrics:
+                row["road"].append(road.road(explainer.probabilities, x, small, class_id,
+                                             noise=road_noise, seed=index,
+                                             batch_size=explainer.batch_size))
             if image_boxes:
-                row["point"].append(metrics.pointing_game(full, image_boxes))
+                row["point"].append(curves.pointing_game(full, image_boxes))
             row["sec"].append(seconds)
             row["fwd"].append(forwards)
     if not evaluated:
@@ -161,23 +204,33 @@ def evaluate(
     rows = []
     for name in names:
         row = sums[name]
-        deletion = np.mean(row["del"], axis=0)
-        insertion = np.mean(row["ins"], axis=0)
+        roads = row["road"]
         rows.append(MethodReport(
-            method=name,
-            average_drop=metrics.average_drop(row["y"], row["o"]),
-            increase=metrics.increase_in_confidence(row["y"], row["o"]),
-            deletion=float(np.mean([metrics.area_under_curve(c) for c in row["del"]])),
-            insertion=float(np.mean([metrics.area_under_curve(c) for c in row["ins"]])),
+            method=labels_of.get(name, name),
+            average_drop=curves.average_drop(row["y"], row["o"]),
+            increase=curves.increase_in_confidence(row["y"], row["o"]),
+            deletion=_area(row["del"]),
+            insertion=_area(row["ins"]),
             pointing=float(np.mean(row["point"])) if row["point"] else None,
             seconds=float(np.mean(row["sec"])),
             forwards=float(np.mean(row["fwd"])),
-            deletion_curve=[round(float(v), 5) for v in deletion],
-            insertion_curve=[round(float(v), 5) for v in insertion],
+            deletion_curve=_mean_curve(row["del"]),
+            insertion_curve=_mean_curve(row["ins"]),
+            road_morf=float(np.mean([r.morf for r in roads])) if roads else None,
+            road_lerf=float(np.mean([r.lerf for r in roads])) if roads else None,
+            road_combined=float(np.mean([r.combined for r in roads])) if roads else None,
         ))
     labels = [str(images[n]) if isinstance(images[n], str | Path) else f"image {n + 1}"
               for n in evaluated]
-    return Evaluation(rows, labels, step_fraction)
+    return Evaluation(rows, labels, step_fraction, tuple(metrics))
+
+
+def _area(found: list) -> float | None:
+    return float(np.mean([curves.area_under_curve(c) for c in found])) if found else None
+
+
+def _mean_curve(found: list) -> list[float]:
+    return [round(float(v), 5) for v in np.mean(found, axis=0)] if found else []
 
 
 _COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
@@ -200,6 +253,8 @@ def plot_curves(evaluation: Evaluation, width: int = 480, height: int = 320) -> 
                         (0, 0, 0), 1, cv2.LINE_AA)
         for i, row in enumerate(evaluation.rows):
             curve = np.asarray(getattr(row, key))
+            if curve.size == 0:
+                continue
             colour = _COLOURS[i % len(_COLOURS)]
             xs = left + np.linspace(0, 1, curve.size) * (right - left)
             ys = bottom - np.clip(curve, 0, 1) * (bottom - top)
@@ -218,8 +273,10 @@ def write_report(evaluation: Evaluation, out: Path) -> list[Path]:
     from ..fileio import write_bytes_atomic, write_text_atomic
     from ..render import encode_png
 
-    paths = [out / "report.json", out / "report.md", out / "curves.png"]
+    paths = [out / "report.json", out / "report.md"]
     write_text_atomic(paths[0], json.dumps(evaluation.to_dict(), indent=2) + "\n")
     write_text_atomic(paths[1], evaluation.markdown())
-    write_bytes_atomic(paths[2], encode_png(plot_curves(evaluation)))
+    if any(r.deletion_curve or r.insertion_curve for r in evaluation.rows):
+        paths.append(out / "curves.png")
+        write_bytes_atomic(paths[2], encode_png(plot_curves(evaluation)))
     return paths
