@@ -8,7 +8,7 @@ import logging
 import tempfile
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +40,8 @@ class ExportReport:
     logits_diff: float
     export_seconds: float
     verify_seconds: float
+    # Every target layer, in the order given (`layer` is the deepest).
+    layers: tuple[LayerChoice, ...] = ()
 
 
 class _CallRecorder(nn.Module):
@@ -60,21 +62,24 @@ class _CallRecorder(nn.Module):
         return out
 
 
-class _TwoOutputs(nn.Module):
-    """Returns (activation of the chosen call, logits): hooks do not survive ONNX export."""
+class _WithActivations(nn.Module):
+    """Returns (the activation of each chosen call…, logits): hooks do not survive ONNX
+    export."""
 
-    def __init__(self, model: nn.Module, recorder: _CallRecorder, call: int) -> None:
+    def __init__(self, model: nn.Module, taps: list[tuple[_CallRecorder, int]]) -> None:
         super().__init__()
         self.model = model
-        self.recorder = recorder
-        self.call = call
+        self.taps = taps
+        self.recorders = nn.ModuleList(list({id(r): r for r, _ in taps}.values()))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.recorder.outputs.clear()
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        for recorder in self.recorders:
+            recorder.outputs.clear()
         logits = logits_of(self.model(x))
-        activation = self.recorder.outputs[self.call]
-        self.recorder.outputs.clear()
-        return activation, logits
+        activations = [recorder.outputs[call] for recorder, call in self.taps]
+        for recorder in self.recorders:
+            recorder.outputs.clear()
+        return (*activations, logits)
 
 
 def logits_of(out: object) -> torch.Tensor:
@@ -90,23 +95,32 @@ def logits_of(out: object) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def _recording(model: nn.Module, choice: LayerChoice):
-    """Swap the chosen submodule for a recorder for the duration of the block."""
-    parent_name, _, attr = choice.name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    original = getattr(parent, attr)
-    recorder = _CallRecorder(original, choice.point)
-    setattr(parent, attr, recorder)
+def _recording(model: nn.Module, choices: list[LayerChoice]):
+    """Swap each chosen submodule for a recorder for the duration of the block; yield the
+    (recorder, call) of each choice. Choices of one module and point share a recorder."""
+    swapped: list[tuple[nn.Module, str, nn.Module]] = []
+    recorders: dict[tuple[str, str], _CallRecorder] = {}
     try:
-        yield recorder
+        for choice in choices:
+            key = (choice.name, choice.point)
+            if key in recorders:
+                continue
+            parent_name, _, attr = choice.name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            original = getattr(parent, attr)
+            recorders[key] = _CallRecorder(original, choice.point)
+            setattr(parent, attr, recorders[key])
+            swapped.append((parent, attr, original))
+        yield [(recorders[(c.name, c.point)], c.call) for c in choices]
     finally:
-        setattr(parent, attr, original)
+        for parent, attr, original in reversed(swapped):
+            setattr(parent, attr, original)
 
 
 def export_bundle(
     loaded: LoadedModel,
     out_dir: str | Path,
-    layer: str | None = None,
+    layer: str | Sequence[str] | None = None,
     preprocessing: Preprocessing | None = None,
     labels: list[str] | None = None,
     force: bool = False,
@@ -116,11 +130,13 @@ def export_bundle(
 ) -> ExportReport:
     """Export `loaded` cut at `layer` into a bundle and check ONNX Runtime against PyTorch.
 
-    A layer with N×L×C token outputs becomes a token bundle: `tokens` (P, gh, gw), or
-    inferred from L and the input size, helped by the number of leading tokens the model
-    declares (`prefix_tokens`). `activation_layout` forces how a 4-D layer reads ("NCHW" or
-    "NHWC"); by default its shape against the input size decides. `notes` are added to the
-    manifest's source (e.g. where each preprocessing value came from).
+    Several layers make a multi-layer bundle (one features output each; the deepest is where
+    the tail graph is cut). A layer with N×L×C token outputs becomes a token bundle:
+    `tokens` (P, gh, gw), or inferred from L and the input size, helped by the number of
+    leading tokens the model declares (`prefix_tokens`). `activation_layout` forces how a
+    4-D layer reads ("NCHW" or "NHWC"); by default its shape against the input size
+    decides. `notes` are added to the manifest's source (e.g. where each preprocessing value
+    came from).
 
     Raises `BundleError` when either graph differs from PyTorch by more than a relative 1e-4.
     """
@@ -132,34 +148,46 @@ def export_bundle(
     with contextlib.redirect_stdout(io.StringIO()):
         try:
             logits_of(model(example[:1]))
-            choice = resolve_layer(model, layer, example, activation_layout)
+            given = [layer] if layer is None or isinstance(layer, str) else list(layer)
+            choices = [resolve_layer(model, one, example, activation_layout) for one in given]
         except BundleError:
             raise
         except Exception as exc:  # noqa: BLE001 - the model's own forward failed
             raise BundleError(f"{loaded.source.get('model', 'the model')}: forward failed on a "
                               f"1×3×{prep.height}×{prep.width} input: {type(exc).__name__}: "
                               f"{first_line(exc)}") from None
+    labels_of = [c.label for c in choices]
+    if len(set(labels_of)) != len(labels_of):
+        raise BundleError(f"a layer is given twice: {', '.join(labels_of)}")
+    tensors = ["activations"] + [f"activations_{n}" for n in range(1, len(choices))]
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp, _recording(model, choice) as recorder:
-        wrapper = _TwoOutputs(model, recorder, choice.call).eval()
-        path = Path(tmp) / "two.onnx"
-        exporter = _torch_to_onnx(wrapper, example, path, loaded.source.get("model", "model"))
+    with tempfile.TemporaryDirectory() as tmp, _recording(model, choices) as taps:
+        wrapper = _WithActivations(model, taps).eval()
+        path = Path(tmp) / "exported.onnx"
+        exporter = _torch_to_onnx(wrapper, example, path, loaded.source.get("model", "model"),
+                                  tensors)
         graph = onnx.load(str(path))
         _drop_local_paths(graph)
         bundle = write_bundle(
-            graph, out_dir, activation="activations", output="logits", preprocessing=prep,
-            layer=choice.label, labels=labels if labels is not None else loaded.labels,
+            graph, out_dir, activation=tensors if len(tensors) > 1 else tensors[0],
+            output="logits", preprocessing=prep,
+            layer=labels_of if len(tensors) > 1 else labels_of[0],
+            labels=labels if labels is not None else loaded.labels,
             source={**loaded.source, **(notes or {}), "exporter": exporter}, force=force,
-            tokens=tokens, activation_layout=choice.layout, prefix_hint=prefix_tokens(model),
+            tokens=tokens, activation_layout=choices[0].layout,
+            prefix_hint=prefix_tokens(model),
         )
         exported = time.perf_counter()
         probe = torch.randn(3, 3, prep.height, prep.width,
                             generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
-            want_act, want_logits = (t.numpy() for t in wrapper(probe))
-    act_diff, logit_diff = _verify(bundle, probe.numpy(), want_act, want_logits)
+            *acts, want_logits = (t.numpy() for t in wrapper(probe))
+    act_diff, logit_diff = _verify(bundle, probe.numpy(), dict(zip(tensors, acts, strict=True)),
+                                   want_logits)
+    deepest = bundle.manifest.layer
+    choice = next(c for c in choices if c.label == deepest)
     return ExportReport(bundle, choice, act_diff, logit_diff, exported - started,
-                        time.perf_counter() - exported)
+                        time.perf_counter() - exported, tuple(choices))
 
 
 def prefix_tokens(model: nn.Module) -> int | None:
@@ -177,13 +205,14 @@ def prefix_tokens(model: nn.Module) -> int | None:
     return count if found else None
 
 
-def _torch_to_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path, model: str) -> str:
+def _torch_to_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path, model: str,
+                   activations: list[str]) -> str:
     """Export with the dynamo exporter, or the TorchScript one where dynamo cannot trace.
 
     Both get a symbolic batch axis (the example batch is 2: a batch of 1 would be frozen).
     Returns the exporter used.
     """
-    names = {"input_names": ["input"], "output_names": ["activations", "logits"]}
+    names = {"input_names": ["input"], "output_names": [*activations, "logits"]}
     exporter_log = logging.getLogger("torch.onnx")
     level = exporter_log.level
     exporter_log.setLevel(logging.ERROR)   # e.g. "torchvision is not installed. Skipping ..."
@@ -198,7 +227,7 @@ def _torch_to_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path, model:
                 return "dynamo"
             except Exception as exc:  # noqa: BLE001 - fall back, and keep the first reason
                 dynamo_error = exc
-            axes = {name: {0: "batch"} for name in ("input", "activations", "logits")}
+            axes = {name: {0: "batch"} for name in ("input", *activations, "logits")}
             try:
                 torch.onnx.export(wrapper, (example,), str(path), dynamo=False,
                                   opset_version=LEGACY_OPSET, dynamic_axes=axes, **names)
@@ -210,22 +239,26 @@ def _torch_to_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path, model:
         exporter_log.setLevel(level)
 
 
-def _verify(bundle: Bundle, probe: np.ndarray, want_act: np.ndarray,
+def _verify(bundle: Bundle, probe: np.ndarray, want_acts: dict[str, np.ndarray],
             want_logits: np.ndarray) -> tuple[float, float]:
+    """The largest differences (activations of every layer, logits) against PyTorch."""
     m = bundle.manifest
     features, _ = build_session(bundle.features_path, "cpu")
     model, _ = build_session(bundle.model_path, "cpu")
-    (act,) = features.run([m.activation.name], {m.input.name: probe})
+    names = list(want_acts)
+    acts = features.run(names, {m.input.name: probe})
     (logits,) = model.run([m.output.name], {m.input.name: probe})
     diffs = []
-    for got, want, what in ((act, want_act, "activations"), (logits, want_logits, "logits")):
+    pairs = [(got, want_acts[name], "activations") for got, name in zip(acts, names,
+                                                                           strict=True)]
+    for got, want, what in (*pairs, (logits, want_logits, "logits")):
         diff = float(np.abs(got - want).max())
         scale = max(float(np.abs(want).max()), 1e-12)
         if diff / scale > TOLERANCE:
             raise BundleError(f"ONNX Runtime {what} differ from PyTorch by {diff:.3g} "
                               f"(relative {diff / scale:.3g} > {TOLERANCE:g})")
         diffs.append(diff)
-    return diffs[0], diffs[1]
+    return max(diffs[:-1]), diffs[-1]
 
 
 def _drop_local_paths(graph: onnx.ModelProto) -> None:

@@ -43,6 +43,8 @@ class ExplainJob:
     gaussian: bool = False
     aug_smooth: bool = False
     eigen_smooth: bool = False
+    layers: list[str] | None = None
+    fuse: str | None = None
 
     @property
     def per_class(self) -> bool:
@@ -138,7 +140,8 @@ def _explain_one(explainer: Explainer, job: ExplainJob, item: ItemResult,
         rgb, _ = explainer.preprocess(item.source)
         options = {"preset": job.preset, "method": job.method, "channels": job.channels,
                    "samples": job.samples, "progress": on_progress, "gaussian": job.gaussian,
-                   "aug_smooth": job.aug_smooth, "eigen_smooth": job.eigen_smooth}
+                   "aug_smooth": job.aug_smooth, "eigen_smooth": job.eigen_smooth,
+                   "layers": job.layers, "fuse": job.fuse}
         found = explainer.explain_list(rgb, job.classes, job.top_k, **options)
         write_outputs(job.out, item.name, item.source, rgb, found, job.per_class)
     except (ScoreCamError, ValueError, TypeError, OSError) as exc:

@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .bundle import Bundle, open_bundle
+from .bundle.manifest import ActivationSpec
 from .cam.engine import Pipelined
 from .cam.fused import IMAGE, DeviceMasks, ServedMasks
 from .errors import BundleError
@@ -158,13 +159,13 @@ class Classifier:
             (self.model, "input", m.input.name, image),
             (self.model, "output", m.output.name, (m.output.classes,)),
         ]
-        a = m.activation
-        if self.features is not None and a is not None:
-            act = (a.channels, a.height, a.width)
-            act = act[1:] + act[:1] if self._nhwc_acts else act
-            act = (a.tokens, a.channels) if self._tokens else act
-            checks += [(self.features, "input", m.input.name, image),
-                       (self.features, "output", a.name, act)]
+        if self.features is not None:
+            checks.append((self.features, "input", m.input.name, image))
+            for _, a in m.targets:
+                act = (a.channels, a.height, a.width)
+                act = act[1:] + act[:1] if a.layout == "NHWC" else act
+                act = (a.tokens, a.channels) if a.layout == "NLC" else act
+                checks.append((self.features, "output", a.name, act))
         for runner, kind, name, want in checks:
             shape = runner.shapes(kind).get(name)
             if shape is None:
@@ -251,6 +252,20 @@ class Classifier:
                                     {self._input.name: np.ascontiguousarray(feed)})
         return acts
 
+    def layer_activations(self, x: NDArray[np.float32], layers: list[str] | None = None
+                          ) -> list[tuple[str, NDArray[np.float32], NDArray[np.float32] | None]]:
+        """(layer, K×h×w maps, leading tokens or None) of every target layer, or of the named
+        ones, from one features forward."""
+        targets = self.bundle.manifest.targets
+        if self.features is None or not targets:
+            raise BundleError(no_layer(self.bundle.path))
+        chosen = [(name, a) for name, a in targets if layers is None or name in layers]
+        feed = x.transpose(0, 2, 3, 1) if self._nhwc_input else x
+        raws = self.features.run([a.name for _, a in chosen],
+                                 {self._input.name: np.ascontiguousarray(feed)})
+        return [(name, self._as_maps(raw, a), raw[0, :a.prefix] if a.layout == "NLC" else None)
+                for (name, a), raw in zip(chosen, raws, strict=True)]
+
     def _prefix(self, raw: NDArray[np.float32]) -> NDArray[np.float32] | None:
         """The leading tokens (P×K) of a token activation, else None."""
         return raw[0, :self.bundle.manifest.activation.prefix] if self._tokens else None
@@ -268,10 +283,12 @@ class Classifier:
         lead = np.broadcast_to(prefix.astype(np.float32), (n, a.prefix, a.channels))
         return np.concatenate([lead, patches], axis=1)
 
-    def _as_maps(self, acts: NDArray[np.float32]) -> NDArray[np.float32]:
-        """K×h×w maps from the features graph's raw output."""
-        a = self.bundle.manifest.activation
-        if self._tokens:
+    def _as_maps(self, acts: NDArray[np.float32],
+                 spec: ActivationSpec | None = None) -> NDArray[np.float32]:
+        """K×h×w maps from the features graph's raw output (of the deepest layer, or the
+        layer `spec` describes)."""
+        a = spec or self.bundle.manifest.activation
+        if a.layout == "NLC":
             if acts.ndim != 3 or acts.shape[1:] != (a.tokens, a.channels):
                 raise BundleError(f"the features graph returned shape {acts.shape}, the "
                                   f"manifest says N×{a.tokens}×{a.channels} tokens")
@@ -279,7 +296,7 @@ class Classifier:
             return np.ascontiguousarray(grid.transpose(2, 0, 1), dtype=np.float32)
         if acts.ndim != 4:
             raise BundleError(f"the features graph returned shape {acts.shape}, expected 4-D")
-        acts = acts[0].transpose(2, 0, 1) if self._nhwc_acts else acts[0]
+        acts = acts[0].transpose(2, 0, 1) if a.layout == "NHWC" else acts[0]
         if acts.shape != (a.channels, a.height, a.width):
             raise BundleError(f"the features graph returned {acts.shape[0]}×{acts.shape[1]}×"
                               f"{acts.shape[2]} activations, the manifest says "

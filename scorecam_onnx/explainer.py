@@ -12,7 +12,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .bundle import Bundle
-from .cam.engine import Progress, ScoreCam, Scores
+from .cam.engine import TORCHCAM, Progress, ScoreCam, Scores
+from .cam.fusion import DEFAULT_FUSION, FUSIONS, fuse_max, fuse_mean, largest_grid
 from .cam.methods import TAIL_METHODS, make_method
 from .classifier import Classifier, default_bundle, no_layer, to_probabilities
 from .errors import BundleError
@@ -126,25 +127,30 @@ class Explainer(Classifier):
                 preset: str | None = None, method: str = "scorecam", channels: int = 64,
                 samples: int | None = None, batch_size: int | None = None,
                 progress: Progress | None = None, gaussian: bool = False,
-                aug_smooth: bool = False, eigen_smooth: bool = False) -> Explanation: ...
+                aug_smooth: bool = False, eigen_smooth: bool = False,
+                layers: Sequence[str] | None = None, fuse: str | None = None) -> Explanation: ...
 
     @overload
     def explain(self, image: ImageLike, target: Sequence[int], *, top_k: None = None,
                 preset: str | None = None, method: str = "scorecam", channels: int = 64,
                 samples: int | None = None, batch_size: int | None = None,
                 progress: Progress | None = None, gaussian: bool = False,
-                aug_smooth: bool = False, eigen_smooth: bool = False) -> list[Explanation]: ...
+                aug_smooth: bool = False, eigen_smooth: bool = False,
+                layers: Sequence[str] | None = None, fuse: str | None = None
+                ) -> list[Explanation]: ...
 
     @overload
     def explain(self, image: ImageLike, target: None = None, *, top_k: int,
                 preset: str | None = None, method: str = "scorecam", channels: int = 64,
                 samples: int | None = None, batch_size: int | None = None,
                 progress: Progress | None = None, gaussian: bool = False,
-                aug_smooth: bool = False, eigen_smooth: bool = False) -> list[Explanation]: ...
+                aug_smooth: bool = False, eigen_smooth: bool = False,
+                layers: Sequence[str] | None = None, fuse: str | None = None
+                ) -> list[Explanation]: ...
 
     def explain(self, image, target=None, *, top_k=None, preset=None, method="scorecam",
                 channels=64, samples=None, batch_size=None, progress=None, gaussian=False,
-                aug_smooth=False, eigen_smooth=False):
+                aug_smooth=False, eigen_smooth=False, layers=None, fuse=None):
         """Explain the model's prediction for one image.
 
         Args:
@@ -174,6 +180,11 @@ class Explainer(Classifier):
             eigen_smooth: the map is the first principal component of the weighted
                 activations instead of their sum (pytorch-grad-cam's `get_2d_projection`),
                 for the methods that weigh activations (not eigencam, reciprocam, rise).
+            layers: of a multi-layer bundle, the target layers to explain at (names as
+                `bundle.manifest.targets` lists them). Default: all of them; the tail-graph
+                methods use the deepest, where the tail graph starts.
+            fuse: how several layers' maps become one: "mean" (pytorch-grad-cam's) or "max"
+                (torch-cam's). Default: the preset's peer's ("mean" for the paper).
 
         Returns:
             An `Explanation` when `target` is an int or None and `top_k` is None; otherwise a
@@ -190,14 +201,33 @@ class Explainer(Classifier):
         if eigen_smooth and not engine.weighs_activations:
             raise ValueError(f"eigen_smooth applies to methods that weigh the activations, "
                              f"not {method}")
+        how = _How(eigen_smooth, self._chosen_layers(layers, engine, method),
+                   fuse or DEFAULT_FUSION[engine.preset.name])
+        if how.fuse not in FUSIONS:
+            raise ValueError(f"unknown fuse {fuse!r}: choose mean or max")
         if engine.uses_tail and self.tail is None:
             raise BundleError(
                 f"{method} needs the bundle's tail graph (activations → output), and "
                 f"{self.bundle.path} has none: {self.bundle.manifest.tail_missing}")
-        results = self._explain(image, target, top_k, engine, progress, aug_smooth,
-                                eigen_smooth)
+        results = self._explain(image, target, top_k, engine, progress, aug_smooth, how)
         single = top_k is None and (target is None or isinstance(target, int | np.integer))
         return results[0] if single else results
+
+    def _chosen_layers(self, layers: Sequence[str] | None, engine: ScoreCam,
+                       method: str) -> list[str] | None:
+        """The layers to explain at, checked (None: all of them)."""
+        names = [name for name, _ in self.bundle.manifest.targets]
+        if layers is not None:
+            unknown = [name for name in layers if name not in names]
+            if unknown or not layers:
+                raise ValueError(f"unknown layer {', '.join(unknown) or '(none)'}: this "
+                                 f"bundle's layers are {', '.join(names)}")
+        if engine.uses_tail and len(names) > 1:
+            if layers is not None and list(layers) != names[:1]:
+                raise ValueError(f"{method} perturbs the layer its tail graph starts from, "
+                                 f"the deepest: {names[0]}")
+            return names[:1]
+        return None if layers is None else [n for n in names if n in layers]
 
     def explain_list(self, image: ImageLike, classes: Sequence[int] | None = None,
                      top_k: int | None = None, **options: object) -> list[Explanation]:
@@ -210,13 +240,13 @@ class Explainer(Classifier):
         return [self.explain(image, **options)]
 
     def _explain(self, image: ImageLike, target: int | Sequence[int] | None, top_k: int | None,
-                 engine: ScoreCam, progress: Progress | None, aug_smooth: bool = False,
-                 eigen_smooth: bool = False) -> list[Explanation]:
+                 engine: ScoreCam, progress: Progress | None, aug_smooth: bool,
+                 how: _How) -> list[Explanation]:
         started = time.perf_counter()
         rgb, x = self.preprocess(image)
         prepared = time.perf_counter()
-        first = self._pass(x, target, top_k, engine, _part(progress, 0, aug_smooth),
-                           eigen_smooth)
+        passes_total = len(AUGMENTATIONS) if aug_smooth else 1
+        first = self._pass(x, target, top_k, engine, _part(progress, 0, passes_total), how)
         passes = [first]
         if aug_smooth:
             # pytorch-grad-cam's test-time augmentation: (no flip, flip) × (1, 0.9, 1.1) on the
@@ -226,13 +256,13 @@ class Explainer(Classifier):
             for index, (flip, factor) in enumerate(AUGMENTATIONS[1:], start=1):
                 augmented = (x[..., ::-1] if flip else x) * np.float32(factor)
                 found = self._pass(np.ascontiguousarray(augmented), fixed, None, engine,
-                                   _part(progress, index, True), eigen_smooth)
+                                   _part(progress, index, passes_total), how)
                 if flip:
                     found.cams = [np.ascontiguousarray(cam[:, ::-1]) for cam in found.cams]
                 passes.append(found)
         size = (self._input.height, self._input.width)
         probabilities = to_probabilities(first.clean[None], self.bundle.manifest.output.kind)[0]
-        forwards = sum(1 + p.scores.forwards for p in passes)
+        forwards = sum(1 + p.forwards for p in passes)
         results = []
         for column, class_id in enumerate(first.targets):
             cam, degenerate = first.cams[column], first.degenerate[column]
@@ -253,17 +283,16 @@ class Explainer(Classifier):
                 provider=self.provider,
                 batch_size=engine.batch_size,
                 forwards=forwards,
-                masks=sum(p.scores.masks for p in passes),
+                masks=sum(p.masks for p in passes),
                 degenerate=degenerate,
-                nonfinite=any(p.scores.nonfinite or not np.isfinite(p.clean).all()
-                              for p in passes),
+                nonfinite=any(p.nonfinite or not np.isfinite(p.clean).all() for p in passes),
                 seconds={},
             ))
         finished = time.perf_counter()
         seconds = {"preprocess": prepared - started,
                    "features": sum(p.features_seconds for p in passes)}
         for p in passes:
-            for key, value in p.scores.seconds.items():
+            for key, value in p.seconds.items():
                 seconds[key] = seconds.get(key, 0.0) + value
         seconds["total"] = finished - started
         for result in results:
@@ -272,37 +301,61 @@ class Explainer(Classifier):
 
     def _pass(self, x: NDArray[np.float32], target: int | Sequence[int] | None,
               top_k: int | None, engine: ScoreCam, progress: Progress | None,
-              eigen_smooth: bool) -> _Pass:
-        """One input's maps for its targets: the features forward, the method's forwards."""
+              how: _How) -> _Pass:
+        """One input's maps for its targets: the features forward, the method's forwards at
+        each chosen layer, the layers' maps fused."""
         started = time.perf_counter()
-        if engine.needs_layer:
+        if not engine.needs_layer:          # a black-box method: no features forward
+            layers = [("", np.zeros((0, 1, 1), np.float32), None)]
+        elif how.layers is None and len(self.bundle.manifest.targets) == 1:
             raw = self.raw_activations(x)
-            acts, prefix = self._as_maps(raw), self._prefix(raw)
-        else:                       # a black-box method: no features forward
-            acts, prefix = np.zeros((0, 1, 1), np.float32), None
+            layers = [(self.bundle.manifest.layer or "", self._as_maps(raw), self._prefix(raw))]
+        else:
+            layers = self.layer_activations(x, how.layers)
+        prefix = layers[0][2]
 
         def tail(batch: NDArray[np.float32]) -> NDArray[np.float32]:
             return self.tail_scores(batch, prefix)
 
         # Tail-graph methods take the unperturbed output from the tail as well: one features
         # forward and cheap tail forwards, never a second full-model forward.
-        clean = (tail(acts[None]) if engine.uses_tail else self.scores(x))[0]
-        featured = time.perf_counter() - started
-        targets = self.targets(clean, target, top_k)
-        maps_model = None
-        if self._device is not None and engine.uses_masks and engine.perturbs_linearly:
-            maps_model = self._device.bind(x, engine.preset.align_corners)
-        scores = engine.score(x, acts, tail if engine.uses_tail else self.batch_scorer(),
-                              targets, clean, self.bundle.manifest.output.kind, progress,
-                              maps_model)
+        clean = (tail(layers[0][1][None]) if engine.uses_tail else self.scores(x))[0]
+        found = _Pass(self.targets(clean, target, top_k), clean,
+                      features_seconds=time.perf_counter() - started)
         size = (self._input.height, self._input.width)
-        found = _Pass(targets, clean, scores, featured)
-        for column in range(len(targets)):
-            weights = engine.weights(scores.values[:, column])
-            cam, degenerate = engine.cam(acts, weights, size, eigen_smooth)
-            found.weights.append(weights)
+        grids = [acts.shape[1:] for _, acts, _ in layers]
+        grid = largest_grid(grids)
+        at_grid = len(layers) > 1 and how.fuse == "max" and engine.preset.name == TORCHCAM
+        per_layer: list[list[tuple[NDArray[np.float32], bool]]] = [[] for _ in found.targets]
+        weights: list[list[NDArray[np.float32]]] = [[] for _ in found.targets]
+        primary = self.bundle.manifest.activation
+        for index, (_, acts, _) in enumerate(layers):
+            maps_model = None
+            if (self._device is not None and engine.uses_masks and engine.perturbs_linearly
+                    and primary is not None and acts.shape[1:] == (primary.height,
+                                                                  primary.width)):
+                maps_model = self._device.bind(x, engine.preset.align_corners)
+            scores = engine.score(x, acts, tail if engine.uses_tail else self.batch_scorer(),
+                                  found.targets, clean, self.bundle.manifest.output.kind,
+                                  _part(progress, index, len(layers)), maps_model)
+            found.add(scores)
+            for column in range(len(found.targets)):
+                w = engine.weights(scores.values[:, column])
+                weights[column].append(w)
+                per_layer[column].append(engine.cam(acts, w, grid if at_grid else size,
+                                                    how.eigen, len(layers) > 1))
+        for column in range(len(found.targets)):
+            maps = per_layer[column]
+            if len(maps) == 1:
+                cam, degenerate = maps[0]
+            elif how.fuse == "max":
+                cam, degenerate = fuse_max([m for m, _ in maps], grid if at_grid else None,
+                                           size)
+            else:
+                cam, degenerate = fuse_mean([m for m, _ in maps])
             found.cams.append(cam)
             found.degenerate.append(degenerate)
+            found.weights.append(np.concatenate(weights[column]))
         return found
 
     def targets(self, clean: NDArray[np.floating], target: int | Sequence[int] | None = None,
@@ -335,22 +388,42 @@ AUGMENTATIONS = ((False, 1.0), (False, 0.9), (False, 1.1), (True, 1.0), (True, 0
                  (True, 1.1))
 
 
+@dataclass(frozen=True)
+class _How:
+    """Settings of every pass: eigen smoothing, the layers to explain, how to fuse them."""
+
+    eigen: bool = False
+    layers: list[str] | None = None
+    fuse: str = "mean"
+
+
 @dataclass
 class _Pass:
-    """What one (possibly augmented) input gave: its targets, clean output and maps."""
+    """What one (possibly augmented) input gave: its targets, clean output and maps, and
+    the forwards of every layer."""
 
     targets: list[int]
     clean: NDArray[np.float32]
-    scores: Scores
     features_seconds: float
+    forwards: int = 0
+    masks: int = 0
+    nonfinite: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
     weights: list[NDArray[np.float32]] = field(default_factory=list)
     cams: list[NDArray[np.float32]] = field(default_factory=list)
     degenerate: list[bool] = field(default_factory=list)
 
+    def add(self, scores: Scores) -> None:
+        """Count one layer's forwards."""
+        self.forwards += scores.forwards
+        self.masks += scores.masks
+        self.nonfinite = self.nonfinite or scores.nonfinite
+        for key, value in scores.seconds.items():
+            self.seconds[key] = self.seconds.get(key, 0.0) + value
 
-def _part(progress: Progress | None, index: int, smoothing: bool) -> Progress | None:
-    """`progress` for pass `index` of the six augmented passes (all of one pass else)."""
-    if progress is None or not smoothing:
+
+def _part(progress: Progress | None, index: int, parts: int) -> Progress | None:
+    """`progress` for part `index` of `parts` runs of the same size (passes or layers)."""
+    if progress is None or parts == 1:
         return progress
-    passes = len(AUGMENTATIONS)
-    return lambda done, total: progress(index * total + done, passes * total)
+    return lambda done, total: progress(index * total + done, parts * total)

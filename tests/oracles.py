@@ -45,6 +45,31 @@ def grad_cam_style(x: np.ndarray, acts: np.ndarray, model: Model, c: int,
     """pytorch-grad-cam 1.5 ScoreCAM with the default (raw logit) target; `eigen`: its
     eigen_smooth (the weighted activations' `get_2d_projection` instead of their sum)."""
     size = x.shape[2:]
+    weights = _grad_cam_weights(x, acts, model, c)
+    weighted = weights[:, None, None] * acts
+    cam = projection_2d(weighted) if eigen else weighted.sum(axis=0)
+    return _grad_cam_image(cam, size)
+
+
+def grad_cam_layers(x: np.ndarray, layers: list[np.ndarray], model: Model, c: int
+                    ) -> np.ndarray:
+    """pytorch-grad-cam ScoreCAM with several target layers: per layer its own weights,
+    ReLU, scale_cam_image to the input size; `aggregate_multi_layers`: ReLU, the mean,
+    scale_cam_image again."""
+    size = x.shape[2:]
+    per = []
+    for acts in layers:
+        cam = (_grad_cam_weights(x, acts, model, c)[:, None, None] * acts).sum(axis=0)
+        cam = np.maximum(cam, 0) - np.maximum(cam, 0).min()
+        cam = cam / (1e-7 + cam.max())
+        per.append(cv2.resize(np.float32(cam), (size[1], size[0])))
+    mean = np.maximum(np.stack(per), 0).mean(axis=0)
+    mean = mean - mean.min()
+    return np.float32(mean / (1e-7 + mean.max()))
+
+
+def _grad_cam_weights(x: np.ndarray, acts: np.ndarray, model: Model, c: int) -> np.ndarray:
+    size = x.shape[2:]
     up = torch.nn.UpsamplingBilinear2d(size=size)(_t(acts)[None])[0]
     flat = up.reshape(up.shape[0], -1)
     maxs = flat.max(dim=1).values[:, None, None]
@@ -54,10 +79,7 @@ def grad_cam_style(x: np.ndarray, acts: np.ndarray, model: Model, c: int,
     for k in range(up.shape[0]):
         out = model((_t(x) * up[k]).numpy())
         scores.append(float(out[0, c]))
-    weights = torch.softmax(torch.tensor(scores, dtype=torch.float32), dim=-1).numpy()
-    weighted = weights[:, None, None] * acts
-    cam = projection_2d(weighted) if eigen else weighted.sum(axis=0)
-    return _grad_cam_image(cam, size)
+    return torch.softmax(torch.tensor(scores, dtype=torch.float32), dim=-1).numpy()
 
 
 def projection_2d(maps: np.ndarray) -> np.ndarray:
@@ -144,8 +166,10 @@ def ablationcam(acts: np.ndarray, tail: Tail, clean: np.ndarray, c: int,
     return _grad_cam_image(cam, size)
 
 
-def torchcam_style(x: np.ndarray, acts: np.ndarray, model: Model, c: int) -> np.ndarray:
-    """torch-cam 0.5 ScoreCAM, upsampled to the input size as its metrics do."""
+def torchcam_style(x: np.ndarray, acts: np.ndarray, model: Model, c: int,
+                   out_size: tuple[int, int] | None = None) -> np.ndarray:
+    """torch-cam 0.5 ScoreCAM, upsampled to the input size as its metrics do (or to
+    `out_size`)."""
     size = x.shape[2:]
     a = _t(acts).clone()
     a -= a.flatten(1).min(dim=-1).values[:, None, None]
@@ -158,7 +182,18 @@ def torchcam_style(x: np.ndarray, acts: np.ndarray, model: Model, c: int) -> np.
     cam = torch.relu(cam)
     cam -= cam.min()
     cam /= cam.max() + 1e-8
-    return F.interpolate(cam[None, None], size=size, mode="bilinear",
+    return F.interpolate(cam[None, None], size=out_size or size, mode="bilinear",
+                         align_corners=False)[0, 0].numpy()
+
+
+def torchcam_layers(x: np.ndarray, layers: list[np.ndarray], model: Model, c: int
+                    ) -> np.ndarray:
+    """torch-cam ScoreCAM with several target layers and `fuse_cams`: each layer's
+    normalised CAM resized (bilinear, align_corners=False) to the largest grid, the
+    element-wise maximum; then upsampled to the input as one layer's map."""
+    grid = (max(a.shape[1] for a in layers), max(a.shape[2] for a in layers))
+    fused = torch.stack([_t(torchcam_style(x, a, model, c, grid)) for a in layers]).max(0)
+    return F.interpolate(fused.values[None, None], size=x.shape[2:], mode="bilinear",
                          align_corners=False)[0, 0].numpy()
 
 

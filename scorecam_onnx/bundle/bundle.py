@@ -82,9 +82,9 @@ class Bundle:
                         f"{root}: {name} does not match its checksum in the manifest "
                         "(modified or corrupt)"
                     )
-            if manifest.features and manifest.activation:
-                _check_graph(root, manifest.features, [manifest.input.name],
-                             manifest.activation.name)
+            for _, activation in manifest.targets:
+                _check_graph(root, manifest.features or "", [manifest.input.name],
+                             activation.name)
             _check_graph(root, manifest.model, [manifest.input.name], manifest.output.name)
             if manifest.tail and manifest.activation:
                 _check_graph(root, manifest.tail, [manifest.activation.name],

@@ -87,6 +87,14 @@ def ancestors(model: onnx.ModelProto, tensor: str) -> set[str]:
     return seen
 
 
+def deepest(model: onnx.ModelProto, tensors: list[str]) -> str:
+    """The tensor computed from all the others (the last given when none is)."""
+    for tensor in tensors:
+        if set(tensors) <= ancestors(model, tensor):
+            return tensor
+    return tensors[-1]
+
+
 def candidate_layers(model: onnx.ModelProto, output: str, layout: str = "NCHW") -> list[Candidate]:
     """Tensors that could be the target, in graph order: 4-D ones with a spatial size above 1,
     and token tensors (N×L×C, L > 1) that enter a LayerNormalization (a transformer's

@@ -75,6 +75,14 @@ class ActivationSpec:
 
 
 @dataclass(frozen=True)
+class LayerSpec:
+    """A further target layer of a multi-layer bundle: its name and activation tensor."""
+
+    layer: str
+    activation: ActivationSpec
+
+
+@dataclass(frozen=True)
 class OutputSpec:
     """The classifier output: C class scores, either logits or probabilities."""
 
@@ -100,6 +108,17 @@ class Manifest:
     # The tail graph (activations → output), present when the cut is clean; otherwise why not.
     tail: str | None = None
     tail_missing: str | None = None
+    # Further target layers (format 3): each another output of the features graph. The
+    # `activation` above is the deepest layer, where the tail graph is cut.
+    more_layers: tuple[LayerSpec, ...] = ()
+
+    @property
+    def targets(self) -> list[tuple[str, ActivationSpec]]:
+        """Every target layer as (name, activation): the deepest first, then the others."""
+        if self.activation is None or self.layer is None:
+            return []
+        return [(self.layer, self.activation),
+                *((m.layer, m.activation) for m in self.more_layers)]
 
     @property
     def model_only(self) -> bool:
@@ -111,6 +130,7 @@ class Manifest:
         body = asdict(self)
         body["input"]["mean"] = list(self.input.mean)
         body["input"]["std"] = list(self.input.std)
+        body["more_layers"] = list(body["more_layers"])
         return {"format": FORMAT, "format_version": FORMAT_VERSION, **body}
 
     def dumps(self) -> str:
@@ -170,6 +190,7 @@ class Manifest:
             tail=root.get("tail", str, optional=True) if version >= 2 else None,
             tail_missing=root.get("tail_missing", str, optional=True) if version >= 2
             else NO_TAIL_IN_V1,
+            more_layers=_more_layers(root, version),
         )
 
     @classmethod
@@ -186,6 +207,21 @@ class Manifest:
         except json.JSONDecodeError as exc:
             raise BundleError(f"{path}: the manifest is not valid JSON: {exc}") from None
         return cls.from_dict(data)
+
+
+def _more_layers(root: _Reader, version: int) -> tuple[LayerSpec, ...]:
+    if version < 3 or root.data.get("more_layers") is None:
+        return ()
+    items = root.get("more_layers", list)
+    found = []
+    for n, item in enumerate(items):
+        entry = _Reader(item, f"more_layers[{n}]")
+        found.append(LayerSpec(entry.get("layer", str),
+                               _activation(entry.child("activation"), version)))
+    names = [a.name for a in (*(f.activation for f in found),)]
+    if len(set(names)) != len(names):
+        raise BundleError("manifest: 'more_layers' names a tensor twice")
+    return tuple(found)
 
 
 def _activation(act: _Reader, version: int) -> ActivationSpec:

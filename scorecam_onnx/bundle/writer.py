@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from ..fileio import sha256, staged_folder, write_text_atomic
 from ..runners.ort import build_session
 from . import graphs
 from .bundle import TAIL_NAME, WEIGHTS_NAME, Bundle
-from .manifest import MANIFEST_NAME, ActivationSpec, InputSpec, Manifest, OutputSpec
+from .manifest import MANIFEST_NAME, ActivationSpec, InputSpec, LayerSpec, Manifest, OutputSpec
 from .tokens import check_grid, infer_grid
 
 # Tensors below this size stay inside the graphs (shapes and small constants).
@@ -39,10 +40,10 @@ class Preprocessing:
 def write_bundle(
     model: onnx.ModelProto,
     out_dir: str | Path,
-    activation: str,
+    activation: str | Sequence[str],
     output: str | None = None,
     preprocessing: Preprocessing | None = None,
-    layer: str | None = None,
+    layer: str | Sequence[str] | None = None,
     labels: list[str] | None = None,
     source: dict[str, str] | None = None,
     force: bool = False,
@@ -59,10 +60,13 @@ def write_bundle(
     Args:
         model: a classifier graph with one image input, weights loaded.
         out_dir: the bundle folder to create.
-        activation: the target tensor: N×K×h×w, N×h×w×K (NHWC), or N×L×K tokens.
+        activation: the target tensor: N×K×h×w, N×h×w×K (NHWC), or N×L×K tokens; or several
+            (a multi-layer bundle: one features output each; the deepest, the one computed
+            from all the others, is where the tail graph is cut).
         output: the class-score output; default the graph's only output.
         preprocessing: how images become inputs; the size defaults to the graph's input size.
-        layer: a readable name for the target layer (default: the tensor name).
+        layer: a readable name for the target layer (default: the tensor name); one per
+            tensor when there are several.
         labels: one class name per output class.
         source: provenance (framework, model, version).
         force: replace an existing `out_dir`.
@@ -77,7 +81,21 @@ def write_bundle(
         raise BundleError(f"{out}: already exists (use --force to replace it)")
     image_input = graphs.single_input(model)
     output = output or graphs.only_output(model)
-    graphs.check_tensor(model, activation, output)
+    tensors = [activation] if isinstance(activation, str) else list(activation)
+    layer_names = (tensors if layer is None else [layer] if isinstance(layer, str)
+                   else list(layer))
+    if len(layer_names) != len(tensors):
+        raise BundleError(f"{len(layer_names)} layer names for {len(tensors)} target tensors")
+    if not tensors or len(set(tensors)) != len(tensors):
+        raise BundleError("give each target tensor once")
+    if len(tensors) > 1 and tokens:
+        raise BundleError("--tokens is for a single token layer")
+    for tensor in tensors:
+        graphs.check_tensor(model, tensor, output)
+    deepest = graphs.deepest(model, tensors)
+    order = [tensors.index(deepest), *(i for i in range(len(tensors)) if tensors[i] != deepest)]
+    tensors, layer_names = [tensors[i] for i in order], [layer_names[i] for i in order]
+    activation = tensors[0]
     height, width = _input_size(image_input, prep)
 
     with staged_folder(out) as staging:
@@ -95,8 +113,8 @@ def write_bundle(
         )
         # Cut the features graph from the saved one, so its weights point into the same file.
         saved = onnx.load(str(staging / "model.onnx"), load_external_data=False)
-        features = graphs.extract(saved, [image_input.name], [activation])
-        graphs.free_batch_axis(features, [image_input.name, activation])
+        features = graphs.extract(saved, [image_input.name], tensors)
+        graphs.free_batch_axis(features, [image_input.name, *tensors])
         onnx.save_model(features, str(staging / "features.onnx"))
         tail_missing = graphs.bypass(saved, image_input.name, activation, output)
         if tail_missing is None:
@@ -110,9 +128,10 @@ def write_bundle(
             onnx.checker.check_model(str(staging / name))
 
         act_layout = activation_layout or prep.layout
-        probed = _probe(staging, image_input.name, activation, output, (height, width),
+        probed = _probe(staging, image_input.name, tensors, output, (height, width),
                         prep.layout, act_layout, tail_missing is None)
-        act_shape, classes, tail_error, length = probed
+        (act_shape, length), *others = probed.shapes
+        classes, tail_error = probed.classes, probed.tail_error
         prefix = 0
         if length is not None:
             act_layout = "NLC"
@@ -121,6 +140,15 @@ def write_bundle(
             act_shape = (act_shape[0], gh, gw)
         elif tokens:
             raise BundleError(f"--tokens is for a token tensor (N×L×C); {activation!r} is 4-D")
+        more = []
+        for tensor, name, (shape, tokens_length) in zip(tensors[1:], layer_names[1:], others,
+                                                        strict=True):
+            if tokens_length is None:
+                spec = ActivationSpec(tensor, *shape, layout=act_layout)
+            else:
+                p, gh, gw = infer_grid(tokens_length, (height, width), prefix_hint)
+                spec = ActivationSpec(tensor, shape[0], gh, gw, layout="NLC", prefix=p)
+            more.append(LayerSpec(name, spec))
         if tail_error is not None:
             (staging / TAIL_NAME).unlink()
             graphs_written.remove(TAIL_NAME)
@@ -141,13 +169,14 @@ def write_bundle(
             activation=ActivationSpec(activation, *act_shape, layout=act_layout,
                                       prefix=prefix),
             output=OutputSpec(output, classes, kind=output_kind(model, output)),
-            layer=layer or activation,
+            layer=layer_names[0],
             weights=WEIGHTS_NAME if has_weights else None,
             labels="labels.txt" if labels is not None else None,
             source=dict(source or {}),
             checksums={name: sha256(staging / name) for name in names},
             tail=TAIL_NAME if tail_missing is None else None,
             tail_missing=tail_missing,
+            more_layers=tuple(more),
         )
         write_text_atomic(staging / MANIFEST_NAME, manifest.dumps())
     return Bundle.load(out)
@@ -174,35 +203,49 @@ def _input_size(image_input: onnx.ValueInfoProto, prep: Preprocessing) -> tuple[
     return height, width
 
 
+@dataclass(frozen=True)
+class _Probed:
+    """What one run of the cut graphs showed: per tensor ((K, h, w), L for tokens or None),
+    the number of classes, and why the tail cannot be used (None when it can)."""
+
+    shapes: list[tuple[tuple[int, int, int], int | None]]
+    classes: int
+    tail_error: str | None
+
+
 def _probe(
-    folder: Path, input_name: str, activation: str, output: str, size: tuple[int, int],
+    folder: Path, input_name: str, tensors: list[str], output: str, size: tuple[int, int],
     layout: str, act_layout: str, has_tail: bool,
-) -> tuple[tuple[int, int, int], int, str | None, int | None]:
-    """Run the graphs on a batch of two; return (K, h, w), the number of classes, why the
-    tail graph cannot be used (None when tail(features(x)) matches model(x)), and L for a
-    token tensor (N×L×K; then h and w are placeholders)."""
+) -> _Probed:
+    """Run the graphs on a batch of two: the shape of each target tensor (for a token
+    tensor N×L×K, h and w are placeholders and L is given), the classes, and whether
+    tail(features(x)) matches model(x) at the first (deepest) tensor."""
     shape = (2, 3, *size) if layout == "NCHW" else (2, *size, 3)
     probe = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     try:
         features, _ = build_session(folder / "features.onnx", "cpu")
         model, _ = build_session(folder / "model.onnx", "cpu")
-        (acts,) = features.run([activation], {input_name: probe})
+        outputs = features.run(tensors, {input_name: probe})
         (scores,) = model.run([output], {input_name: probe})
     except Exception as exc:  # noqa: BLE001 - report ONNX Runtime's own words
         raise BundleError(f"the cut graphs do not run in ONNX Runtime: {exc}") from None
-    tail_error = _check_tail(folder, activation, output, acts, scores) if has_tail else None
-    if acts.ndim not in (3, 4) or acts.shape[0] != 2:
-        raise BundleError(f"tensor {activation!r} has shape {acts.shape}, expected N×K×h×w, "
-                          "N×h×w×K or N×L×K tokens")
+    tail_error = _check_tail(folder, tensors[0], output, outputs[0], scores) if has_tail else None
     if scores.ndim != 2 or scores.shape[0] != 2:
         raise BundleError(f"output {output!r} has shape {scores.shape}, expected N×C")
-    if acts.ndim == 3:
-        return (int(acts.shape[2]), 0, 0), int(scores.shape[1]), tail_error, int(acts.shape[1])
-    k, h, w = acts.shape[1:] if act_layout == "NCHW" else (acts.shape[3], *acts.shape[1:3])
-    if h * w <= 1:
-        raise BundleError(f"tensor {activation!r} has a spatial size of {h}×{w}: a saliency map "
-                          "needs more (pick a layer before the global pooling)")
-    return (int(k), int(h), int(w)), int(scores.shape[1]), tail_error, None
+    found = []
+    for tensor, acts in zip(tensors, outputs, strict=True):
+        if acts.ndim not in (3, 4) or acts.shape[0] != 2:
+            raise BundleError(f"tensor {tensor!r} has shape {acts.shape}, expected N×K×h×w, "
+                              "N×h×w×K or N×L×K tokens")
+        if acts.ndim == 3:
+            found.append(((int(acts.shape[2]), 0, 0), int(acts.shape[1])))
+            continue
+        k, h, w = acts.shape[1:] if act_layout == "NCHW" else (acts.shape[3], *acts.shape[1:3])
+        if h * w <= 1:
+            raise BundleError(f"tensor {tensor!r} has a spatial size of {h}×{w}: a saliency "
+                              "map needs more (pick a layer before the global pooling)")
+        found.append(((int(k), int(h), int(w)), None))
+    return _Probed(found, int(scores.shape[1]), tail_error)
 
 
 def _check_tail(folder: Path, activation: str, output: str, acts: np.ndarray,

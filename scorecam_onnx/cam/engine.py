@@ -245,10 +245,12 @@ class ScoreCam:
         return weights.astype(np.float32)
 
     def cam(self, activations: NDArray[np.float32], weights: NDArray[np.float32],
-            size: tuple[int, int], eigen: bool = False) -> tuple[NDArray[np.float32], bool]:
+            size: tuple[int, int], eigen: bool = False,
+            layer_part: bool = False) -> tuple[NDArray[np.float32], bool]:
         """The saliency map at input resolution in [0, 1], and whether it is degenerate;
-        `eigen`: the weighted activations' first principal component instead of their sum."""
-        return form_cam(activations, weights, size, self.preset, eigen)
+        `eigen`: the weighted activations' first principal component instead of their sum;
+        `layer_part`: one layer's part of a fused map (see `form_cam`)."""
+        return form_cam(activations, weights, size, self.preset, eigen, layer_part)
 
 
 @dataclass
@@ -330,11 +332,13 @@ def run_batches(total: int, batch_size: int, shape: tuple[int, ...],
 
 def form_cam(activations: NDArray[np.float32], weights: NDArray[np.float32],
              size: tuple[int, int], preset: Preset,
-             eigen: bool = False) -> tuple[NDArray[np.float32], bool]:
+             eigen: bool = False, layer_part: bool = False) -> tuple[NDArray[np.float32], bool]:
     """Weigh the activations into a map at input resolution, as `preset` does.
 
     With `eigen`, the weighted sum is replaced by the projection of the weighted activations
-    on their first principal component (`principal_projection`). Returns the map in [0, 1]
+    on their first principal component (`principal_projection`). With `layer_part`, the map
+    is one layer's part of pytorch-grad-cam's fusion: for its preset, the map before the
+    last ReLU and min-max (which the fusion applies to the mean). Returns the map in [0, 1]
     and True when it is degenerate (all zero or constant); a degenerate map is all zeros,
     never NaN.
     """
@@ -356,6 +360,8 @@ def form_cam(activations: NDArray[np.float32], weights: NDArray[np.float32],
     if preset.name == GRADCAM:
         scaled = _scale(positive, 1e-7).astype(np.float32)
         full = cv2.resize(scaled, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        if layer_part:
+            return full.astype(np.float32), False
         result = _scale(np.maximum(full, 0.0), 1e-7)
     else:
         scaled = positive - positive.min()

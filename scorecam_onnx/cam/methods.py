@@ -176,10 +176,11 @@ class EigenCam(ScoreCam):
         return np.nan_to_num(values).astype(np.float32)
 
     def cam(self, activations: NDArray[np.float32], weights: NDArray[np.float32],
-            size: tuple[int, int], eigen: bool = False) -> tuple[NDArray[np.float32], bool]:
+            size: tuple[int, int], eigen: bool = False,
+            layer_part: bool = False) -> tuple[NDArray[np.float32], bool]:
         means = activations.reshape(activations.shape[0], -1).mean(axis=1)
         centred = activations - means[:, None, None].astype(np.float32)
-        return form_cam(centred, weights, size, self.preset)
+        return form_cam(centred, weights, size, self.preset, layer_part=layer_part)
 
 
 def make_method(method: str, preset: str | None = None, batch_size: int = 8,

@@ -100,6 +100,7 @@ class Rise(ScoreCam):
         return values.astype(np.float32)
 
     def cam(self, activations: NDArray[np.float32], weights: NDArray[np.float32],
-            size: tuple[int, int], eigen: bool = False) -> tuple[NDArray[np.float32], bool]:
+            size: tuple[int, int], eigen: bool = False,
+            layer_part: bool = False) -> tuple[NDArray[np.float32], bool]:
         """The map min-max normalised to [0, 1] (RISE's values are relative)."""
         return _min_max(weights.reshape(size).astype(np.float64))

@@ -131,7 +131,8 @@ class ReciproCam(TailCam):
         return values.astype(np.float32)
 
     def cam(self, activations: NDArray[np.float32], weights: NDArray[np.float32],
-            size: tuple[int, int], eigen: bool = False) -> tuple[NDArray[np.float32], bool]:
+            size: tuple[int, int], eigen: bool = False,
+            layer_part: bool = False) -> tuple[NDArray[np.float32], bool]:
         h, w = activations.shape[1:]
         scores = np.nan_to_num(weights.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         small, degenerate = _min_max(scores.reshape(h, w))
@@ -196,5 +197,6 @@ class AblationCam(TailCam):
         return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
     def cam(self, activations: NDArray[np.float32], weights: NDArray[np.float32],
-            size: tuple[int, int], eigen: bool = False) -> tuple[NDArray[np.float32], bool]:
-        return form_cam(activations, weights, size, self.preset, eigen)
+            size: tuple[int, int], eigen: bool = False,
+            layer_part: bool = False) -> tuple[NDArray[np.float32], bool]:
+        return form_cam(activations, weights, size, self.preset, eigen, layer_part)

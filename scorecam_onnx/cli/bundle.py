@@ -129,11 +129,13 @@ def _read_labels(path: str | None) -> list[str] | None:
 @click.option("--weights-enum", metavar="ENUM.MEMBER",
               help="A torchvision weights enum (ViT_B_16_Weights.IMAGENET1K_V1) whose "
                    "transforms and categories give the preprocessing and labels.")
-@click.option("--layer", help="Target module output (NAME, NAME#K for its K-th call) or "
-                              "input (NAME:input). Default: chosen from the model's shapes.")
+@click.option("--layer", "layers", multiple=True,
+              help="Target module output (NAME, NAME#K for its K-th call) or input "
+                   "(NAME:input); repeat it for a multi-layer bundle. Default: chosen from "
+                   "the model's shapes.")
 @token_options
 @preprocessing_options
-def export(model_spec, weights, model_kwargs, weights_enum, layer, tokens, activation_layout,
+def export(model_spec, weights, model_kwargs, weights_enum, layers, tokens, activation_layout,
            input_size, mean, std, color, layout, interpolation, resize, crop_fraction, labels,
            out, force) -> None:
     """Export a PyTorch classifier into a bundle (needs the 'export' extra)."""
@@ -155,10 +157,12 @@ def export(model_spec, weights, model_kwargs, weights_enum, layer, tokens, activ
                                           loaded.preprocessing_sets),
              "labels": "--labels" if label_names is not None else
              loaded.labels_from or "none"}
-    report = export_bundle(loaded, out, layer, prep, label_names, force, tokens,
+    report = export_bundle(loaded, out, list(layers) or None, prep, label_names, force, tokens,
                            activation_layout, notes)
     m = report.bundle.manifest
     click.echo(f"layer {report.layer.label}: {report.layer.reason}; {_activation(m)}")
+    for more in m.more_layers:
+        click.echo(f"layer {more.layer}: given with --layer; {_spec(more.activation)}")
     click.echo(f"wrote {out}: {m.output.classes} classes, preprocessing from "
                f"{notes['preprocessing']}, labels from {notes['labels']}, "
                f"{_bundle_bytes(report.bundle) / 1e6:.1f} MB")
@@ -169,14 +173,16 @@ def export(model_spec, weights, model_kwargs, weights_enum, layer, tokens, activ
 
 @click.command()
 @click.argument("onnx_file", type=click.Path(dir_okay=False))
-@click.option("--layer", help="Target tensor name. Default: the suggested one ('layers').")
+@click.option("--layer", "layers", multiple=True,
+              help="Target tensor name; repeat it for a multi-layer bundle. Default: the "
+                   "suggested one ('layers').")
 @click.option("--no-layer", is_flag=True,
               help="No target layer: a model-only bundle (the classifier and its "
                    "preprocessing) for --method rise.")
 @click.option("--output", help="Class-score output name. Default: the graph's only output.")
 @token_options
 @preprocessing_options
-def split(onnx_file, layer, no_layer, output, tokens, activation_layout, input_size, mean, std,
+def split(onnx_file, layers, no_layer, output, tokens, activation_layout, input_size, mean, std,
           color, layout, interpolation, resize, crop_fraction, labels, out, force) -> None:
     """Cut an existing ONNX classifier into a bundle (no PyTorch needed)."""
     from ..bundle import graphs, write_bundle
@@ -190,16 +196,17 @@ def split(onnx_file, layer, no_layer, output, tokens, activation_layout, input_s
                           crop_fraction)
     output = output or _only_output(model)
     if no_layer:
-        _split_model_only(model, onnx_file, layer or tokens or activation_layout, output, prep,
+        _split_model_only(model, onnx_file, layers or tokens or activation_layout, output, prep,
                           {"input size": input_size, "mean": mean, "std": std,
                            "resize": resize}, labels, out, force)
         return
-    tensor = layer or graphs.suggested_layer(model, output, prep.layout)
+    tensor = list(layers) or graphs.suggested_layer(model, output, prep.layout)
     bundle = write_bundle(model, out, tensor, output, prep, labels=_read_labels(labels),
                           source={"framework": "onnx", "model": Path(onnx_file).name},
                           force=force, tokens=tokens, activation_layout=activation_layout)
     m = bundle.manifest
-    click.echo(f"wrote {out}: layer {tensor} ({_activation(m)}), "
+    shown = "; ".join(f"{name} ({_spec(a)})" for name, a in m.targets)
+    click.echo(f"wrote {out}: layer{'s' * (len(m.targets) > 1)} {shown}, "
                f"{m.output.classes} classes, {_bundle_bytes(bundle) / 1e6:.1f} MB")
 
 
@@ -230,9 +237,12 @@ def _split_model_only(model, onnx_file: str, layer_given: object, output: str,
 
 def _activation(m) -> str:
     """'1280×7×7', or for tokens '384 channels of 1 + 14×14 tokens'."""
-    a = m.activation
-    if a is None:
+    if m.activation is None:
         return "none (a model-only bundle, for --method rise)"
+    return _spec(m.activation)
+
+
+def _spec(a) -> str:
     if a.layout == "NLC":
         return f"{a.channels} channels of {a.prefix} + {a.height}×{a.width} tokens"
     return f"{a.channels}×{a.height}×{a.width}" + (" NHWC" if a.layout == "NHWC" else "")
@@ -300,7 +310,8 @@ def info(bundle_dir, as_json) -> None:
                   + (f", centre {i.crop_fraction:.4g}" if i.crop_fraction < 1 else "")
                   + (f"; from {m.source['preprocessing']}" if "preprocessing" in m.source
                      else "")),
-        ("layer", f"{m.layer} → {a.name}: {_activation(m)}" if a else _activation(m)),
+        *((("layer", f"{name} → {spec.name}: {_spec(spec)}") for name, spec in m.targets)
+          if a else [("layer", _activation(m))]),
         ("output", f"{m.output.name}: {m.output.classes} {m.output.kind}"),
         ("tail", f"{m.tail} (for reciprocam, ablationcam)" if m.tail else
                  f"none: {m.tail_missing}"),

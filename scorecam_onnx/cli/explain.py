@@ -38,6 +38,12 @@ from .common import StepBar, run_options
 @click.option("--eigen-smooth", is_flag=True,
               help="The weighted activations' first principal component instead of their "
                    "sum (pytorch-grad-cam's eigen_smooth).")
+@click.option("--layer", "layers", multiple=True,
+              help="Of a multi-layer bundle, a layer to explain at (repeatable). Default: "
+                   "all of them.")
+@click.option("--fuse", type=click.Choice(["mean", "max"]), default=None,
+              help="How several layers' maps are fused. Default: the preset's (max for "
+                   "torchcam, mean otherwise).")
 @click.option("--sheet", is_flag=True,
               help="Also write sheet.png: photo | heatmap | overlay (first 64 images).")
 @click.option("--skip-existing", is_flag=True,
@@ -52,7 +58,7 @@ from .common import StepBar, run_options
 def explain(inputs, model_dir, provider, provider_options, threads, batch_size, quiet,
             max_pixels, model_url, remote_timeout, out, preset,
             method, channels, samples, classes, top_k, gaussian, aug_smooth, eigen_smooth,
-            sheet, skip_existing,
+            layers, fuse, sheet, skip_existing,
             ray_address, actors, gpus_per_actor) -> None:
     """Explain images (files, folders or globs); write <name>.png/.npy/.json per image.
 
@@ -67,7 +73,7 @@ def explain(inputs, model_dir, provider, provider_options, threads, batch_size, 
         inputs=list(inputs), out=Path(out), preset=preset, method=method, channels=channels,
         samples=samples, classes=list(classes), top_k=top_k, sheet=sheet,
         skip_existing=skip_existing, gaussian=gaussian, aug_smooth=aug_smooth,
-        eigen_smooth=eigen_smooth,
+        eigen_smooth=eigen_smooth, layers=list(layers) or None, fuse=fuse,
     )
     if ray_address is not None:
         if sheet:

@@ -40,6 +40,8 @@ class ExplainParams:
     gaussian: bool = False
     aug_smooth: bool = False
     eigen_smooth: bool = False
+    layers: tuple[str, ...] | None = None
+    fuse: str | None = None
     map_size: str | int = "original"
 
     def options(self) -> dict[str, Any]:
@@ -47,7 +49,8 @@ class ExplainParams:
         return {"method": self.method, "preset": self.preset, "channels": self.channels,
                 "samples": self.samples, "batch_size": self.batch_size,
                 "gaussian": self.gaussian, "aug_smooth": self.aug_smooth,
-                "eigen_smooth": self.eigen_smooth}
+                "eigen_smooth": self.eigen_smooth,
+                "layers": list(self.layers) if self.layers else None, "fuse": self.fuse}
 
     def with_target(self, target: Any, top_k: Any, classes: int) -> ExplainParams:
         """These settings with an instance's own target or top_k, checked."""
@@ -77,6 +80,8 @@ def parse_params(raw: Mapping[str, Any], classes: int,
         gaussian=_bool(raw, "gaussian", base.gaussian),
         aug_smooth=_bool(raw, "aug_smooth", base.aug_smooth),
         eigen_smooth=_bool(raw, "eigen_smooth", base.eigen_smooth),
+        layers=_names(raw, "layers", base.layers),
+        fuse=_choice(raw, "fuse", ("mean", "max"), base.fuse),
         map_size=_map_size(raw, base.map_size),
         **_targets(raw, classes),
     )
@@ -121,6 +126,19 @@ def _choice(raw: Mapping[str, Any], name: str, allowed: tuple[str, ...],
         raise ApiError(422, f"{name}: unknown value {value!r}; choose one of "
                             f"{', '.join(allowed)}")
     return str(value)
+
+
+def _names(raw: Mapping[str, Any], name: str,
+           default: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """A list of names, or one comma-separated string of them."""
+    value = raw.get(name)
+    if value is None or value == "":
+        return default
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) and i.strip()
+                                                      for i in items):
+        raise ApiError(422, f"{name}: expected layer names (a list, or comma-separated)")
+    return tuple(i.strip() for i in items)
 
 
 def _bool(raw: Mapping[str, Any], name: str, default: bool) -> bool:

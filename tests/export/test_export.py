@@ -130,3 +130,41 @@ def test_falls_back_to_torchscript_when_dynamo_cannot_trace(tmp_path):
 def test_dynamo_is_the_first_choice(tmp_path):
     report = export_bundle(_loaded(small_net()), tmp_path / "b", preprocessing=PREP)
     assert report.bundle.manifest.source["exporter"] == "dynamo"
+
+
+def test_several_layers_export_into_one_features_graph(tmp_path):
+    """relu1 (8×16×16) and relu2 (16×8×8): both features outputs, equal to PyTorch's own
+    activations; the deepest (relu2) is the tail's cut; the fused map equals pytorch-grad-
+    cam's aggregation of the two layers computed from the hooked activations."""
+    from oracles import correlation, grad_cam_layers
+
+    from scorecam_onnx import Explainer
+
+    net = small_net()
+    report = export_bundle(_loaded(net), tmp_path / "b", layer=["relu1", "relu2"],
+                           preprocessing=PREP)
+    m = report.bundle.manifest
+    assert [name for name, _ in m.targets] == ["relu2", "relu1"] and m.tail is not None
+    assert report.layer.label == "relu2" and [c.label for c in report.layers] == ["relu1",
+                                                                                "relu2"]
+    x = np.random.default_rng(2).normal(size=(2, 3, 16, 16)).astype(np.float32)
+    feats = ort.InferenceSession(str(report.bundle.features_path),
+                                 providers=["CPUExecutionProvider"])
+    for name, spec in m.targets:
+        (want,), _ = _captured(net, name, torch.from_numpy(x))
+        (got,) = feats.run([spec.name], {m.input.name: x})
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    ex = Explainer(report.bundle, provider="cpu")
+    image = np.random.default_rng(4).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    xi = ex.preprocess(image)[1]
+    acts = [_captured(net, name, torch.from_numpy(xi))[0][0][0] for name in ("relu2", "relu1")]
+
+    def model(batch):
+        with torch.no_grad():
+            return net(torch.from_numpy(batch)).numpy()
+
+    c = int(np.argmax(model(xi)[0]))
+    got = ex.explain(image, c, preset="pytorch-grad-cam")
+    want = grad_cam_layers(xi, acts, model, c)
+    assert correlation(got.saliency_input, want) >= 0.9999
+    assert float(np.abs(got.saliency_input - want).max()) <= 1e-4

@@ -154,6 +154,22 @@ def test_a_plain_model_is_explained_with_rise_and_refuses_layer_methods(server, 
     assert "assumed mean" in server.stderr()
 
 
+def test_smoothing_and_layers_through_v1(server, tiny_path):
+    image = np.random.default_rng(8).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    b64 = base64.b64encode(encode_png(image)).decode()
+    params = {"preset": "pytorch-grad-cam", "aug_smooth": True, "eigen_smooth": "true",
+              "layers": "feat", "fuse": "max"}
+    reply = server.client.post("/v1/models/tiny:explain",
+                               json={"instances": [{"b64": b64}], "parameters": params})
+    assert reply.status_code == 200, reply.text
+    (got,) = reply.json()["explanations"]
+    want = Explainer(tiny_path, provider="cpu").explain(
+        image, preset="pytorch-grad-cam", aug_smooth=True, eigen_smooth=True, layers=["feat"],
+        fuse="max")
+    assert got["forwards"] == want.forwards
+    assert _saliency(got).tobytes() == want.saliency.tobytes()
+
+
 # Open Inference Protocol V2 ------------------------------------------------------------------
 def test_v2_infer_json_outputs_equal_in_process(server, local):
     body = {"id": "r1", "parameters": {"method": "faster-scorecam", "channels": 8, "top_k": 2},
@@ -323,6 +339,14 @@ BAD_REQUESTS = {
                      422, "map_size: expected original, input or a number of pixels"),
     "zero map_size": ("POST", "/explain", {"params": {"map_size": "0"}, "content": CHELSEA},
                       422, "map_size: must be between 1 and"),
+    "unknown fuse": ("POST", "/explain", {"params": {"fuse": "median"}, "content": CHELSEA},
+                     422, "fuse: unknown value 'median'"),
+    "unknown layer": ("POST", "/explain", {"params": {"layers": "nope"}, "content": CHELSEA},
+                      422, "unknown layer nope: this bundle's layers are"),
+    "eigen on reciprocam": ("POST", "/explain", {"params": {"method": "reciprocam",
+                                                            "eigen_smooth": "true"},
+                                                 "content": CHELSEA},
+                            422, "eigen_smooth applies to methods that weigh the activations"),
     "target and top_k": ("POST", "/explain", {"params": {"top_k": "2", "target": "3"},
                                               "content": CHELSEA}, 422,
                          "either target or top_k"),

@@ -1,0 +1,46 @@
+"""Maps of several target layers fused into one, as the presets' peers do (SPEC §11).
+
+- "mean" (pytorch-grad-cam's `aggregate_multi_layers`): each layer's map at the input size
+  (ReLU'd, min-max'd: what one layer gives), their mean, min-max again (ε 1e-7).
+- "max" (torch-cam's `fuse_cams`): each layer's normalised map resized (bilinear, half-pixel)
+  to the largest of the layers' grids, the element-wise maximum, then upsampled to the input
+  as one layer's map is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .engine import GRADCAM, PAPER, TORCHCAM
+from .interp import Resizer
+
+FUSIONS = ("mean", "max")
+# The fusion a preset uses when none is given: its peer's; the paper has none, and the mean
+# keeps every layer's evidence (max lets the most confident layer hide the others).
+DEFAULT_FUSION = {PAPER: "mean", GRADCAM: "mean", TORCHCAM: "max"}
+
+
+def largest_grid(grids: list[tuple[int, int]]) -> tuple[int, int]:
+    """The largest height and the largest width among the layers' grids (torch-cam's)."""
+    return max(g[0] for g in grids), max(g[1] for g in grids)
+
+
+def fuse_mean(maps: list[NDArray[np.float32]]) -> tuple[NDArray[np.float32], bool]:
+    """The mean of the layers' input-size maps, ReLU'd and min-max'd (ε 1e-7)."""
+    mean = np.maximum(np.stack(maps).astype(np.float64), 0.0).mean(axis=0)
+    shifted = mean - mean.min()
+    if not shifted.max() > 0:
+        return np.zeros(mean.shape, np.float32), True
+    return (shifted / (1e-7 + shifted.max())).astype(np.float32), False
+
+
+def fuse_max(maps: list[NDArray[np.float32]], grid: tuple[int, int] | None = None,
+             size: tuple[int, int] | None = None) -> tuple[NDArray[np.float32], bool]:
+    """The element-wise maximum of the layers' maps; with `grid` and `size`, the maps are at
+    `grid` and the maximum is upsampled to `size` (bilinear, half-pixel centres)."""
+    fused = np.stack(maps).astype(np.float64).max(axis=0)
+    if grid is not None and size is not None and grid != size:
+        fused = Resizer(grid, size, align_corners=False)(fused)
+    fused = np.clip(fused, 0.0, 1.0).astype(np.float32)
+    return fused, bool(fused.max() <= 0.0 or fused.max() == fused.min())
