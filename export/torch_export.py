@@ -84,10 +84,12 @@ class _WithActivations(nn.Module):
 
 def logits_of(out: object) -> torch.Tensor:
     """The class scores of a forward: a tensor, or the `logits` of a Hugging Face
-    `ModelOutput` (or any mapping with that key)."""
+    `ModelOutput` (or any mapping with that key), or the `out` of a torchvision
+    segmentation model."""
     if isinstance(out, torch.Tensor):
         return out
-    logits = out.get("logits") if isinstance(out, Mapping) else getattr(out, "logits", None)
+    logits = out.get("logits", out.get("out")) if isinstance(out, Mapping) else getattr(
+        out, "logits", None)
     if isinstance(logits, torch.Tensor):
         return logits
     raise BundleError(f"the model's forward returned {type(out).__name__}, which is neither a "
@@ -127,6 +129,7 @@ def export_bundle(
     tokens: tuple[int, int, int] | None = None,
     activation_layout: str | None = None,
     notes: dict[str, str] | None = None,
+    background: int | None = None,
 ) -> ExportReport:
     """Export `loaded` cut at `layer` into a bundle and check ONNX Runtime against PyTorch.
 
@@ -175,7 +178,7 @@ def export_bundle(
             labels=labels if labels is not None else loaded.labels,
             source={**loaded.source, **(notes or {}), "exporter": exporter}, force=force,
             tokens=tokens, activation_layout=choices[0].layout,
-            prefix_hint=prefix_tokens(model),
+            prefix_hint=prefix_tokens(model), background=background,
         )
         exported = time.perf_counter()
         probe = torch.randn(3, 3, prep.height, prep.width,

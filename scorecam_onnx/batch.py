@@ -45,6 +45,8 @@ class ExplainJob:
     eigen_smooth: bool = False
     layers: list[str] | None = None
     fuse: str | None = None
+    region: NDArray[np.bool_] | None = None    # a segmentation region, for every image
+    background: int | None = None
 
     @property
     def per_class(self) -> bool:
@@ -141,7 +143,8 @@ def _explain_one(explainer: Explainer, job: ExplainJob, item: ItemResult,
         options = {"preset": job.preset, "method": job.method, "channels": job.channels,
                    "samples": job.samples, "progress": on_progress, "gaussian": job.gaussian,
                    "aug_smooth": job.aug_smooth, "eigen_smooth": job.eigen_smooth,
-                   "layers": job.layers, "fuse": job.fuse}
+                   "layers": job.layers, "fuse": job.fuse, "region": job.region,
+                   "background": job.background}
         found = explainer.explain_list(rgb, job.classes, job.top_k, **options)
         write_outputs(job.out, item.name, item.source, rgb, found, job.per_class)
     except (ScoreCamError, ValueError, TypeError, OSError) as exc:

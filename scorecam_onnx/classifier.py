@@ -95,6 +95,9 @@ class Classifier:
         chosen = self.features.provider if self.features else (
             provider if runner is not None else self.model.provider)
         maps_size = (m.activation.height, m.activation.width) if m.activation else (0, 0)
+        if m.output.segmentation and masked_runners:
+            raise BundleError("masked scorers score class outputs; this bundle is a "
+                              "segmentation model")
         if m.model_only and (masked_runners or (runner and IMAGE in runner.shapes("input"))):
             raise BundleError("masked scorers score a layer's maps; a model-only bundle has "
                               "no layer")
@@ -127,7 +130,7 @@ class Classifier:
         if device_masks is None:
             device_masks = self.provider == "cuda"
         if device_masks and not (self._nhwc_input or self._nhwc_acts or runner or served
-                                 or m.model_only):
+                                 or m.model_only or m.output.segmentation):
             cuda = self.provider == "cuda"
             self._device = DeviceMasks(
                 self.bundle.model_path, m.input.name, m.output.name,
@@ -157,7 +160,7 @@ class Classifier:
         image = image[1:] + image[:1] if self._nhwc_input else image
         checks: list[tuple[Runner, str, str, tuple[int, ...]]] = [
             (self.model, "input", m.input.name, image),
-            (self.model, "output", m.output.name, (m.output.classes,)),
+            (self.model, "output", m.output.name, self.output_shape),
         ]
         if self.features is not None:
             checks.append((self.features, "input", m.input.name, image))
@@ -207,11 +210,18 @@ class Classifier:
         feed = batch.transpose(0, 2, 3, 1) if self._nhwc_input else batch
         return {self._input.name: np.ascontiguousarray(feed)}
 
-    def _checked(self, out: NDArray[np.float32], n: int) -> NDArray[np.float32]:
-        if out.shape != (n, self.classes):
-            raise BundleError(f"the model returned shape {out.shape}, expected "
-                              f"{(n, self.classes)} (manifest)")
+    def _checked(self, out: NDArray[np.float32], n: int, graph: str = "the model"
+                 ) -> NDArray[np.float32]:
+        want = (n, *self.output_shape)
+        if out.shape != want:
+            raise BundleError(f"{graph} returned shape {out.shape}, expected {want} (manifest)")
         return out
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """One input's output: (C,) class scores, or (C, H, W) per-pixel scores."""
+        o = self.bundle.manifest.output
+        return (o.classes, o.height, o.width) if o.segmentation else (o.classes,)
 
     def tail_scores(self, activations: NDArray[np.float32],
                     prefix: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
@@ -230,14 +240,19 @@ class Classifier:
         (out,) = self.tail.run([self.bundle.manifest.output.name],
                                {self.bundle.manifest.activation.name:
                                 np.ascontiguousarray(feed)})
-        if out.shape != (activations.shape[0], self.classes):
-            raise BundleError(f"the tail graph returned shape {out.shape}, expected "
-                              f"{(activations.shape[0], self.classes)} (manifest)")
-        return out
+        return self._checked(out, activations.shape[0], "the tail graph")
 
     def probabilities(self, batch: NDArray[np.float32]) -> NDArray[np.float64]:
-        """Class probabilities (N×C) for a batch of preprocessed NCHW inputs."""
-        return to_probabilities(self.scores(batch), self.bundle.manifest.output.kind)
+        """Class probabilities (N×C) for a batch of preprocessed NCHW inputs; for a
+        segmentation model, each class's mean per-pixel probability (its expected share of
+        the image)."""
+        out = self.scores(batch)
+        kind = self.bundle.manifest.output.kind
+        if out.ndim == 4:
+            n, c = out.shape[:2]
+            pixels = out.reshape(n, c, -1).transpose(0, 2, 1).reshape(-1, c)
+            return to_probabilities(pixels, kind).reshape(n, -1, c).mean(axis=1)
+        return to_probabilities(out, kind)
 
     def activations(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         """The target layer's activations (K×h×w) for one preprocessed NCHW input."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import overload
 
@@ -12,13 +12,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .bundle import Bundle
-from .cam.engine import TORCHCAM, Progress, ScoreCam, Scores
+from .cam.engine import TORCHCAM, Progress, ScoreCam, ScoreFn, Scores
 from .cam.fusion import DEFAULT_FUSION, FUSIONS, fuse_max, fuse_mean, largest_grid
 from .cam.methods import TAIL_METHODS, make_method
 from .classifier import Classifier, default_bundle, no_layer, to_probabilities
 from .errors import BundleError
 from .images import DEFAULT_MAX_PIXELS, ImageLike, load_image, preprocess, to_original
 from .runners.ort import Runner
+from .segmentation import SegmentationTarget, choose_classes, output_region
 
 # Activations per tail-graph call for reciprocam and ablationcam when none is given: a tail
 # forward is cheap (a pooling and a linear layer at a head), so the per-call cost dominates.
@@ -128,7 +129,8 @@ class Explainer(Classifier):
                 samples: int | None = None, batch_size: int | None = None,
                 progress: Progress | None = None, gaussian: bool = False,
                 aug_smooth: bool = False, eigen_smooth: bool = False,
-                layers: Sequence[str] | None = None, fuse: str | None = None) -> Explanation: ...
+                layers: Sequence[str] | None = None, fuse: str | None = None,
+                region: NDArray | None = None, background: int | None = None) -> Explanation: ...
 
     @overload
     def explain(self, image: ImageLike, target: Sequence[int], *, top_k: None = None,
@@ -136,7 +138,8 @@ class Explainer(Classifier):
                 samples: int | None = None, batch_size: int | None = None,
                 progress: Progress | None = None, gaussian: bool = False,
                 aug_smooth: bool = False, eigen_smooth: bool = False,
-                layers: Sequence[str] | None = None, fuse: str | None = None
+                layers: Sequence[str] | None = None, fuse: str | None = None,
+                region: NDArray | None = None, background: int | None = None
                 ) -> list[Explanation]: ...
 
     @overload
@@ -145,12 +148,14 @@ class Explainer(Classifier):
                 samples: int | None = None, batch_size: int | None = None,
                 progress: Progress | None = None, gaussian: bool = False,
                 aug_smooth: bool = False, eigen_smooth: bool = False,
-                layers: Sequence[str] | None = None, fuse: str | None = None
+                layers: Sequence[str] | None = None, fuse: str | None = None,
+                region: NDArray | None = None, background: int | None = None
                 ) -> list[Explanation]: ...
 
     def explain(self, image, target=None, *, top_k=None, preset=None, method="scorecam",
                 channels=64, samples=None, batch_size=None, progress=None, gaussian=False,
-                aug_smooth=False, eigen_smooth=False, layers=None, fuse=None):
+                aug_smooth=False, eigen_smooth=False, layers=None, fuse=None, region=None,
+                background=None):
         """Explain the model's prediction for one image.
 
         Args:
@@ -185,6 +190,13 @@ class Explainer(Classifier):
                 methods use the deepest, where the tail graph starts.
             fuse: how several layers' maps become one: "mean" (pytorch-grad-cam's) or "max"
                 (torch-cam's). Default: the preset's peer's ("mean" for the paper).
+            region: for a segmentation model, the pixels each class is scored over (an H×W
+                mask, non-zero inside, at the image's or the output's size): a masked
+                input's score is the sum of the class's output over them (pytorch-grad-cam's
+                `SemanticSegmentationTarget`). Default: the pixels whose argmax is the class.
+                With no target, the class covering most pixels is explained.
+            background: for a segmentation model, a class never chosen when no target is
+                given. Default: the manifest's.
 
         Returns:
             An `Explanation` when `target` is an int or None and `top_k` is None; otherwise a
@@ -202,9 +214,15 @@ class Explainer(Classifier):
             raise ValueError(f"eigen_smooth applies to methods that weigh the activations, "
                              f"not {method}")
         how = _How(eigen_smooth, self._chosen_layers(layers, engine, method),
-                   fuse or DEFAULT_FUSION[engine.preset.name])
+                   fuse or DEFAULT_FUSION[engine.preset.name], region,
+                   self._background(background))
         if how.fuse not in FUSIONS:
             raise ValueError(f"unknown fuse {fuse!r}: choose mean or max")
+        if self.bundle.manifest.output.segmentation and (engine.uses_tail or aug_smooth):
+            raise ValueError(f"{'aug_smooth' if aug_smooth else method} is for classifiers; "
+                             "this bundle is a segmentation model")
+        if region is not None and not self.bundle.manifest.output.segmentation:
+            raise ValueError("region is for segmentation models; this bundle is a classifier")
         if engine.uses_tail and self.tail is None:
             raise BundleError(
                 f"{method} needs the bundle's tail graph (activations → output), and "
@@ -212,6 +230,15 @@ class Explainer(Classifier):
         results = self._explain(image, target, top_k, engine, progress, aug_smooth, how)
         single = top_k is None and (target is None or isinstance(target, int | np.integer))
         return results[0] if single else results
+
+    def _background(self, background: int | None) -> int | None:
+        output = self.bundle.manifest.output
+        if background is None:
+            return output.background
+        if not output.segmentation or not 0 <= background < output.classes:
+            raise ValueError(f"background must be a class id of a segmentation model (below "
+                             f"{output.classes})")
+        return background
 
     def _chosen_layers(self, layers: Sequence[str] | None, engine: ScoreCam,
                        method: str) -> list[str] | None:
@@ -244,6 +271,9 @@ class Explainer(Classifier):
                  how: _How) -> list[Explanation]:
         started = time.perf_counter()
         rgb, x = self.preprocess(image)
+        if how.region is not None:
+            how = replace(how, region=output_region(how.region, rgb.shape, self._input,
+                                                    self.bundle.manifest.output))
         prepared = time.perf_counter()
         passes_total = len(AUGMENTATIONS) if aug_smooth else 1
         first = self._pass(x, target, top_k, engine, _part(progress, 0, passes_total), how)
@@ -261,7 +291,6 @@ class Explainer(Classifier):
                     found.cams = [np.ascontiguousarray(cam[:, ::-1]) for cam in found.cams]
                 passes.append(found)
         size = (self._input.height, self._input.width)
-        probabilities = to_probabilities(first.clean[None], self.bundle.manifest.output.kind)[0]
         forwards = sum(1 + p.forwards for p in passes)
         results = []
         for column, class_id in enumerate(first.targets):
@@ -276,7 +305,7 @@ class Explainer(Classifier):
                 saliency_input=cam,
                 class_id=int(class_id),
                 label=self.bundle.label(int(class_id)),
-                score=float(probabilities[class_id]),
+                score=first.scores[column],
                 weights=first.weights[column],
                 method=engine.name,
                 preset=engine.preset.name,
@@ -317,11 +346,30 @@ class Explainer(Classifier):
         def tail(batch: NDArray[np.float32]) -> NDArray[np.float32]:
             return self.tail_scores(batch, prefix)
 
-        # Tail-graph methods take the unperturbed output from the tail as well: one features
-        # forward and cheap tail forwards, never a second full-model forward.
-        clean = (tail(layers[0][1][None]) if engine.uses_tail else self.scores(x))[0]
-        found = _Pass(self.targets(clean, target, top_k), clean,
-                      features_seconds=time.perf_counter() - started)
+        output = self.bundle.manifest.output
+        scorer: ScoreFn = tail if engine.uses_tail else self.batch_scorer()
+        kind = output.kind
+        if output.segmentation:
+            full = self.scores(x)[0]
+            chosen = choose_classes(full, target, top_k, how.background)
+            classes = chosen or self.targets(np.zeros(self.classes), target)
+            seg = SegmentationTarget(full, output, classes, [how.region] * len(classes))
+            clean = seg.reduce(full[None])[0]
+            found = _Pass(classes, clean, features_seconds=time.perf_counter() - started,
+                          scores=[seg.probability(full, i) for i in range(len(classes))])
+
+            def scorer(batch: NDArray[np.float32]) -> NDArray[np.float64]:
+                return seg.reduce(self.scores(batch))
+
+            kind = "probabilities"          # the region sums are the scores themselves
+        else:
+            # Tail-graph methods take the unperturbed output from the tail as well: one
+            # features forward and cheap tail forwards, never a second full-model forward.
+            clean = (tail(layers[0][1][None]) if engine.uses_tail else self.scores(x))[0]
+            found = _Pass(self.targets(clean, target, top_k), clean,
+                          features_seconds=time.perf_counter() - started)
+            probabilities = to_probabilities(clean[None], kind)[0]
+            found.scores = [float(probabilities[c]) for c in found.targets]
         size = (self._input.height, self._input.width)
         grids = [acts.shape[1:] for _, acts, _ in layers]
         grid = largest_grid(grids)
@@ -335,8 +383,7 @@ class Explainer(Classifier):
                     and primary is not None and acts.shape[1:] == (primary.height,
                                                                   primary.width)):
                 maps_model = self._device.bind(x, engine.preset.align_corners)
-            scores = engine.score(x, acts, tail if engine.uses_tail else self.batch_scorer(),
-                                  found.targets, clean, self.bundle.manifest.output.kind,
+            scores = engine.score(x, acts, scorer, found.targets, clean, kind,
                                   _part(progress, index, len(layers)), maps_model)
             found.add(scores)
             for column in range(len(found.targets)):
@@ -395,6 +442,8 @@ class _How:
     eigen: bool = False
     layers: list[str] | None = None
     fuse: str = "mean"
+    region: NDArray[np.bool_] | None = None       # at the output's size (segmentation)
+    background: int | None = None
 
 
 @dataclass
@@ -405,6 +454,7 @@ class _Pass:
     targets: list[int]
     clean: NDArray[np.float32]
     features_seconds: float
+    scores: list[float] = field(default_factory=list)    # each target's probability
     forwards: int = 0
     masks: int = 0
     nonfinite: bool = False

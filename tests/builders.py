@@ -297,3 +297,48 @@ def webp_bomb(width: int = 16000, height: int = 16000) -> bytes:
     fields |= (width - 1) | ((height - 1) << 14)
     data[at + 1:at + 5] = fields.to_bytes(4, "little")
     return bytes(data)
+
+
+def segmentation_weights(seed: int = 0, classes: int = 3) -> dict[str, np.ndarray]:
+    """Weights of the tiny segmentation net: 5 feature channels, `classes` per-pixel scores."""
+    rng = np.random.default_rng(seed)
+    return {"w1": rng.normal(size=(5, 3)).astype(np.float32),
+            "b1": rng.normal(scale=0.1, size=5).astype(np.float32),
+            "w2": rng.normal(size=(classes, 5)).astype(np.float32),
+            "b2": rng.normal(scale=0.1, size=classes).astype(np.float32)}
+
+
+def segmentation_forward(x: np.ndarray, w: dict[str, np.ndarray]
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """(features N×5×4×4, per-pixel scores N×C×8×8) of the tiny segmentation net, in NumPy:
+    each 4×4 score cell repeated over 2×2 output pixels (nearest upsampling)."""
+    conv = np.einsum("kc,nchw->nkhw", w["w1"], x.astype(np.float64)) + w["b1"][None, :,
+                                                                             None, None]
+    n = x.shape[0]
+    feat = np.maximum(conv, 0.0).reshape(n, 5, SIZE // 2, 2, SIZE // 2, 2).mean(axis=(3, 5))
+    head = np.einsum("ck,nkhw->nchw", w["w2"], feat) + w["b2"][None, :, None, None]
+    return feat, head.repeat(2, axis=2).repeat(2, axis=3)
+
+
+def segmentation_model(seed: int = 0, classes: int = 3) -> onnx.ModelProto:
+    """input (N×3×8×8) → Conv1x1 → Relu → AveragePool 2 → 'feat' → Conv1x1 → Resize ×2
+    (nearest) → 'logits' (N×C×8×8)."""
+    w = segmentation_weights(seed, classes)
+    inits = [
+        numpy_helper.from_array(w["w1"].reshape(5, 3, 1, 1), "w1"),
+        numpy_helper.from_array(w["b1"], "b1"),
+        numpy_helper.from_array(w["w2"].reshape(classes, 5, 1, 1), "w2"),
+        numpy_helper.from_array(w["b2"], "b2"),
+        numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["conv"]),
+        helper.make_node("Relu", ["conv"], ["relu"]),
+        helper.make_node("AveragePool", ["relu"], ["feat"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["feat", "w2", "b2"], ["head"]),
+        helper.make_node("Resize", ["head", "", "scales"], ["logits"], mode="nearest"),
+    ]
+    model = _classifier("segmentation", nodes, ["N", 3, SIZE, SIZE],
+                        ["N", classes, SIZE, SIZE], inits)
+    onnx.checker.check_model(model)
+    return model

@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("runners",),                                            # ONNX Runtime, remote
     ("bundle", "cam"),                                       # bundles; the CAM family on arrays
     ("images",),
-    ("classifier", "explainer"),                             # the public API
+    ("classifier", "segmentation", "explainer"),             # the public API
     ("batch", "evaluation"),
     ("quantize",),
     ("protocol",),                                           # one request, any transport

@@ -84,11 +84,21 @@ class LayerSpec:
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """The classifier output: C class scores, either logits or probabilities."""
+    """The model output: C class scores (N×C), either logits or probabilities; or, for a
+    segmentation model (format 3), C scores per pixel (N×C×height×width), with an optional
+    background class that is never chosen as the class to explain."""
 
     name: str
     classes: int
     kind: str = "logits"
+    height: int = 0
+    width: int = 0
+    background: int | None = None
+
+    @property
+    def segmentation(self) -> bool:
+        """True for per-pixel class scores (N×C×H×W)."""
+        return self.height > 0
 
 
 @dataclass(frozen=True)
@@ -160,7 +170,7 @@ class Manifest:
                 if root.data.get(key) is not None:
                     raise BundleError(f"manifest: '{key}' must be null when 'activation' is "
                                       "null (a model-only bundle)")
-        return cls(
+        manifest = cls(
             input=InputSpec(
                 name=inp.get("name", str),
                 height=inp.positive("height"),
@@ -179,6 +189,10 @@ class Manifest:
                 name=out.get("name", str),
                 classes=out.positive("classes"),
                 kind=out.choice("kind", OUTPUT_KINDS),
+                height=out.count("height") if version >= 3 and "height" in out.data else 0,
+                width=out.count("width") if version >= 3 and "width" in out.data else 0,
+                background=out.get("background", int, optional=True)
+                if version >= 3 and "background" in out.data else None,
             ),
             layer=None if model_only else root.get("layer", str),
             features=None if model_only else root.get("features", str),
@@ -192,6 +206,13 @@ class Manifest:
             else NO_TAIL_IN_V1,
             more_layers=_more_layers(root, version),
         )
+        o = manifest.output
+        if (o.height > 0) != (o.width > 0):
+            raise BundleError("manifest: 'output.height' and 'output.width' go together")
+        if o.background is not None and not 0 <= o.background < o.classes:
+            raise BundleError(f"manifest: 'output.background' must be a class id below "
+                              f"{o.classes}, got {o.background}")
+        return manifest
 
     @classmethod
     def load(cls, path: Path) -> Manifest:

@@ -50,6 +50,7 @@ def write_bundle(
     tokens: tuple[int, int, int] | None = None,
     activation_layout: str | None = None,
     prefix_hint: int | None = None,
+    background: int | None = None,
 ) -> Bundle:
     """Cut `model` at the tensor `activation` and write a bundle folder.
 
@@ -74,6 +75,8 @@ def write_bundle(
             default: inferred from L and the input size when only one reading fits.
         activation_layout: "NCHW" or "NHWC" for a 4-D target; default: the input's layout.
         prefix_hint: P as the model states it (a class token: 1), to settle the inference.
+        background: for a segmentation model (output N×C×H×W), the class never chosen as
+            the one to explain.
     """
     prep = preprocessing or Preprocessing()
     out = Path(out_dir)
@@ -132,6 +135,9 @@ def write_bundle(
                         prep.layout, act_layout, tail_missing is None)
         (act_shape, length), *others = probed.shapes
         classes, tail_error = probed.classes, probed.tail_error
+        if background is not None and probed.output_size == (0, 0):
+            raise BundleError("a background class is for segmentation models (N×C×H×W "
+                              "outputs)")
         prefix = 0
         if length is not None:
             act_layout = "NLC"
@@ -168,7 +174,9 @@ def write_bundle(
             ),
             activation=ActivationSpec(activation, *act_shape, layout=act_layout,
                                       prefix=prefix),
-            output=OutputSpec(output, classes, kind=output_kind(model, output)),
+            output=OutputSpec(output, classes, kind=output_kind(model, output),
+                              height=probed.output_size[0], width=probed.output_size[1],
+                              background=_background(background, classes)),
             layer=layer_names[0],
             weights=WEIGHTS_NAME if has_weights else None,
             labels="labels.txt" if labels is not None else None,
@@ -180,6 +188,12 @@ def write_bundle(
         )
         write_text_atomic(staging / MANIFEST_NAME, manifest.dumps())
     return Bundle.load(out)
+
+
+def _background(background: int | None, classes: int) -> int | None:
+    if background is not None and not 0 <= background < classes:
+        raise BundleError(f"background class {background} is not below {classes}")
+    return background
 
 
 def _input_size(image_input: onnx.ValueInfoProto, prep: Preprocessing) -> tuple[int, int]:
@@ -211,6 +225,8 @@ class _Probed:
     shapes: list[tuple[tuple[int, int, int], int | None]]
     classes: int
     tail_error: str | None
+    # (H, W) of a segmentation output (N×C×H×W); (0, 0) for class scores (N×C).
+    output_size: tuple[int, int] = (0, 0)
 
 
 def _probe(
@@ -230,8 +246,9 @@ def _probe(
     except Exception as exc:  # noqa: BLE001 - report ONNX Runtime's own words
         raise BundleError(f"the cut graphs do not run in ONNX Runtime: {exc}") from None
     tail_error = _check_tail(folder, tensors[0], output, outputs[0], scores) if has_tail else None
-    if scores.ndim != 2 or scores.shape[0] != 2:
-        raise BundleError(f"output {output!r} has shape {scores.shape}, expected N×C")
+    if scores.ndim not in (2, 4) or scores.shape[0] != 2:
+        raise BundleError(f"output {output!r} has shape {scores.shape}, expected N×C class "
+                          "scores or N×C×H×W per-pixel scores")
     found = []
     for tensor, acts in zip(tensors, outputs, strict=True):
         if acts.ndim not in (3, 4) or acts.shape[0] != 2:
@@ -245,7 +262,8 @@ def _probe(
             raise BundleError(f"tensor {tensor!r} has a spatial size of {h}×{w}: a saliency "
                               "map needs more (pick a layer before the global pooling)")
         found.append(((int(k), int(h), int(w)), None))
-    return _Probed(found, int(scores.shape[1]), tail_error)
+    size = (int(scores.shape[2]), int(scores.shape[3])) if scores.ndim == 4 else (0, 0)
+    return _Probed(found, int(scores.shape[1]), tail_error, size)
 
 
 def _check_tail(folder: Path, activation: str, output: str, acts: np.ndarray,

@@ -133,11 +133,14 @@ def _read_labels(path: str | None) -> list[str] | None:
               help="Target module output (NAME, NAME#K for its K-th call) or input "
                    "(NAME:input); repeat it for a multi-layer bundle. Default: chosen from "
                    "the model's shapes.")
+@click.option("--background", type=click.IntRange(min=0),
+              help="A segmentation model (N×C×H×W output): the background class, never "
+                   "chosen as the one to explain.")
 @token_options
 @preprocessing_options
-def export(model_spec, weights, model_kwargs, weights_enum, layers, tokens, activation_layout,
-           input_size, mean, std, color, layout, interpolation, resize, crop_fraction, labels,
-           out, force) -> None:
+def export(model_spec, weights, model_kwargs, weights_enum, layers, background, tokens,
+           activation_layout, input_size, mean, std, color, layout, interpolation, resize,
+           crop_fraction, labels, out, force) -> None:
     """Export a PyTorch classifier into a bundle (needs the 'export' extra)."""
     try:
         from scorecam_onnx_export import export_bundle, load_model
@@ -158,7 +161,7 @@ def export(model_spec, weights, model_kwargs, weights_enum, layers, tokens, acti
              "labels": "--labels" if label_names is not None else
              loaded.labels_from or "none"}
     report = export_bundle(loaded, out, list(layers) or None, prep, label_names, force, tokens,
-                           activation_layout, notes)
+                           activation_layout, notes, background)
     m = report.bundle.manifest
     click.echo(f"layer {report.layer.label}: {report.layer.reason}; {_activation(m)}")
     for more in m.more_layers:
@@ -180,10 +183,14 @@ def export(model_spec, weights, model_kwargs, weights_enum, layers, tokens, acti
               help="No target layer: a model-only bundle (the classifier and its "
                    "preprocessing) for --method rise.")
 @click.option("--output", help="Class-score output name. Default: the graph's only output.")
+@click.option("--background", type=click.IntRange(min=0),
+              help="A segmentation model (N×C×H×W output): the background class, never "
+                   "chosen as the one to explain.")
 @token_options
 @preprocessing_options
-def split(onnx_file, layers, no_layer, output, tokens, activation_layout, input_size, mean, std,
-          color, layout, interpolation, resize, crop_fraction, labels, out, force) -> None:
+def split(onnx_file, layers, no_layer, output, background, tokens, activation_layout,
+          input_size, mean, std, color, layout, interpolation, resize, crop_fraction, labels,
+          out, force) -> None:
     """Cut an existing ONNX classifier into a bundle (no PyTorch needed)."""
     from ..bundle import graphs, write_bundle
 
@@ -203,7 +210,8 @@ def split(onnx_file, layers, no_layer, output, tokens, activation_layout, input_
     tensor = list(layers) or graphs.suggested_layer(model, output, prep.layout)
     bundle = write_bundle(model, out, tensor, output, prep, labels=_read_labels(labels),
                           source={"framework": "onnx", "model": Path(onnx_file).name},
-                          force=force, tokens=tokens, activation_layout=activation_layout)
+                          force=force, tokens=tokens, activation_layout=activation_layout,
+                          background=background)
     m = bundle.manifest
     shown = "; ".join(f"{name} ({_spec(a)})" for name, a in m.targets)
     click.echo(f"wrote {out}: layer{'s' * (len(m.targets) > 1)} {shown}, "

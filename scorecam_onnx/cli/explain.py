@@ -44,6 +44,12 @@ from .common import StepBar, run_options
 @click.option("--fuse", type=click.Choice(["mean", "max"]), default=None,
               help="How several layers' maps are fused. Default: the preset's (max for "
                    "torchcam, mean otherwise).")
+@click.option("--region", type=click.Path(exists=True, dir_okay=False),
+              help="A segmentation model: explain the class over this mask image's non-zero "
+                   "pixels (the image's or the output's size). Default: its argmax pixels.")
+@click.option("--background", type=click.IntRange(min=0),
+              help="A segmentation model: a class never chosen when no --class is given. "
+                   "Default: the manifest's.")
 @click.option("--sheet", is_flag=True,
               help="Also write sheet.png: photo | heatmap | overlay (first 64 images).")
 @click.option("--skip-existing", is_flag=True,
@@ -58,7 +64,7 @@ from .common import StepBar, run_options
 def explain(inputs, model_dir, provider, provider_options, threads, batch_size, quiet,
             max_pixels, model_url, remote_timeout, out, preset,
             method, channels, samples, classes, top_k, gaussian, aug_smooth, eigen_smooth,
-            layers, fuse, sheet, skip_existing,
+            layers, fuse, region, background, sheet, skip_existing,
             ray_address, actors, gpus_per_actor) -> None:
     """Explain images (files, folders or globs); write <name>.png/.npy/.json per image.
 
@@ -74,6 +80,7 @@ def explain(inputs, model_dir, provider, provider_options, threads, batch_size, 
         samples=samples, classes=list(classes), top_k=top_k, sheet=sheet,
         skip_existing=skip_existing, gaussian=gaussian, aug_smooth=aug_smooth,
         eigen_smooth=eigen_smooth, layers=list(layers) or None, fuse=fuse,
+        region=_read_region(region), background=background,
     )
     if ray_address is not None:
         if sheet:
@@ -121,6 +128,19 @@ def explain(inputs, model_dir, provider, provider_options, threads, batch_size, 
     if failed or problems or not results:
         reason = "no images found" if not results else "some inputs failed"
         raise click.ClickException(f"{reason}; see the messages above")
+
+
+def _read_region(path: str | None):
+    """A region mask file as a boolean array (non-zero pixels), or a one-line error."""
+    if path is None:
+        return None
+    from ..errors import ImageError
+    from ..images import load_image
+
+    try:
+        return load_image(path).any(axis=2)
+    except ImageError as exc:
+        raise click.ClickException(f"--region: {exc}") from None
 
 
 def check_method(bundle: Bundle, method: str, eigen_smooth: bool = False) -> None:

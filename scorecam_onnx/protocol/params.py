@@ -7,12 +7,19 @@ unbounded memory or time.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from ..cam.engine import PRESETS
 from ..cam.methods import METHODS
+from ..errors import ImageError
+from ..images import decode_image
 from .errors import ApiError
 
 # At most this many classes per image and request (each is a full-size map in the answer).
@@ -42,6 +49,8 @@ class ExplainParams:
     eigen_smooth: bool = False
     layers: tuple[str, ...] | None = None
     fuse: str | None = None
+    region: NDArray[np.bool_] | None = None
+    background: int | None = None
     map_size: str | int = "original"
 
     def options(self) -> dict[str, Any]:
@@ -50,7 +59,8 @@ class ExplainParams:
                 "samples": self.samples, "batch_size": self.batch_size,
                 "gaussian": self.gaussian, "aug_smooth": self.aug_smooth,
                 "eigen_smooth": self.eigen_smooth,
-                "layers": list(self.layers) if self.layers else None, "fuse": self.fuse}
+                "layers": list(self.layers) if self.layers else None, "fuse": self.fuse,
+                "region": self.region, "background": self.background}
 
     def with_target(self, target: Any, top_k: Any, classes: int) -> ExplainParams:
         """These settings with an instance's own target or top_k, checked."""
@@ -82,6 +92,9 @@ def parse_params(raw: Mapping[str, Any], classes: int,
         eigen_smooth=_bool(raw, "eigen_smooth", base.eigen_smooth),
         layers=_names(raw, "layers", base.layers),
         fuse=_choice(raw, "fuse", ("mean", "max"), base.fuse),
+        region=_region(raw, base.region),
+        background=_int(raw, "background", 0, classes - 1)
+        if raw.get("background") not in (None, "") else base.background,
         map_size=_map_size(raw, base.map_size),
         **_targets(raw, classes),
     )
@@ -126,6 +139,24 @@ def _choice(raw: Mapping[str, Any], name: str, allowed: tuple[str, ...],
         raise ApiError(422, f"{name}: unknown value {value!r}; choose one of "
                             f"{', '.join(allowed)}")
     return str(value)
+
+
+def _region(raw: Mapping[str, Any], default: NDArray[np.bool_] | None
+            ) -> NDArray[np.bool_] | None:
+    """A segmentation region: a base64 PNG (or any image OpenCV reads), non-zero inside."""
+    value = raw.get("region")
+    if value is None or value == "":
+        return default
+    try:
+        data = base64.b64decode(value, validate=True) if isinstance(value, str) else b""
+        return decode_image(data, "region").any(axis=2) if data else _no_region()
+    except (ValueError, binascii.Error, ImageError) as exc:
+        reason = exc.reason if isinstance(exc, ImageError) else "not valid base64"
+        raise ApiError(422, f"region: {reason}") from None
+
+
+def _no_region() -> NDArray[np.bool_]:
+    raise ApiError(422, "region: expected a base64 PNG mask (non-zero inside the region)")
 
 
 def _names(raw: Mapping[str, Any], name: str,
