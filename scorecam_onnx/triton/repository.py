@@ -40,6 +40,8 @@ def classifier_config(bundle: Bundle, name: str, backend: str = "python", max_ba
     m = bundle.manifest
     dims = (3, m.input.height, m.input.width) if m.input.layout == "NCHW" else (
         m.input.height, m.input.width, 3)
+    out = m.output
+    out_dims = (out.classes, out.height, out.width) if out.segmentation else (out.classes,)
     return "\n".join([
         f'name: "{name}"',
         f'backend: "{backend}"',
@@ -48,7 +50,7 @@ def classifier_config(bundle: Bundle, name: str, backend: str = "python", max_ba
         f'  {{ name: "{m.input.name}" data_type: TYPE_FP32 dims: [ {_list(dims)} ] }}',
         "]",
         "output [",
-        f'  {{ name: "{m.output.name}" data_type: TYPE_FP32 dims: [ {m.output.classes} ] }}',
+        f'  {{ name: "{m.output.name}" data_type: TYPE_FP32 dims: [ {_list(out_dims)} ] }}',
         "]",
         "dynamic_batching { }",
         f"instance_group [ {{ count: {instances} kind: {KINDS[kind]} }} ]",
@@ -140,9 +142,9 @@ def write_repository(bundle: Bundle | str | Path, out: str | Path, name: str = "
     config = classifier_config(bundle, name, backend, max_batch, instances, kind)
     Path(out).mkdir(parents=True, exist_ok=True)
     if masked:
-        if bundle.manifest.model_only:
-            raise BundleError("masked scorers score a layer's maps; a model-only bundle has "
-                              "no layer")
+        if bundle.manifest.model_only or bundle.manifest.output.segmentation:
+            raise BundleError("masked scorers score a layer's maps into class scores: not for "
+                              "a model-only or segmentation bundle")
         if bundle.manifest.input.layout == "NHWC":
             raise BundleError("masked scorers build NCHW images; this bundle's input is NHWC")
         write_masked_scorers(bundle, out, name, backend, instances, kind, force)
@@ -220,7 +222,8 @@ def write_explainer(bundle: Bundle | str | Path, out: str | Path, name: str,
     _check_defaults(defaults)
     bundle.require_folder("a Triton repository")
     if forwards == "masked" and (bundle.manifest.input.layout == "NHWC"
-                                 or bundle.manifest.model_only):
+                                 or bundle.manifest.model_only
+                                 or bundle.manifest.output.segmentation):
         forwards = "classifier"       # masked scorers build NCHW images from a layer's maps
     explain = out / f"{name}-explain"
     masked = [f"{name}-masked", f"{name}-masked-aligned"] if forwards == "masked" else []

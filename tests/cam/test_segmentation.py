@@ -151,3 +151,16 @@ def test_region_as_a_base64_png_in_the_service_parameters(seg):
     got = ex.explain(_image(), params.target, **params.options())
     want = ex.explain(_image(), 1, region=region > 0)
     assert np.array_equal(got.saliency, want.saliency)
+
+
+def test_triton_repository_of_a_segmentation_bundle(seg, tmp_path):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from scorecam_onnx.triton import write_explainer
+
+    written = write_explainer(seg, tmp_path / "repo", "seg", backend="python")
+    assert sorted(p.name for p in written) == ["seg", "seg-explain"]
+    config = text_format.Parse((tmp_path / "repo" / "seg" / "config.pbtxt").read_text(),
+                               model_config_pb2.ModelConfig())
+    assert [list(o.dims) for o in config.output] == [[3, 8, 8]]
