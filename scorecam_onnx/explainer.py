@@ -231,6 +231,21 @@ class Explainer(Classifier):
         single = top_k is None and (target is None or isinstance(target, int | np.integer))
         return results[0] if single else results
 
+    def segmentation_classes(self, image: ImageLike, target: int | Sequence[int] | None = None,
+                             top_k: int | None = None, region: NDArray | None = None,
+                             background: int | None = None) -> tuple[list[int], list[float]]:
+        """For a segmentation model, the classes `explain` would explain and their scores
+        (mean probability over each region), from one forward."""
+        rgb, x = self.preprocess(image)
+        output = self.bundle.manifest.output
+        full = self.scores(x)[0]
+        classes = choose_classes(full, target, top_k, self._background(background)) or (
+            self.targets(np.zeros(self.classes), target))
+        at_output = None if region is None else output_region(region, rgb.shape,
+                                                               self._input, output)
+        seg = SegmentationTarget(full, output, classes, [at_output] * len(classes))
+        return classes, [seg.probability(full, i) for i in range(len(classes))]
+
     def _background(self, background: int | None) -> int | None:
         output = self.bundle.manifest.output
         if background is None:
@@ -275,18 +290,18 @@ class Explainer(Classifier):
             how = replace(how, region=output_region(how.region, rgb.shape, self._input,
                                                     self.bundle.manifest.output))
         prepared = time.perf_counter()
-        passes_total = len(AUGMENTATIONS) if aug_smooth else 1
-        first = self._pass(x, target, top_k, engine, _part(progress, 0, passes_total), how)
+        running = _Running(progress)
+        first = self._pass(x, target, top_k, engine, running, how)
         passes = [first]
         if aug_smooth:
             # pytorch-grad-cam's test-time augmentation: (no flip, flip) × (1, 0.9, 1.1) on the
             # normalised input, each map flipped back, the six averaged with no rescaling. A
             # pass with no target explains its own top-1 class; top_k the unaugmented image's.
             fixed = target if target is not None else (first.targets if top_k else None)
-            for index, (flip, factor) in enumerate(AUGMENTATIONS[1:], start=1):
+            for flip, factor in AUGMENTATIONS[1:]:
                 augmented = (x[..., ::-1] if flip else x) * np.float32(factor)
                 found = self._pass(np.ascontiguousarray(augmented), fixed, None, engine,
-                                   _part(progress, index, passes_total), how)
+                                   running, how)
                 if flip:
                     found.cams = [np.ascontiguousarray(cam[:, ::-1]) for cam in found.cams]
                 passes.append(found)
@@ -329,8 +344,7 @@ class Explainer(Classifier):
         return results
 
     def _pass(self, x: NDArray[np.float32], target: int | Sequence[int] | None,
-              top_k: int | None, engine: ScoreCam, progress: Progress | None,
-              how: _How) -> _Pass:
+              top_k: int | None, engine: ScoreCam, running: _Running, how: _How) -> _Pass:
         """One input's maps for its targets: the features forward, the method's forwards at
         each chosen layer, the layers' maps fused."""
         started = time.perf_counter()
@@ -377,14 +391,14 @@ class Explainer(Classifier):
         per_layer: list[list[tuple[NDArray[np.float32], bool]]] = [[] for _ in found.targets]
         weights: list[list[NDArray[np.float32]]] = [[] for _ in found.targets]
         primary = self.bundle.manifest.activation
-        for index, (_, acts, _) in enumerate(layers):
+        for _, acts, _ in layers:
             maps_model = None
             if (self._device is not None and engine.uses_masks and engine.perturbs_linearly
                     and primary is not None and acts.shape[1:] == (primary.height,
                                                                   primary.width)):
                 maps_model = self._device.bind(x, engine.preset.align_corners)
             scores = engine.score(x, acts, scorer, found.targets, clean, kind,
-                                  _part(progress, index, len(layers)), maps_model)
+                                  running.part(), maps_model)
             found.add(scores)
             for column in range(len(found.targets)):
                 w = engine.weights(scores.values[:, column])
@@ -472,8 +486,23 @@ class _Pass:
             self.seconds[key] = self.seconds.get(key, 0.0) + value
 
 
-def _part(progress: Progress | None, index: int, parts: int) -> Progress | None:
-    """`progress` for part `index` of `parts` runs of the same size (passes or layers)."""
-    if progress is None or parts == 1:
-        return progress
-    return lambda done, total: progress(index * total + done, parts * total)
+class _Running:
+    """Progress over runs (layers, passes) one after another, each of its own size: the
+    masked inputs done and the total of the runs so far."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        self.offset = 0
+
+    def part(self) -> Progress | None:
+        """The progress callback of the next run."""
+        progress = self.progress
+        if progress is None:
+            return None
+        base = self.offset
+
+        def report(done: int, total: int) -> None:
+            self.offset = base + total
+            progress(base + done, base + total)
+
+        return report

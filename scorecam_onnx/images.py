@@ -80,6 +80,28 @@ def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)     # in place: no second copy
 
 
+def decode_mask(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS
+                ) -> NDArray[np.bool_]:
+    """A mask image (H×W): where its alpha is non-zero when it has alpha, else where any
+    channel is non-zero, at every bit depth. The pixel limit is checked as for images."""
+    if not data:
+        raise ImageError("empty file", name)
+    _check_header(data, name, max_pixels)
+    with native_stderr_silenced():
+        try:
+            raw = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            raw = None
+    if raw is None:
+        raise ImageError("not an image OpenCV can decode (corrupt or unsupported)", name)
+    if raw.shape[0] * raw.shape[1] > max_pixels:
+        raise ImageError(f"{raw.shape[1]}×{raw.shape[0]} pixels is above the limit of "
+                         f"{max_pixels} pixels", name)
+    if raw.ndim == 3 and raw.shape[2] == 4:
+        return raw[..., 3] != 0
+    return raw != 0 if raw.ndim == 2 else (raw != 0).any(axis=2)
+
+
 def opencv_pixel_limit() -> int:
     """The pixel limit OpenCV's decoders enforce (read by OpenCV when it loads)."""
     return int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))

@@ -1,9 +1,11 @@
 """The peer's own code beside ours: pytorch-grad-cam's ScoreCAM with aug_smooth and
-eigen_smooth, and its ROAD metric, against this package on the same model and photo.
+eigen_smooth, with two target layers, with a SemanticSegmentationTarget, and its ROAD metric,
+against this package on the same models and photo.
 
-torchvision's ResNet-18 (random weights, seeded) is exported as a bundle at `layer4`; both
-explain chelsea's top-1 class from the same preprocessed tensor. Prints a Markdown table:
-item, largest difference, correlation. Runs outside CI, in the environment of
+torchvision's ResNet-18 (random weights, seeded) is exported as a bundle at `layer4` (and at
+`layer3` + `layer4`); its LR-ASPP MobileNetV3 segmentation model (random weights) at
+`backbone.16`. Both explain chelsea from the same preprocessed tensor. Prints a Markdown
+table: item, largest difference, correlation. Runs outside CI, in the environment of
 `scripts/verify_families.py` plus the peer:
 
     /tmp/zoo/bin/pip install grad-cam ttach scipy scikit-learn
@@ -72,10 +74,70 @@ def main() -> None:
                                  model)[0])
         rows.append((f"{name} (noise 0)", abs(float(np.mean(np.float32(scores))) - value),
                      float("nan")))
+    rows += _two_layers(model, tensor, x, c)
+    rows += _segmentation()
     print("| item | largest difference | correlation |")
     print("|---|---|---|")
     for name, diff, corr in rows:
         print(f"| {name} | {diff:.2e} | {corr:.6f} |")
+
+
+def _two_layers(model, tensor, x, c):
+    from pytorch_grad_cam import ScoreCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from scorecam_onnx_export import export_bundle
+    from scorecam_onnx_export.models import LoadedModel
+
+    from scorecam_onnx import Explainer
+
+    out = Path(tempfile.mkdtemp()) / "resnet18-2"
+    export_bundle(LoadedModel(model, {"framework": "torchvision", "model": "resnet18"}), out,
+                  layer=["layer3", "layer4"])
+    ours = Explainer(out, provider="cpu")
+    with ScoreCAM(model, target_layers=[model.layer3, model.layer4]) as peer:
+        want = peer(tensor, [ClassifierOutputTarget(c)])[0]
+    got = ours.explain(IMAGE, c, preset="pytorch-grad-cam").saliency_input
+    return [("Score-CAM, layer3 + layer4 (mean)", float(np.abs(got - want).max()),
+             float(np.corrcoef(got.ravel(), want.ravel())[0, 1]))]
+
+
+def _segmentation():
+    import torch
+    import torchvision
+    from pytorch_grad_cam import ScoreCAM
+    from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+    from scorecam_onnx_export import export_bundle
+    from scorecam_onnx_export.models import LoadedModel
+
+    from scorecam_onnx import Explainer, Preprocessing
+
+    class Out(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.model = inner
+
+        def forward(self, x):
+            return self.model(x)["out"]
+
+    torch.manual_seed(0)
+    seg = Out(torchvision.models.segmentation.lraspp_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=21)).eval()
+    out = Path(tempfile.mkdtemp()) / "lraspp"
+    export_bundle(LoadedModel(seg, {"framework": "torchvision", "model": "lraspp"}), out,
+                  layer="model.backbone.16", preprocessing=Preprocessing(height=128, width=128))
+    ours = Explainer(out, provider="cpu")
+    x = ours.preprocess(IMAGE)[1]
+    with torch.no_grad():
+        scores = seg(torch.from_numpy(x))[0].numpy()
+    winners = scores.argmax(axis=0)
+    c = int(np.bincount(winners.ravel()).argmax())
+    mask = np.float32(winners == c)
+    with ScoreCAM(seg, target_layers=[seg.model.backbone["16"]]) as peer:
+        want = peer(torch.from_numpy(x), [SemanticSegmentationTarget(c, mask)])[0]
+    found = ours.explain(IMAGE, c, preset="pytorch-grad-cam")     # default region: argmax
+    got = found.saliency_input
+    return [(f"Score-CAM, segmentation class {c} (argmax region)", float(np.abs(got - want).max()),
+             float(np.corrcoef(got.ravel(), want.ravel())[0, 1]))]
 
 
 if __name__ == "__main__":

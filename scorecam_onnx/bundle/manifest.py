@@ -239,9 +239,11 @@ def _more_layers(root: _Reader, version: int) -> tuple[LayerSpec, ...]:
         entry = _Reader(item, f"more_layers[{n}]")
         found.append(LayerSpec(entry.get("layer", str),
                                _activation(entry.child("activation"), version)))
-    names = [a.name for a in (*(f.activation for f in found),)]
-    if len(set(names)) != len(names):
-        raise BundleError("manifest: 'more_layers' names a tensor twice")
+    primary = root.data.get("activation") or {}
+    tensors = [primary.get("name"), *(f.activation.name for f in found)]
+    layers = [root.data.get("layer"), *(f.layer for f in found)]
+    if len(set(tensors)) != len(tensors) or len(set(layers)) != len(layers):
+        raise BundleError("manifest: a target layer or tensor is listed twice")
     return tuple(found)
 
 

@@ -130,7 +130,7 @@ def write_bundle(
         for name in graphs_written:
             onnx.checker.check_model(str(staging / name))
 
-        act_layout = activation_layout or prep.layout
+        act_layout = maps_layout = activation_layout or prep.layout
         probed = _probe(staging, image_input.name, tensors, output, (height, width),
                         prep.layout, act_layout, tail_missing is None)
         (act_shape, length), *others = probed.shapes
@@ -150,7 +150,7 @@ def write_bundle(
         for tensor, name, (shape, tokens_length) in zip(tensors[1:], layer_names[1:], others,
                                                         strict=True):
             if tokens_length is None:
-                spec = ActivationSpec(tensor, *shape, layout=act_layout)
+                spec = ActivationSpec(tensor, *shape, layout=maps_layout)
             else:
                 p, gh, gw = infer_grid(tokens_length, (height, width), prefix_hint)
                 spec = ActivationSpec(tensor, shape[0], gh, gw, layout="NLC", prefix=p)

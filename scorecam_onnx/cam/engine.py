@@ -373,15 +373,16 @@ def form_cam(activations: NDArray[np.float32], weights: NDArray[np.float32],
 
 def principal_projection(maps: NDArray[np.floating]) -> NDArray[np.float64]:
     """K×h×w maps projected on their first principal component (h×w), as pytorch-grad-cam's
-    `get_2d_projection`: NaN as 0, the h·w positions × K channels centred per channel, a
-    full SVD, the positions projected on the first right singular vector. The sign is the
-    SVD's own (no correction), as there."""
+    `get_2d_projection`: NaN as 0, the h·w positions × K channels centred per channel, an
+    SVD, the positions projected on the first right singular vector. The sign is the SVD's
+    own (no correction), as there; the economy SVD gives the same first vector as the full
+    one that it computes, without the (h·w)² matrix of left vectors."""
     k = maps.shape[0]
     positions = np.nan_to_num(maps.astype(np.float64), nan=0.0).reshape(k, -1).T
     centred = positions - positions.mean(axis=0)
     if not np.any(centred):
         return np.zeros(maps.shape[1:], np.float64)
-    direction = np.linalg.svd(centred, full_matrices=True)[2][0]
+    direction = np.linalg.svd(centred, full_matrices=False)[2][0]
     return (centred @ direction).reshape(maps.shape[1:])
 
 

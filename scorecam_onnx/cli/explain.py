@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,6 +13,9 @@ from ..cam.methods import BLACK_BOX_METHODS, METHODS, TAIL_METHODS
 from ..classifier import no_layer
 from ..explainer import default_bundle
 from .common import StepBar, run_options
+
+if TYPE_CHECKING:
+    from ..batch import ExplainJob
 
 
 @click.command()
@@ -87,7 +91,7 @@ def explain(inputs, model_dir, provider, provider_options, threads, batch_size, 
             raise click.UsageError("--sheet is not available with --ray")
         bundle = model_dir if isinstance(model_dir, Bundle) else Bundle.load(
             model_dir or default_bundle(), verify=False)
-        check_method(bundle, method, eigen_smooth)
+        check_method(bundle, method, eigen_smooth, job)
         try:
             from ..distributed.dataset import import_ray
             from .ray import explain_on_ray
@@ -108,7 +112,7 @@ def explain(inputs, model_dir, provider, provider_options, threads, batch_size, 
                               threads=threads, max_pixels=max_pixels,
                               provider_options=provider_options, model_url=model_url,
                               remote_timeout=remote_timeout)
-        check_method(explainer.bundle, method, eigen_smooth)
+        check_method(explainer.bundle, method, eigen_smooth, job)
         with Progress(quiet) as progress:
             results, problems = explain_files(explainer, job, progress.start, progress.update,
                                               progress.done, progress.problem)
@@ -135,18 +139,32 @@ def _read_region(path: str | None):
     if path is None:
         return None
     from ..errors import ImageError
-    from ..images import load_image
+    from ..images import decode_mask, read_file
 
     try:
-        return load_image(path).any(axis=2)
+        return decode_mask(read_file(Path(path)), path)
     except ImageError as exc:
         raise click.ClickException(f"--region: {exc}") from None
 
 
-def check_method(bundle: Bundle, method: str, eigen_smooth: bool = False) -> None:
-    """Refuse, before any image, a method the bundle cannot run."""
+def check_method(bundle: Bundle, method: str, eigen_smooth: bool = False,
+                 job: ExplainJob | None = None) -> None:
+    """Refuse, before any image, a method (or settings) the bundle cannot run."""
     from ..cam.methods import make_method
 
+    m = bundle.manifest
+    if job is not None:
+        names = [name for name, _ in m.targets]
+        unknown = [name for name in job.layers or [] if name not in names]
+        if unknown:
+            raise click.UsageError(f"--layer {unknown[0]}: this bundle's layers are "
+                                   f"{', '.join(names) or 'none'}")
+        if not m.output.segmentation and (job.region is not None
+                                          or job.background is not None):
+            raise click.UsageError("--region and --background are for segmentation models")
+        if m.output.segmentation and (method in TAIL_METHODS or job.aug_smooth):
+            raise click.UsageError(f"{'--aug-smooth' if job.aug_smooth else method} is for "
+                                   "classifiers; this bundle is a segmentation model")
     if eigen_smooth and not make_method(method).weighs_activations:
         raise click.UsageError(f"--eigen-smooth applies to methods that weigh the "
                                f"activations, not {method}")

@@ -43,7 +43,8 @@ def explain_on_ray(job: ExplainJob, address: str, bundle: str | Bundle | None, *
             [str(p) for p in paths], bundle, method=job.method, preset=job.preset,
             target=job.classes, top_k=job.top_k, channels=job.channels, samples=job.samples,
             batch_size=batch_size, gaussian=job.gaussian, aug_smooth=job.aug_smooth,
-            eigen_smooth=job.eigen_smooth, layers=job.layers, fuse=job.fuse, actors=actors,
+            eigen_smooth=job.eigen_smooth, layers=job.layers, fuse=job.fuse, region=job.region,
+            background=job.background, actors=actors,
             gpus_per_actor=gpus_per_actor, threads=max(threads, 1), provider=provider,
             provider_options=provider_options, max_pixels=max_pixels, out=job.out,
             skip_existing=job.skip_existing, model_url=model_url, remote_timeout=remote_timeout)

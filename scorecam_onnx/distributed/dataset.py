@@ -37,6 +37,8 @@ class ExplainSettings:
     eigen_smooth: bool = False
     layers: list[str] | None = None
     fuse: str | None = None
+    region: Any = None                  # a segmentation region (H×W boolean mask)
+    background: int | None = None
 
 
 def import_ray() -> Any:
@@ -87,7 +89,8 @@ class ExplainActor:
             options = {"preset": s.preset, "method": s.method, "channels": s.channels,
                        "samples": s.samples, "batch_size": s.batch_size,
                        "gaussian": s.gaussian, "aug_smooth": s.aug_smooth,
-                       "eigen_smooth": s.eigen_smooth, "layers": s.layers, "fuse": s.fuse}
+                       "eigen_smooth": s.eigen_smooth, "layers": s.layers, "fuse": s.fuse,
+                       "region": s.region, "background": s.background}
             found = self.explainer.explain_list(rgb, s.target, s.top_k, **options)
             if self.out is not None:
                 per_class = bool(s.target) or s.top_k is not None
@@ -118,6 +121,8 @@ def explain_dataset(
     eigen_smooth: bool = False,
     layers: Sequence[str] | None = None,
     fuse: str | None = None,
+    region: Any = None,
+    background: int | None = None,
     actors: int = 2,
     gpus_per_actor: float = 0,
     threads: int = 1,
@@ -140,7 +145,7 @@ def explain_dataset(
         bundle: the bundle folder (or a loaded `Bundle`, such as a plain model opened with
             `open_model`), reachable from every node. Default: the shipped one.
         method, preset, target, top_k, channels, samples, batch_size, gaussian, aug_smooth,
-            eigen_smooth, layers, fuse: as
+            eigen_smooth, layers, fuse, region, background: as
             `Explainer.explain` (one target list for every image).
         actors: actors in the pool, each holding one `Explainer`.
         gpus_per_actor: GPUs each actor reserves (its ONNX Runtime then picks CUDA with
@@ -179,7 +184,8 @@ def explain_dataset(
         Path(out).mkdir(parents=True, exist_ok=True)
     settings = asdict(ExplainSettings(method, preset, list(target or []), top_k, channels,
                                       samples, batch_size, gaussian, aug_smooth,
-                                      eigen_smooth, list(layers) if layers else None, fuse))
+                                      eigen_smooth, list(layers) if layers else None, fuse,
+                                      region, background))
     options = {"provider": provider, "threads": threads, "max_pixels": max_pixels,
                "provider_options": provider_options, "model_url": model_url,
                "remote_timeout": remote_timeout}

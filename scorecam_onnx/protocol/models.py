@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from ..cam.methods import BLACK_BOX_METHODS, TAIL_METHODS
 from ..errors import ImageError
-from ..explainer import Explainer, Explanation
+from ..explainer import AUGMENTATIONS, Explainer, Explanation
 from ..images import DEFAULT_MAX_PIXELS, decode_image
 from ..render import overlay_png
 from .errors import ApiError
@@ -133,7 +133,7 @@ class ModelService:
             raise ApiError(422, f"method {params.method} needs a tail graph, and model "
                                 f"{self.name!r} has none: "
                                 f"{self.explainer.bundle.manifest.tail_missing}")
-        ticket.count(1)                   # the unmasked forward of `explain`
+        ticket.count(len(AUGMENTATIONS) if params.aug_smooth else 1)   # unmasked forwards
         target = params.target
         classes = target if isinstance(target, list) else None if target is None else [target]
         try:
@@ -154,12 +154,23 @@ class ModelService:
             return result
         target = params.target if isinstance(params.target, list) or params.target is None \
             else [params.target]
-        ids = np.array([self.explainer.targets(p, target, params.top_k) for p in probabilities],
-                       dtype=np.int64)
+        if self.explainer.bundle.manifest.output.segmentation:
+            try:
+                chosen = [self.explainer.segmentation_classes(
+                    rgb, target, params.top_k, params.region, params.background)
+                    for rgb in decoded.rgb]
+            except ValueError as exc:
+                raise ApiError(422, str(exc)) from None
+            ids = np.array([c for c, _ in chosen], dtype=np.int64)
+            scores = np.array([s for _, s in chosen], dtype=np.float32)
+        else:
+            ids = np.array([self.explainer.targets(p, target, params.top_k)
+                            for p in probabilities], dtype=np.int64)
+            scores = np.take_along_axis(probabilities, ids, axis=1).astype(np.float32)
         if "class_id" in wanted:
             result["class_id"] = ids
         if "score" in wanted:
-            result["score"] = np.take_along_axis(probabilities, ids, axis=1).astype(np.float32)
+            result["score"] = scores
         if "saliency" in wanted:
             maps = []
             for rgb, row in zip(decoded.rgb, ids, strict=True):
@@ -187,7 +198,7 @@ class ClassifierService:
             "name": self.name, "versions": ["1"], "platform": "onnxruntime_onnx",
             "inputs": [{"name": self.input, "datatype": "FP32", "shape": [-1, *self.shape]}],
             "outputs": [{"name": self.output, "datatype": "FP32",
-                         "shape": [-1, self.explainer.classes]}],
+                         "shape": [-1, *self.explainer.output_shape]}],
         }
 
     def infer(self, batch: NDArray[np.float32], ticket: Ticket) -> dict[str, NDArray]:

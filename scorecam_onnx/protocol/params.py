@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from ..cam.engine import PRESETS
 from ..cam.methods import METHODS
 from ..errors import ImageError
-from ..images import decode_image
+from ..images import decode_mask
 from .errors import ApiError
 
 # At most this many classes per image and request (each is a full-size map in the answer).
@@ -149,7 +149,7 @@ def _region(raw: Mapping[str, Any], default: NDArray[np.bool_] | None
         return default
     try:
         data = base64.b64decode(value, validate=True) if isinstance(value, str) else b""
-        return decode_image(data, "region").any(axis=2) if data else _no_region()
+        return decode_mask(data, "region") if data else _no_region()
     except (ValueError, binascii.Error, ImageError) as exc:
         reason = exc.reason if isinstance(exc, ImageError) else "not valid base64"
         raise ApiError(422, f"region: {reason}") from None

@@ -218,6 +218,8 @@ def write_explainer(bundle: Bundle | str | Path, out: str | Path, name: str,
     for model in (name, classifier):
         if model is not None:
             check_model_name(model)
+    if method is None and bundle.manifest.model_only:
+        method = "rise"                 # the one method a model-only bundle can run
     defaults = {k: v for k, v in (("method", method), ("preset", preset)) if v}
     _check_defaults(defaults)
     bundle.require_folder("a Triton repository")

@@ -124,3 +124,11 @@ def test_split_and_explain_with_several_layers(tmp_path, tiny_onnx):
     assert explained.exit_code == 0, explained.output
     want = Explainer(out, provider="cpu").explain(IMAGE, preset="torchcam", fuse="mean")
     assert np.load(tmp_path / "o" / "img.npy").tobytes() == want.saliency.tobytes()
+
+
+def test_progress_runs_forward_over_the_layers(multi):
+    calls = []
+    got = Explainer(multi, provider="cpu").explain(IMAGE, progress=lambda d, t: calls.append(
+        (d, t)), batch_size=2)
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and calls[-1] == (got.forwards - 1, got.forwards - 1)

@@ -164,3 +164,35 @@ def test_triton_repository_of_a_segmentation_bundle(seg, tmp_path):
     config = text_format.Parse((tmp_path / "repo" / "seg" / "config.pbtxt").read_text(),
                                model_config_pb2.ModelConfig())
     assert [list(o.dims) for o in config.output] == [[3, 8, 8]]
+
+
+def test_mask_files_read_their_alpha_and_any_bit_depth():
+    from scorecam_onnx.images import decode_mask
+
+    rgba = np.zeros((6, 6, 4), np.uint8)
+    rgba[1:3, 1:3] = (255, 255, 255, 255)            # white inside, transparent outside
+    assert np.array_equal(decode_mask(cv2.imencode(".png", rgba)[1].tobytes(), "m"),
+                          rgba[..., 3] > 0)
+    labels = np.zeros((6, 6), np.uint16)
+    labels[4:, :2] = 1                                 # a 16-bit label image, value 1
+    assert np.array_equal(decode_mask(cv2.imencode(".png", labels)[1].tobytes(), "m"),
+                          labels > 0)
+
+
+def test_v2_outputs_of_a_segmentation_model_follow_the_pixel_counts(seg):
+    from scorecam_onnx.protocol.models import ModelService
+    from scorecam_onnx.protocol.params import ExplainParams
+    from scorecam_onnx.protocol.ticket import Ticket
+
+    ex = Explainer(seg, provider="cpu")
+    image = _image()
+    png = cv2.imencode(".png", image[:, :, ::-1])[1].tobytes()
+    service = ModelService("seg", ex)
+    got = service.infer([png], ExplainParams(preset="pytorch-grad-cam", top_k=2),
+                        ["class_id", "score", "saliency"], Ticket(None))
+    want = ex.explain(image, top_k=2, preset="pytorch-grad-cam")
+    assert got["class_id"].tolist() == [[e.class_id for e in want]]
+    np.testing.assert_allclose(got["score"][0], [e.score for e in want], rtol=1e-6)
+    np.testing.assert_allclose(got["saliency"][0], [e.saliency_input for e in want],
+                               atol=1e-6)
+    assert service.metadata()["outputs"][0]["shape"][0] == -1
