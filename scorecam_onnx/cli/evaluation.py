@@ -42,12 +42,14 @@ from .explain import check_method
               help="Explain with aug_smooth (six times the forwards).")
 @click.option("--eigen-smooth", is_flag=True,
               help="Explain with eigen_smooth (methods that weigh activations).")
+@click.option("--fuse", type=click.Choice(["mean", "max"]), default=None,
+              help="How a multi-layer bundle's maps are fused. Default: the preset's.")
 @click.option("--out", type=click.Path(file_okay=False), default="out/evaluation",
               show_default=True, help="Folder for report.json, report.md and curves.png.")
 def evaluate(inputs, model_dir, provider, provider_options, threads, batch_size, quiet,
              max_pixels, model_url, remote_timeout, methods,
              baselines, boxes, step, channels, samples, metric_names, road_noise, aug_smooth,
-             eigen_smooth, out) -> None:
+             eigen_smooth, fuse, out) -> None:
     """Compare methods on images: Average Drop, Increase, Deletion, Insertion (+ pointing)."""
     from ..batch import failure_reason
     from ..evaluation.faithfulness import BASELINES, write_report
@@ -77,7 +79,7 @@ def evaluate(inputs, model_dir, provider, provider_options, threads, batch_size,
             report = run_evaluation(explainer, paths, methods, BASELINES if baselines else (),
                                     box_list, step, channels, samples, bar.step, bar.update,
                                     on_error, metric_names, road_noise, aug_smooth,
-                                    eigen_smooth)
+                                    eigen_smooth, fuse)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
     written = write_report(report, Path(out))

@@ -118,6 +118,7 @@ def evaluate(
     road_noise: float = road.NOISE,
     aug_smooth: bool = False,
     eigen_smooth: bool = False,
+    fuse: str | None = None,
 ) -> Evaluation:
     """Explain each image's top-1 class with every method and score the maps.
 
@@ -138,6 +139,7 @@ def evaluate(
         road_noise: the imputation noise of ROAD (seeded per image).
         aug_smooth, eigen_smooth: passed to `explain` (eigen smoothing only for methods
             that weigh activations); the rows are named "METHOD +aug", "METHOD +eigen".
+        fuse: how a multi-layer bundle's maps are fused (see `explain`).
     """
     if not images:
         raise ValueError("no images to evaluate")
@@ -148,7 +150,8 @@ def evaluate(
     if "road" in metrics:
         road.import_scipy()
     smoothing = {name: {"aug_smooth": aug_smooth,
-                        "eigen_smooth": eigen_smooth and make_method(name).weighs_activations}
+                        "eigen_smooth": eigen_smooth and make_method(name).weighs_activations,
+                        "fuse": fuse}
                  for name in methods}
     labels_of = {name: name + " +aug" * aug_smooth
                  + " +eigen" * smoothing[name]["eigen_smooth"] for name in methods}

@@ -132,3 +132,18 @@ def test_progress_runs_forward_over_the_layers(multi):
         (d, t)), batch_size=2)
     done = [d for d, _ in calls]
     assert done == sorted(done) and calls[-1] == (got.forwards - 1, got.forwards - 1)
+
+
+def test_evaluate_passes_the_fusion_on(multi):
+    from scorecam_onnx.evaluation import evaluate
+
+    ex = Explainer(multi, provider="cpu")
+    x = ex.preprocess(IMAGE)[1]
+    c = int(np.argmax(ex.probabilities(x)[0]))
+    for fuse in ("mean", "max"):
+        (row,) = evaluate(ex, [IMAGE], ["scorecam"], baselines=(), fuse=fuse,
+                          metrics=["average-drop"]).rows
+        cam = ex.explain(IMAGE, c, fuse=fuse).saliency_input
+        kept = ex.probabilities(x * cam[None, None])[0, c]
+        p = ex.probabilities(x)[0, c]
+        assert row.average_drop == pytest.approx(max(0.0, p - kept) / p * 100, abs=1e-6)
