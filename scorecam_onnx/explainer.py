@@ -391,7 +391,10 @@ class Explainer(Classifier):
         per_layer: list[list[tuple[NDArray[np.float32], bool]]] = [[] for _ in found.targets]
         weights: list[list[NDArray[np.float32]]] = [[] for _ in found.targets]
         primary = self.bundle.manifest.activation
-        for _, acts, _ in layers:
+        values: dict[int, NDArray[np.float64]] = {}
+        for group in _shared_grids(layers, engine):
+            acts = np.concatenate([layers[i][1] for i in group]) if len(group) > 1 else (
+                layers[group[0]][1])
             maps_model = None
             if (self._device is not None and engine.uses_masks and engine.perturbs_linearly
                     and primary is not None and acts.shape[1:] == (primary.height,
@@ -400,8 +403,17 @@ class Explainer(Classifier):
             scores = engine.score(x, acts, scorer, found.targets, clean, kind,
                                   running.part(), maps_model)
             found.add(scores)
+            if len(group) == 1:                 # rows: channels, or positions (reciprocam)
+                values[group[0]] = scores.values
+                continue
+            offset = 0
+            for i in group:
+                channels = layers[i][1].shape[0]
+                values[i] = scores.values[offset:offset + channels]
+                offset += channels
+        for i, (_, acts, _) in enumerate(layers):
             for column in range(len(found.targets)):
-                w = engine.weights(scores.values[:, column])
+                w = engine.weights(values[i][:, column])
                 weights[column].append(w)
                 per_layer[column].append(engine.cam(acts, w, grid if at_grid else size,
                                                     how.eigen, len(layers) > 1))
@@ -484,6 +496,19 @@ class _Pass:
         self.nonfinite = self.nonfinite or scores.nonfinite
         for key, value in scores.seconds.items():
             self.seconds[key] = self.seconds.get(key, 0.0) + value
+
+
+def _shared_grids(layers: list[tuple[str, NDArray[np.float32], NDArray[np.float32] | None]],
+                  engine: ScoreCam) -> list[list[int]]:
+    """The layers scored together: for exact Score-CAM, whose channels are scored each on
+    its own, layers of one grid share their forwards (identical masks run once); for the
+    other methods (which choose, cluster or draw noise per channel), each layer alone."""
+    if type(engine) is not ScoreCam:
+        return [[i] for i in range(len(layers))]
+    grids: dict[tuple[int, ...], list[int]] = {}
+    for i, (_, acts, _) in enumerate(layers):
+        grids.setdefault(acts.shape[1:], []).append(i)
+    return list(grids.values())
 
 
 class _Running:

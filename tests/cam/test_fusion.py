@@ -147,3 +147,28 @@ def test_evaluate_passes_the_fusion_on(multi):
         kept = ex.probabilities(x * cam[None, None])[0, c]
         p = ex.probabilities(x)[0, c]
         assert row.average_drop == pytest.approx(max(0.0, p - kept) / p * 100, abs=1e-6)
+
+
+def test_identical_masks_of_two_layers_run_once(tmp_path):
+    """'feat2' = 2·'feat': the same normalised masks. Exact Score-CAM runs them once; the
+    fused map is the single layer's; Faster Score-CAM (which chooses per layer) runs both."""
+    from builders import _classifier
+    from onnx import helper
+
+    base = tiny_model()
+    nodes = list(base.graph.node)
+    two = helper.make_tensor("two", 1, [], [2.0])
+    doubled = [helper.make_node("Mul", ["feat", "two"], ["feat2"])]
+    for node in nodes:
+        if node.op_type == "GlobalAveragePool":
+            node.input[0] = "feat2"
+    model = _classifier("doubled", nodes[:3] + doubled + nodes[3:], ["N", 3, 8, 8], ["N", 4],
+                        [*base.graph.initializer, two])
+    bundle = write_bundle(model, tmp_path / "twice", ["feat", "feat2"], preprocessing=TINY_PREP)
+    ex = Explainer(bundle, provider="cpu")
+    got, alone = ex.explain(IMAGE), ex.explain(IMAGE, layers=["feat"])
+    assert got.forwards == alone.forwards
+    assert float(np.abs(got.saliency - alone.saliency).max()) <= 1e-6
+    faster = ex.explain(IMAGE, method="faster-scorecam", channels=3)
+    assert faster.forwards == 1 + 2 * (ex.explain(IMAGE, method="faster-scorecam", channels=3,
+                                                  layers=["feat"]).forwards - 1)
