@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 
 from .bundle import Bundle
 from .cam.engine import TORCHCAM, Progress, ScoreCam, ScoreFn, Scores
-from .cam.fusion import DEFAULT_FUSION, FUSIONS, fuse_max, fuse_mean, largest_grid
+from .cam.fusion import DEFAULT_FUSION, FUSIONS, fuse, largest_grid
 from .cam.methods import TAIL_METHODS, make_method
 from .classifier import Classifier, default_bundle, no_layer, to_probabilities
 from .errors import BundleError
@@ -237,14 +237,23 @@ class Explainer(Classifier):
         """For a segmentation model, the classes `explain` would explain and their scores
         (mean probability over each region), from one forward."""
         rgb, x = self.preprocess(image)
-        output = self.bundle.manifest.output
         full = self.scores(x)[0]
-        classes = choose_classes(full, target, top_k, self._background(background)) or (
+        at_output = None if region is None else output_region(
+            region, rgb.shape, self._input, self.bundle.manifest.output)
+        seg = self._segmentation_target(full, target, top_k, at_output,
+                                        self._background(background))
+        return seg.classes, [seg.probability(full, i) for i in range(len(seg.classes))]
+
+    def _segmentation_target(self, full: NDArray[np.floating],
+                             target: int | Sequence[int] | None, top_k: int | None,
+                             region: NDArray[np.bool_] | None,
+                             background: int | None) -> SegmentationTarget:
+        """The classes to explain on a segmentation output (C×H×W) and their regions (at
+        the output's size; None: the argmax pixels)."""
+        classes = choose_classes(full, target, top_k, background) or (
             self.targets(np.zeros(self.classes), target))
-        at_output = None if region is None else output_region(region, rgb.shape,
-                                                               self._input, output)
-        seg = SegmentationTarget(full, output, classes, [at_output] * len(classes))
-        return classes, [seg.probability(full, i) for i in range(len(classes))]
+        return SegmentationTarget(full, self.bundle.manifest.output, classes,
+                                  [region] * len(classes))
 
     def _background(self, background: int | None) -> int | None:
         output = self.bundle.manifest.output
@@ -365,12 +374,10 @@ class Explainer(Classifier):
         kind = output.kind
         if output.segmentation:
             full = self.scores(x)[0]
-            chosen = choose_classes(full, target, top_k, how.background)
-            classes = chosen or self.targets(np.zeros(self.classes), target)
-            seg = SegmentationTarget(full, output, classes, [how.region] * len(classes))
+            seg = self._segmentation_target(full, target, top_k, how.region, how.background)
             clean = seg.reduce(full[None])[0]
-            found = _Pass(classes, clean, features_seconds=time.perf_counter() - started,
-                          scores=[seg.probability(full, i) for i in range(len(classes))])
+            found = _Pass(seg.classes, clean, features_seconds=time.perf_counter() - started,
+                          scores=[seg.probability(full, i) for i in range(len(seg.classes))])
 
             def scorer(batch: NDArray[np.float32]) -> NDArray[np.float64]:
                 return seg.reduce(self.scores(batch))
@@ -418,14 +425,7 @@ class Explainer(Classifier):
                 per_layer[column].append(engine.cam(acts, w, grid if at_grid else size,
                                                     how.eigen, len(layers) > 1))
         for column in range(len(found.targets)):
-            maps = per_layer[column]
-            if len(maps) == 1:
-                cam, degenerate = maps[0]
-            elif how.fuse == "max":
-                cam, degenerate = fuse_max([m for m, _ in maps], grid if at_grid else None,
-                                           size)
-            else:
-                cam, degenerate = fuse_mean([m for m, _ in maps])
+            cam, degenerate = fuse(per_layer[column], how.fuse, grid if at_grid else None, size)
             found.cams.append(cam)
             found.degenerate.append(degenerate)
             found.weights.append(np.concatenate(weights[column]))

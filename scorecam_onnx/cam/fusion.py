@@ -26,6 +26,17 @@ def largest_grid(grids: list[tuple[int, int]]) -> tuple[int, int]:
     return max(g[0] for g in grids), max(g[1] for g in grids)
 
 
+def fuse(maps: list[tuple[NDArray[np.float32], bool]], mode: str,
+         grid: tuple[int, int] | None, size: tuple[int, int]
+         ) -> tuple[NDArray[np.float32], bool]:
+    """One map from the layers' (map, degenerate) pairs: a single layer's as it is, else
+    fused by `mode`; with `grid`, the maps are at that grid and "max" upsamples to `size`."""
+    if len(maps) == 1:
+        return maps[0]
+    found = [m for m, _ in maps]
+    return fuse_max(found, grid, size) if mode == "max" else fuse_mean(found)
+
+
 def fuse_mean(maps: list[NDArray[np.float32]]) -> tuple[NDArray[np.float32], bool]:
     """The mean of the layers' input-size maps, ReLU'd and min-max'd (ε 1e-7)."""
     mean = np.maximum(np.stack(maps).astype(np.float64), 0.0).mean(axis=0)
