@@ -2,7 +2,7 @@
 
 >>> from scorecam_onnx import Explainer, overlay
 >>> ex = Explainer()                      # the shipped EfficientNet-Lite0 bundle
->>> res = ex.explain("samples/chelsea.png")
+>>> [res] = ex.explain("samples/chelsea.png")
 >>> res.label, round(res.score, 2)
 ('Egyptian cat', 0.79)
 """
@@ -17,37 +17,66 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", "100000000")
 
 
 from .bundle import Bundle, Preprocessing, write_bundle
-from .cam.engine import PRESETS, Preset, ScoreCam
-from .cam.methods import METHODS, EigenCam, FasterScoreCam, ISCam, SSCam, make_method
 from .errors import BundleError, ImageError, ProviderError, ScoreCamError
 from .explainer import Explainer, Explanation, default_bundle
 from .images import load_image
+from .methods import (
+    METHODS,
+    PRESETS,
+    AblationCam,
+    ClusterScoreCam,
+    EigenCam,
+    FasterScoreCam,
+    ISCam,
+    Method,
+    ReciproCam,
+    Rise,
+    ScoreCam,
+    SSCam,
+    method_from,
+)
+from .options import ExplainOptions
 from .render import contact_sheet, heatmap, overlay
+from .request import ExplainRequest
+from .runtime import Runtime
+from .targets import Class, Region, Target, Top1, TopK
 
 __version__ = package_version("scorecam-onnx")
 
 __all__ = [
     "METHODS",
     "PRESETS",
+    "AblationCam",
     "Bundle",
     "BundleError",
+    "Class",
+    "ClusterScoreCam",
     "EigenCam",
+    "ExplainOptions",
+    "ExplainRequest",
     "Explainer",
     "Explanation",
     "FasterScoreCam",
     "ISCam",
     "ImageError",
+    "Method",
     "Preprocessing",
-    "Preset",
     "ProviderError",
+    "ReciproCam",
+    "Region",
+    "Rise",
+    "Runtime",
     "SSCam",
     "ScoreCam",
     "ScoreCamError",
+    "Target",
+    "Top1",
+    "TopK",
     "contact_sheet",
     "default_bundle",
     "heatmap",
     "load_image",
-    "make_method",
+    "method_from",
     "overlay",
     "write_bundle",
 ]

@@ -20,6 +20,7 @@ from .explainer import Explainer, Explanation
 from .fileio import write_atomic, write_text_atomic
 from .images import find_images
 from .render import write_overlay_png
+from .request import ExplainRequest
 
 THUMB_HEIGHT = 224
 # The contact sheet shows the first this many images (its thumbnails stay in memory).
@@ -28,30 +29,19 @@ SHEET_ROWS = 64
 
 @dataclass(frozen=True)
 class ExplainJob:
-    """What to explain and how (the CLI's `explain` flags)."""
+    """What to explain (image files, folders or globs), how (one request for every image),
+    and where the outputs go."""
 
     inputs: list[str]
     out: Path
-    preset: str | None = None
-    method: str = "scorecam"
-    channels: int = 64
-    samples: int | None = None
-    classes: list[int] = field(default_factory=list)
-    top_k: int | None = None
+    request: ExplainRequest = field(default_factory=ExplainRequest)
     sheet: bool = False
     skip_existing: bool = False
-    gaussian: bool = False
-    aug_smooth: bool = False
-    eigen_smooth: bool = False
-    layers: list[str] | None = None
-    fuse: str | None = None
-    region: NDArray[np.bool_] | None = None    # a segmentation region, for every image
-    background: int | None = None
 
     @property
     def per_class(self) -> bool:
-        """Whether outputs are written once per class (with --class or --top-k)."""
-        return bool(self.classes) or self.top_k is not None
+        """Whether outputs are written once per class (classes or top-k asked for)."""
+        return self.request.target.per_class
 
 
 @dataclass
@@ -140,12 +130,7 @@ def _explain_one(explainer: Explainer, job: ExplainJob, item: ItemResult,
                  on_progress: Callable[[int, int], None] | None, keep_thumbnail: bool) -> None:
     try:
         rgb, _ = explainer.preprocess(item.source)
-        options = {"preset": job.preset, "method": job.method, "channels": job.channels,
-                   "samples": job.samples, "progress": on_progress, "gaussian": job.gaussian,
-                   "aug_smooth": job.aug_smooth, "eigen_smooth": job.eigen_smooth,
-                   "layers": job.layers, "fuse": job.fuse, "region": job.region,
-                   "background": job.background}
-        found = explainer.explain_list(rgb, job.classes, job.top_k, **options)
+        found = explainer.run(rgb, job.request, on_progress)
         write_outputs(job.out, item.name, item.source, rgb, found, job.per_class)
     except (ScoreCamError, ValueError, TypeError, OSError) as exc:
         item.error = failure_reason(exc)

@@ -24,11 +24,12 @@ import onnx
 from . import metrics
 from .bundle import TAIL_NAME, Bundle
 from .bundle.manifest import MANIFEST_NAME
-from .cam.methods import BLACK_BOX_METHODS
 from .errors import BundleError, ImageError
 from .evaluation.bench import floor_seconds
 from .explainer import Explainer
 from .fileio import sha256, staged_folder, write_text_atomic
+from .methods import as_method
+from .runtime import Runtime
 
 FIDELITY_NAME = "fidelity.json"
 GRAPHS = ("model", "features", "tail")
@@ -64,20 +65,8 @@ def quantize_bundle(source: str | Path, out: str | Path, mode: str,
     target = Path(out)
     if target.exists() and not force:
         raise BundleError(f"{target}: already exists (use --force to replace it)")
-    floating = Explainer(source, provider="cpu")
-    precision = floating.bundle.manifest.source.get("precision")
-    if precision:
-        raise BundleError(f"{floating.bundle.path} is already an {precision} bundle: convert "
-                          "the float32 bundle it came from")
-    floating.bundle.require_folder("converting")
-    if "features" in graphs and floating.features is None:
-        raise BundleError(f"{floating.bundle.path} is a model-only bundle: no features graph "
-                          "to convert")
-    if floating.features is None and method not in BLACK_BOX_METHODS:
-        raise BundleError(f"{floating.bundle.path} is a model-only bundle: compare its maps "
-                          "with --method rise")
-    if "tail" in graphs and floating.tail is None:
-        raise BundleError(f"{floating.bundle.path} has no tail graph to convert")
+    floating = Explainer(source, Runtime(provider="cpu"))
+    _check_convertible(floating, graphs, method)
     calibration = [_load(floating, p, "calibration") for p in calibrate]
     checks = [_load(floating, p, "check") for p in check]
     with staged_folder(target) as staging:
@@ -90,7 +79,7 @@ def quantize_bundle(source: str | Path, out: str | Path, mode: str,
             _convert(path, staging / path.name, mode, inputs)
         _rewrite_manifest(floating.bundle, staging, mode, graphs, len(calibration))
         say("fidelity")
-        converted = Explainer(staging, provider="cpu")
+        converted = Explainer(staging, Runtime(provider="cpu"))
         report = fidelity(floating, converted, calibration, checks, method, mode)
         report["calibration_images"] = len(calibration)
         if mode == "int8" and len(calibration) < ADVISED_CALIBRATION:
@@ -119,7 +108,7 @@ def _graph_inputs(explainer: Explainer, graph: str,
     """Calibration feeds of a graph: preprocessed images, or activations for the tail."""
     m = explainer.bundle.manifest
     if graph == "tail":
-        return [{m.activation.name: explainer.raw_activations(x)} for x in images]
+        return [{m.activation.name: explainer.forwards.raw_activations(x)} for x in images]
     feed = [x.transpose(0, 2, 3, 1) if m.input.layout == "NHWC" else x for x in images]
     return [{m.input.name: np.ascontiguousarray(x)} for x in feed]
 
@@ -184,6 +173,23 @@ def _external(path: Path) -> bool:
     return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
 
 
+def _check_convertible(floating: Explainer, graphs: Sequence[str], method: str) -> None:
+    """Refuse a bundle that is converted already, or lacks a graph asked for."""
+    precision = floating.bundle.manifest.source.get("precision")
+    if precision:
+        raise BundleError(f"{floating.bundle.path} is already an {precision} bundle: convert "
+                          "the float32 bundle it came from")
+    floating.bundle.require_folder("converting")
+    if "features" in graphs and floating.forwards.features is None:
+        raise BundleError(f"{floating.bundle.path} is a model-only bundle: no features graph "
+                          "to convert")
+    if floating.forwards.features is None and as_method(method).needs_layer:
+        raise BundleError(f"{floating.bundle.path} is a model-only bundle: compare its maps "
+                          "with --method rise")
+    if "tail" in graphs and floating.forwards.tail is None:
+        raise BundleError(f"{floating.bundle.path} has no tail graph to convert")
+
+
 def fidelity(floating: Explainer, converted: Explainer, calibration: Sequence[tuple],
              check: Sequence[tuple], method: str, mode: str) -> dict[str, Any]:
     """How closely `converted` follows `floating` on the images (path, input) given."""
@@ -194,16 +200,16 @@ def fidelity(floating: Explainer, converted: Explainer, calibration: Sequence[tu
         for path, x in images:
             maps, tops = {}, {}
             for name, ex in (("float32", floating), (mode, converted)):
-                p = ex.probabilities(x)[0]
+                p = ex.forwards.probabilities(x)[0]
                 c = int(np.argmax(p))
                 tops[name] = c
-                res = ex.explain(ex.preprocess(path)[0], int(tops["float32"]), method=method)
+                res = ex.explain_one(ex.preprocess(path)[0], int(tops["float32"]), method)
                 small = res.saliency_input
                 maps[name] = res.saliency
                 drops[name][0].append(float(p[tops["float32"]]))
-                drops[name][1].append(float(ex.probabilities(x * small[None, None])[0, tops[
-                    "float32"]]))
-                curve = metrics.causal_curve(ex.probabilities, x, small, tops["float32"],
+                masked = ex.forwards.probabilities(x * small[None, None])
+                drops[name][1].append(float(masked[0, tops["float32"]]))
+                curve = metrics.causal_curve(ex.forwards.probabilities, x, small, tops["float32"],
                                              "insertion", 0.05, ex.batch_size)
                 insertion[name].append(metrics.area_under_curve(curve))
             rows.append({"image": path, "role": role, "top1_float32": tops["float32"],

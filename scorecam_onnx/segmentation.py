@@ -15,8 +15,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .bundle.manifest import InputSpec, OutputSpec
-from .classifier import to_probabilities
+from .forwards import to_probabilities
 from .images import crop_box
+from .targets import Class, Region, Target, TopK
 
 
 class SegmentationTarget:
@@ -54,6 +55,22 @@ class SegmentationTarget:
         c, region = self.classes[index], self.regions[index]
         pixels = clean[:, region].T                       # (pixels in region) × C
         return float(to_probabilities(pixels, self.kind)[:, c].mean())
+
+
+def segmentation_target(clean: NDArray[np.floating], output: OutputSpec, target: Target,
+                        region: NDArray[np.bool_] | None) -> SegmentationTarget:
+    """The classes `target` chooses on a segmentation output (C×H×W), each scored over
+    `region` (at the output's size; None: the class's argmax pixels). Given classes are
+    checked; otherwise the classes covering most pixels, the background excluded (the
+    target's, else the bundle's)."""
+    chosen = target if isinstance(target, Region) else Region(None, target)
+    if isinstance(chosen.of, Class):
+        classes = chosen.of.classes(np.zeros(output.classes), output.classes)
+    else:
+        background = output.background if chosen.background is None else chosen.background
+        top_k = chosen.of.k if isinstance(chosen.of, TopK) else None
+        classes = choose_classes(clean, None, top_k, background) or []
+    return SegmentationTarget(clean, output, classes, [region] * len(classes))
 
 
 def choose_classes(clean: NDArray[np.floating], target: int | Sequence[int] | None,

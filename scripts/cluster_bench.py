@@ -27,14 +27,19 @@ def main() -> None:
                         default=[ROOT / "samples" / "chelsea.png", ROOT / "samples" / "coffee.png"])
     args = parser.parse_args()
 
-    from scorecam_onnx import Explainer
+    from scorecam_onnx import Explainer, Runtime, method_from
     from scorecam_onnx.evaluation import evaluate
+    from scorecam_onnx.evaluation.faithfulness import EvaluationPlan
+
+    methods = {name: method_from(name, channels=args.channels,
+                                 samples=args.rise_masks if name == "rise" else None)
+               for name in METHODS}
 
     print("| bundle | method | forwards | ms per image | corr. with exact | Average Drop % | "
           "Insertion |")
     print("|---|---|---|---|---|---|---|")
     for bundle in args.bundles:
-        explainer = Explainer(bundle, provider="cpu")
+        explainer = Explainer(bundle, Runtime(provider="cpu"))
         exact = {}
         rows = {}
         for method in METHODS:
@@ -42,8 +47,7 @@ def main() -> None:
             for image in args.images:
                 started = time.perf_counter()
                 target = exact[image].class_id if image in exact else None
-                found = explainer.explain(image, target, method=method, channels=args.channels,
-                                          samples=args.rise_masks if method == "rise" else None)
+                found = explainer.explain_one(image, target, methods[method])
                 times.append((time.perf_counter() - started) * 1000)
                 forwards.append(found.forwards)
                 if method == "scorecam":
@@ -51,10 +55,9 @@ def main() -> None:
                 corr.append(float(np.corrcoef(found.saliency_input.ravel(),
                                               exact[image].saliency_input.ravel())[0, 1]))
             rows[method] = (np.mean(forwards), np.mean(times), np.mean(corr))
-        report = evaluate(explainer, args.images, list(METHODS[:-1]), baselines=(),
-                          channels=args.channels)
-        rise = evaluate(explainer, args.images, ["rise"], baselines=(), samples=args.rise_masks)
-        for r in [*report.rows, *rise.rows]:
+        plan = EvaluationPlan(methods=[methods[name] for name in METHODS], baselines=())
+        report = evaluate(explainer, args.images, plan)
+        for r in report.rows:
             forwards, ms, corr = rows[r.method]
             print(f"| {bundle.name} | {r.method} | {forwards:.0f} | {ms:.0f} | {corr:.4f} | "
                   f"{r.average_drop:.1f} | {r.insertion:.3f} |", flush=True)

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from serving import Server  # noqa: E402 - the test suite's server launcher
 
-from scorecam_onnx import Explainer  # noqa: E402
+from scorecam_onnx import Explainer, Runtime  # noqa: E402
 
 IMAGE = ROOT / "samples" / "chelsea.png"
 MODEL = "efficientnet-lite0"
@@ -84,7 +84,7 @@ def predict_overhead(server: Server, explainer: Explainer, data: bytes, repeat: 
         server.client.post(f"/v1/models/{MODEL}:predict", json=body).raise_for_status()
         remote.append(time.perf_counter() - started)
         started = time.perf_counter()
-        explainer.probabilities(explainer.preprocess(data)[1])
+        explainer.forwards.probabilities(explainer.preprocess(data)[1])
         local.append(time.perf_counter() - started)
     http_ms, local_ms = statistics.median(remote) * 1e3, statistics.median(local) * 1e3
     return {"http_ms": http_ms, "local_ms": local_ms, "overhead_ms": http_ms - local_ms}
@@ -118,7 +118,7 @@ def main() -> None:
     server = Server("--quiet", "--max-concurrency", str(args.concurrency), "--max-queue", "64")
     report: dict[str, object] = {"concurrency": args.concurrency, "load": []}
     try:
-        explainer = Explainer(provider="cpu")
+        explainer = Explainer(None, Runtime(provider="cpu"))
         explainer.explain(data, method="faster-scorecam")          # warm both sides
         server.client.post("/explain", params={"method": "faster-scorecam"}, content=data)
         report["scorecam"] = paired_ratio(server, explainer, data, args.repeat)

@@ -23,23 +23,26 @@ def main() -> None:
     parser.add_argument("--actors", type=int, default=2)
     args = parser.parse_args()
 
-    from scorecam_onnx import Explainer
+    from scorecam_onnx import Explainer, Runtime
     from scorecam_onnx.batch import ExplainJob, explain_files
+    from scorecam_onnx.request import request_from
+
+    request = request_from(method="faster-scorecam")
 
     folder = Path(tempfile.mkdtemp(prefix="raybench-"))
     samples = [ROOT / "samples" / "chelsea.png", ROOT / "samples" / "coffee.png"]
     for i in range(args.images):
         shutil.copy(samples[i % 2], folder / f"img{i:03d}.png")
     try:
-        explainer = Explainer(provider="cpu", threads=2)
-        job = ExplainJob([str(folder)], folder / "local", method="faster-scorecam")
+        explainer = Explainer(None, Runtime(provider="cpu", threads=2))
+        job = ExplainJob([str(folder)], folder / "local", request=request)
         started = time.perf_counter()
         explain_files(explainer, job)
         local = time.perf_counter() - started
 
         import ray
 
-        from scorecam_onnx.distributed import explain_dataset
+        from scorecam_onnx.distributed import RayPool, explain_dataset
 
         started = time.perf_counter()
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
@@ -49,8 +52,9 @@ def main() -> None:
         started = time.perf_counter()
         first = None
         rows = explain_dataset([str(p) for p in sorted(folder.glob("img*.png"))],
-                               method="faster-scorecam", actors=args.actors, threads=1,
-                               provider="cpu", out=folder / "ray", images_per_task=2)
+                               request=request, runtime=Runtime(threads=1, provider="cpu"),
+                               pool=RayPool(actors=args.actors, images_per_task=2),
+                               out=folder / "ray")
         count = 0
         for _ in rows.iter_rows():
             count += 1

@@ -19,11 +19,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _seconds(explainer, image: Path, repeat: int, **options) -> float:
+def _seconds(explainer, image: Path, repeat: int) -> float:
     runs = []
     for _ in range(repeat):
         started = time.perf_counter()
-        explainer.explain(image, **options)
+        explainer.explain(image)
         runs.append(time.perf_counter() - started)
     return statistics.median(runs)
 
@@ -35,21 +35,21 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    from scorecam_onnx import Explainer
+    from scorecam_onnx import Explainer, Runtime
 
-    local = Explainer(provider="cpu")
+    local = Explainer(None, Runtime(provider="cpu"))
     base = _seconds(local, args.image, args.repeat)
     print(f"in process: {base:.2f} s per explanation (batch {local.batch_size})")
     print("| url | batch | in flight | seconds | ÷ in process | MB sent |")
     print("|---|---|---|---|---|---|")
     for url in args.urls:
         for batch, in_flight in ((8, 1), (16, 1), (64, 1), (64, 2), (64, 4), (64, 8)):
-            remote = Explainer(provider="cpu", model_url=url, batch_size=batch,
-                               in_flight=in_flight)
+            remote = Explainer(None, Runtime(provider="cpu", model_url=url, batch_size=batch,
+                                             in_flight=in_flight))
             remote.explain(args.image)            # warm the connection
-            remote.model.sent_bytes = 0
+            remote.forwards.model.sent_bytes = 0
             seconds = _seconds(remote, args.image, args.repeat)
-            sent = remote.model.sent_bytes / args.repeat / 1e6
+            sent = remote.forwards.model.sent_bytes / args.repeat / 1e6
             print(f"| {url.split(':')[0]} | {batch} | {in_flight} | {seconds:.2f} | "
                   f"{seconds / base:.2f} | {sent:.0f} |", flush=True)
 

@@ -37,9 +37,9 @@ def _triton_explain(address: str, model: str, image: bytes, **parameters) -> flo
     return time.perf_counter() - started
 
 
-def _local_explain(explainer, image: Path, **options) -> float:
+def _local_explain(explainer, image: Path) -> float:
     started = time.perf_counter()
-    explainer.explain(image, **options)
+    explainer.explain(image)
     return time.perf_counter() - started
 
 
@@ -63,10 +63,10 @@ def main() -> None:
                         help="batch_size request parameters to try (default: the model's)")
     args = parser.parse_args()
 
-    from scorecam_onnx import Explainer
+    from scorecam_onnx import Explainer, Runtime
 
     data = args.image.read_bytes()
-    local = Explainer(provider="cpu")
+    local = Explainer(None, Runtime(provider="cpu"))
     local.explain(args.image)
     print("| explainer | batch | Triton s | in process s | ÷ in process |")
     print("|---|---|---|---|---|")

@@ -94,7 +94,7 @@ def _load(zoo: str, name: str, tmp: Path):
 def _row(zoo: str, name: str, out: Path, tmp: Path) -> str:
     from scorecam_onnx_export import export_bundle
 
-    from scorecam_onnx import Explainer, ScoreCamError
+    from scorecam_onnx import Explainer, Runtime, ScoreCamError
 
     try:
         loaded = _load(zoo, name, tmp)
@@ -102,10 +102,10 @@ def _row(zoo: str, name: str, out: Path, tmp: Path) -> str:
         report = export_bundle(loaded, out / f"{zoo}-{name}", force=True,
                                notes={"preprocessing": loaded.preprocessing_from or "defaults"})
         exported = time.perf_counter() - started
-        explainer = Explainer(report.bundle, provider="cpu")
+        explainer = Explainer(report.bundle, Runtime(provider="cpu"))
         timings = []
         for method in ("faster-scorecam", "reciprocam"):
-            if method == "reciprocam" and explainer.tail is None:
+            if method == "reciprocam" and explainer.forwards.tail is None:
                 timings.append("no tail")
                 continue
             started = time.perf_counter()

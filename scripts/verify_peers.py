@@ -40,7 +40,7 @@ def main() -> None:
     from scorecam_onnx_export import export_bundle
     from scorecam_onnx_export.models import LoadedModel
 
-    from scorecam_onnx import Explainer
+    from scorecam_onnx import Explainer, ExplainOptions, Runtime, ScoreCam
     from scorecam_onnx.evaluation.road import PERCENTILES, road
 
     torch.manual_seed(0)
@@ -48,10 +48,10 @@ def main() -> None:
     out = Path(tempfile.mkdtemp()) / "resnet18"
     export_bundle(LoadedModel(model, {"framework": "torchvision", "model": "resnet18"}), out,
                   layer="layer4")
-    ours = Explainer(out, provider="cpu")
+    ours = Explainer(out, Runtime(provider="cpu"))
     x = ours.preprocess(IMAGE)[1]            # the same normalised tensor goes to both
     tensor = torch.from_numpy(x)
-    c = int(np.argmax(ours.scores(x)[0]))
+    c = int(np.argmax(ours.forwards.scores(x)[0]))
     rows = []
     with ScoreCAM(model, target_layers=[model.layer4]) as peer:
         for name, options in (("plain", {}), ("aug_smooth", {"aug_smooth": True}),
@@ -59,11 +59,12 @@ def main() -> None:
                               ("aug_smooth + eigen_smooth",
                                {"aug_smooth": True, "eigen_smooth": True})):
             want = peer(tensor, [ClassifierOutputTarget(c)], **options)[0]
-            got = ours.explain(IMAGE, c, preset="pytorch-grad-cam", **options).saliency_input
+            got = ours.explain_one(IMAGE, c, ScoreCam(preset="pytorch-grad-cam"),
+                                   ExplainOptions(**options)).saliency_input
             rows.append((f"Score-CAM {name}", float(np.abs(got - want).max()),
                          float(np.corrcoef(got.ravel(), want.ravel())[0, 1])))
         cam = peer(tensor, [ClassifierOutputTarget(c)])[0]
-    found = road(ours.probabilities, x, cam, c, noise=0.0)
+    found = road(ours.forwards.probabilities, x, cam, c, noise=0.0)
     for name, removal, value in (("ROAD MoRF", RemoveMostRelevantFirst, found.morf),
                                  ("ROAD LeRF", RemoveLeastRelevantFirst, found.lerf)):
         scores = []
@@ -88,15 +89,15 @@ def _two_layers(model, tensor, x, c):
     from scorecam_onnx_export import export_bundle
     from scorecam_onnx_export.models import LoadedModel
 
-    from scorecam_onnx import Explainer
+    from scorecam_onnx import Explainer, Runtime, ScoreCam
 
     out = Path(tempfile.mkdtemp()) / "resnet18-2"
     export_bundle(LoadedModel(model, {"framework": "torchvision", "model": "resnet18"}), out,
                   layer=["layer3", "layer4"])
-    ours = Explainer(out, provider="cpu")
+    ours = Explainer(out, Runtime(provider="cpu"))
     with ScoreCAM(model, target_layers=[model.layer3, model.layer4]) as peer:
         want = peer(tensor, [ClassifierOutputTarget(c)])[0]
-    got = ours.explain(IMAGE, c, preset="pytorch-grad-cam").saliency_input
+    got = ours.explain_one(IMAGE, c, ScoreCam(preset="pytorch-grad-cam")).saliency_input
     return [("Score-CAM, layer3 + layer4 (mean)", float(np.abs(got - want).max()),
              float(np.corrcoef(got.ravel(), want.ravel())[0, 1]))]
 
@@ -109,7 +110,7 @@ def _segmentation():
     from scorecam_onnx_export import export_bundle
     from scorecam_onnx_export.models import LoadedModel
 
-    from scorecam_onnx import Explainer, Preprocessing
+    from scorecam_onnx import Explainer, Preprocessing, Runtime, ScoreCam
 
     class Out(torch.nn.Module):
         def __init__(self, inner):
@@ -125,7 +126,7 @@ def _segmentation():
     out = Path(tempfile.mkdtemp()) / "lraspp"
     export_bundle(LoadedModel(seg, {"framework": "torchvision", "model": "lraspp"}), out,
                   layer="model.backbone.16", preprocessing=Preprocessing(height=128, width=128))
-    ours = Explainer(out, provider="cpu")
+    ours = Explainer(out, Runtime(provider="cpu"))
     x = ours.preprocess(IMAGE)[1]
     with torch.no_grad():
         scores = seg(torch.from_numpy(x))[0].numpy()
@@ -134,7 +135,7 @@ def _segmentation():
     mask = np.float32(winners == c)
     with ScoreCAM(seg, target_layers=[seg.model.backbone["16"]]) as peer:
         want = peer(torch.from_numpy(x), [SemanticSegmentationTarget(c, mask)])[0]
-    found = ours.explain(IMAGE, c, preset="pytorch-grad-cam")     # default region: argmax
+    found = ours.explain_one(IMAGE, c, ScoreCam(preset="pytorch-grad-cam"))  # argmax region
     got = found.saliency_input
     return [(f"Score-CAM, segmentation class {c} (argmax region)", float(np.abs(got - want).max()),
              float(np.corrcoef(got.ravel(), want.ravel())[0, 1]))]

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from builders import save, tiny_model
 
-from scorecam_onnx import Bundle, Explainer, Preprocessing, write_bundle
+from scorecam_onnx import Bundle, Explainer, Preprocessing, Runtime, write_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
@@ -39,7 +39,7 @@ def tiny_bundle(tmp_path: Path) -> Bundle:
 
 @pytest.fixture(scope="session")
 def default_explainer() -> Explainer:
-    return Explainer(DEFAULT_BUNDLE, provider="cpu")
+    return Explainer(DEFAULT_BUNDLE, Runtime(provider="cpu"))
 
 
 @pytest.fixture(scope="session")

@@ -276,7 +276,7 @@ def rise(explainer, image, c, masks, grid, keep, seed):
     total = np.zeros(size, np.float64)
     for i in range(masks):
         m = rise_mask(i, size, grid, keep, seed)
-        out = explainer.scores((x * m).astype(np.float32))[0].astype(np.float64)
+        out = explainer.forwards.scores((x * m).astype(np.float32))[0].astype(np.float64)
         p = np.exp(out - out.max()) / np.exp(out - out.max()).sum()
         total += p[c] * m
     total /= masks * keep

@@ -245,16 +245,16 @@ def test_explaining_a_large_image_costs_at_most_16_bytes_per_pixel(tmp_path):
     script = f"""
 from pathlib import Path
 import numpy as np
-from scorecam_onnx import Explainer
+from scorecam_onnx import Explainer, Runtime, TopK
 from scorecam_onnx.batch import write_outputs
 from scorecam_onnx.evaluation.bench import peak_rss_growth_mib
-ex = Explainer(provider="cpu", threads=1)
+ex = Explainer(None, Runtime(provider="cpu", threads=1))
 warm = np.zeros((224, 224, 3), np.uint8)
 write_outputs(Path({str(tmp_path / "warm")!r}), "w", Path("w"), warm,
-              ex.explain_list(warm, None, 1, method="reciprocam"), False)
+              ex.explain(warm, TopK(1), "reciprocam"), False)
 def run():
     rgb = ex.preprocess({str(path)!r})[0]
-    found = ex.explain_list(rgb, None, 1, method="reciprocam")
+    found = ex.explain(rgb, TopK(1), "reciprocam")
     write_outputs(Path({str(tmp_path / "out")!r}), "big", Path("big"), rgb, found, False)
 print(peak_rss_growth_mib(run))
 """

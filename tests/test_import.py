@@ -35,9 +35,9 @@ def test_import_leaves_torch_unloaded():
 
 def test_explains_with_torch_unavailable():
     code = BLOCK_TORCH + """
-from scorecam_onnx import Explainer
-res = Explainer(provider="cpu").explain("samples/coffee.png", method="faster-scorecam",
-                                        channels=4)
+from scorecam_onnx import Explainer, FasterScoreCam, Runtime
+res = Explainer(None, Runtime(provider="cpu")).explain_one(
+    "samples/coffee.png", method=FasterScoreCam(channels=4))
 print(res.class_id, res.forwards, "torch" in sys.modules)
 """
     assert _python(code) == "967 5 False"

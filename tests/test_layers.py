@@ -17,8 +17,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("errors", "quiet", "fileio", "metrics", "render"),      # shared ground
     ("runners",),                                            # ONNX Runtime, remote
     ("bundle", "cam"),                                       # bundles; the CAM family on arrays
-    ("images",),
-    ("classifier", "segmentation", "explainer"),             # the public API
+    ("targets", "methods", "options"),                       # what to explain, and how
+    ("images", "request"),                                   # images; settings → a request
+    ("forwards", "runtime"),                                 # a bundle's graphs as runners
+    ("segmentation", "attribution", "explainer"),            # the public API
     ("batch", "evaluation"),
     ("quantize",),
     ("protocol",),                                           # one request, any transport
@@ -88,6 +90,35 @@ def test_imports_point_down(path):
 def upward_imports(path: Path, name: str | None = None) -> list[str]:
     mine = layer_of(name or module_name(path))
     return sorted(m for m in imports(path, name) if layer_of(m) > mine)
+
+
+REACH = ("serve", "distributed", "triton")
+
+
+def reach_package(module: str) -> str | None:
+    """The reach package (service, Ray, Triton) a module belongs to, if any."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "scorecam_onnx" and len(parts) > 1 and (
+        parts[1] in REACH) else None
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_reach_packages_meet_only_through_protocol(path):
+    """The service, Ray and Triton packages share code only through `protocol` and the
+    layers below, never by importing each other."""
+    mine = reach_package(module_name(path))
+    if mine is None:
+        return
+    others = sorted(m for m in imports(path) if reach_package(m) not in (None, mine))
+    assert not others, f"{module_name(path)} imports another reach package: {others}"
+
+
+def test_the_reach_rule_catches_a_crossing(tmp_path):
+    source = tmp_path / "probe.py"
+    source.write_text("def f():\n    from ..serve import create_app\n")
+    crossing = [m for m in imports(source, "scorecam_onnx.distributed.probe")
+                if reach_package(m) not in (None, "distributed")]
+    assert crossing == ["scorecam_onnx.serve"]
 
 
 def test_no_import_cycles():

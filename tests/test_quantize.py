@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import DEFAULT_BUNDLE, SAMPLES
 
-from scorecam_onnx import Bundle, Explainer
-from scorecam_onnx.cam.methods import METHODS
+from scorecam_onnx import Bundle, Explainer, Runtime, method_from
 from scorecam_onnx.cli import main
+from scorecam_onnx.methods import METHODS
 
 RNG = np.random.default_rng(41)
 
@@ -45,19 +45,19 @@ def test_int8_report_matches_an_independent_computation(int8_default):
     images = [SAMPLES / "chelsea.png", SAMPLES / "coffee.png", flipped]
     assert [r["image"] for r in report["images"]] == [str(p) for p in images]
     assert [r["role"] for r in report["images"]] == ["calibration", "calibration", "check"]
-    floating = Explainer(DEFAULT_BUNDLE, provider="cpu")
+    floating = Explainer(DEFAULT_BUNDLE, Runtime(provider="cpu"))
     sessions = {name: ort.InferenceSession(str(folder / "model.onnx"),
                                            providers=["CPUExecutionProvider"])
                 for name, folder in (("float32", DEFAULT_BUNDLE), ("int8", path))}
-    converted = Explainer(path, provider="cpu")
+    converted = Explainer(path, Runtime(provider="cpu"))
     correlations = []
     for row, image in zip(report["images"], images, strict=True):
         x = floating.preprocess(image)[1]
         tops = {name: int(np.argmax(s.run(None, {"input": x})[0])) for name, s in
                 sessions.items()}
         assert (row["top1_float32"], row["top1_int8"]) == (tops["float32"], tops["int8"])
-        a = floating.explain(image, tops["float32"], method="faster-scorecam").saliency
-        b = converted.explain(image, tops["float32"], method="faster-scorecam").saliency
+        a = floating.explain_one(image, tops["float32"], "faster-scorecam").saliency
+        b = converted.explain_one(image, tops["float32"], "faster-scorecam").saliency
         correlations.append(float(np.corrcoef(a.ravel(), b.ravel())[0, 1]))
     np.testing.assert_allclose([r["correlation"] for r in report["images"]], correlations,
                                rtol=1e-6)
@@ -79,9 +79,10 @@ def test_int8_bundle_records_itself_and_explains_with_every_method(int8_default)
     assert bundle.manifest.source["calibration_images"] == "2"
     graph = onnx.load(str(path / "model.onnx"), load_external_data=False)
     assert any(n.op_type == "QuantizeLinear" for n in graph.graph.node)
-    explainer = Explainer(bundle, provider="cpu")
+    explainer = Explainer(bundle, Runtime(provider="cpu"))
     for method in METHODS:
-        res = explainer.explain(SAMPLES / "coffee.png", method=method, samples=2, channels=8)
+        res = explainer.explain_one(SAMPLES / "coffee.png",
+                                    method=method_from(method, samples=2, channels=8))
         assert res.saliency.shape == (400, 600) and np.isfinite(res.saliency).all()
     info = CliRunner().invoke(main, ["info", str(path)])
     assert "fidelity int8: top-1 agreement" in info.output
@@ -98,8 +99,8 @@ def test_converting_every_graph_drops_the_shared_weights(tmp_path, tiny_bundle):
     assert result.exit_code == 0, result.output
     bundle = Bundle.load(tmp_path / "q")
     assert bundle.manifest.weights is None or not (tmp_path / "q" / "weights.bin").exists()
-    assert Explainer(bundle, provider="cpu").explain(np.zeros((8, 8, 3), np.uint8) + 50,
-                                                     method="reciprocam").saliency.shape == (8, 8)
+    assert Explainer(bundle, Runtime(provider="cpu")).explain_one(
+        np.zeros((8, 8, 3), np.uint8) + 50, method="reciprocam").saliency.shape == (8, 8)
 
 
 def test_fp16_bundle_keeps_float32_inputs_and_outputs(tmp_path, tiny_bundle):

@@ -22,7 +22,15 @@ from conftest import ROOT, SAMPLES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scorecam_onnx import Explainer, load_image, write_bundle
+from scorecam_onnx import (
+    Explainer,
+    ExplainOptions,
+    FasterScoreCam,
+    Runtime,
+    ScoreCam,
+    load_image,
+    write_bundle,
+)
 from scorecam_onnx.cli import main
 
 
@@ -154,20 +162,20 @@ def test_damaged_bundle_is_one_line(tmp_path, tiny_bundle, case):
 
 def test_all_nan_outputs_are_flagged_never_nan(tmp_path):
     bundle = write_bundle(nonfinite_model("nan"), tmp_path / "nan", "feat")
-    explainer = Explainer(bundle, provider="cpu")
+    explainer = Explainer(bundle, Runtime(provider="cpu"))
     image = RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8)
     for preset in ("paper", "pytorch-grad-cam", "torchcam"):
-        res = explainer.explain(image, preset=preset)
+        res = explainer.explain_one(image, method=ScoreCam(preset=preset))
         assert res.nonfinite and res.degenerate
         assert np.isfinite(res.saliency).all() and np.isfinite(res.score)
 
 
 def test_infinite_score_of_one_mask_is_flagged(tmp_path):
     bundle = write_bundle(nonfinite_model("log"), tmp_path / "log", "feat")
-    explainer = Explainer(bundle, provider="cpu")
+    explainer = Explainer(bundle, Runtime(provider="cpu"))
     image = np.full((8, 8, 3), 230, np.uint8)
     image[:4] = 250                     # bright (log of the mean is finite), not uniform
-    res = explainer.explain(image, preset="torchcam")   # the shared zero mask gives −∞
+    res = explainer.explain_one(image, method=ScoreCam(preset="torchcam"))   # −∞: zero mask
     assert res.nonfinite
     assert np.isfinite(res.saliency).all()
 
@@ -232,12 +240,13 @@ def test_threads_share_one_explainer(default_explainer):
     base = [load_image(SAMPLES / "chelsea.png"), load_image(SAMPLES / "coffee.png")]
     images = [*base, *(b[:, ::-1] for b in base), *(b[::2, ::2] for b in base),
               *(b[20:-20, 30:-30] for b in base)]
-    options = {"method": "faster-scorecam", "channels": 16}
-    serial = [default_explainer.explain(np.ascontiguousarray(i), **options) for i in images]
+    method = FasterScoreCam(channels=16)
+    serial = [default_explainer.explain_one(np.ascontiguousarray(i), method=method)
+              for i in images]
     threaded = [None] * len(images)
 
     def work(n: int) -> None:
-        threaded[n] = default_explainer.explain(np.ascontiguousarray(images[n]), **options)
+        threaded[n] = default_explainer.explain_one(np.ascontiguousarray(images[n]), method=method)
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(len(images))]
     for t in threads:
@@ -255,15 +264,15 @@ def _rss_mib() -> float:
 
 
 def test_memory_is_flat_over_many_images(tiny_bundle):
-    explainer = Explainer(tiny_bundle, provider="cpu")
+    explainer = Explainer(tiny_bundle, Runtime(provider="cpu"))
     rng = np.random.default_rng(5)
     images = [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(250)]
     for image in images[:50]:
-        explainer.explain(image, method="faster-scorecam", channels=3)
+        explainer.explain(image, method=FasterScoreCam(channels=3))
     tracemalloc.start()
     before, rss_before = tracemalloc.get_traced_memory()[0], _rss_mib()
     for image in images[50:]:
-        explainer.explain(image, method="faster-scorecam", channels=3)
+        explainer.explain(image, method=FasterScoreCam(channels=3))
     growth = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     assert growth < 256 * 1024
@@ -284,7 +293,7 @@ def test_any_image_array_gives_a_finite_map(tiny_bundle, height, width, channels
         array = rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True)
     rgb = load_image(array)
     assert rgb.shape == (height, width, 3) and rgb.dtype == np.uint8
-    res = _tiny_explainer(tiny_bundle).explain(array)
+    res = _tiny_explainer(tiny_bundle).explain_one(array)
     assert res.saliency.shape == (height, width)
     assert np.isfinite(res.saliency).all()
     assert res.saliency.min() >= 0 and res.saliency.max() <= 1
@@ -296,27 +305,28 @@ _CACHE: dict[str, Explainer] = {}
 def _tiny_explainer(bundle) -> Explainer:
     key = str(bundle.path)
     if key not in _CACHE:
-        _CACHE[key] = Explainer(bundle, provider="cpu")
+        _CACHE[key] = Explainer(bundle, Runtime(provider="cpu"))
     return _CACHE[key]
 
 
 def test_fixed_batch_model_bundle(tmp_path):
     bundle = write_bundle(tiny_model(batch=1), tmp_path / "b", "feat")
-    res = Explainer(bundle, provider="cpu").explain(RNG.integers(0, 256, (8, 8, 3), np.uint8),
-                                                    batch_size=5)
+    res = Explainer(bundle, Runtime(provider="cpu")).explain_one(
+        RNG.integers(0, 256, (8, 8, 3), np.uint8), options=ExplainOptions(batch_size=5))
     assert np.isfinite(res.saliency).all()
 
 
 def test_a_long_folder_run_keeps_no_arrays(tmp_path, tiny_bundle):
     from scorecam_onnx.batch import ExplainJob, explain_files
+    from scorecam_onnx.request import request_from
 
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(60):
         _png(folder / f"{i:02d}.png", RNG.integers(0, 256, (256, 256, 3), dtype=np.uint8))
-    explainer = Explainer(tiny_bundle, provider="cpu")
-    job = ExplainJob(inputs=[str(folder)], out=tmp_path / "out", method="faster-scorecam",
-                     channels=2)
+    explainer = Explainer(tiny_bundle, Runtime(provider="cpu"))
+    job = ExplainJob(inputs=[str(folder)], out=tmp_path / "out",
+                     request=request_from(method="faster-scorecam", channels=2))
     tracemalloc.start()
     results, _ = explain_files(explainer, job)
     held = tracemalloc.get_traced_memory()[0]

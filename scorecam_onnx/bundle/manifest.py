@@ -1,4 +1,8 @@
-"""The bundle manifest: a versioned JSON document, validated key by key on load."""
+"""The bundle manifest: a versioned JSON document, validated key by key on load.
+
+Older formats are first upgraded to the newest format's dictionary (`upgrade`), so one
+reader (`Manifest.from_dict`) reads them all.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ COLORS = ("RGB", "BGR")
 RESIZE_POLICIES = ("stretch", "crop")
 INTERPOLATIONS = ("area", "linear", "cubic", "nearest", "lanczos")
 OUTPUT_KINDS = ("logits", "probabilities")
+# Output keys of a segmentation model, which formats 1 and 2 did not have.
+SEGMENTATION_KEYS = ("height", "width", "background")
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,7 @@ class ActivationSpec:
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """A further target layer of a multi-layer bundle: its name and activation tensor."""
+    """A target layer: its name and its activation tensor (an output of the features graph)."""
 
     layer: str
     activation: ActivationSpec
@@ -103,12 +109,16 @@ class OutputSpec:
 
 @dataclass(frozen=True)
 class Manifest:
-    """Everything the engine needs to know about a bundle, besides the graphs themselves."""
+    """Everything the engine needs to know about a bundle, besides the graphs themselves.
+
+    `layers` are the target layers, the deepest (the one computed from all the others, where
+    the tail graph is cut) first; each is an output of the features graph. A model-only
+    bundle has none, and no features graph: it serves the black-box methods.
+    """
 
     input: InputSpec
-    activation: ActivationSpec | None
     output: OutputSpec
-    layer: str | None
+    layers: tuple[LayerSpec, ...] = ()
     features: str | None = "features.onnx"
     model: str = "model.onnx"
     weights: str | None = "weights.bin"
@@ -118,30 +128,53 @@ class Manifest:
     # The tail graph (activations → output), present when the cut is clean; otherwise why not.
     tail: str | None = None
     tail_missing: str | None = None
-    # Further target layers (format 3): each another output of the features graph. The
-    # `activation` above is the deepest layer, where the tail graph is cut.
-    more_layers: tuple[LayerSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+
+    @property
+    def activation(self) -> ActivationSpec | None:
+        """The deepest target layer's activation tensor (None in a model-only bundle)."""
+        return self.layers[0].activation if self.layers else None
+
+    @property
+    def layer(self) -> str | None:
+        """The deepest target layer's name (None in a model-only bundle)."""
+        return self.layers[0].layer if self.layers else None
 
     @property
     def targets(self) -> list[tuple[str, ActivationSpec]]:
         """Every target layer as (name, activation): the deepest first, then the others."""
-        if self.activation is None or self.layer is None:
-            return []
-        return [(self.layer, self.activation),
-                *((m.layer, m.activation) for m in self.more_layers)]
+        return [(spec.layer, spec.activation) for spec in self.layers]
 
     @property
     def model_only(self) -> bool:
         """True for a bundle with no target layer (no features graph): black-box methods."""
-        return self.activation is None
+        return not self.layers
 
     def to_dict(self) -> dict[str, Any]:
-        """The manifest as the JSON-ready dictionary that `from_dict` reads back."""
-        body = asdict(self)
-        body["input"]["mean"] = list(self.input.mean)
-        body["input"]["std"] = list(self.input.std)
-        body["more_layers"] = list(body["more_layers"])
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, **body}
+        """The manifest as the JSON-ready dictionary that `from_dict` reads back: the deepest
+        layer as 'layer' and 'activation' (null in a model-only bundle), the others as
+        'more_layers'."""
+        first = self.layers[0] if self.layers else None
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "input": {**asdict(self.input), "mean": list(self.input.mean),
+                      "std": list(self.input.std)},
+            "activation": asdict(first.activation) if first else None,
+            "output": asdict(self.output),
+            "layer": first.layer if first else None,
+            "features": self.features,
+            "model": self.model,
+            "weights": self.weights,
+            "labels": self.labels,
+            "source": dict(self.source),
+            "checksums": dict(self.checksums),
+            "tail": self.tail,
+            "tail_missing": self.tail_missing,
+            "more_layers": [asdict(spec) for spec in self.layers[1:]],
+        }
 
     def dumps(self) -> str:
         """The manifest as indented JSON text."""
@@ -149,69 +182,27 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: Any) -> Manifest:
-        """Validate a parsed manifest; a `BundleError` names the first bad key."""
-        root = _Reader(data, "manifest")
-        fmt = root.get("format", str)
-        if fmt != FORMAT:
-            raise BundleError(f"manifest: 'format' is {fmt!r}, expected {FORMAT!r}")
-        version = root.get("format_version", int)
-        if version not in READABLE_VERSIONS:
-            raise BundleError(
-                f"manifest: unsupported 'format_version' {version} "
-                f"(this version of scorecam-onnx reads "
-                f"{', '.join(str(v) for v in READABLE_VERSIONS)})"
-            )
-        inp = root.child("input")
-        out = root.child("output")
-        model_only = version >= 3 and root.get("activation", dict, optional=True) is None
-        activation = None if model_only else _activation(root.child("activation"), version)
-        if model_only:
-            for key in ("features", "layer", "tail"):
-                if root.data.get(key) is not None:
-                    raise BundleError(f"manifest: '{key}' must be null when 'activation' is "
-                                      "null (a model-only bundle)")
+        """Validate a parsed manifest of any readable format; a `BundleError` names the first
+        bad key."""
+        root = _Reader(upgrade(data), "manifest")
+        inp, out = root.child("input"), root.child("output")
+        activation = _deepest_activation(root)
+        input_spec, output_spec = _input(inp), _output(out)
+        layer = None if activation is None else root.get("layer", str)
         manifest = cls(
-            input=InputSpec(
-                name=inp.get("name", str),
-                height=inp.positive("height"),
-                width=inp.positive("width"),
-                layout=inp.choice("layout", LAYOUTS),
-                color=inp.choice("color", COLORS),
-                scale=inp.number("scale", positive=True),
-                mean=inp.triple("mean"),
-                std=inp.triple("std", positive=True),
-                resize=inp.choice("resize", RESIZE_POLICIES),
-                interpolation=inp.choice("interpolation", INTERPOLATIONS),
-                crop_fraction=inp.fraction("crop_fraction"),
-            ),
-            activation=activation,
-            output=OutputSpec(
-                name=out.get("name", str),
-                classes=out.positive("classes"),
-                kind=out.choice("kind", OUTPUT_KINDS),
-                height=out.count("height") if version >= 3 and "height" in out.data else 0,
-                width=out.count("width") if version >= 3 and "width" in out.data else 0,
-                background=out.get("background", int, optional=True)
-                if version >= 3 and "background" in out.data else None,
-            ),
-            layer=None if model_only else root.get("layer", str),
-            features=None if model_only else root.get("features", str),
+            input=input_spec,
+            output=output_spec,
+            features=None if activation is None else root.get("features", str),
             model=root.get("model", str),
             weights=root.get("weights", str, optional=True),
             labels=root.get("labels", str, optional=True),
             source=root.string_map("source"),
             checksums=root.string_map("checksums"),
-            tail=root.get("tail", str, optional=True) if version >= 2 else None,
-            tail_missing=root.get("tail_missing", str, optional=True) if version >= 2
-            else NO_TAIL_IN_V1,
-            more_layers=_more_layers(root, version),
+            tail=root.get("tail", str, optional=True),
+            tail_missing=root.get("tail_missing", str, optional=True),
+            layers=_layers(root, layer, activation),
         )
-        o = manifest.output
-        if (o.height > 0) != (o.width > 0):
-            raise BundleError("manifest: 'output.height' and 'output.width' go together")
-        if o.background is not None and not 0 <= o.background < o.classes:
-            raise BundleError(f"manifest: 'output.background' must be a class id below "
-                              f"{o.classes}, got {o.background}")
+        _check_output(manifest.output)
         return manifest
 
     @classmethod
@@ -230,31 +221,114 @@ class Manifest:
         return cls.from_dict(data)
 
 
-def _more_layers(root: _Reader, version: int) -> tuple[LayerSpec, ...]:
-    if version < 3 or root.data.get("more_layers") is None:
-        return ()
-    items = root.get("more_layers", list)
-    found = []
-    for n, item in enumerate(items):
-        entry = _Reader(item, f"more_layers[{n}]")
-        found.append(LayerSpec(entry.get("layer", str),
-                               _activation(entry.child("activation"), version)))
-    primary = root.data.get("activation") or {}
-    tensors = [primary.get("name"), *(f.activation.name for f in found)]
-    layers = [root.data.get("layer"), *(f.layer for f in found)]
-    if len(set(tensors)) != len(tensors) or len(set(layers)) != len(layers):
+def upgrade(data: Any) -> dict[str, Any]:
+    """A parsed manifest of any readable format as a dictionary of the newest format.
+
+    Format 1 had no tail graph (`tail_missing` says so) and only channel maps (layout NCHW or
+    NHWC, no leading tokens). Formats 1 and 2 always had one target layer (a null
+    'activation' is an error there, not a model-only bundle) and class scores only: keys
+    that later formats added ('more_layers', the output's segmentation keys) are ignored in
+    them. The format's name and version are checked; `data` itself is left as it is.
+    """
+    root = _Reader(data, "manifest")
+    fmt = root.get("format", str)
+    if fmt != FORMAT:
+        raise BundleError(f"manifest: 'format' is {fmt!r}, expected {FORMAT!r}")
+    version = root.get("format_version", int)
+    if version not in READABLE_VERSIONS:
+        raise BundleError(
+            f"manifest: unsupported 'format_version' {version} "
+            f"(this version of scorecam-onnx reads "
+            f"{', '.join(str(v) for v in READABLE_VERSIONS)})"
+        )
+    if version == FORMAT_VERSION:
+        return dict(data)
+    # What the older format forbids is refused here, in the order the reader checks keys.
+    root.child("input")
+    output = root.child("output").data
+    activation = root.get("activation", dict)
+    new = {**data, "format_version": FORMAT_VERSION, "more_layers": None,
+           "output": {k: v for k, v in output.items() if k not in SEGMENTATION_KEYS}}
+    if version == 1:
+        new["activation"] = {**activation, "prefix": 0}
+        _activation(_Reader(new["activation"], "activation"), LAYOUTS)
+        new["tail"], new["tail_missing"] = None, NO_TAIL_IN_V1
+    return new
+
+
+def _deepest_activation(root: _Reader) -> ActivationSpec | None:
+    """The 'activation' of the deepest layer; None for a model-only bundle, which then names
+    no features graph, layer or tail either."""
+    if root.get("activation", dict, optional=True) is not None:
+        return _activation(root.child("activation"))
+    for key in ("features", "layer", "tail"):
+        if root.data.get(key) is not None:
+            raise BundleError(f"manifest: '{key}' must be null when 'activation' is "
+                              "null (a model-only bundle)")
+    return None
+
+
+def _layers(root: _Reader, layer: str | None,
+            activation: ActivationSpec | None) -> tuple[LayerSpec, ...]:
+    """The deepest layer, then those of 'more_layers' (null or absent: none), each tensor and
+    name once. A model-only bundle has none (its 'more_layers' are checked, then ignored)."""
+    found = [] if activation is None or layer is None else [LayerSpec(layer, activation)]
+    if root.data.get("more_layers") is not None:
+        for n, item in enumerate(root.get("more_layers", list)):
+            entry = _Reader(item, f"more_layers[{n}]")
+            found.append(LayerSpec(entry.get("layer", str),
+                                   _activation(entry.child("activation"))))
+    if (len({spec.activation.name for spec in found}) != len(found)
+            or len({spec.layer for spec in found}) != len(found)):
         raise BundleError("manifest: a target layer or tensor is listed twice")
-    return tuple(found)
+    return () if activation is None else tuple(found)
 
 
-def _activation(act: _Reader, version: int) -> ActivationSpec:
+def _input(inp: _Reader) -> InputSpec:
+    return InputSpec(
+        name=inp.get("name", str),
+        height=inp.positive("height"),
+        width=inp.positive("width"),
+        layout=inp.choice("layout", LAYOUTS),
+        color=inp.choice("color", COLORS),
+        scale=inp.number("scale", positive=True),
+        mean=inp.triple("mean"),
+        std=inp.triple("std", positive=True),
+        resize=inp.choice("resize", RESIZE_POLICIES),
+        interpolation=inp.choice("interpolation", INTERPOLATIONS),
+        crop_fraction=inp.fraction("crop_fraction"),
+    )
+
+
+def _output(out: _Reader) -> OutputSpec:
+    """The output; its height, width and background class only for a segmentation model."""
+    return OutputSpec(
+        name=out.get("name", str),
+        classes=out.positive("classes"),
+        kind=out.choice("kind", OUTPUT_KINDS),
+        height=out.count("height") if "height" in out.data else 0,
+        width=out.count("width") if "width" in out.data else 0,
+        background=out.get("background", int, optional=True)
+        if "background" in out.data else None,
+    )
+
+
+def _check_output(o: OutputSpec) -> None:
+    if (o.height > 0) != (o.width > 0):
+        raise BundleError("manifest: 'output.height' and 'output.width' go together")
+    if o.background is not None and not 0 <= o.background < o.classes:
+        raise BundleError(f"manifest: 'output.background' must be a class id below "
+                          f"{o.classes}, got {o.background}")
+
+
+def _activation(act: _Reader, layouts: tuple[str, ...] = ACTIVATION_LAYOUTS) -> ActivationSpec:
     return ActivationSpec(
         name=act.get("name", str),
         channels=act.positive("channels"),
         height=act.positive("height"),
         width=act.positive("width"),
-        layout=act.choice("layout", ACTIVATION_LAYOUTS if version >= 2 else LAYOUTS),
-        prefix=act.count("prefix") if version >= 2 else 0,
+        layout=act.choice("layout", layouts),
+        prefix=act.count("prefix"),
     )
 
 

@@ -20,7 +20,7 @@ from ..runners.ort import build_session
 from . import graphs
 from .bundle import WEIGHTS_NAME, Bundle
 from .manifest import MANIFEST_NAME, InputSpec, Manifest, OutputSpec
-from .writer import EXTERNAL_THRESHOLD, Preprocessing, output_kind
+from .writer import Preprocessing, output_kind, save_model_graph
 
 NO_LAYER = "a model-only bundle has no target layer"
 # The input size assumed when neither the graph nor the user fixes one.
@@ -139,11 +139,7 @@ def write_model_bundle(model: onnx.ModelProto, out_dir: str | Path,
     prep = complete(model, preprocessing or Preprocessing(layout=graph_layout(model)))
     with staged_folder(out) as staging:
         staging.mkdir(parents=True)
-        full = graphs.extract(model, [image_input.name], [output])
-        graphs.free_batch_axis(full, [image_input.name, output])
-        onnx.save_model(full, str(staging / "model.onnx"), save_as_external_data=True,
-                        all_tensors_to_one_file=True, location=WEIGHTS_NAME,
-                        size_threshold=EXTERNAL_THRESHOLD, convert_attribute=False)
+        save_model_graph(model, image_input.name, output, staging / "model.onnx")
         onnx.checker.check_model(str(staging / "model.onnx"))
         classes = _probe(staging / "model.onnx", image_input.name, output, prep, batch=2)
         if labels is not None and len(labels) != classes:
@@ -171,7 +167,7 @@ def _manifest(input_name: str, prep: Preprocessing, output: str, classes: int, k
                         layout=prep.layout, color=prep.color, scale=prep.scale,
                         mean=prep.mean, std=prep.std, resize=prep.resize,
                         interpolation=prep.interpolation, crop_fraction=prep.crop_fraction),
-        activation=None, output=OutputSpec(output, classes, kind=kind), layer=None,
+        output=OutputSpec(output, classes, kind=kind), layers=(),
         features=None, model=model, weights=weights, labels=labels, source=source,
         checksums=checksums or {}, tail=None, tail_missing=NO_LAYER)
 

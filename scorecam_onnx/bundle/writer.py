@@ -1,4 +1,9 @@
-"""Writing a bundle: cut an ONNX classifier at a tensor, probe the graphs, write the folder."""
+"""Writing a bundle: cut an ONNX classifier at a tensor, probe the graphs, write the folder.
+
+`write_bundle` runs named steps: plan (check the arguments against the graph and settle
+everything before a file is written), cut (save the model, features and tail graphs), probe
+(run them once in ONNX Runtime), describe (the layers, labels, checksums: the manifest).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,9 @@ from .tokens import check_grid, infer_grid
 
 # Tensors below this size stay inside the graphs (shapes and small constants).
 EXTERNAL_THRESHOLD = 1024
+MODEL_NAME = "model.onnx"
+FEATURES_NAME = "features.onnx"
+LABELS_NAME = "labels.txt"
 
 
 @dataclass(frozen=True)
@@ -78,122 +86,83 @@ def write_bundle(
         background: for a segmentation model (output N×C×H×W), the class never chosen as
             the one to explain.
     """
-    prep = preprocessing or Preprocessing()
     out = Path(out_dir)
     if out.exists() and not force:
         raise BundleError(f"{out}: already exists (use --force to replace it)")
+    plan = _plan(model, preprocessing or Preprocessing(), activation, layer, output,
+                 tokens=tokens, activation_layout=activation_layout, prefix_hint=prefix_hint,
+                 background=background, labels=labels, source=source)
+    with staged_folder(out) as staging:
+        staging.mkdir(parents=True)
+        bypassed = _cut(model, plan, staging)
+        probed = _probe(staging, plan, has_tail=bypassed is None)
+        manifest = _describe(staging, plan, probed, bypassed)
+        write_text_atomic(staging / MANIFEST_NAME, manifest.dumps())
+    return Bundle.load(out)
+
+
+# --- plan: the arguments checked against the graph, before anything is written
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What `write_bundle` cuts and how it describes it, settled before a file is written."""
+
+    input: str                      # the image input
+    output: str                     # the class-score output
+    kind: str                       # its kind: 'logits' or 'probabilities'
+    tensors: tuple[str, ...]        # the target tensors, the deepest first
+    names: tuple[str, ...]          # their layer names, in the same order
+    size: tuple[int, int]           # the input's height and width
+    prep: Preprocessing
+    maps_layout: str                # the layout of 4-D target tensors
+    tokens: tuple[int, int, int] | None
+    prefix_hint: int | None
+    background: int | None
+    labels: tuple[str, ...] | None
+    source: dict[str, str]
+
+    @property
+    def deepest(self) -> str:
+        """The tensor computed from all the others: the tail graph is cut there."""
+        return self.tensors[0]
+
+
+def _plan(model: onnx.ModelProto, prep: Preprocessing, activation: str | Sequence[str],
+          layer: str | Sequence[str] | None, output: str | None, *,
+          tokens: tuple[int, int, int] | None, activation_layout: str | None,
+          prefix_hint: int | None, background: int | None, labels: list[str] | None,
+          source: dict[str, str] | None) -> _Plan:
+    """Check the arguments against the graph and settle what is cut and described."""
     image_input = graphs.single_input(model)
     output = output or graphs.only_output(model)
+    tensors, names = _targets(model, output, activation, layer, tokens)
+    return _Plan(
+        input=image_input.name, output=output, kind=output_kind(model, output),
+        tensors=tensors, names=names, size=_input_size(image_input, prep), prep=prep,
+        maps_layout=activation_layout or prep.layout, tokens=tokens, prefix_hint=prefix_hint,
+        background=background, labels=None if labels is None else tuple(labels),
+        source=dict(source or {}),
+    )
+
+
+def _targets(model: onnx.ModelProto, output: str, activation: str | Sequence[str],
+             layer: str | Sequence[str] | None, tokens: tuple[int, int, int] | None,
+             ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The target tensors and their layer names, checked, the deepest first."""
     tensors = [activation] if isinstance(activation, str) else list(activation)
-    layer_names = (tensors if layer is None else [layer] if isinstance(layer, str)
-                   else list(layer))
-    if len(layer_names) != len(tensors):
-        raise BundleError(f"{len(layer_names)} layer names for {len(tensors)} target tensors")
+    names = tensors if layer is None else [layer] if isinstance(layer, str) else list(layer)
+    if len(names) != len(tensors):
+        raise BundleError(f"{len(names)} layer names for {len(tensors)} target tensors")
     if not tensors or len(set(tensors)) != len(tensors):
         raise BundleError("give each target tensor once")
     if len(tensors) > 1 and tokens:
         raise BundleError("--tokens is for a single token layer")
     for tensor in tensors:
         graphs.check_tensor(model, tensor, output)
-    deepest = graphs.deepest(model, tensors)
-    order = [tensors.index(deepest), *(i for i in range(len(tensors)) if tensors[i] != deepest)]
-    tensors, layer_names = [tensors[i] for i in order], [layer_names[i] for i in order]
-    activation = tensors[0]
-    height, width = _input_size(image_input, prep)
-
-    with staged_folder(out) as staging:
-        staging.mkdir(parents=True)
-        full = graphs.extract(model, [image_input.name], [output])
-        graphs.free_batch_axis(full, [image_input.name, output])
-        onnx.save_model(
-            full,
-            str(staging / "model.onnx"),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=WEIGHTS_NAME,
-            size_threshold=EXTERNAL_THRESHOLD,
-            convert_attribute=False,
-        )
-        # Cut the features graph from the saved one, so its weights point into the same file.
-        saved = onnx.load(str(staging / "model.onnx"), load_external_data=False)
-        features = graphs.extract(saved, [image_input.name], tensors)
-        graphs.free_batch_axis(features, [image_input.name, *tensors])
-        onnx.save_model(features, str(staging / "features.onnx"))
-        tail_missing = graphs.bypass(saved, image_input.name, activation, output)
-        if tail_missing is None:
-            tail = graphs.extract(saved, [activation], [output])
-            graphs.rebase_batch_reads(tail, image_input.name, activation)
-            graphs.free_batch_axis(tail, [activation, output])
-            onnx.save_model(tail, str(staging / TAIL_NAME))
-        graphs_written = ["features.onnx", "model.onnx"] + (
-            [TAIL_NAME] if tail_missing is None else [])
-        for name in graphs_written:
-            onnx.checker.check_model(str(staging / name))
-
-        act_layout = maps_layout = activation_layout or prep.layout
-        probed = _probe(staging, image_input.name, tensors, output, (height, width),
-                        prep.layout, act_layout, tail_missing is None)
-        (act_shape, length), *others = probed.shapes
-        classes, tail_error = probed.classes, probed.tail_error
-        if background is not None and probed.output_size == (0, 0):
-            raise BundleError("a background class is for segmentation models (N×C×H×W "
-                              "outputs)")
-        prefix = 0
-        if length is not None:
-            act_layout = "NLC"
-            prefix, gh, gw = (check_grid(length, tokens) if tokens else
-                              infer_grid(length, (height, width), prefix_hint))
-            act_shape = (act_shape[0], gh, gw)
-        elif tokens:
-            raise BundleError(f"--tokens is for a token tensor (N×L×C); {activation!r} is 4-D")
-        more = []
-        for tensor, name, (shape, tokens_length) in zip(tensors[1:], layer_names[1:], others,
-                                                        strict=True):
-            if tokens_length is None:
-                spec = ActivationSpec(tensor, *shape, layout=maps_layout)
-            else:
-                p, gh, gw = infer_grid(tokens_length, (height, width), prefix_hint)
-                spec = ActivationSpec(tensor, shape[0], gh, gw, layout="NLC", prefix=p)
-            more.append(LayerSpec(name, spec))
-        if tail_error is not None:
-            (staging / TAIL_NAME).unlink()
-            graphs_written.remove(TAIL_NAME)
-            tail_missing = tail_error
-        if labels is not None and len(labels) != classes:
-            raise BundleError(f"{len(labels)} labels given for a model with {classes} classes")
-        if labels is not None:
-            write_text_atomic(staging / "labels.txt", "\n".join(labels) + "\n")
-        has_weights = (staging / WEIGHTS_NAME).is_file()
-        names = graphs_written + ([WEIGHTS_NAME] if has_weights else [])
-        manifest = Manifest(
-            input=InputSpec(
-                name=image_input.name, height=height, width=width, layout=prep.layout,
-                color=prep.color, scale=prep.scale, mean=prep.mean, std=prep.std,
-                resize=prep.resize, interpolation=prep.interpolation,
-                crop_fraction=prep.crop_fraction,
-            ),
-            activation=ActivationSpec(activation, *act_shape, layout=act_layout,
-                                      prefix=prefix),
-            output=OutputSpec(output, classes, kind=output_kind(model, output),
-                              height=probed.output_size[0], width=probed.output_size[1],
-                              background=_background(background, classes)),
-            layer=layer_names[0],
-            weights=WEIGHTS_NAME if has_weights else None,
-            labels="labels.txt" if labels is not None else None,
-            source=dict(source or {}),
-            checksums={name: sha256(staging / name) for name in names},
-            tail=TAIL_NAME if tail_missing is None else None,
-            tail_missing=tail_missing,
-            more_layers=tuple(more),
-        )
-        write_text_atomic(staging / MANIFEST_NAME, manifest.dumps())
-    return Bundle.load(out)
-
-
-def _background(background: int | None, classes: int) -> int | None:
-    if background is not None and not 0 <= background < classes:
-        raise BundleError(f"background class {background} is not below {classes}")
-    return background
+    first = tensors.index(graphs.deepest(model, tensors))
+    order = [first, *(i for i in range(len(tensors)) if i != first)]
+    return tuple(tensors[i] for i in order), tuple(names[i] for i in order)
 
 
 def _input_size(image_input: onnx.ValueInfoProto, prep: Preprocessing) -> tuple[int, int]:
@@ -217,6 +186,47 @@ def _input_size(image_input: onnx.ValueInfoProto, prep: Preprocessing) -> tuple[
     return height, width
 
 
+# --- cut: the graphs, saved and checked
+
+
+def _cut(model: onnx.ModelProto, plan: _Plan, folder: Path) -> str | None:
+    """Save the model, features and (when the cut is clean) tail graphs in `folder`, and
+    check each; why there is no tail graph, or None when there is one."""
+    save_model_graph(model, plan.input, plan.output, folder / MODEL_NAME)
+    # Cut the other graphs from the saved one, so their weights point into the same file.
+    saved = onnx.load(str(folder / MODEL_NAME), load_external_data=False)
+    features = graphs.extract(saved, [plan.input], list(plan.tensors))
+    graphs.free_batch_axis(features, [plan.input, *plan.tensors])
+    onnx.save_model(features, str(folder / FEATURES_NAME))
+    bypassed = graphs.bypass(saved, plan.input, plan.deepest, plan.output)
+    if bypassed is None:
+        tail = graphs.extract(saved, [plan.deepest], [plan.output])
+        graphs.rebase_batch_reads(tail, plan.input, plan.deepest)
+        graphs.free_batch_axis(tail, [plan.deepest, plan.output])
+        onnx.save_model(tail, str(folder / TAIL_NAME))
+    for name in _graph_files(has_tail=bypassed is None):
+        onnx.checker.check_model(str(folder / name))
+    return bypassed
+
+
+def save_model_graph(model: onnx.ModelProto, input_name: str, output: str, path: Path) -> None:
+    """Save the graph from the image input to `output`, with a symbolic batch axis and its
+    weights in the external file `WEIGHTS_NAME` beside it."""
+    full = graphs.extract(model, [input_name], [output])
+    graphs.free_batch_axis(full, [input_name, output])
+    onnx.save_model(full, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=WEIGHTS_NAME, size_threshold=EXTERNAL_THRESHOLD,
+                    convert_attribute=False)
+
+
+def _graph_files(has_tail: bool) -> list[str]:
+    """The graph files of a bundle, in the manifest's order."""
+    return [FEATURES_NAME, MODEL_NAME, *([TAIL_NAME] if has_tail else [])]
+
+
+# --- probe: one run of the graphs in ONNX Runtime
+
+
 @dataclass(frozen=True)
 class _Probed:
     """What one run of the cut graphs showed: per tensor ((K, h, w), L for tokens or None),
@@ -229,41 +239,120 @@ class _Probed:
     output_size: tuple[int, int] = (0, 0)
 
 
-def _probe(
-    folder: Path, input_name: str, tensors: list[str], output: str, size: tuple[int, int],
-    layout: str, act_layout: str, has_tail: bool,
-) -> _Probed:
+def _probe(folder: Path, plan: _Plan, has_tail: bool) -> _Probed:
     """Run the graphs on a batch of two: the shape of each target tensor (for a token
     tensor N×L×K, h and w are placeholders and L is given), the classes, and whether
     tail(features(x)) matches model(x) at the first (deepest) tensor."""
-    shape = (2, 3, *size) if layout == "NCHW" else (2, *size, 3)
+    shape = (2, 3, *plan.size) if plan.prep.layout == "NCHW" else (2, *plan.size, 3)
     probe = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     try:
-        features, _ = build_session(folder / "features.onnx", "cpu")
-        model, _ = build_session(folder / "model.onnx", "cpu")
-        outputs = features.run(tensors, {input_name: probe})
-        (scores,) = model.run([output], {input_name: probe})
+        features, _ = build_session(folder / FEATURES_NAME, "cpu")
+        model, _ = build_session(folder / MODEL_NAME, "cpu")
+        outputs = features.run(list(plan.tensors), {plan.input: probe})
+        (scores,) = model.run([plan.output], {plan.input: probe})
     except Exception as exc:  # noqa: BLE001 - report ONNX Runtime's own words
         raise BundleError(f"the cut graphs do not run in ONNX Runtime: {exc}") from None
-    tail_error = _check_tail(folder, tensors[0], output, outputs[0], scores) if has_tail else None
+    tail_error = (_check_tail(folder, plan.deepest, plan.output, outputs[0], scores)
+                  if has_tail else None)
     if scores.ndim not in (2, 4) or scores.shape[0] != 2:
-        raise BundleError(f"output {output!r} has shape {scores.shape}, expected N×C class "
-                          "scores or N×C×H×W per-pixel scores")
-    found = []
-    for tensor, acts in zip(tensors, outputs, strict=True):
-        if acts.ndim not in (3, 4) or acts.shape[0] != 2:
-            raise BundleError(f"tensor {tensor!r} has shape {acts.shape}, expected N×K×h×w, "
-                              "N×h×w×K or N×L×K tokens")
-        if acts.ndim == 3:
-            found.append(((int(acts.shape[2]), 0, 0), int(acts.shape[1])))
-            continue
-        k, h, w = acts.shape[1:] if act_layout == "NCHW" else (acts.shape[3], *acts.shape[1:3])
-        if h * w <= 1:
-            raise BundleError(f"tensor {tensor!r} has a spatial size of {h}×{w}: a saliency "
-                              "map needs more (pick a layer before the global pooling)")
-        found.append(((int(k), int(h), int(w)), None))
+        raise BundleError(f"output {plan.output!r} has shape {scores.shape}, expected N×C "
+                          "class scores or N×C×H×W per-pixel scores")
+    found = [_tensor_shape(tensor, acts, plan.maps_layout)
+             for tensor, acts in zip(plan.tensors, outputs, strict=True)]
     size = (int(scores.shape[2]), int(scores.shape[3])) if scores.ndim == 4 else (0, 0)
     return _Probed(found, int(scores.shape[1]), tail_error, size)
+
+
+def _tensor_shape(tensor: str, acts: np.ndarray, layout: str,
+                  ) -> tuple[tuple[int, int, int], int | None]:
+    """((K, h, w), None) of a 4-D activation in `layout`; ((K, 0, 0), L) of N×L×K tokens."""
+    if acts.ndim not in (3, 4) or acts.shape[0] != 2:
+        raise BundleError(f"tensor {tensor!r} has shape {acts.shape}, expected N×K×h×w, "
+                          "N×h×w×K or N×L×K tokens")
+    if acts.ndim == 3:
+        return (int(acts.shape[2]), 0, 0), int(acts.shape[1])
+    k, h, w = acts.shape[1:] if layout == "NCHW" else (acts.shape[3], *acts.shape[1:3])
+    if h * w <= 1:
+        raise BundleError(f"tensor {tensor!r} has a spatial size of {h}×{w}: a saliency "
+                          "map needs more (pick a layer before the global pooling)")
+    return (int(k), int(h), int(w)), None
+
+
+# --- describe: the manifest of what was written and probed
+
+
+def _describe(folder: Path, plan: _Plan, probed: _Probed, bypassed: str | None) -> Manifest:
+    """The manifest: the layers as probed, the tail graph (deleted when the probe found it
+    wrong), the labels (written here), the checksums of every file."""
+    if plan.background is not None and probed.output_size == (0, 0):
+        raise BundleError("a background class is for segmentation models (N×C×H×W outputs)")
+    layers = _layers(plan, probed)
+    tail_missing = bypassed
+    if probed.tail_error is not None:
+        (folder / TAIL_NAME).unlink()
+        tail_missing = probed.tail_error
+    labels = _write_labels(folder, plan.labels, probed.classes)
+    output = OutputSpec(plan.output, probed.classes, kind=plan.kind,
+                        height=probed.output_size[0], width=probed.output_size[1],
+                        background=_background(plan.background, probed.classes))
+    has_weights = (folder / WEIGHTS_NAME).is_file()
+    files = _graph_files(has_tail=tail_missing is None) + ([WEIGHTS_NAME] if has_weights else [])
+    return Manifest(
+        input=_input_spec(plan), output=output, layers=layers,
+        weights=WEIGHTS_NAME if has_weights else None, labels=labels, source=plan.source,
+        checksums={name: sha256(folder / name) for name in files},
+        tail=TAIL_NAME if tail_missing is None else None, tail_missing=tail_missing,
+    )
+
+
+def _layers(plan: _Plan, probed: _Probed) -> tuple[LayerSpec, ...]:
+    """Each target layer with its activation as probed; the user's `tokens` read the first."""
+    (_, deepest_length), *_ = probed.shapes
+    if deepest_length is None and plan.tokens:
+        raise BundleError(f"--tokens is for a token tensor (N×L×C); {plan.deepest!r} is 4-D")
+    return tuple(
+        LayerSpec(name, _activation_spec(plan, tensor, shape, length,
+                                         plan.tokens if n == 0 else None))
+        for n, (tensor, name, (shape, length))
+        in enumerate(zip(plan.tensors, plan.names, probed.shapes, strict=True))
+    )
+
+
+def _activation_spec(plan: _Plan, tensor: str, shape: tuple[int, int, int],
+                     length: int | None, tokens: tuple[int, int, int] | None,
+                     ) -> ActivationSpec:
+    """A feature map in the plan's layout, or L tokens read as P leading ones then a grid
+    (the user's `tokens`, else the one reading that fits the input size)."""
+    if length is None:
+        return ActivationSpec(tensor, *shape, layout=plan.maps_layout)
+    prefix, gh, gw = (check_grid(length, tokens) if tokens else
+                      infer_grid(length, plan.size, plan.prefix_hint))
+    return ActivationSpec(tensor, shape[0], gh, gw, layout="NLC", prefix=prefix)
+
+
+def _write_labels(folder: Path, labels: tuple[str, ...] | None, classes: int) -> str | None:
+    """Write one label a line, when given; the file's name, or None."""
+    if labels is None:
+        return None
+    if len(labels) != classes:
+        raise BundleError(f"{len(labels)} labels given for a model with {classes} classes")
+    write_text_atomic(folder / LABELS_NAME, "\n".join(labels) + "\n")
+    return LABELS_NAME
+
+
+def _input_spec(plan: _Plan) -> InputSpec:
+    prep = plan.prep
+    return InputSpec(
+        name=plan.input, height=plan.size[0], width=plan.size[1], layout=prep.layout,
+        color=prep.color, scale=prep.scale, mean=prep.mean, std=prep.std,
+        resize=prep.resize, interpolation=prep.interpolation, crop_fraction=prep.crop_fraction,
+    )
+
+
+def _background(background: int | None, classes: int) -> int | None:
+    if background is not None and not 0 <= background < classes:
+        raise BundleError(f"background class {background} is not below {classes}")
+    return background
 
 
 def _check_tail(folder: Path, activation: str, output: str, acts: np.ndarray,

@@ -27,7 +27,7 @@ PAPER, GRADCAM, TORCHCAM = "paper", "pytorch-grad-cam", "torchcam"
 
 @dataclass(frozen=True)
 class Preset:
-    """One of the conventions of SPEC §2.1 (`paper`, `pytorch-grad-cam`, `torchcam`).
+    """A Score-CAM convention: `paper` (the authors' code), `pytorch-grad-cam` or `torchcam`.
 
     Attributes:
         name: the preset's name.
@@ -91,17 +91,64 @@ class Scores:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-class ScoreCam:
+class Attribution:
+    """What every method's engine shares: a preset, a batch size, the batched scoring of
+    its perturbed inputs (`score`), channel weights (`weights`) and the map (`cam`).
+
+    Args:
+        preset: a `Preset` or its name.
+        batch_size: inputs per model call; memory is bounded by it, never by the work.
+    """
+
+    name = ""
+
+    def __init__(self, preset: Preset | str = PAPER, batch_size: int = 8) -> None:
+        self.preset = get_preset(preset) if isinstance(preset, str) else preset
+        self.batch_size = at_least_one("batch_size", batch_size)
+
+    def takes_maps_scorer(self) -> bool:
+        """Whether `score` can use a scorer of low-resolution maps that upsamples and masks
+        inside a graph (see `ScoreCam.score`)."""
+        return False
+
+    def score(self, x: NDArray[np.float32], activations: NDArray[np.float32], model: ScoreFn,
+              targets: list[int], clean_output: NDArray[np.float32],
+              output_kind: str = "logits", progress: Progress | None = None,
+              maps_model: ScoreFn | None = None) -> Scores:
+        """Run the method's forwards and return its scores for every target class."""
+        raise NotImplementedError
+
+    def weights(self, values: NDArray[np.float64]) -> NDArray[np.float32]:
+        """Channel weights from the K channel scores of one class (NaN: no forward → 0)."""
+        scored = np.isfinite(values)
+        weights = np.zeros(values.shape, dtype=np.float64)
+        if not scored.any():
+            return weights.astype(np.float32)
+        if self.preset.channel_softmax:
+            v = values[scored]
+            e = np.exp(v - v.max())
+            weights[scored] = e / e.sum()
+        else:
+            weights[scored] = values[scored]
+        return weights.astype(np.float32)
+
+    def cam(self, activations: NDArray[np.float32], weights: NDArray[np.float32],
+            size: tuple[int, int], eigen: bool = False,
+            layer_part: bool = False) -> tuple[NDArray[np.float32], bool]:
+        """The saliency map at input resolution in [0, 1], and whether it is degenerate;
+        `eigen`: the weighted activations' first principal component instead of their sum;
+        `layer_part`: one layer's part of a fused map (see `form_cam`)."""
+        return form_cam(activations, weights, size, self.preset, eigen, layer_part)
+
+
+class ScoreCam(Attribution):
     """Score-CAM (Wang et al., CVPR-W 2020, arXiv 1910.01279) on arrays.
 
     Each non-constant channel A_k is upsampled to the input size and min-max normalised into a
     mask M_k; the masked input x ⊙ M_k is scored by the model; the scores weigh the
     activations into the map L = ReLU(Σ_k w_k · A_k) (upsampled and normalised per preset).
-    Subclasses override `select` (which channels) or `perturb` (copies of each mask).
-
-    Args:
-        preset: a `Preset` or its name.
-        batch_size: masked inputs per model call; memory is bounded by it, never by K.
+    Subclasses override `select` (which channels), `group` (which share a forward) or
+    `perturb` (copies of each mask).
     """
 
     name = "scorecam"
@@ -109,24 +156,14 @@ class ScoreCam:
     # Constant channels are scored (as one shared all-zero mask) by presets that keep them; a
     # method that scores only some channels turns this off so the others weigh 0.
     scores_constant = True
-    # Whether the method runs masked forwards at all, and whether `perturb` may be applied to
-    # low-resolution maps before upsampling.
-    uses_masks = True
+    # Whether `perturb` may be applied to low-resolution maps before upsampling.
     perturbs_linearly = True
-    # Whether the method perturbs the activations and runs the tail graph instead.
-    uses_tail = False
-    # Whether the method reads the target layer's activations (not a black-box method).
-    needs_layer = True
-    # Whether the map is a weighted sum of the activations (which eigen smoothing replaces by
-    # its first principal component).
-    weighs_activations = True
     # Whether channels with identical masks may share forwards (not when `perturb` draws
     # something per channel).
     dedupe = True
 
-    def __init__(self, preset: Preset | str = PAPER, batch_size: int = 8) -> None:
-        self.preset = get_preset(preset) if isinstance(preset, str) else preset
-        self.batch_size = at_least_one("batch_size", batch_size)
+    def takes_maps_scorer(self) -> bool:
+        return self.perturbs_linearly
 
     # Hooks -------------------------------------------------------------------------------
     def select(self, activations: NDArray[np.float32], varying: NDArray[np.bool_]) -> NDArray:
@@ -182,75 +219,77 @@ class ScoreCam:
                 upsampling and masking inside the model (used on GPUs). Taken only by
                 methods whose perturbation commutes with upsampling.
         """
-        preset = self.preset
         fused = maps_model is not None and self.perturbs_linearly
-        k = activations.shape[0]
-        flat = activations.reshape(k, -1)
-        chosen = self.select(activations, flat.max(axis=1) > flat.min(axis=1))
-        builder = _MaskBuilder(activations, x.shape[2:], preset)
-        first, group, maps = self.group(flat[chosen], builder.scaled(chosen))
-        order = np.argsort(first, kind="stable")       # distinct masks in channel order
-        job_group = np.repeat(order, self.samples)
-        job_sample = np.tile(np.arange(self.samples), order.size)
-        total = job_group.size
+        jobs = self._jobs(x, activations)
         targets_arr = np.asarray(targets, dtype=np.int64)
-        clean = _class_scores(clean_output[None].astype(np.float64), targets_arr, preset.score,
-                              output_kind, None)[0]
-        sums = np.zeros((first.size, len(targets)), dtype=np.float64)
-        counts = np.zeros((first.size, len(targets)), dtype=np.int64)
-        shape = activations.shape[1:] if fused else x.shape[1:]
-
-        def fill(start: int, stop: int, inputs: NDArray[np.float32]) -> None:
-            groups = job_group[start:stop]
-            samples = job_sample[start:stop]
-            masks = maps[groups]
-            if not fused:
-                masks = builder.resize(masks)
-            if self.samples > 1:
-                for s in np.unique(samples):
-                    pick = samples == s
-                    masks[pick] = self.perturb(masks[pick], chosen[first[groups[pick]]], int(s))
-            if fused:
-                inputs[...] = masks
-            else:
-                np.multiply(x, masks[:, None], out=inputs)
+        clean = _class_scores(clean_output[None].astype(np.float64), targets_arr,
+                              self.preset.score, output_kind, None)[0]
+        sums = np.zeros((jobs.first.size, len(targets)), dtype=np.float64)
+        counts = np.zeros((jobs.first.size, len(targets)), dtype=np.int64)
 
         def take(start: int, stop: int, out: NDArray[np.float64]) -> None:
-            scores = _class_scores(out, targets_arr, preset.score, output_kind, clean)
+            scores = _class_scores(out, targets_arr, self.preset.score, output_kind, clean)
             # A non-finite score carries no information: that forward does not count.
             usable = np.isfinite(scores)
-            np.add.at(sums, job_group[start:stop], np.where(usable, scores, 0.0))
-            np.add.at(counts, job_group[start:stop], usable)
+            np.add.at(sums, jobs.group_of[start:stop], np.where(usable, scores, 0.0))
+            np.add.at(counts, jobs.group_of[start:stop], usable)
 
-        run = run_batches(total, self.batch_size, shape, fill,
+        run = run_batches(jobs.group_of.size, self.batch_size,
+                          activations.shape[1:] if fused else x.shape[1:],
+                          lambda start, stop, inputs: self._fill(
+                              jobs, x, fused, start, stop, inputs),
                           maps_model if fused else model, take, progress)
-        values = np.full((k, len(targets)), np.nan, dtype=np.float64)
+        values = np.full((activations.shape[0], len(targets)), np.nan, dtype=np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
-            values[chosen] = np.where(counts > 0, sums / counts, np.nan)[group]
-        return Scores(values, forwards=total, masks=first.size, nonfinite=run.nonfinite,
-                      seconds=run.seconds)
+            values[jobs.chosen] = np.where(counts > 0, sums / counts, np.nan)[jobs.group]
+        return Scores(values, forwards=jobs.group_of.size, masks=jobs.first.size,
+                      nonfinite=run.nonfinite, seconds=run.seconds)
 
-    def weights(self, values: NDArray[np.float64]) -> NDArray[np.float32]:
-        """Channel weights from the K channel scores of one class (NaN: no forward → 0)."""
-        scored = np.isfinite(values)
-        weights = np.zeros(values.shape, dtype=np.float64)
-        if not scored.any():
-            return weights.astype(np.float32)
-        if self.preset.channel_softmax:
-            v = values[scored]
-            e = np.exp(v - v.max())
-            weights[scored] = e / e.sum()
+    def _jobs(self, x: NDArray[np.float32], activations: NDArray[np.float32]) -> _MaskJobs:
+        """The masked forwards to run: the chosen channels, grouped, each group's map, and
+        the (group, sample) of every forward, distinct masks in channel order."""
+        flat = activations.reshape(activations.shape[0], -1)
+        chosen = self.select(activations, flat.max(axis=1) > flat.min(axis=1))
+        builder = _MaskBuilder(activations, x.shape[2:], self.preset)
+        first, group, maps = self.group(flat[chosen], builder.scaled(chosen))
+        order = np.argsort(first, kind="stable")
+        return _MaskJobs(chosen, builder, first, group, maps,
+                         np.repeat(order, self.samples),
+                         np.tile(np.arange(self.samples), order.size))
+
+    def _fill(self, jobs: _MaskJobs, x: NDArray[np.float32], fused: bool, start: int,
+              stop: int, inputs: NDArray[np.float32]) -> None:
+        """Forwards start…stop−1 into `inputs`: masked images, or with `fused` the
+        low-resolution maps a maps scorer upsamples and applies itself."""
+        groups = jobs.group_of[start:stop]
+        samples = jobs.sample_of[start:stop]
+        masks = jobs.maps[groups]
+        if not fused:
+            masks = jobs.builder.resize(masks)
+        if self.samples > 1:
+            for s in np.unique(samples):
+                pick = samples == s
+                masks[pick] = self.perturb(masks[pick], jobs.chosen[jobs.first[groups[pick]]],
+                                           int(s))
+        if fused:
+            inputs[...] = masks
         else:
-            weights[scored] = values[scored]
-        return weights.astype(np.float32)
+            np.multiply(x, masks[:, None], out=inputs)
 
-    def cam(self, activations: NDArray[np.float32], weights: NDArray[np.float32],
-            size: tuple[int, int], eigen: bool = False,
-            layer_part: bool = False) -> tuple[NDArray[np.float32], bool]:
-        """The saliency map at input resolution in [0, 1], and whether it is degenerate;
-        `eigen`: the weighted activations' first principal component instead of their sum;
-        `layer_part`: one layer's part of a fused map (see `form_cam`)."""
-        return form_cam(activations, weights, size, self.preset, eigen, layer_part)
+
+@dataclass
+class _MaskJobs:
+    """The masked forwards of one image: chosen channels, their groups (`first` member of
+    each, each channel's `group`, each group's low-resolution map) and per forward its group
+    and sample."""
+
+    chosen: NDArray[np.int64]
+    builder: _MaskBuilder
+    first: NDArray[np.int64]
+    group: NDArray[np.int64]
+    maps: NDArray[np.float32]
+    group_of: NDArray[np.int64]
+    sample_of: NDArray[np.int64]
 
 
 @dataclass

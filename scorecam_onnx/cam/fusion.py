@@ -1,4 +1,4 @@
-"""Maps of several target layers fused into one, as the presets' peers do (SPEC §11).
+"""Maps of several target layers fused into one, as the presets' peers do.
 
 - "mean" (pytorch-grad-cam's `aggregate_multi_layers`): each layer's map at the input size
   (ReLU'd, min-max'd: what one layer gives), their mean, min-max again (ε 1e-7).

@@ -1,4 +1,5 @@
-"""The gradient-free relatives of Score-CAM, each a small variant of `ScoreCam` (SPEC §2.2)."""
+"""The relatives of Score-CAM that mask the input with the layer's channels, each a small
+variant of `ScoreCam` (one hook), and EigenCAM, which needs no forward."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .engine import (
-    GRADCAM,
     PAPER,
     TORCHCAM,
+    Attribution,
     Preset,
     ScoreCam,
     ScoreFn,
@@ -17,20 +18,6 @@ from .engine import (
     at_least_one,
     form_cam,
 )
-from .rise import Rise
-from .tail import AblationCam, ReciproCam
-
-METHODS = ("scorecam", "faster-scorecam", "cluster-scorecam", "sscam", "iscam", "eigencam",
-           "reciprocam", "ablationcam", "rise")
-# Methods that run the bundle's tail graph (activations → output) instead of the model.
-TAIL_METHODS = ("reciprocam", "ablationcam")
-# Methods that need no target layer: they run on model-only bundles too.
-BLACK_BOX_METHODS = ("rise",)
-# The preset a method uses when none is given: the convention it was published with.
-DEFAULT_PRESET = {"scorecam": PAPER, "faster-scorecam": PAPER, "cluster-scorecam": PAPER,
-                  "sscam": TORCHCAM,
-                  "iscam": TORCHCAM, "eigencam": PAPER, "reciprocam": PAPER,
-                  "ablationcam": GRADCAM, "rise": PAPER}
 
 
 class FasterScoreCam(ScoreCam):
@@ -143,7 +130,7 @@ class ISCam(ScoreCam):
         return masks
 
 
-class EigenCam(ScoreCam):
+class EigenCam(Attribution):
     """EigenCAM: the first principal component of the activations; no masked forwards.
 
     The activations (h·w positions × K channels) are centred per channel and projected on
@@ -153,8 +140,6 @@ class EigenCam(ScoreCam):
     """
 
     name = "eigencam"
-    uses_masks = False
-    weighs_activations = False    # already a principal component, of the raw activations
 
     def score(self, x: NDArray[np.float32], activations: NDArray[np.float32], model: ScoreFn,
               targets: list[int], clean_output: NDArray[np.float32],
@@ -181,33 +166,3 @@ class EigenCam(ScoreCam):
         means = activations.reshape(activations.shape[0], -1).mean(axis=1)
         centred = activations - means[:, None, None].astype(np.float32)
         return form_cam(centred, weights, size, self.preset, layer_part=layer_part)
-
-
-def make_method(method: str, preset: str | None = None, batch_size: int = 8,
-                channels: int = 64, samples: int | None = None,
-                gaussian: bool = False) -> ScoreCam:
-    """The engine for a method name, with the method's own preset unless one is given."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
-    if gaussian and method != "reciprocam":
-        raise ValueError("gaussian applies to reciprocam only")
-    if method == "reciprocam":
-        return ReciproCam(preset, batch_size, gaussian)
-    if method == "ablationcam":
-        return AblationCam(preset, batch_size)
-    chosen = preset or DEFAULT_PRESET[method]
-    if method == "faster-scorecam":
-        return FasterScoreCam(chosen, batch_size, channels)
-    if method == "cluster-scorecam":
-        return ClusterScoreCam(chosen, batch_size, channels)
-    if method == "sscam":
-        return SSCam(chosen, batch_size, **({"samples": samples} if samples else {}))
-    if method == "iscam":
-        return ISCam(chosen, batch_size, **({"samples": samples} if samples else {}))
-    if method == "eigencam":
-        return EigenCam(chosen, batch_size)
-    if method == "rise":
-        return Rise(chosen, batch_size, **({"masks": samples} if samples else {}))
-    return ScoreCam(chosen, batch_size)
-
-

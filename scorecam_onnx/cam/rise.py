@@ -17,9 +17,9 @@ from numpy.typing import NDArray
 
 from .engine import (
     PAPER,
+    Attribution,
     Preset,
     Progress,
-    ScoreCam,
     ScoreFn,
     Scores,
     _class_scores,
@@ -45,7 +45,7 @@ def rise_mask(index: int, size: tuple[int, int], grid: int, keep: float,
     return np.ascontiguousarray(up[dy:dy + h, dx:dx + w])
 
 
-class Rise(ScoreCam):
+class Rise(Attribution):
     """RISE through the same batched masked-forward loop as Score-CAM; no activations are
     read (any bundle works, model-only ones too). Every class comes from the same forwards.
 
@@ -57,9 +57,6 @@ class Rise(ScoreCam):
     """
 
     name = "rise"
-    perturbs_linearly = False     # masks at input resolution, not from the activations
-    needs_layer = False
-    weighs_activations = False
 
     def __init__(self, preset: Preset | str = PAPER, batch_size: int = 8,
                  masks: int = DEFAULT_MASKS, grid: int = 7, keep: float = 0.5,

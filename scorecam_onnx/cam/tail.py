@@ -1,4 +1,4 @@
-"""Methods that perturb the activations instead of the image (SPEC §7).
+"""Methods that perturb the activations instead of the image.
 
 They run only the bundle's tail graph (activations → outputs), which at a head layer is a
 pooling and a linear layer: tens of milliseconds where exact Score-CAM takes seconds. Each is
@@ -15,9 +15,9 @@ from ..metrics import softmax
 from .engine import (
     GRADCAM,
     PAPER,
+    Attribution,
     Preset,
     Progress,
-    ScoreCam,
     ScoreFn,
     Scores,
     _min_max,
@@ -33,11 +33,9 @@ GAUSSIAN = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]).astype(np.float32) / np.fl
 ABLATION_OFFSET = 1e7
 
 
-class TailCam(ScoreCam):
+class TailCam(Attribution):
     """Base of the tail-graph methods: `jobs` perturbed activations, scored by the tail."""
 
-    uses_masks = False
-    uses_tail = True
     own_preset = PAPER
 
     def __init__(self, preset: Preset | str | None = None, batch_size: int = 64) -> None:
@@ -97,7 +95,6 @@ class ReciproCam(TailCam):
     """
 
     name = "reciprocam"
-    weighs_activations = False
 
     def __init__(self, preset: Preset | str | None = None, batch_size: int = 64,
                  gaussian: bool = False) -> None:

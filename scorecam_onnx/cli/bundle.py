@@ -164,7 +164,7 @@ def export(model_spec, weights, model_kwargs, weights_enum, layers, background, 
                            activation_layout, notes, background)
     m = report.bundle.manifest
     click.echo(f"layer {report.layer.label}: {report.layer.reason}; {_activation(m)}")
-    for more in m.more_layers:
+    for more in m.layers[1:]:
         click.echo(f"layer {more.layer}: given with --layer; {_spec(more.activation)}")
     click.echo(f"wrote {out}: {m.output.classes} classes, preprocessing from "
                f"{notes['preprocessing']}, labels from {notes['labels']}, "

@@ -111,8 +111,7 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Register a plugin provider library first (ONNX Runtime ≥ 1.23)."),
         click.option("--threads", type=click.IntRange(min=0), default=0,
                      help="ONNX Runtime intra-op threads (0: one per core)."),
-        click.option("--batch-size", type=click.IntRange(min=1),
-                     help="Masked inputs per model call. Default: 8 on CPU, 64 on CUDA."),
+        setting_options(["batch_size"]),
         click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
         click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
                      show_default=True,
@@ -130,17 +129,113 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return resolving
 
 
+RUNTIME_FLAGS = ("provider", "provider_options", "threads", "batch_size", "max_pixels",
+                 "model_url", "remote_timeout")
+
+
 def _resolves_model(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Pass the command `model_dir` as a loaded model-only bundle when it is a plain .onnx
-    file, built from the preprocessing options (which are not passed on)."""
+    """Pass the command `model_dir` (a plain .onnx file as a loaded model-only bundle, built
+    from the preprocessing options) and `runtime`, one `Runtime` from the runtime flags."""
     @functools.wraps(func)
     def command(**kwargs: Any) -> Any:
         given = {key: kwargs.pop(key) for key in ("input_size", "mean", "std", "layout",
                                                   "resize")}
         kwargs["model_dir"] = resolve_model(kwargs["model_dir"], **given)
+        kwargs["runtime"] = runtime_from({key: kwargs.pop(key) for key in RUNTIME_FLAGS})
         return func(**kwargs)
 
     return command
+
+
+def runtime_from(flags: dict[str, Any]) -> Any:
+    """The `Runtime` of the runtime flags' values."""
+    from ..runtime import Runtime
+
+    return Runtime(**{k: v for k, v in flags.items() if v is not None})
+
+
+def setting_options(names: Sequence[str] | None = None,
+                    helps: dict[str, str] | None = None) -> Decorator:
+    """The flags of the explanation settings (`scorecam_onnx.request.SETTINGS`; all, or
+    those in `names`), each checked by its setting as a request parameter is."""
+    from ..request import SETTINGS
+
+    chosen = [s for s in SETTINGS if names is None or s.name in names]
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for setting in reversed(chosen):
+            func = _setting_option(setting, (helps or {}).get(setting.name))(func)
+        return func
+
+    return decorate
+
+
+def _setting_option(setting: Any, help_text: str | None) -> Decorator:
+    """One setting as a click option: its flag, help and default; its value checked by the
+    setting (click only splits the words)."""
+    from ..errors import ImageError
+    from ..request import SettingError
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        try:
+            if setting.kind == "mask" and value is not None:
+                return _read_mask(value)
+            return setting.parse(value)
+        except (SettingError, ImageError) as exc:
+            raise click.BadParameter(getattr(exc, "reason", str(exc))) from None
+
+    extra: dict[str, Any] = {"callback": check, "help": help_text or setting.help}
+    if setting.kind == "bool":
+        extra["is_flag"] = True
+    elif setting.kind == "mask":
+        extra["type"] = click.Path(exists=True, dir_okay=False)
+    elif setting.kind in ("int", "ids"):
+        extra["type"] = click.INT
+    elif setting.kind == "choice":
+        extra["metavar"] = f"[{'|'.join(setting.choices)}]"
+    if setting.repeat:
+        extra["multiple"] = True
+    if setting.default is not None and setting.kind != "bool":
+        extra.update(default=setting.default, show_default=True)
+    return click.option(setting.flag, setting.name, **extra)
+
+
+def _read_mask(path: str) -> Any:
+    """A mask image file as a boolean array (its non-zero pixels)."""
+    from pathlib import Path
+
+    from ..images import decode_mask, read_file
+
+    return decode_mask(read_file(Path(path)), path)
+
+
+def request_of(values: dict[str, Any]) -> Any:
+    """The `ExplainRequest` of the setting flags' values; a bad combination is a usage
+    error."""
+    from ..request import request_from
+
+    try:
+        return request_from({k: v for k, v in values.items() if v is not None})
+    except (ValueError, TypeError) as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def checked_request(explainer_or_bundle: Any, request: Any) -> None:
+    """Refuse, before any image, a request the bundle cannot run: a missing graph is an
+    error (exit 1), settings that do not fit the bundle a usage error (exit 2)."""
+    from ..bundle import Bundle
+    from ..errors import BundleError
+    from ..options import check_request
+
+    bundle = explainer_or_bundle if isinstance(explainer_or_bundle, Bundle) else (
+        explainer_or_bundle.bundle)
+    try:
+        check_request(bundle.manifest, bundle.path, request.method, request.target,
+                      request.options)
+    except BundleError as exc:
+        raise click.ClickException(str(exc)) from None
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def resolve_model(model_dir: str | None, input_size: tuple[int, int] | None = None,

@@ -5,21 +5,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from ..batch import ExplainJob, ItemResult, output_names
 from ..bundle import Bundle
 from ..images import find_images
+from ..runtime import Runtime
 
 
-def explain_on_ray(job: ExplainJob, address: str, bundle: str | Bundle | None, *, provider: str,
-                   provider_options: dict[str, str] | None, threads: int,
-                   batch_size: int | None, max_pixels: int, actors: int,
-                   gpus_per_actor: float, on_done: Callable[[ItemResult], None],
-                   on_problem: Callable[[str], None], model_url: str | None = None,
-                   remote_timeout: float = 60.0) -> tuple[list[ItemResult], list[str]]:
+def explain_on_ray(job: ExplainJob, address: str, bundle: str | Bundle | None,
+                   runtime: Runtime, *, actors: int, gpus_per_actor: float,
+                   on_done: Callable[[ItemResult], None],
+                   on_problem: Callable[[str], None]) -> tuple[list[ItemResult], list[str]]:
     """Run `job` on Ray; returns per-image results and input problems, as `explain_files`."""
-    from ..distributed.dataset import explain_dataset, import_ray
+    from ..distributed.dataset import RayPool, explain_dataset, import_ray
 
     paths, problems = find_images(job.inputs)
     for problem in problems:
@@ -40,14 +40,9 @@ def explain_on_ray(job: ExplainJob, address: str, bundle: str | Bundle | None, *
     _quiet(ray)
     try:
         rows = explain_dataset(
-            [str(p) for p in paths], bundle, method=job.method, preset=job.preset,
-            target=job.classes, top_k=job.top_k, channels=job.channels, samples=job.samples,
-            batch_size=batch_size, gaussian=job.gaussian, aug_smooth=job.aug_smooth,
-            eigen_smooth=job.eigen_smooth, layers=job.layers, fuse=job.fuse, region=job.region,
-            background=job.background, actors=actors,
-            gpus_per_actor=gpus_per_actor, threads=max(threads, 1), provider=provider,
-            provider_options=provider_options, max_pixels=max_pixels, out=job.out,
-            skip_existing=job.skip_existing, model_url=model_url, remote_timeout=remote_timeout)
+            [str(p) for p in paths], bundle, job.request,
+            replace(runtime, threads=max(runtime.threads, 1)),
+            RayPool(actors, gpus_per_actor), out=job.out, skip_existing=job.skip_existing)
         for batch in rows.iter_batches(batch_size=1, batch_format="numpy"):
             for i in range(len(batch["path"])):
                 item = ItemResult(Path(str(batch["path"][i])), str(batch["name"][i]))

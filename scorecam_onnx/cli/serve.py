@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from ..cam.engine import PRESETS
-from ..cam.methods import METHODS
 from ..images import DEFAULT_MAX_PIXELS
-from .common import key_values, provider_libraries, provider_name, resolve_model
+from .common import (
+    key_values,
+    provider_libraries,
+    provider_name,
+    request_of,
+    resolve_model,
+    runtime_from,
+    setting_options,
+)
 from .kserve import kserve_options
 
 DEFAULT_NAME = "efficientnet-lite0"
@@ -61,8 +69,7 @@ def _models(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
               help="Register a plugin provider library first (ONNX Runtime ≥ 1.23).")
 @click.option("--threads", type=click.IntRange(min=0), default=0,
               help="ONNX Runtime intra-op threads per model (0: one per core).")
-@click.option("--batch-size", type=click.IntRange(min=1),
-              help="Masked inputs per model call. Default: 8 on CPU, 64 on CUDA.")
+@setting_options(["batch_size"])
 @click.option("--max-concurrency", type=click.IntRange(min=1), default=1, show_default=True,
               help="Requests computed at once (each already uses every core).")
 @click.option("--max-queue", type=click.IntRange(min=0), default=16, show_default=True,
@@ -73,10 +80,9 @@ def _models(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
               show_default=True, help="Seconds before a request is abandoned (504).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
               show_default=True, help="Larger images are refused (413) before decoding.")
-@click.option("--method", type=click.Choice(METHODS), default="scorecam", show_default=True,
-              help="Method when a request names none.")
-@click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
-              help="Preset when a request names none. Default: the method's own.")
+@setting_options(["method", "preset"], {
+    "method": "Method when a request names none.",
+    "preset": "Preset when a request names none. Default: the method's own."})
 @click.option("--grace", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds accepted requests may take to finish after SIGTERM or Ctrl-C.")
 @click.option("--api-key", "api_keys", multiple=True, metavar="KEY",
@@ -119,7 +125,7 @@ def serve(models, remote_timeout, host, grpc_port, classifiers, port, provider,
     explainer: the bundle is served as --model_name, its forwards go to the predictor.
     """
     try:
-        from ..serve import ExplainParams, Limits, create_app, run_server
+        from ..serve import Limits, create_app, run_server
     except ImportError as exc:
         raise click.ClickException(str(exc)) from None
     from ..explainer import Explainer, default_bundle
@@ -134,50 +140,64 @@ def serve(models, remote_timeout, host, grpc_port, classifiers, port, provider,
         port = kserve.http_port if kserve.http_port is not None else port
         source = click.get_current_context().get_parameter_source("host")
         host = "0.0.0.0" if source == click.core.ParameterSource.DEFAULT else host
+    runtime = runtime_from({"provider": provider, "provider_options": provider_options,
+                            "threads": threads, "batch_size": batch_size,
+                            "max_pixels": max_pixels, "remote_timeout": remote_timeout})
     limits = Limits(max_concurrency=max_concurrency, max_queue=max_queue,
                     max_body_mb=max_body_mb, timeout=timeout, max_pixels=max_pixels,
-                    defaults=ExplainParams(method=method, preset=preset,
-                                           batch_size=batch_size))
+                    defaults=_request_defaults(method, preset, batch_size))
     if ray_address is not None:
         if any("@" in spec for spec in bundles.values()):
             raise click.UsageError("BUNDLE@URL is not available with --ray")
         if keys.active or ssl_certfile or cors_origins:
             raise click.UsageError("API keys, TLS and CORS are not available with --ray: put "
                                    "them in front of Ray Serve's proxy")
-        _serve_on_ray(bundles, limits, ray_address, host, port, replicas, provider, threads)
+        _serve_on_ray(bundles, limits, ray_address, host, port, replicas, runtime)
         return
     explainers = {}
     for name, spec in bundles.items():
         path, _, url = spec.partition("@")
-        explainers[name] = Explainer(resolve_model(path), provider=provider,
-                                     batch_size=batch_size,
-                                     threads=threads, max_pixels=max_pixels,
-                                     provider_options=provider_options, model_url=url or None,
-                                     remote_timeout=remote_timeout)
+        explainers[name] = Explainer(resolve_model(path),
+                                     replace(runtime, model_url=url or None))
     app = create_app(explainers, limits, access_log=None if quiet else stderr_stream(),
                      classifiers=classifiers, api_keys=keys, cors_origins=cors_origins)
     if not keys.active and host not in LOOPBACK:
         click.echo(f"warning: listening on {host} with no API key: anyone who can reach the "
                    "port can use it (--api-key)", err=True)
 
+    try:
+        run_server(app, host, port, grace, _ready(explainers), grpc_port, ssl_certfile, ssl_keyfile,
+                   keep_alive, max_connections)
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("stopped", err=True)
+
+
+def _request_defaults(method: str, preset: str | None, batch_size: int | None):
+    """The settings a request that names none gets, checked together."""
+    from ..protocol import ExplainParams
+
+    given = {"method": method, "preset": preset, "batch_size": batch_size}
+    request_of(given)
+    return ExplainParams({k: v for k, v in given.items() if v is not None})
+
+
+def _ready(explainers: dict) -> Callable[[str], None]:
+    """What is printed once the server listens: each model, where its forwards run, the
+    address."""
     def ready(url: str) -> None:
         if url.startswith("grpc://"):
             click.echo(f"gRPC on {url.removeprefix('grpc://')}")
             sys.stdout.flush()
             return
         for name, explainer in explainers.items():
-            where = (f"forwards on {explainer.model_url}" if explainer.model_url
-                     else explainer.provider)
+            served = explainer.runtime.model_url
+            where = f"forwards on {served}" if served else explainer.provider
             click.echo(f"model {name}: {explainer.bundle.path} ({where})")
         click.echo(f"serving on {url}  (page: {url}, API docs: {url}docs)")
         sys.stdout.flush()
 
-    try:
-        run_server(app, host, port, grace, ready, grpc_port, ssl_certfile, ssl_keyfile,
-                   keep_alive, max_connections)
-    except OSError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo("stopped", err=True)
+    return ready
 
 
 def _keys(given: tuple[str, ...], file: str | None, protect_health: bool):
@@ -207,10 +227,9 @@ def _only(bundles: dict[str, str]) -> str:
 
 
 def _serve_on_ray(bundles: dict[str, str], limits, address: str, host: str, port: int,
-                  replicas: int, provider: str, threads: int) -> None:
+                  replicas: int, runtime) -> None:
     try:
-        from ..distributed.dataset import import_ray
-        from ..distributed.serving import run_on_ray
+        from ..serve.on_ray import import_ray, run_on_ray
 
         import_ray()
     except ImportError as exc:
@@ -225,5 +244,5 @@ def _serve_on_ray(bundles: dict[str, str], limits, address: str, host: str, port
         sys.stdout.flush()
 
     run_on_ray(bundles, limits, address=address, host=host, port=port, replicas=replicas,
-               provider=provider, threads=threads, on_ready=ready)
+               runtime=runtime, on_ready=ready)
     click.echo("stopped", err=True)

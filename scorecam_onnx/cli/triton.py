@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..cam.engine import PRESETS
-from ..cam.methods import METHODS
+from ..methods import METHODS
 
 
 def _model_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -48,7 +48,7 @@ def _model_name(ctx: click.Context, param: click.Parameter, value: str | None) -
               show_default=True,
               help="Where the explainer's masked batches go: the masked scorers (only "
                    "low-resolution maps cross) or the classifier (masked images).")
-@click.option("--method", type=click.Choice(METHODS), default=None,
+@click.option("--method", type=click.Choice(list(METHODS)), default=None,
               help="Default method of requests that name none. Default: scorecam.")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
               help="Default preset of requests that name none.")

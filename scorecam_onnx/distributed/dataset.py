@@ -9,36 +9,34 @@ one complete set of files.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..bundle import Bundle
-from ..images import DEFAULT_MAX_PIXELS, find_images
+from ..images import find_images
+from ..request import ExplainRequest
+from ..runtime import Runtime
 
 RAY_MISSING = "Ray is not installed: install scorecam-onnx with the 'ray' extra"
 
 
 @dataclass(frozen=True)
-class ExplainSettings:
-    """How each image is explained (the keyword arguments of `Explainer.explain`)."""
+class RayPool:
+    """The actor pool explaining a dataset.
 
-    method: str = "scorecam"
-    preset: str | None = None
-    target: list[int] = field(default_factory=list)
-    top_k: int | None = None
-    channels: int = 64
-    samples: int | None = None
-    batch_size: int | None = None
-    gaussian: bool = False
-    aug_smooth: bool = False
-    eigen_smooth: bool = False
-    layers: list[str] | None = None
-    fuse: str | None = None
-    region: Any = None                  # a segmentation region (H×W boolean mask)
-    background: int | None = None
+    Args:
+        actors: actors in the pool, each holding one `Explainer`.
+        gpus_per_actor: GPUs each actor reserves (its ONNX Runtime then picks CUDA with
+            provider "auto").
+        images_per_task: images per `map_batches` batch.
+    """
+
+    actors: int = 2
+    gpus_per_actor: float = 0
+    images_per_task: int = 4
 
 
 def import_ray() -> Any:
@@ -57,14 +55,14 @@ class ExplainActor:
     actor could lose them.
     """
 
-    config: tuple[str | None, dict[str, Any], str | None, dict[str, Any]]
+    config: tuple[Any, ExplainRequest, str | None, Runtime]
 
     def __init__(self) -> None:
         from ..explainer import Explainer
 
-        bundle, settings, out, options = self.config
-        self.explainer = Explainer(bundle, **options)
-        self.settings = ExplainSettings(**settings)
+        bundle, request, out, runtime = self.config
+        self.explainer = Explainer(bundle, runtime)
+        self.request = request
         self.out = Path(out) if out else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -82,19 +80,13 @@ class ExplainActor:
         row: dict[str, Any] = {"path": path, "name": name, "class_id": -1, "label": "",
                                "score": float("nan"), "forwards": 0, "seconds": 0.0,
                                "saliency": np.zeros((0, 0), np.float32), "error": ""}
-        s = self.settings
         try:
             data = bytes(batch["bytes"][i]) if "bytes" in batch else read_file(Path(path))
             rgb = decode_image(data, path, self.explainer.max_pixels)
-            options = {"preset": s.preset, "method": s.method, "channels": s.channels,
-                       "samples": s.samples, "batch_size": s.batch_size,
-                       "gaussian": s.gaussian, "aug_smooth": s.aug_smooth,
-                       "eigen_smooth": s.eigen_smooth, "layers": s.layers, "fuse": s.fuse,
-                       "region": s.region, "background": s.background}
-            found = self.explainer.explain_list(rgb, s.target, s.top_k, **options)
+            found = self.explainer.run(rgb, self.request)
             if self.out is not None:
-                per_class = bool(s.target) or s.top_k is not None
-                write_outputs(self.out, name, Path(path), rgb, found, per_class)
+                write_outputs(self.out, name, Path(path), rgb, found,
+                              self.request.target.per_class)
         except (ScoreCamError, ValueError, TypeError, OSError) as exc:
             row["error"] = failure_reason(exc)
             return row
@@ -108,32 +100,12 @@ class ExplainActor:
 def explain_dataset(
     source: str | Path | Sequence[str | Path] | Any,
     bundle: str | Path | Bundle | None = None,
+    request: ExplainRequest | None = None,
+    runtime: Runtime | None = None,
+    pool: RayPool | None = None,
     *,
-    method: str = "scorecam",
-    preset: str | None = None,
-    target: Sequence[int] | None = None,
-    top_k: int | None = None,
-    channels: int = 64,
-    samples: int | None = None,
-    batch_size: int | None = None,
-    gaussian: bool = False,
-    aug_smooth: bool = False,
-    eigen_smooth: bool = False,
-    layers: Sequence[str] | None = None,
-    fuse: str | None = None,
-    region: Any = None,
-    background: int | None = None,
-    actors: int = 2,
-    gpus_per_actor: float = 0,
-    threads: int = 1,
-    provider: str = "auto",
-    provider_options: dict[str, str] | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    images_per_task: int = 4,
     out: str | Path | None = None,
     skip_existing: bool = False,
-    model_url: str | None = None,
-    remote_timeout: float = 60.0,
 ) -> Any:
     """Explain every image of `source` on Ray; returns a lazy `ray.data.Dataset` of rows.
 
@@ -144,60 +116,55 @@ def explain_dataset(
             Dataset with a `bytes` column (and optionally `path`).
         bundle: the bundle folder (or a loaded `Bundle`, such as a plain model opened with
             `open_model`), reachable from every node. Default: the shipped one.
-        method, preset, target, top_k, channels, samples, batch_size, gaussian, aug_smooth,
-            eigen_smooth, layers, fuse, region, background: as
-            `Explainer.explain` (one target list for every image).
-        actors: actors in the pool, each holding one `Explainer`.
-        gpus_per_actor: GPUs each actor reserves (its ONNX Runtime then picks CUDA with
-            provider "auto").
-        threads: ONNX Runtime threads per actor (one actor per core is the usual layout).
-        provider, provider_options: the execution provider of each actor and its options.
-        images_per_task: images per `map_batches` batch.
+        request: the method, target and options for every image. Default: Score-CAM of the
+            top-1 class.
+        runtime: each actor's `Runtime` (provider and its options, threads, a served model
+            for the full-model forwards…). Default: one ONNX Runtime thread per actor (one
+            actor per core is the usual layout).
+        pool: the actor pool (`RayPool`).
         out: write each image's outputs here (the files `scorecam-onnx explain` writes,
             atomically, by the actors); the folder must be shared by every node.
         skip_existing: leave out images whose `<name>.json` is already in `out`.
-        model_url, remote_timeout: every actor sends its full-model forwards to this served
-            model (as `Explainer`'s).
 
     Returns:
         A Dataset with one row per image: path, name, class_id, label, score, forwards,
         seconds, saliency (float32, original size; empty on failure) and error ("" if none).
         Nothing runs until it is consumed (`iter_batches`, `materialize`, `write_parquet`…).
     """
+    request = request or ExplainRequest()
+    runtime = runtime or Runtime(threads=1)
+    pool = pool or RayPool()
     ray = import_ray()
-    from ..batch import output_names
-
-    if top_k is not None and target:
-        raise ValueError("give either target or top_k, not both")
     dataset = _source_dataset(ray, source)
     if dataset is None:
-        paths, problems = find_images(_local_inputs(source))
-        if problems and not paths:
-            raise FileNotFoundError("; ".join(problems))
-        names = output_names(paths)
-        rows = [{"path": str(p), "name": names[p]} for p in paths]
-        if skip_existing and out is not None:
-            rows = [r for r in rows if not (Path(out) / f"{r['name']}.json").is_file()]
-        dataset = ray.data.from_items(rows) if rows else ray.data.from_items(
-            [{"path": "", "name": ""}]).limit(0)
+        dataset = _local_dataset(ray, source, out if skip_existing else None)
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
-    settings = asdict(ExplainSettings(method, preset, list(target or []), top_k, channels,
-                                      samples, batch_size, gaussian, aug_smooth,
-                                      eigen_smooth, list(layers) if layers else None, fuse,
-                                      region, background))
-    options = {"provider": provider, "threads": threads, "max_pixels": max_pixels,
-               "provider_options": provider_options, "model_url": model_url,
-               "remote_timeout": remote_timeout}
     source = bundle if isinstance(bundle, Bundle) else str(bundle) if bundle else None
-    config = (source, settings, str(out) if out else None, options)
+    config = (source, request, str(out) if out else None, runtime)
     return dataset.map_batches(
         type("ExplainActor", (ExplainActor,), {"config": config}),
-        batch_size=images_per_task, batch_format="numpy", concurrency=actors,
-        num_cpus=threads, num_gpus=gpus_per_actor,
+        batch_size=pool.images_per_task, batch_format="numpy", concurrency=pool.actors,
+        num_cpus=max(runtime.threads, 1), num_gpus=pool.gpus_per_actor,
         # Ray Data's actor pools restart a killed actor and rerun its batch by default
         # (max_restarts=-1, max_task_retries=-1); the tests kill one to check.
     )
+
+
+def _local_dataset(ray: Any, source: Any, done_in: str | Path | None) -> Any:
+    """Rows (path, output name) of local image files; without those whose `<name>.json` is
+    already in `done_in`."""
+    from ..batch import output_names
+
+    paths, problems = find_images(_local_inputs(source))
+    if problems and not paths:
+        raise FileNotFoundError("; ".join(problems))
+    names = output_names(paths)
+    rows = [{"path": str(p), "name": names[p]} for p in paths]
+    if done_in is not None:
+        rows = [r for r in rows if not (Path(done_in) / f"{r['name']}.json").is_file()]
+    return ray.data.from_items(rows) if rows else ray.data.from_items(
+        [{"path": "", "name": ""}]).limit(0)
 
 
 def _source_dataset(ray: Any, source: Any) -> Any:

@@ -19,6 +19,8 @@ import numpy as np
 from ..cam.engine import PRESETS
 from ..explainer import Explainer
 from ..images import ImageLike
+from ..methods import AblationCam, FasterScoreCam, ReciproCam, ScoreCam
+from ..targets import TopK
 
 SWEEP = (1, 2, 4, 8, 16, 32, 64)
 
@@ -96,7 +98,7 @@ def floor_seconds(explainer: Explainer, forwards: int, batch_size: int,
     done = 0
     while done < forwards:
         n = min(batch_size, forwards - done)
-        explainer.scores(batch[:n])
+        explainer.forwards.scores(batch[:n])
         done += n
     return time.perf_counter() - started
 
@@ -158,51 +160,19 @@ def bench(
     say = on_step or (lambda text: None)
     rgb, x = explainer.preprocess(image)
     report = BenchReport(explainer.provider, explainer.batch_size,
-                         explainer.features.session.get_session_options().intra_op_num_threads,
+                         explainer.forwards.features.session.get_session_options().intra_op_num_threads,
                          repeats, import_seconds(), Timing.of([0.0]))
-    explainer.explain(rgb, method="faster-scorecam", channels=8)   # warm-up
+    explainer.explain(rgb, method=FasterScoreCam(channels=8))   # warm-up
     say("features forward")
-    report.features, _ = _timed(lambda: explainer.activations(x), max(5, repeats))
-    k = min(5, explainer.classes)
+    report.features, _ = _timed(lambda: explainer.forwards.activations(x), max(5, repeats))
     for preset in presets:
         say(f"score-cam, preset {preset}")
-        # Each repeat times Score-CAM, its floor and top-5 back to back, so that a machine
-        # whose speed drifts affects the three alike; ratios are taken within a repeat.
-        res = explainer.explain(rgb, preset=preset)
-        runs, floors, tops, cpu_ratios = [], [], [], []
-        for i in range(repeats):
-            cpu = time.process_time()
-            runs.append(_timed(lambda p=preset: explainer.explain(rgb, preset=p), 1)[0].median)
-            cpu_run = time.process_time() - cpu
-            cpu = time.process_time()
-            floors.append(floor_seconds(explainer, res.forwards - 1, explainer.batch_size, i))
-            cpu_ratios.append(cpu_run / max(time.process_time() - cpu, 1e-9))
-            tops.append(_timed(lambda p=preset: explainer.explain(rgb, top_k=k, preset=p),
-                               1)[0].median)
-        peak = peak_numpy_mib(lambda p=preset: explainer.explain(rgb, preset=p))
-        rss = peak_rss_growth_mib(lambda p=preset: explainer.explain(rgb, preset=p))
-        report.presets.append(PresetBench(
-            preset=preset, channels=int(res.weights.size), masks_run=res.masks,
-            forwards=res.forwards, scorecam=Timing.of(runs), floor=Timing.of(floors),
-            overhead=statistics.median(r / f for r, f in zip(runs, floors, strict=True) if f),
-            cpu_overhead=statistics.median(cpu_ratios),
-            top5=Timing.of(tops),
-            top5_ratio=statistics.median(t / r for t, r in zip(tops, runs, strict=True)),
-            peak_mib=peak, rss_peak_mib=rss,
-        ))
+        report.presets.append(preset_bench(explainer, rgb, preset, repeats))
     say("faster score-cam")
-    exact = explainer.explain(rgb)
-    fast_time, fast = _timed(lambda: explainer.explain(rgb, method="faster-scorecam",
-                                                       channels=faster_channels), repeats)
     exact_time = next((p.scorecam.median for p in report.presets if p.preset == "paper"),
                       None) or _timed(lambda: explainer.explain(rgb), 1)[0].median
-    report.faster = {
-        "channels": faster_channels,
-        "seconds": fast_time.median,
-        "speedup": exact_time / fast_time.median,
-        "correlation": float(np.corrcoef(exact.saliency.ravel(), fast.saliency.ravel())[0, 1]),
-    }
-    if explainer.tail is not None:
+    report.faster = faster_bench(explainer, rgb, exact_time, faster_channels, repeats)
+    if explainer.forwards.tail is not None:
         say("tail-graph methods")
         report.tail = tail_bench(explainer, rgb, x, exact_time, repeats)
     say("batch-size sweep")
@@ -215,24 +185,66 @@ def bench(
     return report
 
 
+def preset_bench(explainer: Explainer, rgb: np.ndarray, preset: str,
+                 repeats: int) -> PresetBench:
+    """Exact Score-CAM with one preset against its floor (the same forwards in plain ONNX
+    Runtime), top-5 against top-1, and its memory. Each repeat times Score-CAM, its floor and
+    top-5 back to back, so that a machine whose speed drifts affects the three alike; ratios
+    are taken within a repeat."""
+    method, k = ScoreCam(preset=preset), min(5, explainer.classes)
+    res = explainer.explain_one(rgb, method=method)
+    runs, floors, tops, cpu_ratios = [], [], [], []
+    for i in range(repeats):
+        cpu = time.process_time()
+        runs.append(_timed(lambda: explainer.explain(rgb, method=method), 1)[0].median)
+        cpu_run = time.process_time() - cpu
+        cpu = time.process_time()
+        floors.append(floor_seconds(explainer, res.forwards - 1, explainer.batch_size, i))
+        cpu_ratios.append(cpu_run / max(time.process_time() - cpu, 1e-9))
+        tops.append(_timed(lambda: explainer.explain(rgb, TopK(k), method), 1)[0].median)
+    return PresetBench(
+        preset=preset, channels=int(res.weights.size), masks_run=res.masks,
+        forwards=res.forwards, scorecam=Timing.of(runs), floor=Timing.of(floors),
+        overhead=statistics.median(r / f for r, f in zip(runs, floors, strict=True) if f),
+        cpu_overhead=statistics.median(cpu_ratios),
+        top5=Timing.of(tops),
+        top5_ratio=statistics.median(t / r for t, r in zip(tops, runs, strict=True)),
+        peak_mib=peak_numpy_mib(lambda: explainer.explain(rgb, method=method)),
+        rss_peak_mib=peak_rss_growth_mib(lambda: explainer.explain(rgb, method=method)),
+    )
+
+
+def faster_bench(explainer: Explainer, rgb: np.ndarray, exact_seconds: float, channels: int,
+                 repeats: int) -> dict[str, float]:
+    """Faster Score-CAM's time, speed-up over exact Score-CAM and the maps' correlation."""
+    exact = explainer.explain_one(rgb)
+    fast_time, fast = _timed(lambda: explainer.explain_one(
+        rgb, method=FasterScoreCam(channels=channels)), repeats)
+    return {
+        "channels": channels,
+        "seconds": fast_time.median,
+        "speedup": exact_seconds / fast_time.median,
+        "correlation": float(np.corrcoef(exact.saliency.ravel(), fast.saliency.ravel())[0, 1]),
+    }
+
+
 def tail_bench(explainer: Explainer, rgb: np.ndarray, x: np.ndarray, exact_seconds: float,
                repeats: int) -> dict[str, dict[str, float]]:
     """ReciproCAM and Ablation-CAM per image, each repeat timed beside one plain forward of
     the full model; ratios against that forward and against exact Score-CAM."""
-    methods = {"reciprocam": {}, "reciprocam --gaussian": {"gaussian": True},
-               "ablationcam": {}}
+    methods = {"reciprocam": ReciproCam(), "reciprocam --gaussian": ReciproCam(gaussian=True),
+               "ablationcam": AblationCam()}
     times: dict[str, list[float]] = {name: [] for name in methods}
     ratios: dict[str, list[float]] = {name: [] for name in methods}
     forwards: dict[str, int] = {}
-    for name, options in methods.items():           # warm up each path once
-        forwards[name] = explainer.explain(rgb, method=name.split()[0], **options).forwards
+    for name, method in methods.items():           # warm up each path once
+        forwards[name] = explainer.explain_one(rgb, method=method).forwards
     plain: list[float] = []
     for _ in range(max(repeats, 5)):
-        forward = _timed(lambda: explainer.scores(x), 3)[0].median
+        forward = _timed(lambda: explainer.forwards.scores(x), 3)[0].median
         plain.append(forward)
-        for name, options in methods.items():
-            seconds = _timed(lambda n=name, o=options: explainer.explain(
-                rgb, method=n.split()[0], **o), 1)[0].median
+        for name, method in methods.items():
+            seconds = _timed(lambda m=method: explainer.explain(rgb, method=m), 1)[0].median
             times[name].append(seconds)
             ratios[name].append(seconds / forward)
     out = {"model forward": {"seconds": statistics.median(plain)}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -14,11 +14,12 @@ from numpy.typing import NDArray
 
 from .. import metrics as curves
 from ..cam.interp import Resizer
-from ..cam.methods import make_method
 from ..errors import ImageError
 from ..explainer import Explainer
 from ..images import ImageLike, to_original
+from ..methods import Method, as_method
 from ..metrics import DEFAULT_METRICS, METRICS
+from ..options import ExplainOptions
 from . import road
 
 BASELINES = ("random", "center")
@@ -102,130 +103,197 @@ def baseline_map(name: str, size: tuple[int, int], grid: tuple[int, int] = (7, 7
     raise ValueError(f"unknown baseline {name!r}: choose one of {', '.join(BASELINES)}")
 
 
-def evaluate(
-    explainer: Explainer,
-    images: Sequence[ImageLike],
-    methods: Sequence[str],
-    baselines: Sequence[str] = BASELINES,
-    boxes: Sequence[Sequence[Sequence[float]] | None] | None = None,
-    step_fraction: float = 0.01,
-    channels: int = 64,
-    samples: int | None = None,
-    on_step: Callable[[str], None] | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    on_error: Callable[[int, ImageError], None] | None = None,
-    metrics: Sequence[str] = DEFAULT_METRICS,
-    road_noise: float = road.NOISE,
-    aug_smooth: bool = False,
-    eigen_smooth: bool = False,
-    fuse: str | None = None,
-) -> Evaluation:
-    """Explain each image's top-1 class with every method and score the maps.
+@dataclass(frozen=True)
+class EvaluationPlan:
+    """What `evaluate` measures.
 
     Args:
-        explainer: the bundle's explainer (its session also scores the perturbed images).
-        images: paths, bytes or RGB arrays.
-        methods: method names (see `METHODS`).
-        baselines: sanity maps to score beside them.
-        boxes: per image, the object's boxes (x0, y0, x1, y1) in original pixels, or None.
+        methods: method objects or names (see `scorecam_onnx.methods`).
+        baselines: sanity maps scored beside them (`BASELINES`).
+        metrics: among `METRICS`; Average Drop and Increase are always measured (one
+            forward), the others only when named. "road" needs SciPy (extra ``metrics``).
         step_fraction: share of pixels per deletion/insertion step. Default: 1 %.
-        channels, samples: passed to faster-scorecam, sscam and iscam.
+        road_noise: the imputation noise of ROAD (seeded per image).
+        options: passed to `explain` (eigen smoothing only for methods that weigh
+            activations); the rows are named "METHOD +aug", "METHOD +eigen".
+    """
+
+    methods: Sequence[Method | str] = ("scorecam",)
+    baselines: Sequence[str] = BASELINES
+    metrics: Sequence[str] = DEFAULT_METRICS
+    step_fraction: float = 0.01
+    road_noise: float = road.NOISE
+    options: ExplainOptions = field(default_factory=ExplainOptions)
+
+    def runs(self) -> list[tuple[str, Method, ExplainOptions]]:
+        """Each method's row name, object and options."""
+        found = []
+        for given in self.methods:
+            method = as_method(given)
+            eigen = self.options.eigen_smooth and method.weighs_activations
+            options = replace(self.options, eigen_smooth=eigen)
+            label = method.name + " +aug" * options.aug_smooth + " +eigen" * eigen
+            found.append((label, method, options))
+        return found
+
+
+@dataclass(frozen=True)
+class EvaluationCallbacks:
+    """Where `evaluate` reports.
+
+    Args:
         on_step: called with a short description before each method on each image.
         progress: passed to `explain` (masked inputs done, total).
         on_error: called with (index, error) for an image that cannot be read, which is then
             left out; without it, the error is raised.
-        metrics: among `METRICS`; Average Drop and Increase are always measured (one
-            forward), the others only when named. "road" needs SciPy (extra ``metrics``).
-        road_noise: the imputation noise of ROAD (seeded per image).
-        aug_smooth, eigen_smooth: passed to `explain` (eigen smoothing only for methods
-            that weigh activations); the rows are named "METHOD +aug", "METHOD +eigen".
-        fuse: how a multi-layer bundle's maps are fused (see `explain`).
     """
-    if not images:
-        raise ValueError("no images to evaluate")
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown metric {', '.join(unknown)}: choose from "
-                         f"{', '.join(METRICS)}")
-    if "road" in metrics:
-        road.import_scipy()
-    smoothing = {name: {"aug_smooth": aug_smooth,
-                        "eigen_smooth": eigen_smooth and make_method(name).weighs_activations,
-                        "fuse": fuse}
-                 for name in methods}
-    labels_of = {name: name + " +aug" * aug_smooth
-                 + " +eigen" * smoothing[name]["eigen_smooth"] for name in methods}
-    names = [*methods, *baselines]
-    sums: dict[str, dict[str, list]] = {n: {k: [] for k in (
-        "y", "o", "del", "ins", "point", "sec", "fwd", "road")} for n in names}
+
+    on_step: Callable[[str], None] | None = None
+    progress: Callable[[int, int], None] | None = None
+    on_error: Callable[[int, ImageError], None] | None = None
+
+
+@dataclass
+class _Measured:
+    """One row's measurements over the images."""
+
+    clean: list[float] = field(default_factory=list)       # the class's probability
+    masked: list[float] = field(default_factory=list)      # … on the image times its map
+    deletion: list = field(default_factory=list)
+    insertion: list = field(default_factory=list)
+    pointing: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    forwards: list[int] = field(default_factory=list)
+    road: list = field(default_factory=list)
+
+
+def evaluate(explainer: Explainer, images: Sequence[ImageLike],
+             plan: EvaluationPlan | None = None,
+             boxes: Sequence[Sequence[Sequence[float]] | None] | None = None,
+             callbacks: EvaluationCallbacks | None = None) -> Evaluation:
+    """Explain each image's top-1 class with every method of `plan` and score the maps.
+
+    Args:
+        explainer: the bundle's explainer (its session also scores the perturbed images).
+        images: paths, bytes or RGB arrays.
+        plan: the methods, baselines and metrics (`EvaluationPlan`).
+        boxes: per image, the object's boxes (x0, y0, x1, y1) in original pixels, or None.
+        callbacks: progress and errors (`EvaluationCallbacks`).
+    """
+    plan, callbacks = plan or EvaluationPlan(), callbacks or EvaluationCallbacks()
+    _check_plan(images, plan)
+    runs = plan.runs()
+    names = [*[label for label, _, _ in runs], *plan.baselines]
+    measured = {name: _Measured() for name in names}
     evaluated: list[int] = []
     for index, image in enumerate(images):
         try:
             rgb, x = explainer.preprocess(image)
         except ImageError as exc:
-            if on_error is None:
+            if callbacks.on_error is None:
                 raise
-            on_error(index, exc)
+            callbacks.on_error(index, exc)
             continue
         evaluated.append(index)
-        p = explainer.probabilities(x)[0]
-        class_id = int(np.argmax(p))
         image_boxes = boxes[index] if boxes is not None else None
-        for name in names:
-            if on_step is not None:
-                on_step(f"image {index + 1}/{len(images)}: {name}")
-            started = time.perf_counter()
-            if name in baselines:
-                act = explainer.bundle.manifest.activation
-                grid = (act.height, act.width) if act else (7, 7)
-                small = baseline_map(name, x.shape[2:], grid, seed=index)
-                full = to_original(small, rgb.shape, explainer.bundle.manifest.input)
-                forwards = 0
-            else:
-                res = explainer.explain(rgb, class_id, method=name, channels=channels,
-                                        samples=samples, progress=progress, **smoothing[name])
-                small, full, forwards = res.saliency_input, res.saliency, res.forwards
-            seconds = time.perf_counter() - started
-            row = sums[name]
-            row["y"].append(p[class_id])
-            row["o"].append(explainer.probabilities(x * small[None, None])[0, class_id])
-            for mode, key in (("deletion", "del"), ("insertion", "ins")):
-                if mode in metrics:
-                    row[key].append(curves.causal_curve(explainer.probabilities, x, small,
-                                                        class_id, mode, step_fraction,
-                                                        explainer.batch_size))
-            if "road" in metrics:
-                row["road"].append(road.road(explainer.probabilities, x, small, class_id,
-                                             noise=road_noise, seed=index,
-                                             batch_size=explainer.batch_size))
-            if image_boxes:
-                row["point"].append(curves.pointing_game(full, image_boxes))
-            row["sec"].append(seconds)
-            row["fwd"].append(forwards)
+        p = explainer.forwards.probabilities(x)[0]
+        class_id = int(np.argmax(p))
+        measured_image = _Image(x, class_id, float(p[class_id]), index, image_boxes)
+        for name, small, full, forwards, seconds in _maps(explainer, rgb, measured_image,
+                                                          runs, plan, callbacks, len(images)):
+            _measure(explainer, measured_image, small, full, measured[name], plan)
+            measured[name].seconds.append(seconds)
+            measured[name].forwards.append(forwards)
     if not evaluated:
         raise ValueError("no image could be read; nothing to evaluate")
-    rows = []
-    for name in names:
-        row = sums[name]
-        roads = row["road"]
-        rows.append(MethodReport(
-            method=labels_of.get(name, name),
-            average_drop=curves.average_drop(row["y"], row["o"]),
-            increase=curves.increase_in_confidence(row["y"], row["o"]),
-            deletion=_area(row["del"]),
-            insertion=_area(row["ins"]),
-            pointing=float(np.mean(row["point"])) if row["point"] else None,
-            seconds=float(np.mean(row["sec"])),
-            forwards=float(np.mean(row["fwd"])),
-            deletion_curve=_mean_curve(row["del"]),
-            insertion_curve=_mean_curve(row["ins"]),
-            road_morf=float(np.mean([r.morf for r in roads])) if roads else None,
-            road_lerf=float(np.mean([r.lerf for r in roads])) if roads else None,
-            road_combined=float(np.mean([r.combined for r in roads])) if roads else None,
-        ))
+    rows = [_report(name, measured[name]) for name in names]
     labels = [str(images[n]) if isinstance(images[n], str | Path) else f"image {n + 1}"
               for n in evaluated]
-    return Evaluation(rows, labels, step_fraction, tuple(metrics))
+    return Evaluation(rows, labels, plan.step_fraction, tuple(plan.metrics))
+
+
+def _check_plan(images: Sequence[ImageLike], plan: EvaluationPlan) -> None:
+    if not images:
+        raise ValueError("no images to evaluate")
+    unknown = [m for m in plan.metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric {', '.join(unknown)}: choose from "
+                         f"{', '.join(METRICS)}")
+    if "road" in plan.metrics:
+        road.import_scipy()
+
+
+@dataclass(frozen=True)
+class _Image:
+    """One image being measured: its input, top-1 class and that class's probability."""
+
+    x: NDArray[np.float32]
+    class_id: int
+    probability: float
+    index: int
+    boxes: Sequence[Sequence[float]] | None
+
+
+def _maps(explainer: Explainer, rgb: NDArray[np.uint8], image: _Image,
+          runs: list[tuple[str, Method, ExplainOptions]], plan: EvaluationPlan,
+          callbacks: EvaluationCallbacks, count: int):
+    """Each row's (name, map at input size, map at original size, forwards, seconds) for
+    the image's top-1 class."""
+    x, index, class_id = image.x, image.index, image.class_id
+    for name, method, options in runs:
+        if callbacks.on_step is not None:
+            callbacks.on_step(f"image {index + 1}/{count}: {name}")
+        started = time.perf_counter()
+        res = explainer.explain_one(rgb, class_id, method, options, callbacks.progress)
+        yield name, res.saliency_input, res.saliency, res.forwards, (
+            time.perf_counter() - started)
+    for name in plan.baselines:
+        if callbacks.on_step is not None:
+            callbacks.on_step(f"image {index + 1}/{count}: {name}")
+        started = time.perf_counter()
+        act = explainer.bundle.manifest.activation
+        small = baseline_map(name, x.shape[2:], (act.height, act.width) if act else (7, 7),
+                             seed=index)
+        full = to_original(small, rgb.shape, explainer.bundle.manifest.input)
+        yield name, small, full, 0, time.perf_counter() - started
+
+
+def _measure(explainer: Explainer, image: _Image, small: NDArray[np.float32],
+             full: NDArray[np.float32], row: _Measured, plan: EvaluationPlan) -> None:
+    """The metrics of one map of one image."""
+    probabilities = explainer.forwards.probabilities
+    x, class_id, index, image_boxes = image.x, image.class_id, image.index, image.boxes
+    row.clean.append(image.probability)
+    row.masked.append(probabilities(x * small[None, None])[0, class_id])
+    for mode in ("deletion", "insertion"):
+        if mode in plan.metrics:
+            getattr(row, mode).append(curves.causal_curve(
+                probabilities, x, small, class_id, mode, plan.step_fraction,
+                explainer.batch_size))
+    if "road" in plan.metrics:
+        row.road.append(road.road(probabilities, x, small, class_id, noise=plan.road_noise,
+                                  seed=index, batch_size=explainer.batch_size))
+    if image_boxes:
+        row.pointing.append(curves.pointing_game(full, image_boxes))
+
+
+def _report(name: str, row: _Measured) -> MethodReport:
+    roads = row.road
+    return MethodReport(
+        method=name,
+        average_drop=curves.average_drop(row.clean, row.masked),
+        increase=curves.increase_in_confidence(row.clean, row.masked),
+        deletion=_area(row.deletion),
+        insertion=_area(row.insertion),
+        pointing=float(np.mean(row.pointing)) if row.pointing else None,
+        seconds=float(np.mean(row.seconds)),
+        forwards=float(np.mean(row.forwards)),
+        deletion_curve=_mean_curve(row.deletion),
+        insertion_curve=_mean_curve(row.insertion),
+        road_morf=float(np.mean([r.morf for r in roads])) if roads else None,
+        road_lerf=float(np.mean([r.lerf for r in roads])) if roads else None,
+        road_combined=float(np.mean([r.combined for r in roads])) if roads else None,
+    )
 
 
 def _area(found: list) -> float | None:

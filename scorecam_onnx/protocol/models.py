@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from ..cam.methods import BLACK_BOX_METHODS, TAIL_METHODS
-from ..errors import ImageError
+from ..errors import BundleError, ImageError
 from ..explainer import AUGMENTATIONS, Explainer, Explanation
 from ..images import DEFAULT_MAX_PIXELS, decode_image
+from ..methods import Method
 from ..render import overlay_png
+from ..targets import TopK
 from .errors import ApiError
 from .params import ExplainParams
 from .ticket import Ticket
@@ -84,7 +85,7 @@ class ModelService:
         """N×C class probabilities, one batched forward."""
         ticket.check()
         ticket.count(decoded.inputs.shape[0])
-        return self.explainer.probabilities(decoded.inputs)
+        return self.explainer.forwards.probabilities(decoded.inputs)
 
     def predict(self, images: Sequence[bytes], ticket: Ticket,
                 top: int = TOP) -> list[dict[str, object]]:
@@ -94,7 +95,7 @@ class ModelService:
 
     def prediction(self, probabilities: NDArray[np.float64], top: int = TOP) -> dict[str, object]:
         """P: the top-1 class and the `top` most likely classes with their probabilities."""
-        order = self.explainer.targets(probabilities, top_k=min(top, self.classes))
+        order = TopK(min(top, self.classes)).classes(probabilities, self.classes)
         label = self.explainer.bundle.label
         return {"class_id": order[0], "label": label(order[0]),
                 "score": float(probabilities[order[0]]),
@@ -126,21 +127,27 @@ class ModelService:
     def _explain(self, rgb: NDArray[np.uint8], params: ExplainParams,
                  ticket: Ticket) -> list[Explanation]:
         ticket.check()
-        if self.explainer.features is None and params.method not in BLACK_BOX_METHODS:
-            raise ApiError(422, f"method {params.method} needs a target layer, and model "
-                                f"{self.name!r} is a model-only bundle: use method rise")
-        if params.method in TAIL_METHODS and self.explainer.tail is None:
-            raise ApiError(422, f"method {params.method} needs a tail graph, and model "
-                                f"{self.name!r} has none: "
-                                f"{self.explainer.bundle.manifest.tail_missing}")
-        ticket.count(len(AUGMENTATIONS) if params.aug_smooth else 1)   # unmasked forwards
-        target = params.target
-        classes = target if isinstance(target, list) else None if target is None else [target]
+        request = params.request()
         try:
-            return self.explainer.explain_list(rgb, classes, params.top_k,
-                                               progress=ticket.progress, **params.options())
+            self.explainer.check(request)
+        except BundleError:
+            raise ApiError(422, self._cannot_run(request.method)) from None
         except (ValueError, TypeError) as exc:
             raise ApiError(422, str(exc)) from None
+        ticket.count(len(AUGMENTATIONS) if request.options.aug_smooth else 1)  # unmasked
+        try:
+            return self.explainer.run(rgb, request, progress=ticket.progress)
+        except (ValueError, TypeError) as exc:
+            raise ApiError(422, str(exc)) from None
+
+    def _cannot_run(self, method: Method) -> str:
+        """Why this model cannot run `method` (without the bundle's path)."""
+        manifest = self.explainer.bundle.manifest
+        if method.needs_layer and manifest.model_only:
+            return (f"method {method.name} needs a target layer, and model {self.name!r} is "
+                    "a model-only bundle: use method rise")
+        return (f"method {method.name} needs a tail graph, and model {self.name!r} has none: "
+                f"{manifest.tail_missing}")
 
     def infer(self, images: Sequence[bytes], params: ExplainParams, wanted: Sequence[str],
               ticket: Ticket) -> dict[str, NDArray]:
@@ -152,21 +159,16 @@ class ModelService:
             result["probabilities"] = probabilities.astype(np.float32)
         if not {"class_id", "score", "saliency"} & set(wanted):
             return result
-        target = params.target if isinstance(params.target, list) or params.target is None \
-            else [params.target]
-        if self.explainer.bundle.manifest.output.segmentation:
-            try:
-                chosen = [self.explainer.segmentation_classes(
-                    rgb, target, params.top_k, params.region, params.background)
-                    for rgb in decoded.rgb]
-            except ValueError as exc:
-                raise ApiError(422, str(exc)) from None
-            ids = np.array([c for c, _ in chosen], dtype=np.int64)
-            scores = np.array([s for _, s in chosen], dtype=np.float32)
-        else:
-            ids = np.array([self.explainer.targets(p, target, params.top_k)
-                            for p in probabilities], dtype=np.int64)
-            scores = np.take_along_axis(probabilities, ids, axis=1).astype(np.float32)
+        segmentation = self.explainer.bundle.manifest.output.segmentation
+        target = params.request().target
+        try:
+            chosen = [self.explainer.chosen_classes(rgb, target) if segmentation else
+                      _top(p, target.classes(p, self.classes))
+                      for rgb, p in zip(decoded.rgb, probabilities, strict=True)]
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from None
+        ids = np.array([c for c, _ in chosen], dtype=np.int64)
+        scores = np.array([s for _, s in chosen], dtype=np.float32)
         if "class_id" in wanted:
             result["class_id"] = ids
         if "score" in wanted:
@@ -174,7 +176,7 @@ class ModelService:
         if "saliency" in wanted:
             maps = []
             for rgb, row in zip(decoded.rgb, ids, strict=True):
-                per_class = replace(params, target=[int(i) for i in row], top_k=None)
+                per_class = params.for_classes([int(i) for i in row])
                 maps.append([e.saliency_input for e in self._explain(rgb, per_class, ticket)])
             result["saliency"] = np.asarray(maps, dtype=np.float32)
         return result
@@ -198,13 +200,18 @@ class ClassifierService:
             "name": self.name, "versions": ["1"], "platform": "onnxruntime_onnx",
             "inputs": [{"name": self.input, "datatype": "FP32", "shape": [-1, *self.shape]}],
             "outputs": [{"name": self.output, "datatype": "FP32",
-                         "shape": [-1, *self.explainer.output_shape]}],
+                         "shape": [-1, *self.explainer.forwards.output_shape]}],
         }
 
     def infer(self, batch: NDArray[np.float32], ticket: Ticket) -> dict[str, NDArray]:
         ticket.check()
         ticket.count(batch.shape[0])
-        return {self.output: self.explainer.scores(batch).astype(np.float32)}
+        return {self.output: self.explainer.forwards.scores(batch).astype(np.float32)}
+
+
+def _top(probabilities: NDArray[np.float64], classes: list[int]
+         ) -> tuple[list[int], list[float]]:
+    return classes, [float(probabilities[c]) for c in classes]
 
 
 def capped(shape: tuple[int, ...], side: int) -> tuple[int, int]:

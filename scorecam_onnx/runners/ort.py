@@ -169,7 +169,9 @@ def _other_provider(ort: ModuleType, path: Path | bytes, provider: str, threads:
         raise ProviderError(
             f"unknown provider {provider!r}: use auto, a short name "
             f"({', '.join(PROVIDERS)}) or a full ONNX Runtime name")
-    devices = [] if full in available else plugin_devices(full)
+    # A registered plugin library's devices first: its provider may also be listed as
+    # available (ONNX Runtime ≥ 1.32), but starts only when chosen by device.
+    devices = plugin_devices(full)
     if full not in available and not devices:
         raise ProviderError(
             f"provider {provider!r} is not available in this ONNX Runtime build (available: "

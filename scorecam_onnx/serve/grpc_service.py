@@ -19,11 +19,11 @@ import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from ..protocol.core import ServiceCore
 from ..protocol.errors import ApiError
 from ..protocol.models import OUTPUTS
-from ..protocol.params import parse_params
-from .auth import grpc_interceptor
-from .v2 import INPUT
+from ..protocol.v2 import INPUT
+from .auth import ApiKeys, grpc_interceptor
 
 STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND,
           413: grpc.StatusCode.INVALID_ARGUMENT, 422: grpc.StatusCode.INVALID_ARGUMENT,
@@ -66,12 +66,13 @@ def _response(request: Any, outputs: dict[str, Any]) -> Any:
 
 
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
-    """The gRPC face of an app built by `create_app`."""
+    """The gRPC face of a service core: its models, limits, pools and metrics, as the HTTP
+    routes of `create_app` use them."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.models = app.state.models
-        self.tensors = app.state.classifiers
+    def __init__(self, core: ServiceCore) -> None:
+        self.core = core
+        self.models = core.models
+        self.tensors = core.classifiers
         self.draining = False
 
     async def ServerLive(self, request: Any, context: Any) -> Any:
@@ -106,10 +107,10 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                 raise ApiError(503, "the server is shutting down")
             if request.model_name in self.tensors:
                 return await self._classifier(self.tensors[request.model_name], request)
-            service = self.app.state.model(request.model_name)
+            service = self.core.model(request.model_name)
             images = self._images(request)
             raw = {k: _parameter(v) for k, v in request.parameters.items()}
-            params = parse_params(raw, service.classes, self.app.state.limits.defaults)
+            params = self.core.params(service, raw)
             wanted = [o.name for o in request.outputs] or list(OUTPUTS)
             unknown = [n for n in wanted if n not in OUTPUTS]
             if unknown:
@@ -117,7 +118,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                                     f"{', '.join(OUTPUTS)}")
             gone = asyncio.Event()
             context.add_done_callback(lambda _: gone.set())
-            outputs = await self.app.state.compute(
+            outputs = await self.core.compute(
                 service, lambda t: service.infer(images, params, wanted, t),
                 "saliency" in wanted, gone.wait)
         except ApiError as exc:
@@ -139,13 +140,13 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                                 f"{', '.join(map(str, tensor.shape))}] FP32 (4 bytes per "
                                 f"element), got {dims} in {len(raw)} bytes")
         batch = np.frombuffer(raw, dtype="<f4").reshape(dims)
-        outputs = await self.app.state.compute(self.models[tensor.base],
-                                               lambda t: tensor.infer(batch, t), False, None)
+        outputs = await self.core.compute(self.models[tensor.base],
+                                          lambda t: tensor.infer(batch, t), False, None)
         return _response(request, outputs)
 
     async def _model(self, name: str, context: Any) -> Any:
         try:
-            return self.app.state.model(name)
+            return self.core.model(name)
         except ApiError as exc:
             await context.abort(STATUS[exc.status], exc.message)
 
@@ -167,17 +168,18 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return images
 
 
-async def start_grpc(app: Any, host: str, port: int, tls: tuple[bytes, bytes] | None = None
+async def start_grpc(core: ServiceCore, keys: ApiKeys, host: str, port: int,
+                     tls: tuple[bytes, bytes] | None = None
                      ) -> tuple[Any, InferenceServicer, int]:
-    """A started grpc.aio server for `app` on host:port (0: a free one), with TLS from
-    (private key, certificate chain) PEM bytes when given, and the app's API keys; returns
-    it, its servicer and the bound port."""
-    limit = int(app.state.limits.max_body_mb * 1024 * 1024)
+    """A started grpc.aio server for `core` on host:port (0: a free one), with TLS from
+    (private key, certificate chain) PEM bytes when given, requiring one of `keys` when
+    there are any; returns it, its servicer and the bound port."""
+    limit = int(core.limits.max_body_mb * 1024 * 1024)
     server = grpc.aio.server(
-        interceptors=[grpc_interceptor(app.state.api_keys)],
+        interceptors=[grpc_interceptor(keys)],
         options=[("grpc.max_receive_message_length", limit),
                  ("grpc.max_send_message_length", 1024 * 1024 * 1024)])
-    servicer = InferenceServicer(app)
+    servicer = InferenceServicer(core)
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     address = f"{host}:{port}"
     bound = (server.add_secure_port(address, grpc.ssl_server_credentials([tls])) if tls

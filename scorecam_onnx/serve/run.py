@@ -35,19 +35,9 @@ def run_server(app: Any, host: str = "127.0.0.1", port: int = 8080, grace: float
     """
     import uvicorn
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP named explicitly: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on
-    # sockets that say they are TCP; without it every small response waits ~40 ms for the
-    # client's delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.listen(2048)
+    sock, family = _listen(host, port)
     bound = sock.getsockname()[1]
+    tls = _read_tls(ssl_certfile, ssl_keyfile, sock)
     _quiet_logs()
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
                             timeout_graceful_shutdown=grace, log_level="warning",
@@ -58,13 +48,6 @@ def run_server(app: Any, host: str = "127.0.0.1", port: int = 8080, grace: float
     # with these no-op handlers in place, a drained server returns normally (exit 0).
     previous = {s: signal.signal(s, _ignore) for s in (signal.SIGINT, signal.SIGTERM)}
     shown = f"[{host}]" if family == socket.AF_INET6 else host
-    tls = None
-    if ssl_certfile and ssl_keyfile:
-        try:
-            tls = (Path(ssl_keyfile).read_bytes(), Path(ssl_certfile).read_bytes())
-        except OSError as exc:
-            sock.close()
-            raise OSError(f"cannot read the TLS certificate or key: {exc}") from None
     if grpc_port is not None:
         app.router.lifespan_context = _with_grpc(app, host, grpc_port, grace, on_ready, shown,
                                                  tls)
@@ -79,15 +62,47 @@ def run_server(app: Any, host: str = "127.0.0.1", port: int = 8080, grace: float
         sock.close()
 
 
+def _listen(host: str, port: int) -> tuple[socket.socket, socket.AddressFamily]:
+    """A TCP socket listening on host:port (0: a free port), and its address family."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP named explicitly: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on
+    # sockets that say they are TCP; without it every small response waits ~40 ms for the
+    # client's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    return sock, family
+
+
+def _read_tls(certfile: str | None, keyfile: str | None, sock: socket.socket
+              ) -> tuple[bytes, bytes] | None:
+    """(private key, certificate chain) PEM bytes when both files are given; on failure
+    `sock` is closed."""
+    if not (certfile and keyfile):
+        return None
+    try:
+        return Path(keyfile).read_bytes(), Path(certfile).read_bytes()
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot read the TLS certificate or key: {exc}") from None
+
+
 def _with_grpc(app: Any, host: str, port: int, grace: float,
                on_ready: Callable[[str], None] | None, shown: str,
                tls: tuple[bytes, bytes] | None) -> Callable[[Any], Any]:
-    """A lifespan that runs the gRPC service beside the HTTP one."""
+    """A lifespan that runs the gRPC service beside the HTTP one, over the same service
+    core and API keys."""
     from .grpc_service import start_grpc
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
-        server, servicer, bound = await start_grpc(app, host, port, tls)
+        server, servicer, bound = await start_grpc(app.state.core, app.state.api_keys,
+                                                   host, port, tls)
         if on_ready is not None:
             on_ready(f"grpc://{shown}:{bound}")
         try:

@@ -1,4 +1,5 @@
-"""Prometheus metrics, the access log, and the request-body limit (plain ASGI middleware)."""
+"""The access log with its request metrics, and the request-body limit (plain ASGI
+middleware)."""
 
 from __future__ import annotations
 
@@ -7,33 +8,10 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from ..protocol.metrics import Metrics
 
 Scope = dict[str, Any]
 ASGIApp = Callable[..., Any]
-
-
-class Metrics:
-    """The service's metrics, in a registry of its own (several apps may share a process)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter("scorecam_requests", "HTTP requests answered",
-                                ["route", "status"], registry=self.registry)
-        self.latency = Histogram("scorecam_request_seconds", "Time to answer a request",
-                                 ["route"], registry=self.registry,
-                                 buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30,
-                                          60))
-        self.forwards = Counter("scorecam_forwards", "Model forwards run (masked and unmasked)",
-                                ["model"], registry=self.registry)
-        self.explanations = Counter("scorecam_explanations", "Saliency maps computed",
-                                    ["model", "method"], registry=self.registry)
-        self.cancelled = Counter("scorecam_cancelled", "Requests whose work was stopped",
-                                 ["reason"], registry=self.registry)
-        self.running = Gauge("scorecam_running", "Requests being computed",
-                             registry=self.registry)
-        self.waiting = Gauge("scorecam_waiting", "Requests waiting for a worker",
-                             registry=self.registry)
 
 
 def _route(scope: Scope) -> str:

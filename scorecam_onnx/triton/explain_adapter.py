@@ -25,6 +25,7 @@ from ..errors import ScoreCamError
 from ..explainer import Explainer
 from ..images import DEFAULT_MAX_PIXELS
 from ..protocol import OUTPUTS, ApiError, Cancelled, ModelService, Ticket, parse_params
+from ..runtime import Runtime
 from .bls import BlsRunner, read_served_model
 from .repository import BUNDLE_FOLDER
 
@@ -84,10 +85,10 @@ class ExplainAdapter:
         # CPU (as in process); a GPU classifier wants larger batches
         batch_size = _int(settings, "batch_size", 0) or (
             GPU_BATCH if gpu and not masked else None)
-        self.explainer = Explainer(bundle, "cuda" if gpu else "cpu", batch_size,
-                                   _int(settings, "threads", 0), max_pixels,
-                                   provider_options=options, runner=classifier,
-                                   masked_runners=masked)
+        runtime = Runtime(provider="cuda" if gpu else "cpu", batch_size=batch_size,
+                          threads=_int(settings, "threads", 0), max_pixels=max_pixels,
+                          provider_options=options)
+        self.explainer = Explainer(bundle, runtime, runner=classifier, masked_runners=masked)
         self.runners = [classifier, *masked]
         self.service = ModelService(self.name, self.explainer, max_pixels)
         try:

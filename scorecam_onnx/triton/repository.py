@@ -13,11 +13,10 @@ from pathlib import Path
 import onnx
 
 from ..bundle import Bundle
-from ..cam.engine import PRESETS
 from ..cam.fused import IMAGE, maps_input, masked_scorer_graph
-from ..cam.methods import METHODS
 from ..errors import BundleError
 from ..fileio import staged_folder, write_bytes_atomic
+from ..request import read_settings, request_from
 
 BACKENDS = ("onnxruntime", "python")
 KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
@@ -248,6 +247,13 @@ def write_explainer(bundle: Bundle | str | Path, out: str | Path, name: str,
         shutil.copytree(bundle.path, version / BUNDLE_FOLDER)
         _copy_template("explain_model.py", version / "model.py")
         (staging / "config.pbtxt").write_text(config, encoding="utf-8")
+    _write_readme(bundle, out, name, explain.name, classifier, bool(masked))
+    return targets
+
+
+def _write_readme(bundle: Bundle, out: Path, name: str, explain: str,
+                  classifier: str | None, masked: bool) -> None:
+    """The repository's README: its models and how to call the explainer."""
     readme = files("scorecam_onnx.triton").joinpath("repository_readme.md").read_text()
     m = bundle.manifest
     scorers = (f"| `{name}-masked`, `{name}-masked-aligned` | masked scorers: one image and a "
@@ -256,11 +262,10 @@ def write_explainer(bundle: Bundle | str | Path, out: str | Path, name: str,
     shape = (f"3×{m.input.height}×{m.input.width}" if m.input.layout == "NCHW"
              else f"{m.input.height}×{m.input.width}×3")
     write_bytes_atomic(out / "README.md", readme.format(
-        explain=explain.name, classifier=classifier or name, scorers=scorers, shape=shape,
+        explain=explain, classifier=classifier or name, scorers=scorers, shape=shape,
         classes=m.output.classes, height=m.input.height, width=m.input.width,
         where="the masked scorers" if masked else "the classifier, as masked images",
         ).encode("utf-8"))
-    return targets
 
 
 def check_model_name(name: str) -> None:
@@ -271,10 +276,11 @@ def check_model_name(name: str) -> None:
 
 
 def _check_defaults(defaults: dict[str, str]) -> None:
-    if defaults.get("method", METHODS[0]) not in METHODS:
-        raise BundleError(f"method {defaults['method']!r}: choose from {', '.join(METHODS)}")
-    if defaults.get("preset", next(iter(PRESETS))) not in PRESETS:
-        raise BundleError(f"preset {defaults['preset']!r}: choose from {', '.join(PRESETS)}")
+    """The explainer's request defaults, checked as request parameters are."""
+    try:
+        request_from(read_settings(defaults))
+    except ValueError as exc:
+        raise BundleError(str(exc)) from None
 
 
 def _copy_template(template: str, target: Path) -> None:

@@ -168,7 +168,7 @@ def test_nhwc_model_explains_like_its_nchw_twin(tmp_path):
     from builders import nhwc_model
     from conftest import TINY_PREP
 
-    from scorecam_onnx import Explainer, Preprocessing
+    from scorecam_onnx import Explainer, Preprocessing, Runtime, ScoreCam
 
     nhwc = Preprocessing(layout="NHWC", mean=TINY_PREP.mean, std=TINY_PREP.std)
     bundle = write_bundle(nhwc_model(), tmp_path / "nhwc", "feat_nhwc", preprocessing=nhwc)
@@ -178,20 +178,23 @@ def test_nhwc_model_explains_like_its_nchw_twin(tmp_path):
     twin = write_bundle(tiny_model(), tmp_path / "nchw", "feat", preprocessing=TINY_PREP)
     image = np.random.default_rng(8).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     for preset in ("paper", "pytorch-grad-cam", "torchcam"):
-        a = Explainer(bundle, provider="cpu").explain(image, preset=preset)
-        b = Explainer(twin, provider="cpu").explain(image, preset=preset)
+        a = Explainer(bundle, Runtime(provider="cpu")).explain_one(
+            image, method=ScoreCam(preset=preset))
+        b = Explainer(twin, Runtime(provider="cpu")).explain_one(
+            image, method=ScoreCam(preset=preset))
         assert a.class_id == b.class_id and a.forwards == b.forwards
         np.testing.assert_allclose(a.saliency, b.saliency, atol=1e-5)
 
 
 def test_crop_policy_bundle_maps_back_to_the_image(tmp_path):
-    from scorecam_onnx import Explainer, Preprocessing
+    from scorecam_onnx import Explainer, Preprocessing, Runtime, ScoreCam
 
     bundle = write_bundle(tiny_model(), tmp_path / "crop", "feat",
                           preprocessing=Preprocessing(resize="crop"))
     assert bundle.manifest.input.resize == "crop"
     image = np.random.default_rng(2).integers(0, 256, (8, 24, 3), dtype=np.uint8)
-    res = Explainer(bundle, provider="cpu").explain(image, preset="torchcam")
+    res = Explainer(bundle, Runtime(provider="cpu")).explain_one(
+        image, method=ScoreCam(preset="torchcam"))
     assert res.saliency.shape == (8, 24)
     assert res.saliency[:, :7].max() == 0 and res.saliency[:, -7:].max() == 0
     assert res.saliency[:, 8:16].max() > 0

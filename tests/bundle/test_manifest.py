@@ -9,13 +9,12 @@ import pytest
 from builders import set_key
 
 from scorecam_onnx import BundleError
-from scorecam_onnx.bundle.manifest import ActivationSpec, InputSpec, Manifest, OutputSpec
+from scorecam_onnx.bundle.manifest import ActivationSpec, InputSpec, LayerSpec, Manifest, OutputSpec
 
 GOOD = Manifest(
     input=InputSpec(name="input", height=224, width=224),
-    activation=ActivationSpec(name="feat", channels=8, height=7, width=7),
     output=OutputSpec(name="logits", classes=10),
-    layer="layer4",
+    layers=(LayerSpec("layer4", ActivationSpec(name="feat", channels=8, height=7, width=7)),),
     checksums={"model.onnx": "sha256:00"},
 )
 

@@ -13,7 +13,15 @@ from click.testing import CliRunner
 from conftest import TINY_PREP
 from oracles import rise
 
-from scorecam_onnx import Bundle, BundleError, Explainer, Preprocessing
+from scorecam_onnx import (
+    Bundle,
+    BundleError,
+    Explainer,
+    ExplainOptions,
+    Preprocessing,
+    Rise,
+    Runtime,
+)
 from scorecam_onnx.bundle import open_model, write_model_bundle
 from scorecam_onnx.bundle.manifest import Manifest
 from scorecam_onnx.cli import main
@@ -42,19 +50,19 @@ def test_a_plain_model_assumes_imagenet_preprocessing_and_says_so(tiny_onnx):
 
 def test_rise_on_a_plain_model_equals_its_definition_and_the_full_bundle(tiny_onnx,
                                                                         tiny_bundle):
-    plain = Explainer(open_model(tiny_onnx, TINY_PREP), provider="cpu")
-    got = plain.explain(IMAGE, method="rise", samples=50, batch_size=6)
+    plain = Explainer(open_model(tiny_onnx, TINY_PREP), Runtime(provider="cpu"))
+    got = plain.explain_one(IMAGE, method=Rise(samples=50), options=ExplainOptions(batch_size=6))
     assert got.forwards == 51
     want = rise(plain, IMAGE, got.class_id, 50, 7, 0.5, 0)
     assert float(np.abs(got.saliency_input - want).max()) <= 1e-5
-    full = Explainer(tiny_bundle, provider="cpu").explain(IMAGE, got.class_id, method="rise",
-                                                          samples=50)
+    full = Explainer(tiny_bundle, Runtime(provider="cpu")).explain_one(
+        IMAGE, got.class_id, method=Rise(samples=50))
     assert float(np.abs(got.saliency - full.saliency).max()) <= 1e-6
 
 
 @pytest.mark.parametrize("method", ["scorecam", "faster-scorecam", "eigencam", "reciprocam"])
 def test_layer_methods_refuse_a_model_only_bundle_in_one_line(tiny_onnx, method):
-    plain = Explainer(open_model(tiny_onnx, TINY_PREP), provider="cpu")
+    plain = Explainer(open_model(tiny_onnx, TINY_PREP), Runtime(provider="cpu"))
     with pytest.raises(BundleError) as caught:
         plain.explain(IMAGE, method=method)
     text = str(caught.value)
@@ -67,8 +75,8 @@ def test_a_fixed_batch_axis_is_refused_and_split_frees_it(tmp_path):
     with pytest.raises(BundleError, match="batch axis is fixed at 1.*--no-layer"):
         open_model(path, TINY_PREP)
     bundle = write_model_bundle(tiny_model(batch=1), tmp_path / "freed", preprocessing=TINY_PREP)
-    ex = Explainer(bundle.path, provider="cpu")
-    got = ex.explain(IMAGE, method="rise", samples=20, batch_size=7)
+    ex = Explainer(bundle.path, Runtime(provider="cpu"))
+    got = ex.explain_one(IMAGE, method=Rise(samples=20), options=ExplainOptions(batch_size=7))
     want = rise(ex, IMAGE, got.class_id, 20, 7, 0.5, 0)
     assert float(np.abs(got.saliency_input - want).max()) <= 1e-5
 
@@ -119,8 +127,8 @@ def test_cli_explains_a_plain_model_with_rise_and_refuses_scorecam_before_any_im
     assert run.exit_code == 0, run.output
     assert "note:" in run.output and "assumed resize stretch" in run.output
     saved = np.load(tmp_path / "o" / "img.npy")
-    want = Explainer(open_model(tiny_onnx, TINY_PREP), provider="cpu").explain(
-        image, method="rise", samples=30)
+    want = Explainer(open_model(tiny_onnx, TINY_PREP), Runtime(provider="cpu")).explain_one(
+        image, method=Rise(samples=30))
     assert saved.tobytes() == want.saliency.tobytes()
     refused = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "s")])
     assert refused.exit_code == 1

@@ -18,7 +18,15 @@ from scorecam_onnx_export import export_bundle
 from scorecam_onnx_export.torch_export import LoadedModel, prefix_tokens
 from torch_models import swin_like, tiny_vit, tiny_vit_registers
 
-from scorecam_onnx import Bundle, BundleError, Explainer, Preprocessing, write_bundle
+from scorecam_onnx import (
+    Bundle,
+    BundleError,
+    Explainer,
+    Preprocessing,
+    Runtime,
+    ScoreCam,
+    write_bundle,
+)
 from scorecam_onnx.bundle.tokens import check_grid, infer_grid
 from scorecam_onnx.cli import main
 
@@ -62,7 +70,7 @@ def _export(tmp_path, factory, layer, **options) -> Explainer:
     loaded = LoadedModel(factory(), {"framework": "pytorch", "model": factory.__name__})
     report = export_bundle(loaded, tmp_path / factory.__name__, layer,
                            Preprocessing(height=32, width=32), **options)
-    return Explainer(report.bundle, provider="cpu")
+    return Explainer(report.bundle, Runtime(provider="cpu"))
 
 
 def _hooked(model: torch.nn.Module, module: torch.nn.Module, x: np.ndarray) -> np.ndarray:
@@ -87,17 +95,17 @@ def test_vit_bundle_matches_the_hand_reshaped_oracle(tmp_path, factory):
     a = explainer.bundle.manifest.activation
     prefix = prefix_tokens(factory())
     assert (a.layout, a.prefix, a.height, a.width, a.channels) == ("NLC", prefix, 4, 4, 16)
-    assert explainer.tail is not None
+    assert explainer.forwards.tail is not None
     model = factory().eval()
     image = RNG.integers(0, 256, (40, 36, 3), dtype=np.uint8)
     x = explainer.preprocess(image)[1]
     tokens = _hooked(model, model.blocks[0], x)
     # pytorch-grad-cam's ViT reshape_transform, by hand: drop the leading tokens, grid, NCHW.
     acts = tokens[:, prefix:, :].reshape(1, 4, 4, 16).transpose(0, 3, 1, 2)[0]
-    np.testing.assert_allclose(explainer.activations(x), acts, atol=1e-4)
+    np.testing.assert_allclose(explainer.forwards.activations(x), acts, atol=1e-4)
     for preset, oracle in PRESET_ORACLES.items():
         for c in (0, 3):
-            got = explainer.explain(image, c, preset=preset).saliency_input
+            got = explainer.explain_one(image, c, ScoreCam(preset=preset)).saliency_input
             want = oracle(x, acts, _torch_fn(model), c)
             assert oracles.correlation(got, want) > 0.999, preset
             np.testing.assert_allclose(got, want, atol=5e-3)
@@ -112,9 +120,10 @@ def test_split_of_an_exported_vit_suggests_the_last_blocks_norm_input(tmp_path):
         "--input-size", "32"])
     assert result.exit_code == 0, result.output
     assert "16 channels of 1 + 4×4 tokens" in result.output
-    split = Explainer(tmp_path / "s", provider="cpu")
+    split = Explainer(tmp_path / "s", Runtime(provider="cpu"))
     x = RNG.standard_normal((1, 3, 32, 32)).astype(np.float32)
-    np.testing.assert_allclose(split.activations(x), exported.activations(x), atol=1e-5)
+    np.testing.assert_allclose(split.forwards.activations(x), exported.forwards.activations(x),
+                               atol=1e-5)
     listed = CliRunner().invoke(main, ["layers", str(exported.bundle.model_path)])
     suggested = [line for line in listed.output.splitlines() if "<- suggested" in line]
     assert len(suggested) == 1 and "×16 " in suggested[0]
@@ -137,9 +146,9 @@ def test_tail_methods_on_a_vit_keep_the_leading_tokens(tmp_path):
 
     clean = tail(acts[None])[0]
     for c in (1, 2):
-        got = explainer.explain(image, c, method="reciprocam").saliency_input
+        got = explainer.explain_one(image, c, method="reciprocam").saliency_input
         np.testing.assert_allclose(got, oracles.reciprocam(acts, tail, c, (32, 32)), atol=1e-3)
-        got = explainer.explain(image, c, method="ablationcam").saliency_input
+        got = explainer.explain_one(image, c, method="ablationcam").saliency_input
         want = oracles.ablationcam(acts, tail, clean, c, (32, 32))
         assert oracles.correlation(got, want) > 0.999
 
@@ -153,7 +162,7 @@ def test_nhwc_stage_bundle_matches_the_oracle(tmp_path):
     x = explainer.preprocess(image)[1]
     acts = _hooked(model, model.stage, x)[0].transpose(2, 0, 1)
     for preset, oracle in PRESET_ORACLES.items():
-        got = explainer.explain(image, 2, preset=preset).saliency_input
+        got = explainer.explain_one(image, 2, ScoreCam(preset=preset)).saliency_input
         want = oracle(x, acts, _torch_fn(model), 2)
         np.testing.assert_allclose(got, want, atol=5e-3)
 
@@ -194,7 +203,7 @@ def test_split_token_graph_infers_the_grid_and_explains(tmp_path):
         "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25"])
     assert result.exit_code == 0, result.output
     assert "6 channels of 1 + 4×4 tokens" in result.output
-    explainer = Explainer(tmp_path / "b", provider="cpu")
+    explainer = Explainer(tmp_path / "b", Runtime(provider="cpu"))
     session = _with_output(graph, "tokens")
     image = RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8)
     x = explainer.preprocess(image)[1]
@@ -205,7 +214,7 @@ def test_split_token_graph_infers_the_grid_and_explains(tmp_path):
         return session.run(["logits"], {"input": batch.astype(np.float32)})[0]
 
     for c in range(3):
-        got = explainer.explain(image, c).saliency_input
+        got = explainer.explain_one(image, c).saliency_input
         np.testing.assert_allclose(got, oracles.paper(x, acts, model, c), atol=1e-4)
 
 

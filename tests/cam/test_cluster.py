@@ -10,7 +10,8 @@ import oracles
 import torch
 import torch.nn.functional as F
 
-from scorecam_onnx import Explainer
+from scorecam_onnx import ClusterScoreCam as ClusterMethod
+from scorecam_onnx import Explainer, ExplainOptions, Runtime
 from scorecam_onnx.cam.methods import ClusterScoreCam
 
 
@@ -46,28 +47,28 @@ def _oracle(x: np.ndarray, acts: np.ndarray, model, c: int, clusters: int) -> np
 def test_clustered_scorecam_matches_its_definition(default_explainer, chelsea):
     ex = default_explainer
     x = ex.preprocess(chelsea)[1]
-    acts = ex.activations(x)
-    got = ex.explain(chelsea, method="cluster-scorecam", channels=16)
-    want = _oracle(x, acts, ex.scores, got.class_id, 16)
+    acts = ex.forwards.activations(x)
+    got = ex.explain_one(chelsea, method=ClusterMethod(clusters=16))
+    want = _oracle(x, acts, ex.forwards.scores, got.class_id, 16)
     assert got.forwards == 17                       # the unmasked forward and one per cluster
     assert float(np.abs(got.saliency_input - want).max()) <= 1e-4
     assert oracles.correlation(got.saliency_input, want) > 0.99999
 
 
 def test_the_same_seed_gives_the_same_map_at_any_batch_size(default_explainer, chelsea):
-    one = default_explainer.explain(chelsea, method="cluster-scorecam", channels=24,
-                                    batch_size=1)
-    many = default_explainer.explain(chelsea, method="cluster-scorecam", channels=24,
-                                     batch_size=64)
+    one = default_explainer.explain_one(chelsea, None, ClusterMethod(clusters=24),
+                                        ExplainOptions(batch_size=1))
+    many = default_explainer.explain_one(chelsea, None, ClusterMethod(clusters=24),
+                                         ExplainOptions(batch_size=64))
     assert float(np.abs(one.saliency - many.saliency).max()) <= 1e-6
 
 
 def test_as_many_clusters_as_channels_is_exact_scorecam(tiny_bundle):
     from test_engine import _tiny_image
 
-    tiny = Explainer(tiny_bundle, provider="cpu")
+    tiny = Explainer(tiny_bundle, Runtime(provider="cpu"))
     image = _tiny_image()
-    exact = tiny.explain(image, method="scorecam")
-    clustered = tiny.explain(image, method="cluster-scorecam", channels=64)
+    exact = tiny.explain_one(image, method="scorecam")
+    clustered = tiny.explain_one(image, method=ClusterMethod(clusters=64))
     assert np.array_equal(exact.saliency, clustered.saliency)
     assert ClusterScoreCam(channels=3).name == "cluster-scorecam"

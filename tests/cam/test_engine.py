@@ -8,7 +8,8 @@ import pytest
 from builders import tiny_forward, tiny_weights
 from oracles import ORACLES, correlation
 
-from scorecam_onnx import Explainer
+from scorecam_onnx import Explainer, ExplainOptions, Runtime, TopK
+from scorecam_onnx import ScoreCam as ScoreCamMethod
 from scorecam_onnx.cam.engine import ScoreCam, form_cam, get_preset
 
 PRESETS = list(ORACLES)
@@ -20,7 +21,7 @@ def _tiny_image(seed: int = 3) -> np.ndarray:
 
 @pytest.fixture
 def tiny_explainer(tiny_bundle) -> Explainer:
-    return Explainer(tiny_bundle, provider="cpu")
+    return Explainer(tiny_bundle, Runtime(provider="cpu"))
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -33,7 +34,7 @@ def test_tiny_graph_matches_oracle(tiny_explainer, preset):
     want = ORACLES[preset](x, acts[0].astype(np.float32),
                            lambda batch: tiny_forward(batch.astype(np.float64), weights)[1],
                            target)
-    res = tiny_explainer.explain(image, preset=preset)
+    res = tiny_explainer.explain_one(image, method=ScoreCamMethod(preset=preset))
     assert res.class_id == target
     assert correlation(res.saliency_input, want) >= 0.9999
     assert np.abs(res.saliency_input - want).max() <= 1e-4
@@ -48,7 +49,7 @@ def test_constant_channels_are_skipped_or_shared(tiny_explainer, preset):
     varying = len({tuple(np.round((r - r.min()) / (r.max() - r.min()), 6))
                    for r in flat if r.max() > r.min()})
     assert varying < acts.shape[1], "the tiny model has constant channels by construction"
-    res = tiny_explainer.explain(image, preset=preset)
+    res = tiny_explainer.explain_one(image, method=ScoreCamMethod(preset=preset))
     shared_zero = 0 if preset == "paper" else 1
     assert res.forwards == 1 + varying + shared_zero
     if preset == "paper":
@@ -59,7 +60,8 @@ def test_constant_channels_are_skipped_or_shared(tiny_explainer, preset):
 @pytest.mark.parametrize("preset", PRESETS)
 def test_batch_size_does_not_change_the_map(tiny_explainer, preset):
     image = _tiny_image(5)
-    maps = [tiny_explainer.explain(image, preset=preset, batch_size=b).saliency
+    maps = [tiny_explainer.explain_one(image, None, ScoreCamMethod(preset=preset),
+                                     ExplainOptions(batch_size=b)).saliency
             for b in (1, 2, 7, 64)]
     for other in maps[1:]:
         np.testing.assert_allclose(other, maps[0], atol=1e-6)
@@ -95,13 +97,13 @@ def test_identical_masks_run_once(preset):
 
 def test_top_k_reuses_the_same_forwards(tiny_explainer):
     image = _tiny_image(7)
-    single = tiny_explainer.explain(image)
-    several = tiny_explainer.explain(image, top_k=3)
+    single = tiny_explainer.explain_one(image)
+    several = tiny_explainer.explain(image, TopK(3))
     assert isinstance(several, list) and len(several) == 3
     assert several[0].class_id == single.class_id
     assert all(r.forwards == single.forwards for r in several)
     for r in several:
-        alone = tiny_explainer.explain(image, r.class_id)
+        alone = tiny_explainer.explain_one(image, r.class_id)
         np.testing.assert_allclose(r.saliency, alone.saliency, atol=1e-6)
     listed = tiny_explainer.explain(image, [several[2].class_id, several[0].class_id])
     assert [r.class_id for r in listed] == [several[2].class_id, several[0].class_id]
@@ -110,7 +112,7 @@ def test_top_k_reuses_the_same_forwards(tiny_explainer):
 def test_uniform_image_gives_a_flagged_zero_map(tiny_explainer):
     image = np.full((8, 8, 3), 120, np.uint8)   # every activation channel is constant
     for preset in PRESETS:
-        res = tiny_explainer.explain(image, preset=preset)
+        res = tiny_explainer.explain_one(image, method=ScoreCamMethod(preset=preset))
         assert res.degenerate
         assert not np.isnan(res.saliency).any()
         assert np.all(res.saliency == 0)
@@ -155,7 +157,7 @@ def default_inputs(default_explainer, chelsea):
 @pytest.mark.parametrize("preset", PRESETS)
 def test_default_bundle_matches_oracle(default_explainer, default_inputs, chelsea, preset):
     x, acts, model = default_inputs
-    res = default_explainer.explain(chelsea, preset=preset)
+    res = default_explainer.explain_one(chelsea, method=ScoreCamMethod(preset=preset))
     assert res.class_id == 285
     want = ORACLES[preset](x, acts, model, 285)
     assert correlation(res.saliency_input, want) >= 0.9999
@@ -164,7 +166,8 @@ def test_default_bundle_matches_oracle(default_explainer, default_inputs, chelse
 
 
 def test_default_bundle_batch_sizes_agree(default_explainer, chelsea):
-    maps = [default_explainer.explain(chelsea, method="faster-scorecam", batch_size=b).saliency
+    maps = [default_explainer.explain_one(chelsea, None, "faster-scorecam",
+                                         ExplainOptions(batch_size=b)).saliency
             for b in (1, 7, 64)]
     for other in maps[1:]:
         np.testing.assert_allclose(other, maps[0], atol=1e-5)

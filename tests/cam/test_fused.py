@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from builders import tiny_forward, tiny_model, tiny_weights
 from test_engine import _tiny_image
 
-from scorecam_onnx import Explainer
+from scorecam_onnx import Explainer, FasterScoreCam, Runtime, method_from
 from scorecam_onnx.cam.fused import IMAGE, maps_input, masked_scorer_graph
 
 
@@ -32,17 +32,18 @@ def test_scorer_graph_is_model_of_masked_image(align):
     ("scorecam", "paper"), ("scorecam", "pytorch-grad-cam"), ("scorecam", "torchcam"),
     ("iscam", None), ("sscam", None), ("faster-scorecam", None)])
 def test_device_masks_match_host_masks(tiny_bundle, method, preset):
-    host = Explainer(tiny_bundle, provider="cpu", device_masks=False)
-    device = Explainer(tiny_bundle, provider="cpu", device_masks=True)
+    host = Explainer(tiny_bundle, Runtime(provider="cpu", device_masks=False))
+    device = Explainer(tiny_bundle, Runtime(provider="cpu", device_masks=True))
     image = _tiny_image(13)
-    options = {"method": method, "preset": preset, "samples": 3, "channels": 2}
-    a, b = host.explain(image, **options), device.explain(image, **options)
+    chosen = method_from(method, preset, samples=3, channels=2)
+    a, b = host.explain_one(image, method=chosen), device.explain_one(image, method=chosen)
     np.testing.assert_allclose(a.saliency, b.saliency, atol=1e-5)
     assert a.forwards == b.forwards
 
 
 def test_default_bundle_device_masks(default_explainer, chelsea):
-    device = Explainer(default_explainer.bundle, provider="cpu", device_masks=True)
-    a = default_explainer.explain(chelsea, method="faster-scorecam", preset="pytorch-grad-cam")
-    b = device.explain(chelsea, method="faster-scorecam", preset="pytorch-grad-cam")
+    device = Explainer(default_explainer.bundle, Runtime(provider="cpu", device_masks=True))
+    method = FasterScoreCam(preset="pytorch-grad-cam")
+    a = default_explainer.explain_one(chelsea, method=method)
+    b = device.explain_one(chelsea, method=method)
     np.testing.assert_allclose(a.saliency, b.saliency, atol=1e-5)

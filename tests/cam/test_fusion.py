@@ -13,7 +13,15 @@ from click.testing import CliRunner
 from conftest import TINY_PREP
 from oracles import correlation, grad_cam_layers, paper, torchcam_layers
 
-from scorecam_onnx import Bundle, Explainer, write_bundle
+from scorecam_onnx import (
+    Bundle,
+    Explainer,
+    ExplainOptions,
+    FasterScoreCam,
+    Runtime,
+    ScoreCam,
+    write_bundle,
+)
 from scorecam_onnx.cli import main
 
 W = tiny_weights()
@@ -64,11 +72,11 @@ def test_the_manifest_lists_the_layers_deepest_first(multi):
 @pytest.mark.parametrize(("preset", "oracle"), [("pytorch-grad-cam", grad_cam_layers),
                                                 ("torchcam", torchcam_layers)])
 def test_fused_maps_equal_the_peers(multi, preset, oracle):
-    ex = Explainer(multi, provider="cpu")
+    ex = Explainer(multi, Runtime(provider="cpu"))
     x = ex.preprocess(IMAGE)[1]
     relu, feat, logits = _layers(x)
     c = int(np.argmax(logits[0]))
-    got = ex.explain(IMAGE, preset=preset)
+    got = ex.explain_one(IMAGE, method=ScoreCam(preset=preset))
     want = oracle(x, [feat, relu], _model, c)
     assert got.class_id == c
     assert correlation(got.saliency_input, want) >= 0.9999
@@ -76,34 +84,35 @@ def test_fused_maps_equal_the_peers(multi, preset, oracle):
 
 
 def test_the_paper_preset_fuses_by_the_mean_and_forwards_add_up(multi, single):
-    ex = Explainer(multi, provider="cpu")
+    ex = Explainer(multi, Runtime(provider="cpu"))
     x = ex.preprocess(IMAGE)[1]
     relu, feat, logits = _layers(x)
     c = int(np.argmax(logits[0]))
     per_layer = [paper(x, acts, _model, c) for acts in (feat, relu)]
     mean = np.mean(per_layer, axis=0)
     want = (mean - mean.min()) / (1e-7 + mean.max() - mean.min())
-    got = ex.explain(IMAGE)
+    got = ex.explain_one(IMAGE)
     assert float(np.abs(got.saliency_input - want).max()) <= 1e-4
-    alone = [ex.explain(IMAGE, layers=[name]) for name in ("feat", "relu")]
+    alone = [ex.explain_one(IMAGE, options=ExplainOptions(layers=[name]))
+             for name in ("feat", "relu")]
     assert got.forwards == 1 + sum(a.forwards - 1 for a in alone)
     assert got.weights.shape == (10,)
-    maxed = ex.explain(IMAGE, fuse="max")
+    maxed = ex.explain_one(IMAGE, options=ExplainOptions(fuse="max"))
     assert float(np.abs(maxed.saliency_input - np.max(per_layer, axis=0)).max()) <= 1e-4
-    one = Explainer(single, provider="cpu").explain(IMAGE)
+    one = Explainer(single, Runtime(provider="cpu")).explain_one(IMAGE)
     assert float(np.abs(alone[0].saliency_input - one.saliency_input).max()) <= 1e-6
 
 
 def test_tail_methods_run_at_the_deepest_layer(multi, single):
-    ex = Explainer(multi, provider="cpu")
-    got = ex.explain(IMAGE, method="reciprocam")
-    want = Explainer(single, provider="cpu").explain(IMAGE, method="reciprocam")
+    ex = Explainer(multi, Runtime(provider="cpu"))
+    got = ex.explain_one(IMAGE, method="reciprocam")
+    want = Explainer(single, Runtime(provider="cpu")).explain_one(IMAGE, method="reciprocam")
     assert float(np.abs(got.saliency - want.saliency).max()) <= 1e-6
     with pytest.raises(ValueError, match="tail graph starts from, the deepest: feat"):
-        ex.explain(IMAGE, method="reciprocam", layers=["relu"])
+        ex.explain(IMAGE, method="reciprocam", options=ExplainOptions(layers=["relu"]))
     with pytest.raises(ValueError, match="unknown layer nope: this bundle's layers are feat, "
                                          "relu"):
-        ex.explain(IMAGE, layers=["nope"])
+        ex.explain(IMAGE, options=ExplainOptions(layers=["nope"]))
 
 
 def test_split_and_explain_with_several_layers(tmp_path, tiny_onnx):
@@ -122,30 +131,33 @@ def test_split_and_explain_with_several_layers(tmp_path, tiny_onnx):
                                           str(out), "--preset", "torchcam", "--fuse", "mean",
                                           "--out", str(tmp_path / "o"), "-q"])
     assert explained.exit_code == 0, explained.output
-    want = Explainer(out, provider="cpu").explain(IMAGE, preset="torchcam", fuse="mean")
+    want = Explainer(out, Runtime(provider="cpu")).explain_one(
+        IMAGE, method=ScoreCam(preset="torchcam"), options=ExplainOptions(fuse="mean"))
     assert np.load(tmp_path / "o" / "img.npy").tobytes() == want.saliency.tobytes()
 
 
 def test_progress_runs_forward_over_the_layers(multi):
     calls = []
-    got = Explainer(multi, provider="cpu").explain(IMAGE, progress=lambda d, t: calls.append(
-        (d, t)), batch_size=2)
+    got = Explainer(multi, Runtime(provider="cpu")).explain_one(
+        IMAGE, options=ExplainOptions(batch_size=2), progress=lambda d, t: calls.append((d, t)))
     done = [d for d, _ in calls]
     assert done == sorted(done) and calls[-1] == (got.forwards - 1, got.forwards - 1)
 
 
 def test_evaluate_passes_the_fusion_on(multi):
     from scorecam_onnx.evaluation import evaluate
+    from scorecam_onnx.evaluation.faithfulness import EvaluationPlan
 
-    ex = Explainer(multi, provider="cpu")
+    ex = Explainer(multi, Runtime(provider="cpu"))
     x = ex.preprocess(IMAGE)[1]
-    c = int(np.argmax(ex.probabilities(x)[0]))
+    c = int(np.argmax(ex.forwards.probabilities(x)[0]))
     for fuse in ("mean", "max"):
-        (row,) = evaluate(ex, [IMAGE], ["scorecam"], baselines=(), fuse=fuse,
-                          metrics=["average-drop"]).rows
-        cam = ex.explain(IMAGE, c, fuse=fuse).saliency_input
-        kept = ex.probabilities(x * cam[None, None])[0, c]
-        p = ex.probabilities(x)[0, c]
+        plan = EvaluationPlan(methods=["scorecam"], baselines=(), metrics=["average-drop"],
+                              options=ExplainOptions(fuse=fuse))
+        (row,) = evaluate(ex, [IMAGE], plan).rows
+        cam = ex.explain_one(IMAGE, c, options=ExplainOptions(fuse=fuse)).saliency_input
+        kept = ex.forwards.probabilities(x * cam[None, None])[0, c]
+        p = ex.forwards.probabilities(x)[0, c]
         assert row.average_drop == pytest.approx(max(0.0, p - kept) / p * 100, abs=1e-6)
 
 
@@ -165,10 +177,12 @@ def test_identical_masks_of_two_layers_run_once(tmp_path):
     model = _classifier("doubled", nodes[:3] + doubled + nodes[3:], ["N", 3, 8, 8], ["N", 4],
                         [*base.graph.initializer, two])
     bundle = write_bundle(model, tmp_path / "twice", ["feat", "feat2"], preprocessing=TINY_PREP)
-    ex = Explainer(bundle, provider="cpu")
-    got, alone = ex.explain(IMAGE), ex.explain(IMAGE, layers=["feat"])
+    ex = Explainer(bundle, Runtime(provider="cpu"))
+    got = ex.explain_one(IMAGE)
+    alone = ex.explain_one(IMAGE, options=ExplainOptions(layers=["feat"]))
     assert got.forwards == alone.forwards
     assert float(np.abs(got.saliency - alone.saliency).max()) <= 1e-6
-    faster = ex.explain(IMAGE, method="faster-scorecam", channels=3)
-    assert faster.forwards == 1 + 2 * (ex.explain(IMAGE, method="faster-scorecam", channels=3,
-                                                  layers=["feat"]).forwards - 1)
+    faster = ex.explain_one(IMAGE, method=FasterScoreCam(channels=3))
+    assert faster.forwards == 1 + 2 * (ex.explain_one(
+        IMAGE, method=FasterScoreCam(channels=3),
+        options=ExplainOptions(layers=["feat"])).forwards - 1)

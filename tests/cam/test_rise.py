@@ -7,7 +7,7 @@ import numpy as np
 from oracles import rise
 from test_engine import _tiny_image
 
-from scorecam_onnx import Explainer
+from scorecam_onnx import Explainer, ExplainOptions, Rise, Runtime, TopK
 from scorecam_onnx.cam.rise import rise_mask
 
 
@@ -22,16 +22,17 @@ def test_rise_masks_follow_the_paper():
 
 
 def test_rise_matches_its_definition_at_any_batch_size(tiny_bundle):
-    ex = Explainer(tiny_bundle, provider="cpu")
+    ex = Explainer(tiny_bundle, Runtime(provider="cpu"))
     image = _tiny_image()
-    got = ex.explain(image, method="rise", samples=60, batch_size=7)
+    got = ex.explain_one(image, None, Rise(samples=60), ExplainOptions(batch_size=7))
     want = rise(ex, image, got.class_id, 60, 7, 0.5, 0)
     assert got.forwards == 61
     assert float(np.abs(got.saliency_input - want).max()) <= 1e-5
-    one = ex.explain(image, got.class_id, method="rise", samples=60, batch_size=1)
-    many = ex.explain(image, got.class_id, method="rise", samples=60, batch_size=64)
+    one = ex.explain_one(image, got.class_id, Rise(samples=60), ExplainOptions(batch_size=1))
+    many = ex.explain_one(image, got.class_id, Rise(samples=60),
+                          ExplainOptions(batch_size=64))
     assert float(np.abs(one.saliency_input - many.saliency_input).max()) <= 1e-6
-    both = ex.explain(image, top_k=2, method="rise", samples=60)   # from the same forwards
+    both = ex.explain(image, TopK(2), Rise(samples=60))   # from the same forwards
     assert [b.forwards for b in both] == [61, 61] and both[0].class_id == got.class_id
     assert float(np.abs(both[0].saliency_input - want).max()) <= 1e-5
     second = rise(ex, image, both[1].class_id, 60, 7, 0.5, 0)

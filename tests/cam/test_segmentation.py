@@ -15,7 +15,18 @@ from click.testing import CliRunner
 from conftest import TINY_PREP
 from oracles import correlation, grad_cam_style
 
-from scorecam_onnx import Bundle, Explainer, write_bundle
+from scorecam_onnx import (
+    Bundle,
+    Class,
+    Explainer,
+    ExplainOptions,
+    Region,
+    Rise,
+    Runtime,
+    ScoreCam,
+    TopK,
+    write_bundle,
+)
 from scorecam_onnx.cli import main
 
 W = segmentation_weights()
@@ -48,13 +59,13 @@ def test_the_manifest_says_segmentation(seg):
 
 
 def test_default_class_and_region_follow_the_argmax(seg):
-    ex = Explainer(seg, provider="cpu")
+    ex = Explainer(seg, Runtime(provider="cpu"))
     image = _image()
     x = ex.preprocess(image)[1]
     out = segmentation_forward(x, W)[1][0]
     winners = out.argmax(axis=0)
     c = int(np.bincount(winners.ravel(), minlength=3).argmax())
-    got = ex.explain(image, preset="pytorch-grad-cam")
+    got = ex.explain_one(image, method=ScoreCam(preset="pytorch-grad-cam"))
     assert got.class_id == c
     feat = segmentation_forward(x, W)[0][0].astype(np.float32)
     want = grad_cam_style(x, feat, _region_model(c, winners == c), c)
@@ -65,49 +76,53 @@ def test_default_class_and_region_follow_the_argmax(seg):
 
 
 def test_a_given_region_at_the_image_size_is_summed_over(seg):
-    ex = Explainer(seg, provider="cpu")
+    ex = Explainer(seg, Runtime(provider="cpu"))
     image = cv2.resize(_image(), (16, 16), interpolation=cv2.INTER_NEAREST)
     region = np.zeros((16, 16), bool)
     region[:8, 4:12] = True                       # the top middle of the image
-    got = ex.explain(image, 1, preset="pytorch-grad-cam", region=region)
+    got = ex.explain_one(image, Region(region, of=Class(1)),
+                         ScoreCam(preset="pytorch-grad-cam"))
     x = ex.preprocess(image)[1]
     at_output = np.zeros((8, 8), bool)
     at_output[:4, 2:6] = True                     # the same pixels at the output's size
     feat = segmentation_forward(x, W)[0][0].astype(np.float32)
     want = grad_cam_style(x, feat, _region_model(1, at_output), 1)
     assert float(np.abs(got.saliency_input - want).max()) <= 1e-4
-    same = ex.explain(image, 1, preset="pytorch-grad-cam", region=at_output)
+    same = ex.explain_one(image, Region(at_output, of=Class(1)),
+                          ScoreCam(preset="pytorch-grad-cam"))
     assert np.array_equal(same.saliency, got.saliency)
     with pytest.raises(ValueError, match="give it at the image's size 16×16 or the output's"):
-        ex.explain(image, 1, region=np.ones((5, 5), bool))
+        ex.explain(image, Region(np.ones((5, 5), bool), of=Class(1)))
 
 
 def test_background_is_never_chosen(tmp_path):
     ex = Explainer(write_bundle(segmentation_model(), tmp_path / "b", "feat",
-                                preprocessing=TINY_PREP), provider="cpu")
+                                preprocessing=TINY_PREP), Runtime(provider="cpu"))
     for seed in range(50):                       # an image where two classes win pixels
         image = _image(seed)
         counts = np.bincount(segmentation_forward(ex.preprocess(image)[1], W)[1][0]
                              .argmax(axis=0).ravel(), minlength=3)
         if (counts > 0).sum() >= 2:
             break
-    top = ex.explain(image, top_k=2)
+    top = ex.explain(image, TopK(2))
     assert [e.class_id for e in top] == [int(c) for c in np.argsort(-counts, kind="stable")[:2]]
     first = top[0].class_id
     other = Explainer(write_bundle(segmentation_model(), tmp_path / "bg", "feat",
-                                   preprocessing=TINY_PREP, background=first), provider="cpu")
+                                   preprocessing=TINY_PREP, background=first),
+                      Runtime(provider="cpu"))
     assert other.bundle.manifest.output.background == first
-    assert other.explain(image).class_id == top[1].class_id
-    assert ex.explain(image, background=first).class_id == top[1].class_id
+    assert other.explain_one(image).class_id == top[1].class_id
+    assert ex.explain_one(image, Region(background=first)).class_id == top[1].class_id
 
 
 def test_classifier_only_methods_are_refused(seg):
-    ex = Explainer(seg, provider="cpu")
+    ex = Explainer(seg, Runtime(provider="cpu"))
     for options, message in (({"method": "reciprocam"}, "reciprocam is for classifiers"),
-                             ({"aug_smooth": True}, "aug_smooth is for classifiers")):
+                             ({"options": ExplainOptions(aug_smooth=True)},
+                              "aug_smooth is for classifiers")):
         with pytest.raises(ValueError, match=message):
             ex.explain(_image(), **options)
-    rise = ex.explain(_image(), method="rise", samples=16)
+    rise = ex.explain_one(_image(), method=Rise(samples=16))
     assert rise.forwards == 17
 
 
@@ -129,7 +144,8 @@ def test_cli_split_and_explain_with_a_region_png(tmp_path):
                                           str(tmp_path / "region.png"), "--out",
                                           str(tmp_path / "o"), "-q"])
     assert explained.exit_code == 0, explained.output
-    want = Explainer(out, provider="cpu").explain(image, 2, region=region > 0)
+    want = Explainer(out, Runtime(provider="cpu")).explain_one(
+        image, Region(region > 0, of=Class(2)))
     assert np.load(tmp_path / "o" / "img.c2.npy").tobytes() == want.saliency.tobytes()
     refused = CliRunner().invoke(main, ["split", str(save(segmentation_model(),
                                                           tmp_path / "s2.onnx")),
@@ -146,10 +162,10 @@ def test_region_as_a_base64_png_in_the_service_parameters(seg):
     _, png = cv2.imencode(".png", region)
     params = parse_params({"target": "1", "region": base64.b64encode(png.tobytes()).decode()},
                           3)
-    assert np.array_equal(params.region, region > 0)
-    ex = Explainer(seg, provider="cpu")
-    got = ex.explain(_image(), params.target, **params.options())
-    want = ex.explain(_image(), 1, region=region > 0)
+    assert np.array_equal(params.values.get("region"), region > 0)
+    ex = Explainer(seg, Runtime(provider="cpu"))
+    got = ex.run(_image(), params.request())[0]
+    want = ex.explain_one(_image(), Region(region > 0, of=Class(1)))
     assert np.array_equal(got.saliency, want.saliency)
 
 
@@ -184,13 +200,13 @@ def test_v2_outputs_of_a_segmentation_model_follow_the_pixel_counts(seg):
     from scorecam_onnx.protocol.params import ExplainParams
     from scorecam_onnx.protocol.ticket import Ticket
 
-    ex = Explainer(seg, provider="cpu")
+    ex = Explainer(seg, Runtime(provider="cpu"))
     image = _image()
     png = cv2.imencode(".png", image[:, :, ::-1])[1].tobytes()
     service = ModelService("seg", ex)
-    got = service.infer([png], ExplainParams(preset="pytorch-grad-cam", top_k=2),
+    got = service.infer([png], ExplainParams({"preset": "pytorch-grad-cam", "top_k": 2}),
                         ["class_id", "score", "saliency"], Ticket(None))
-    want = ex.explain(image, top_k=2, preset="pytorch-grad-cam")
+    want = ex.explain(image, TopK(2), ScoreCam(preset="pytorch-grad-cam"))
     assert got["class_id"].tolist() == [[e.class_id for e in want]]
     np.testing.assert_allclose(got["score"][0], [e.score for e in want], rtol=1e-6)
     np.testing.assert_allclose(got["saliency"][0], [e.saliency_input for e in want],

@@ -8,7 +8,9 @@ import pytest
 from builders import tiny_forward, tiny_weights
 from oracles import aug_smoothed, correlation, grad_cam_style
 
-from scorecam_onnx import Explainer
+from scorecam_onnx import Explainer, ExplainOptions, Runtime, ScoreCam
+
+GRADCAM = ScoreCam(preset="pytorch-grad-cam")
 
 WEIGHTS = tiny_weights()
 
@@ -27,7 +29,7 @@ def _image(seed):
 
 @pytest.fixture
 def tiny(tiny_bundle) -> Explainer:
-    return Explainer(tiny_bundle, provider="cpu")
+    return Explainer(tiny_bundle, Runtime(provider="cpu"))
 
 
 @pytest.mark.parametrize("eigen", [False, True])
@@ -35,15 +37,16 @@ def tiny(tiny_bundle) -> Explainer:
 def test_aug_smooth_equals_pytorch_grad_cams_six_passes(tiny, seed, eigen):
     image = _image(seed)
     x = tiny.preprocess(image)[1]
-    got = tiny.explain(image, preset="pytorch-grad-cam", aug_smooth=True, eigen_smooth=eigen)
+    got = tiny.explain_one(image, None, GRADCAM,
+                          ExplainOptions(aug_smooth=True, eigen_smooth=eigen))
     want = aug_smoothed(x, _features, _model, None, eigen)
     assert correlation(got.saliency_input, want) >= 0.9999
     assert float(np.abs(got.saliency_input - want).max()) <= 1e-4
-    plain = tiny.explain(image, preset="pytorch-grad-cam")
+    plain = tiny.explain_one(image, None, GRADCAM)
     assert got.forwards == 6 * plain.forwards
     assert got.class_id == plain.class_id
-    given = tiny.explain(image, 2, preset="pytorch-grad-cam", aug_smooth=True,
-                         eigen_smooth=eigen)
+    given = tiny.explain_one(image, 2, GRADCAM,
+                             ExplainOptions(aug_smooth=True, eigen_smooth=eigen))
     want = aug_smoothed(x, _features, _model, 2, eigen)
     assert float(np.abs(given.saliency_input - want).max()) <= 1e-4
 
@@ -59,7 +62,7 @@ def test_aug_smooth_follows_each_pass_top_class(tiny):
         if len(tops) > 1:
             break
     assert len(tops) > 1, "no image changes class under the augmentations"
-    got = tiny.explain(image, preset="pytorch-grad-cam", aug_smooth=True)
+    got = tiny.explain_one(image, None, GRADCAM, ExplainOptions(aug_smooth=True))
     want = aug_smoothed(x, _features, _model, None)
     fixed = aug_smoothed(x, _features, _model, got.class_id)
     assert float(np.abs(got.saliency_input - want).max()) <= 1e-4
@@ -69,17 +72,18 @@ def test_aug_smooth_follows_each_pass_top_class(tiny):
 def test_eigen_smooth_equals_the_2d_projection_of_the_weighted_activations(tiny):
     image = _image(3)
     x = tiny.preprocess(image)[1]
-    got = tiny.explain(image, preset="pytorch-grad-cam", eigen_smooth=True)
+    got = tiny.explain_one(image, None, GRADCAM, ExplainOptions(eigen_smooth=True))
     want = grad_cam_style(x, _features(x), _model, got.class_id, eigen=True)
     assert float(np.abs(got.saliency_input - want).max()) <= 1e-4
-    assert got.forwards == tiny.explain(image, preset="pytorch-grad-cam").forwards
+    assert got.forwards == tiny.explain_one(image, None, GRADCAM).forwards
 
 
 def test_eigen_smooth_on_the_shipped_bundle(default_explainer, chelsea):
     x = default_explainer.preprocess(chelsea)[1]
-    got = default_explainer.explain(chelsea, preset="pytorch-grad-cam", eigen_smooth=True)
-    acts = default_explainer.activations(x)
-    want = grad_cam_style(x, acts, default_explainer.scores, 285, eigen=True)
+    got = default_explainer.explain_one(chelsea, None, GRADCAM,
+                                      ExplainOptions(eigen_smooth=True))
+    acts = default_explainer.forwards.activations(x)
+    want = grad_cam_style(x, acts, default_explainer.forwards.scores, 285, eigen=True)
     assert got.class_id == 285
     assert correlation(got.saliency_input, want) >= 0.9999
     assert float(np.abs(got.saliency_input - want).max()) <= 1e-4
@@ -89,4 +93,4 @@ def test_eigen_smooth_on_the_shipped_bundle(default_explainer, chelsea):
 def test_eigen_smooth_is_refused_where_nothing_is_weighted(tiny, method):
     with pytest.raises(ValueError, match=f"eigen_smooth applies to methods that weigh the "
                                          f"activations, not {method}"):
-        tiny.explain(_image(3), method=method, eigen_smooth=True)
+        tiny.explain(_image(3), method=method, options=ExplainOptions(eigen_smooth=True))

@@ -12,7 +12,17 @@ from builders import batch_read_model, many_channels_model, skip_model, tiny_wei
 from click.testing import CliRunner
 from conftest import DEFAULT_BUNDLE, SAMPLES, TINY_PREP
 
-from scorecam_onnx import Bundle, BundleError, Explainer, write_bundle
+from scorecam_onnx import (
+    Bundle,
+    BundleError,
+    Explainer,
+    ExplainOptions,
+    ReciproCam,
+    Runtime,
+    TopK,
+    method_from,
+    write_bundle,
+)
 from scorecam_onnx.cli import main
 
 RNG = np.random.default_rng(11)
@@ -30,7 +40,7 @@ def _image() -> np.ndarray:
 
 @pytest.fixture
 def tiny(tiny_bundle) -> Explainer:
-    return Explainer(tiny_bundle, provider="cpu")
+    return Explainer(tiny_bundle, Runtime(provider="cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +54,12 @@ def default_tail():
 
 # Cutting -------------------------------------------------------------------------------------
 def test_clean_cut_gets_a_tail_that_reproduces_the_model(tiny):
-    assert tiny.bundle.manifest.tail == "tail.onnx" and tiny.tail is not None
+    assert tiny.bundle.manifest.tail == "tail.onnx" and tiny.forwards.tail is not None
     assert tiny.bundle.manifest.tail_missing is None
     x = RNG.standard_normal((3, 3, 8, 8)).astype(np.float32)
-    acts = np.concatenate([tiny.activations(x[i:i + 1])[None] for i in range(3)])
-    np.testing.assert_allclose(tiny.tail_scores(acts), tiny.scores(x), atol=1e-5)
-    np.testing.assert_allclose(tiny.tail_scores(acts), _head(acts), atol=1e-5)
+    acts = np.concatenate([tiny.forwards.activations(x[i:i + 1])[None] for i in range(3)])
+    np.testing.assert_allclose(tiny.forwards.tail_scores(acts), tiny.forwards.scores(x), atol=1e-5)
+    np.testing.assert_allclose(tiny.forwards.tail_scores(acts), _head(acts), atol=1e-5)
 
 
 def test_skip_connection_around_the_target_means_no_tail(tmp_path):
@@ -57,9 +67,9 @@ def test_skip_connection_around_the_target_means_no_tail(tmp_path):
     assert bundle.manifest.tail is None and not (bundle.path / "tail.onnx").exists()
     assert "goes around 'feat'" in bundle.manifest.tail_missing
     assert "skip_pool" in bundle.manifest.tail_missing
-    explainer = Explainer(bundle, provider="cpu")
+    explainer = Explainer(bundle, Runtime(provider="cpu"))
     with pytest.raises(BundleError, match="reciprocam needs the bundle's tail graph"):
-        explainer.explain(_image(), method="reciprocam")
+        explainer.explain_one(_image(), method="reciprocam")
     result = CliRunner().invoke(main, ["explain", str(tmp_path / "x.png"), "--model",
                                        str(bundle.path), "--method", "ablationcam"])
     assert result.exit_code == 1 and "has none: a path from the input" in result.output
@@ -70,10 +80,11 @@ def test_skip_connection_around_the_target_means_no_tail(tmp_path):
 def test_batch_size_read_off_the_input_still_gets_a_tail(tmp_path):
     bundle = write_bundle(batch_read_model(), tmp_path / "b", "feat", preprocessing=TINY_PREP)
     assert bundle.manifest.tail == "tail.onnx"
-    explainer = Explainer(bundle, provider="cpu")
+    explainer = Explainer(bundle, Runtime(provider="cpu"))
     x = RNG.standard_normal((2, 3, 8, 8)).astype(np.float32)
-    acts = np.concatenate([explainer.activations(x[i:i + 1])[None] for i in range(2)])
-    np.testing.assert_allclose(explainer.tail_scores(acts), explainer.scores(x), atol=1e-5)
+    acts = np.concatenate([explainer.forwards.activations(x[i:i + 1])[None] for i in range(2)])
+    np.testing.assert_allclose(explainer.forwards.tail_scores(acts),
+                               explainer.forwards.scores(x), atol=1e-5)
     # Reading the whole shape is not only the batch size: no tail, and why.
     whole = write_bundle(batch_read_model(full_shape=True), tmp_path / "w", "feat")
     assert whole.manifest.tail is None and "read_shape" in whole.manifest.tail_missing
@@ -84,19 +95,20 @@ def test_split_default_model_writes_a_tail(tmp_path, default_explainer):
         "split", str(DEFAULT_BUNDLE / "model.onnx"), "--out", str(tmp_path / "b"),
         "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5"])
     assert result.exit_code == 0, result.output
-    split = Explainer(tmp_path / "b", provider="cpu")
-    assert split.tail is not None
+    split = Explainer(tmp_path / "b", Runtime(provider="cpu"))
+    assert split.forwards.tail is not None
     x = split.preprocess(SAMPLES / "coffee.png")[1]
-    acts = split.activations(x)[None]
-    np.testing.assert_allclose(split.tail_scores(acts), split.scores(x), rtol=1e-5, atol=1e-5)
+    acts = split.forwards.activations(x)[None]
+    np.testing.assert_allclose(split.forwards.tail_scores(acts), split.forwards.scores(x),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_shipped_bundle_has_its_tail(default_explainer):
     assert default_explainer.bundle.manifest.tail == "tail.onnx"
     x = default_explainer.preprocess(SAMPLES / "chelsea.png")[1]
-    acts = default_explainer.activations(x)[None]
-    np.testing.assert_allclose(default_explainer.tail_scores(acts),
-                               default_explainer.scores(x), rtol=1e-5, atol=1e-5)
+    acts = default_explainer.forwards.activations(x)[None]
+    np.testing.assert_allclose(default_explainer.forwards.tail_scores(acts),
+                               default_explainer.forwards.scores(x), rtol=1e-5, atol=1e-5)
 
 
 def test_format_1_bundle_still_loads_and_says_what_it_lacks(tiny_bundle):
@@ -109,7 +121,7 @@ def test_format_1_bundle_still_loads_and_says_what_it_lacks(tiny_bundle):
     old = Bundle.load(tiny_bundle.path)
     assert old.manifest.tail is None and "format 1 predates tail graphs" in (
         old.manifest.tail_missing)
-    assert Explainer(old, provider="cpu").explain(_image()).saliency.shape == (8, 8)
+    assert Explainer(old, Runtime(provider="cpu")).explain_one(_image()).saliency.shape == (8, 8)
     info = CliRunner().invoke(main, ["info", str(tiny_bundle.path)])
     assert "format 1 predates tail graphs" in info.output
 
@@ -131,8 +143,8 @@ def test_manifest_tail_key_is_validated(tiny_bundle, change, message):
 def test_reciprocam_matches_oracle_on_tiny(tiny, gaussian):
     image = _image()
     x = tiny.preprocess(image)[1]
-    acts = tiny.activations(x)
-    found = tiny.explain(image, [0, 1, 3], method="reciprocam", gaussian=gaussian)
+    acts = tiny.forwards.activations(x)
+    found = tiny.explain(image, [0, 1, 3], ReciproCam(gaussian=gaussian))
     for exp in found:
         want = oracles.reciprocam(acts, _head, exp.class_id, (8, 8), gaussian)
         np.testing.assert_allclose(exp.saliency_input, want, atol=1e-5)
@@ -142,8 +154,8 @@ def test_reciprocam_matches_oracle_on_tiny(tiny, gaussian):
 def test_ablationcam_matches_oracle_on_tiny(tiny):
     image = _image()
     x = tiny.preprocess(image)[1]
-    acts = tiny.activations(x)
-    clean = tiny.scores(x)[0]
+    acts = tiny.forwards.activations(x)
+    clean = tiny.forwards.scores(x)[0]
     found = tiny.explain(image, [0, 2], method="ablationcam")
     for exp in found:
         want = oracles.ablationcam(acts, _head, clean, exp.class_id, (8, 8))
@@ -155,7 +167,7 @@ def test_ablationcam_matches_oracle_on_tiny(tiny):
 def test_reciprocam_matches_oracle_on_default_bundle(default_explainer, default_tail):
     ex = default_explainer
     x = ex.preprocess(SAMPLES / "chelsea.png")[1]
-    acts = ex.activations(x)
+    acts = ex.forwards.activations(x)
     found = ex.explain(SAMPLES / "chelsea.png", [285, 281], method="reciprocam")
     for exp in found:
         want = oracles.reciprocam(acts, default_tail, exp.class_id, (224, 224))
@@ -166,8 +178,8 @@ def test_reciprocam_matches_oracle_on_default_bundle(default_explainer, default_
 def test_ablationcam_matches_oracle_on_default_bundle(default_explainer, default_tail):
     ex = default_explainer
     x = ex.preprocess(SAMPLES / "coffee.png")[1]
-    acts, clean = ex.activations(x), ex.scores(x)[0]
-    found = ex.explain(SAMPLES / "coffee.png", top_k=2, method="ablationcam")
+    acts, clean = ex.forwards.activations(x), ex.forwards.scores(x)[0]
+    found = ex.explain(SAMPLES / "coffee.png", TopK(2), "ablationcam")
     for exp in found:
         want = oracles.ablationcam(acts, default_tail, clean, exp.class_id, (224, 224))
         assert oracles.correlation(exp.saliency_input, want) > 0.9999
@@ -176,10 +188,10 @@ def test_ablationcam_matches_oracle_on_default_bundle(default_explainer, default
 
 @pytest.mark.parametrize("method", ["reciprocam", "ablationcam"])
 def test_batch_size_does_not_change_the_maps(default_explainer, method):
-    one = default_explainer.explain(SAMPLES / "coffee.png", [967, 504], method=method,
-                                    batch_size=1)
-    many = default_explainer.explain(SAMPLES / "coffee.png", [967, 504], method=method,
-                                     batch_size=64)
+    one = default_explainer.explain(SAMPLES / "coffee.png", [967, 504], method,
+                                    ExplainOptions(batch_size=1))
+    many = default_explainer.explain(SAMPLES / "coffee.png", [967, 504], method,
+                                     ExplainOptions(batch_size=64))
     for a, b in zip(one, many, strict=True):
         np.testing.assert_allclose(a.saliency, b.saliency, atol=1e-6)
         assert a.forwards == b.forwards
@@ -187,9 +199,9 @@ def test_batch_size_does_not_change_the_maps(default_explainer, method):
 
 def test_tail_methods_refuse_other_presets(tiny):
     with pytest.raises(ValueError, match="reciprocam has its own convention"):
-        tiny.explain(_image(), method="reciprocam", preset="torchcam")
+        tiny.explain(_image(), method=ReciproCam(preset="torchcam"))
     with pytest.raises(ValueError, match="gaussian applies to reciprocam only"):
-        tiny.explain(_image(), method="ablationcam", gaussian=True)
+        tiny.explain(_image(), method=method_from("ablationcam", gaussian=True))
 
 
 def test_cli_explains_with_reciprocam(tmp_path):
@@ -206,10 +218,12 @@ def test_tiny_tail_memory_is_bounded_by_the_batch(tmp_path):
     """ReciproCAM on a 2048-channel model holds one batch of activations, not h·w of them."""
     bundle = write_bundle(many_channels_model(), tmp_path / "wide", "feat",
                           preprocessing=TINY_PREP)
-    explainer = Explainer(bundle, provider="cpu")
+    explainer = Explainer(bundle, Runtime(provider="cpu"))
     seen: list[int] = []
-    real = explainer.tail_scores
-    explainer.tail_scores = lambda acts, prefix: (seen.append(acts.shape[0]), real(acts))[1]
-    explainer.explain(np.zeros((32, 32, 3), np.uint8) + 9, method="reciprocam", batch_size=5)
+    real = explainer.forwards.tail_scores
+    explainer.forwards.tail_scores = lambda acts, prefix: (seen.append(acts.shape[0]),
+                                                           real(acts))[1]
+    explainer.explain(np.zeros((32, 32, 3), np.uint8) + 9, method="reciprocam",
+                      options=ExplainOptions(batch_size=5))
     assert seen == [1, 5, 5, 5, 1]          # the unperturbed activations, then 16 positions
 

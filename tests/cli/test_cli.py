@@ -167,13 +167,13 @@ def test_export_command(runner, tmp_path):
 
 
 def test_contact_sheet_keeps_only_the_first_rows(tmp_path, tiny_bundle, monkeypatch):
-    from scorecam_onnx import Explainer, batch
+    from scorecam_onnx import Explainer, Runtime, batch
 
     monkeypatch.setattr(batch, "SHEET_ROWS", 2)
     for i in range(3):
         _png(tmp_path / f"{i}.png", seed=i)
     job = batch.ExplainJob(inputs=[str(tmp_path / f"{i}.png") for i in range(3)],
                            out=tmp_path / "out", sheet=True)
-    results, _ = batch.explain_files(Explainer(tiny_bundle, provider="cpu"), job)
+    results, _ = batch.explain_files(Explainer(tiny_bundle, Runtime(provider="cpu")), job)
     assert [r.thumbnail is not None for r in results] == [True, True, False]
     assert all(r.summaries for r in results)

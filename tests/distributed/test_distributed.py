@@ -19,7 +19,7 @@ from builders import save, tiny_model
 from click.testing import CliRunner
 from conftest import DEFAULT_BUNDLE, SAMPLES, TINY_PREP
 
-from scorecam_onnx import Explainer
+from scorecam_onnx import Explainer, ExplainRequest, FasterScoreCam, Rise, Runtime
 from scorecam_onnx.bundle import open_model
 from scorecam_onnx.cli import main
 
@@ -50,17 +50,18 @@ def _images(folder: Path, count: int) -> list[Path]:
 
 
 def test_dataset_rows_and_files_equal_in_process_maps(cluster, tmp_path, tiny_bundle):
-    from scorecam_onnx.distributed import explain_dataset
+    from scorecam_onnx.distributed import RayPool, explain_dataset
 
     good = _images(tmp_path / "in", 20)
-    rows = explain_dataset(tmp_path / "in", tiny_bundle.path, actors=2, out=tmp_path / "out",
-                           images_per_task=3).take_all()
+    rows = explain_dataset(tmp_path / "in", tiny_bundle.path,
+                           pool=RayPool(actors=2, images_per_task=3),
+                           out=tmp_path / "out").take_all()
     assert len(rows) == 23
     by_name = {r["name"]: r for r in rows}
-    local = Explainer(tiny_bundle, provider="cpu", threads=1)
+    local = Explainer(tiny_bundle, Runtime(provider="cpu", threads=1))
     for path in good:
         row = by_name[path.stem]
-        want = local.explain(path)
+        want = local.explain_one(path)
         assert row["error"] == "" and row["class_id"] == want.class_id
         assert np.asarray(row["saliency"]).tobytes() == want.saliency.tobytes()
         assert np.load(tmp_path / "out" / f"{path.stem}.npy").tobytes() == (
@@ -100,9 +101,9 @@ def test_rise_on_a_plain_model_runs_on_ray(cluster, tmp_path):
             "--samples", "24", "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25"]
     run = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "r"), "--ray"])
     assert run.exit_code == 0, run.output
-    local = Explainer(open_model(model, TINY_PREP), provider="cpu", threads=1)
+    local = Explainer(open_model(model, TINY_PREP), Runtime(provider="cpu", threads=1))
     for path in paths:
-        want = local.explain(path, method="rise", samples=24)
+        want = local.explain_one(path, method=Rise(samples=24))
         assert np.load(tmp_path / "r" / f"{path.stem}.npy").tobytes() == (
             want.saliency.tobytes())
 
@@ -121,7 +122,7 @@ def _actor_pids() -> list[int]:
 
 
 def test_killed_actor_is_restarted_and_nothing_is_lost_or_doubled(cluster, tmp_path):
-    from scorecam_onnx.distributed import explain_dataset
+    from scorecam_onnx.distributed import RayPool, explain_dataset
 
     folder, out = tmp_path / "in", tmp_path / "out"
     folder.mkdir()
@@ -129,8 +130,8 @@ def test_killed_actor_is_restarted_and_nothing_is_lost_or_doubled(cluster, tmp_p
     for i in range(20):
         cv2.imwrite(str(folder / f"cat{i:02d}.png"), image)
     rows: list[dict] = []
-    dataset = explain_dataset(folder, DEFAULT_BUNDLE, method="faster-scorecam", actors=2,
-                              out=out, images_per_task=2)
+    dataset = explain_dataset(folder, DEFAULT_BUNDLE, ExplainRequest(FasterScoreCam()),
+                              pool=RayPool(actors=2, images_per_task=2), out=out)
     worker = threading.Thread(target=lambda: rows.extend(dataset.iter_rows()))
     worker.start()
     deadline = time.monotonic() + 120
@@ -159,23 +160,24 @@ def _free_port() -> int:
 def test_serve_deployment_with_two_replicas_answers_v2(cluster, tiny_bundle):
     from ray import serve
 
-    from scorecam_onnx.distributed import deployment
+    from scorecam_onnx.serve.on_ray import deployment
 
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         app = deployment({"tiny": tiny_bundle.path}, num_replicas=2,
-                         ray_actor_options={"num_cpus": 0.5}, provider="cpu", threads=1)
+                         ray_actor_options={"num_cpus": 0.5},
+                         runtime=Runtime(provider="cpu", threads=1))
         serve.run(app, name="scorecam", route_prefix="/")
         status = serve.status().applications["scorecam"].deployments["scorecam"]
         assert sum(status.replica_states.values()) == 2
-        local = Explainer(tiny_bundle, provider="cpu", threads=1)
+        local = Explainer(tiny_bundle, Runtime(provider="cpu", threads=1))
         image = cv2.imencode(".png", RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8))[1]
         data = image.tobytes()
         body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
                             "data": [base64.b64encode(data).decode()]}],
                 "outputs": [{"name": "saliency"}, {"name": "class_id"}]}
-        want = local.explain(data)
+        want = local.explain_one(data)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
             for _ in range(6):
                 reply = client.post("/v2/models/tiny/infer", json=body)
@@ -195,7 +197,7 @@ def test_actors_send_their_forwards_to_a_served_model(cluster, tmp_path, tiny_bu
     statistics count the actors' forwards."""
     from triton_server import Triton, require_triton
 
-    from scorecam_onnx.distributed import explain_dataset
+    from scorecam_onnx.distributed import RayPool, explain_dataset
     from scorecam_onnx.triton import write_repository
 
     require_triton()
@@ -203,12 +205,13 @@ def test_actors_send_their_forwards_to_a_served_model(cluster, tmp_path, tiny_bu
     triton = Triton(tmp_path / "repo")
     try:
         good = _images(tmp_path / "in", 4)
-        rows = explain_dataset([str(p) for p in good], tiny_bundle.path, actors=1,
-                               method="faster-scorecam", channels=4,
-                               model_url=triton.url("tiny", "grpc")).take_all()
-        local = Explainer(tiny_bundle, provider="cpu", threads=1)
+        rows = explain_dataset([str(p) for p in good], tiny_bundle.path,
+                               ExplainRequest(FasterScoreCam(channels=4)),
+                               Runtime(threads=1, model_url=triton.url("tiny", "grpc")),
+                               RayPool(actors=1)).take_all()
+        local = Explainer(tiny_bundle, Runtime(provider="cpu", threads=1))
         for row, path in zip(sorted(rows, key=lambda r: r["name"]), good, strict=True):
-            want = local.explain(path, method="faster-scorecam", channels=4)
+            want = local.explain_one(path, method=FasterScoreCam(channels=4))
             assert row["error"] == "" and row["class_id"] == want.class_id
             assert float(np.abs(np.asarray(row["saliency"]) - want.saliency).max()) <= 1e-5
         stats = httpx.get(f"{triton.http}/v2/models/tiny/stats").json()["model_stats"][0]

@@ -10,18 +10,18 @@ import numpy as np
 from builders import many_channels_model
 from click.testing import CliRunner
 
-from scorecam_onnx import Explainer, write_bundle
+from scorecam_onnx import Explainer, ExplainOptions, Runtime, ScoreCam, write_bundle
 from scorecam_onnx.cli import main
 from scorecam_onnx.evaluation.bench import bench, floor_seconds, format_report, peak_numpy_mib
 
 
 def test_bench_report_on_the_tiny_bundle(tiny_bundle):
-    explainer = Explainer(tiny_bundle, provider="cpu", batch_size=2)
+    explainer = Explainer(tiny_bundle, Runtime(provider="cpu", batch_size=2))
     image = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     report = bench(explainer, image, presets=["paper", "torchcam"], repeats=2, sweep=(1, 4))
     assert [p.preset for p in report.presets] == ["paper", "torchcam"]
     for p in report.presets:
-        expected = explainer.explain(image, preset=p.preset)
+        expected = explainer.explain_one(image, method=ScoreCam(preset=p.preset))
         assert p.forwards == expected.forwards and p.masks_run == expected.masks
         assert p.channels == 5 and p.overhead > 0 and p.floor.median > 0
         assert p.scorecam.low <= p.scorecam.median <= p.scorecam.high
@@ -29,9 +29,9 @@ def test_bench_report_on_the_tiny_bundle(tiny_bundle):
     assert 0 < report.import_seconds < 30
     assert set(report.tail) == {"model forward", "reciprocam", "reciprocam --gaussian",
                                 "ablationcam"}
-    assert report.tail["reciprocam"]["forwards"] == 1 + 4 * 4 == explainer.explain(
+    assert report.tail["reciprocam"]["forwards"] == 1 + 4 * 4 == explainer.explain_one(
         image, method="reciprocam").forwards
-    assert report.tail["ablationcam"]["forwards"] == explainer.explain(
+    assert report.tail["ablationcam"]["forwards"] == explainer.explain_one(
         image, method="ablationcam").forwards
     paper = report.presets[0].scorecam.median
     for name in ("reciprocam", "ablationcam"):
@@ -42,20 +42,21 @@ def test_bench_report_on_the_tiny_bundle(tiny_bundle):
 
 
 def test_floor_runs_the_requested_forwards(tiny_bundle):
-    explainer = Explainer(tiny_bundle, provider="cpu")
+    explainer = Explainer(tiny_bundle, Runtime(provider="cpu"))
     calls = []
-    real = explainer.scores
-    explainer.scores = lambda batch: calls.append(len(batch)) or real(batch)
+    real = explainer.forwards.scores
+    explainer.forwards.scores = lambda batch: calls.append(len(batch)) or real(batch)
     floor_seconds(explainer, 11, 4)
     assert calls == [4, 4, 3]
 
 
 def test_memory_grows_with_the_batch_not_the_channels(tmp_path):
     bundle = write_bundle(many_channels_model(2048, 32), tmp_path / "wide", "feat")
-    explainer = Explainer(bundle, provider="cpu")
+    explainer = Explainer(bundle, Runtime(provider="cpu"))
     image = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     all_masked_mib = 2048 * 3 * 32 * 32 * 4 / 2**20        # 24 MiB if built at once
-    peaks = {b: peak_numpy_mib(lambda b=b: explainer.explain(image, batch_size=b))
+    peaks = {b: peak_numpy_mib(lambda b=b: explainer.explain(
+        image, options=ExplainOptions(batch_size=b)))
              for b in (4, 64)}
     per_input = 3 * 32 * 32 * 4 / 2**20
     assert peaks[4] < all_masked_mib / 8

@@ -10,9 +10,15 @@ import pytest
 from builders import quadrant_model
 from click.testing import CliRunner
 
-from scorecam_onnx import Explainer, metrics
+from scorecam_onnx import Explainer, Runtime, metrics
 from scorecam_onnx.cli import main
-from scorecam_onnx.evaluation.faithfulness import baseline_map, evaluate, plot_curves, write_report
+from scorecam_onnx.evaluation.faithfulness import (
+    EvaluationPlan,
+    baseline_map,
+    evaluate,
+    plot_curves,
+    write_report,
+)
 
 
 @pytest.fixture(scope="module")
@@ -109,10 +115,11 @@ def test_baselines():
 
 
 def test_evaluate_on_the_tiny_bundle(tiny_bundle, tmp_path):
-    explainer = Explainer(tiny_bundle, provider="cpu")
+    explainer = Explainer(tiny_bundle, Runtime(provider="cpu"))
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(2)]
-    report = evaluate(explainer, images, ["scorecam", "eigencam"], step_fraction=0.25,
+    report = evaluate(explainer, images,
+                      EvaluationPlan(methods=["scorecam", "eigencam"], step_fraction=0.25),
                       boxes=[[(0, 0, 4, 4)], None])
     assert [r.method for r in report.rows] == ["scorecam", "eigencam", "random", "center"]
     for row in report.rows:

@@ -14,9 +14,10 @@ import pytest
 from click.testing import CliRunner
 from conftest import ROOT
 
-from scorecam_onnx import Explainer
+from scorecam_onnx import Explainer, FasterScoreCam, Runtime
 from scorecam_onnx.cli import main
 from scorecam_onnx.evaluation import evaluate
+from scorecam_onnx.evaluation.faithfulness import EvaluationPlan
 from scorecam_onnx.evaluation.road import PERCENTILES, impute, road
 
 WEIGHT = {(dy, dx): (1 / 12 if dy and dx else 1 / 6)
@@ -90,7 +91,7 @@ def test_noise_is_seeded_and_of_the_given_scale():
 def test_road_on_a_model_equals_its_definition(default_explainer, chelsea):
     ex = default_explainer
     x = ex.preprocess(chelsea)[1]
-    cam = ex.explain(chelsea, method="faster-scorecam", channels=8).saliency_input
+    cam = ex.explain_one(chelsea, method=FasterScoreCam(channels=8)).saliency_input
     small = cv2.resize(cam, (40, 40), interpolation=cv2.INTER_AREA)
     x_small = cv2.resize(x[0].transpose(1, 2, 0), (40, 40),
                          interpolation=cv2.INTER_AREA).transpose(2, 0, 1)[None]
@@ -98,7 +99,7 @@ def test_road_on_a_model_equals_its_definition(default_explainer, chelsea):
     def probabilities(batch):                # the model on 56×56 inputs, resized up
         big = np.stack([cv2.resize(b.transpose(1, 2, 0), (224, 224)).transpose(2, 0, 1)
                         for b in batch])
-        return ex.probabilities(np.ascontiguousarray(big, dtype=np.float32))
+        return ex.forwards.probabilities(np.ascontiguousarray(big, dtype=np.float32))
 
     got = road(probabilities, np.ascontiguousarray(x_small), small, 285, noise=0.0)
     want = _oracle_road(probabilities, x_small, small, 285)
@@ -109,18 +110,18 @@ def test_road_on_a_model_equals_its_definition(default_explainer, chelsea):
 
 
 def test_evaluate_reports_road_when_asked(tiny_bundle, tmp_path):
-    ex = Explainer(tiny_bundle, provider="cpu")
+    ex = Explainer(tiny_bundle, Runtime(provider="cpu"))
     images = [np.random.default_rng(s).integers(0, 256, (8, 8, 3), dtype=np.uint8)
               for s in (1, 2)]
-    report = evaluate(ex, images, ["scorecam"], baselines=(), metrics=["average-drop", "road"],
-                      road_noise=0.0)
+    report = evaluate(ex, images, EvaluationPlan(methods=["scorecam"], baselines=(),
+                                                metrics=["average-drop", "road"], road_noise=0.0))
     (row,) = report.rows
     want = []
     for image in images:
         x = ex.preprocess(image)[1]
-        c = int(np.argmax(ex.probabilities(x)[0]))
-        cam = ex.explain(image, c).saliency_input
-        want.append(_oracle_road(ex.probabilities, x, cam, c))
+        c = int(np.argmax(ex.forwards.probabilities(x)[0]))
+        cam = ex.explain_one(image, c).saliency_input
+        want.append(_oracle_road(ex.forwards.probabilities, x, cam, c))
     assert row.road_morf == pytest.approx(np.mean([w["morf"] for w in want]), abs=1e-4)
     assert row.road_lerf == pytest.approx(np.mean([w["lerf"] for w in want]), abs=1e-4)
     assert row.deletion is None and row.deletion_curve == []

@@ -138,7 +138,7 @@ def test_several_layers_export_into_one_features_graph(tmp_path):
     cam's aggregation of the two layers computed from the hooked activations."""
     from oracles import correlation, grad_cam_layers
 
-    from scorecam_onnx import Explainer
+    from scorecam_onnx import Explainer, Runtime, ScoreCam
 
     net = small_net()
     report = export_bundle(_loaded(net), tmp_path / "b", layer=["relu1", "relu2"],
@@ -154,7 +154,7 @@ def test_several_layers_export_into_one_features_graph(tmp_path):
         (want,), _ = _captured(net, name, torch.from_numpy(x))
         (got,) = feats.run([spec.name], {m.input.name: x})
         np.testing.assert_allclose(got, want, atol=1e-5)
-    ex = Explainer(report.bundle, provider="cpu")
+    ex = Explainer(report.bundle, Runtime(provider="cpu"))
     image = np.random.default_rng(4).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     xi = ex.preprocess(image)[1]
     acts = [_captured(net, name, torch.from_numpy(xi))[0][0][0] for name in ("relu2", "relu1")]
@@ -164,7 +164,7 @@ def test_several_layers_export_into_one_features_graph(tmp_path):
             return net(torch.from_numpy(batch)).numpy()
 
     c = int(np.argmax(model(xi)[0]))
-    got = ex.explain(image, c, preset="pytorch-grad-cam")
+    got = ex.explain_one(image, c, ScoreCam(preset="pytorch-grad-cam"))
     want = grad_cam_layers(xi, acts, model, c)
     assert correlation(got.saliency_input, want) >= 0.9999
     assert float(np.abs(got.saliency_input - want).max()) <= 1e-4

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from conftest import SAMPLES
 from scorecam_onnx_export.zoos import hf_preprocessing
 
-from scorecam_onnx import Bundle, Explainer
+from scorecam_onnx import Bundle, Explainer, Runtime
 from scorecam_onnx.cli import main
 from scorecam_onnx.images import load_image, preprocess
 
@@ -123,18 +123,18 @@ def test_export_hf_folder(saved, tmp_path, kind):
         assert a.layout == "NCHW" and (a.channels, a.height, a.width) == (
             16, size // 8, size // 8), m.layer   # two stages: stride 8
     model = models[kind]
-    explainer = Explainer(bundle, provider="cpu")
+    explainer = Explainer(bundle, Runtime(provider="cpu"))
     x = explainer.preprocess(SAMPLES / "chelsea.png")[1]
     raw = _hooked(model, name, read_point or "output", x)
     acts = (raw[0, a.prefix:].reshape(a.height, a.width, a.channels).transpose(2, 0, 1)
             if a.layout == "NLC" else raw[0])
-    np.testing.assert_allclose(explainer.activations(x), acts, atol=1e-4)
+    np.testing.assert_allclose(explainer.forwards.activations(x), acts, atol=1e-4)
 
     def logits(batch: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return model(torch.from_numpy(np.ascontiguousarray(batch))).logits.numpy()
 
-    got = explainer.explain(SAMPLES / "chelsea.png", 3).saliency_input
+    got = explainer.explain_one(SAMPLES / "chelsea.png", 3).saliency_input
     np.testing.assert_allclose(got, oracles.paper(x, acts, logits, 3), atol=5e-3)
 
 

@@ -23,7 +23,7 @@ from torch_models import (
     token_mixer,
 )
 
-from scorecam_onnx import BundleError, Explainer, Preprocessing
+from scorecam_onnx import BundleError, Explainer, Preprocessing, Runtime
 from scorecam_onnx.bundle.tokens import map_layouts
 from scorecam_onnx.cli import main
 
@@ -62,19 +62,19 @@ def test_a_transformer_gets_the_input_of_its_last_blocks_first_norm(tmp_path):
                            preprocessing=Preprocessing(height=32, width=32))
     a = report.bundle.manifest.activation
     assert (a.layout, a.prefix, a.height, a.width, a.channels) == ("NLC", 1, 4, 4, 16)
-    explainer = Explainer(report.bundle, provider="cpu")
+    explainer = Explainer(report.bundle, Runtime(provider="cpu"))
     image = np.random.default_rng(3).integers(0, 256, (40, 48, 3), dtype=np.uint8)
     x = explainer.preprocess(image)[1]
     # the hooked input of blocks[-1].norm1, patch tokens as 16 channels of 4×4
     tokens = _block_input(model, model.blocks[-1].norm1, torch.from_numpy(x))
     acts = tokens[0, 1:].reshape(4, 4, 16).transpose(2, 0, 1)
-    np.testing.assert_allclose(explainer.activations(x), acts, atol=1e-5)
+    np.testing.assert_allclose(explainer.forwards.activations(x), acts, atol=1e-5)
 
     def logits(batch: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return model(torch.from_numpy(np.ascontiguousarray(batch))).numpy()
 
-    got = explainer.explain(image, 2).saliency_input
+    got = explainer.explain_one(image, 2).saliency_input
     np.testing.assert_allclose(got, oracles.paper(x, acts, logits, 2), atol=5e-3)
 
 

@@ -143,10 +143,10 @@ def test_provider_errors(monkeypatch, available, starts, name, message):
 def test_real_full_name_and_providers_command(tiny_bundle):
     from click.testing import CliRunner
 
-    from scorecam_onnx import Explainer
+    from scorecam_onnx import Explainer, Runtime
     from scorecam_onnx.cli import main
 
-    assert Explainer(tiny_bundle, provider="CPUExecutionProvider").provider == "cpu"
+    assert Explainer(tiny_bundle, Runtime(provider="CPUExecutionProvider")).provider == "cpu"
     listed = CliRunner().invoke(main, ["providers"])
     assert listed.exit_code == 0 and "cpu        CPUExecutionProvider" in listed.output
     refused = CliRunner().invoke(main, ["explain", "x.png", "--model", str(tiny_bundle.path),
@@ -175,7 +175,7 @@ def test_registered_plugin_library(tiny_bundle, tmp_path):
     import numpy as np
     from click.testing import CliRunner
 
-    from scorecam_onnx import Explainer
+    from scorecam_onnx import Explainer, Runtime
     from scorecam_onnx.cli import main
 
     plugin = pytest.importorskip("onnxruntime_ep_openvino") if not __import__("os").environ.get(
@@ -183,13 +183,13 @@ def test_registered_plugin_library(tiny_bundle, tmp_path):
     rt.register_provider_library("openvino_plugin", plugin.get_library_path())
     image = np.random.default_rng(2).integers(0, 256, (8, 8, 3), np.uint8)
     if rt.plugin_devices(plugin.get_ep_name()):
-        got = Explainer(tiny_bundle, provider="openvino").explain(image)
-        want = Explainer(tiny_bundle, provider="cpu").explain(image)
+        got = Explainer(tiny_bundle, Runtime(provider="openvino")).explain_one(image)
+        want = Explainer(tiny_bundle, Runtime(provider="cpu")).explain_one(image)
         assert np.abs(got.saliency - want.saliency).max() < 1e-4
     else:
         with pytest.raises(ProviderError, match="no registered provider library offers a "
                                                 "device for it"):
-            Explainer(tiny_bundle, provider="openvino")
+            Explainer(tiny_bundle, Runtime(provider="openvino"))
     bad = CliRunner().invoke(main, ["providers", "--provider-library",
                                     f"x={tmp_path / 'none.so'}"])
     assert bad.exit_code == 2 and "cannot register provider library" in bad.output

@@ -13,9 +13,10 @@ from click.testing import CliRunner
 from conftest import DEFAULT_BUNDLE, SAMPLES
 from triton_server import Triton, require_triton
 
-from scorecam_onnx import BundleError, Explainer, Preprocessing
+from scorecam_onnx import BundleError, Explainer, Preprocessing, Rise, Runtime, ScoreCam, TopK
 from scorecam_onnx.bundle import open_model
 from scorecam_onnx.cli import main
+from scorecam_onnx.request import request_from
 from scorecam_onnx.runners.remote import ModelUrl, RemoteError, RemoteRunner
 from scorecam_onnx.triton import write_repository
 
@@ -41,7 +42,7 @@ def triton(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local():
-    return Explainer(DEFAULT_BUNDLE, provider="cpu")
+    return Explainer(DEFAULT_BUNDLE, Runtime(provider="cpu"))
 
 
 def test_urls():
@@ -57,11 +58,11 @@ def test_urls():
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 @pytest.mark.parametrize("method", ["scorecam", "faster-scorecam", "reciprocam"])
 def test_maps_through_triton_equal_the_in_process_maps(triton, local, protocol, method):
-    remote = Explainer(DEFAULT_BUNDLE, provider="cpu", model_url=triton.url("classifier",
-                                                                            protocol))
-    assert remote.model.max_batch == MAX_BATCH and remote.batch_size == 64
-    got = remote.explain(SAMPLES / "chelsea.png", top_k=3, method=method)
-    want = local.explain(SAMPLES / "chelsea.png", top_k=3, method=method)
+    remote = Explainer(DEFAULT_BUNDLE, Runtime(provider="cpu",
+                                               model_url=triton.url("classifier", protocol)))
+    assert remote.forwards.model.max_batch == MAX_BATCH and remote.batch_size == 64
+    got = remote.explain(SAMPLES / "chelsea.png", TopK(3), method)
+    want = local.explain(SAMPLES / "chelsea.png", TopK(3), method)
     assert [g.class_id for g in got] == [w.class_id for w in want]
     for g, w in zip(got, want, strict=True):
         assert float(np.abs(g.saliency - w.saliency).max()) <= 1e-5
@@ -73,8 +74,8 @@ def test_batches_are_split_to_the_servers_maximum(triton):
     runner = RemoteRunner(triton.url("classifier"), in_flight=3)
     x = np.random.default_rng(0).standard_normal((40, 3, 224, 224)).astype(np.float32)
     (out,) = runner.run(["logits"], {"input": x})
-    local = Explainer(DEFAULT_BUNDLE, provider="cpu")
-    np.testing.assert_allclose(out, local.scores(x), atol=1e-4)
+    local = Explainer(DEFAULT_BUNDLE, Runtime(provider="cpu"))
+    np.testing.assert_allclose(out, local.forwards.scores(x), atol=1e-4)
     # 40 inputs in pieces of 16, 16 and 8 (none can join another within 16): 3 executions
     inferences, executions = (a - b for a, b in zip(_executions(triton), stats_before,
                                                     strict=True))
@@ -93,9 +94,9 @@ def test_a_model_that_does_not_match_the_bundle_is_one_line(tmp_path, tiny_bundl
     try:
         with pytest.raises(BundleError, match=r"input 'input' has shape N×3×8×8, but the "
                                               r"manifest says N×3×224×224"):
-            Explainer(DEFAULT_BUNDLE, provider="cpu", model_url=server.url("tiny"))
+            Explainer(DEFAULT_BUNDLE, Runtime(provider="cpu", model_url=server.url("tiny")))
         with pytest.raises(RemoteError, match="the model 'absent' is not ready"):
-            Explainer(DEFAULT_BUNDLE, provider="cpu", model_url=server.url("absent"))
+            Explainer(DEFAULT_BUNDLE, Runtime(provider="cpu", model_url=server.url("absent")))
     finally:
         server.stop()
 
@@ -115,14 +116,16 @@ def test_a_server_that_dies_mid_run_fails_each_image_and_writes_nothing(tmp_path
     require_triton()
     server = Triton(_repository(tmp_path / "repo"))
     try:
-        explainer = Explainer(DEFAULT_BUNDLE, provider="cpu", model_url=server.url("classifier"),
-                              remote_timeout=10)
+        explainer = Explainer(DEFAULT_BUNDLE, Runtime(provider="cpu",
+                                                      model_url=server.url("classifier"),
+                                                      remote_timeout=10))
         explainer.explain(SAMPLES / "coffee.png", method="faster-scorecam")   # works
     finally:
         server.stop()
     from scorecam_onnx.batch import ExplainJob, explain_files
 
-    job = ExplainJob(inputs=[str(SAMPLES)], out=tmp_path / "out", method="faster-scorecam")
+    job = ExplainJob(inputs=[str(SAMPLES)], out=tmp_path / "out",
+                     request=request_from(method="faster-scorecam"))
     results, problems = explain_files(explainer, job)
     assert not problems and len(results) == 2
     for item in results:
@@ -145,7 +148,7 @@ def test_serve_answers_502_when_the_predictor_is_gone(tmp_path):
         ok = server.client.post("/explain?model=lite0&method=faster-scorecam",
                                 content=image)
         assert ok.status_code == 200, ok.text
-        local = Explainer(DEFAULT_BUNDLE, provider="cpu").explain(
+        local = Explainer(DEFAULT_BUNDLE, Runtime(provider="cpu")).explain_one(
             SAMPLES / "chelsea.png", method="faster-scorecam")
         assert json.loads(ok.text)["class_id"] == local.class_id
         triton.stop()
@@ -164,7 +167,7 @@ def test_explain_command_with_model_url(triton, local, tmp_path):
                                        str(tmp_path), "--method", "faster-scorecam", "-q",
                                        "--model-url", triton.url("classifier", "grpc")])
     assert result.exit_code == 0, result.output
-    want = local.explain(SAMPLES / "chelsea.png", method="faster-scorecam").saliency
+    want = local.explain_one(SAMPLES / "chelsea.png", method="faster-scorecam").saliency
     assert float(np.abs(np.load(tmp_path / "chelsea.npy") - want).max()) <= 1e-5
     summary = json.loads((tmp_path / "chelsea.json").read_text())
     assert summary["provider"] == "remote"
@@ -174,11 +177,12 @@ def test_rise_on_a_plain_model_with_every_forward_remote(triton):
     """A model-only bundle whose forwards all go to Triton: nothing runs in process."""
     model = DEFAULT_BUNDLE / "model.onnx"
     prep = Preprocessing(mean=(0.5,) * 3, std=(0.5,) * 3)
-    remote = Explainer(open_model(model, prep), model_url=triton.url("classifier", "grpc"))
-    local = Explainer(open_model(model, prep), provider="cpu")
-    assert remote.features is None and remote.provider == "remote"
-    got = remote.explain(SAMPLES / "chelsea.png", method="rise", samples=96)
-    want = local.explain(SAMPLES / "chelsea.png", method="rise", samples=96)
+    remote = Explainer(open_model(model, prep),
+                       Runtime(model_url=triton.url("classifier", "grpc")))
+    local = Explainer(open_model(model, prep), Runtime(provider="cpu"))
+    assert remote.forwards.features is None and remote.provider == "remote"
+    got = remote.explain_one(SAMPLES / "chelsea.png", method=Rise(samples=96))
+    want = local.explain_one(SAMPLES / "chelsea.png", method=Rise(samples=96))
     assert got.class_id == want.class_id and got.forwards == want.forwards == 97
     assert float(np.abs(got.saliency - want.saliency).max()) <= 1e-5
 
@@ -190,16 +194,17 @@ def test_rise_on_a_plain_model_with_every_forward_remote(triton):
 ])
 def test_a_served_masked_scorer_gives_the_same_maps_for_a_fraction_of_the_bytes(
         triton, local, model, preset, maps_sent):
-    through = Explainer(DEFAULT_BUNDLE, provider="cpu", model_url=triton.url(model, "grpc"))
-    classifier = Explainer(DEFAULT_BUNDLE, provider="cpu",
-                           model_url=triton.url("classifier", "grpc"))
-    got = through.explain(SAMPLES / "coffee.png", top_k=2, preset=preset)
-    want = local.explain(SAMPLES / "coffee.png", top_k=2, preset=preset)
+    through = Explainer(DEFAULT_BUNDLE, Runtime(provider="cpu",
+                                                model_url=triton.url(model, "grpc")))
+    classifier = Explainer(DEFAULT_BUNDLE, Runtime(provider="cpu",
+                                                   model_url=triton.url("classifier", "grpc")))
+    got = through.explain(SAMPLES / "coffee.png", TopK(2), ScoreCam(preset=preset))
+    want = local.explain(SAMPLES / "coffee.png", TopK(2), ScoreCam(preset=preset))
     for g, w in zip(got, want, strict=True):
         assert g.class_id == w.class_id
         assert float(np.abs(g.saliency - w.saliency).max()) <= 1e-5
-    classifier.explain(SAMPLES / "coffee.png", top_k=2, preset=preset)
-    ratio = through.model.runner.sent_bytes / classifier.model.sent_bytes
+    classifier.explain(SAMPLES / "coffee.png", TopK(2), ScoreCam(preset=preset))
+    ratio = through.forwards.model.runner.sent_bytes / classifier.forwards.model.sent_bytes
     # maps: one image and 7×7 floats per mask, against 3×224×224 floats per mask
     assert (ratio <= 0.01) == maps_sent, ratio
 
@@ -244,12 +249,13 @@ def test_our_own_service_as_the_predictor(local, protocol):
         line = server.process.stdout.readline()
         grpc_address = line.split()[-1]
         base = (server.url.rstrip("/") if protocol == "http" else f"grpc://{grpc_address}")
-        remote = Explainer(DEFAULT_BUNDLE, provider="cpu",
-                           model_url=f"{base}/v2/models/efficientnet-lite0-classifier")
-        assert remote.model.max_batch == 0 and remote.model.input_names == ["input"]
+        remote = Explainer(DEFAULT_BUNDLE, Runtime(
+            provider="cpu", model_url=f"{base}/v2/models/efficientnet-lite0-classifier"))
+        model = remote.forwards.model
+        assert model.max_batch == 0 and model.input_names == ["input"]
         for method in ("faster-scorecam", "reciprocam"):
-            got = remote.explain(SAMPLES / "chelsea.png", top_k=2, method=method)
-            want = local.explain(SAMPLES / "chelsea.png", top_k=2, method=method)
+            got = remote.explain(SAMPLES / "chelsea.png", TopK(2), method)
+            want = local.explain(SAMPLES / "chelsea.png", TopK(2), method)
             for g, w in zip(got, want, strict=True):
                 assert g.class_id == w.class_id
                 assert float(np.abs(g.saliency - w.saliency).max()) <= 1e-5

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from serving import Server
 
-from scorecam_onnx import Explainer, write_bundle
+from scorecam_onnx import Explainer, Runtime, write_bundle
 
 pytestmark = pytest.mark.serve
 
@@ -166,7 +166,7 @@ def test_after_all_of_them_memory_is_bounded_and_a_good_request_is_right(server)
         _send(server, "/v2/models/tiny/infer", content=b"[" * 1000 + b"]" * 1000)
     assert _rss_mib(server) - rss < 50
     assert rss < 1500
-    want = Explainer(server.bundle, provider="cpu").explain(PNG)
+    want = Explainer(server.bundle, Runtime(provider="cpu")).explain_one(PNG)
     got = server.client.post("/explain", content=PNG).json()
     assert got["class_id"] == want.class_id
     saliency = np.frombuffer(base64.b64decode(got["saliency"]["b64"]), "<f4").reshape(

@@ -14,7 +14,7 @@ from conftest import DEFAULT_BUNDLE, SAMPLES
 from serving import Server
 from tritonclient.utils import InferenceServerException
 
-from scorecam_onnx import Explainer
+from scorecam_onnx import Explainer, Runtime, TopK
 
 pytestmark = pytest.mark.serve
 
@@ -40,7 +40,7 @@ def served():
 
 @pytest.fixture(scope="module")
 def local():
-    return Explainer(DEFAULT_BUNDLE, provider="cpu")
+    return Explainer(DEFAULT_BUNDLE, Runtime(provider="cpu"))
 
 
 def _image(*data: bytes) -> grpcclient.InferInput:
@@ -70,7 +70,7 @@ def test_maps_equal_the_in_process_maps(served, local, method):
     _, client = served
     result = client.infer(MODEL, [_image()], outputs=_outputs("saliency", "class_id", "score"),
                           parameters={"method": method, "top_k": 2})
-    want = local.explain(SAMPLES / "chelsea.png", top_k=2, method=method)
+    want = local.explain(SAMPLES / "chelsea.png", TopK(2), method)
     assert result.as_numpy("class_id").tolist() == [[w.class_id for w in want]]
     saliency = result.as_numpy("saliency")
     assert saliency.shape == (1, 2, 224, 224)
@@ -87,7 +87,7 @@ def test_probabilities_alone_run_no_masked_forward(served, local):
     assert result.as_numpy("probabilities").shape == (2, 1000)
     x = local.preprocess(SAMPLES / "chelsea.png")[1]
     np.testing.assert_allclose(result.as_numpy("probabilities")[0],
-                               local.probabilities(x)[0], atol=1e-6)
+                               local.forwards.probabilities(x)[0], atol=1e-6)
     assert server.metric("scorecam_forwards_total", model=MODEL) - before == 2
 
 
@@ -115,7 +115,7 @@ def test_bad_requests_get_status_codes_and_one_line(served, call, code, message)
 def test_a_cancelled_call_stops_its_work(served, local):
     server, client = served
     before = server.settled(MODEL)
-    full = local.explain(SAMPLES / "chelsea.png", method="scorecam").forwards   # SS-CAM: 35×
+    full = local.explain_one(SAMPLES / "chelsea.png", method="scorecam").forwards  # SS-CAM: 35×
     with pytest.raises(InferenceServerException) as err:
         client.infer(MODEL, [_image()], outputs=_outputs("saliency"),
                      parameters={"method": "sscam"}, client_timeout=0.8)

@@ -13,7 +13,7 @@ from conftest import DEFAULT_BUNDLE, ROOT, SAMPLES
 from serving import Server
 from triton_server import Triton, require_triton
 
-from scorecam_onnx import Explainer
+from scorecam_onnx import Explainer, Runtime
 from scorecam_onnx.cli import main
 from scorecam_onnx.cli.kserve import KServeFlags
 from scorecam_onnx.cli.serve import serve
@@ -87,7 +87,7 @@ def test_the_explainer_computes_through_the_predictor(triton, protocol):
         assert reply.status_code == 200, reply.text
         (explanation,) = reply.json()["explanations"]
         saliency = np.frombuffer(base64.b64decode(explanation["saliency"]["b64"]), np.float32)
-        want = Explainer(DEFAULT_BUNDLE, provider="cpu").explain(
+        want = Explainer(DEFAULT_BUNDLE, Runtime(provider="cpu")).explain_one(
             SAMPLES / "chelsea.png", method="faster-scorecam")
         assert explanation["class_id"] == want.class_id
         assert float(np.abs(saliency.reshape(want.saliency.shape) - want.saliency).max()) <= 1e-5

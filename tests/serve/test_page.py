@@ -85,7 +85,7 @@ def test_upload_shows_overlay_saliency_and_classes(browser, server, default_expl
     assert "forwards" in browser.find_element(By.ID, "stats").text
 
     # The saliency canvas shows the server's map in JET at the original size.
-    want = default_explainer.explain(SAMPLES / "chelsea.png", method="faster-scorecam")
+    want = default_explainer.explain_one(SAMPLES / "chelsea.png", method="faster-scorecam")
     size = browser.execute_script(
         "const c = document.getElementById('saliency'); return [c.height, c.width];")
     assert tuple(size) == want.saliency.shape
@@ -142,7 +142,7 @@ def test_a_phone_photo_gets_a_small_map_upsampled_on_the_canvas(browser, server,
     WebDriverWait(browser, 180).until(lambda d: d.find_element(
         By.TAG_NAME, "body").get_attribute("data-explained") == "1")
 
-    full = default_explainer.explain(path.read_bytes(), method="faster-scorecam").saliency
+    full = default_explainer.explain_one(path.read_bytes(), method="faster-scorecam").saliency
     want = cv2.resize(full, (512, 384), interpolation=cv2.INTER_AREA)
     size = browser.execute_script(
         "const c = document.getElementById('saliency'); return [c.height, c.width];")

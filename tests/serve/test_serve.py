@@ -17,7 +17,18 @@ from builders import save, tiny_model, webp_bomb
 from conftest import DEFAULT_BUNDLE, SAMPLES, TINY_PREP
 from serving import Server
 
-from scorecam_onnx import Explainer, load_image, overlay, write_bundle
+from scorecam_onnx import (
+    Explainer,
+    ExplainOptions,
+    FasterScoreCam,
+    Rise,
+    Runtime,
+    ScoreCam,
+    TopK,
+    load_image,
+    overlay,
+    write_bundle,
+)
 from scorecam_onnx.render import encode_png
 
 pytestmark = pytest.mark.serve
@@ -110,7 +121,7 @@ def test_v1_predict_matches_the_model(server, local):
     assert reply.status_code == 200
     predictions = reply.json()["predictions"]
     for data, p in zip((CHELSEA, COFFEE), predictions, strict=True):
-        probs = local.probabilities(local.preprocess(data)[1])[0]
+        probs = local.forwards.probabilities(local.preprocess(data)[1])[0]
         order = np.argsort(-probs)[:5]
         assert p["class_id"] == int(order[0])
         assert p["label"] == local.bundle.label(int(order[0]))
@@ -125,10 +136,10 @@ def test_v1_explain_maps_equal_in_process_maps(server, local):
     reply = server.client.post(f"/v1/models/{MODEL}:explain", json=body)
     assert reply.status_code == 200, reply.text
     first, second = reply.json()["explanations"]
-    want = local.explain(CHELSEA, method="faster-scorecam", channels=16)
+    want = local.explain_one(CHELSEA, method=FasterScoreCam(channels=16))
     assert first["class_id"] == want.class_id and first["forwards"] == want.forwards
     assert _saliency(first).tobytes() == want.saliency.tobytes()
-    pair = local.explain(CHELSEA, [281, 285], method="faster-scorecam", channels=16)
+    pair = local.explain(CHELSEA, [281, 285], FasterScoreCam(channels=16))
     assert [e["class_id"] for e in second] == [281, 285]
     for got, exp in zip(second, pair, strict=True):
         assert _saliency(got).tobytes() == exp.saliency.tobytes()
@@ -143,8 +154,8 @@ def test_a_plain_model_is_explained_with_rise_and_refuses_layer_methods(server, 
     assert reply.status_code == 200, reply.text
     (got,) = reply.json()["explanations"]
     with pytest.warns(UserWarning, match="assumed mean"):
-        local = Explainer(plain_path, provider="cpu")
-    want = local.explain(image, method="rise", samples=40)
+        local = Explainer(plain_path, Runtime(provider="cpu"))
+    want = local.explain_one(image, method=Rise(samples=40))
     assert got["class_id"] == want.class_id and got["forwards"] == 41
     assert _saliency(got).tobytes() == want.saliency.tobytes()
     refused = server.client.post("/v1/models/plain:explain", json={"instances": [{"b64": b64}]})
@@ -163,9 +174,10 @@ def test_smoothing_and_layers_through_v1(server, tiny_path):
                                json={"instances": [{"b64": b64}], "parameters": params})
     assert reply.status_code == 200, reply.text
     (got,) = reply.json()["explanations"]
-    want = Explainer(tiny_path, provider="cpu").explain(
-        image, preset="pytorch-grad-cam", aug_smooth=True, eigen_smooth=True, layers=["feat"],
-        fuse="max")
+    want = Explainer(tiny_path, Runtime(provider="cpu")).explain_one(
+        image, method=ScoreCam(preset="pytorch-grad-cam"),
+        options=ExplainOptions(aug_smooth=True, eigen_smooth=True, layers=("feat",),
+                               fuse="max"))
     assert got["forwards"] == want.forwards
     assert _saliency(got).tobytes() == want.saliency.tobytes()
 
@@ -179,7 +191,7 @@ def test_v2_infer_json_outputs_equal_in_process(server, local):
     result = reply.json()
     assert result["model_name"] == MODEL and result["id"] == "r1"
     out = {o["name"]: o for o in result["outputs"]}
-    exps = local.explain(CHELSEA, top_k=2, method="faster-scorecam", channels=8)
+    exps = local.explain(CHELSEA, TopK(2), FasterScoreCam(channels=8))
     assert out["class_id"]["shape"] == [1, 2]
     assert out["class_id"]["data"] == [e.class_id for e in exps]
     assert out["score"]["data"] == pytest.approx([e.score for e in exps], rel=1e-6)
@@ -187,7 +199,7 @@ def test_v2_infer_json_outputs_equal_in_process(server, local):
     assert saliency.shape == (1, 2, *exps[0].saliency_input.shape)
     for t, exp in enumerate(exps):
         assert saliency[0, t].tobytes() == exp.saliency_input.tobytes()
-    probs = local.probabilities(local.preprocess(CHELSEA)[1])
+    probs = local.forwards.probabilities(local.preprocess(CHELSEA)[1])
     assert np.asarray(out["probabilities"]["data"], np.float32).tobytes() == probs.astype(
         np.float32).tobytes()
 
@@ -206,14 +218,14 @@ def test_v2_stock_client_binary_round_trip(server, local):
     saliency = result.as_numpy("saliency")
     assert saliency.dtype == np.float32 and saliency.shape[:2] == (2, 1)
     for n, data in enumerate((CHELSEA, COFFEE)):
-        exp = local.explain(data, method="faster-scorecam", channels=8)
+        exp = local.explain_one(data, method=FasterScoreCam(channels=8))
         assert result.as_numpy("class_id")[n, 0] == exp.class_id
         assert saliency[n, 0].tobytes() == exp.saliency_input.tobytes()
     client.close()
 
 
 def test_v2_binary_output_on_request_parameter(server, tiny_path):
-    local = Explainer(tiny_path, provider="cpu")
+    local = Explainer(tiny_path, Runtime(provider="cpu"))
     img = np.random.default_rng(1).integers(0, 256, (8, 8, 3), np.uint8)
     data = encode_png(img)
     header = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
@@ -232,7 +244,7 @@ def test_v2_binary_output_on_request_parameter(server, tiny_path):
     assert out["name"] == "probabilities" and out["shape"] == [1, 4]
     assert out["parameters"]["binary_data_size"] == 16 == len(reply.content) - split
     got = np.frombuffer(reply.content[split:], "<f4")
-    want = local.probabilities(local.preprocess(data)[1])[0].astype(np.float32)
+    want = local.forwards.probabilities(local.preprocess(data)[1])[0].astype(np.float32)
     assert got.tobytes() == want.tobytes()
 
 
@@ -248,7 +260,7 @@ def test_probabilities_alone_run_no_masked_forward(server):
 
 # /explain ----------------------------------------------------------------------------------
 def test_explain_upload_raw_and_png(server, local):
-    want = local.explain(CHELSEA, method="faster-scorecam", channels=8)
+    want = local.explain_one(CHELSEA, method=FasterScoreCam(channels=8))
     query = {"model": MODEL, "method": "faster-scorecam", "channels": "8"}
     upload = server.client.post("/explain", params=query,
                                 files={"image": ("chelsea.png", CHELSEA, "image/png")})
@@ -268,7 +280,7 @@ def test_explain_upload_raw_and_png(server, local):
 
 
 def test_explain_maps_sized_for_their_clients(server, local):
-    want = local.explain(CHELSEA, method="faster-scorecam", channels=8)       # 451×300
+    want = local.explain_one(CHELSEA, method=FasterScoreCam(channels=8))       # 451×300
     query = {"model": MODEL, "method": "faster-scorecam", "channels": "8"}
 
     def ask(size, **extra):
@@ -394,7 +406,7 @@ def _wait_for(server: Server, running: int, waiting: int) -> None:
 
 def test_disconnect_stops_the_work(server, local):
     before = server.metric("scorecam_forwards_total", model=MODEL)
-    full = local.explain(CHELSEA, method="scorecam").forwards
+    full = local.explain_one(CHELSEA, method="scorecam").forwards
     with pytest.raises(httpx.ReadTimeout), httpx.Client(base_url=server.url) as client:
         client.post("/explain", params={"method": "sscam"}, content=CHELSEA, timeout=0.7)
     after = server.settled(MODEL)

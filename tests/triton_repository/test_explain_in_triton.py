@@ -20,10 +20,10 @@ from conftest import DEFAULT_BUNDLE, SAMPLES
 from triton_server import ENV, Triton, require_triton
 from tritonclient.utils import InferenceServerException
 
-from scorecam_onnx import Explainer
-from scorecam_onnx.classifier import MASKED_BATCH
+from scorecam_onnx import Class, Explainer, Runtime, TopK, method_from
 from scorecam_onnx.cli import main
 from scorecam_onnx.images import decode_image
+from scorecam_onnx.runtime import MASKED_BATCH
 from scorecam_onnx.triton import write_explainer, write_repository
 
 pytestmark = pytest.mark.triton
@@ -50,7 +50,7 @@ def triton(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local():
-    return Explainer(DEFAULT_BUNDLE, provider="cpu")
+    return Explainer(DEFAULT_BUNDLE, Runtime(provider="cpu"))
 
 
 def _client(triton, protocol):
@@ -81,8 +81,8 @@ def _stats(triton):
 def _want(local, image_bytes, method, top_k=None, target=None, preset=None):
     rgb = decode_image(image_bytes, "image")
     classes = None if target is None else [target]
-    return local.explain_list(rgb, classes, top_k or (None if classes else 1), method=method,
-                              preset=preset)
+    chosen = Class(classes) if classes else TopK(top_k or 1)
+    return local.explain(rgb, chosen, method_from(method, preset=preset))
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
@@ -97,7 +97,8 @@ def test_maps_from_triton_equal_the_in_process_maps(triton, local, protocol, met
     assert list(got["class_id"][0]) == [w.class_id for w in want]
     for j, w in enumerate(want):
         assert float(np.abs(got["saliency"][0, j] - w.saliency_input).max()) <= 1e-5
-    probabilities = local.probabilities(local.preprocess(decode_image(CHELSEA, "x"))[1])[0]
+    probabilities = local.forwards.probabilities(
+        local.preprocess(decode_image(CHELSEA, "x"))[1])[0]
     assert np.allclose(got["score"][0], probabilities[got["class_id"][0]], atol=1e-6)
     assert np.allclose(got["probabilities"][0], probabilities, atol=1e-6)
 

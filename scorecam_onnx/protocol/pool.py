@@ -13,8 +13,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from ..protocol.errors import ApiError
-from ..protocol.ticket import Cancelled, Ticket
+from .errors import ApiError
+from .ticket import Cancelled, Ticket
 
 T = TypeVar("T")
 

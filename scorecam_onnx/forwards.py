@@ -1,145 +1,61 @@
-"""A bundle's graphs as ONNX Runtime sessions: forwards in the manifest's layouts, with the
+"""A bundle's graphs as runners: forwards in the manifest's layouts, with the
 graphs' shapes checked against the manifest when they are opened."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .bundle import Bundle, open_bundle
+from .bundle import Bundle
 from .bundle.manifest import ActivationSpec
 from .cam.engine import Pipelined
-from .cam.fused import IMAGE, DeviceMasks, ServedMasks
+from .cam.fused import DeviceMasks, ServedMasks
 from .errors import BundleError
 from .metrics import softmax
-from .runners.ort import ACCELERATORS, OrtRunner, Runner
-
-# Masked inputs per model call when none is given: on the CPU provider the per-image time is
-# flat from 2 to 16 and rises beyond; on CUDA larger batches keep the device busy.
-DEFAULT_BATCH = {"cpu": 8, "cuda": 64, "remote": 64}
-# Maps per request to a served masked scorer: each request carries the image once, so larger
-# batches keep its share of the bytes small (256: under 1 % of sending masked images).
-MASKED_BATCH = 256
+from .options import no_layer
+from .runners.ort import Runner
 
 
-def default_bundle() -> Path:
-    """The EfficientNet-Lite0 bundle shipped with the package."""
-    from importlib.resources import files
-
-    return Path(str(files("scorecam_onnx_models") / "efficientnet-lite0"))
-
-
-class Classifier:
-    """A bundle's features, model and tail graphs opened on one execution provider.
+class Forwards:
+    """A bundle's features, model and tail graphs as runners: forwards in the engine's layouts.
 
     Every array in and out is in the engine's layouts (images N×3×H×W, activations K×h×w);
     the conversions to the graphs' own layouts (NHWC inputs or stages, tokens) happen here.
+    Built by `scorecam_onnx.runtime.open_forwards` from one `Runtime`.
 
-    Args:
-        bundle: a bundle folder (or a loaded `Bundle`), or a plain ``.onnx`` classifier (a
-            model-only bundle, ImageNet preprocessing assumed with a warning: `open_model`
-            takes other settings); default: the shipped EfficientNet-Lite0.
-        provider: "auto" (CUDA when it really starts, else CPU), or any execution provider
-            of this ONNX Runtime build by short name ("cpu", "cuda", "openvino", "tensorrt",
-            "dml", "coreml", "qnn"…) or full name.
-        provider_options: options for that provider (e.g. {"device_type": "GPU"}).
-        batch_size: masked inputs per model call; default per provider (8 on CPU, 64 on CUDA).
-        threads: ONNX Runtime intra-op threads (0: one per physical core).
-        device_masks: build masked inputs inside ONNX Runtime (only low-resolution maps are
-            sent, only scores come back). Default: on for CUDA, off for CPU.
-        model_url: send the full-model forwards (the unmasked one and every masked batch) to
-            this model served over the Open Inference Protocol, `http(s)://` or
-            `grpc(s)://HOST:PORT/v2/models/NAME[/versions/V]` (extra ``remote``); the
-            features and tail graphs still run here.
-        remote_timeout: seconds a remote request may take.
-        in_flight: batches kept on a served model at once (the next is built meanwhile).
-        runner: send the full-model forwards to this `Runner` instead (for instance one
-            over Triton's BLS): a classifier, or a masked scorer standing in for one.
-        masked_runners: served masked scorers (one per upsampling convention) that score
-            the low-resolution maps of their convention, so that only maps cross to them.
+    Attributes:
+        bundle: the bundle.
+        features, model, tail: the runners of its graphs (features and tail may be None).
+        batch_size: masked inputs per model call when a call gives none.
+        maps_scorer: scores low-resolution maps with the masking inside a graph (masks built
+            by ONNX Runtime on the device, or sent to served masked scorers), or None.
+        model_url: the served model the full-model forwards go to, if any.
     """
 
-    def __init__(
-        self,
-        bundle: str | Path | Bundle | None = None,
-        provider: str = "auto",
-        batch_size: int | None = None,
-        threads: int = 0,
-        device_masks: bool | None = None,
-        provider_options: dict[str, str] | None = None,
-        model_url: str | None = None,
-        remote_timeout: float = 60.0,
-        in_flight: int = 2,
-        runner: Runner | None = None,
-        masked_runners: Sequence[Runner] = (),
-    ) -> None:
-        if model_url and runner is not None:
-            raise ValueError("give either model_url or runner, not both")
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.bundle = open_bundle(bundle if bundle is not None else default_bundle())
-        m = self.bundle.manifest
-        options = provider_options
-        self.model: Runner
-        if model_url:
-            from .runners.remote import RemoteRunner
-
-            runner = RemoteRunner(model_url, remote_timeout, in_flight)
-        features = self.bundle.features_path
-        self.features = OrtRunner(features, provider, threads, options) if features else None
-        if self.features is None and runner is None:
-            self.model = OrtRunner(self.bundle.model_path, provider, threads, options)
-        chosen = self.features.provider if self.features else (
-            provider if runner is not None else self.model.provider)
-        maps_size = (m.activation.height, m.activation.width) if m.activation else (0, 0)
-        if m.output.segmentation and masked_runners:
-            raise BundleError("masked scorers score class outputs; this bundle is a "
-                              "segmentation model")
-        if m.model_only and (masked_runners or (runner and IMAGE in runner.shapes("input"))):
-            raise BundleError("masked scorers score a layer's maps; a model-only bundle has "
-                              "no layer")
-        if runner is not None:
-            self.model = runner
-            if IMAGE in runner.shapes("input"):       # a served masked scorer
-                self.model = ServedMasks([runner], m.input.name, m.output.name, maps_size)
-        elif self.features is not None:
-            self.model = OrtRunner(self.bundle.model_path, chosen, threads, options)
-        if masked_runners and m.input.layout == "NHWC":
-            raise BundleError("masked scorers build NCHW images; this bundle's input is NHWC")
-        served = ServedMasks(masked_runners, m.input.name, m.output.name,
-                             maps_size) if masked_runners else None
-        tail = self.bundle.tail_path
-        self.tail = OrtRunner(tail, chosen, threads, options) if tail else None
-        self.provider = self.model.provider
+    def __init__(self, bundle: Bundle, features: Runner | None, model: Runner,
+                 tail: Runner | None, batch_size: int,
+                 maps_scorer: DeviceMasks | ServedMasks | None = None,
+                 model_url: str | None = None) -> None:
+        self.bundle = bundle
+        self.features, self.model, self.tail = features, model, tail
+        self.batch_size = batch_size
+        self.maps_scorer = maps_scorer
         self.model_url = model_url
-        if served is None and isinstance(self.model, ServedMasks):
-            served = self.model
-        if batch_size is None and served is not None:
-            batch_size = MASKED_BATCH
-        self.batch_size = batch_size or DEFAULT_BATCH.get(
-            self.provider, DEFAULT_BATCH["cuda" if self.provider in ACCELERATORS else "cpu"])
-        self._input = m.input
+        m = bundle.manifest
+        self.input = m.input
         self._nhwc_input = m.input.layout == "NHWC"
         self._nhwc_acts = m.activation is not None and m.activation.layout == "NHWC"
         self._tokens = m.activation is not None and m.activation.layout == "NLC"
-        self._check_shapes()
-        self._device: DeviceMasks | ServedMasks | None = served
-        if device_masks is None:
-            device_masks = self.provider == "cuda"
-        if device_masks and not (self._nhwc_input or self._nhwc_acts or runner or served
-                                 or m.model_only or m.output.segmentation):
-            cuda = self.provider == "cuda"
-            self._device = DeviceMasks(
-                self.bundle.model_path, m.input.name, m.output.name,
-                (m.input.height, m.input.width), self.provider, threads,
-                pad_to=self.batch_size if cuda else 0)
-        if self.provider == "cuda":
-            self._warm_up()
+        self.check_shapes()
 
-    def _warm_up(self) -> None:
+    @property
+    def provider(self) -> str:
+        """The execution provider of the full-model forwards ("remote" for a served one)."""
+        return self.model.provider
+
+    def warm_up(self) -> None:
         """Run every session once, at the shapes explaining uses, so that cuDNN's algorithm
         search is paid here and not on the first image."""
         m = self.bundle.manifest
@@ -147,13 +63,13 @@ class Classifier:
         if self.features is not None:
             self.activations(zeros)
         self.scores(zeros)
-        if self._device is not None and m.activation is not None:
+        if self.maps_scorer is not None and m.activation is not None:
             maps = np.zeros((self.batch_size, m.activation.height, m.activation.width),
                             np.float32)
             for align in (False, True):
-                self._device.bind(zeros, align)(maps)
+                self.maps_scorer.bind(zeros, align)(maps)
 
-    def _check_shapes(self) -> None:
+    def check_shapes(self) -> None:
         """Fail early when a graph's fixed dimensions contradict the manifest."""
         m = self.bundle.manifest
         image = (3, m.input.height, m.input.width)
@@ -208,7 +124,7 @@ class Classifier:
 
     def _model_feed(self, batch: NDArray[np.float32]) -> dict[str, NDArray[np.float32]]:
         feed = batch.transpose(0, 2, 3, 1) if self._nhwc_input else batch
-        return {self._input.name: np.ascontiguousarray(feed)}
+        return {self.input.name: np.ascontiguousarray(feed)}
 
     def _checked(self, out: NDArray[np.float32], n: int, graph: str = "the model"
                  ) -> NDArray[np.float32]:
@@ -256,7 +172,7 @@ class Classifier:
 
     def activations(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         """The target layer's activations (K×h×w) for one preprocessed NCHW input."""
-        return self._as_maps(self.raw_activations(x))
+        return self.as_maps(self.raw_activations(x))
 
     def raw_activations(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         """The features graph's raw output for one input (1×K×h×w, 1×h×w×K or 1×L×K)."""
@@ -264,7 +180,7 @@ class Classifier:
             raise BundleError(no_layer(self.bundle.path))
         feed = x.transpose(0, 2, 3, 1) if self._nhwc_input else x
         (acts,) = self.features.run([self.bundle.manifest.activation.name],
-                                    {self._input.name: np.ascontiguousarray(feed)})
+                                    {self.input.name: np.ascontiguousarray(feed)})
         return acts
 
     def layer_activations(self, x: NDArray[np.float32], layers: list[str] | None = None
@@ -277,11 +193,11 @@ class Classifier:
         chosen = [(name, a) for name, a in targets if layers is None or name in layers]
         feed = x.transpose(0, 2, 3, 1) if self._nhwc_input else x
         raws = self.features.run([a.name for _, a in chosen],
-                                 {self._input.name: np.ascontiguousarray(feed)})
-        return [(name, self._as_maps(raw, a), raw[0, :a.prefix] if a.layout == "NLC" else None)
+                                 {self.input.name: np.ascontiguousarray(feed)})
+        return [(name, self.as_maps(raw, a), raw[0, :a.prefix] if a.layout == "NLC" else None)
                 for (name, a), raw in zip(chosen, raws, strict=True)]
 
-    def _prefix(self, raw: NDArray[np.float32]) -> NDArray[np.float32] | None:
+    def prefix(self, raw: NDArray[np.float32]) -> NDArray[np.float32] | None:
         """The leading tokens (P×K) of a token activation, else None."""
         return raw[0, :self.bundle.manifest.activation.prefix] if self._tokens else None
 
@@ -298,7 +214,7 @@ class Classifier:
         lead = np.broadcast_to(prefix.astype(np.float32), (n, a.prefix, a.channels))
         return np.concatenate([lead, patches], axis=1)
 
-    def _as_maps(self, acts: NDArray[np.float32],
+    def as_maps(self, acts: NDArray[np.float32],
                  spec: ActivationSpec | None = None) -> NDArray[np.float32]:
         """K×h×w maps from the features graph's raw output (of the deepest layer, or the
         layer `spec` describes)."""
@@ -317,14 +233,6 @@ class Classifier:
                               f"{acts.shape[2]} activations, the manifest says "
                               f"{a.channels}×{a.height}×{a.width}")
         return np.ascontiguousarray(acts, dtype=np.float32)
-
-
-def no_layer(path: Path, method: str | None = None) -> str:
-    """Why a method that needs a target layer cannot run on a model-only bundle."""
-    who = f"{method} needs" if method else "this needs"
-    return (f"{who} a target layer, and {path} is a model-only bundle: cut the model with "
-            "`scorecam-onnx split MODEL.onnx --layer TENSOR --out DIR` (`scorecam-onnx layers "
-            "MODEL.onnx` lists the tensors), or use --method rise")
 
 
 def to_probabilities(out: NDArray[np.floating], kind: str) -> NDArray[np.float64]:

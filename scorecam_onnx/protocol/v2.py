@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..protocol.errors import ApiError
+from .errors import ApiError
 
 HEADER = "inference-header-content-length"
 INPUT = "image"
