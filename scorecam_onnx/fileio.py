@@ -14,30 +14,29 @@ from typing import IO
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write `path` through `write(file)` into a temporary sibling, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        os.chmod(tmp, file_mode())
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _sibling(path, f".{path.name}.", ".part") as (fd, _), os.fdopen(fd, "wb") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 @contextlib.contextmanager
 def staged_file(path: Path) -> Iterator[Path]:
     """A temporary sibling path (same suffix) to write, renamed onto `path` when the block
     succeeds and removed when it fails: for writers that want a file name (OpenCV's)."""
+    with _sibling(path, f".{path.stem}.", f".part{path.suffix}") as (fd, tmp):
+        os.close(fd)
+        yield tmp
+
+
+@contextlib.contextmanager
+def _sibling(path: Path, prefix: str, suffix: str) -> Iterator[tuple[int, Path]]:
+    """A new temporary file beside `path` (its descriptor, open, and its path), renamed onto
+    `path` with the mode a new file gets when the block succeeds, removed when it fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}",
-                               dir=path.parent)
-    os.close(fd)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     try:
-        yield Path(tmp)
+        yield fd, Path(tmp)
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:

@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from .bundle import Bundle
 from .bundle.manifest import ActivationSpec
 from .cam.engine import Pipelined
-from .cam.fused import DeviceMasks, ServedMasks
+from .cam.graph_masks import DeviceMasks, ServedMasks
 from .errors import BundleError
 from .metrics import softmax
 from .options import no_layer

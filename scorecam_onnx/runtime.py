@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .bundle import Bundle, open_bundle
-from .cam.fused import IMAGE, DeviceMasks, ServedMasks
+from .cam.graph_masks import IMAGE, DeviceMasks, ServedMasks
 from .errors import BundleError
 from .forwards import Forwards
 from .images import DEFAULT_MAX_PIXELS

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +35,17 @@ OUTPUT_KINDS = ("logits", "probabilities")
 SEGMENTATION_KEYS = ("height", "width", "background")
 
 
-@dataclass(frozen=True)
-class InputSpec:
-    """How an image becomes the model's input tensor.
+@dataclass(frozen=True, kw_only=True)
+class ImageConvention:
+    """How an image becomes input values, shared by `InputSpec` and the writer's settings.
 
     A pixel value v (uint8, in the colour order `color`) becomes ``(v * scale - mean) / std``
-    after the image is resized to ``height × width`` with OpenCV's `interpolation`: the whole
+    after the image is resized to the input size with OpenCV's `interpolation`: the whole
     image ("stretch"), or scaled to cover the size and cut at the centre ("crop"). A
     `crop_fraction` f below 1 resizes to the size ÷ f first and cuts the centre (timm's
     `crop_pct`, torchvision's crop ÷ resize size).
     """
 
-    name: str
-    height: int
-    width: int
     layout: str = "NCHW"
     color: str = "RGB"
     scale: float = 1.0 / 255.0
@@ -57,6 +54,20 @@ class InputSpec:
     resize: str = "stretch"
     interpolation: str = "area"
     crop_fraction: float = 1.0
+
+    def convention(self) -> dict[str, Any]:
+        """The convention's settings by name, to give another spec the same ones."""
+        return {f.name: getattr(self, f.name) for f in fields(ImageConvention)}
+
+
+@dataclass(frozen=True)
+class InputSpec(ImageConvention):
+    """The model's image input: its name, its ``height × width`` size, and the convention by
+    which an image becomes it (settings by keyword only)."""
+
+    name: str
+    height: int
+    width: int
 
 
 @dataclass(frozen=True)
@@ -160,8 +171,7 @@ class Manifest:
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "input": {**asdict(self.input), "mean": list(self.input.mean),
-                      "std": list(self.input.std)},
+            "input": _input_dict(self.input),
             "activation": asdict(first.activation) if first else None,
             "output": asdict(self.output),
             "layer": first.layer if first else None,
@@ -282,6 +292,12 @@ def _layers(root: _Reader, layer: str | None,
             or len({spec.layer for spec in found}) != len(found)):
         raise BundleError("manifest: a target layer or tensor is listed twice")
     return () if activation is None else tuple(found)
+
+
+def _input_dict(spec: InputSpec) -> dict[str, Any]:
+    """The input as JSON: its name and size, then its convention (mean and std as lists)."""
+    return {"name": spec.name, "height": spec.height, "width": spec.width,
+            **spec.convention(), "mean": list(spec.mean), "std": list(spec.std)}
 
 
 def _input(inp: _Reader) -> InputSpec:

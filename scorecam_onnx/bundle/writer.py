@@ -19,7 +19,15 @@ from ..fileio import sha256, staged_folder, write_text_atomic
 from ..runners.ort import build_session
 from . import graphs
 from .bundle import TAIL_NAME, WEIGHTS_NAME, Bundle
-from .manifest import MANIFEST_NAME, ActivationSpec, InputSpec, LayerSpec, Manifest, OutputSpec
+from .manifest import (
+    MANIFEST_NAME,
+    ActivationSpec,
+    ImageConvention,
+    InputSpec,
+    LayerSpec,
+    Manifest,
+    OutputSpec,
+)
 from .tokens import check_grid, infer_grid
 
 # Tensors below this size stay inside the graphs (shapes and small constants).
@@ -30,19 +38,12 @@ LABELS_NAME = "labels.txt"
 
 
 @dataclass(frozen=True)
-class Preprocessing:
-    """Input settings given by the user when a bundle is written (size taken from the graph)."""
+class Preprocessing(ImageConvention):
+    """Input settings given by the user when a bundle is written: the image convention (by
+    keyword), and a size that defaults to the graph's input size."""
 
     height: int | None = None
     width: int | None = None
-    layout: str = "NCHW"
-    color: str = "RGB"
-    scale: float = 1.0 / 255.0
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    interpolation: str = "area"
-    resize: str = "stretch"
-    crop_fraction: float = 1.0
 
 
 def write_bundle(
@@ -341,12 +342,9 @@ def _write_labels(folder: Path, labels: tuple[str, ...] | None, classes: int) ->
 
 
 def _input_spec(plan: _Plan) -> InputSpec:
-    prep = plan.prep
-    return InputSpec(
-        name=plan.input, height=plan.size[0], width=plan.size[1], layout=prep.layout,
-        color=prep.color, scale=prep.scale, mean=prep.mean, std=prep.std,
-        resize=prep.resize, interpolation=prep.interpolation, crop_fraction=prep.crop_fraction,
-    )
+    """The input as written: the plan's input name and size, in the user's convention."""
+    return InputSpec(name=plan.input, height=plan.size[0], width=plan.size[1],
+                     **plan.prep.convention())
 
 
 def _background(background: int | None, classes: int) -> int | None:

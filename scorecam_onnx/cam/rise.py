@@ -10,22 +10,16 @@ builds only its own and the map does not depend on the batch size.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from .engine import (
-    PAPER,
-    Attribution,
-    Preset,
-    Progress,
-    ScoreFn,
-    Scores,
-    _class_scores,
-    _min_max,
-    run_batches,
-)
+from .engine import PAPER, Attribution, Scores, _class_scores, _min_max, run_batches
+
+if TYPE_CHECKING:
+    from .engine import Preset, Progress, ScoreFn
 
 # Masks when none are given: on the shipped bundle the map of N masks correlated with the map
 # of 2N by 0.86, 0.82, 0.81 and 0.94 at N = 500, 1000, 2000 and 4000 (the paper uses 4000).

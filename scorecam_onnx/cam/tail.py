@@ -8,24 +8,17 @@ loop (`run_batches`); every class comes from the same forwards.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from numpy.typing import NDArray
 
 from ..metrics import softmax
-from .engine import (
-    GRADCAM,
-    PAPER,
-    Attribution,
-    Preset,
-    Progress,
-    ScoreFn,
-    Scores,
-    _min_max,
-    form_cam,
-    get_preset,
-    run_batches,
-)
+from .engine import GRADCAM, PAPER, Attribution, Scores, _min_max, form_cam, get_preset, run_batches
 from .interp import Resizer
+
+if TYPE_CHECKING:
+    from .engine import Preset, Progress, ScoreFn
 
 # The 3×3 kernel of ReciproCAM's Gaussian variant: [[1, 2, 1], [2, 4, 2], [1, 2, 1]] / 16.
 GAUSSIAN = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]).astype(np.float32) / np.float32(16.0)

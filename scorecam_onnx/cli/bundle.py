@@ -112,6 +112,13 @@ def token_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+# --background, for export and split: a segmentation model's class that is never explained.
+background_option: Decorator = click.option(
+    "--background", type=click.IntRange(min=0),
+    help="A segmentation model (N×C×H×W output): the background class, never chosen as the "
+         "one to explain.")
+
+
 def _read_labels(path: str | None) -> list[str] | None:
     if path is None:
         return None
@@ -133,9 +140,7 @@ def _read_labels(path: str | None) -> list[str] | None:
               help="Target module output (NAME, NAME#K for its K-th call) or input "
                    "(NAME:input); repeat it for a multi-layer bundle. Default: chosen from "
                    "the model's shapes.")
-@click.option("--background", type=click.IntRange(min=0),
-              help="A segmentation model (N×C×H×W output): the background class, never "
-                   "chosen as the one to explain.")
+@background_option
 @token_options
 @preprocessing_options
 def export(model_spec, weights, model_kwargs, weights_enum, layers, background, tokens,
@@ -183,9 +188,7 @@ def export(model_spec, weights, model_kwargs, weights_enum, layers, background, 
               help="No target layer: a model-only bundle (the classifier and its "
                    "preprocessing) for --method rise.")
 @click.option("--output", help="Class-score output name. Default: the graph's only output.")
-@click.option("--background", type=click.IntRange(min=0),
-              help="A segmentation model (N×C×H×W output): the background class, never "
-                   "chosen as the one to explain.")
+@background_option
 @token_options
 @preprocessing_options
 def split(onnx_file, layers, no_layer, output, background, tokens, activation_layout,
@@ -235,8 +238,8 @@ def _split_model_only(model, onnx_file: str, layer_given: object, output: str,
     assumed = [name for name, value in flags.items()
                if value is None and not (name == "input size" and fixed)]
     if assumed:
-        built = Preprocessing(m.input.height, m.input.width, m.input.layout, mean=m.input.mean,
-                              std=m.input.std, resize=m.input.resize)
+        built = Preprocessing(m.input.height, m.input.width, layout=m.input.layout,
+                              mean=m.input.mean, std=m.input.std, resize=m.input.resize)
         hint = "set them with --input-size, --mean, --std, --resize"
         click.echo(f"note: {assumed_line(onnx_file, built, assumed, hint)}", err=True)
     click.echo(f"wrote {out}: no layer (model only, for --method rise), "

@@ -13,7 +13,7 @@ from pathlib import Path
 import onnx
 
 from ..bundle import Bundle
-from ..cam.fused import IMAGE, maps_input, masked_scorer_graph
+from ..cam.graph_masks import IMAGE, maps_input, masked_scorer_graph
 from ..errors import BundleError
 from ..fileio import staged_folder, write_bytes_atomic
 from ..request import read_settings, request_from

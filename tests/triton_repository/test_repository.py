@@ -12,7 +12,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from scorecam_onnx import Bundle, BundleError, Preprocessing, write_bundle
-from scorecam_onnx.cam.fused import IMAGE, MAPS, MAPS_ALIGNED
+from scorecam_onnx.cam.graph_masks import IMAGE, MAPS, MAPS_ALIGNED
 from scorecam_onnx.cli import main
 from scorecam_onnx.triton import write_explainer, write_repository
 from scorecam_onnx.triton.bls import read_served_model

@@ -11,7 +11,7 @@ from builders import tiny_forward, tiny_model, tiny_weights
 from test_engine import _tiny_image
 
 from scorecam_onnx import Explainer, FasterScoreCam, Runtime, method_from
-from scorecam_onnx.cam.fused import IMAGE, maps_input, masked_scorer_graph
+from scorecam_onnx.cam.graph_masks import IMAGE, maps_input, masked_scorer_graph
 
 
 @pytest.mark.parametrize("align", [False, True])
