@@ -1,4 +1,4 @@
-"""Plain re-implementations of Score-CAM, written from SPEC §2.1 one step at a time.
+"""Plain re-implementations of Score-CAM, written from its definition one step at a time.
 
 They share no code with the engine: PyTorch does the interpolation, a loop does one channel
 at a time, and each preset follows its reference implementation's own order of operations.
