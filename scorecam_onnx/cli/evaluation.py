@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import fields
 from pathlib import Path
 
 import click
@@ -12,6 +12,7 @@ from ..errors import ScoreCamError
 from ..methods import METHODS, PRESETS
 from ..metrics import DEFAULT_METRICS, METRICS
 from ..options import ExplainOptions
+from ..request import ExplainRequest
 from .common import (
     StepBar,
     checked_request,
@@ -41,7 +42,7 @@ from .common import (
                    "extra) solves a sparse system per percentile and image.")
 @click.option("--road-noise", type=click.FloatRange(min=0), default=0.01, show_default=True,
               help="ROAD's imputation noise (seeded per image).")
-@setting_options(["aug_smooth", "eigen_smooth", "fuse"], {
+@setting_options([f.name for f in fields(ExplainOptions) if f.name != "batch_size"], {
     "aug_smooth": "Explain with aug_smooth (six times the forwards).",
     "eigen_smooth": "Explain with eigen_smooth (methods that weigh activations).",
     "fuse": "How a multi-layer bundle's maps are fused. Default: the preset's."})
@@ -62,10 +63,10 @@ def evaluate(inputs, model_dir, runtime, quiet, methods, baselines, boxes, step,
     box_list = _boxes_for(paths, boxes) if boxes else None
     explainer = Explainer(model_dir, runtime)
     requests = [request_of({**settings, "method": name}) for name in methods]
-    for request in requests:
-        checked_request(explainer, replace(request, options=ExplainOptions()))
     plan = EvaluationPlan([r.method for r in requests], BASELINES if baselines else (),
                           metric_names, step, road_noise, requests[0].options)
+    for _, method, options in plan.runs():        # each method as it will run, up front
+        checked_request(explainer, ExplainRequest(method, options=options))
     report, failed = _run_evaluation(explainer, paths, plan, box_list, quiet)
     written = write_report(report, Path(out))
     click.echo(report.markdown(), nl=False)
