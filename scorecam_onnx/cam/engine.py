@@ -222,13 +222,13 @@ class ScoreCam(Attribution):
         fused = maps_model is not None and self.perturbs_linearly
         jobs = self._jobs(x, activations)
         targets_arr = np.asarray(targets, dtype=np.int64)
-        clean = _class_scores(clean_output[None].astype(np.float64), targets_arr,
+        clean = class_scores(clean_output[None].astype(np.float64), targets_arr,
                               self.preset.score, output_kind, None)[0]
         sums = np.zeros((jobs.first.size, len(targets)), dtype=np.float64)
         counts = np.zeros((jobs.first.size, len(targets)), dtype=np.int64)
 
         def take(start: int, stop: int, out: NDArray[np.float64]) -> None:
-            scores = _class_scores(out, targets_arr, self.preset.score, output_kind, clean)
+            scores = class_scores(out, targets_arr, self.preset.score, output_kind, clean)
             # A non-finite score carries no information: that forward does not count.
             usable = np.isfinite(scores)
             np.add.at(sums, jobs.group_of[start:stop], np.where(usable, scores, 0.0))
@@ -392,7 +392,7 @@ def form_cam(activations: NDArray[np.float32], weights: NDArray[np.float32],
     if preset.name == PAPER:
         # Σ s_k·Up(A_k) = Up(Σ s_k·A_k): upsampling is linear.
         full = np.maximum(Resizer((h, w), size, align_corners=False)(summed), 0.0)
-        return _min_max(full)
+        return min_max_normalised(full)
     positive = np.maximum(summed, 0.0)
     if positive.max() <= 0.0 or positive.max() == positive.min():
         return np.zeros(size, dtype=np.float32), True
@@ -430,14 +430,15 @@ def _scale(cam: NDArray, epsilon: float) -> NDArray:
     return shifted / (epsilon + shifted.max())
 
 
-def _min_max(cam: NDArray[np.floating]) -> tuple[NDArray[np.float32], bool]:
+def min_max_normalised(cam: NDArray[np.floating]) -> tuple[NDArray[np.float32], bool]:
+    """The map scaled to [0, 1], and whether it was constant (then all zeros)."""
     low, high = float(cam.min()), float(cam.max())
     if not high > low:
         return np.zeros(cam.shape, dtype=np.float32), True
     return ((cam - low) / (high - low)).astype(np.float32), False
 
 
-def _class_scores(out: NDArray[np.float64], targets: NDArray[np.int64], kind: str,
+def class_scores(out: NDArray[np.float64], targets: NDArray[np.int64], kind: str,
                   output_kind: str, clean: NDArray[np.float64] | None) -> NDArray[np.float64]:
     """N×T scores of the requested kind from N×C model outputs (NaN where undefined)."""
     if kind == "probability":

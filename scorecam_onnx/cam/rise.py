@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from .engine import PAPER, Attribution, Scores, _class_scores, _min_max, run_batches
+from .engine import PAPER, Attribution, Scores, class_scores, min_max_normalised, run_batches
 
 if TYPE_CHECKING:
     from .engine import Preset, Progress, ScoreFn
@@ -77,7 +77,7 @@ class Rise(Attribution):
                 np.multiply(x[0], mask, out=inputs[i - start])
 
         def take(start: int, stop: int, out: NDArray[np.float64]) -> None:
-            scores = _class_scores(out, targets_arr, "probability", output_kind, None)
+            scores = class_scores(out, targets_arr, "probability", output_kind, None)
             scores = np.where(np.isfinite(scores), scores, 0.0)
             masks = np.stack([batch_masks.pop(i).ravel() for i in range(start, stop)])
             total[...] += scores.T @ masks
@@ -94,4 +94,4 @@ class Rise(Attribution):
             size: tuple[int, int], eigen: bool = False,
             layer_part: bool = False) -> tuple[NDArray[np.float32], bool]:
         """The map min-max normalised to [0, 1] (RISE's values are relative)."""
-        return _min_max(weights.reshape(size).astype(np.float64))
+        return min_max_normalised(weights.reshape(size).astype(np.float64))

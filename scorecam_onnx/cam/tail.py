@@ -14,7 +14,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..metrics import softmax
-from .engine import GRADCAM, PAPER, Attribution, Scores, _min_max, form_cam, get_preset, run_batches
+from .engine import (
+    GRADCAM,
+    PAPER,
+    Attribution,
+    Scores,
+    form_cam,
+    get_preset,
+    min_max_normalised,
+    run_batches,
+)
 from .interp import Resizer
 
 if TYPE_CHECKING:
@@ -125,7 +134,7 @@ class ReciproCam(TailCam):
             layer_part: bool = False) -> tuple[NDArray[np.float32], bool]:
         h, w = activations.shape[1:]
         scores = np.nan_to_num(weights.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        small, degenerate = _min_max(scores.reshape(h, w))
+        small, degenerate = min_max_normalised(scores.reshape(h, w))
         if degenerate:
             return np.zeros(size, dtype=np.float32), True
         full = Resizer((h, w), size, align_corners=False)(small.astype(np.float64))
