@@ -18,13 +18,14 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", "100000000")
 
 from .bundle import Bundle, Preprocessing, write_bundle
 from .errors import BundleError, ImageError, ProviderError, ScoreCamError
-from .explainer import Explainer, Explanation, default_bundle
+from .explainer import Detection, Explainer, Explanation, default_bundle
 from .images import load_image
 from .methods import (
     METHODS,
     PRESETS,
     AblationCam,
     ClusterScoreCam,
+    DRise,
     EigenCam,
     FasterScoreCam,
     ISCam,
@@ -39,7 +40,7 @@ from .options import ExplainOptions
 from .render import contact_sheet, heatmap, overlay
 from .request import ExplainRequest
 from .runtime import Runtime
-from .targets import Class, Region, Target, Top1, TopK
+from .targets import Box, Boxes, Class, Region, Target, Top1, TopK
 
 __version__ = package_version("scorecam-onnx")
 
@@ -47,10 +48,14 @@ __all__ = [
     "METHODS",
     "PRESETS",
     "AblationCam",
+    "Box",
+    "Boxes",
     "Bundle",
     "BundleError",
     "Class",
     "ClusterScoreCam",
+    "DRise",
+    "Detection",
     "EigenCam",
     "ExplainOptions",
     "ExplainRequest",

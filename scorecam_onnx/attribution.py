@@ -12,6 +12,8 @@ from numpy.typing import NDArray
 
 from .cam.engine import TORCHCAM, Progress, ScoreCam, ScoreFn, Scores
 from .cam.fusion import fuse, largest_grid
+from .detection import Detections
+from .detectors import DetectionTarget, detection_target, similarity_of
 from .forwards import Forwards, to_probabilities
 from .methods import Method
 from .segmentation import segmentation_target
@@ -43,6 +45,16 @@ class PassResult:
     weights: list[NDArray[np.float32]] = field(default_factory=list)
     cams: list[NDArray[np.float32]] = field(default_factory=list)
     degenerate: list[bool] = field(default_factory=list)
+    # A detector's: the detections explained (boxes in input pixels); the scorer's
+    # columns are then their positions, not class ids.
+    detections: Detections | None = None
+
+    @property
+    def columns(self) -> list[int]:
+        """The scorer's columns explained: the classes, or a detector's target positions."""
+        if self.detections is not None:
+            return list(range(len(self.detections)))
+        return self.classes
 
     def add(self, scores: Scores) -> None:
         """Count one scoring's forwards and time."""
@@ -63,6 +75,9 @@ class PassSettings:
     fusion: str
     eigen: bool
     region: NDArray[np.bool_] | None  # at the output's size (segmentation)
+    boxes: NDArray[np.float64] | None = None  # given boxes, in input pixels (a detector)
+    score_threshold: float = 0.25
+    max_detections: int = 10
 
 
 class ProgressOverRuns:
@@ -98,7 +113,7 @@ def run_pass(forwards: Forwards, x: NDArray[np.float32], target: Target,
     for group in shared_grids(layers, settings.method):
         acts = np.concatenate([layers[i].maps for i in group]) if len(group) > 1 else (
             layers[group[0]].maps)
-        scores = settings.engine.score(x, acts, scorer, found.classes, found.clean, kind,
+        scores = settings.engine.score(x, acts, scorer, found.columns, found.clean, kind,
                                        progress.next_run(),
                                        _maps_scorer(forwards, x, settings, acts))
         found.add(scores)
@@ -131,6 +146,8 @@ def _classes_and_scorer(forwards: Forwards, x: NDArray[np.float32], target: Targ
     """The classes explained with their scores, and the function scoring masked inputs
     (with the kind of scores it returns)."""
     manifest = forwards.bundle.manifest
+    if forwards.detector:
+        return _detections_and_scorer(forwards, x, target, settings, started)
     if manifest.output.segmentation:
         full = forwards.scores(x)[0]
         seg = segmentation_target(full, manifest.output, target, settings.region)
@@ -158,6 +175,22 @@ def _classes_and_scorer(forwards: Forwards, x: NDArray[np.float32], target: Targ
     found = PassResult(classes, clean, [float(probabilities[c]) for c in classes],
                        time.perf_counter() - started)
     return found, scorer, manifest.output.kind
+
+
+def _detections_and_scorer(forwards: Forwards, x: NDArray[np.float32], target: Target,
+                           settings: PassSettings, started: float
+                           ) -> tuple[PassResult, ScoreFn, str]:
+    """A detector's: the detections explained, and the scorer of masked inputs (its scores
+    taken as they are)."""
+    found = forwards.detections(x, settings.score_threshold)[0]
+    chosen = detection_target(found, target, settings.boxes, settings.max_detections,
+                              forwards.classes)
+    scoring = DetectionTarget(chosen, settings.score_threshold,
+                              similarity_of(settings.engine.preset.name))
+    result = PassResult([int(c) for c in chosen.labels], scoring.scores([found])[0],
+                        [float(s) for s in chosen.scores], time.perf_counter() - started,
+                        detections=chosen)
+    return result, scoring.scorer(forwards), "probabilities"
 
 
 def _maps_scorer(forwards: Forwards, x: NDArray[np.float32], settings: PassSettings,

@@ -12,18 +12,47 @@ from numpy.typing import NDArray
 
 from .attribution import PassResult, PassSettings, ProgressOverRuns, run_pass
 from .bundle import Bundle
+from .bundle.manifest import InputSpec
 from .cam.engine import Progress
 from .forwards import Forwards, to_probabilities
-from .images import ImageLike, load_image, preprocess, to_original
+from .images import (
+    ImageLike,
+    boxes_to_input,
+    boxes_to_original,
+    load_image,
+    preprocess,
+    to_original,
+)
 from .methods import Method
-from .options import ExplainOptions, check_request, chosen_layers
+from .options import DEFAULT_SCORE_THRESHOLD, ExplainOptions, check_request, chosen_layers
 from .request import ExplainRequest, as_request
 from .runners.ort import Runner
 from .runtime import Runtime, default_bundle, open_forwards
 from .segmentation import output_region, segmentation_target
-from .targets import Class, Region, Target, TopK, as_target
+from .targets import Box, Boxes, Class, Region, Target, TopK, as_target
 
-__all__ = ["Explainer", "Explanation", "default_bundle"]
+__all__ = ["Detection", "Explainer", "Explanation", "default_bundle"]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detection of an object detector on an image.
+
+    Attributes:
+        box: (x1, y1, x2, y2) in the original image's pixels.
+        score: the detection's score.
+        class_id, label: its class.
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    class_id: int
+    label: str
+
+    def summary(self) -> dict[str, object]:
+        """The JSON-ready detection."""
+        return {"box": [round(v, 2) for v in self.box], "score": self.score,
+                "class_id": self.class_id, "label": self.label}
 
 
 @dataclass(frozen=True)
@@ -45,6 +74,8 @@ class Explanation:
         seconds: timings (preprocess, features, masks, forwards, total).
         degenerate: the map was all-zero or constant (returned as zeros).
         nonfinite: the model returned NaN or Inf for some input (treated as 0).
+        box: a detector's explained box (x1, y1, x2, y2) in the original image's pixels;
+            `class_id`, `label` and `score` are then the detection's. None for a classifier.
     """
 
     saliency: NDArray[np.float32]
@@ -62,10 +93,12 @@ class Explanation:
     seconds: dict[str, float] = field(default_factory=dict)
     degenerate: bool = False
     nonfinite: bool = False
+    box: tuple[float, float, float, float] | None = None
 
     def summary(self) -> dict[str, object]:
         """The JSON-ready metadata of this explanation (no arrays)."""
-        return {
+        box = {} if self.box is None else {"box": [round(v, 2) for v in self.box]}
+        return {**box,
             "class_id": self.class_id, "label": self.label, "score": self.score,
             "method": self.method, "preset": self.preset, "provider": self.provider,
             "batch_size": self.batch_size, "forwards": self.forwards, "masks": self.masks,
@@ -184,7 +217,9 @@ class Explainer:
             mask, shape, self.forwards.input, self.bundle.manifest.output)
         return PassSettings(method, method.engine(batch),
                             chosen_layers(self.bundle.manifest, method, options.layers),
-                            options.fusion(method), options.eigen_smooth, region)
+                            options.fusion(method), options.eigen_smooth, region,
+                            _given_boxes(target, shape, self.forwards.input),
+                            options.score_threshold, options.max_detections)
 
     def _augmented(self, x: NDArray[np.float32], target: Target, first: PassResult,
                    settings: PassSettings, runs: ProgressOverRuns) -> list[PassResult]:
@@ -223,11 +258,34 @@ class Explainer:
                 batch_size=settings.engine.batch_size,
                 forwards=sum(1 + p.forwards for p in passes),
                 masks=sum(p.masks for p in passes), degenerate=degenerate,
-                nonfinite=any(p.nonfinite or not np.isfinite(p.clean).all() for p in passes)))
+                nonfinite=any(p.nonfinite or not np.isfinite(p.clean).all() for p in passes),
+                box=self._box(first, column, rgb.shape)))
         seconds["total"] = time.perf_counter() - started
         for result in results:
             result.seconds.update(seconds)
         return results
+
+    def _box(self, found: PassResult, column: int, shape: tuple[int, ...]
+             ) -> tuple[float, float, float, float] | None:
+        """A detector's explained box in the original image's pixels."""
+        if found.detections is None:
+            return None
+        box = boxes_to_original(found.detections.boxes[column], shape, self.forwards.input)[0]
+        return (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+
+    def detect(self, image: ImageLike, score_threshold: float = DEFAULT_SCORE_THRESHOLD
+               ) -> list[Detection]:
+        """A detector's detections on one image above `score_threshold`, best first, in the
+        image's pixels (one forward)."""
+        if not self.forwards.detector:
+            raise ValueError("detect is for object detectors; this bundle is not one")
+        ExplainOptions(score_threshold=score_threshold)          # checked as everywhere
+        rgb, x = self.preprocess(image)
+        found = self.forwards.detections(x, score_threshold)[0]
+        boxes = boxes_to_original(found.boxes, rgb.shape, self.forwards.input)
+        return [Detection((float(b[0]), float(b[1]), float(b[2]), float(b[3])),
+                          float(score), int(label), self.bundle.label(int(label)))
+                for b, score, label in zip(boxes, found.scores, found.labels, strict=True)]
 
     def _averaged(self, passes: list[PassResult], column: int
                   ) -> tuple[NDArray[np.float32], bool]:
@@ -263,6 +321,21 @@ class Explainer:
         probabilities = to_probabilities(output[None], manifest.output.kind)[0]
         classes = target.classes(output, manifest.output.classes)
         return classes, [float(probabilities[c]) for c in classes]
+
+
+def _given_boxes(target: Target, shape: tuple[int, ...], spec: InputSpec
+                 ) -> NDArray[np.float64] | None:
+    """The boxes a `Box` or `Boxes` target gives, in the model input's pixels; refused
+    when one lies outside the image."""
+    if not isinstance(target, Box | Boxes):
+        return None
+    items = target.items if isinstance(target, Boxes) else (target,)
+    for box in items:
+        x1, y1, x2, y2 = box.corners
+        if x1 < 0 or y1 < 0 or x2 > shape[1] or y2 > shape[0]:
+            raise ValueError(f"the box {x1:g},{y1:g},{x2:g},{y2:g} lies outside the "
+                             f"{shape[1]}×{shape[0]} image")
+    return boxes_to_input(np.asarray([b.corners for b in items]), shape, spec)
 
 
 # pytorch-grad-cam's aug_smooth passes, in its order: (horizontal flip, factor on the input).

@@ -12,6 +12,7 @@ from .bundle import Bundle
 from .bundle.manifest import ActivationSpec
 from .cam.engine import Pipelined
 from .cam.graph_masks import DeviceMasks, ServedMasks
+from .detection import Detections, decode
 from .errors import BundleError
 from .metrics import softmax
 from .options import no_layer
@@ -48,6 +49,9 @@ class Forwards:
         self._nhwc_input = m.input.layout == "NHWC"
         self._nhwc_acts = m.activation is not None and m.activation.layout == "NHWC"
         self._tokens = m.activation is not None and m.activation.layout == "NLC"
+        self.decoder = m.decoder
+        # torchvision detectors take one 3×H×W image per call (no batch axis)
+        self._unbatched = len(model.shapes("input").get(m.input.name) or ()) == 3
         self.check_shapes()
 
     @property
@@ -62,6 +66,9 @@ class Forwards:
         zeros = np.zeros((1, 3, m.input.height, m.input.width), np.float32)
         if self.features is not None:
             self.activations(zeros)
+        if self.decoder is not None:
+            self.detections(zeros, 1.0)
+            return
         self.scores(zeros)
         if self.maps_scorer is not None and m.activation is not None:
             maps = np.zeros((self.batch_size, m.activation.height, m.activation.width),
@@ -74,6 +81,9 @@ class Forwards:
         m = self.bundle.manifest
         image = (3, m.input.height, m.input.width)
         image = image[1:] + image[:1] if self._nhwc_input else image
+        if self.decoder is not None:
+            self._check_detector(image)
+            return
         checks: list[tuple[Runner, str, str, tuple[int, ...]]] = [
             (self.model, "input", m.input.name, image),
             (self.model, "output", m.output.name, self.output_shape),
@@ -99,6 +109,41 @@ class Forwards:
                 said = "×".join(str(d) for d in ("N", *want))
                 raise BundleError(
                     f"{runner.path}: {kind} {name!r} has shape {got}, but the manifest says {said}")
+
+    def _check_detector(self, image: tuple[int, ...]) -> None:
+        """A detector's graph has the manifest's input and the decoder's outputs."""
+        m = self.bundle.manifest
+        shape = self.model.shapes("input").get(m.input.name)
+        if shape is None:
+            raise BundleError(f"{self.model.path}: no input named {m.input.name!r} (manifest)")
+        fixed = [(g, w) for g, w in zip(shape[-3:], image, strict=False) if isinstance(g, int)]
+        if any(g != w for g, w in fixed):
+            raise BundleError(f"{self.model.path}: input {m.input.name!r} has shape "
+                              f"{'×'.join(map(str, shape))}, the manifest says "
+                              f"{'×'.join(map(str, image))}")
+        missing = [n for n in self.decoder.outputs if n not in self.model.shapes("output")]
+        if missing:
+            raise BundleError(f"{self.model.path}: no output named {missing[0]!r} (manifest)")
+
+    def detections(self, batch: NDArray[np.float32], threshold: float) -> list[Detections]:
+        """Each input's detections above `threshold` (boxes in input pixels, best first)."""
+        spec, names = self.decoder, list(self.decoder.outputs)
+        size = (self.input.height, self.input.width)
+        classes = self.bundle.manifest.output.classes
+        if self._unbatched:
+            return [decode(spec, self.model.run(names, {self.input.name: image}), classes,
+                           threshold, size)[0] for image in batch]
+        outputs = self.model.run(names, self._model_feed(batch))
+        found = decode(spec, outputs, classes, threshold, size)
+        if len(found) != batch.shape[0]:
+            raise BundleError(f"the detector returned {len(found)} images' outputs for "
+                              f"{batch.shape[0]} inputs")
+        return found
+
+    @property
+    def detector(self) -> bool:
+        """Whether the model is an object detector (its outputs decoded into boxes)."""
+        return self.decoder is not None
 
     @property
     def classes(self) -> int:
@@ -178,10 +223,8 @@ class Forwards:
         """The features graph's raw output for one input (1×K×h×w, 1×h×w×K or 1×L×K)."""
         if self.features is None or self.bundle.manifest.activation is None:
             raise BundleError(no_layer(self.bundle.path))
-        feed = x.transpose(0, 2, 3, 1) if self._nhwc_input else x
-        (acts,) = self.features.run([self.bundle.manifest.activation.name],
-                                    {self.input.name: np.ascontiguousarray(feed)})
-        return acts
+        (acts,) = self.features.run([self.bundle.manifest.activation.name], self._image_feed(x))
+        return acts[None] if self._unbatched else acts
 
     def layer_activations(self, x: NDArray[np.float32], layers: list[str] | None = None
                           ) -> list[tuple[str, NDArray[np.float32], NDArray[np.float32] | None]]:
@@ -191,11 +234,15 @@ class Forwards:
         if self.features is None or not targets:
             raise BundleError(no_layer(self.bundle.path))
         chosen = [(name, a) for name, a in targets if layers is None or name in layers]
-        feed = x.transpose(0, 2, 3, 1) if self._nhwc_input else x
-        raws = self.features.run([a.name for _, a in chosen],
-                                 {self.input.name: np.ascontiguousarray(feed)})
+        raws = self.features.run([a.name for _, a in chosen], self._image_feed(x))
+        raws = [raw[None] for raw in raws] if self._unbatched else raws
         return [(name, self.as_maps(raw, a), raw[0, :a.prefix] if a.layout == "NLC" else None)
                 for (name, a), raw in zip(chosen, raws, strict=True)]
+
+    def _image_feed(self, x: NDArray[np.float32]) -> dict[str, NDArray[np.float32]]:
+        """One input as the graphs take it (NHWC, or a single 3×H×W image)."""
+        feed = x.transpose(0, 2, 3, 1) if self._nhwc_input else x
+        return {self.input.name: np.ascontiguousarray(feed[0] if self._unbatched else feed)}
 
     def prefix(self, raw: NDArray[np.float32]) -> NDArray[np.float32] | None:
         """The leading tokens (P×K) of a token activation, else None."""

@@ -189,12 +189,18 @@ def _from_array(image: NDArray) -> NDArray[np.uint8]:
 
 def crop_box(shape: tuple[int, ...], spec: InputSpec) -> tuple[int, int, int, int]:
     """(scaled height, scaled width, top, left): the size the image is resized to, and where
-    the model's H×W input is cut from it.
+    the model's H×W input is cut from it (negative where the input pads it).
 
     "crop" scales the image to cover H×W (its shorter side fits), "stretch" to H×W itself;
-    a crop fraction f < 1 makes that H/f × W/f. The centre is cut out.
+    a crop fraction f < 1 makes that H/f × W/f. The centre is cut out. "letterbox" scales it
+    to fit inside H×W and centres it (YOLO's rounding: the padding before is the half
+    rounded after subtracting 0.1).
     """
     h, w = shape[:2]
+    if spec.resize == "letterbox":
+        ratio = min(spec.height / h, spec.width / w)
+        sh, sw = round(h * ratio), round(w * ratio)
+        return sh, sw, -round((spec.height - sh) / 2 - 0.1), -round((spec.width - sw) / 2 - 0.1)
     fraction = spec.crop_fraction
     if spec.resize == "crop":
         scale = max(spec.height / h, spec.width / w) / fraction
@@ -205,16 +211,30 @@ def crop_box(shape: tuple[int, ...], spec: InputSpec) -> tuple[int, int, int, in
     return sh, sw, (sh - spec.height) // 2, (sw - spec.width) // 2
 
 
+# The grey a letterboxed input is padded with (YOLO's), as a uint8 pixel value.
+LETTERBOX_GREY = 114
+
+
+def place(scaled: NDArray, spec: InputSpec, top: int, left: int, fill: float) -> NDArray:
+    """The model's H×W view of an image already resized: cut from it, or (letterbox) set on
+    a canvas of `fill`."""
+    if top >= 0 and left >= 0:
+        return scaled[top:top + spec.height, left:left + spec.width]
+    canvas = np.full((spec.height, spec.width, *scaled.shape[2:]), fill, scaled.dtype)
+    canvas[-top:-top + scaled.shape[0], -left:-left + scaled.shape[1]] = scaled
+    return canvas
+
+
 def preprocess(rgb: NDArray[np.uint8], spec: InputSpec) -> NDArray[np.float32]:
     """The model input (1×3×H×W, normalised) for an RGB uint8 image, per the manifest.
 
     Resize policy "stretch" resizes the whole image to H×W; "crop" scales it to cover H×W
-    and cuts out the centre (see `crop_box` for the crop fraction). The engine always works
-    in NCHW.
+    and cuts out the centre (see `crop_box` for the crop fraction); "letterbox" scales it to
+    fit and pads it with grey (114). The engine always works in NCHW.
     """
     sh, sw, top, left = crop_box(rgb.shape, spec)
     scaled_image = cv2.resize(rgb, (sw, sh), interpolation=_INTERPOLATION[spec.interpolation])
-    resized = scaled_image[top:top + spec.height, left:left + spec.width]
+    resized = place(scaled_image, spec, top, left, LETTERBOX_GREY)
     if spec.color == "BGR":
         resized = resized[..., ::-1]
     scaled = resized.astype(np.float32) * np.float32(spec.scale)
@@ -227,16 +247,46 @@ def to_original(saliency: NDArray[np.float32], shape: tuple[int, ...],
     """A map at the model input's resolution brought back onto the original image.
 
     Where the image was cut (the "crop" policy, a crop fraction below 1), the parts the model
-    did not see get 0.
+    did not see get 0; a letterbox's padding is dropped.
     """
     sh, sw, top, left = crop_box(shape, spec)
-    if (sh, sw) != (spec.height, spec.width):
+    if top < 0 or left < 0:
+        saliency = saliency[-top:-top + sh, -left:-left + sw]
+    elif (sh, sw) != (spec.height, spec.width):
         canvas = np.zeros((sh, sw), dtype=np.float32)
         canvas[top:top + spec.height, left:left + spec.width] = saliency
         saliency = canvas
     full = cv2.resize(saliency.astype(np.float32), (shape[1], shape[0]),
                       interpolation=cv2.INTER_LINEAR)
     return np.clip(full, 0.0, 1.0, out=full)              # in place: one full-size map
+
+
+def box_scales(shape: tuple[int, ...], spec: InputSpec) -> tuple[float, float, int, int]:
+    """(x scale, y scale, top, left): an image's pixel (x, y) is the input's
+    (x·sx − left, y·sy − top). A letterbox scales both axes by its one ratio."""
+    h, w = shape[:2]
+    sh, sw, top, left = crop_box(shape, spec)
+    if spec.resize == "letterbox":
+        ratio = min(spec.height / h, spec.width / w)
+        return ratio, ratio, top, left
+    return sw / w, sh / h, top, left
+
+
+def boxes_to_original(boxes: NDArray[np.floating], shape: tuple[int, ...],
+                      spec: InputSpec) -> NDArray[np.float64]:
+    """K×4 boxes (x1, y1, x2, y2) in input pixels as the original image's, clipped to it."""
+    sx, sy, top, left = box_scales(shape, spec)
+    offset, scale = np.array([left, top, left, top]), np.array([sx, sy, sx, sy])
+    out = (np.asarray(boxes, np.float64).reshape(-1, 4) + offset) / scale
+    return np.clip(out, 0.0, [shape[1], shape[0], shape[1], shape[0]])
+
+
+def boxes_to_input(boxes: NDArray[np.floating], shape: tuple[int, ...],
+                   spec: InputSpec) -> NDArray[np.float64]:
+    """K×4 boxes in the original image's pixels as the model input's."""
+    sx, sy, top, left = box_scales(shape, spec)
+    offset, scale = np.array([left, top, left, top]), np.array([sx, sy, sx, sy])
+    return np.asarray(boxes, np.float64).reshape(-1, 4) * scale - offset
 
 
 def read_file(path: Path) -> bytes:

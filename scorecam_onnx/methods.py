@@ -29,13 +29,14 @@ from typing import Any, ClassVar
 from .cam import engine as cam_engine
 from .cam import methods as cam_methods
 from .cam.engine import GRADCAM, PAPER, PRESETS, TORCHCAM, get_preset
-from .cam.rise import DEFAULT_MASKS
+from .cam.rise import DEFAULT_MASKS, DRISE_MASKS
 from .cam.rise import Rise as RiseEngine
 from .cam.tail import AblationCam as AblationEngine
 from .cam.tail import ReciproCam as ReciproEngine
 
 __all__ = [
-    "METHODS", "PRESETS", "AblationCam", "ActivationsOnly", "ClusterScoreCam", "EigenCam",
+    "METHODS", "PRESETS", "AblationCam", "ActivationsOnly", "ClusterScoreCam", "DRise",
+    "EigenCam",
     "FasterScoreCam", "ISCam", "InputMasks", "MaskedMaps", "Method", "ReciproCam", "Rise",
     "SSCam", "ScoreCam", "TailPerturbation", "as_method", "method_from",
 ]
@@ -69,6 +70,10 @@ class Method:
     # Masked inputs per call when the explainer's batch size is smaller (tail forwards are
     # cheap, so the per-call cost dominates): 0 keeps the explainer's.
     least_batch: ClassVar[int] = 0
+    # Whether it explains object detectors (it needs no class output or tail graph), and
+    # whether it explains nothing else.
+    on_detectors: ClassVar[bool] = True
+    detectors_only: ClassVar[bool] = False
 
     preset: str | None = None
 
@@ -103,6 +108,7 @@ class TailPerturbation(Method):
 
     needs_tail = True
     least_batch = 64
+    on_detectors = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -283,15 +289,35 @@ class Rise(InputMasks):
                           self.seed)
 
 
+@dataclass(frozen=True, kw_only=True)
+class DRise(Rise):
+    """D-RISE (Petsiuk et al. 2021): RISE's random masks on an object detector, each masked
+    input weighted by how well its detections still find the target detection (IoU × cosine
+    of the class vectors × objectness). Only the detector's input and outputs are needed.
+
+    Args:
+        samples: random masks (forwards). Default: 2000.
+        grid: cells per side of a mask. Default: 16 (the paper's).
+        p: the probability that a cell is kept. Default: 0.5 (the paper's).
+        seed: the masks' seed. Default: 0.
+    """
+
+    name: ClassVar[str] = "drise"
+    detectors_only: ClassVar[bool] = True
+    samples: int = DRISE_MASKS
+    grid: int = 16
+
+
 # The names of the command line and the service, in the order they are listed.
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
     ScoreCam, FasterScoreCam, ClusterScoreCam, SSCam, ISCam, EigenCam, ReciproCam,
-    AblationCam, Rise)}
+    AblationCam, Rise, DRise)}
 
 # Wire parameters of methods: parameter → {method name: the field it sets}.
 WIRE_PARAMETERS: dict[str, dict[str, str]] = {
     "channels": {"faster-scorecam": "channels", "cluster-scorecam": "clusters"},
-    "samples": {"sscam": "samples", "iscam": "samples", "rise": "samples"},
+    "samples": {"sscam": "samples", "iscam": "samples", "rise": "samples",
+                "drise": "samples"},
     "gaussian": {"reciprocam": "gaussian"},
 }
 # Wire parameters that must not be given to other methods (the others are ignored there).

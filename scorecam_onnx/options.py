@@ -12,12 +12,16 @@ from .bundle.manifest import Manifest
 from .cam.fusion import DEFAULT_FUSION, FUSIONS
 from .errors import BundleError
 from .methods import Method
-from .targets import Region, Target
+from .targets import Box, Boxes, Region, Target
 
 __all__ = ["ExplainOptions", "check_request", "no_layer"]
 
 # The largest batch a served request may ask for.
 MAX_BATCH = 1024
+# A detector's detections: those counted (ultralytics' predict default) and those explained.
+DEFAULT_SCORE_THRESHOLD = 0.25
+DEFAULT_MAX_DETECTIONS = 10
+MAX_DETECTIONS = 20           # detections per served request (each is a full-size map)
 
 
 def _setting(flag: str, kind: str, help: str, default: Any = None, **checks: Any
@@ -45,6 +49,10 @@ class ExplainOptions:
             them; the tail-graph methods use the deepest, where the tail graph starts.
         fuse: how several layers' maps become one: "mean" (pytorch-grad-cam's) or "max"
             (torch-cam's). Default: the preset's peer's ("mean" for the paper).
+        score_threshold: a detector's detections count above this score, on the unmasked
+            image (those explained) and on every masked one (those compared). Default: 0.25.
+        max_detections: a detector's detections explained at most when the target is the
+            default. Default: 10.
     """
 
     batch_size: int | None = field(default=None, metadata=_setting(
@@ -63,7 +71,21 @@ class ExplainOptions:
         "--fuse", "choice", "How several layers' maps are fused. Default: the preset's (max "
         "for torchcam, mean otherwise).", choices=FUSIONS))
 
+    score_threshold: float = field(default=DEFAULT_SCORE_THRESHOLD, metadata=_setting(
+        "--score-threshold", "fraction", "A detector: detections count above this score "
+        "(explained ones, and those of every masked input).", DEFAULT_SCORE_THRESHOLD))
+    max_detections: int = field(default=DEFAULT_MAX_DETECTIONS, metadata=_setting(
+        "--max-detections", "int", "A detector: the most detections explained (best "
+        "first) when no box, class or top-k is given.", DEFAULT_MAX_DETECTIONS, low=1,
+        ceiling=lambda values: MAX_DETECTIONS))
+
     def __post_init__(self) -> None:
+        if isinstance(self.score_threshold, bool) or not isinstance(
+                self.score_threshold, int | float) or not 0.0 <= self.score_threshold < 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1), got {self.score_threshold!r}")
+        if isinstance(self.max_detections, bool) or not isinstance(
+                self.max_detections, int) or self.max_detections < 1:
+            raise ValueError(f"max_detections must be at least 1, got {self.max_detections!r}")
         if self.batch_size is not None and (isinstance(self.batch_size, bool) or not
                                             isinstance(self.batch_size, int)
                                             or self.batch_size < 1):
@@ -106,6 +128,7 @@ def check_request(manifest: Manifest, path: Path, method: Method, target: Target
         raise ValueError(f"eigen_smooth applies to methods that weigh the activations, "
                          f"not {method.name}")
     _check_layers(manifest, method, options.layers)
+    _check_detector(manifest, method, target, options)
     _check_segmentation(manifest, method, target, options)
 
 
@@ -128,6 +151,27 @@ def _check_layers(manifest: Manifest, method: Method, layers: Sequence[str] | No
         if method.needs_tail and len(names) > 1 and list(layers) != names[:1]:
             raise ValueError(f"{method.name} perturbs the layer its tail graph starts from, "
                              f"the deepest: {names[0]}")
+
+
+def _check_detector(manifest: Manifest, method: Method, target: Target,
+                    options: ExplainOptions) -> None:
+    if manifest.decoder is None:
+        if isinstance(target, Box | Boxes) or method.detectors_only:
+            what = "a box" if isinstance(target, Box | Boxes) else method.name
+            raise ValueError(f"{what} is for object detectors; this bundle is not one")
+        return
+    if not method.on_detectors or options.aug_smooth:
+        what = "aug_smooth" if options.aug_smooth else method.name
+        raise ValueError(f"{what} does not explain object detectors (it needs a class "
+                         "output): use drise, scorecam (or its relatives) or eigencam")
+    if isinstance(target, Region):
+        raise ValueError("region is for segmentation models; this bundle is a detector")
+    boxes = target.items if isinstance(target, Boxes) else (
+        (target,) if isinstance(target, Box) else ())
+    for box in boxes:
+        if box.class_id is not None and box.class_id >= manifest.output.classes:
+            raise ValueError(f"class id {box.class_id} is out of range (0 to "
+                             f"{manifest.output.classes - 1})")
 
 
 def _check_segmentation(manifest: Manifest, method: Method, target: Target,

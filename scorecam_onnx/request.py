@@ -16,8 +16,8 @@ from typing import Any
 
 from .cam.engine import PRESETS
 from .methods import METHODS, WIRE_PARAMETERS, Method, as_method, method_from
-from .options import MAX_BATCH, ExplainOptions
-from .targets import Class, Region, Target, Top1, TopK, as_target
+from .options import MAX_BATCH, MAX_DETECTIONS, ExplainOptions
+from .targets import Box, Boxes, Class, Region, Target, Top1, TopK, as_target
 
 __all__ = ["MAX_BATCH", "SETTINGS", "ExplainRequest", "Setting", "SettingError", "read_settings",
            "request_from"]
@@ -138,14 +138,52 @@ def _mask(setting: Setting, value: Any, high: int | None = None) -> Any:
     return value          # decoded by the surface (a file, a base64 image): an H×W array
 
 
+def _fraction(setting: Setting, value: Any, high: int | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise SettingError(setting.name, f"expected a number in [0, 1), got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise SettingError(setting.name, f"expected a number in [0, 1), got {value!r}") from None
+    if not 0.0 <= number < 1.0:
+        raise SettingError(setting.name, f"must be in [0, 1), got {value!r}")
+    return number
+
+
+def _boxes(setting: Setting, value: Any, high: int | None = None) -> list[Box]:
+    """Boxes as "x1,y1,x2,y2[,class]" texts or lists of 4 or 5 numbers (one or several)."""
+    items = [value] if isinstance(value, str) or (
+        isinstance(value, list | tuple) and value and not isinstance(value[0], list | tuple
+                                                                     | str)) else value
+    if not isinstance(items, list | tuple) or not items:
+        raise SettingError(setting.name, "expected boxes as x1,y1,x2,y2[,class]")
+    if high is not None and len(items) > MAX_DETECTIONS:
+        raise SettingError(setting.name, f"at most {MAX_DETECTIONS} boxes per request")
+    return [_box(setting, item) for item in items]
+
+
+def _box(setting: Setting, item: Any) -> Box:
+    parts = item.split(",") if isinstance(item, str) else item
+    try:
+        numbers = [float(p) for p in parts] if isinstance(parts, list | tuple) else []
+    except (TypeError, ValueError):
+        numbers = []
+    if len(numbers) not in (4, 5) or (len(numbers) == 5 and not numbers[4].is_integer()):
+        raise SettingError(setting.name, f"expected x1,y1,x2,y2[,class], got {item!r}")
+    try:
+        return Box(*numbers[:4], class_id=int(numbers[4]) if len(numbers) == 5 else None)
+    except ValueError as exc:
+        raise SettingError(setting.name, str(exc)) from None
+
+
 _PARSERS: dict[str, Callable[[Setting, Any], Any]] = {
     "int": _int, "bool": _bool, "choice": _choice, "names": _names, "ids": _ids,
-    "mask": _mask,
+    "mask": _mask, "fraction": _fraction, "boxes": _boxes,
 }
 
 
 def _samples_ceiling(values: Mapping[str, Any]) -> int:
-    return MAX_RISE_MASKS if values.get("method") == "rise" else MAX_SAMPLES
+    return MAX_RISE_MASKS if values.get("method") in ("rise", "drise") else MAX_SAMPLES
 
 
 def _option_settings() -> list[Setting]:
@@ -164,7 +202,8 @@ SETTINGS: tuple[Setting, ...] = (
             low=1),
     Setting("samples", "--samples", "int",
             "Copies per mask for sscam (default 35) and iscam (default 10); random masks "
-            "for rise (default 4000).", low=1, ceiling=_samples_ceiling),
+            "for rise (default 4000) and drise (default 2000).", low=1,
+            ceiling=_samples_ceiling),
     Setting("gaussian", "--gaussian", "bool",
             "reciprocam: spread each position over its 3×3 neighbourhood.", False),
     Setting("target", "--class", "ids",
@@ -175,6 +214,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("region", "--region", "mask",
             "A segmentation model: explain the class over this mask image's non-zero "
             "pixels (the image's or the output's size). Default: its argmax pixels."),
+    Setting("box", "--box", "boxes",
+            "A detector: explain this box, x1,y1,x2,y2[,class] in the image's pixels "
+            "(repeatable). Default: the detections found.", repeat=True),
     Setting("background", "--background", "int",
             "A segmentation model: a class never chosen when no class is given. Default: "
             "the manifest's.", low=0),
@@ -225,15 +267,24 @@ def request_from(values: Mapping[str, Any] | None = None, **given: Any) -> Expla
 
 
 def target_from(values: Mapping[str, Any]) -> Target:
-    """The target of `target` (class ids), `top_k`, `region` and `background`."""
-    ids, top_k = values.get("target"), values.get("top_k")
+    """The target of `target` (class ids), `top_k`, `box`, `region` and `background`."""
+    ids, top_k, boxes = values.get("target"), values.get("top_k"), values.get("box")
     if ids is not None and top_k is not None:
         raise SettingError("target", "give either target or top_k, not both")
+    if boxes is not None:
+        if ids is not None or top_k is not None:
+            raise SettingError("box", "give either boxes or target/top_k, not both")
+        return boxes[0] if len(boxes) == 1 else Boxes(boxes)
     chosen = Class(ids) if ids is not None else TopK(top_k) if top_k is not None else Top1()
     region, background = values.get("region"), values.get("background")
     if region is None and background is None:
         return chosen
     return Region(region, chosen, background)
+
+
+def _box_text(box: Box) -> str:
+    corners = ",".join(f"{v:g}" for v in box.corners)
+    return corners if box.class_id is None else f"{corners},{box.class_id}"
 
 
 def as_request(method: Method | str | None = None,
@@ -255,6 +306,8 @@ def values_of(request: ExplainRequest) -> dict[str, Any]:
     chosen = t.of if isinstance(t, Region) else t
     if isinstance(t, Region):
         values.update(region=t.mask, background=t.background)
+    if isinstance(t, Box | Boxes):
+        values["box"] = [_box_text(b) for b in (t.items if isinstance(t, Boxes) else (t,))]
     if isinstance(chosen, Class):
         values["target"] = list(chosen.ids)
     elif isinstance(chosen, TopK):

@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from .bundle.manifest import InputSpec, OutputSpec
 from .forwards import to_probabilities
-from .images import crop_box
+from .images import crop_box, place
 from .targets import Class, Region, Target, TopK
 
 
@@ -108,5 +108,5 @@ def output_region(mask: NDArray, image_shape: tuple[int, ...], spec: InputSpec,
                          f"{size[0]}×{size[1]}")
     sh, sw, top, left = crop_box(binary.shape, spec)
     scaled = cv2.resize(binary, (sw, sh), interpolation=cv2.INTER_NEAREST)
-    at_input = scaled[top:top + spec.height, left:left + spec.width]
+    at_input = place(scaled, spec, top, left, 0)
     return cv2.resize(at_input, (size[1], size[0]), interpolation=cv2.INTER_NEAREST) > 0

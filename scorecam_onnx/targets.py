@@ -3,6 +3,10 @@
 A target chooses the classes explained from the model's output on the unmasked image:
 `Top1()` (the default), `TopK(k)`, `Class(ids)`. A segmentation model's target is a
 `Region`: the pixels each class is scored over and the class never chosen by itself.
+
+On an object detector the same targets choose detections of the unmasked image: `Top1()`
+every detection above the score threshold (at most `max_detections`), `TopK(k)` the k best,
+`Class(ids)` those of the classes. `Box` (or `Boxes`) explains given boxes instead.
 Methods never know which kind of target they score.
 """
 
@@ -14,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Class", "Region", "Target", "Top1", "TopK", "as_target"]
+__all__ = ["Box", "Boxes", "Class", "Region", "Target", "Top1", "TopK", "as_target"]
 
 
 class Target:
@@ -117,12 +121,66 @@ class Region(Target):
         return self.of.per_class
 
 
-def as_target(target: Target | int | Sequence[int] | None) -> Target:
-    """A target object from an object, a class id, a list of ids, or None (`Top1`)."""
+@dataclass(frozen=True)
+class Box(Target):
+    """A detector's box to explain, in the original image's pixels (x1, y1, x2, y2).
+
+    Args:
+        class_id: the class it is explained for. Default: the class of the unmasked image's
+            detection that overlaps it most.
+    """
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    class_id: int | None = None
+
+    def __post_init__(self) -> None:
+        corners = (self.x1, self.y1, self.x2, self.y2)
+        if not all(isinstance(v, int | float | np.number) and not isinstance(v, bool)
+                   and np.isfinite(v) for v in corners):
+            raise ValueError(f"a box is four finite numbers, got {corners!r}")
+        if not (self.x2 > self.x1 and self.y2 > self.y1):
+            raise ValueError(f"a box needs x2 > x1 and y2 > y1, got {corners!r}")
+        if self.class_id is not None and (isinstance(self.class_id, bool) or not isinstance(
+                self.class_id, int | np.integer) or self.class_id < 0):
+            raise ValueError(f"a box's class must be a class id, got {self.class_id!r}")
+
+    @property
+    def corners(self) -> tuple[float, float, float, float]:
+        """(x1, y1, x2, y2)."""
+        return (float(self.x1), float(self.y1), float(self.x2), float(self.y2))
+
+    def classes(self, output: NDArray[np.floating], count: int) -> list[int]:
+        raise ValueError("a box is a detector's target; this model is not a detector")
+
+
+@dataclass(frozen=True, init=False)
+class Boxes(Target):
+    """Several boxes of a detector, explained from the same forwards, in the order given."""
+
+    items: tuple[Box, ...]
+
+    def __init__(self, items: Sequence[Box]) -> None:
+        boxes = tuple(items)
+        if not boxes or not all(isinstance(b, Box) for b in boxes):
+            raise ValueError("Boxes takes one or more Box targets")
+        object.__setattr__(self, "items", boxes)
+
+    def classes(self, output: NDArray[np.floating], count: int) -> list[int]:
+        raise ValueError("a box is a detector's target; this model is not a detector")
+
+
+def as_target(target: Target | int | Sequence[int] | Sequence[Box] | None) -> Target:
+    """A target object from an object, a class id, a list of ids or boxes, or None
+    (`Top1`)."""
     if target is None:
         return Top1()
     if isinstance(target, Target):
         return target
+    if isinstance(target, list | tuple) and target and all(isinstance(t, Box) for t in target):
+        return Boxes(target)
     if isinstance(target, bool):
         raise TypeError(f"class ids must be integers, got {target!r}")
     return Class(target)

@@ -15,10 +15,11 @@ from typing import Any
 from ..errors import BundleError
 
 FORMAT = "scorecam-onnx-bundle"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 # Versions this release reads: 1 had no tail graph and no token activations; 2 always had a
-# target layer (3 allows none: a model-only bundle, for black-box methods).
-READABLE_VERSIONS = (1, 2, 3)
+# target layer (3 allows none: a model-only bundle, for black-box methods); 4 adds detectors
+# (a 'decoder') and the letterbox resize policy.
+READABLE_VERSIONS = (1, 2, 3, 4)
 NO_TAIL_IN_V1 = ("bundle format 1 predates tail graphs: export or split the model again to "
                  "add one")
 MANIFEST_NAME = "manifest.json"
@@ -28,7 +29,9 @@ LAYOUTS = ("NCHW", "NHWC")
 # patch tokens of an h×w grid in row-major order).
 ACTIVATION_LAYOUTS = (*LAYOUTS, "NLC")
 COLORS = ("RGB", "BGR")
-RESIZE_POLICIES = ("stretch", "crop")
+RESIZE_POLICIES = ("stretch", "crop", "letterbox")
+# Detector output layouts a decoder reads (see `DecoderSpec`).
+DECODERS = ("yolov8", "yolov5", "end2end", "torchvision", "detr")
 INTERPOLATIONS = ("area", "linear", "cubic", "nearest", "lanczos")
 OUTPUT_KINDS = ("logits", "probabilities")
 # Output keys of a segmentation model, which formats 1 and 2 did not have.
@@ -41,7 +44,8 @@ class ImageConvention:
 
     A pixel value v (uint8, in the colour order `color`) becomes ``(v * scale - mean) / std``
     after the image is resized to the input size with OpenCV's `interpolation`: the whole
-    image ("stretch"), or scaled to cover the size and cut at the centre ("crop"). A
+    image ("stretch"), scaled to cover the size and cut at the centre ("crop"), or scaled to
+    fit inside it and centred on a grey (114) canvas ("letterbox", YOLO's). A
     `crop_fraction` f below 1 resizes to the size ÷ f first and cuts the centre (timm's
     `crop_pct`, torchvision's crop ÷ resize size).
     """
@@ -119,6 +123,28 @@ class OutputSpec:
 
 
 @dataclass(frozen=True)
+class DecoderSpec:
+    """How a detector's outputs become detections (boxes in input pixels, scores, labels).
+
+    Attributes:
+        kind: the output layout: "yolov8" (N×(4+C)×A: cx, cy, w, h, C class scores),
+            "yolov5" (N×A×(5+C): cx, cy, w, h, objectness, C class scores), "end2end"
+            (N×K×6: x1, y1, x2, y2, score, class, after NMS), "torchvision" (boxes K×4,
+            labels K, scores K, one image per call) or "detr" (logits N×Q×(C+1), the last
+            "no object", and boxes N×Q×4 as normalised cx, cy, w, h).
+        outputs: the graph's output names, in the order the layout lists them.
+        iou: the IoU above which non-maximum suppression drops a box (raw YOLO heads).
+    """
+
+    kind: str
+    outputs: tuple[str, ...]
+    iou: float = 0.7
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Everything the engine needs to know about a bundle, besides the graphs themselves.
 
@@ -139,6 +165,8 @@ class Manifest:
     # The tail graph (activations → output), present when the cut is clean; otherwise why not.
     tail: str | None = None
     tail_missing: str | None = None
+    # A detector's decoder (None: a classifier or a segmentation model).
+    decoder: DecoderSpec | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -184,6 +212,9 @@ class Manifest:
             "tail": self.tail,
             "tail_missing": self.tail_missing,
             "more_layers": [asdict(spec) for spec in self.layers[1:]],
+            "decoder": None if self.decoder is None else {
+                "kind": self.decoder.kind, "outputs": list(self.decoder.outputs),
+                "iou": self.decoder.iou},
         }
 
     def dumps(self) -> str:
@@ -211,6 +242,7 @@ class Manifest:
             tail=root.get("tail", str, optional=True),
             tail_missing=root.get("tail_missing", str, optional=True),
             layers=_layers(root, layer, activation),
+            decoder=_decoder(root),
         )
         _check_output(manifest.output)
         return manifest
@@ -253,11 +285,13 @@ def upgrade(data: Any) -> dict[str, Any]:
         )
     if version == FORMAT_VERSION:
         return dict(data)
+    if version == 3:
+        return {**data, "format_version": FORMAT_VERSION, "decoder": None}
     # What the older format forbids is refused here, in the order the reader checks keys.
     root.child("input")
     output = root.child("output").data
     activation = root.get("activation", dict)
-    new = {**data, "format_version": FORMAT_VERSION, "more_layers": None,
+    new = {**data, "format_version": FORMAT_VERSION, "more_layers": None, "decoder": None,
            "output": {k: v for k, v in output.items() if k not in SEGMENTATION_KEYS}}
     if version == 1:
         new["activation"] = {**activation, "prefix": 0}
@@ -292,6 +326,20 @@ def _layers(root: _Reader, layer: str | None,
             or len({spec.layer for spec in found}) != len(found)):
         raise BundleError("manifest: a target layer or tensor is listed twice")
     return () if activation is None else tuple(found)
+
+
+def _decoder(root: _Reader) -> DecoderSpec | None:
+    """A detector's decoder, or None ('decoder' null or absent)."""
+    if root.data.get("decoder") is None:
+        return None
+    entry = root.child("decoder")
+    outputs = entry.get("outputs", list)
+    if not outputs or not all(isinstance(name, str) for name in outputs):
+        raise BundleError("manifest: 'decoder.outputs' must be a list of output names")
+    iou = entry.number("iou", positive=True)
+    if iou > 1:
+        raise BundleError(f"manifest: 'decoder.iou' must be at most 1, got {iou}")
+    return DecoderSpec(entry.choice("kind", DECODERS), tuple(outputs), iou)
 
 
 def _input_dict(spec: InputSpec) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from ..fileio import sha256, staged_folder, write_text_atomic
 from ..runners.ort import build_session
 from . import graphs
 from .bundle import WEIGHTS_NAME, Bundle
+from .detector import is_detector, open_detector
 from .manifest import MANIFEST_NAME, InputSpec, Manifest, OutputSpec
 from .writer import Preprocessing, output_kind, save_model_graph
 
@@ -62,14 +63,19 @@ def assumed_line(path: Path | str, prep: Preprocessing, assumed: list[str],
 
 def open_model(path: str | Path, preprocessing: Preprocessing | None = None,
                output: str | None = None, labels: list[str] | None = None,
-               quiet: bool = False) -> Bundle:
-    """A plain ONNX classifier as a model-only bundle, read in place (nothing is written).
+               quiet: bool = False, decoder: str | None = None) -> Bundle:
+    """A plain ONNX classifier or detector as a model-only bundle, read in place (nothing is
+    written).
 
     With no `preprocessing`, ImageNet's is assumed (the size from the graph when it is fixed,
-    else 224; the layout from the input's shape) and a warning says so unless `quiet`.
+    else 224; the layout from the input's shape) and a warning says so unless `quiet`. A
+    detector (several outputs, or one 3-D output, or a `decoder` given) gets its decoder and
+    its exporter's preprocessing (`detector.open_detector`).
     """
     path = Path(path)
     model = graphs.load_model(path, load_weights=False)
+    if decoder is not None or (output is None and is_detector(model)):
+        return open_detector(path, model, preprocessing, decoder, labels, quiet)
     image_input = graphs.single_input(model)
     output = output or graphs.only_output(model)
     batch = graphs.dims(image_input)[:1]
