@@ -156,20 +156,26 @@ def remove_stale_parts(out: Path) -> None:
 
 def write_outputs(out: Path, name: str, source: Path, rgb: NDArray[np.uint8],
                   explanations: list[Explanation], per_class: bool) -> None:
-    """Write overlay PNG, saliency NPY and JSON per class, then `<name>.json` last.
+    """Write overlay PNG, saliency NPY and JSON per class (for a detector, per detection:
+    `<name>.d<i>`, its box drawn on the overlay), then `<name>.json` last.
 
     Every file is written atomically; `<name>.json` appears only once the rest exist, so
     its presence marks a complete set (used by --skip-existing).
     """
+    detector = bool(explanations) and explanations[0].box is not None
+    per_class = per_class or detector
     entries = []
-    for exp in explanations:
-        base = f"{name}.c{exp.class_id}" if per_class else name
-        write_overlay_png(out / f"{base}.png", rgb, exp.saliency)
+    for index, exp in enumerate(explanations):
+        base = (f"{name}.d{index}" if detector else f"{name}.c{exp.class_id}") if per_class else (
+            name)
+        caption = f"{exp.label} {exp.score:.2f}" if detector else ""
+        write_overlay_png(out / f"{base}.png", rgb, exp.saliency, box=exp.box, caption=caption)
         write_atomic(out / f"{base}.npy", lambda handle, e=exp: np.save(handle, e.saliency))
         entry = {"image": str(source), **exp.summary(),
                  "files": {"overlay": f"{base}.png", "saliency": f"{base}.npy"}}
         if per_class:
             write_text_atomic(out / f"{base}.json", json.dumps(entry, indent=2) + "\n")
         entries.append(entry)
-    summary = entries[0] if not per_class else {"image": str(source), "classes": entries}
+    key = "detections" if detector else "classes"
+    summary = entries[0] if not per_class else {"image": str(source), key: entries}
     write_text_atomic(out / f"{name}.json", json.dumps(summary, indent=2) + "\n")

@@ -106,12 +106,12 @@ class ExplainOptions:
         return self.fuse or DEFAULT_FUSION[method.preset_name]
 
 
-def no_layer(path: Path, method: str | None = None) -> str:
+def no_layer(path: Path, method: str | None = None, detector: bool = False) -> str:
     """Why a method that needs a target layer cannot run on a model-only bundle."""
     who = f"{method} needs" if method else "this needs"
     return (f"{who} a target layer, and {path} is a model-only bundle: cut the model with "
             "`scorecam-onnx split MODEL.onnx --layer TENSOR --out DIR` (`scorecam-onnx layers "
-            "MODEL.onnx` lists the tensors), or use --method rise")
+            f"MODEL.onnx` lists the tensors), or use --method {'drise' if detector else 'rise'}")
 
 
 def check_request(manifest: Manifest, path: Path, method: Method, target: Target,
@@ -119,8 +119,9 @@ def check_request(manifest: Manifest, path: Path, method: Method, target: Target
     """Refuse what this bundle cannot run: a `BundleError` when the bundle lacks a graph the
     method needs, a `ValueError` for settings that do not fit it. Every surface calls this
     before any image."""
+    _check_detector(manifest, method, target, options)
     if method.needs_layer and manifest.model_only:
-        raise BundleError(no_layer(path, method.name))
+        raise BundleError(no_layer(path, method.name, manifest.decoder is not None))
     if method.needs_tail and manifest.tail is None:
         raise BundleError(f"{method.name} needs the bundle's tail graph (activations → "
                           f"output), and {path} has none: {manifest.tail_missing}")
@@ -128,7 +129,6 @@ def check_request(manifest: Manifest, path: Path, method: Method, target: Target
         raise ValueError(f"eigen_smooth applies to methods that weigh the activations, "
                          f"not {method.name}")
     _check_layers(manifest, method, options.layers)
-    _check_detector(manifest, method, target, options)
     _check_segmentation(manifest, method, target, options)
 
 

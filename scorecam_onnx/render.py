@@ -61,12 +61,38 @@ def overlay_png(image: NDArray[np.uint8], saliency: NDArray[np.floating],
 
 
 def write_overlay_png(path: Path, image: NDArray[np.uint8], saliency: NDArray[np.floating],
-                      alpha: float = 0.5) -> None:
-    """Write `overlay(image, saliency, alpha)` as a PNG file, atomically; the encoder streams
-    rows to the file, so no encoded copy is held in memory."""
+                      alpha: float = 0.5, box: tuple[float, float, float, float] | None = None,
+                      caption: str = "") -> None:
+    """Write `overlay(image, saliency, alpha)` as a PNG file, atomically, with a detection's
+    `box` and `caption` drawn on it when given; the encoder streams rows to the file, so no
+    encoded copy is held in memory."""
+    blended = _blend(image, saliency, alpha, bgr=True)
+    if box is not None:
+        draw_box(blended, box, caption)
     with staged_file(path) as staging:
-        if not cv2.imwrite(str(staging), _blend(image, saliency, alpha, bgr=True)):
+        if not cv2.imwrite(str(staging), blended):
             raise ValueError(f"{path}: PNG encoding failed")
+
+
+# A detection's box and caption: white on a dark outline, readable over any heatmap.
+BOX_COLOUR, OUTLINE = (255, 255, 255), (0, 0, 0)
+
+
+def draw_box(image: NDArray[np.uint8], box: tuple[float, float, float, float],
+             caption: str = "") -> NDArray[np.uint8]:
+    """Draw a box (x1, y1, x2, y2, in pixels) and its caption on `image`, in place."""
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    thick = max(1, round(min(image.shape[:2]) / 300))
+    cv2.rectangle(image, (x1, y1), (x2, y2), OUTLINE, thick + 2)
+    cv2.rectangle(image, (x1, y1), (x2, y2), BOX_COLOUR, thick)
+    if caption:
+        scale = 0.4 * thick
+        (w, h), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        top = y1 - h - base - 2 if y1 - h - base - 2 >= 0 else y1 + 1
+        cv2.rectangle(image, (x1, top), (x1 + w + 4, top + h + base + 2), OUTLINE, -1)
+        cv2.putText(image, caption, (x1 + 2, top + h + 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    BOX_COLOUR, thick, cv2.LINE_AA)
+    return image
 
 
 def _blend(image: NDArray[np.uint8], saliency: NDArray[np.floating], alpha: float,

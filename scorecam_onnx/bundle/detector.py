@@ -13,6 +13,7 @@ import ast
 import warnings
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -48,6 +49,15 @@ def is_detector(model: onnx.ModelProto) -> bool:
     """Whether a graph looks like a detector: several outputs, or one 3-D output."""
     outputs = model.graph.output
     return len(outputs) > 1 or (len(outputs) == 1 and len(graphs.dims(outputs[0])) == 3)
+
+
+def suggested_layer(model: onnx.ModelProto) -> str | None:
+    """The last backbone stage of a detector with a feature pyramid: the tensor the first
+    upsampling (Resize) reads, the coarsest map the neck starts from; None without one."""
+    for node in model.graph.node:
+        if node.op_type in ("Resize", "Upsample") and node.input:
+            return node.input[0]
+    return None
 
 
 def input_dims(model: onnx.ModelProto) -> tuple[int | str | None, ...]:
@@ -139,10 +149,16 @@ def _metadata_size(model: onnx.ModelProto) -> tuple[int, int] | None:
 
 
 def detector_preprocessing(model: onnx.ModelProto, kind: str,
-                           given: Preprocessing | None) -> tuple[Preprocessing, bool]:
+                           given: Preprocessing | None,
+                           overrides: dict[str, Any] | None = None
+                           ) -> tuple[Preprocessing, bool]:
     """The preprocessing given, or the exporter's for the layout (YOLO: letterbox, 0–1, no
-    mean or std; torchvision: stretched, 0–1; DETR: stretched, ImageNet's mean and std),
-    the size from the graph, its metadata or 640; and whether it was assumed."""
+    mean or std; torchvision: stretched, 0–1; DETR: stretched, ImageNet's mean and std)
+    with `overrides` (settings by name), the size from the graph, its metadata or 640; and
+    whether any of it was assumed."""
+    if overrides:
+        base, _ = detector_preprocessing(model, kind, None)
+        return detector_preprocessing(model, kind, replace(base, **overrides))
     dims = input_dims(model)
     fixed = dims[-2:] if all(isinstance(d, int) for d in dims[-2:]) else None
     if given is not None and given.height is not None:
@@ -160,11 +176,14 @@ def detector_preprocessing(model: onnx.ModelProto, kind: str,
 
 def open_detector(path: str | Path, model: onnx.ModelProto | None = None,
                   preprocessing: Preprocessing | None = None, decoder: str | None = None,
-                  labels: list[str] | None = None, quiet: bool = False) -> Bundle:
-    """A plain ONNX detector as a model-only bundle, read in place (nothing is written)."""
+                  labels: list[str] | None = None, quiet: bool = False,
+                  overrides: dict[str, Any] | None = None) -> Bundle:
+    """A plain ONNX detector as a model-only bundle, read in place (nothing is written):
+    `preprocessing` in full, or its exporter's with `overrides` (settings by name)."""
     path = Path(path)
     model = model or graphs.load_model(path, load_weights=False)
-    spec, classes, prep, labels = _describe(path, model, preprocessing, decoder, labels, quiet)
+    spec, classes, prep, labels = _describe(path, model, preprocessing, decoder, labels, quiet,
+                                            overrides)
     manifest = _manifest(graphs.single_input(model).name, prep, spec, classes, path.name,
                          weights=None, labels=None, layers=(),
                          source={"framework": "onnx", "model": path.name})
@@ -172,22 +191,29 @@ def open_detector(path: str | Path, model: onnx.ModelProto | None = None,
 
 
 def _describe(path: Path, model: onnx.ModelProto, preprocessing: Preprocessing | None,
-              decoder: str | None, labels: list[str] | None, quiet: bool
+              decoder: str | None, labels: list[str] | None, quiet: bool,
+              overrides: dict[str, Any] | None = None
               ) -> tuple[DecoderSpec, int, Preprocessing, list[str] | None]:
     """The decoder, classes, preprocessing and labels of a detector graph at `path`."""
     first, _ = probe_size(model)
     outputs = probe(path, model, first)
     spec, classes = recognise(outputs, decoder)
-    prep, assumed = detector_preprocessing(model, spec.kind, preprocessing)
+    prep, assumed = detector_preprocessing(model, spec.kind, preprocessing, overrides)
     labels = labels if labels is not None else metadata_labels(model)
     count = classes or (len(labels) if labels else REPORTED_CLASSES[spec.kind])
     if labels is not None and len(labels) != count:
         raise BundleError(f"{len(labels)} labels given for a detector with {count} classes")
     if assumed and not quiet:
-        warnings.warn(f"{path}: a {spec.kind} detector; assumed its exporter's preprocessing "
-                      f"({prep.resize} to {prep.height}×{prep.width}); set it with "
-                      "--input-size, --mean, --std, --resize", stacklevel=3)
+        warnings.warn(assumed_note(path, spec.kind, prep), stacklevel=3)
     return spec, count, prep, labels
+
+
+def assumed_note(path: Path | str, kind: str, prep: Preprocessing) -> str:
+    """The one line saying which preprocessing a plain detector was given."""
+    return (f"{path}: a {kind} detector; assumed its exporter's preprocessing ({prep.resize} "
+            f"to {prep.height}×{prep.width}, mean {','.join(f'{v:g}' for v in prep.mean)}, "
+            f"std {','.join(f'{v:g}' for v in prep.std)}); set it with --input-size, --mean, "
+            "--std, --resize")
 
 
 def probe_size(model: onnx.ModelProto) -> tuple[tuple[int, int], bool]:
@@ -200,15 +226,17 @@ def probe_size(model: onnx.ModelProto) -> tuple[tuple[int, int], bool]:
 
 def write_detector_bundle(model: onnx.ModelProto, path: Path, out_dir: str | Path,
                           tensors: list[str], names: list[str] | None = None,
-                          preprocessing: Preprocessing | None = None,
+                          overrides: dict[str, Any] | None = None,
                           decoder: str | None = None, labels: list[str] | None = None,
                           force: bool = False) -> Bundle:
     """Write a detector bundle: the whole detector, and a features graph at `tensors` (the
-    deepest first) when any are given. `model` has its weights loaded."""
+    deepest first) when any are given; its exporter's preprocessing with `overrides`
+    (settings by name). `model` has its weights loaded."""
     out = Path(out_dir)
     if out.exists() and not force:
         raise BundleError(f"{out}: already exists (use --force to replace it)")
-    spec, classes, prep, labels = _describe(path, model, preprocessing, decoder, labels, True)
+    spec, classes, prep, labels = _describe(path, model, None, decoder, labels, True,
+                                            overrides)
     image = graphs.single_input(model).name
     batched = len(input_dims(model)) == 4
     with staged_folder(out) as staging:

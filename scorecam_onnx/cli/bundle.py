@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from ..bundle import Bundle, Preprocessing
+from ..bundle.manifest import DECODERS, RESIZE_POLICIES
 from ..errors import ScoreCamError
 from ..explainer import default_bundle
 from .common import size_pair, triple
@@ -32,7 +33,7 @@ def preprocessing_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--interpolation", type=click.Choice(["area", "linear", "cubic",
                                                            "nearest"]),
                      default=None, help="How images are resized to the input. Default: area."),
-        click.option("--resize", type=click.Choice(["stretch", "crop"]), default=None,
+        click.option("--resize", type=click.Choice(RESIZE_POLICIES), default=None,
                      help="Whole image to the input size (stretch), or scaled to cover it "
                           "and cut at the centre (crop). Default: stretch."),
         click.option("--crop-fraction", type=click.FloatRange(0, 1, min_open=True),
@@ -113,6 +114,10 @@ def token_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # --background, for export and split: a segmentation model's class that is never explained.
+decoder_option: Decorator = click.option(
+    "--decoder", type=click.Choice(DECODERS), default=None,
+    help="A detector's output layout. Default: recognised from its outputs.")
+
 background_option: Decorator = click.option(
     "--background", type=click.IntRange(min=0),
     help="A segmentation model (N×C×H×W output): the background class, never chosen as the "
@@ -188,16 +193,26 @@ def export(model_spec, weights, model_kwargs, weights_enum, layers, background, 
               help="No target layer: a model-only bundle (the classifier and its "
                    "preprocessing) for --method rise.")
 @click.option("--output", help="Class-score output name. Default: the graph's only output.")
+@decoder_option
 @background_option
 @token_options
 @preprocessing_options
-def split(onnx_file, layers, no_layer, output, background, tokens, activation_layout,
+def split(onnx_file, layers, no_layer, output, decoder, background, tokens, activation_layout,
           input_size, mean, std, color, layout, interpolation, resize, crop_fraction, labels,
           out, force) -> None:
-    """Cut an existing ONNX classifier into a bundle (no PyTorch needed)."""
+    """Cut an existing ONNX classifier or object detector into a bundle (no PyTorch
+    needed)."""
     from ..bundle import graphs, write_bundle
+    from ..bundle.detector import is_detector
 
     model = graphs.load_model(Path(onnx_file))
+    if decoder is not None or (output is None and is_detector(model)):
+        given = {"input_size": input_size, "mean": mean, "std": std, "color": color,
+                 "layout": layout, "interpolation": interpolation, "resize": resize,
+                 "crop_fraction": crop_fraction}
+        _split_detector(model, onnx_file, [] if no_layer else list(layers), decoder, given,
+                        labels, out, force)
+        return
     if no_layer:
         from ..bundle.model_only import graph_layout
 
@@ -219,6 +234,25 @@ def split(onnx_file, layers, no_layer, output, background, tokens, activation_la
     shown = "; ".join(f"{name} ({_spec(a)})" for name, a in m.targets)
     click.echo(f"wrote {out}: layer{'s' * (len(m.targets) > 1)} {shown}, "
                f"{m.output.classes} classes, {_bundle_bytes(bundle) / 1e6:.1f} MB")
+
+
+def _split_detector(model, onnx_file: str, layers: list[str], decoder: str | None,
+                    given: dict[str, Any], labels: str | None, out: str, force: bool) -> None:
+    """A detector bundle: the detector and, at the layers given (or the last backbone stage
+    its neck upsamples), a features graph."""
+    from ..bundle.detector import suggested_layer, write_detector_bundle
+
+    overrides = {k: v for k, v in given.items() if v is not None}
+    if "input_size" in overrides:
+        overrides["height"], overrides["width"] = overrides.pop("input_size")
+    chosen = layers or [t for t in [suggested_layer(model)] if t is not None]
+    bundle = write_detector_bundle(model, Path(onnx_file), out, chosen, overrides=overrides,
+                                   decoder=decoder, labels=_read_labels(labels), force=force)
+    m = bundle.manifest
+    shown = "; ".join(f"{name} ({_spec(a)})" for name, a in m.targets) or (
+        "none (model only, for --method drise)")
+    click.echo(f"wrote {out}: a {m.decoder.kind} detector, layer{'s' * (len(m.targets) > 1)} "
+               f"{shown}, {m.output.classes} classes, {_bundle_bytes(bundle) / 1e6:.1f} MB")
 
 
 def _split_model_only(model, onnx_file: str, layer_given: object, output: str,

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from ..bundle.manifest import RESIZE_POLICIES
 from ..images import DEFAULT_MAX_PIXELS
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -96,8 +97,9 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
                           "ImageNet's."),
         click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default=None,
                      help="A plain .onnx model's input layout. Default: from its shape."),
-        click.option("--resize", type=click.Choice(["stretch", "crop"]), default=None,
-                     help="A plain .onnx model's resize policy. Default: stretch."),
+        click.option("--resize", type=click.Choice(RESIZE_POLICIES), default=None,
+                     help="A plain .onnx model's resize policy. Default: stretch "
+                          "(letterbox for a YOLO detector)."),
         click.option("--provider", default="auto", show_default=True, callback=provider_name,
                      help="ONNX Runtime execution provider: auto, cpu, cuda, openvino, "
                           "tensorrt, dml, coreml, qnn… or a full name ('providers' lists "
@@ -247,6 +249,7 @@ def resolve_model(model_dir: str | None, input_size: tuple[int, int] | None = No
     from pathlib import Path
 
     from ..bundle import open_model
+    from ..bundle.detector import is_detector
     from ..bundle.graphs import load_model
     from ..bundle.model_only import assumed_line, preprocessing_for
     from ..errors import ScoreCamError
@@ -262,12 +265,29 @@ def resolve_model(model_dir: str | None, input_size: tuple[int, int] | None = No
         return model_dir
     try:
         graph = load_model(path, load_weights=False)
+        if is_detector(graph):
+            return _open_detector(path, graph, flags)
         prep, assumed = preprocessing_for(graph, input_size, mean, std, layout, resize)
         if assumed:
             click.echo(f"note: {assumed_line(path, prep, assumed)}", err=True)
         return open_model(path, prep, quiet=True)
     except ScoreCamError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _open_detector(path: Any, graph: Any, flags: dict[str, Any]) -> Any:
+    """A plain detector, its exporter's preprocessing changed by the flags given (a note on
+    stderr when none is)."""
+    from ..bundle.detector import assumed_note, open_detector
+
+    overrides = {k.replace("input size", "height"): v for k, v in flags.items() if v is not None}
+    if "height" in overrides:
+        overrides["height"], overrides["width"] = overrides["height"]
+    bundle = open_detector(path, graph, quiet=True, overrides=overrides)
+    if not overrides:
+        m = bundle.manifest
+        click.echo(f"note: {assumed_note(path, m.decoder.kind, m.input)}", err=True)
+    return bundle
 
 
 def comma_list(noun: str, allowed: Sequence[str]) -> Callable[..., list[str]]:

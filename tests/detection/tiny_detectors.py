@@ -48,7 +48,7 @@ class TinyDetector(nn.Module):
         boxes = torch.gather(corners, 1, best[..., None].expand(-1, -1, 4))
         return boxes, torch.gather(scores, 1, best), torch.gather(labels, 1, best).float()
 
-    def forward(self, x: torch.Tensor):  # noqa: ANN201 - one to three outputs
+    def forward(self, x: torch.Tensor):
         if self.layout == "torchvision":
             boxes, scores, labels = self.reported(x[None])
             return boxes[0], labels[0].long(), scores[0]
