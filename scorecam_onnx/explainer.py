@@ -14,6 +14,8 @@ from .attribution import PassResult, PassSettings, ProgressOverRuns, run_pass
 from .bundle import Bundle
 from .bundle.manifest import InputSpec
 from .cam.engine import Progress
+from .detection import Detections
+from .detectors import detection_target
 from .forwards import Forwards, to_probabilities
 from .images import (
     ImageLike,
@@ -281,8 +283,22 @@ class Explainer:
             raise ValueError("detect is for object detectors; this bundle is not one")
         ExplainOptions(score_threshold=score_threshold)          # checked as everywhere
         rgb, x = self.preprocess(image)
-        found = self.forwards.detections(x, score_threshold)[0]
-        boxes = boxes_to_original(found.boxes, rgb.shape, self.forwards.input)
+        return self._in_image(self.forwards.detections(x, score_threshold)[0], rgb.shape)
+
+    def chosen_detections(self, image: ImageLike, request: ExplainRequest | None = None
+                          ) -> list[Detection]:
+        """The detections `explain` would explain for `request`'s target (one forward)."""
+        request = request or ExplainRequest()
+        rgb, x = self.preprocess(image)
+        found = self.forwards.detections(x, request.options.score_threshold)[0]
+        chosen = detection_target(found, request.target,
+                                  _given_boxes(request.target, rgb.shape, self.forwards.input),
+                                  request.options.max_detections, self.classes)
+        return self._in_image(chosen, rgb.shape)
+
+    def _in_image(self, found: Detections, shape: tuple[int, ...]) -> list[Detection]:
+        """Detections with their boxes in the image's pixels."""
+        boxes = boxes_to_original(found.boxes, shape, self.forwards.input)
         return [Detection((float(b[0]), float(b[1]), float(b[2]), float(b[3])),
                           float(score), int(label), self.bundle.label(int(label)))
                 for b, score, label in zip(boxes, found.scores, found.labels, strict=True)]

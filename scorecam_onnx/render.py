@@ -51,10 +51,15 @@ def overlay(image: NDArray[np.uint8], saliency: NDArray[np.floating],
 
 
 def overlay_png(image: NDArray[np.uint8], saliency: NDArray[np.floating],
-                alpha: float = 0.5) -> memoryview:
-    """PNG bytes of `overlay(image, saliency, alpha)`, built without a second full copy (a
-    buffer over the encoder's output: write it, or `bytes()` it)."""
-    ok, data = cv2.imencode(".png", _blend(image, saliency, alpha, bgr=True))
+                alpha: float = 0.5, box: tuple[float, float, float, float] | None = None,
+                caption: str = "") -> memoryview:
+    """PNG bytes of `overlay(image, saliency, alpha)` (a detection's `box` and `caption`
+    drawn on it when given), built without a second full copy (a buffer over the encoder's
+    output: write it, or `bytes()` it)."""
+    blended = _blend(image, saliency, alpha, bgr=True)
+    if box is not None:
+        draw_box(blended, box, caption)
+    ok, data = cv2.imencode(".png", blended)
     if not ok:
         raise ValueError("PNG encoding failed")
     return memoryview(data).cast("B")
@@ -81,7 +86,7 @@ BOX_COLOUR, OUTLINE = (255, 255, 255), (0, 0, 0)
 def draw_box(image: NDArray[np.uint8], box: tuple[float, float, float, float],
              caption: str = "") -> NDArray[np.uint8]:
     """Draw a box (x1, y1, x2, y2, in pixels) and its caption on `image`, in place."""
-    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    x1, y1, x2, y2 = (round(v) for v in box)
     thick = max(1, round(min(image.shape[:2]) / 300))
     cv2.rectangle(image, (x1, y1), (x2, y2), OUTLINE, thick + 2)
     cv2.rectangle(image, (x1, y1), (x2, y2), BOX_COLOUR, thick)

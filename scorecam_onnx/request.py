@@ -146,7 +146,7 @@ def _fraction(setting: Setting, value: Any, high: int | None = None) -> float:
     except ValueError:
         raise SettingError(setting.name, f"expected a number in [0, 1), got {value!r}") from None
     if not 0.0 <= number < 1.0:
-        raise SettingError(setting.name, f"must be in [0, 1), got {value!r}")
+        raise SettingError(setting.name, f"must be in [0, 1), got {number:g}")
     return number
 
 

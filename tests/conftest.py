@@ -45,3 +45,12 @@ def default_explainer() -> Explainer:
 @pytest.fixture(scope="session")
 def chelsea() -> Path:
     return SAMPLES / "chelsea.png"
+
+
+@pytest.fixture(scope="session")
+def detectors(tmp_path_factory) -> dict[str, Path]:
+    """A small detector of each output layout, as ONNX files (see detection/tiny_detectors)."""
+    from detection.tiny_detectors import LAYOUTS, export
+
+    folder = tmp_path_factory.mktemp("detectors")
+    return {layout: export(layout, folder / f"{layout}.onnx") for layout in LAYOUTS}

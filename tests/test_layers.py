@@ -16,11 +16,11 @@ PACKAGE = ROOT / "scorecam_onnx"
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "quiet", "fileio", "metrics", "render"),      # shared ground
     ("runners",),                                            # ONNX Runtime, remote
-    ("bundle", "cam"),                                       # bundles; the CAM family on arrays
+    ("bundle", "cam", "detection"),      # bundles; the CAM family and detections on arrays
     ("targets", "methods", "options"),                       # what to explain, and how
     ("images", "request"),                                   # images; settings → a request
     ("forwards", "runtime"),                                 # a bundle's graphs as runners
-    ("segmentation", "attribution", "explainer"),            # the public API
+    ("segmentation", "detectors", "attribution", "explainer"),  # the public API
     ("batch", "evaluation"),
     ("quantize",),
     ("protocol",),                                           # one request, any transport

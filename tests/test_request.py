@@ -30,7 +30,8 @@ from scorecam_onnx.request import (
     read_settings,
     request_from,
 )
-from scorecam_onnx.targets import Class, Region, Top1, TopK
+from scorecam_onnx.methods import DRise
+from scorecam_onnx.targets import Box, Boxes, Class, Region, Top1, TopK
 
 CLASSES = 1000
 LAYER = Bundle.load(DEFAULT_BUNDLE, verify=False).manifest.layer
@@ -105,12 +106,47 @@ CASES = [
     (["--layer", LAYER], {"layers": LAYER},
      ExplainRequest(options=ExplainOptions(layers=(LAYER,)))),
     (["--fuse", "max"], {"fuse": "max"}, ExplainRequest(options=ExplainOptions(fuse="max"))),
+    (["--score-threshold", "0.5"], {"score_threshold": "0.5"},
+     ExplainRequest(options=ExplainOptions(score_threshold=0.5))),
+    (["--max-detections", "3"], {"max_detections": 3},
+     ExplainRequest(options=ExplainOptions(max_detections=3))),
+]
+# A detector's settings, given to a detector (a classifier refuses them before any image).
+DETECTOR_CASES = [
+    (["--method", "drise", "--samples", "300"], {"method": "drise", "samples": "300"},
+     ExplainRequest(DRise(samples=300))),
+    (["--method", "drise", "--box", "10,20,30,40"], {"method": "drise", "box": "10,20,30,40"},
+     ExplainRequest(DRise(), target=Box(10, 20, 30, 40))),
+    (["--method", "drise", "--box", "10,20,30,40,2", "--box", "0,0,5.5,6"],
+     {"method": "drise", "box": ["10,20,30,40,2", [0, 0, 5.5, 6]]},
+     ExplainRequest(DRise(), target=Boxes([Box(10, 20, 30, 40, class_id=2),
+                                           Box(0, 0, 5.5, 6)]))),
 ]
 
 
 def test_the_cases_cover_every_setting():
-    named = {name for _, raw, _ in CASES for name in raw} | {"region", "background"}
+    named = {name for _, raw, _ in CASES + DETECTOR_CASES for name in raw} | {"region",
+                                                                            "background"}
     assert named == {s.name for s in SETTINGS}
+
+
+@pytest.mark.parametrize(("flags", "raw", "expected"), DETECTOR_CASES,
+                         ids=[" ".join(c[0]) for c in DETECTOR_CASES])
+def test_each_detector_setting_has_the_same_effect(flags, raw, expected, monkeypatch,
+                                                   tmp_path, detectors):
+    assert cli_request(flags, monkeypatch, tmp_path, detectors["yolov8"]) == expected
+    assert v2_request(raw) == expected
+
+
+def test_a_detector_setting_is_refused_by_a_classifier_alike(tmp_path):
+    from scorecam_onnx import Explainer
+
+    reason = "a box is for object detectors; this bundle is not one"
+    result = CliRunner().invoke(main, ["explain", str(tmp_path / "missing.png"), "--provider",
+                                       "cpu", "--box", "1,2,3,4"])
+    assert result.exit_code == 2 and reason in result.output
+    with pytest.raises(ValueError, match=reason):
+        Explainer().check(request_from(box=[Box(1, 2, 3, 4)]))
 
 
 @pytest.mark.parametrize(("flags", "raw", "expected"), CASES,
@@ -155,6 +191,10 @@ BAD = [
     ("batch_size", "0", "must be at least 1, got 0", "must be between 1 and 1024, got 0"),
     ("fuse", "sum", "unknown value 'sum'; choose one of mean, max", ""),
     ("channels", "x", "expected an integer, got 'x'", ""),
+    ("max_detections", "0", "must be at least 1, got 0", "must be between 1 and 20, got 0"),
+    ("score_threshold", "1.5", "must be in [0, 1), got 1.5", ""),
+    ("box", "1,2,3", "expected x1,y1,x2,y2[,class], got '1,2,3'", ""),
+    ("box", "5,5,1,1", "a box needs x2 > x1 and y2 > y1, got (5.0, 5.0, 1.0, 1.0)", ""),
 ]
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import BundleError, ImageError
-from ..explainer import AUGMENTATIONS, Explainer, Explanation
+from ..explainer import AUGMENTATIONS, Detection, Explainer, Explanation
 from ..images import DEFAULT_MAX_PIXELS, decode_image
 from ..methods import Method
 from ..render import overlay_png
@@ -26,7 +26,11 @@ from .params import ExplainParams
 from .ticket import Ticket
 
 TOP = 5   # classes listed in a prediction
-OUTPUTS = ("probabilities", "class_id", "score", "saliency")
+# V2 outputs: a classifier's (or segmentation model's), and an object detector's (per image,
+# one row per explained detection: its box in the image's pixels, class, score and map).
+OUTPUTS = ("probabilities", "class_id", "score", "saliency", "boxes")
+CLASSIFIER_OUTPUTS = OUTPUTS[:4]
+DETECTOR_OUTPUTS = ("boxes", "class_id", "score", "saliency")
 
 
 @dataclass
@@ -50,21 +54,36 @@ class ModelService:
     def classes(self) -> int:
         return self.explainer.classes
 
+    @property
+    def detector(self) -> bool:
+        """Whether the model is an object detector."""
+        return self.explainer.forwards.detector
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The V2 outputs this model gives (all of them when a request names none)."""
+        return DETECTOR_OUTPUTS if self.detector else CLASSIFIER_OUTPUTS
+
     def metadata(self) -> dict[str, object]:
         """OIP V2 model metadata (-1 for variable dimensions)."""
         spec = self.explainer.bundle.manifest.input
-        c = self.classes
+        shapes = {"probabilities": ("FP32", [-1, self.classes]),
+                  "boxes": ("FP32", [-1, -1, 4]), "class_id": ("INT64", [-1, -1]),
+                  "score": ("FP32", [-1, -1]),
+                  "saliency": ("FP32", [-1, -1, spec.height, spec.width])}
         return {
             "name": self.name, "versions": ["1"], "platform": "onnxruntime_scorecam",
             "inputs": [{"name": "image", "datatype": "BYTES", "shape": [-1]}],
-            "outputs": [
-                {"name": "probabilities", "datatype": "FP32", "shape": [-1, c]},
-                {"name": "class_id", "datatype": "INT64", "shape": [-1, -1]},
-                {"name": "score", "datatype": "FP32", "shape": [-1, -1]},
-                {"name": "saliency", "datatype": "FP32",
-                 "shape": [-1, -1, spec.height, spec.width]},
-            ],
+            "outputs": [{"name": name, "datatype": shapes[name][0], "shape": shapes[name][1]}
+                        for name in self.outputs],
         }
+
+    def check_outputs(self, wanted: Sequence[str]) -> None:
+        """Refuse (400) an output this model does not give."""
+        other = [name for name in wanted if name not in self.outputs]
+        if other:
+            raise ApiError(400, f"model {self.name!r} has no output {other[0]!r}; its outputs "
+                                f"are {', '.join(self.outputs)}")
 
     # Work --------------------------------------------------------------------------------
     def decode(self, images: Sequence[bytes], ticket: Ticket) -> Decoded:
@@ -90,8 +109,17 @@ class ModelService:
     def predict(self, images: Sequence[bytes], ticket: Ticket,
                 top: int = TOP) -> list[dict[str, object]]:
         """A prediction P per image (no masked forward)."""
-        decoded = self.decode(images, ticket)
-        return [self.prediction(p, top) for p in self.probabilities(decoded, ticket)]
+        return self.predictions(self.decode(images, ticket), ticket, top)
+
+    def predictions(self, decoded: Decoded, ticket: Ticket, top: int = TOP
+                    ) -> list[dict[str, object]]:
+        """A prediction P per decoded image: a classifier's top classes, or a detector's
+        detections above the default score threshold (one forward each)."""
+        if not self.detector:
+            return [self.prediction(p, top) for p in self.probabilities(decoded, ticket)]
+        ticket.check()
+        ticket.count(len(decoded.rgb))
+        return [detections_prediction(self.explainer.detect(rgb)) for rgb in decoded.rgb]
 
     def prediction(self, probabilities: NDArray[np.float64], top: int = TOP) -> dict[str, object]:
         """P: the top-1 class and the `top` most likely classes with their probabilities."""
@@ -105,7 +133,7 @@ class ModelService:
                 ticket: Ticket) -> tuple[list[dict[str, object]], list[list[Explanation]]]:
         """Predictions and explanations (a list per image) for each image."""
         decoded = self.decode(images, ticket)
-        predictions = [self.prediction(p) for p in self.probabilities(decoded, ticket)]
+        predictions = self.predictions(decoded, ticket)
         found = [self._explain(rgb, settings, ticket)
                  for rgb, settings in zip(decoded.rgb, params, strict=True)]
         return predictions, found
@@ -119,10 +147,14 @@ class ModelService:
         first = self._explain(rgb, params, ticket)[0]
         spec = self.explainer.bundle.manifest.input
         cap = max(spec.height, spec.width) if params.map_size == "input" else params.map_size
+        box = first.box
         if isinstance(cap, int) and max(rgb.shape[:2]) > cap:
             size = capped(rgb.shape[:2], cap)
+            scale = size[0] / rgb.shape[0]
+            box = None if box is None else tuple(v * scale for v in box)
             rgb = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-        return bytes(overlay_png(rgb, first.saliency)), first
+        caption = "" if box is None else f"{first.label} {first.score:.2f}"
+        return bytes(overlay_png(rgb, first.saliency, box=box, caption=caption)), first
 
     def _explain(self, rgb: NDArray[np.uint8], params: ExplainParams,
                  ticket: Ticket) -> list[Explanation]:
@@ -145,14 +177,17 @@ class ModelService:
         manifest = self.explainer.bundle.manifest
         if method.needs_layer and manifest.model_only:
             return (f"method {method.name} needs a target layer, and model {self.name!r} is "
-                    "a model-only bundle: use method rise")
+                    f"a model-only bundle: use method {'drise' if self.detector else 'rise'}")
         return (f"method {method.name} needs a tail graph, and model {self.name!r} has none: "
                 f"{manifest.tail_missing}")
 
     def infer(self, images: Sequence[bytes], params: ExplainParams, wanted: Sequence[str],
               ticket: Ticket) -> dict[str, NDArray]:
         """The V2 outputs named in `wanted`; only saliency runs masked forwards."""
+        self.check_outputs(wanted)
         decoded = self.decode(images, ticket)
+        if self.detector:
+            return self._detector_outputs(decoded, params, wanted, ticket)
         probabilities = self.probabilities(decoded, ticket)
         result: dict[str, NDArray] = {}
         if "probabilities" in wanted:
@@ -180,6 +215,56 @@ class ModelService:
                 maps.append([e.saliency_input for e in self._explain(rgb, per_class, ticket)])
             result["saliency"] = np.asarray(maps, dtype=np.float32)
         return result
+
+
+    def _detector_outputs(self, decoded: Decoded, params: ExplainParams,
+                          wanted: Sequence[str], ticket: Ticket) -> dict[str, NDArray]:
+        """A detector's V2 outputs: per image, the explained detections' boxes (in the
+        image's pixels), classes, scores and maps (N×D×…; rows past an image's own
+        detections are padded with class -1). Without saliency, no masked forward runs."""
+        if "saliency" in wanted:
+            found = [[(e.box, e.class_id, e.score, e.saliency_input)
+                      for e in self._explain(rgb, params, ticket)] for rgb in decoded.rgb]
+        else:
+            found = [[(d.box, d.class_id, d.score, None) for d in self._chosen(rgb, params)]
+                     for rgb in decoded.rgb]
+        rows = max((len(f) for f in found), default=0)
+        spec = self.explainer.bundle.manifest.input
+        columns = {"boxes": (np.zeros, (4,), np.float32), "class_id": (np.full, (), np.int64),
+                   "score": (np.zeros, (), np.float32),
+                   "saliency": (np.zeros, (spec.height, spec.width), np.float32)}
+        result: dict[str, NDArray] = {}
+        for index, name in enumerate(("boxes", "class_id", "score", "saliency")):
+            if name not in wanted:
+                continue
+            make, tail, dtype = columns[name]
+            shape = (len(found), rows, *tail)
+            array = make(shape, -1, dtype) if make is np.full else make(shape, dtype)
+            for n, items in enumerate(found):
+                for d, item in enumerate(items):
+                    array[n, d] = item[index]
+            result[name] = array
+        return result
+
+    def _chosen(self, rgb: NDArray[np.uint8], params: ExplainParams) -> list:
+        """The detections a request's target explains, from one forward (no masks)."""
+        request = params.request()
+        try:
+            self.explainer.check(request)
+            return self.explainer.chosen_detections(rgb, request)
+        except BundleError:
+            raise ApiError(422, self._cannot_run(request.method)) from None
+        except (ValueError, TypeError) as exc:
+            raise ApiError(422, str(exc)) from None
+
+
+def detections_prediction(found: Sequence[Detection]) -> dict[str, object]:
+    """P of a detector: its best detection's class, label and score (None without one) and
+    every detection."""
+    best = found[0] if found else None
+    return {"class_id": best.class_id if best else None, "label": best.label if best else None,
+            "score": best.score if best else None,
+            "detections": [d.summary() for d in found]}
 
 
 class ClassifierService:
@@ -236,6 +321,7 @@ def explanation_payload(exp: Explanation, map_size: str | int = "original"
         saliency, size = exp.saliency, "original"
     saliency = np.ascontiguousarray(saliency, dtype="<f4")
     return {
+        **({} if exp.box is None else {"box": [round(v, 2) for v in exp.box]}),
         "class_id": exp.class_id, "label": exp.label, "score": exp.score,
         "method": exp.method, "preset": exp.preset, "forwards": exp.forwards,
         "seconds": round(exp.seconds.get("total", 0.0), 4),

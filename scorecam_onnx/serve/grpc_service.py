@@ -111,11 +111,11 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             images = self._images(request)
             raw = {k: _parameter(v) for k, v in request.parameters.items()}
             params = self.core.params(service, raw)
-            wanted = [o.name for o in request.outputs] or list(OUTPUTS)
+            wanted = [o.name for o in request.outputs] or list(service.outputs)
             unknown = [n for n in wanted if n not in OUTPUTS]
             if unknown:
                 raise ApiError(400, f"unknown output {unknown[0]!r}; this model has "
-                                    f"{', '.join(OUTPUTS)}")
+                                    f"{', '.join(service.outputs)}")
             gone = asyncio.Event()
             context.add_done_callback(lambda _: gone.set())
             outputs = await self.core.compute(

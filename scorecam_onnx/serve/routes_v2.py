@@ -61,7 +61,7 @@ async def model_infer(core: ServiceCore, service: ModelService, request: Request
     body = await request.body()
     infer = parse_request(body, request.headers.get(HEADER), OUTPUTS)
     params = core.params(service, infer.parameters)
-    wanted = infer.outputs or list(OUTPUTS)
+    wanted = infer.outputs or list(service.outputs)
     outputs = await compute(request, core, service,
                             lambda t: service.infer(infer.images, params, wanted, t),
                             masked="saliency" in wanted)

@@ -134,7 +134,7 @@ class ExplainAdapter:
             raise ApiError(400, f"request parameters: {exc}") from None
         params = parse_params(raw, self.explainer.classes, self.defaults)
         wanted = [n for n in OUTPUTS if n in set(request.requested_output_names())] or list(
-            OUTPUTS)
+            self.service.outputs)
         return self.service.infer(images, params, wanted, RequestTicket(request, self.timeout))
 
     def _error(self, message: str, code: Any) -> Any:

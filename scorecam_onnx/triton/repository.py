@@ -41,20 +41,42 @@ def classifier_config(bundle: Bundle, name: str, backend: str = "python", max_ba
         m.input.height, m.input.width, 3)
     out = m.output
     out_dims = (out.classes, out.height, out.width) if out.segmentation else (out.classes,)
+    outputs = [(m.output.name, "TYPE_FP32", out_dims)]
+    batched = True
+    if m.decoder is not None:
+        outputs, batched = _detector_outputs(bundle)
     return "\n".join([
         f'name: "{name}"',
         f'backend: "{backend}"',
-        f"max_batch_size: {max_batch}",
+        f"max_batch_size: {max_batch if batched else 0}",
         "input [",
         f'  {{ name: "{m.input.name}" data_type: TYPE_FP32 dims: [ {_list(dims)} ] }}',
         "]",
         "output [",
-        f'  {{ name: "{m.output.name}" data_type: TYPE_FP32 dims: [ {_list(out_dims)} ] }}',
+        ",\n".join(f'  {{ name: "{n}" data_type: {t} dims: [ {_list(d)} ] }}'
+                   for n, t, d in outputs),
         "]",
-        "dynamic_batching { }",
+        *(["dynamic_batching { }"] if batched else []),
         f"instance_group [ {{ count: {instances} kind: {KINDS[kind]} }} ]",
         "",
     ])
+
+
+def _detector_outputs(bundle: Bundle) -> tuple[list[tuple[str, str, tuple[int, ...]]], bool]:
+    """A detector's outputs as the graph declares them ((name, Triton type, dims without
+    the batch axis), variable dimensions as -1), and whether it takes batches."""
+    graph = onnx.load(str(bundle.model_path), load_external_data=False)
+    image = next(i for i in graph.graph.input if i.name == bundle.manifest.input.name)
+    batched = len(image.type.tensor_type.shape.dim) == 4
+    declared = {o.name: o for o in graph.graph.output}
+    outputs = []
+    for name in bundle.manifest.decoder.outputs:
+        value = declared[name]
+        dims = [d.dim_value if d.HasField("dim_value") else -1
+                for d in value.type.tensor_type.shape.dim][1 if batched else 0:]
+        integer = value.type.tensor_type.elem_type == onnx.TensorProto.INT64
+        outputs.append((name, "TYPE_INT64" if integer else "TYPE_FP32", tuple(dims)))
+    return outputs, batched
 
 
 def masked_config(bundle: Bundle, name: str, align_corners: bool, instances: int = 1,
@@ -111,7 +133,8 @@ def explain_config(bundle: Bundle, name: str, classifier: str, masked: list[str]
         '  { name: "image" data_type: TYPE_STRING dims: [ -1 ] }',
         "]",
         "output [",
-        f'  {{ name: "probabilities" data_type: TYPE_FP32 dims: [ -1, {m.output.classes} ] }},',
+        f'  {{ name: "probabilities" data_type: TYPE_FP32 dims: [ -1, {m.output.classes} ] }},'
+        if m.decoder is None else '  { name: "boxes" data_type: TYPE_FP32 dims: [ -1, -1, 4 ] },',
         '  { name: "class_id" data_type: TYPE_INT64 dims: [ -1, -1 ] },',
         '  { name: "score" data_type: TYPE_FP32 dims: [ -1, -1 ] },',
         f'  {{ name: "saliency" data_type: TYPE_FP32 dims: [ -1, -1, {m.input.height}, '
@@ -141,9 +164,10 @@ def write_repository(bundle: Bundle | str | Path, out: str | Path, name: str = "
     config = classifier_config(bundle, name, backend, max_batch, instances, kind)
     Path(out).mkdir(parents=True, exist_ok=True)
     if masked:
-        if bundle.manifest.model_only or bundle.manifest.output.segmentation:
+        m = bundle.manifest
+        if m.model_only or m.output.segmentation or m.decoder is not None:
             raise BundleError("masked scorers score a layer's maps into class scores: not for "
-                              "a model-only or segmentation bundle")
+                              "a model-only, segmentation or detector bundle")
         if bundle.manifest.input.layout == "NHWC":
             raise BundleError("masked scorers build NCHW images; this bundle's input is NHWC")
         write_masked_scorers(bundle, out, name, backend, instances, kind, force)
@@ -218,12 +242,14 @@ def write_explainer(bundle: Bundle | str | Path, out: str | Path, name: str,
         if model is not None:
             check_model_name(model)
     if method is None and bundle.manifest.model_only:
-        method = "rise"                 # the one method a model-only bundle can run
+        # the one method a model-only bundle can run
+        method = "rise" if bundle.manifest.decoder is None else "drise"
     defaults = {k: v for k, v in (("method", method), ("preset", preset)) if v}
     _check_defaults(defaults)
     bundle.require_folder("a Triton repository")
     if forwards == "masked" and (bundle.manifest.input.layout == "NHWC"
                                  or bundle.manifest.model_only
+                                 or bundle.manifest.decoder is not None
                                  or bundle.manifest.output.segmentation):
         forwards = "classifier"       # masked scorers build NCHW images from a layer's maps
     explain = out / f"{name}-explain"

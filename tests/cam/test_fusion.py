@@ -64,7 +64,7 @@ def test_the_manifest_lists_the_layers_deepest_first(multi):
         ("feat", (5, 4, 4)), ("relu", (5, 8, 8))]
     assert m.tail is not None                      # cut at the deepest layer
     data = json.loads((multi.path / "manifest.json").read_text())
-    assert data["format_version"] == 3 and data["more_layers"][0]["layer"] == "relu"
+    assert data["format_version"] == 4 and data["more_layers"][0]["layer"] == "relu"
     again = Bundle.load(multi.path)
     assert again.manifest == m
 

@@ -4,6 +4,7 @@ whose anchors predict boxes on a 16×16 grid of a 64×64 input."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -78,8 +79,11 @@ def export(layout: str, path: Path, seed: int = 0) -> Path:
     example = torch.rand(3, SIZE, SIZE) if unbatched else torch.rand(1, 3, SIZE, SIZE)
     names = OUTPUTS[layout]
     axes = {} if unbatched else {"images": {0: "batch"}, **{n: {0: "batch"} for n in names}}
-    torch.onnx.export(model, (example,), str(path), input_names=["images"], output_names=names,
-                      dynamic_axes=axes, opset_version=17, dynamo=False)
+    with warnings.catch_warnings():          # the TorchScript exporter's deprecation notice
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), str(path), input_names=["images"],
+                          output_names=names, dynamic_axes=axes, opset_version=17,
+                          dynamo=False)
     _name_features(path)
     return path
 
