@@ -19,7 +19,7 @@ import scorecam_onnx.batch as batch_module
 from scorecam_onnx import Bundle, write_bundle
 from scorecam_onnx.cli import main
 from scorecam_onnx.images import decode_mask
-from scorecam_onnx.methods import METHODS, WIRE_PARAMETERS, FasterScoreCam, method_from
+from scorecam_onnx.methods import METHODS, WIRE_PARAMETERS, DRise, FasterScoreCam, method_from
 from scorecam_onnx.options import ExplainOptions
 from scorecam_onnx.protocol import ApiError, parse_params
 from scorecam_onnx.render import encode_png
@@ -30,7 +30,6 @@ from scorecam_onnx.request import (
     read_settings,
     request_from,
 )
-from scorecam_onnx.methods import DRise
 from scorecam_onnx.targets import Box, Boxes, Class, Region, Top1, TopK
 
 CLASSES = 1000

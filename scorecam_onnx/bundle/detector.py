@@ -210,10 +210,10 @@ def _describe(path: Path, model: onnx.ModelProto, preprocessing: Preprocessing |
 
 def assumed_note(path: Path | str, kind: str, prep: Preprocessing) -> str:
     """The one line saying which preprocessing a plain detector was given."""
-    return (f"{path}: a detector ({kind} outputs); assumed its exporter's preprocessing ({prep.resize} "
-            f"to {prep.height}×{prep.width}, mean {','.join(f'{v:g}' for v in prep.mean)}, "
-            f"std {','.join(f'{v:g}' for v in prep.std)}); set it with --input-size, --mean, "
-            "--std, --resize")
+    mean, std = (",".join(f"{v:g}" for v in values) for values in (prep.mean, prep.std))
+    return (f"{path}: a detector ({kind} outputs); assumed its exporter's preprocessing "
+            f"({prep.resize} to {prep.height}×{prep.width}, mean {mean}, std {std}); set it "
+            "with --input-size, --mean, --std, --resize")
 
 
 def probe_size(model: onnx.ModelProto) -> tuple[tuple[int, int], bool]:

@@ -14,12 +14,15 @@ from numpy.typing import NDArray
 
 from .. import metrics as curves
 from ..cam.interp import Resizer
+from ..detection import drise_similarity
+from ..detectors import DetectionTarget, detection_target
 from ..errors import ImageError
 from ..explainer import Explainer
 from ..images import ImageLike, to_original
 from ..methods import Method, as_method
 from ..metrics import DEFAULT_METRICS, METRICS
 from ..options import ExplainOptions
+from ..targets import Class, Target, TopK
 from . import road
 
 BASELINES = ("random", "center")
@@ -196,9 +199,7 @@ def evaluate(explainer: Explainer, images: Sequence[ImageLike],
             continue
         evaluated.append(index)
         image_boxes = boxes[index] if boxes is not None else None
-        p = explainer.forwards.probabilities(x)[0]
-        class_id = int(np.argmax(p))
-        measured_image = _Image(x, class_id, float(p[class_id]), index, image_boxes)
+        measured_image = _measured_image(explainer, x, index, image_boxes)
         for name, small, full, forwards, seconds in _maps(explainer, rgb, measured_image,
                                                           runs, plan, callbacks, len(images)):
             _measure(explainer, measured_image, small, full, measured[name], plan)
@@ -225,13 +226,34 @@ def _check_plan(images: Sequence[ImageLike], plan: EvaluationPlan) -> None:
 
 @dataclass(frozen=True)
 class _Image:
-    """One image being measured: its input, top-1 class and that class's probability."""
+    """One image being measured: its input, the target explained (the top-1 class, or a
+    detector's best detection), the scorer of perturbed inputs and the column of the target
+    in its scores, and the target's score on the image itself."""
 
     x: NDArray[np.float32]
-    class_id: int
+    target: Target
+    score: Callable[[NDArray[np.float32]], NDArray]
+    column: int
     probability: float
     index: int
     boxes: Sequence[Sequence[float]] | None
+
+
+def _measured_image(explainer: Explainer, x: NDArray[np.float32], index: int,
+                    boxes: Sequence[Sequence[float]] | None) -> _Image:
+    """A classifier's top-1 class, scored by its probability; a detector's best detection,
+    scored by D-RISE's similarity of each perturbed input's detections with it."""
+    forwards = explainer.forwards
+    if forwards.detector:
+        threshold = ExplainOptions().score_threshold
+        found = forwards.detections(x, threshold)[0]
+        best = detection_target(found, TopK(1), None, 1, forwards.classes)
+        scorer = DetectionTarget(best, threshold, drise_similarity).scorer(forwards)
+        return _Image(x, TopK(1), scorer, 0, float(scorer(x)[0, 0]), index, boxes)
+    p = forwards.probabilities(x)[0]
+    class_id = int(np.argmax(p))
+    return _Image(x, Class(class_id), forwards.probabilities, class_id, float(p[class_id]),
+                  index, boxes)
 
 
 def _maps(explainer: Explainer, rgb: NDArray[np.uint8], image: _Image,
@@ -239,12 +261,12 @@ def _maps(explainer: Explainer, rgb: NDArray[np.uint8], image: _Image,
           callbacks: EvaluationCallbacks, count: int):
     """Each row's (name, map at input size, map at original size, forwards, seconds) for
     the image's top-1 class."""
-    x, index, class_id = image.x, image.index, image.class_id
+    x, index = image.x, image.index
     for name, method, options in runs:
         if callbacks.on_step is not None:
             callbacks.on_step(f"image {index + 1}/{count}: {name}")
         started = time.perf_counter()
-        res = explainer.explain_one(rgb, class_id, method, options, callbacks.progress)
+        res = explainer.explain(rgb, image.target, method, options, callbacks.progress)[0]
         yield name, res.saliency_input, res.saliency, res.forwards, (
             time.perf_counter() - started)
     for name in plan.baselines:
@@ -261,8 +283,8 @@ def _maps(explainer: Explainer, rgb: NDArray[np.uint8], image: _Image,
 def _measure(explainer: Explainer, image: _Image, small: NDArray[np.float32],
              full: NDArray[np.float32], row: _Measured, plan: EvaluationPlan) -> None:
     """The metrics of one map of one image."""
-    probabilities = explainer.forwards.probabilities
-    x, class_id, index, image_boxes = image.x, image.class_id, image.index, image.boxes
+    probabilities = image.score
+    x, class_id, index, image_boxes = image.x, image.column, image.index, image.boxes
     row.clean.append(image.probability)
     row.masked.append(probabilities(x * small[None, None])[0, class_id])
     for mode in ("deletion", "insertion"):

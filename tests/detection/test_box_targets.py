@@ -152,3 +152,29 @@ def test_given_boxes_and_the_cheaper_relatives(detector_bundle):
     assert np.array_equal(eigen[0].saliency, eigen[1].saliency)
     faster = ex.explain(SAMPLES / "coffee.png", TopK(2), FasterScoreCam(channels=4))
     assert [e.forwards for e in faster] == [5, 5]
+
+
+def test_evaluate_scores_a_detector_by_its_best_detection(detector_bundle):
+    """Average Drop and the deletion curve of a detector's map: the best detection's D-RISE
+    similarity with the detections of the image times the map, and of the image with its
+    most salient pixels zeroed, both computed here from the graph itself."""
+    from scorecam_onnx.evaluation.faithfulness import EvaluationPlan, evaluate
+
+    ex = Explainer(detector_bundle)
+    model = ort.InferenceSession(str(detector_bundle / "model.onnx"))
+    rgb, x = ex.preprocess(SAMPLES / "coffee.png")
+    best = plain_detections(model, x)[0]
+    plan = EvaluationPlan(["scorecam"], (), ("deletion",), step_fraction=0.25)
+    [row] = evaluate(ex, [SAMPLES / "coffee.png"], plan).rows
+    [exp] = ex.explain(rgb, TopK(1), ScoreCam())
+    assert (exp.box, exp.class_id) == (ex.detect(rgb)[0].box, best[2])
+    score = lambda image: plain_drise(best, plain_detections(model, image))  # noqa: E731
+    clean, masked = score(x), score(x * exp.saliency_input[None, None])
+    assert row.average_drop == pytest.approx(max(0.0, clean - masked) / clean * 100, abs=1e-4)
+    order = np.argsort(-exp.saliency_input.ravel(), kind="stable")
+    curve = []
+    for step in range(5):
+        keep = np.ones(64 * 64, np.float32)
+        keep[order[:round(step * 0.25 * 64 * 64)]] = 0.0
+        curve.append(score(x * keep.reshape(64, 64)))
+    np.testing.assert_allclose(row.deletion_curve, curve, atol=1e-5)
