@@ -25,3 +25,17 @@ def test_the_python_api_example_runs(monkeypatch):
     assert names["cpu"].provider == "cpu"
     assert names["picture"].shape == (*res.saliency.shape, 3)
     assert np.isfinite(res.saliency).all()
+
+
+def test_the_detector_example_runs(monkeypatch, tmp_path, detectors):
+    """The detector example, with a small YOLOv8-layout detector as its yolov8n.onnx."""
+    (tmp_path / "yolov8n.onnx").write_bytes(detectors["yolov8"].read_bytes())
+    (tmp_path / "samples").symlink_to(ROOT / "samples")
+    monkeypatch.chdir(tmp_path)
+    names: dict[str, object] = {}
+    exec(compile(python_block("## Object detectors"), "README.md", "exec"), names)
+    found, maps, given = names["found"], names["maps"], names["given"]
+    assert len(maps) == min(3, len(found)) and maps[0].box == found[0].box
+    assert [m.forwards for m in maps] == [501] * len(maps)     # one set of forwards for all
+    assert given[0].class_id == found[0].class_id
+    assert given[0].saliency.shape == names["first"].saliency.shape
