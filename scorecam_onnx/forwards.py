@@ -140,6 +140,18 @@ class Forwards:
                               f"{batch.shape[0]} inputs")
         return found
 
+    def forward(self, batch: NDArray[np.float32]) -> None:
+        """Run the full model on a batch and drop its outputs (the cost of a forward, as
+        benchmarks count it): a detector's outputs are left undecoded."""
+        if self.decoder is None:
+            self.scores(batch)
+            return
+        names = list(self.decoder.outputs)
+        feeds = [{self.input.name: image} for image in batch] if self._unbatched else [
+            self._model_feed(batch)]
+        for feed in feeds:
+            self.model.run(names, feed)
+
     @property
     def detector(self) -> bool:
         """Whether the model is an object detector (its outputs decoded into boxes)."""

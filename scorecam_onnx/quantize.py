@@ -26,6 +26,7 @@ from .bundle import TAIL_NAME, Bundle
 from .bundle.manifest import MANIFEST_NAME
 from .errors import BundleError, ImageError
 from .evaluation.bench import floor_seconds
+from .evaluation.faithfulness import reference_of
 from .explainer import Explainer
 from .fileio import sha256, staged_folder, write_text_atomic
 from .methods import as_method
@@ -199,18 +200,18 @@ def fidelity(floating: Explainer, converted: Explainer, calibration: Sequence[tu
     for role, images in (("calibration", calibration), ("check", check)):
         for path, x in images:
             maps, tops = {}, {}
+            reference = reference_of(floating, x)
             for name, ex in (("float32", floating), (mode, converted)):
-                p = ex.forwards.probabilities(x)[0]
-                c = int(np.argmax(p))
-                tops[name] = c
-                res = ex.explain_one(ex.preprocess(path)[0], int(tops["float32"]), method)
+                tops[name] = reference_of(ex, x).top
+                score = reference.scorer(ex.forwards)
+                res = ex.explain(ex.preprocess(path)[0], reference.target, method)[0]
                 small = res.saliency_input
                 maps[name] = res.saliency
-                drops[name][0].append(float(p[tops["float32"]]))
-                masked = ex.forwards.probabilities(x * small[None, None])
-                drops[name][1].append(float(masked[0, tops["float32"]]))
-                curve = metrics.causal_curve(ex.forwards.probabilities, x, small, tops["float32"],
-                                             "insertion", 0.05, ex.batch_size)
+                drops[name][0].append(float(score(x)[0, reference.column]))
+                masked = score(x * small[None, None])
+                drops[name][1].append(float(masked[0, reference.column]))
+                curve = metrics.causal_curve(score, x, small, reference.column, "insertion",
+                                             0.05, ex.batch_size)
                 insertion[name].append(metrics.area_under_curve(curve))
             rows.append({"image": path, "role": role, "top1_float32": tops["float32"],
                          f"top1_{mode}": tops[mode], "agree": tops["float32"] == tops[mode],

@@ -14,10 +14,11 @@ from numpy.typing import NDArray
 
 from .. import metrics as curves
 from ..cam.interp import Resizer
-from ..detection import drise_similarity
+from ..detection import Detections, drise_similarity
 from ..detectors import DetectionTarget, detection_target
 from ..errors import ImageError
 from ..explainer import Explainer
+from ..forwards import Forwards
 from ..images import ImageLike, to_original
 from ..methods import Method, as_method
 from ..metrics import DEFAULT_METRICS, METRICS
@@ -225,15 +226,50 @@ def _check_plan(images: Sequence[ImageLike], plan: EvaluationPlan) -> None:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """What an image is measured on: a classifier's top-1 class, scored by its probability,
+    or a detector's best detection, scored by D-RISE's similarity of each perturbed input's
+    detections with it (at the default score threshold).
+
+    Attributes:
+        target: the target explained.
+        top: the class id of the top-1 class or the best detection.
+        column: the target's column in the scorer's output.
+        detection: a detector's best detection (input pixels), else None.
+    """
+
+    target: Target
+    top: int
+    column: int
+    detection: Detections | None = None
+
+    def scorer(self, forwards: Forwards) -> Callable[[NDArray[np.float32]], NDArray]:
+        """Perturbed inputs → scores (N×C, or N×1 for a detection) through `forwards`."""
+        if self.detection is None:
+            return forwards.probabilities
+        threshold = ExplainOptions().score_threshold
+        return DetectionTarget(self.detection, threshold, drise_similarity).scorer(forwards)
+
+
+def reference_of(explainer: Explainer, x: NDArray[np.float32]) -> Reference:
+    """The `Reference` of one preprocessed image (one forward)."""
+    forwards = explainer.forwards
+    if forwards.detector:
+        found = forwards.detections(x, ExplainOptions().score_threshold)[0]
+        best = detection_target(found, TopK(1), None, 1, forwards.classes)
+        return Reference(TopK(1), int(best.labels[0]), 0, best)
+    class_id = int(np.argmax(forwards.probabilities(x)[0]))
+    return Reference(Class(class_id), class_id, class_id)
+
+
+@dataclass(frozen=True)
 class _Image:
-    """One image being measured: its input, the target explained (the top-1 class, or a
-    detector's best detection), the scorer of perturbed inputs and the column of the target
-    in its scores, and the target's score on the image itself."""
+    """One image being measured: its input, what it is measured on, the scorer of perturbed
+    inputs, and the target's score on the image itself."""
 
     x: NDArray[np.float32]
-    target: Target
+    reference: Reference
     score: Callable[[NDArray[np.float32]], NDArray]
-    column: int
     probability: float
     index: int
     boxes: Sequence[Sequence[float]] | None
@@ -241,19 +277,9 @@ class _Image:
 
 def _measured_image(explainer: Explainer, x: NDArray[np.float32], index: int,
                     boxes: Sequence[Sequence[float]] | None) -> _Image:
-    """A classifier's top-1 class, scored by its probability; a detector's best detection,
-    scored by D-RISE's similarity of each perturbed input's detections with it."""
-    forwards = explainer.forwards
-    if forwards.detector:
-        threshold = ExplainOptions().score_threshold
-        found = forwards.detections(x, threshold)[0]
-        best = detection_target(found, TopK(1), None, 1, forwards.classes)
-        scorer = DetectionTarget(best, threshold, drise_similarity).scorer(forwards)
-        return _Image(x, TopK(1), scorer, 0, float(scorer(x)[0, 0]), index, boxes)
-    p = forwards.probabilities(x)[0]
-    class_id = int(np.argmax(p))
-    return _Image(x, Class(class_id), forwards.probabilities, class_id, float(p[class_id]),
-                  index, boxes)
+    reference = reference_of(explainer, x)
+    score = reference.scorer(explainer.forwards)
+    return _Image(x, reference, score, float(score(x)[0, reference.column]), index, boxes)
 
 
 def _maps(explainer: Explainer, rgb: NDArray[np.uint8], image: _Image,
@@ -266,7 +292,8 @@ def _maps(explainer: Explainer, rgb: NDArray[np.uint8], image: _Image,
         if callbacks.on_step is not None:
             callbacks.on_step(f"image {index + 1}/{count}: {name}")
         started = time.perf_counter()
-        res = explainer.explain(rgb, image.target, method, options, callbacks.progress)[0]
+        res = explainer.explain(rgb, image.reference.target, method, options,
+                                callbacks.progress)[0]
         yield name, res.saliency_input, res.saliency, res.forwards, (
             time.perf_counter() - started)
     for name in plan.baselines:
@@ -284,7 +311,7 @@ def _measure(explainer: Explainer, image: _Image, small: NDArray[np.float32],
              full: NDArray[np.float32], row: _Measured, plan: EvaluationPlan) -> None:
     """The metrics of one map of one image."""
     probabilities = image.score
-    x, class_id, index, image_boxes = image.x, image.column, image.index, image.boxes
+    x, class_id, index, image_boxes = image.x, image.reference.column, image.index, image.boxes
     row.clean.append(image.probability)
     row.masked.append(probabilities(x * small[None, None])[0, class_id])
     for mode in ("deletion", "insertion"):
