@@ -146,9 +146,9 @@ def _maps_size(bundle: Bundle) -> tuple[int, int]:
 def _check_masked_scorers(bundle: Bundle, runner: Runner | None,
                           masked_runners: Sequence[Runner]) -> None:
     m = bundle.manifest
-    if m.output.segmentation and masked_runners:
+    if (m.output.segmentation or m.decoder is not None) and masked_runners:
         raise BundleError("masked scorers score class outputs; this bundle is a "
-                          "segmentation model")
+                          f"{'detector' if m.decoder else 'segmentation model'}")
     if m.model_only and (masked_runners or (runner and IMAGE in runner.shapes("input"))):
         raise BundleError("masked scorers score a layer's maps; a model-only bundle has "
                           "no layer")
@@ -159,11 +159,12 @@ def _check_masked_scorers(bundle: Bundle, runner: Runner | None,
 def _builds_masks_on_device(bundle: Bundle, runtime: Runtime, model: Runner,
                             runner: Runner | None) -> bool:
     """Whether masked inputs are built inside ONNX Runtime: asked for (by default on CUDA),
-    and possible (NCHW image and maps, a local model, a classifier with a layer)."""
+    and possible (NCHW image and maps, a local model, a classifier with a layer: not a
+    segmentation model or a detector, whose masked scores need their outputs decoded)."""
     m = bundle.manifest
     wanted = runtime.device_masks if runtime.device_masks is not None else (
         model.provider == "cuda")
     nhwc = m.input.layout == "NHWC" or (m.activation is not None
                                         and m.activation.layout == "NHWC")
     return bool(wanted) and not (nhwc or runner is not None or m.model_only
-                                 or m.output.segmentation)
+                                 or m.output.segmentation or m.decoder is not None)

@@ -268,30 +268,40 @@ def detections_prediction(found: Sequence[Detection]) -> dict[str, object]:
 
 
 class ClassifierService:
-    """A bundle's classifier as an Open Inference Protocol tensor model (`NAME-classifier`):
-    FP32 N×3×H×W in, the model's N×C scores out, so that this service can be the predictor of
-    another explainer's remote forwards."""
+    """A bundle's model as an Open Inference Protocol tensor model (`NAME-classifier`): FP32
+    N×3×H×W in, the model's raw outputs out (a classifier's N×C scores, a detector's
+    undecoded outputs), so that this service can be the predictor of another explainer's
+    remote forwards."""
 
     def __init__(self, base: str, explainer: Explainer) -> None:
         self.base = base                     # the explanation model it belongs to
         self.name = f"{base}-classifier"
         self.explainer = explainer
         m = explainer.bundle.manifest
-        self.input, self.output = m.input.name, m.output.name
+        self.input = m.input.name
+        self.outputs = list(m.decoder.outputs) if m.decoder else [m.output.name]
+        self.output = self.outputs[0]
         self.shape = (3, m.input.height, m.input.width)
 
     def metadata(self) -> dict[str, object]:
+        runner = self.explainer.forwards.model
+        shapes = runner.shapes("output")
+        outputs = [{"name": name, "datatype": runner.datatype("output", name),
+                    "shape": [d if isinstance(d, int) else -1 for d in shapes[name]]}
+                   for name in self.outputs]
         return {
             "name": self.name, "versions": ["1"], "platform": "onnxruntime_onnx",
             "inputs": [{"name": self.input, "datatype": "FP32", "shape": [-1, *self.shape]}],
-            "outputs": [{"name": self.output, "datatype": "FP32",
-                         "shape": [-1, *self.explainer.forwards.output_shape]}],
+            "outputs": outputs,
         }
 
     def infer(self, batch: NDArray[np.float32], ticket: Ticket) -> dict[str, NDArray]:
         ticket.check()
         ticket.count(batch.shape[0])
-        return {self.output: self.explainer.forwards.scores(batch).astype(np.float32)}
+        if not self.explainer.forwards.detector:
+            return {self.output: self.explainer.forwards.scores(batch).astype(np.float32)}
+        found = self.explainer.forwards.model.run(self.outputs, {self.input: batch})
+        return dict(zip(self.outputs, found, strict=True))
 
 
 def _top(probabilities: NDArray[np.float64], classes: list[int]

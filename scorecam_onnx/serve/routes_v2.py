@@ -74,9 +74,9 @@ async def model_infer(core: ServiceCore, service: ModelService, request: Request
 
 async def classifier_infer(core: ServiceCore, tensor: ClassifierService, request: Request
                            ) -> Response:
-    """A tensor model's forward, in the prediction pool: FP32 N×3×H×W in, scores out."""
+    """A tensor model's forward, in the prediction pool: FP32 N×3×H×W in, raw outputs out."""
     batch, infer = parse_tensor_request(await request.body(), request.headers.get(HEADER),
-                                        tensor.input, tensor.shape, (tensor.output,))
+                                        tensor.input, tensor.shape, tuple(tensor.outputs))
     request.state.model = tensor.name
     issued = core.ticket(core.models[tensor.base])
     try:

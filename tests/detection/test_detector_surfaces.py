@@ -105,7 +105,7 @@ def test_split_writes_a_detector_bundle_with_its_layer(detectors, tmp_path):
 
 @pytest.fixture(scope="module")
 def server(detectors):
-    srv = Server("--model", f"yolo={detectors['yolov8']}")
+    srv = Server("--model", f"yolo={detectors['yolov8']}", "--classifiers")
     yield srv
     srv.stop()
 
@@ -144,3 +144,19 @@ def test_the_service_answers_boxes_and_maps_per_detection(server, detectors):
     explained = explained[0] if isinstance(explained, list) else explained
     assert explained["box"] == [round(v, 2) for v in given.box]
     assert explained["class_id"] == given.class_id
+
+
+def test_forwards_sent_to_a_served_detector_give_the_same_maps(server, detectors):
+    """`serve --classifiers` serves the detector's raw outputs as a V2 tensor model; an
+    explainer whose forwards go there decodes them as it does in process."""
+    from scorecam_onnx import Runtime
+
+    local = Explainer(detectors["yolov8"])
+    remote = Explainer(detectors["yolov8"], Runtime(
+        provider="cpu", model_url=f"{server.url.rstrip('/')}/v2/models/yolo-classifier"))
+    assert remote.provider == "remote"
+    got = remote.explain(CHELSEA, None, DRise(samples=16), ExplainOptions(max_detections=2))
+    want = local.explain(CHELSEA, None, DRise(samples=16), ExplainOptions(max_detections=2))
+    assert [g.box for g in got] == [w.box for w in want]
+    for g, w in zip(got, want, strict=True):
+        assert float(np.abs(g.saliency - w.saliency).max()) <= 1e-5
