@@ -35,9 +35,22 @@ CHELSEA = (SAMPLES / "chelsea.png").read_bytes()
 
 
 @pytest.fixture(scope="module")
-def triton(tmp_path_factory):
+def yolo_bundle(detectors, tmp_path_factory):
+    """A small YOLOv8-layout detector's bundle (see detection/tiny_detectors)."""
+    from scorecam_onnx.bundle.detector import write_detector_bundle
+    from scorecam_onnx.bundle.graphs import load_model
+
+    path = detectors["yolov8"]
+    return write_detector_bundle(load_model(path), path, tmp_path_factory.mktemp("y") / "y",
+                                 ["features"]).path
+
+
+@pytest.fixture(scope="module")
+def triton(tmp_path_factory, yolo_bundle):
     require_triton()
     repo = tmp_path_factory.mktemp("repo")
+    write_repository(yolo_bundle, repo, "yolo")
+    write_explainer(yolo_bundle, repo, "yolo", classifier="yolo")
     result = CliRunner().invoke(main, ["triton", str(DEFAULT_BUNDLE), "--out", str(repo),
                                        "--name", NAME, "--backend", "python",
                                        "--max-batch", "32"])
@@ -70,6 +83,8 @@ def _explain(triton, images, protocol="http", model=EXPLAIN, outputs=None, **par
     finally:
         client.close()
     names = outputs or ["probabilities", "class_id", "score", "saliency"]
+    if model.startswith("yolo"):
+        names = outputs or ["boxes", "class_id", "score", "saliency"]
     return {n: result.as_numpy(n) for n in names if result.as_numpy(n) is not None}
 
 
@@ -101,6 +116,21 @@ def test_maps_from_triton_equal_the_in_process_maps(triton, local, protocol, met
         local.preprocess(decode_image(CHELSEA, "x"))[1])[0]
     assert np.allclose(got["score"][0], probabilities[got["class_id"][0]], atol=1e-6)
     assert np.allclose(got["probabilities"][0], probabilities, atol=1e-6)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_detector_explained_in_triton_equals_in_process(triton, yolo_bundle, protocol):
+    """Its forwards go to the detector's Triton model; boxes, classes, scores and a map per
+    detection come back."""
+    got = _explain(triton, [CHELSEA], protocol, model="yolo-explain", method="scorecam",
+                   max_detections=2)
+    local = Explainer(yolo_bundle, Runtime(provider="cpu"))
+    want = local.explain(decode_image(CHELSEA, "x"), None, "scorecam")[:2]
+    assert got["boxes"].shape == (1, 2, 4) and got["saliency"].shape == (1, 2, 64, 64)
+    np.testing.assert_allclose(got["boxes"][0], [w.box for w in want], rtol=1e-5)
+    assert list(got["class_id"][0]) == [w.class_id for w in want]
+    for j, w in enumerate(want):
+        assert float(np.abs(got["saliency"][0, j] - w.saliency_input).max()) <= 1e-5
 
 
 def test_masked_batches_go_to_the_masked_scorer_or_to_the_classifier(triton, local):
