@@ -108,6 +108,24 @@ def test_rise_on_a_plain_model_runs_on_ray(cluster, tmp_path):
             want.saliency.tobytes())
 
 
+def test_a_detector_on_ray_writes_what_a_local_run_writes(cluster, tmp_path, detectors):
+    args = ["explain", str(SAMPLES / "chelsea.png"), str(SAMPLES / "coffee.png"), "--model",
+            str(detectors["yolov8"]), "-q", "--method", "drise", "--samples", "16",
+            "--max-detections", "2"]
+    remote = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "r"), "--ray"])
+    local = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "l")])
+    assert remote.exit_code == local.exit_code == 0, remote.output
+    written = sorted(p.name for p in (tmp_path / "l").iterdir())
+    assert written == sorted(p.name for p in (tmp_path / "r").iterdir())
+    assert "chelsea.d1.npy" in written
+    for name in written:
+        a, b = (tmp_path / "l" / name), (tmp_path / "r" / name)
+        if name.endswith(".npy"):
+            assert np.load(a).tobytes() == np.load(b).tobytes()
+        elif name.endswith(".json"):
+            assert json.loads(a.read_text()).get("box") == json.loads(b.read_text()).get("box")
+
+
 def _actor_pids() -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
