@@ -6,9 +6,13 @@ from __future__ import annotations
 from .params import ExplainParams
 
 
-def several_classes(params: ExplainParams) -> bool:
+def several_classes(params: ExplainParams, detector: bool = False) -> bool:
     """Whether the answer is a list of explanations: several classes were asked for, with
-    top_k or a list of targets (a single target, or none, gets one explanation)."""
+    top_k or a list of targets (a single target, or none, gets one explanation); for a
+    detector, unless one box was given (its detections are several)."""
+    if detector:
+        boxes = params.values.get("box")
+        return boxes is None or len(boxes) > 1
     return params.values.get("top_k") is not None or isinstance(params.values.get("target"),
                                                                 list)
 

@@ -258,12 +258,17 @@ class ModelService:
             raise ApiError(422, str(exc)) from None
 
 
-def detections_prediction(found: Sequence[Detection]) -> dict[str, object]:
-    """P of a detector: its best detection's class, label and score (None without one) and
-    every detection."""
+def detections_prediction(found: Sequence[Detection], top: int = TOP) -> dict[str, object]:
+    """P of a detector: its best detection's class, label and score (None without one),
+    every detection, and as `top` the best detection of each of the first `top` classes
+    found ([class_id, label, score])."""
     best = found[0] if found else None
+    classes: dict[int, Detection] = {}
+    for detection in found:
+        classes.setdefault(detection.class_id, detection)
     return {"class_id": best.class_id if best else None, "label": best.label if best else None,
             "score": best.score if best else None,
+            "top": [[d.class_id, d.label, d.score] for d in list(classes.values())[:top]],
             "detections": [d.summary() for d in found]}
 
 

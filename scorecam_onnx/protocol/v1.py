@@ -69,8 +69,9 @@ def parse_explain(payload: dict[str, Any], service: ModelService, defaults: Expl
 def explanations(params: Sequence[ExplainParams], found: Sequence[Sequence[Explanation]]
                  ) -> list[Any]:
     """Per instance, one explanation E, or a list of E where several classes were asked
-    for (top_k, or a list of targets)."""
+    for (top_k, or a list of targets) or a detector explained its detections."""
     return [
-        [explanation_payload(e, p.map_size) for e in per_image] if several_classes(p)
+        [explanation_payload(e, p.map_size) for e in per_image]
+        if several_classes(p, bool(per_image) and per_image[0].box is not None)
         else explanation_payload(per_image[0], p.map_size)
         for p, per_image in zip(params, found, strict=True)]

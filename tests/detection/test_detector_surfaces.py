@@ -140,10 +140,14 @@ def test_the_service_answers_boxes_and_maps_per_detection(server, detectors):
     assert payload["predictions"][0]["detections"][0]["box"] == [
         round(v, 2) for v in want[0].box]
     [given] = local.explain(data, Box(*want[0].box), DRise(samples=20))
-    explained = payload["explanations"][0]
-    explained = explained[0] if isinstance(explained, list) else explained
+    explained = payload["explanations"][0]           # one box given: one explanation
     assert explained["box"] == [round(v, 2) for v in given.box]
     assert explained["class_id"] == given.class_id
+    every = server.client.post("/v1/models/yolo:explain", json={
+        "instances": [{"b64": base64.b64encode(data).decode()}],
+        "parameters": {"method": "drise", "samples": 20, "max_detections": 3}}).json()
+    assert [e["box"] for e in every["explanations"][0]] == [
+        [round(v, 2) for v in e.box] for e in want]
 
 
 def test_forwards_sent_to_a_served_detector_give_the_same_maps(server, detectors):

@@ -51,9 +51,9 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(detectors):
     srv = Server("--model", f"efficientnet-lite0={DEFAULT_BUNDLE}", "--method",
-                 "faster-scorecam")
+                 "faster-scorecam", "--model", f"yolo={detectors['yolov8']}")
     yield srv
     srv.stop()
 
@@ -109,6 +109,30 @@ def test_upload_shows_overlay_saliency_and_classes(browser, server, default_expl
     explained = browser.find_element(By.CSS_SELECTOR, "#classes li.explained").text
     assert f"({other})" in explained
     assert "Done" in browser.find_element(By.ID, "status").text
+
+
+def test_a_detector_shows_its_detections_and_draws_the_box(browser, server, detectors):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from scorecam_onnx import DRise, Explainer
+
+    browser.get(server.url)
+    Select(browser.find_element(By.ID, "model")).select_by_value("yolo")
+    Select(browser.find_element(By.ID, "method")).select_by_value("drise")
+    browser.find_element(By.ID, "file").send_keys(str(SAMPLES / "chelsea.png"))
+    WebDriverWait(browser, 120).until(lambda d: d.find_element(
+        By.TAG_NAME, "body").get_attribute("data-explained") == "1")
+    local = Explainer(detectors["yolov8"])
+    found = local.detect(SAMPLES / "chelsea.png")
+    want = local.explain(SAMPLES / "chelsea.png", None, DRise())[0]
+    items = browser.find_elements(By.CSS_SELECTOR, "#classes li")
+    assert items[0].text.startswith(f"{found[0].label} ({found[0].class_id})")
+    assert len(items) == len({d.class_id for d in found})
+    x1, y1 = want.box[:2]
+    inside_caption = _pixel(browser, "overlay", x1 + 2, y1 - 12)    # its dark background
+    photo = load_image(SAMPLES / "chelsea.png")[round(y1 - 12), round(x1 + 2)].astype(float)
+    assert inside_caption.max() <= 40 < photo.max()
 
 
 def test_a_bad_file_shows_the_servers_error(browser, server, tmp_path):
