@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..bundle.manifest import RESIZE_POLICIES
+from ..bundle.manifest import DECODERS, RESIZE_POLICIES
 from ..images import DEFAULT_MAX_PIXELS
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -83,9 +83,9 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     --remote-timeout: shared by running commands."""
     options: list[Decorator] = [
         click.option("--model", "model_dir", type=click.Path(exists=True),
-                     help="Bundle folder, or a plain .onnx classifier (for --method rise; "
-                          "preprocessing from the options below). Default: the shipped "
-                          "EfficientNet-Lite0."),
+                     help="Bundle folder, or a plain .onnx classifier (for --method rise) "
+                          "or detector (drise; preprocessing from the options below). "
+                          "Default: the shipped EfficientNet-Lite0."),
         click.option("--input-size", callback=size_pair,
                      help="A plain .onnx model's input size: N or HxW. Default: the graph's, "
                           "else 224."),
@@ -100,6 +100,9 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--resize", type=click.Choice(RESIZE_POLICIES), default=None,
                      help="A plain .onnx model's resize policy. Default: stretch "
                           "(letterbox for a YOLO detector)."),
+        click.option("--decoder", type=click.Choice(DECODERS), default=None,
+                     help="A plain .onnx detector's output layout. Default: recognised from "
+                          "its outputs."),
         click.option("--provider", default="auto", show_default=True, callback=provider_name,
                      help="ONNX Runtime execution provider: auto, cpu, cuda, openvino, "
                           "tensorrt, dml, coreml, qnn… or a full name ('providers' lists "
@@ -141,7 +144,7 @@ def _resolves_model(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def command(**kwargs: Any) -> Any:
         given = {key: kwargs.pop(key) for key in ("input_size", "mean", "std", "layout",
-                                                  "resize")}
+                                                  "resize", "decoder")}
         kwargs["model_dir"] = resolve_model(kwargs["model_dir"], **given)
         kwargs["runtime"] = runtime_from({key: kwargs.pop(key) for key in RUNTIME_FLAGS})
         return func(**kwargs)
@@ -243,7 +246,7 @@ def checked_request(explainer_or_bundle: Any, request: Any) -> None:
 def resolve_model(model_dir: str | None, input_size: tuple[int, int] | None = None,
                   mean: tuple[float, float, float] | None = None,
                   std: tuple[float, float, float] | None = None, layout: str | None = None,
-                  resize: str | None = None) -> Any:
+                  resize: str | None = None, decoder: str | None = None) -> Any:
     """A bundle folder as given, or a plain .onnx file opened as a model-only `Bundle`; the
     preprocessing settings it assumes are said in one line on stderr."""
     from pathlib import Path
@@ -258,15 +261,16 @@ def resolve_model(model_dir: str | None, input_size: tuple[int, int] | None = No
              "resize": resize}
     path = Path(model_dir) if model_dir else None
     if path is None or not path.is_file():
-        given = [f"--{name.replace(' ', '-')}" for name, v in flags.items() if v is not None]
+        given = [f"--{name.replace(' ', '-')}" for name, v in {**flags, "decoder": decoder
+                                                                }.items() if v is not None]
         if given:
             raise click.UsageError(f"{', '.join(given)}: only for a plain .onnx model; a bundle "
                                    "keeps its preprocessing in its manifest")
         return model_dir
     try:
         graph = load_model(path, load_weights=False)
-        if is_detector(graph):
-            return _open_detector(path, graph, flags)
+        if decoder is not None or is_detector(graph):
+            return _open_detector(path, graph, flags, decoder)
         prep, assumed = preprocessing_for(graph, input_size, mean, std, layout, resize)
         if assumed:
             click.echo(f"note: {assumed_line(path, prep, assumed)}", err=True)
@@ -275,7 +279,7 @@ def resolve_model(model_dir: str | None, input_size: tuple[int, int] | None = No
         raise click.ClickException(str(exc)) from None
 
 
-def _open_detector(path: Any, graph: Any, flags: dict[str, Any]) -> Any:
+def _open_detector(path: Any, graph: Any, flags: dict[str, Any], decoder: str | None) -> Any:
     """A plain detector, its exporter's preprocessing changed by the flags given (a note on
     stderr when none is)."""
     from ..bundle.detector import assumed_note, open_detector
@@ -283,7 +287,7 @@ def _open_detector(path: Any, graph: Any, flags: dict[str, Any]) -> Any:
     overrides = {k.replace("input size", "height"): v for k, v in flags.items() if v is not None}
     if "height" in overrides:
         overrides["height"], overrides["width"] = overrides["height"]
-    bundle = open_detector(path, graph, quiet=True, overrides=overrides)
+    bundle = open_detector(path, graph, decoder=decoder, quiet=True, overrides=overrides)
     if not overrides:
         m = bundle.manifest
         click.echo(f"note: {assumed_note(path, m.decoder.kind, m.input)}", err=True)

@@ -164,3 +164,13 @@ def test_forwards_sent_to_a_served_detector_give_the_same_maps(server, detectors
     assert [g.box for g in got] == [w.box for w in want]
     for g, w in zip(got, want, strict=True):
         assert float(np.abs(g.saliency - w.saliency).max()) <= 1e-5
+
+
+def test_decoder_flag_forces_a_plain_detectors_layout(detectors, tmp_path):
+    args = ["explain", str(CHELSEA), "--model", str(detectors["yolov8"]), "--method", "drise",
+            "--samples", "4", "--out", str(tmp_path)]
+    assert run(*args, "--decoder", "yolov8").exit_code == 0
+    refused = run(*args, "--decoder", "detr")
+    assert refused.exit_code == 1 and "output0 1×7×256) fit no known layout" in refused.output
+    bundle = run("explain", str(CHELSEA), "--decoder", "yolov8", "--out", str(tmp_path))
+    assert bundle.exit_code == 2 and "--decoder: only for a plain .onnx model" in bundle.output
