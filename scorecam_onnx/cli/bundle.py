@@ -323,7 +323,7 @@ def layers(onnx_file, output, layout) -> None:
     from ..bundle import graphs
 
     model = graphs.load_model(Path(onnx_file), load_weights=False)
-    found = graphs.candidate_layers(model, output or _only_output(model), layout)
+    found = _candidates(model, output, layout)
     if not found:
         raise click.ClickException("no 4-D tensor with a spatial size above 1, and no token "
                                    "tensor, feeds the output")
@@ -332,6 +332,21 @@ def layers(onnx_file, output, layout) -> None:
         shape = "×".join("?" if d is None else str(d) for d in c.shape)
         mark = "  <- suggested" if c.suggested else ""
         click.echo(f"{c.name:<{width}}  {shape:<20} {c.op_type}{mark}")
+
+
+def _candidates(model, output: str | None, layout: str) -> list:
+    """A classifier's candidate layers; a detector's (those feeding its first output), the
+    one `split` chooses by itself marked."""
+    from dataclasses import replace
+
+    from ..bundle import graphs
+    from ..bundle.detector import is_detector, suggested_layer
+
+    if output is not None or not is_detector(model):
+        return graphs.candidate_layers(model, output or _only_output(model), layout)
+    chosen = suggested_layer(model)
+    return [replace(c, suggested=c.name == chosen)
+            for c in graphs.candidate_layers(model, model.graph.output[0].name, layout)]
 
 
 @click.command()
@@ -357,7 +372,11 @@ def info(bundle_dir, as_json) -> None:
                      else "")),
         *((("layer", f"{name} → {spec.name}: {_spec(spec)}") for name, spec in m.targets)
           if a else [("layer", _activation(m))]),
-        ("output", f"{m.output.name}: {m.output.classes} {m.output.kind}"),
+        ("output", f"{m.output.name}: {m.output.classes} {m.output.kind}" if not m.decoder
+                   else f"{', '.join(m.decoder.outputs)}: a {m.decoder.kind} detector, "
+                        f"{m.output.classes} classes"
+                        + (f", NMS at IoU {m.decoder.iou:g}"
+                           if m.decoder.kind in ("yolov8", "yolov5") else "")),
         ("tail", f"{m.tail} (for reciprocam, ablationcam)" if m.tail else
                  f"none: {m.tail_missing}"),
         ("labels", (f"{len(bundle.labels)} names" if bundle.labels else "none")

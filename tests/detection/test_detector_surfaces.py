@@ -98,6 +98,10 @@ def test_split_writes_a_detector_bundle_with_its_layer(detectors, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["decoder"] == {"kind": "yolov5", "outputs": ["output0"], "iou": 0.45}
     assert manifest["input"]["resize"] == "letterbox"
+    described = CliRunner().invoke(main, ["info", str(out)]).output
+    assert "output0: a yolov5 detector, 3 classes, NMS at IoU 0.45" in described
+    listed = CliRunner().invoke(main, ["layers", str(detectors["torchvision"])]).output
+    assert "features " in listed and "several outputs" not in listed
     result = run("explain", str(COFFEE), "--model", str(out), "--method", "scorecam",
                  "--top-k", "1", "--out", str(tmp_path / "o"))
     assert result.exit_code == 0, result.output
