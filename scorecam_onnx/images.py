@@ -263,12 +263,10 @@ def to_original(saliency: NDArray[np.float32], shape: tuple[int, ...],
 
 def box_scales(shape: tuple[int, ...], spec: InputSpec) -> tuple[float, float, int, int]:
     """(x scale, y scale, top, left): an image's pixel (x, y) is the input's
-    (x·sx − left, y·sy − top). A letterbox scales both axes by its one ratio."""
+    (x·sx − left, y·sy − top), each axis scaled as its pixels were resized (a letterbox's
+    rounded size over the image's, as ultralytics scales boxes back)."""
     h, w = shape[:2]
     sh, sw, top, left = crop_box(shape, spec)
-    if spec.resize == "letterbox":
-        ratio = min(spec.height / h, spec.width / w)
-        return ratio, ratio, top, left
     return sw / w, sh / h, top, left
 
 

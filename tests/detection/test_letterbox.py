@@ -41,9 +41,9 @@ def test_maps_drop_the_padding_and_boxes_map_both_ways():
     inside[:10] = inside[53:] = 1.0                            # the padding only
     assert to_original(inside, shape, SPEC).max() == 0.0
     input_box = np.array([[0.0, 10.0, 32.0, 31.5]])
-    ratio = min(64 / 300, 64 / 451)
+    # each axis by its resized size over the image's: 64/451 and 43/300
     original = boxes_to_original(input_box, shape, SPEC)
-    np.testing.assert_allclose(original, [[0.0, 0.0, 32 / ratio, 21.5 / ratio]])
+    np.testing.assert_allclose(original, [[0.0, 0.0, 32 * 451 / 64, 21.5 * 300 / 43]])
     np.testing.assert_allclose(boxes_to_input(original, shape, SPEC), input_box)
     clipped = boxes_to_original(np.array([[-5.0, 0.0, 70.0, 64.0]]), shape, SPEC)
     assert clipped.tolist() == [[0.0, 0.0, 451.0, 300.0]]
