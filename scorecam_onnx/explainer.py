@@ -179,11 +179,13 @@ class Explainer:
             target: `Top1()` (default, also None), `TopK(k)`, `Class(ids)` (or an int or a
                 list of ints), or for a segmentation model `Region(mask, ...)`. Every
                 masked forward yields all class scores, so extra classes cost no extra
-                forwards.
+                forwards. On an object detector these choose detections (`Top1`: all of
+                them, at most `options.max_detections`), and `Box`/`Boxes` give boxes; one
+                `Explanation` per detection, with its `box`.
             method: a method object from `scorecam_onnx.methods` (with its settings), or a
                 method's name for its defaults ("scorecam", "faster-scorecam",
                 "cluster-scorecam", "sscam", "iscam", "eigencam", "reciprocam",
-                "ablationcam", "rise").
+                "ablationcam", "rise", "drise").
             options: `ExplainOptions` (batch size, smoothing, layers and fusion).
             progress: called with (masked inputs done, total) after each batch.
         """

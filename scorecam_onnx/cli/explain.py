@@ -33,7 +33,8 @@ def explain(inputs, model_dir, runtime, quiet, out, sheet, skip_existing, ray_ad
             gpus_per_actor, **settings) -> None:
     """Explain images (files, folders or globs); write <name>.png/.npy/.json per image.
 
-    With --class or --top-k, one set per class: <name>.c<ID>.png/.npy/.json.
+    With --class or --top-k, one set per class: <name>.c<ID>.png/.npy/.json. For an object
+    detector, one set per detection, its box drawn: <name>.d<I>.png/.npy/.json.
     """
     from ..batch import ExplainJob, explain_files
     from ..explainer import Explainer
