@@ -236,7 +236,7 @@ class Forwards:
         if self.features is None or self.bundle.manifest.activation is None:
             raise BundleError(no_layer(self.bundle.path))
         (acts,) = self.features.run([self.bundle.manifest.activation.name], self._image_feed(x))
-        return acts[None] if self._unbatched else acts
+        return acts[None] if self._unbatched and acts.ndim == 3 else acts
 
     def layer_activations(self, x: NDArray[np.float32], layers: list[str] | None = None
                           ) -> list[tuple[str, NDArray[np.float32], NDArray[np.float32] | None]]:
@@ -247,7 +247,7 @@ class Forwards:
             raise BundleError(no_layer(self.bundle.path))
         chosen = [(name, a) for name, a in targets if layers is None or name in layers]
         raws = self.features.run([a.name for _, a in chosen], self._image_feed(x))
-        raws = [raw[None] for raw in raws] if self._unbatched else raws
+        raws = [raw[None] if self._unbatched and raw.ndim == 3 else raw for raw in raws]
         return [(name, self.as_maps(raw, a), raw[0, :a.prefix] if a.layout == "NLC" else None)
                 for (name, a), raw in zip(chosen, raws, strict=True)]
 

@@ -15,22 +15,24 @@ It writes into --out (default /tmp/det):
 
 - chelsea.png, coffee.png: skimage's photos, RGB PNG.
 - yolov8n.onnx (dynamic batch/height/width, output0 N×84×A) and yolov8n_nms.onnx (end-to-end,
-  N×300×6, conf 0.25 and IoU 0.7 baked in): one random YOLOv8n whose BatchNorm statistics are
-  recomputed on four photos and whose class biases are set so that a few boxes pass conf 0.25.
+  N×300×6, conf 0.25 and IoU 0.7 baked in, its per-image NMS loop unrolled for batch ≤ 16): one
+  random YOLOv8n whose BatchNorm statistics are recomputed on four photos, class biases -12 +
+  N(0, 0.5), and 10 classes' rows fitted to fire on 8 planted anchors per photo (plant_yolo).
 - yolov8n[_nms]_<photo>[_square].json: ultralytics' own predict on the ONNX file (conf 0.25,
   IoU 0.7, imgsz 640, max_det 300); boxes xyxy in original pixels. Without _square, predict as
   it comes (a dynamic ONNX gets the minimum-rectangle letterbox); _square passes rect=False
   (640×640). Beside each: _input.npy (the tensor ultralytics fed the model, RGB 0-1 NCHW) and
   _raw.npy (the model's output on it).
 - frcnn.onnx: torchvision's fasterrcnn_mobilenet_v3_large_320_fpn (random, BatchNorm statistics
-  recomputed, class scores sharpened), input `image` 3×320×320 (0-1 RGB, no batch axis),
+  recomputed, cls_score weight ×15), input `image` 3×320×320 (0-1 RGB, no batch axis),
   outputs boxes, labels, scores; frcnn_<photo>.json (torch's own outputs and ONNX Runtime's
   difference) and frcnn_<photo>_input.npy.
 - frcnn_scorecam_chelsea.npy (pytorch-grad-cam's ScoreCAM, 320×320), _layer (the target
   tensor: FPN level "0", 1×256×10×10), _scores (the 256 masked-forward target scores), and
   frcnn_scorecam_chelsea.json (target box, label, the layer's ONNX tensor name).
-- detr.onnx (small random Hugging Face DETR, pixel_values → logits, pred_boxes), detr_chelsea.json
-  (the image processor's post_process_object_detection) and detr_chelsea_input.npy.
+- detr.onnx (small random Hugging Face DETR, ResNet backbone, 20 queries, 10 labels; dynamo
+  export, pixel_values N×3×320×320 → logits N×20×11, pred_boxes N×20×4), detr_chelsea.json (the
+  image processor's post_process_object_detection at threshold 0) and detr_chelsea_input.npy.
 - summary.json: timings, each ONNX file's inputs and outputs, detection counts.
 """
 

@@ -76,16 +76,15 @@ def frcnn(refs: Path) -> None:
         ref = json.loads(ref_path.read_text())
         _, x = ex.preprocess(refs / f"{photo}.png")
         fed = np.load(refs / f"frcnn_{photo}_input.npy").reshape(x.shape)
-        torch_out = ref.get("torch", ref)
-        scores = np.array(torch_out["scores"])
-        keep = scores > 0.25
-        kept = {"boxes": np.array(torch_out["boxes"])[keep].tolist(),
+        scores = np.array(ref["scores"])
+        keep = scores > 0.0                 # all it reports (above its own 0.05)
+        kept = {"boxes": np.array(ref["boxes_xyxy"])[keep].tolist(),
                 "scores": scores[keep].tolist(),
-                "labels": np.array(torch_out["labels"])[keep].tolist()}
-        in_input = ex.forwards.detections(x, 0.25)[0]
+                "labels": np.array(ref["labels"])[keep].tolist()}
+        in_input = ex.forwards.detections(x, 0.0)[0]
         boxes = np.array(kept["boxes"]).reshape(-1, 4)
         same = len(in_input) == len(boxes)
-        detail = (f"{len(in_input)} detections above 0.25, boxes (input pixels) ±"
+        detail = (f"{len(in_input)} detections, boxes (input pixels) ±"
                   f"{np.abs(in_input.boxes - boxes).max():.1e}, labels "
                   f"{'equal' if in_input.labels.tolist() == kept['labels'] else 'DIFFER'}"
                   if same else f"{len(in_input)} detections, torchvision {len(boxes)}")
@@ -94,7 +93,7 @@ def frcnn(refs: Path) -> None:
 
 
 def gradcam_preset(refs: Path) -> None:
-    from scorecam_onnx import Box, Explainer, ScoreCam
+    from scorecam_onnx import Box, Explainer, ExplainOptions, ScoreCam
     from scorecam_onnx.bundle.detector import write_detector_bundle
     from scorecam_onnx.bundle.graphs import load_model
 
@@ -108,14 +107,16 @@ def gradcam_preset(refs: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = refs / "frcnn.onnx"
         bundle = write_detector_bundle(load_model(path), path, Path(tmp) / "b",
-                                       [meta["layer_tensor"]]).path
+                                       [meta["onnx_tensor"]]).path
         ex = Explainer(bundle)
-        x1, y1, x2, y2 = meta["box"]
+        x1, y1, x2, y2 = meta["box_xyxy"]
         rgb, _ = ex.preprocess(refs / "chelsea.png")
         h, w = rgb.shape[:2]
         sx, sy = w / ex.bundle.manifest.input.width, h / ex.bundle.manifest.input.height
         target = Box(x1 * sx, y1 * sy, x2 * sx, y2 * sy, class_id=int(meta["label"]))
-        [got] = ex.explain(rgb, target, ScoreCam(preset="pytorch-grad-cam"))
+        # pytorch-grad-cam sees every detection the model reports: no threshold of ours
+        [got] = ex.explain(rgb, target, ScoreCam(preset="pytorch-grad-cam"),
+                           ExplainOptions(score_threshold=0.0))
         corr = float(np.corrcoef(got.saliency_input.ravel(), want.ravel())[0, 1])
         row("Score-CAM on a box, pytorch-grad-cam preset",
             "pytorch-grad-cam ScoreCAM + FasterRCNNBoxScoreTarget",
@@ -133,14 +134,14 @@ def detr(refs: Path) -> None:
     ref = json.loads((refs / "detr_chelsea.json").read_text())
     ex = Explainer(path)
     fed = np.load(refs / "detr_chelsea_input.npy")
-    threshold = float(ref.get("threshold", 0.0))
+    threshold = 0.0                  # the reference's post_process threshold
     outputs = ex.forwards.model.run(list(ex.bundle.manifest.decoder.outputs),
                                     {ex.bundle.manifest.input.name: fed.astype(np.float32)})
     from scorecam_onnx.detection import decode
 
     h, w = fed.shape[2:]
     [found] = decode(ex.bundle.manifest.decoder, outputs, ex.classes, threshold, (h, w))
-    boxes = np.array(ref["boxes"]).reshape(-1, 4)
+    boxes = np.array(ref["boxes_xyxy"]).reshape(-1, 4)
     order = np.argsort(-np.array(ref["scores"]), kind="stable")
     same = len(found) == len(boxes)
     detail = (f"{len(found)} detections, boxes ±{np.abs(found.boxes - boxes[order]).max():.1e}"

@@ -277,7 +277,7 @@ def _cut_features(folder: Path, image: str, tensors: list[str], names: list[str]
     values = session.run(list(tensors), {image: noise})
     layers = []
     for tensor, name, value in zip(tensors, names, values, strict=True):
-        shape = value.shape if batched else (1, *value.shape)
+        shape = value.shape if batched or value.ndim == 4 else (1, *value.shape)
         if len(shape) != 4 or shape[2] * shape[3] <= 1:
             raise BundleError(f"tensor {tensor!r} has shape {value.shape}: a detector's "
                               "layer must be N×K×h×w maps")
