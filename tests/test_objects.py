@@ -61,6 +61,12 @@ def test_methods_say_what_they_need():
     assert needs["reciprocam"] == needs["ablationcam"] == (True, True)
     assert all(needs[n] == (True, False) for n in ("scorecam", "sscam", "eigencam"))
     assert [n for n, cls in METHODS.items() if cls.shares_layer_forwards] == ["scorecam"]
+    assert [n for n, cls in METHODS.items() if not cls.on_detectors] == ["reciprocam",
+                                                                         "ablationcam"]
+    assert [n for n, cls in METHODS.items() if cls.detectors_only] == ["drise"]
+    drise = METHODS["drise"]().engine(8)                  # the paper's grid and p
+    assert isinstance(drise, RiseEngine)
+    assert (drise.masks, drise.grid, drise.keep, drise.seed) == (2000, 16, 0.5, 0)
 
 
 def test_bad_method_settings_are_refused_when_made():
