@@ -130,6 +130,7 @@ def export_bundle(
     activation_layout: str | None = None,
     notes: dict[str, str] | None = None,
     background: int | None = None,
+    head: str | None = None,
 ) -> ExportReport:
     """Export `loaded` cut at `layer` into a bundle and check ONNX Runtime against PyTorch.
 
@@ -139,7 +140,8 @@ def export_bundle(
     leading tokens the model declares (`prefix_tokens`). `activation_layout` forces how a
     4-D layer reads ("NCHW" or "NHWC"); by default its shape against the input size
     decides. `notes` are added to the manifest's source (e.g. where each preprocessing value
-    came from).
+    came from). `head` says what the class scores mean (default: read off the graph, see
+    `scorecam_onnx.bundle.writer.output_head`).
 
     Raises `BundleError` when either graph differs from PyTorch by more than a relative 1e-4.
     """
@@ -178,7 +180,7 @@ def export_bundle(
             labels=labels if labels is not None else loaded.labels,
             source={**loaded.source, **(notes or {}), "exporter": exporter}, force=force,
             tokens=tokens, activation_layout=choices[0].layout,
-            prefix_hint=prefix_tokens(model), background=background,
+            prefix_hint=prefix_tokens(model), background=background, head=head,
         )
         exported = time.perf_counter()
         probe = torch.randn(3, 3, prep.height, prep.width,

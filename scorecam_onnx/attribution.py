@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from .bundle.manifest import OutputSpec
 from .cam.engine import TORCHCAM, Progress, ScoreCam, ScoreFn, Scores
 from .cam.fusion import fuse, largest_grid
 from .detection import Detections
@@ -17,7 +18,7 @@ from .detectors import DetectionTarget, detection_target, similarity_of
 from .forwards import Forwards, to_probabilities
 from .methods import Method
 from .segmentation import segmentation_target
-from .targets import Target
+from .targets import Target, Top1
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class PassSettings:
     eigen: bool
     region: NDArray[np.bool_] | None  # at the output's size (segmentation)
     boxes: NDArray[np.float64] | None = None  # given boxes, in input pixels (a detector)
-    score_threshold: float = 0.25
+    score_threshold: float = 0.25   # a detector's, or a multi-label model's (0.5)
     max_detections: int = 10
 
 
@@ -170,11 +171,30 @@ def _classes_and_scorer(forwards: Forwards, x: NDArray[np.float32], target: Targ
         clean, scorer = tail(layers[0].maps[None])[0], tail
     else:
         clean, scorer = forwards.scores(x)[0], forwards.batch_scorer()
-    classes = target.classes(clean, manifest.output.classes)
-    probabilities = to_probabilities(clean[None], manifest.output.kind)[0]
+    probabilities = to_probabilities(clean[None], manifest.output.score_kind)[0]
+    classes = classes_of_head(target, clean, probabilities, manifest.output,
+                              settings.score_threshold)
     found = PassResult(classes, clean, [float(probabilities[c]) for c in classes],
                        time.perf_counter() - started)
-    return found, scorer, manifest.output.kind
+    return found, scorer, manifest.output.score_kind
+
+
+def classes_of_head(target: Target, output: NDArray[np.floating],
+                    probabilities: NDArray[np.float64], spec: OutputSpec,
+                    threshold: float) -> list[int]:
+    """The classes `target` chooses from one image's scores, as its head reads them: a
+    binary head by its two classes' probabilities (`Top1`: the positive class), a
+    multi-label one with no class given every label at or above `threshold`, most probable
+    first."""
+    if spec.head == "binary":
+        return [1] if isinstance(target, Top1) else target.classes(probabilities, 2)
+    if spec.head == "multi-label" and isinstance(target, Top1):
+        present = np.flatnonzero(probabilities >= threshold)
+        if present.size == 0:
+            raise ValueError(f"no label at or above the score threshold {threshold:g}: give "
+                             "a class or top_k, or lower the threshold")
+        return [int(i) for i in present[np.argsort(-probabilities[present], kind="stable")]]
+    return target.classes(output, spec.classes)
 
 
 def _detections_and_scorer(forwards: Forwards, x: NDArray[np.float32], target: Target,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from .attribution import PassResult, PassSettings, ProgressOverRuns, run_pass
+from .attribution import PassResult, PassSettings, ProgressOverRuns, classes_of_head, run_pass
 from .bundle import Bundle
 from .bundle.manifest import InputSpec
 from .cam.engine import Progress
@@ -26,7 +26,7 @@ from .images import (
     to_original,
 )
 from .methods import Method
-from .options import DEFAULT_SCORE_THRESHOLD, ExplainOptions, check_request, chosen_layers
+from .options import DETECTION_THRESHOLD, ExplainOptions, check_request, chosen_layers
 from .request import ExplainRequest, as_request
 from .runners.ort import Runner
 from .runtime import Runtime, default_bundle, open_forwards
@@ -223,7 +223,7 @@ class Explainer:
                             chosen_layers(self.bundle.manifest, method, options.layers),
                             options.fusion(method), options.eigen_smooth, region,
                             _given_boxes(target, shape, self.forwards.input),
-                            options.score_threshold, options.max_detections)
+                            options.threshold(self.forwards.detector), options.max_detections)
 
     def _augmented(self, x: NDArray[np.float32], target: Target, first: PassResult,
                    settings: PassSettings, runs: ProgressOverRuns) -> list[PassResult]:
@@ -277,7 +277,7 @@ class Explainer:
         box = boxes_to_original(found.detections.boxes[column], shape, self.forwards.input)[0]
         return (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
 
-    def detect(self, image: ImageLike, score_threshold: float = DEFAULT_SCORE_THRESHOLD
+    def detect(self, image: ImageLike, score_threshold: float = DETECTION_THRESHOLD
                ) -> list[Detection]:
         """A detector's detections on one image above `score_threshold`, best first, in the
         image's pixels (one forward)."""
@@ -292,7 +292,7 @@ class Explainer:
         """The detections `explain` would explain for `request`'s target (one forward)."""
         request = request or ExplainRequest()
         rgb, x = self.preprocess(image)
-        found = self.forwards.detections(x, request.options.score_threshold)[0]
+        found = self.forwards.detections(x, request.options.threshold(True))[0]
         chosen = detection_target(found, request.target,
                                   _given_boxes(request.target, rgb.shape, self.forwards.input),
                                   request.options.max_detections, self.classes)
@@ -336,8 +336,9 @@ class Explainer:
                 self.forwards.input, manifest.output)
             seg = segmentation_target(output, manifest.output, target, region)
             return seg.classes, [seg.probability(output, i) for i in range(len(seg.classes))]
-        probabilities = to_probabilities(output[None], manifest.output.kind)[0]
-        classes = target.classes(output, manifest.output.classes)
+        probabilities = to_probabilities(output[None], manifest.output.score_kind)[0]
+        classes = classes_of_head(target, output, probabilities, manifest.output,
+                                  ExplainOptions().threshold(False))
         return classes, [float(probabilities[c]) for c in classes]
 
 

@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 
 from .bundle import Bundle
 from .bundle.manifest import ActivationSpec
-from .cam.engine import Pipelined
+from .cam.engine import Pipelined, sigmoid
 from .cam.graph_masks import DeviceMasks, ServedMasks
 from .detection import Detections, decode
 from .errors import BundleError
@@ -194,7 +194,7 @@ class Forwards:
     def output_shape(self) -> tuple[int, ...]:
         """One input's output: (C,) class scores, or (C, H, W) per-pixel scores."""
         o = self.bundle.manifest.output
-        return (o.classes, o.height, o.width) if o.segmentation else (o.classes,)
+        return (o.classes, o.height, o.width) if o.segmentation else (o.columns,)
 
     def tail_scores(self, activations: NDArray[np.float32],
                     prefix: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
@@ -220,7 +220,7 @@ class Forwards:
         segmentation model, each class's mean per-pixel probability (its expected share of
         the image)."""
         out = self.scores(batch)
-        kind = self.bundle.manifest.output.kind
+        kind = self.bundle.manifest.output.score_kind
         if out.ndim == 4:
             n, c = out.shape[:2]
             pixels = out.reshape(n, c, -1).transpose(0, 2, 1).reshape(-1, c)
@@ -295,8 +295,17 @@ class Forwards:
 
 
 def to_probabilities(out: NDArray[np.floating], kind: str) -> NDArray[np.float64]:
-    """N×C class probabilities from model outputs; non-finite logits count as −∞ (never NaN)."""
+    """N×C class probabilities from model outputs (`kind` as `OutputSpec.score_kind`: a
+    softmax over exclusive classes, a sigmoid per independent label, a binary head's
+    [1 − p, p]); non-finite logits count as −∞ (never NaN)."""
     values = np.asarray(out, dtype=np.float64)
-    if kind == "probabilities":
-        return np.nan_to_num(values, nan=0.0, posinf=1.0, neginf=0.0)
-    return softmax(np.where(np.isfinite(values), values, -np.inf))
+    head, _, form = kind.rpartition("-")
+    if form == "probabilities":
+        probabilities = np.nan_to_num(values, nan=0.0, posinf=1.0, neginf=0.0)
+    elif head:
+        probabilities = sigmoid(np.nan_to_num(values, nan=-np.inf))
+    else:
+        return softmax(np.where(np.isfinite(values), values, -np.inf))
+    if head == "binary":
+        return np.concatenate([1.0 - probabilities[:, :1], probabilities[:, :1]], axis=1)
+    return probabilities

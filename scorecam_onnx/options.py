@@ -19,7 +19,8 @@ __all__ = ["ExplainOptions", "check_request", "no_layer"]
 # The largest batch a served request may ask for.
 MAX_BATCH = 1024
 # A detector's detections: those counted (ultralytics' predict default) and those explained.
-DEFAULT_SCORE_THRESHOLD = 0.25
+DETECTION_THRESHOLD = 0.25     # a detection counts above it (ultralytics' predict default)
+LABEL_THRESHOLD = 0.5          # a multi-label model's label is present above it
 DEFAULT_MAX_DETECTIONS = 10
 MAX_DETECTIONS = 20           # detections per served request (each is a full-size map)
 
@@ -50,7 +51,9 @@ class ExplainOptions:
         fuse: how several layers' maps become one: "mean" (pytorch-grad-cam's) or "max"
             (torch-cam's). Default: the preset's peer's ("mean" for the paper).
         score_threshold: a detector's detections count above this score, on the unmasked
-            image (those explained) and on every masked one (those compared). Default: 0.25.
+            image (those explained) and on every masked one (those compared); a multi-label
+            model's labels at or above it are explained when no class is given. Default: 0.25
+            for a detector, 0.5 for a multi-label model.
         max_detections: a detector's detections explained at most when the target is the
             default. Default: 10.
     """
@@ -71,17 +74,19 @@ class ExplainOptions:
         "--fuse", "choice", "How several layers' maps are fused. Default: the preset's (max "
         "for torchcam, mean otherwise).", choices=FUSIONS))
 
-    score_threshold: float = field(default=DEFAULT_SCORE_THRESHOLD, metadata=_setting(
+    score_threshold: float | None = field(default=None, metadata=_setting(
         "--score-threshold", "fraction", "A detector: detections count above this score "
-        "(explained ones, and those of every masked input).", DEFAULT_SCORE_THRESHOLD))
+        "(explained ones, and those of every masked input), default 0.25; a multi-label "
+        "model: the labels explained when no class is given, default 0.5."))
     max_detections: int = field(default=DEFAULT_MAX_DETECTIONS, metadata=_setting(
         "--max-detections", "int", "A detector: the most detections explained (best "
         "first) when no box, class or top-k is given.", DEFAULT_MAX_DETECTIONS, low=1,
         ceiling=lambda values: MAX_DETECTIONS))
 
     def __post_init__(self) -> None:
-        if isinstance(self.score_threshold, bool) or not isinstance(
-                self.score_threshold, int | float) or not 0.0 <= self.score_threshold < 1.0:
+        if self.score_threshold is not None and (isinstance(self.score_threshold, bool) or not
+                                                 isinstance(self.score_threshold, int | float)
+                                                 or not 0.0 <= self.score_threshold < 1.0):
             raise ValueError(f"score_threshold must be in [0, 1), got {self.score_threshold!r}")
         if isinstance(self.max_detections, bool) or not isinstance(
                 self.max_detections, int) or self.max_detections < 1:
@@ -100,6 +105,13 @@ class ExplainOptions:
     def merged(self, **changes: Any) -> ExplainOptions:
         """A copy with `changes` (None leaves a setting as it is), checked again."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def threshold(self, detector: bool) -> float:
+        """The score threshold given, else a detector's (0.25) or a multi-label model's
+        (0.5)."""
+        if self.score_threshold is not None:
+            return float(self.score_threshold)
+        return DETECTION_THRESHOLD if detector else LABEL_THRESHOLD
 
     def fusion(self, method: Method) -> str:
         """The fusion used with `method`: the one given, else its preset's peer's."""

@@ -34,7 +34,7 @@ class SegmentationTarget:
     def __init__(self, clean: NDArray[np.floating], output: OutputSpec, classes: list[int],
                  regions: Sequence[NDArray[np.bool_] | None]) -> None:
         self.classes = classes
-        self.kind = output.kind
+        self.kind = output.score_kind
         winners = np.argmax(np.nan_to_num(clean, nan=-np.inf), axis=0)
         self.regions = [winners == c if r is None else r for c, r in zip(classes, regions,
                                                                           strict=True)]

@@ -342,3 +342,34 @@ def segmentation_model(seed: int = 0, classes: int = 3) -> onnx.ModelProto:
                         ["N", classes, SIZE, SIZE], inits)
     onnx.checker.check_model(model)
     return model
+
+
+def head_weights(columns: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """The tiny CNN's weights with a head of `columns` scores (a binary head: 1)."""
+    w = tiny_weights(seed)
+    rng = np.random.default_rng(seed + 100)
+    w["w2"] = rng.normal(scale=3.0, size=(columns, 5)).astype(np.float32)
+    w["b2"] = rng.normal(scale=0.5, size=columns).astype(np.float32)
+    return w
+
+
+def head_model(columns: int, sigmoid: bool = False, seed: int = 0) -> onnx.ModelProto:
+    """The tiny CNN with `columns` output scores, as logits or through a Sigmoid."""
+    w = head_weights(columns, seed)
+    inits = [numpy_helper.from_array(w["w1"].reshape(5, 3, 1, 1), "w1"),
+             numpy_helper.from_array(w["b1"], "b1"), numpy_helper.from_array(w["w2"], "w2"),
+             numpy_helper.from_array(w["b2"], "b2")]
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["conv"]),
+        helper.make_node("Relu", ["conv"], ["relu"]),
+        helper.make_node("AveragePool", ["relu"], ["feat"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("GlobalAveragePool", ["feat"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w2", "b2"], ["scores" if sigmoid else "logits"],
+                         transB=1),
+    ]
+    if sigmoid:
+        nodes.append(helper.make_node("Sigmoid", ["scores"], ["logits"]))
+    model = _classifier("heads", nodes, ["N", 3, SIZE, SIZE], ["N", columns], inits)
+    onnx.checker.check_model(model)
+    return model

@@ -34,6 +34,9 @@ RESIZE_POLICIES = ("stretch", "crop", "letterbox")
 DECODERS = ("yolov8", "yolov5", "end2end", "torchvision", "detr")
 INTERPOLATIONS = ("area", "linear", "cubic", "nearest", "lanczos")
 OUTPUT_KINDS = ("logits", "probabilities")
+# What a classifier's scores mean: exclusive classes (softmax), independent labels (sigmoid
+# each), or one logit of a positive class (N×1 in the graph, classes 0 and 1 here).
+HEADS = ("softmax", "multi-label", "binary")
 # Output keys of a segmentation model, which formats 1 and 2 did not have.
 SEGMENTATION_KEYS = ("height", "width", "background")
 
@@ -107,7 +110,9 @@ class LayerSpec:
 class OutputSpec:
     """The model output: C class scores (N×C), either logits or probabilities; or, for a
     segmentation model (format 3), C scores per pixel (N×C×height×width), with an optional
-    background class that is never chosen as the class to explain."""
+    background class that is never chosen as the class to explain. `head` (format 4) says
+    what the scores mean: "softmax" (exclusive classes), "multi-label" (an independent
+    sigmoid per label) or "binary" (one logit, N×1 in the graph; classes 0 and 1)."""
 
     name: str
     classes: int
@@ -115,6 +120,19 @@ class OutputSpec:
     height: int = 0
     width: int = 0
     background: int | None = None
+    head: str = "softmax"
+
+    @property
+    def columns(self) -> int:
+        """The graph's scores per input: 1 for a binary head, else the classes."""
+        return 1 if self.head == "binary" else self.classes
+
+    @property
+    def score_kind(self) -> str:
+        """What the engine reads the scores as: "logits" or "probabilities" for a softmax
+        head, prefixed "sigmoid-" (multi-label) or "binary-"."""
+        prefix = {"softmax": "", "multi-label": "sigmoid-", "binary": "binary-"}[self.head]
+        return prefix + self.kind
 
     @property
     def segmentation(self) -> bool:
@@ -285,14 +303,17 @@ def upgrade(data: Any) -> dict[str, Any]:
         )
     if version == FORMAT_VERSION:
         return dict(data)
-    if version == 3:
-        return {**data, "format_version": FORMAT_VERSION, "decoder": None}
+    if version == 3:             # format 4 added detectors and the output's head
+        output = root.child("output").data
+        return {**data, "format_version": FORMAT_VERSION, "decoder": None,
+                "output": {k: v for k, v in output.items() if k != "head"}}
     # What the older format forbids is refused here, in the order the reader checks keys.
     root.child("input")
     output = root.child("output").data
     activation = root.get("activation", dict)
     new = {**data, "format_version": FORMAT_VERSION, "more_layers": None, "decoder": None,
-           "output": {k: v for k, v in output.items() if k not in SEGMENTATION_KEYS}}
+           "output": {k: v for k, v in output.items()
+                      if k not in (*SEGMENTATION_KEYS, "head")}}
     if version == 1:
         new["activation"] = {**activation, "prefix": 0}
         _activation(_Reader(new["activation"], "activation"), LAYOUTS)
@@ -374,12 +395,17 @@ def _output(out: _Reader) -> OutputSpec:
         width=out.count("width") if "width" in out.data else 0,
         background=out.get("background", int, optional=True)
         if "background" in out.data else None,
+        head=out.choice("head", HEADS) if "head" in out.data else "softmax",
     )
 
 
 def _check_output(o: OutputSpec) -> None:
     if (o.height > 0) != (o.width > 0):
         raise BundleError("manifest: 'output.height' and 'output.width' go together")
+    if o.head == "binary" and o.classes != 2:
+        raise BundleError(f"manifest: a binary head has 2 classes, got {o.classes}")
+    if o.head != "softmax" and o.height > 0:
+        raise BundleError("manifest: a segmentation output's head is softmax")
     if o.background is not None and not 0 <= o.background < o.classes:
         raise BundleError(f"manifest: 'output.background' must be a class id below "
                           f"{o.classes}, got {o.background}")

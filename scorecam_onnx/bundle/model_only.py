@@ -21,7 +21,7 @@ from . import graphs
 from .bundle import WEIGHTS_NAME, Bundle
 from .detector import is_detector, open_detector
 from .manifest import MANIFEST_NAME, InputSpec, Manifest, OutputSpec
-from .writer import Preprocessing, output_kind, save_model_graph
+from .writer import Preprocessing, output_head, output_kind, producer_op, save_model_graph
 
 NO_LAYER = "a model-only bundle has no target layer"
 # The input size assumed when neither the graph nor the user fixes one.
@@ -63,14 +63,16 @@ def assumed_line(path: Path | str, prep: Preprocessing, assumed: list[str],
 
 def open_model(path: str | Path, preprocessing: Preprocessing | None = None,
                output: str | None = None, labels: list[str] | None = None,
-               quiet: bool = False, decoder: str | None = None) -> Bundle:
+               quiet: bool = False, decoder: str | None = None,
+               head: str | None = None) -> Bundle:
     """A plain ONNX classifier or detector as a model-only bundle, read in place (nothing is
     written).
 
     With no `preprocessing`, ImageNet's is assumed (the size from the graph when it is fixed,
     else 224; the layout from the input's shape) and a warning says so unless `quiet`. A
     detector (several outputs, or one 3-D output, or a `decoder` given) gets its decoder and
-    its exporter's preprocessing (`detector.open_detector`).
+    its exporter's preprocessing (`detector.open_detector`). `head` says what a classifier's
+    scores mean (default: read off the graph, see `writer.output_head`).
     """
     path = Path(path)
     model = graphs.load_model(path, load_weights=False)
@@ -89,12 +91,13 @@ def open_model(path: str | Path, preprocessing: Preprocessing | None = None,
         prep, assumed = complete(model, preprocessing), []
     if assumed and not quiet:
         warnings.warn(assumed_line(path, prep, assumed), stacklevel=2)
-    classes = _classes(model, output) or _probe(path, image_input.name, output, prep)
+    columns = _classes(model, output) or _probe(path, image_input.name, output, prep)
+    head, classes = output_head(head, producer_op(model, output) == "Sigmoid", columns)
     if labels is not None and len(labels) != classes:
         raise BundleError(f"{len(labels)} labels given for a model with {classes} classes")
-    manifest = _manifest(image_input.name, prep, output, classes, output_kind(model, output),
-                         path.name, weights=None, labels=None,
-                         source={"framework": "onnx", "model": path.name})
+    manifest = _manifest(image_input.name, prep, OutputSpec(
+        output, classes, kind=output_kind(model, output), head=head), path.name,
+        weights=None, labels=None, source={"framework": "onnx", "model": path.name})
     return Bundle(path.parent, manifest, tuple(labels) if labels is not None else None,
                   plain=True)
 
@@ -134,7 +137,7 @@ def complete(model: onnx.ModelProto, prep: Preprocessing) -> Preprocessing:
 def write_model_bundle(model: onnx.ModelProto, out_dir: str | Path,
                        output: str | None = None, preprocessing: Preprocessing | None = None,
                        labels: list[str] | None = None, source: dict[str, str] | None = None,
-                       force: bool = False) -> Bundle:
+                       force: bool = False, head: str | None = None) -> Bundle:
     """Write a model-only bundle folder: the classifier with a free batch axis, its
     preprocessing and labels in a manifest, checksums. `model` has its weights loaded."""
     out = Path(out_dir)
@@ -147,15 +150,17 @@ def write_model_bundle(model: onnx.ModelProto, out_dir: str | Path,
         staging.mkdir(parents=True)
         save_model_graph(model, image_input.name, output, staging / "model.onnx")
         onnx.checker.check_model(str(staging / "model.onnx"))
-        classes = _probe(staging / "model.onnx", image_input.name, output, prep, batch=2)
+        columns = _probe(staging / "model.onnx", image_input.name, output, prep, batch=2)
+        head, classes = output_head(head, producer_op(model, output) == "Sigmoid", columns)
         if labels is not None and len(labels) != classes:
             raise BundleError(f"{len(labels)} labels given for a model with {classes} classes")
         if labels is not None:
             write_text_atomic(staging / "labels.txt", "\n".join(labels) + "\n")
         has_weights = (staging / WEIGHTS_NAME).is_file()
         names = ["model.onnx"] + ([WEIGHTS_NAME] if has_weights else [])
-        manifest = _manifest(image_input.name, prep, output, classes,
-                             output_kind(model, output), "model.onnx",
+        manifest = _manifest(image_input.name, prep, OutputSpec(
+                                 output, classes, kind=output_kind(model, output), head=head),
+                             "model.onnx",
                              weights=WEIGHTS_NAME if has_weights else None,
                              labels="labels.txt" if labels is not None else None,
                              source=dict(source or {}),
@@ -164,8 +169,8 @@ def write_model_bundle(model: onnx.ModelProto, out_dir: str | Path,
     return Bundle.load(out)
 
 
-def _manifest(input_name: str, prep: Preprocessing, output: str, classes: int, kind: str,
-              model: str, weights: str | None, labels: str | None, source: dict[str, str],
+def _manifest(input_name: str, prep: Preprocessing, output: OutputSpec, model: str,
+              weights: str | None, labels: str | None, source: dict[str, str],
               checksums: dict[str, str] | None = None) -> Manifest:
     assert prep.height is not None and prep.width is not None
     return Manifest(
@@ -173,7 +178,7 @@ def _manifest(input_name: str, prep: Preprocessing, output: str, classes: int, k
                         layout=prep.layout, color=prep.color, scale=prep.scale,
                         mean=prep.mean, std=prep.std, resize=prep.resize,
                         interpolation=prep.interpolation, crop_fraction=prep.crop_fraction),
-        output=OutputSpec(output, classes, kind=kind), layers=(),
+        output=output, layers=(),
         features=None, model=model, weights=weights, labels=labels, source=source,
         checksums=checksums or {}, tail=None, tail_missing=NO_LAYER)
 

@@ -20,6 +20,7 @@ from ..runners.ort import build_session
 from . import graphs
 from .bundle import TAIL_NAME, WEIGHTS_NAME, Bundle
 from .manifest import (
+    HEADS,
     MANIFEST_NAME,
     ActivationSpec,
     ImageConvention,
@@ -60,6 +61,7 @@ def write_bundle(
     activation_layout: str | None = None,
     prefix_hint: int | None = None,
     background: int | None = None,
+    head: str | None = None,
 ) -> Bundle:
     """Cut `model` at the tensor `activation` and write a bundle folder.
 
@@ -86,13 +88,15 @@ def write_bundle(
         prefix_hint: P as the model states it (a class token: 1), to settle the inference.
         background: for a segmentation model (output N×C×H×W), the class never chosen as
             the one to explain.
+        head: what the scores mean, "softmax", "multi-label" or "binary"; default: read off
+            the graph (a trailing Sigmoid: multi-label; one output column: binary).
     """
     out = Path(out_dir)
     if out.exists() and not force:
         raise BundleError(f"{out}: already exists (use --force to replace it)")
     plan = _plan(model, preprocessing or Preprocessing(), activation, layer, output,
                  tokens=tokens, activation_layout=activation_layout, prefix_hint=prefix_hint,
-                 background=background, labels=labels, source=source)
+                 background=background, labels=labels, source=source, head=head)
     with staged_folder(out) as staging:
         staging.mkdir(parents=True)
         bypassed = _cut(model, plan, staging)
@@ -122,6 +126,8 @@ class _Plan:
     background: int | None
     labels: tuple[str, ...] | None
     source: dict[str, str]
+    head: str | None = None         # given, else read off the graph and the probe
+    sigmoid: bool = False           # the output is a Sigmoid's
 
     @property
     def deepest(self) -> str:
@@ -133,7 +139,7 @@ def _plan(model: onnx.ModelProto, prep: Preprocessing, activation: str | Sequenc
           layer: str | Sequence[str] | None, output: str | None, *,
           tokens: tuple[int, int, int] | None, activation_layout: str | None,
           prefix_hint: int | None, background: int | None, labels: list[str] | None,
-          source: dict[str, str] | None) -> _Plan:
+          source: dict[str, str] | None, head: str | None = None) -> _Plan:
     """Check the arguments against the graph and settle what is cut and described."""
     image_input = graphs.single_input(model)
     output = output or graphs.only_output(model)
@@ -143,7 +149,8 @@ def _plan(model: onnx.ModelProto, prep: Preprocessing, activation: str | Sequenc
         tensors=tensors, names=names, size=_input_size(image_input, prep), prep=prep,
         maps_layout=activation_layout or prep.layout, tokens=tokens, prefix_hint=prefix_hint,
         background=background, labels=None if labels is None else tuple(labels),
-        source=dict(source or {}),
+        source=dict(source or {}), head=_given_head(head),
+        sigmoid=producer_op(model, output) == "Sigmoid",
     )
 
 
@@ -292,10 +299,12 @@ def _describe(folder: Path, plan: _Plan, probed: _Probed, bypassed: str | None) 
     if probed.tail_error is not None:
         (folder / TAIL_NAME).unlink()
         tail_missing = probed.tail_error
-    labels = _write_labels(folder, plan.labels, probed.classes)
-    output = OutputSpec(plan.output, probed.classes, kind=plan.kind,
+    head, classes = output_head(plan.head, plan.sigmoid, probed.classes,
+                                probed.output_size != (0, 0))
+    labels = _write_labels(folder, plan.labels, classes)
+    output = OutputSpec(plan.output, classes, kind=plan.kind,
                         height=probed.output_size[0], width=probed.output_size[1],
-                        background=_background(plan.background, probed.classes))
+                        background=_background(plan.background, probed.classes), head=head)
     has_weights = (folder / WEIGHTS_NAME).is_file()
     files = _graph_files(has_tail=tail_missing is None) + ([WEIGHTS_NAME] if has_weights else [])
     return Manifest(
@@ -367,9 +376,37 @@ def _check_tail(folder: Path, activation: str, output: str, acts: np.ndarray,
     return None
 
 
-def output_kind(model: onnx.ModelProto, output: str) -> str:
-    """'probabilities' when the output is produced by a Softmax node, else 'logits'."""
+def producer_op(model: onnx.ModelProto, output: str) -> str | None:
+    """The type of the node that produces `output` (None for a graph input)."""
     for node in model.graph.node:
         if output in node.output:
-            return "probabilities" if node.op_type == "Softmax" else "logits"
-    return "logits"
+            return node.op_type
+    return None
+
+
+def output_kind(model: onnx.ModelProto, output: str) -> str:
+    """'probabilities' when the output is produced by a Softmax or Sigmoid node, else
+    'logits'."""
+    return "probabilities" if producer_op(model, output) in ("Softmax", "Sigmoid") else "logits"
+
+
+def _given_head(head: str | None) -> str | None:
+    if head is not None and head not in HEADS:
+        raise BundleError(f"unknown head {head!r}: choose one of {', '.join(HEADS)}")
+    return head
+
+
+def output_head(given: str | None, sigmoid: bool, columns: int, segmentation: bool = False
+                ) -> tuple[str, int]:
+    """The head and the classes of an output of `columns` scores: the one given, checked,
+    else one column → binary, a Sigmoid's → multi-label, else softmax."""
+    head = given or ("softmax" if segmentation else "binary" if columns == 1
+                     else "multi-label" if sigmoid else "softmax")
+    if segmentation and head != "softmax":
+        raise BundleError("a segmentation output's head is softmax")
+    if (head == "binary") != (columns == 1):
+        raise BundleError(f"a binary head has one output column; this output has {columns}"
+                          if head == "binary" else
+                          f"a {head} head needs several output columns; this output has one "
+                          "(a binary model: --head binary)")
+    return head, 2 if head == "binary" else columns

@@ -440,18 +440,47 @@ def min_max_normalised(cam: NDArray[np.floating]) -> tuple[NDArray[np.float32], 
 
 def class_scores(out: NDArray[np.float64], targets: NDArray[np.int64], kind: str,
                   output_kind: str, clean: NDArray[np.float64] | None) -> NDArray[np.float64]:
-    """N×T scores of the requested kind from N×C model outputs (NaN where undefined)."""
+    """N×T scores of the requested kind from N×C model outputs (NaN where undefined).
+
+    `output_kind` is "logits" or "probabilities" of exclusive classes, or the same prefixed
+    "sigmoid-" (independent labels) or "binary-" (one logit of class 1, N×1): a probability
+    is then the label's sigmoid (class 0 of a binary head: its complement), and a binary
+    head's logit of class 0 is the negated logit (pytorch-grad-cam's
+    `BinaryClassifierOutputTarget`)."""
+    head, _, form = output_kind.rpartition("-")
     if kind == "probability":
-        if output_kind == "probabilities":
+        if head:
+            return _independent(out, targets, head, form)
+        if form == "probabilities":
             return out[:, targets]
         with np.errstate(invalid="ignore", over="ignore"):
             top = out.max(axis=1, keepdims=True)
             log_norm = top + np.log(np.exp(out - top).sum(axis=1, keepdims=True))
             return np.exp(out[:, targets] - log_norm)
-    picked = out[:, targets]
+    if head == "binary":
+        picked = out[:, :1] * np.where(targets == 1, 1.0, -1.0)[None, :]
+    else:
+        picked = out[:, targets]
     if kind == "logit-delta" and clean is not None:
         return picked - clean[None]
     return picked
+
+
+def sigmoid(values: NDArray[np.floating]) -> NDArray[np.float64]:
+    """The logistic function, without overflow."""
+    v = np.asarray(values, np.float64)
+    with np.errstate(over="ignore"):
+        return np.where(v >= 0, 1.0 / (1.0 + np.exp(-v)), np.exp(v) / (1.0 + np.exp(v)))
+
+
+def _independent(out: NDArray[np.float64], targets: NDArray[np.int64], head: str,
+                 form: str) -> NDArray[np.float64]:
+    """Each target's own probability: a label's sigmoid, or a binary head's class."""
+    if head == "binary":
+        positive = out[:, :1] if form == "probabilities" else sigmoid(out[:, :1])
+        return np.where(targets[None, :] == 1, positive, 1.0 - positive)
+    picked = out[:, targets]
+    return picked if form == "probabilities" else sigmoid(picked)
 
 
 class _MaskBuilder:

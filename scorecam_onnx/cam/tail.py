@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from ..metrics import softmax
 from .engine import (
     GRADCAM,
     PAPER,
     Attribution,
     Scores,
+    class_scores,
     form_cam,
     get_preset,
     min_max_normalised,
@@ -123,8 +123,7 @@ class ReciproCam(TailCam):
 
     def unit_scores(self, outputs: NDArray[np.float64], targets: NDArray[np.int64],
                     output_kind: str) -> NDArray[np.float64]:
-        probabilities = outputs if output_kind == "probabilities" else softmax(outputs)
-        return probabilities[:, targets]
+        return class_scores(outputs, targets, "probability", output_kind, None)
 
     def weights(self, values: NDArray[np.float64]) -> NDArray[np.float32]:
         return values.astype(np.float32)
@@ -177,7 +176,7 @@ class AblationCam(TailCam):
 
     def unit_scores(self, outputs: NDArray[np.float64], targets: NDArray[np.int64],
                     output_kind: str) -> NDArray[np.float64]:
-        return outputs[:, targets]
+        return class_scores(outputs, targets, "logit", output_kind, None)
 
     def score(self, x: NDArray[np.float32], activations: NDArray[np.float32], model: ScoreFn,
               targets: list[int], clean_output: NDArray[np.float32],
@@ -185,7 +184,8 @@ class AblationCam(TailCam):
               maps_model: object = None) -> Scores:
         scores = super().score(x, activations, model, targets, clean_output, output_kind,
                                progress)
-        clean = clean_output.astype(np.float64)[np.asarray(targets, dtype=np.int64)]
+        clean = class_scores(clean_output.astype(np.float64)[None],
+                             np.asarray(targets, dtype=np.int64), "logit", output_kind, None)[0]
         ablated = np.repeat(clean[None], activations.shape[0], axis=0)
         ablated[self.channels] = scores.values
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ..bundle import Bundle, Preprocessing
-from ..bundle.manifest import DECODERS, RESIZE_POLICIES
+from ..bundle.manifest import DECODERS, HEADS, RESIZE_POLICIES
 from ..errors import ScoreCamError
 from ..explainer import default_bundle
 from .common import size_pair, triple
@@ -114,6 +114,12 @@ def token_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # --background, for export and split: a segmentation model's class that is never explained.
+head_option: Decorator = click.option(
+    "--head", type=click.Choice(HEADS), default=None,
+    help="What the class scores mean: softmax (exclusive classes), multi-label (a sigmoid "
+         "per label) or binary (one logit). Default: read off the graph (a trailing Sigmoid: "
+         "multi-label; one column: binary; else softmax).")
+
 decoder_option: Decorator = click.option(
     "--decoder", type=click.Choice(DECODERS), default=None,
     help="A detector's output layout. Default: recognised from its outputs.")
@@ -145,10 +151,11 @@ def _read_labels(path: str | None) -> list[str] | None:
               help="Target module output (NAME, NAME#K for its K-th call) or input "
                    "(NAME:input); repeat it for a multi-layer bundle. Default: chosen from "
                    "the model's shapes.")
+@head_option
 @background_option
 @token_options
 @preprocessing_options
-def export(model_spec, weights, model_kwargs, weights_enum, layers, background, tokens,
+def export(model_spec, weights, model_kwargs, weights_enum, layers, head, background, tokens,
            activation_layout, input_size, mean, std, color, layout, interpolation, resize,
            crop_fraction, labels, out, force) -> None:
     """Export a PyTorch classifier into a bundle (needs the 'export' extra)."""
@@ -171,7 +178,7 @@ def export(model_spec, weights, model_kwargs, weights_enum, layers, background, 
              "labels": "--labels" if label_names is not None else
              loaded.labels_from or "none"}
     report = export_bundle(loaded, out, list(layers) or None, prep, label_names, force, tokens,
-                           activation_layout, notes, background)
+                           activation_layout, notes, background, head)
     m = report.bundle.manifest
     click.echo(f"layer {report.layer.label}: {report.layer.reason}; {_activation(m)}")
     for more in m.layers[1:]:
@@ -193,13 +200,14 @@ def export(model_spec, weights, model_kwargs, weights_enum, layers, background, 
               help="No target layer: a model-only bundle (the classifier and its "
                    "preprocessing) for --method rise.")
 @click.option("--output", help="Class-score output name. Default: the graph's only output.")
+@head_option
 @decoder_option
 @background_option
 @token_options
 @preprocessing_options
-def split(onnx_file, layers, no_layer, output, decoder, background, tokens, activation_layout,
-          input_size, mean, std, color, layout, interpolation, resize, crop_fraction, labels,
-          out, force) -> None:
+def split(onnx_file, layers, no_layer, output, head, decoder, background, tokens,
+          activation_layout, input_size, mean, std, color, layout, interpolation, resize,
+          crop_fraction, labels, out, force) -> None:
     """Cut an existing ONNX classifier or object detector into a bundle (no PyTorch
     needed)."""
     from ..bundle import graphs, write_bundle
@@ -223,13 +231,13 @@ def split(onnx_file, layers, no_layer, output, decoder, background, tokens, acti
     if no_layer:
         _split_model_only(model, onnx_file, layers or tokens or activation_layout, output, prep,
                           {"input size": input_size, "mean": mean, "std": std,
-                           "resize": resize}, labels, out, force)
+                           "resize": resize}, labels, out, force, head)
         return
     tensor = list(layers) or graphs.suggested_layer(model, output, prep.layout)
     bundle = write_bundle(model, out, tensor, output, prep, labels=_read_labels(labels),
                           source={"framework": "onnx", "model": Path(onnx_file).name},
                           force=force, tokens=tokens, activation_layout=activation_layout,
-                          background=background)
+                          background=background, head=head)
     m = bundle.manifest
     shown = "; ".join(f"{name} ({_spec(a)})" for name, a in m.targets)
     click.echo(f"wrote {out}: layer{'s' * (len(m.targets) > 1)} {shown}, "
@@ -257,7 +265,7 @@ def _split_detector(model, onnx_file: str, layers: list[str], decoder: str | Non
 
 def _split_model_only(model, onnx_file: str, layer_given: object, output: str,
                       prep: Preprocessing, flags: dict[str, Any], labels: str | None, out: str,
-                      force: bool) -> None:
+                      force: bool, head: str | None = None) -> None:
     from ..bundle import write_model_bundle
     from ..bundle.model_only import assumed_line, graph_size
 
@@ -266,7 +274,7 @@ def _split_model_only(model, onnx_file: str, layer_given: object, output: str,
                                "--layer, --tokens and --activation-layout")
     bundle = write_model_bundle(model, out, output, prep, labels=_read_labels(labels),
                                 source={"framework": "onnx", "model": Path(onnx_file).name},
-                                force=force)
+                                force=force, head=head)
     m = bundle.manifest
     fixed = graph_size(model, m.input.layout) is not None
     assumed = [name for name, value in flags.items()

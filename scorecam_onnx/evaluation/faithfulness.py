@@ -22,7 +22,7 @@ from ..forwards import Forwards
 from ..images import ImageLike, to_original
 from ..methods import Method, as_method
 from ..metrics import DEFAULT_METRICS, METRICS
-from ..options import ExplainOptions
+from ..options import DETECTION_THRESHOLD, ExplainOptions
 from ..targets import Class, Target, TopK
 from . import road
 
@@ -247,7 +247,7 @@ class Reference:
         """Perturbed inputs → scores (N×C, or N×1 for a detection) through `forwards`."""
         if self.detection is None:
             return forwards.probabilities
-        threshold = ExplainOptions().score_threshold
+        threshold = DETECTION_THRESHOLD
         return DetectionTarget(self.detection, threshold, drise_similarity).scorer(forwards)
 
 
@@ -255,7 +255,7 @@ def reference_of(explainer: Explainer, x: NDArray[np.float32]) -> Reference:
     """The `Reference` of one preprocessed image (one forward)."""
     forwards = explainer.forwards
     if forwards.detector:
-        found = forwards.detections(x, ExplainOptions().score_threshold)[0]
+        found = forwards.detections(x, DETECTION_THRESHOLD)[0]
         best = detection_target(found, TopK(1), None, 1, forwards.classes)
         return Reference(TopK(1), int(best.labels[0]), 0, best)
     class_id = int(np.argmax(forwards.probabilities(x)[0]))

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from ..attribution import classes_of_head
 from ..errors import BundleError, ImageError
 from ..explainer import AUGMENTATIONS, Detection, Explainer, Explanation
 from ..images import DEFAULT_MAX_PIXELS, decode_image
@@ -194,26 +195,34 @@ class ModelService:
             result["probabilities"] = probabilities.astype(np.float32)
         if not {"class_id", "score", "saliency"} & set(wanted):
             return result
-        segmentation = self.explainer.bundle.manifest.output.segmentation
-        target = params.request().target
+        output = self.explainer.bundle.manifest.output
+        request = params.request()
+        target, threshold = request.target, request.options.threshold(False)
         try:
-            chosen = [self.explainer.chosen_classes(rgb, target) if segmentation else
-                      _top(p, target.classes(p, self.classes))
+            chosen = [self.explainer.chosen_classes(rgb, target) if output.segmentation else
+                      _top(p, classes_of_head(target, p, p, output, threshold))
                       for rgb, p in zip(decoded.rgb, probabilities, strict=True)]
         except ValueError as exc:
             raise ApiError(422, str(exc)) from None
-        ids = np.array([c for c, _ in chosen], dtype=np.int64)
-        scores = np.array([s for _, s in chosen], dtype=np.float32)
+        # a multi-label model's labels differ in number between images: rows past an
+        # image's own have class -1, score 0 and a zero map
+        rows = max(len(c) for c, _ in chosen)
+        ids = np.full((len(chosen), rows), -1, np.int64)
+        scores = np.zeros((len(chosen), rows), np.float32)
+        for n, (classes, values) in enumerate(chosen):
+            ids[n, :len(classes)], scores[n, :len(values)] = classes, values
         if "class_id" in wanted:
             result["class_id"] = ids
         if "score" in wanted:
             result["score"] = scores
         if "saliency" in wanted:
-            maps = []
-            for rgb, row in zip(decoded.rgb, ids, strict=True):
-                per_class = params.for_classes([int(i) for i in row])
-                maps.append([e.saliency_input for e in self._explain(rgb, per_class, ticket)])
-            result["saliency"] = np.asarray(maps, dtype=np.float32)
+            spec = self.explainer.bundle.manifest.input
+            maps = np.zeros((len(chosen), rows, spec.height, spec.width), np.float32)
+            for n, (rgb, (classes, _)) in enumerate(zip(decoded.rgb, chosen, strict=True)):
+                per_class = params.for_classes([int(i) for i in classes])
+                for j, e in enumerate(self._explain(rgb, per_class, ticket)):
+                    maps[n, j] = e.saliency_input
+            result["saliency"] = maps
         return result
 
 
