@@ -1,6 +1,6 @@
 """The peer's own code beside ours: pytorch-grad-cam's ScoreCAM with aug_smooth and
-eigen_smooth, with two target layers, with a SemanticSegmentationTarget, and its ROAD metric,
-against this package on the same models and photo.
+eigen_smooth, with two target layers, with a SemanticSegmentationTarget, on multi-label and
+binary heads, and its ROAD metric, against this package on the same models and photo.
 
 torchvision's ResNet-18 (random weights, seeded) is exported as a bundle at `layer4` (and at
 `layer3` + `layer4`); its LR-ASPP MobileNetV3 segmentation model (random weights) at
@@ -76,6 +76,7 @@ def main() -> None:
         rows.append((f"{name} (noise 0)", abs(float(np.mean(np.float32(scores))) - value),
                      float("nan")))
     rows += _two_layers(model, tensor, x, c)
+    rows += _heads(tensor)
     rows += _segmentation()
     print("| item | largest difference | correlation |")
     print("|---|---|---|")
@@ -100,6 +101,43 @@ def _two_layers(model, tensor, x, c):
     got = ours.explain_one(IMAGE, c, ScoreCam(preset="pytorch-grad-cam")).saliency_input
     return [("Score-CAM, layer3 + layer4 (mean)", float(np.abs(got - want).max()),
              float(np.corrcoef(got.ravel(), want.ravel())[0, 1]))]
+
+
+def _heads(tensor):
+    """A 14-label sigmoid head and a binary head on the ResNet-18, as pytorch-grad-cam
+    explains them: `ClassifierOutputTarget` on the raw logits, `BinaryClassifierOutputTarget`
+    for each class of the binary one."""
+    import torch
+    from pytorch_grad_cam import ScoreCAM
+    from pytorch_grad_cam.utils.model_targets import (
+        BinaryClassifierOutputTarget,
+        ClassifierOutputTarget,
+    )
+    from scorecam_onnx_export import export_bundle
+    from scorecam_onnx_export.models import LoadedModel
+
+    from scorecam_onnx import Class, Explainer, Runtime, ScoreCam
+
+    rows = []
+    for head, width in (("multi-label", 14), ("binary", 1)):
+        torch.manual_seed(2)
+        model = __import__("torchvision").models.resnet18().eval()
+        model.fc = torch.nn.Linear(512, width)
+        out = Path(tempfile.mkdtemp()) / head
+        export_bundle(LoadedModel(model, {"framework": "torchvision", "model": "resnet18"}),
+                      out, layer="layer4", head=head)
+        ours = Explainer(out, Runtime(provider="cpu"))
+        classes = (2, 9) if head == "multi-label" else (0, 1)
+        for c in classes:
+            target = (ClassifierOutputTarget(c) if head == "multi-label"
+                      else BinaryClassifierOutputTarget(c))
+            with ScoreCAM(model, target_layers=[model.layer4]) as peer:
+                want = peer(tensor, [target])[0]
+            [got] = ours.explain(IMAGE, Class(c), ScoreCam(preset="pytorch-grad-cam"))
+            rows.append((f"Score-CAM, {head} head, class {c} ({type(target).__name__})",
+                         float(np.abs(got.saliency_input - want).max()),
+                         float(np.corrcoef(got.saliency_input.ravel(), want.ravel())[0, 1])))
+    return rows
 
 
 def _segmentation():
