@@ -117,7 +117,8 @@ class Explainer:
 
     Args:
         bundle: a bundle folder (or a loaded `Bundle`), or a plain ``.onnx`` classifier (a
-            model-only bundle, for RISE). Default: the shipped EfficientNet-Lite0.
+            model-only bundle, for RISE) or object detector (its decoder recognised, for
+            D-RISE). Default: the shipped EfficientNet-Lite0.
         runtime: where and how the forwards run (`Runtime`: provider, threads, batch size,
             a served model…). Default: `Runtime()`.
         runner: send the full-model forwards to this `Runner` (for instance one over
