@@ -7,6 +7,8 @@ OV := .venv-openvino
 OV_STAMP := $(OV)/.installed
 TRITON := .venv-triton
 TRITON_STAMP := $(TRITON)/.installed
+MLSERVER := .venv-mlserver
+MLSERVER_STAMP := $(MLSERVER)/.installed
 
 .PHONY: demo test lint bench load-bench browser clean
 
@@ -16,8 +18,8 @@ demo: $(STAMP)
 
 # The test suite (the same command CI runs): the OpenVINO provider's tests in an environment
 # of their own (onnxruntime-openvino replaces onnxruntime), then everything else; the remote
-# tests start the Triton Inference Server of .venv-triton.
-test: $(STAMP) $(OV_STAMP) $(TRITON_STAMP) browser
+# tests start the Triton Inference Server of .venv-triton, the MLServer tests .venv-mlserver.
+test: $(STAMP) $(OV_STAMP) $(TRITON_STAMP) $(MLSERVER_STAMP) browser
 	$(OV)/bin/python -m pytest -q -p no:cacheprovider -m openvino tests/test_openvino.py
 	$(BIN)/python -m pytest -q
 
@@ -66,5 +68,12 @@ $(TRITON_STAMP): pyproject.toml
 	  "opencv-python-headless<4.12" -e ".[cpu,triton]"
 	touch $(TRITON_STAMP)
 
+# Seldon MLServer, whose pins clash with Ray Serve's: the tests start `mlserver` from here.
+$(MLSERVER_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(MLSERVER)
+	$(MLSERVER)/bin/python -m pip install --quiet --upgrade pip
+	$(MLSERVER)/bin/python -m pip install --quiet -e ".[cpu,mlserver,remote]"
+	touch $(MLSERVER_STAMP)
+
 clean:
-	rm -rf $(VENV) $(OV) $(TRITON) out
+	rm -rf $(VENV) $(OV) $(TRITON) $(MLSERVER) out

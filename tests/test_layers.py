@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("batch", "evaluation"),
     ("quantize",),
     ("protocol",),                                           # one request, any transport
-    ("serve", "distributed", "triton", "scorecam_onnx_export"),  # extras
+    ("serve", "distributed", "triton", "mlserver", "scorecam_onnx_export"),  # extras
     ("cli", "__main__", "__init__"),
 ]
 

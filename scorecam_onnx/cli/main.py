@@ -16,6 +16,7 @@ from ..errors import ScoreCamError
 from .bundle import export, info, layers, quantize, split
 from .evaluation import bench, evaluate
 from .explain import explain
+from .mlserver import mlserver
 from .providers import providers
 from .serve import serve
 from .triton import triton
@@ -41,5 +42,5 @@ def main() -> None:
 
 
 for command in (explain, evaluate, bench, providers, export, split, layers, info, quantize, serve,
-                triton):
+                triton, mlserver):
     main.add_command(command)

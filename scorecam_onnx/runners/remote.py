@@ -2,7 +2,8 @@
 MLServer, or this package's own service), with tritonclient's HTTP or gRPC client (extra
 ``remote``).
 
-    http://HOST:PORT/v2/models/NAME[/versions/V]    (binary tensor data extension)
+    http://HOST:PORT/v2/models/NAME[/versions/V]    (binary tensor data where the server
+                                                     lists the extension, else JSON)
     grpc://HOST:PORT/v2/models/NAME[/versions/V]    (raw_input_contents)
     https:// and grpcs:// with TLS
 
@@ -129,6 +130,7 @@ class RemoteRunner:
         self.input_names = list(self.inputs)
         self.output_names = list(self.outputs)
         self.max_batch = self._max_batch()
+        self.binary = self.target.protocol == "http" and self._binary_extension()
 
     # set-up ----------------------------------------------------------------------------------
     @property
@@ -159,6 +161,12 @@ class RemoteRunner:
             raise RemoteError(f"{self.url}: the server does not answer: {_reason(exc)}") from None
         if not ready:
             raise RemoteError(f"{self.url}: the model {t.model!r} is not ready on the server")
+
+    def _binary_extension(self) -> bool:
+        """Whether the HTTP server takes tensors as binary data (the extension Triton and
+        this package's service list; MLServer's REST API takes JSON only)."""
+        server = self._call(self.client.get_server_metadata, "read the server's metadata")
+        return "binary_tensor_data" in (server.get("extensions") or [])
 
     def _metadata(self) -> dict[str, Any]:
         t = self.target
@@ -230,7 +238,7 @@ class RemoteRunner:
             data = np.ascontiguousarray(array, dtype=DATATYPES.get(datatype, np.float32))
             item = self._client_module.InferInput(name, list(data.shape), datatype)
             if self.target.protocol == "http":
-                item.set_data_from_numpy(data, binary_data=True)
+                item.set_data_from_numpy(data, binary_data=self.binary)
             else:
                 item.set_data_from_numpy(data)
             self.sent_bytes += data.nbytes
@@ -239,7 +247,7 @@ class RemoteRunner:
 
     def _requested(self, outputs: list[str]) -> list[Any]:
         if self.target.protocol == "http":
-            return [self._client_module.InferRequestedOutput(n, binary_data=True)
+            return [self._client_module.InferRequestedOutput(n, binary_data=self.binary)
                     for n in outputs]
         return [self._client_module.InferRequestedOutput(n) for n in outputs]
 
