@@ -6,6 +6,7 @@ of 2N (the first N masks shared) at the model's input size.
 
     python scripts/detector_bench.py --model yolov8n.onnx --bundle yolo-bundle \\
         [--image samples/coffee.png] [--masks 250,500,1000,2000,4000] [--threads 2]
+        [--score-threshold 0.25]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--skip-convergence", action="store_true")
     parser.add_argument("--skip-timing", action="store_true")
+    parser.add_argument("--score-threshold", type=float, default=0.25)
     args = parser.parse_args()
 
     from scorecam_onnx import (
@@ -43,7 +45,7 @@ def main() -> None:
 
     runtime = Runtime(provider="cpu", threads=args.threads)
     plain = Explainer(args.model, runtime)
-    found = plain.detect(args.image)
+    found = plain.detect(args.image, args.score_threshold)
     print(f"{args.model.name}: {plain.bundle.manifest.decoder.kind}, input "
           f"{plain.bundle.manifest.input.height}×{plain.bundle.manifest.input.width}, "
           f"{len(found)} detections on {args.image.name}\n")
@@ -60,14 +62,16 @@ def main() -> None:
     for name, ex, method in runs:
         for k in sorted({1, min(10, len(found))}):
             started = time.perf_counter()
-            maps = ex.explain(args.image, TopK(k), method, ExplainOptions())
+            maps = ex.explain(args.image, TopK(k), method,
+                              ExplainOptions(score_threshold=args.score_threshold))
             seconds = time.perf_counter() - started
             print(f"| {name} | {k} | {maps[0].forwards} | {seconds:.1f} |", flush=True)
     if not args.skip_convergence:
-        convergence(plain, args.image, [int(v) for v in args.masks.split(",")])
+        convergence(plain, args.image, [int(v) for v in args.masks.split(",")],
+                    args.score_threshold)
 
 
-def convergence(explainer, image: Path, counts: list[int]) -> None:
+def convergence(explainer, image: Path, counts: list[int], threshold: float) -> None:
     """corr(map of N masks, map of 2N) for each N, the masks' weights computed once."""
     from scorecam_onnx.cam.rise import rise_mask
     from scorecam_onnx.detection import drise_similarity
@@ -76,7 +80,7 @@ def convergence(explainer, image: Path, counts: list[int]) -> None:
     method = DRise()
     _, x = explainer.preprocess(image)
     size = x.shape[2:]
-    target = explainer.forwards.detections(x, 0.25)[0].take([0])
+    target = explainer.forwards.detections(x, threshold)[0].take([0])
     total = 2 * max(counts)
     weights = np.zeros(total)
     started = time.perf_counter()
@@ -84,7 +88,7 @@ def convergence(explainer, image: Path, counts: list[int]) -> None:
         masks = [rise_mask(i, size, method.grid, method.p, method.seed)
                  for i in range(start, min(total, start + 8))]
         found = explainer.forwards.detections((x * np.stack(masks)[:, None]).astype(
-            np.float32), 0.25)
+            np.float32), threshold)
         weights[start:start + len(masks)] = [drise_similarity(target, f)[0] for f in found]
     seconds = time.perf_counter() - started
     sums, done, masks = {}, np.zeros(size), np.zeros(size)
