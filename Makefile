@@ -16,10 +16,12 @@ MLSERVER_STAMP := $(MLSERVER)/.installed
 demo: $(STAMP)
 	$(BIN)/scorecam-onnx explain samples/ --out out --sheet
 
-# The test suite (the same command CI runs): the OpenVINO provider's tests in an environment
-# of their own (onnxruntime-openvino replaces onnxruntime), then everything else; the remote
-# tests start the Triton Inference Server of .venv-triton, the MLServer tests .venv-mlserver.
+# The test suite (the same command CI runs): ruff over the code, the OpenVINO provider's tests
+# in an environment of their own (onnxruntime-openvino replaces onnxruntime), then everything
+# else; the remote tests start the Triton Inference Server of .venv-triton, the MLServer tests
+# .venv-mlserver.
 test: $(STAMP) $(OV_STAMP) $(TRITON_STAMP) $(MLSERVER_STAMP) browser
+	$(BIN)/ruff check .
 	$(OV)/bin/python -m pytest -q -p no:cacheprovider -m openvino tests/test_openvino.py
 	$(BIN)/python -m pytest -q
 

@@ -147,3 +147,32 @@ def test_a_dead_infer_uri_is_one_line_not_a_hang(tmp_path):
     said = str(caught.value)
     assert "mlserver exited" in said
     assert "does not answer" in said or "cannot connect" in said
+
+
+def test_forwards_from_inside_mlserver_to_a_real_triton(tmp_path, local):
+    """The explainer in MLServer, its forwards sent to the bundle's model served by Triton
+    (over HTTP with Triton's binary tensor extension)."""
+    from triton_server import Triton, require_triton
+
+    from scorecam_onnx.triton import write_repository
+
+    require_triton()
+    write_repository(DEFAULT_BUNDLE, tmp_path / "repo", "classifier", max_batch=32)
+    triton = Triton(tmp_path / "repo")
+    try:
+        folder = tmp_path / "mls"
+        write_mlserver(DEFAULT_BUNDLE, folder, "viat", triton.url("classifier", "http"),
+                       http_port=free_port(), grpc_port=free_port())
+        shutil.rmtree(folder / "viat-classifier")
+        server = MLServer(folder, ["viat"])
+        try:
+            reply = _rest(server, "viat", method="faster-scorecam", top_k=2)
+        finally:
+            server.stop()
+    finally:
+        triton.stop()
+    assert reply.status_code == 200, reply.text
+    got, want = _outputs(reply), _want(local, "faster-scorecam", 2)
+    assert list(got["class_id"][0]) == [w.class_id for w in want]
+    for j, w in enumerate(want):
+        assert float(np.abs(got["saliency"][0, j] - w.saliency_input).max()) <= 1e-5
