@@ -32,8 +32,10 @@ class DetectionTarget:
     similarity: Callable[[Detections, Detections], NDArray[np.float64]]
 
     def scores(self, found: list[Detections]) -> NDArray[np.float32]:
-        """N×T scores of each image's detections for each target."""
-        return np.stack([self.similarity(self.targets, d) for d in found]).astype(np.float32)
+        """N×T scores of each image's detections for each target (NaN for an image whose
+        outputs were not finite: the engine counts it as undefined and says so)."""
+        return np.stack([self.similarity(self.targets, d) if d.finite else
+                         np.full(len(self.targets), np.nan) for d in found]).astype(np.float32)
 
     def scorer(self, forwards: Forwards) -> Callable[[NDArray[np.float32]], NDArray[np.float32]]:
         """Masked inputs → N×T scores, through the detector and its decoder."""

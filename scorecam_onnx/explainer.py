@@ -278,15 +278,15 @@ class Explainer:
         box = boxes_to_original(found.detections.boxes[column], shape, self.forwards.input)[0]
         return (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
 
-    def detect(self, image: ImageLike, score_threshold: float = DETECTION_THRESHOLD
+    def detect(self, image: ImageLike, score_threshold: float | None = DETECTION_THRESHOLD
                ) -> list[Detection]:
         """A detector's detections on one image above `score_threshold`, best first, in the
         image's pixels (one forward)."""
         if not self.forwards.detector:
             raise ValueError("detect is for object detectors; this bundle is not one")
-        ExplainOptions(score_threshold=score_threshold)          # checked as everywhere
+        threshold = ExplainOptions(score_threshold=score_threshold).threshold(True)
         rgb, x = self.preprocess(image)
-        return self._in_image(self.forwards.detections(x, score_threshold)[0], rgb.shape)
+        return self._in_image(self.forwards.detections(x, threshold)[0], rgb.shape)
 
     def chosen_detections(self, image: ImageLike, request: ExplainRequest | None = None
                           ) -> list[Detection]:

@@ -51,7 +51,12 @@ class Forwards:
         self._tokens = m.activation is not None and m.activation.layout == "NLC"
         self.decoder = m.decoder
         # torchvision detectors take one 3×H×W image per call (no batch axis)
-        self._unbatched = len(model.shapes("input").get(m.input.name) or ()) == 3
+        dims = model.shapes("input").get(m.input.name) or ()
+        self._unbatched = len(dims) == 3
+        # a detector exported with its batch axis fixed at 1 (ultralytics' default) or with
+        # none runs one input per call
+        self._single = m.decoder is not None and (self._unbatched or (
+            len(dims) == 4 and dims[0] == 1))
         self.check_shapes()
 
     @property
@@ -126,19 +131,40 @@ class Forwards:
             raise BundleError(f"{self.model.path}: no output named {missing[0]!r} (manifest)")
 
     def detections(self, batch: NDArray[np.float32], threshold: float) -> list[Detections]:
-        """Each input's detections above `threshold` (boxes in input pixels, best first)."""
-        spec, names = self.decoder, list(self.decoder.outputs)
+        """Each input's detections above `threshold` (boxes in input pixels, best first); an
+        input whose outputs are not all finite gets none and is marked so."""
+        spec = self.decoder
         size = (self.input.height, self.input.width)
         classes = self.bundle.manifest.output.classes
-        if self._unbatched:
-            return [decode(spec, self.model.run(names, {self.input.name: image}), classes,
-                           threshold, size)[0] for image in batch]
-        outputs = self.model.run(names, self._model_feed(batch))
-        found = decode(spec, outputs, classes, threshold, size)
-        if len(found) != batch.shape[0]:
-            raise BundleError(f"the detector returned {len(found)} images' outputs for "
-                              f"{batch.shape[0]} inputs")
+        parts = ([batch[i:i + 1] for i in range(batch.shape[0])] if self._unbatched
+                 else [batch])
+        found: list[Detections] = []
+        for part in parts:
+            outputs = self.raw_outputs(part)
+            decoded = decode(spec, outputs, classes, threshold, size)
+            if len(decoded) != part.shape[0]:
+                raise BundleError(f"the detector returned {len(decoded)} images' outputs for "
+                                  f"{part.shape[0]} inputs")
+            finite = _finite_rows(outputs, part.shape[0], self._unbatched)
+            found += [d if ok else d.nonfinite() for d, ok in zip(decoded, finite, strict=True)]
         return found
+
+    def raw_outputs(self, batch: NDArray[np.float32]) -> list[NDArray]:
+        """A detector's outputs for a batch, undecoded (in the decoder's order): one call, or
+        one per input for a graph that takes one (joined along the batch axis; a graph with
+        no batch axis takes a single input)."""
+        names = list(self.decoder.outputs)
+        if not self._single:
+            return self.model.run(names, self._model_feed(batch))
+        if self._unbatched:
+            if batch.shape[0] != 1:
+                raise ValueError("this detector takes one image per call (its graph has no "
+                                 "batch axis)")
+            return self.model.run(names, {self.input.name: self._model_feed(batch)[
+                self.input.name][0]})
+        parts = [self.model.run(names, self._model_feed(batch[i:i + 1]))
+                 for i in range(batch.shape[0])]
+        return [np.concatenate([p[j] for p in parts]) for j in range(len(names))]
 
     def forward(self, batch: NDArray[np.float32]) -> None:
         """Run the full model on a batch and drop its outputs (the cost of a forward, as
@@ -146,11 +172,8 @@ class Forwards:
         if self.decoder is None:
             self.scores(batch)
             return
-        names = list(self.decoder.outputs)
-        feeds = [{self.input.name: image} for image in batch] if self._unbatched else [
-            self._model_feed(batch)]
-        for feed in feeds:
-            self.model.run(names, feed)
+        for i in range(batch.shape[0]) if self._unbatched else [None]:
+            self.raw_outputs(batch if i is None else batch[i:i + 1])
 
     @property
     def detector(self) -> bool:
@@ -292,6 +315,16 @@ class Forwards:
                               f"{acts.shape[2]} activations, the manifest says "
                               f"{a.channels}×{a.height}×{a.width}")
         return np.ascontiguousarray(acts, dtype=np.float32)
+
+
+def _finite_rows(outputs: list[NDArray], images: int, unbatched: bool) -> list[bool]:
+    """Per input, whether all its floating outputs are finite."""
+    rows = np.ones(images, bool)
+    for out in outputs:
+        if np.issubdtype(out.dtype, np.floating):
+            values = out.reshape(1, -1) if unbatched else out.reshape(out.shape[0], -1)
+            rows &= np.isfinite(values).all(axis=1)
+    return rows.tolist()
 
 
 def to_probabilities(out: NDArray[np.floating], kind: str) -> NDArray[np.float64]:

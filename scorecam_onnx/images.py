@@ -199,7 +199,7 @@ def crop_box(shape: tuple[int, ...], spec: InputSpec) -> tuple[int, int, int, in
     h, w = shape[:2]
     if spec.resize == "letterbox":
         ratio = min(spec.height / h, spec.width / w)
-        sh, sw = round(h * ratio), round(w * ratio)
+        sh, sw = max(1, round(h * ratio)), max(1, round(w * ratio))
         return sh, sw, -round((spec.height - sh) / 2 - 0.1), -round((spec.width - sw) / 2 - 0.1)
     fraction = spec.crop_fraction
     if spec.resize == "crop":
@@ -218,7 +218,7 @@ LETTERBOX_GREY = 114
 def place(scaled: NDArray, spec: InputSpec, top: int, left: int, fill: float) -> NDArray:
     """The model's H×W view of an image already resized: cut from it, or (letterbox) set on
     a canvas of `fill`."""
-    if top >= 0 and left >= 0:
+    if spec.resize != "letterbox":
         return scaled[top:top + spec.height, left:left + spec.width]
     canvas = np.full((spec.height, spec.width, *scaled.shape[2:]), fill, scaled.dtype)
     canvas[-top:-top + scaled.shape[0], -left:-left + scaled.shape[1]] = scaled
@@ -250,7 +250,7 @@ def to_original(saliency: NDArray[np.float32], shape: tuple[int, ...],
     did not see get 0; a letterbox's padding is dropped.
     """
     sh, sw, top, left = crop_box(shape, spec)
-    if top < 0 or left < 0:
+    if spec.resize == "letterbox":
         saliency = saliency[-top:-top + sh, -left:-left + sw]
     elif (sh, sw) != (spec.height, spec.width):
         canvas = np.zeros((sh, sw), dtype=np.float32)

@@ -42,6 +42,8 @@ NMS_IOU = {"yolov8": 0.7, "yolov5": 0.45}
 # Classes of the layouts that report only labels, when no labels or metadata tell (COCO).
 REPORTED_CLASSES = {"end2end": 80, "torchvision": 91}
 YOLO_KINDS = ("yolov8", "yolov5", "end2end")
+# The most boxes an end-to-end export reports (ultralytics keeps 300).
+MAX_REPORTED = 1000
 NO_NORMALISATION = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
 
 
@@ -101,26 +103,51 @@ def _layout(outputs: dict[str, np.ndarray], kind: str | None
     names = list(outputs)
     integer = [n for n in names if np.issubdtype(outputs[n].dtype, np.integer)]
     if len(names) == 3 and kind in (None, "torchvision") and len(integer) == 1:
-        boxes = [n for n in names if outputs[n].shape[-1:] == (4,) and n not in integer]
+        boxes = [n for n in names if outputs[n].ndim == 2 and outputs[n].shape[-1] == 4
+                 and n not in integer]
         scores = [n for n in names if n not in integer and n not in boxes]
         if len(boxes) == 1 and len(scores) == 1:
             return DecoderSpec("torchvision", (boxes[0], integer[0], scores[0])), None
     if len(names) == 2 and kind in (None, "detr"):
-        boxes = [n for n in names if outputs[n].ndim == 3 and outputs[n].shape[-1] == 4
-                 and float(outputs[n].min(initial=0.0)) >= 0.0
-                 and float(outputs[n].max(initial=0.0)) <= 1.0]
-        logits = [n for n in names if n not in boxes and outputs[n].ndim == 3]
-        if len(boxes) == 1 and len(logits) == 1 and outputs[logits[0]].shape[-1] >= 2:
-            return DecoderSpec("detr", (logits[0], boxes[0])), outputs[logits[0]].shape[-1] - 1
+        found = _detr(outputs, names, forced=kind == "detr")
+        if found is not None:
+            return found
     if len(names) != 1 or outputs[names[0]].ndim != 3:
         return None
     a, b = outputs[names[0]].shape[1:]
-    chosen = kind or ("end2end" if b == 6 else "yolov8" if a < b else "yolov5")
+    # an end-to-end export keeps a few hundred boxes; a one-class YOLOv5 head (also 6 wide)
+    # has thousands of anchors
+    chosen = kind or ("end2end" if b == 6 and a <= MAX_REPORTED else
+                      "yolov8" if a < b else "yolov5")
     classes = {"yolov8": a - 4, "yolov5": b - 5, "end2end": None}.get(chosen, 0)
     if chosen not in YOLO_KINDS or (classes is not None and classes < 1) or (
             chosen == "end2end" and b != 6):
         return None
     return DecoderSpec(chosen, (names[0],), NMS_IOU.get(chosen, 0.7)), classes
+
+
+def _detr(outputs: dict[str, np.ndarray], names: list[str], forced: bool
+          ) -> tuple[DecoderSpec, int] | None:
+    """DETR's logits (N×Q×(C+1)) and boxes (N×Q×4): the one output ending in 4, or of two
+    that do, the one in [0, 1] (normalised boxes; forced: the second, as exporters order
+    them)."""
+    if not all(outputs[n].ndim == 3 for n in names):
+        return None
+    boxes = [n for n in names if outputs[n].shape[-1] == 4]
+    if len(boxes) == 2:
+        boxes = [names[1]] if forced else [n for n in boxes if _normalised(outputs[n])]
+    if len(boxes) != 1:
+        return None
+    logits = next(n for n in names if n != boxes[0])
+    if outputs[logits].shape[-1] < 2:
+        return None
+    return DecoderSpec("detr", (logits, boxes[0])), outputs[logits].shape[-1] - 1
+
+
+def _normalised(values: np.ndarray) -> bool:
+    """Whether every value lies in [0, 1] (DETR's normalised boxes, telling them from
+    logits when both end in 4)."""
+    return float(values.min(initial=0.0)) >= 0.0 and float(values.max(initial=0.0)) <= 1.0
 
 
 def metadata_labels(model: onnx.ModelProto) -> list[str] | None:
@@ -238,7 +265,15 @@ def write_detector_bundle(model: onnx.ModelProto, path: Path, out_dir: str | Pat
     spec, classes, prep, labels = _describe(path, model, None, decoder, labels, True,
                                             overrides)
     image = graphs.single_input(model).name
-    batched = len(input_dims(model)) == 4
+    dims = input_dims(model)
+    # a batch axis fixed at 1 stays so (the graph may read it in its reshapes): the engine
+    # then runs one input per call
+    batched = len(dims) == 4 and not isinstance(dims[0], int)
+    produced = {o for node in model.graph.node for o in node.output}
+    missing = [t for t in tensors if t not in produced]
+    if missing:
+        raise BundleError(f"no tensor named {missing[0]!r} in the graph (`scorecam-onnx layers "
+                          f"{path.name}` lists them)")
     with staged_folder(out) as staging:
         staging.mkdir(parents=True)
         if batched:
@@ -246,7 +281,8 @@ def write_detector_bundle(model: onnx.ModelProto, path: Path, out_dir: str | Pat
         onnx.save_model(model, str(staging / "model.onnx"), save_as_external_data=True,
                         all_tensors_to_one_file=True, location=WEIGHTS_NAME,
                         size_threshold=EXTERNAL_THRESHOLD, convert_attribute=False)
-        layers = _cut_features(staging, image, tensors, names or tensors, prep, batched)
+        layers = _cut_features(staging, image, tensors, names or tensors, prep, batched,
+                               len(dims) == 3)
         if labels:
             write_text_atomic(staging / "labels.txt", "\n".join(labels) + "\n")
         files = ["model.onnx", *(["features.onnx"] if layers else []),
@@ -261,7 +297,8 @@ def write_detector_bundle(model: onnx.ModelProto, path: Path, out_dir: str | Pat
 
 
 def _cut_features(folder: Path, image: str, tensors: list[str], names: list[str],
-                  prep: Preprocessing, batched: bool) -> tuple[LayerSpec, ...]:
+                  prep: Preprocessing, batched: bool, unbatched: bool
+                  ) -> tuple[LayerSpec, ...]:
     """The features graph (input → the layers' tensors) and the layers it gives."""
     if not tensors:
         return ()
@@ -272,12 +309,12 @@ def _cut_features(folder: Path, image: str, tensors: list[str], names: list[str]
     onnx.save_model(features, str(folder / "features.onnx"))
     onnx.checker.check_model(str(folder / "features.onnx"))
     size = (prep.height, prep.width)
-    noise = np.zeros((1, 3, *size) if batched else (3, *size), np.float32)
+    noise = np.zeros((3, *size) if unbatched else (1, 3, *size), np.float32)
     session, _ = build_session(folder / "features.onnx", "cpu")
     values = session.run(list(tensors), {image: noise})
     layers = []
     for tensor, name, value in zip(tensors, names, values, strict=True):
-        shape = value.shape if batched or value.ndim == 4 else (1, *value.shape)
+        shape = value.shape if value.ndim == 4 else (1, *value.shape)
         if len(shape) != 4 or shape[2] * shape[3] <= 1:
             raise BundleError(f"tensor {tensor!r} has shape {value.shape}: a detector's "
                               "layer must be N×K×h×w maps")

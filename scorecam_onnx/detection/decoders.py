@@ -33,6 +33,8 @@ class Detections:
         labels: K class ids.
         vectors: K×C class probability vectors.
         objectness: K objectness values (1 where the detector has none).
+        finite: False when the detector's outputs for the image were not all finite (no
+            detection is then known).
     """
 
     boxes: NDArray[np.float64]
@@ -40,6 +42,7 @@ class Detections:
     labels: NDArray[np.int64]
     vectors: NDArray[np.float64]
     objectness: NDArray[np.float64]
+    finite: bool = True
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -48,7 +51,12 @@ class Detections:
         """The detections at `index`, in its order."""
         i = np.asarray(index, np.int64)
         return Detections(self.boxes[i], self.scores[i], self.labels[i], self.vectors[i],
-                          self.objectness[i])
+                          self.objectness[i], self.finite)
+
+    def nonfinite(self) -> Detections:
+        """No detection, marked as coming from outputs that were not finite."""
+        return Detections(self.boxes[:0], self.scores[:0], self.labels[:0], self.vectors[:0],
+                          self.objectness[:0], False)
 
     @classmethod
     def empty(cls, classes: int) -> Detections:
@@ -131,7 +139,7 @@ def _reported(boxes: NDArray, scores: NDArray, labels: NDArray, threshold: float
               classes: int) -> Detections:
     """Detections a graph reports already suppressed: kept above the threshold, best first."""
     scores = np.asarray(scores, np.float64)
-    labels = np.asarray(labels).astype(np.int64)
+    labels = np.rint(np.asarray(labels, np.float64)).astype(np.int64)
     keep = np.flatnonzero((scores > threshold) & (labels >= 0) & (labels < classes))
     keep = keep[np.argsort(-scores[keep], kind="stable")][:MAX_KEPT]
     return Detections(np.asarray(boxes, np.float64).reshape(-1, 4)[keep], scores[keep],

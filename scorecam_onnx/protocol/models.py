@@ -112,15 +112,18 @@ class ModelService:
         """A prediction P per image (no masked forward)."""
         return self.predictions(self.decode(images, ticket), ticket, top)
 
-    def predictions(self, decoded: Decoded, ticket: Ticket, top: int = TOP
-                    ) -> list[dict[str, object]]:
+    def predictions(self, decoded: Decoded, ticket: Ticket, top: int = TOP,
+                    params: Sequence[ExplainParams] | None = None) -> list[dict[str, object]]:
         """A prediction P per decoded image: a classifier's top classes, or a detector's
-        detections above the default score threshold (one forward each)."""
+        detections above the request's score threshold (one forward each)."""
         if not self.detector:
             return [self.prediction(p, top) for p in self.probabilities(decoded, ticket)]
         ticket.check()
         ticket.count(len(decoded.rgb))
-        return [detections_prediction(self.explainer.detect(rgb)) for rgb in decoded.rgb]
+        given = params or [ExplainParams()] * len(decoded.rgb)
+        return [detections_prediction(self.explainer.detect(
+            rgb, p.request().options.threshold(True))) for rgb, p in zip(decoded.rgb, given,
+                                                                          strict=True)]
 
     def prediction(self, probabilities: NDArray[np.float64], top: int = TOP) -> dict[str, object]:
         """P: the top-1 class and the `top` most likely classes with their probabilities."""
@@ -134,7 +137,7 @@ class ModelService:
                 ticket: Ticket) -> tuple[list[dict[str, object]], list[list[Explanation]]]:
         """Predictions and explanations (a list per image) for each image."""
         decoded = self.decode(images, ticket)
-        predictions = self.predictions(decoded, ticket)
+        predictions = self.predictions(decoded, ticket, params=params)
         found = [self._explain(rgb, settings, ticket)
                  for rgb, settings in zip(decoded.rgb, params, strict=True)]
         return predictions, found
@@ -314,7 +317,10 @@ class ClassifierService:
         ticket.count(batch.shape[0])
         if not self.explainer.forwards.detector:
             return {self.output: self.explainer.forwards.scores(batch).astype(np.float32)}
-        found = self.explainer.forwards.model.run(self.outputs, {self.input: batch})
+        try:
+            found = self.explainer.forwards.raw_outputs(batch)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
         return dict(zip(self.outputs, found, strict=True))
 
 

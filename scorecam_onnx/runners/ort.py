@@ -106,7 +106,8 @@ class OrtRunner:
     def datatype(self, kind: str, name: str) -> str:
         """The Open Inference Protocol's name of an input's or output's element type."""
         values = self.session.get_inputs() if kind == "input" else self.session.get_outputs()
-        kinds = {"tensor(float)": "FP32", "tensor(float16)": "FP16", "tensor(double)": "FP64"}
+        kinds = {"tensor(float)": "FP32", "tensor(float16)": "FP16", "tensor(double)": "FP64",
+                 "tensor(int64)": "INT64", "tensor(int32)": "INT32", "tensor(bool)": "BOOL"}
         found = next(v.type for v in values if v.name == name)
         return kinds.get(found, found)
 

@@ -145,3 +145,40 @@ def test_reported_detections_keep_at_most_the_kept_and_drop_unknown_classes():
     rows[0, 0, 5] = 7                      # a class the model does not have
     [found] = decode(DecoderSpec("end2end", ("o",)), [rows], 3, 0.5, (64, 64))
     assert found.labels.tolist() == [1] * int((rows[0, 1:, 4] > 0.5).sum())
+
+
+def test_layouts_told_apart_at_their_edges():
+    """torchvision with exactly four detections (scores also end in 4), DETR forced on boxes
+    outside [0, 1], and an end-to-end graph's float class ids rounded, not truncated."""
+    four = {"boxes": np.zeros((4, 4), np.float32), "labels": np.zeros(4, np.int64),
+            "scores": np.zeros(4, np.float32)}
+    assert recognise(four)[0].outputs == ("boxes", "labels", "scores")
+    wide = {"logits": np.zeros((1, 5, 4), np.float32),
+            "pred_boxes": np.full((1, 5, 4), 1.5, np.float32)}
+    assert recognise(wide, "detr")[0].outputs == ("logits", "pred_boxes")
+    rows = np.zeros((1, 2, 6), np.float32)
+    rows[0, :, 2:4] = 5.0
+    rows[0, :, 4] = [0.9, 0.8]
+    rows[0, :, 5] = [2.0000001, 1.9999999]
+    [found] = decode(DecoderSpec("end2end", ("o",)), [rows], 3, 0.5, (64, 64))
+    assert found.labels.tolist() == [2, 2]
+
+
+def test_a_fixed_batch_export_runs_one_input_per_call(detectors, tmp_path):
+    """ultralytics exports a batch axis fixed at 1 unless asked otherwise: the masked
+    inputs then go one per call, and the maps equal the free-batch graph's."""
+    import onnx
+
+    from scorecam_onnx import DRise
+
+    model = onnx.load(str(detectors["yolov8"]))
+    for value in [*model.graph.input, *model.graph.output]:
+        value.type.tensor_type.shape.dim[0].Clear()
+        value.type.tensor_type.shape.dim[0].dim_value = 1
+    onnx.save(model, str(tmp_path / "fixed.onnx"))
+    fixed, free = Explainer(tmp_path / "fixed.onnx"), Explainer(detectors["yolov8"])
+    got = fixed.explain(SAMPLES / "coffee.png", None, DRise(samples=24))
+    want = free.explain(SAMPLES / "coffee.png", None, DRise(samples=24))
+    assert [g.box for g in got] == [w.box for w in want]
+    for g, w in zip(got, want, strict=True):
+        assert float(np.abs(g.saliency - w.saliency).max()) <= 1e-5

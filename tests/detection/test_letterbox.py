@@ -58,3 +58,16 @@ def test_the_scaled_image_always_fits(shape):
     rows, cols = np.flatnonzero(~grey.all(axis=1)), np.flatnonzero(~grey.all(axis=0))
     ratio = min(64 / shape[0], 64 / shape[1])
     assert rows.size <= round(shape[0] * ratio) and cols.size <= round(shape[1] * ratio)
+
+
+@pytest.mark.parametrize("shape", [(65, 64, 3), (64, 65, 3), (1000, 5, 3)])
+def test_a_one_pixel_margin_or_a_sliver_still_fills_the_input(shape):
+    """One pixel of padding rounds to 0 before and 1 after (ultralytics pads the same); a
+    side that would round to nothing keeps one pixel."""
+    image = np.full(shape, 200, np.uint8)
+    x = preprocess(image, SPEC)
+    assert x.shape == (1, 3, 64, 64)
+    grey = np.isclose(x[0, 0], 114 / 255)
+    assert grey.sum() == 64 * 64 - np.isclose(x[0, 0], 200 / 255).sum() > 0
+    back = to_original(np.ones((64, 64), np.float32), shape, SPEC)
+    assert back.shape == shape[:2] and back.min() == 1.0
