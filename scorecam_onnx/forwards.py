@@ -136,10 +136,8 @@ class Forwards:
         spec = self.decoder
         size = (self.input.height, self.input.width)
         classes = self.bundle.manifest.output.classes
-        parts = ([batch[i:i + 1] for i in range(batch.shape[0])] if self._unbatched
-                 else [batch])
         found: list[Detections] = []
-        for part in parts:
+        for part in self._calls(batch):
             outputs = self.raw_outputs(part)
             decoded = decode(spec, outputs, classes, threshold, size)
             if len(decoded) != part.shape[0]:
@@ -148,6 +146,11 @@ class Forwards:
             finite = _finite_rows(outputs, part.shape[0], self._unbatched)
             found += [d if ok else d.nonfinite() for d, ok in zip(decoded, finite, strict=True)]
         return found
+
+    def _calls(self, batch: NDArray[np.float32]) -> list[NDArray[np.float32]]:
+        """A batch as `raw_outputs` takes it: whole, or an input at a time for a graph with
+        no batch axis (its outputs are not joined)."""
+        return [batch[i:i + 1] for i in range(batch.shape[0])] if self._unbatched else [batch]
 
     def raw_outputs(self, batch: NDArray[np.float32]) -> list[NDArray]:
         """A detector's outputs for a batch, undecoded (in the decoder's order): one call, or
@@ -160,8 +163,7 @@ class Forwards:
             if batch.shape[0] != 1:
                 raise ValueError("this detector takes one image per call (its graph has no "
                                  "batch axis)")
-            return self.model.run(names, {self.input.name: self._model_feed(batch)[
-                self.input.name][0]})
+            return self.model.run(names, self._image_feed(batch))
         parts = [self.model.run(names, self._model_feed(batch[i:i + 1]))
                  for i in range(batch.shape[0])]
         return [np.concatenate([p[j] for p in parts]) for j in range(len(names))]
@@ -172,8 +174,8 @@ class Forwards:
         if self.decoder is None:
             self.scores(batch)
             return
-        for i in range(batch.shape[0]) if self._unbatched else [None]:
-            self.raw_outputs(batch if i is None else batch[i:i + 1])
+        for part in self._calls(batch):
+            self.raw_outputs(part)
 
     @property
     def detector(self) -> bool:

@@ -175,6 +175,15 @@ def _metadata_size(model: onnx.ModelProto) -> tuple[int, int] | None:
     return None
 
 
+def overrides_of(given: dict[str, Any]) -> dict[str, Any]:
+    """Preprocessing settings given by name (None: not given), an `input_size` (H, W) as
+    height and width: the `overrides` of `detector_preprocessing`."""
+    overrides = {k: v for k, v in given.items() if v is not None and k != "input_size"}
+    if given.get("input_size") is not None:
+        overrides["height"], overrides["width"] = given["input_size"]
+    return overrides
+
+
 def detector_preprocessing(model: onnx.ModelProto, kind: str,
                            given: Preprocessing | None,
                            overrides: dict[str, Any] | None = None
@@ -186,14 +195,12 @@ def detector_preprocessing(model: onnx.ModelProto, kind: str,
     if overrides:
         base, _ = detector_preprocessing(model, kind, None)
         return detector_preprocessing(model, kind, replace(base, **overrides))
-    dims = input_dims(model)
-    fixed = dims[-2:] if all(isinstance(d, int) for d in dims[-2:]) else None
+    size, fixed = probe_size(model)
     if given is not None and given.height is not None:
-        if fixed is not None and (given.height, given.width) != tuple(fixed):
+        if fixed and (given.height, given.width) != size:
             raise BundleError(f"input size {given.height}x{given.width} differs from the "
-                              f"graph's {fixed[0]}x{fixed[1]}")
+                              f"graph's {size[0]}x{size[1]}")
         return given, False
-    size = tuple(fixed) if fixed else (_metadata_size(model) or (DETECTOR_SIZE,) * 2)
     if given is not None:
         return replace(given, height=size[0], width=size[1]), False
     base = Preprocessing(height=size[0], width=size[1], interpolation="linear",
@@ -244,7 +251,8 @@ def assumed_note(path: Path | str, kind: str, prep: Preprocessing) -> str:
 
 
 def probe_size(model: onnx.ModelProto) -> tuple[tuple[int, int], bool]:
-    """The size a detector is probed at: its fixed size, its metadata's, or 640."""
+    """A detector's input size (its graph's fixed size, its metadata's, or 640) and whether
+    the graph fixes it."""
     dims = input_dims(model)
     if all(isinstance(d, int) for d in dims[-2:]):
         return (int(dims[-2]), int(dims[-1])), True
@@ -297,14 +305,14 @@ def write_detector_bundle(model: onnx.ModelProto, path: Path, out_dir: str | Pat
 
 
 def _cut_features(folder: Path, image: str, tensors: list[str], names: list[str],
-                  prep: Preprocessing, batched: bool, unbatched: bool
+                  prep: Preprocessing, free_batch: bool, unbatched: bool
                   ) -> tuple[LayerSpec, ...]:
     """The features graph (input → the layers' tensors) and the layers it gives."""
     if not tensors:
         return ()
     saved = onnx.load(str(folder / "model.onnx"), load_external_data=False)
     features = graphs.extract(saved, [image], list(tensors))
-    if batched:
+    if free_batch:
         graphs.free_batch_axis(features, [image, *tensors])
     onnx.save_model(features, str(folder / "features.onnx"))
     onnx.checker.check_model(str(folder / "features.onnx"))

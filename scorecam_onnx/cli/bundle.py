@@ -248,13 +248,11 @@ def _split_detector(model, onnx_file: str, layers: list[str], decoder: str | Non
                     given: dict[str, Any], labels: str | None, out: str, force: bool) -> None:
     """A detector bundle: the detector and, at the layers given (or the last backbone stage
     its neck upsamples), a features graph."""
-    from ..bundle.detector import suggested_layer, write_detector_bundle
+    from ..bundle.detector import overrides_of, suggested_layer, write_detector_bundle
 
-    overrides = {k: v for k, v in given.items() if v is not None}
-    if "input_size" in overrides:
-        overrides["height"], overrides["width"] = overrides.pop("input_size")
     chosen = layers or [t for t in [suggested_layer(model)] if t is not None]
-    bundle = write_detector_bundle(model, Path(onnx_file), out, chosen, overrides=overrides,
+    bundle = write_detector_bundle(model, Path(onnx_file), out, chosen,
+                                   overrides=overrides_of(given),
                                    decoder=decoder, labels=_read_labels(labels), force=force)
     m = bundle.manifest
     shown = "; ".join(f"{name} ({_spec(a)})" for name, a in m.targets) or (

@@ -282,11 +282,9 @@ def resolve_model(model_dir: str | None, input_size: tuple[int, int] | None = No
 def _open_detector(path: Any, graph: Any, flags: dict[str, Any], decoder: str | None) -> Any:
     """A plain detector, its exporter's preprocessing changed by the flags given (a note on
     stderr when none is)."""
-    from ..bundle.detector import assumed_note, open_detector
+    from ..bundle.detector import assumed_note, open_detector, overrides_of
 
-    overrides = {k.replace("input size", "height"): v for k, v in flags.items() if v is not None}
-    if "height" in overrides:
-        overrides["height"], overrides["width"] = overrides["height"]
+    overrides = overrides_of({k.replace(" ", "_"): v for k, v in flags.items()})
     bundle = open_detector(path, graph, decoder=decoder, quiet=True, overrides=overrides)
     if not overrides:
         m = bundle.manifest

@@ -58,12 +58,6 @@ class Detections:
         return Detections(self.boxes[:0], self.scores[:0], self.labels[:0], self.vectors[:0],
                           self.objectness[:0], False)
 
-    @classmethod
-    def empty(cls, classes: int) -> Detections:
-        """No detection."""
-        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64),
-                   np.zeros((0, classes)), np.zeros(0))
-
 
 def expanded_vectors(scores: NDArray, labels: NDArray, classes: int) -> NDArray[np.float64]:
     """Class vectors rebuilt from a top-1 score: the score at the label, the rest shared
@@ -88,8 +82,12 @@ def _suppressed(boxes: NDArray, scores: NDArray, labels: NDArray, threshold: flo
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
     kept = cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores.tolist(), labels.tolist(),
                                    threshold, iou)
-    kept = np.asarray(kept, np.int64).reshape(-1)
-    return kept[np.argsort(-scores[kept], kind="stable")][:MAX_KEPT]
+    return best_first(scores, np.asarray(kept, np.int64).reshape(-1))
+
+
+def best_first(scores: NDArray, index: NDArray[np.int64]) -> NDArray[np.int64]:
+    """`index` ordered by falling score (ties in their order), at most `MAX_KEPT`."""
+    return index[np.argsort(-scores[index], kind="stable")][:MAX_KEPT]
 
 
 def _heads(boxes: NDArray, scores: NDArray, labels: NDArray, vectors: NDArray,
@@ -140,8 +138,8 @@ def _reported(boxes: NDArray, scores: NDArray, labels: NDArray, threshold: float
     """Detections a graph reports already suppressed: kept above the threshold, best first."""
     scores = np.asarray(scores, np.float64)
     labels = np.rint(np.asarray(labels, np.float64)).astype(np.int64)
-    keep = np.flatnonzero((scores > threshold) & (labels >= 0) & (labels < classes))
-    keep = keep[np.argsort(-scores[keep], kind="stable")][:MAX_KEPT]
+    keep = best_first(scores, np.flatnonzero((scores > threshold) & (labels >= 0)
+                                             & (labels < classes)))
     return Detections(np.asarray(boxes, np.float64).reshape(-1, 4)[keep], scores[keep],
                       labels[keep], expanded_vectors(scores[keep], labels[keep], classes),
                       np.ones(keep.shape[0]))
@@ -156,8 +154,7 @@ def _detr(outputs: list[NDArray], n: int, spec: DecoderSpec, threshold: float,
     scores = probs[np.arange(probs.shape[0]), labels]
     h, w = size
     boxes = _xyxy(outputs[1][n]) * [w, h, w, h]
-    keep = np.flatnonzero(scores > threshold)
-    keep = keep[np.argsort(-scores[keep], kind="stable")][:MAX_KEPT]
+    keep = best_first(scores, np.flatnonzero(scores > threshold))
     return Detections(boxes[keep], scores[keep], labels[keep], probs[keep],
                       np.ones(keep.shape[0]))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -209,25 +210,17 @@ class ModelService:
             raise ApiError(422, str(exc)) from None
         # a multi-label model's labels differ in number between images: rows past an
         # image's own have class -1, score 0 and a zero map
-        rows = max(len(c) for c, _ in chosen)
-        ids = np.full((len(chosen), rows), -1, np.int64)
-        scores = np.zeros((len(chosen), rows), np.float32)
-        for n, (classes, values) in enumerate(chosen):
-            ids[n, :len(classes)], scores[n, :len(values)] = classes, values
         if "class_id" in wanted:
-            result["class_id"] = ids
+            result["class_id"] = padded([c for c, _ in chosen], -1, (), np.int64)
         if "score" in wanted:
-            result["score"] = scores
+            result["score"] = padded([s for _, s in chosen], 0.0, (), np.float32)
         if "saliency" in wanted:
             spec = self.explainer.bundle.manifest.input
-            maps = np.zeros((len(chosen), rows, spec.height, spec.width), np.float32)
-            for n, (rgb, (classes, _)) in enumerate(zip(decoded.rgb, chosen, strict=True)):
-                per_class = params.for_classes([int(i) for i in classes])
-                for j, e in enumerate(self._explain(rgb, per_class, ticket)):
-                    maps[n, j] = e.saliency_input
-            result["saliency"] = maps
+            maps = [[e.saliency_input for e in self._explain(
+                rgb, params.for_classes([int(i) for i in classes]), ticket)]
+                for rgb, (classes, _) in zip(decoded.rgb, chosen, strict=True)]
+            result["saliency"] = padded(maps, 0.0, (spec.height, spec.width), np.float32)
         return result
-
 
     def _detector_outputs(self, decoded: Decoded, params: ExplainParams,
                           wanted: Sequence[str], ticket: Ticket) -> dict[str, NDArray]:
@@ -240,23 +233,12 @@ class ModelService:
         else:
             found = [[(d.box, d.class_id, d.score, None) for d in self._chosen(rgb, params)]
                      for rgb in decoded.rgb]
-        rows = max((len(f) for f in found), default=0)
         spec = self.explainer.bundle.manifest.input
-        columns = {"boxes": (np.zeros, (4,), np.float32), "class_id": (np.full, (), np.int64),
-                   "score": (np.zeros, (), np.float32),
-                   "saliency": (np.zeros, (spec.height, spec.width), np.float32)}
-        result: dict[str, NDArray] = {}
-        for index, name in enumerate(("boxes", "class_id", "score", "saliency")):
-            if name not in wanted:
-                continue
-            make, tail, dtype = columns[name]
-            shape = (len(found), rows, *tail)
-            array = make(shape, -1, dtype) if make is np.full else make(shape, dtype)
-            for n, items in enumerate(found):
-                for d, item in enumerate(items):
-                    array[n, d] = item[index]
-            result[name] = array
-        return result
+        fills = {"boxes": (0.0, (4,), np.float32), "class_id": (-1, (), np.int64),
+                 "score": (0.0, (), np.float32),
+                 "saliency": (0.0, (spec.height, spec.width), np.float32)}
+        return {name: padded([[item[i] for item in items] for items in found], *fills[name])
+                for i, name in enumerate(DETECTOR_OUTPUTS) if name in wanted}
 
     def _chosen(self, rgb: NDArray[np.uint8], params: ExplainParams) -> list:
         """The detections a request's target explains, from one forward (no masks)."""
@@ -268,6 +250,17 @@ class ModelService:
             raise ApiError(422, self._cannot_run(request.method)) from None
         except (ValueError, TypeError) as exc:
             raise ApiError(422, str(exc)) from None
+
+
+def padded(rows: Sequence[Sequence[Any]], fill: Any, tail: tuple[int, ...],
+           dtype: type) -> NDArray:
+    """Per image a list of values (scalars or arrays of shape `tail`) as one N×D×… array,
+    D the longest list, the rows past an image's own set to `fill`."""
+    array = np.full((len(rows), max((len(r) for r in rows), default=0), *tail), fill, dtype)
+    for n, row in enumerate(rows):
+        for d, value in enumerate(row):
+            array[n, d] = value
+    return array
 
 
 def detections_prediction(found: Sequence[Detection], top: int = TOP) -> dict[str, object]:
