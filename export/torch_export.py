@@ -88,12 +88,17 @@ def logits_of(out: object) -> torch.Tensor:
     segmentation model."""
     if isinstance(out, torch.Tensor):
         return out
-    logits = out.get("logits", out.get("out")) if isinstance(out, Mapping) else getattr(
-        out, "logits", None)
+    logits = (
+        out.get("logits", out.get("out"))
+        if isinstance(out, Mapping)
+        else getattr(out, "logits", None)
+    )
     if isinstance(logits, torch.Tensor):
         return logits
-    raise BundleError(f"the model's forward returned {type(out).__name__}, which is neither a "
-                      "tensor nor an output with logits")
+    raise BundleError(
+        f"the model's forward returned {type(out).__name__}, which is neither a "
+        "tensor nor an output with logits"
+    )
 
 
 @contextlib.contextmanager
@@ -158,9 +163,11 @@ def export_bundle(
         except BundleError:
             raise
         except Exception as exc:  # noqa: BLE001 - the model's own forward failed
-            raise BundleError(f"{loaded.source.get('model', 'the model')}: forward failed on a "
-                              f"1×3×{prep.height}×{prep.width} input: {type(exc).__name__}: "
-                              f"{first_line(exc)}") from None
+            raise BundleError(
+                f"{loaded.source.get('model', 'the model')}: forward failed on a "
+                f"1×3×{prep.height}×{prep.width} input: {type(exc).__name__}: "
+                f"{first_line(exc)}"
+            ) from None
     labels_of = [c.label for c in choices]
     if len(set(labels_of)) != len(labels_of):
         raise BundleError(f"a layer is given twice: {', '.join(labels_of)}")
@@ -169,30 +176,47 @@ def export_bundle(
     with tempfile.TemporaryDirectory() as tmp, _recording(model, choices) as taps:
         wrapper = _WithActivations(model, taps).eval()
         path = Path(tmp) / "exported.onnx"
-        exporter = _torch_to_onnx(wrapper, example, path, loaded.source.get("model", "model"),
-                                  tensors)
+        exporter = _torch_to_onnx(
+            wrapper, example, path, loaded.source.get("model", "model"), tensors
+        )
         graph = onnx.load(str(path))
         _drop_local_paths(graph)
         bundle = write_bundle(
-            graph, out_dir, activation=tensors if len(tensors) > 1 else tensors[0],
-            output="logits", preprocessing=prep,
+            graph,
+            out_dir,
+            activation=tensors if len(tensors) > 1 else tensors[0],
+            output="logits",
+            preprocessing=prep,
             layer=labels_of if len(tensors) > 1 else labels_of[0],
             labels=labels if labels is not None else loaded.labels,
-            source={**loaded.source, **(notes or {}), "exporter": exporter}, force=force,
-            tokens=tokens, activation_layout=choices[0].layout,
-            prefix_hint=prefix_tokens(model), background=background, head=head,
+            source={**loaded.source, **(notes or {}), "exporter": exporter},
+            force=force,
+            tokens=tokens,
+            activation_layout=choices[0].layout,
+            prefix_hint=prefix_tokens(model),
+            background=background,
+            head=head,
         )
         exported = time.perf_counter()
-        probe = torch.randn(3, 3, prep.height, prep.width,
-                            generator=torch.Generator().manual_seed(1))
+        probe = torch.randn(
+            3, 3, prep.height, prep.width, generator=torch.Generator().manual_seed(1)
+        )
         with torch.no_grad():
             *acts, want_logits = (t.numpy() for t in wrapper(probe))
-    act_diff, logit_diff = _verify(bundle, probe.numpy(), dict(zip(tensors, acts, strict=True)),
-                                   want_logits)
+    act_diff, logit_diff = _verify(
+        bundle, probe.numpy(), dict(zip(tensors, acts, strict=True)), want_logits
+    )
     deepest = bundle.manifest.layer
     choice = next(c for c in choices if c.label == deepest)
-    return ExportReport(bundle, choice, act_diff, logit_diff, exported - started,
-                        time.perf_counter() - exported, tuple(choices))
+    return ExportReport(
+        bundle,
+        choice,
+        act_diff,
+        logit_diff,
+        exported - started,
+        time.perf_counter() - exported,
+        tuple(choices),
+    )
 
 
 def prefix_tokens(model: nn.Module) -> int | None:
@@ -210,8 +234,9 @@ def prefix_tokens(model: nn.Module) -> int | None:
     return count if found else None
 
 
-def _torch_to_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path, model: str,
-                   activations: list[str]) -> str:
+def _torch_to_onnx(
+    wrapper: nn.Module, example: torch.Tensor, path: Path, model: str, activations: list[str]
+) -> str:
     """Export with the dynamo exporter, or the TorchScript one where dynamo cannot trace.
 
     Both get a symbolic batch axis (the example batch is 2: a batch of 1 would be frozen).
@@ -220,32 +245,50 @@ def _torch_to_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path, model:
     names = {"input_names": ["input"], "output_names": [*activations, "logits"]}
     exporter_log = logging.getLogger("torch.onnx")
     level = exporter_log.level
-    exporter_log.setLevel(logging.ERROR)   # e.g. "torchvision is not installed. Skipping ..."
+    exporter_log.setLevel(logging.ERROR)  # e.g. "torchvision is not installed. Skipping ..."
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             try:
                 batch = torch.export.Dim("batch", min=1, max=65536)
-                torch.onnx.export(wrapper, (example,), str(path), dynamo=True,
-                                  opset_version=OPSET, dynamic_shapes=({0: batch},),
-                                  external_data=True, verbose=False, **names)
+                torch.onnx.export(
+                    wrapper,
+                    (example,),
+                    str(path),
+                    dynamo=True,
+                    opset_version=OPSET,
+                    dynamic_shapes=({0: batch},),
+                    external_data=True,
+                    verbose=False,
+                    **names,
+                )
                 return "dynamo"
             except Exception as exc:  # noqa: BLE001 - fall back, and keep the first reason
                 dynamo_error = exc
             axes = {name: {0: "batch"} for name in ("input", *activations, "logits")}
             try:
-                torch.onnx.export(wrapper, (example,), str(path), dynamo=False,
-                                  opset_version=LEGACY_OPSET, dynamic_axes=axes, **names)
+                torch.onnx.export(
+                    wrapper,
+                    (example,),
+                    str(path),
+                    dynamo=False,
+                    opset_version=LEGACY_OPSET,
+                    dynamic_axes=axes,
+                    **names,
+                )
                 return "torchscript"
             except Exception:  # noqa: BLE001 - exporter errors are long; keep the gist
-                raise BundleError(f"{model}: neither ONNX exporter could trace it; dynamo: "
-                                  f"{first_line(dynamo_error)}") from None
+                raise BundleError(
+                    f"{model}: neither ONNX exporter could trace it; dynamo: "
+                    f"{first_line(dynamo_error)}"
+                ) from None
     finally:
         exporter_log.setLevel(level)
 
 
-def _verify(bundle: Bundle, probe: np.ndarray, want_acts: dict[str, np.ndarray],
-            want_logits: np.ndarray) -> tuple[float, float]:
+def _verify(
+    bundle: Bundle, probe: np.ndarray, want_acts: dict[str, np.ndarray], want_logits: np.ndarray
+) -> tuple[float, float]:
     """The largest differences (activations of every layer, logits) against PyTorch."""
     m = bundle.manifest
     features, _ = build_session(bundle.features_path, "cpu")
@@ -254,14 +297,15 @@ def _verify(bundle: Bundle, probe: np.ndarray, want_acts: dict[str, np.ndarray],
     acts = features.run(names, {m.input.name: probe})
     (logits,) = model.run([m.output.name], {m.input.name: probe})
     diffs = []
-    pairs = [(got, want_acts[name], "activations") for got, name in zip(acts, names,
-                                                                           strict=True)]
+    pairs = [(got, want_acts[name], "activations") for got, name in zip(acts, names, strict=True)]
     for got, want, what in (*pairs, (logits, want_logits, "logits")):
         diff = float(np.abs(got - want).max())
         scale = max(float(np.abs(want).max()), 1e-12)
         if diff / scale > TOLERANCE:
-            raise BundleError(f"ONNX Runtime {what} differ from PyTorch by {diff:.3g} "
-                              f"(relative {diff / scale:.3g} > {TOLERANCE:g})")
+            raise BundleError(
+                f"ONNX Runtime {what} differ from PyTorch by {diff:.3g} "
+                f"(relative {diff / scale:.3g} > {TOLERANCE:g})"
+            )
         diffs.append(diff)
     return max(diffs[:-1]), diffs[-1]
 

@@ -24,9 +24,15 @@ SETTINGS = ("input size", "mean", "std", "interpolation", "resize")
 # hamming have no OpenCV twin and take the nearest in spirit.
 PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "linear", 3: "cubic", 4: "area", 5: "linear"}
 # timm's and torchvision's interpolation names.
-NAMED_INTERPOLATION = {"bilinear": "linear", "bicubic": "cubic", "nearest": "nearest",
-                       "lanczos": "lanczos", "box": "area", "hamming": "linear",
-                       "nearest-exact": "nearest"}
+NAMED_INTERPOLATION = {
+    "bilinear": "linear",
+    "bicubic": "cubic",
+    "nearest": "nearest",
+    "lanczos": "lanczos",
+    "box": "area",
+    "hamming": "linear",
+    "nearest-exact": "nearest",
+}
 
 
 @dataclass(frozen=True)
@@ -53,24 +59,32 @@ def hugging_face(path: str) -> tuple[nn.Module, ZooFacts]:
     try:
         from transformers import AutoModelForImageClassification
     except ImportError as exc:
-        raise BundleError(f"--model hf:{path} needs transformers: pip install transformers "
-                          f"({exc})") from None
+        raise BundleError(
+            f"--model hf:{path} needs transformers: pip install transformers ({exc})"
+        ) from None
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             module = AutoModelForImageClassification.from_pretrained(path)
     except Exception as exc:  # noqa: BLE001 - transformers raises many kinds
         raise BundleError(f"--model hf:{path}: {type(exc).__name__}: {first_line(exc)}") from None
     config = _processor_config(path)
-    labels = hf_labels(getattr(module.config, "id2label", None) or {},
-                       int(getattr(module.config, "num_labels", 0)))
+    labels = hf_labels(
+        getattr(module.config, "id2label", None) or {}, int(getattr(module.config, "num_labels", 0))
+    )
     labels_from = "config.id2label" if labels else None
     if config is not None:
-        return module, ZooFacts(hf_preprocessing(config), labels, "preprocessor_config.json",
-                                labels_from)
+        return module, ZooFacts(
+            hf_preprocessing(config), labels, "preprocessor_config.json", labels_from
+        )
     size = getattr(module.config, "image_size", None)
     if isinstance(size, int):
-        return module, ZooFacts(Preprocessing(height=size, width=size), labels,
-                                "config.image_size", labels_from, ("input size",))
+        return module, ZooFacts(
+            Preprocessing(height=size, width=size),
+            labels,
+            "config.image_size",
+            labels_from,
+            ("input size",),
+        )
     return module, ZooFacts(None, labels, None, labels_from)
 
 
@@ -115,7 +129,7 @@ def hf_preprocessing(config: dict[str, Any]) -> Preprocessing:
     if "shortest_edge" in size:
         edge = int(size["shortest_edge"])
         height = width = edge
-        if "crop_pct" in config:   # ConvNeXt's processor: crop below 384, warp from 384 on
+        if "crop_pct" in config:  # ConvNeXt's processor: crop below 384, warp from 384 on
             if edge < 384:
                 resize, fraction = "crop", float(config["crop_pct"] or 1.0)
         else:
@@ -130,13 +144,16 @@ def hf_preprocessing(config: dict[str, Any]) -> Preprocessing:
             height, width = int(crop["height"]), int(crop["width"])
     normalize = config.get("do_normalize", True)
     return Preprocessing(
-        height=height, width=width,
-        scale=float(config.get("rescale_factor", 1 / 255)) if config.get("do_rescale", True)
+        height=height,
+        width=width,
+        scale=float(config.get("rescale_factor", 1 / 255))
+        if config.get("do_rescale", True)
         else 1.0,
         mean=_triple(config.get("image_mean", (0.5, 0.5, 0.5))) if normalize else (0.0,) * 3,
         std=_triple(config.get("image_std", (0.5, 0.5, 0.5))) if normalize else (1.0,) * 3,
         interpolation=PIL_RESAMPLE.get(int(config.get("resample", 2)), "linear"),
-        resize=resize, crop_fraction=min(1.0, fraction),
+        resize=resize,
+        crop_fraction=min(1.0, fraction),
     )
 
 
@@ -146,8 +163,11 @@ def hf_labels(id2label: dict[Any, str], classes: int) -> list[str] | None:
         names = [str(id2label.get(i, id2label.get(str(i)))) for i in range(classes)]
     except AttributeError:
         return None
-    if not names or any(n == "None" for n in names) or all(
-            n == f"LABEL_{i}" for i, n in enumerate(names)):
+    if (
+        not names
+        or any(n == "None" for n in names)
+        or all(n == f"LABEL_{i}" for i, n in enumerate(names))
+    ):
         return None
     return names
 
@@ -159,7 +179,9 @@ def timm_facts(cfg: dict[str, Any], classes: int | None) -> ZooFacts:
     _, height, width = (int(v) for v in cfg.get("input_size", (3, 224, 224)))
     fraction = float(cfg.get("crop_pct") or 1.0)
     prep = Preprocessing(
-        height=height, width=width, mean=_triple(cfg["mean"]),
+        height=height,
+        width=width,
+        mean=_triple(cfg["mean"]),
         std=_triple(cfg.get("std", (1.0, 1.0, 1.0))),
         interpolation=NAMED_INTERPOLATION.get(str(cfg.get("interpolation", "bicubic")), "cubic"),
         resize="stretch" if cfg.get("crop_mode") == "squash" else "crop",
@@ -193,22 +215,31 @@ def torchvision_facts(name: str) -> ZooFacts:
         module = importlib.import_module(enum_module_path or "torchvision.models")
         weights = getattr(getattr(module, enum_name), member)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise BundleError(f"--weights-enum {name!r}: {first_line(exc)} (use e.g. "
-                          "ViT_B_16_Weights.IMAGENET1K_V1)") from None
+        raise BundleError(
+            f"--weights-enum {name!r}: {first_line(exc)} (use e.g. ViT_B_16_Weights.IMAGENET1K_V1)"
+        ) from None
     transform = weights.transforms()
     crop = [int(v) for v in getattr(transform, "crop_size", [224])]
     resize = [int(v) for v in getattr(transform, "resize_size", crop)]
     height, width = (crop * 2)[:2]
     mode = getattr(getattr(transform, "interpolation", None), "value", "bilinear")
     prep = Preprocessing(
-        height=height, width=width, mean=_triple(transform.mean), std=_triple(transform.std),
-        interpolation=NAMED_INTERPOLATION.get(str(mode), "linear"), resize="crop",
+        height=height,
+        width=width,
+        mean=_triple(transform.mean),
+        std=_triple(transform.std),
+        interpolation=NAMED_INTERPOLATION.get(str(mode), "linear"),
+        resize="crop",
         crop_fraction=min(1.0, min(height, width) / resize[0]),
     )
     categories = weights.meta.get("categories")
     labels = [str(c) for c in categories] if categories else None
-    return ZooFacts(prep, labels, f"torchvision {enum_name}.{member}.transforms()",
-                    f"torchvision {enum_name}.{member}.meta" if labels else None)
+    return ZooFacts(
+        prep,
+        labels,
+        f"torchvision {enum_name}.{member}.transforms()",
+        f"torchvision {enum_name}.{member}.meta" if labels else None,
+    )
 
 
 def _triple(values: Any) -> tuple[float, float, float]:

@@ -68,6 +68,7 @@ def output_names(paths: list[Path]) -> dict[Path, str]:
     The file stem is used when unique; clashing stems get their parent folders prefixed,
     then a counter.
     """
+
     def clean(text: str) -> str:
         return _UNSAFE.sub("_", text).strip("._") or "image"
 
@@ -117,8 +118,7 @@ def explain_files(
         if job.skip_existing and (job.out / f"{item.name}.json").is_file():
             item.skipped = True
         else:
-            _explain_one(explainer, job, item, on_progress,
-                         job.sheet and thumbnails < SHEET_ROWS)
+            _explain_one(explainer, job, item, on_progress, job.sheet and thumbnails < SHEET_ROWS)
             thumbnails += item.thumbnail is not None
         results.append(item)
         if on_done is not None:
@@ -126,8 +126,13 @@ def explain_files(
     return results, problems
 
 
-def _explain_one(explainer: Explainer, job: ExplainJob, item: ItemResult,
-                 on_progress: Callable[[int, int], None] | None, keep_thumbnail: bool) -> None:
+def _explain_one(
+    explainer: Explainer,
+    job: ExplainJob,
+    item: ItemResult,
+    on_progress: Callable[[int, int], None] | None,
+    keep_thumbnail: bool,
+) -> None:
     try:
         rgb, _ = explainer.preprocess(item.source)
         found = explainer.run(rgb, job.request, on_progress)
@@ -139,8 +144,9 @@ def _explain_one(explainer: Explainer, job: ExplainJob, item: ItemResult,
     if keep_thumbnail:
         width = max(1, round(rgb.shape[1] * THUMB_HEIGHT / rgb.shape[0]))
         item.thumbnail = cv2.resize(rgb, (width, THUMB_HEIGHT), interpolation=cv2.INTER_AREA)
-        item.thumb_saliency = cv2.resize(found[0].saliency, (width, THUMB_HEIGHT),
-                                         interpolation=cv2.INTER_LINEAR)
+        item.thumb_saliency = cv2.resize(
+            found[0].saliency, (width, THUMB_HEIGHT), interpolation=cv2.INTER_LINEAR
+        )
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -154,8 +160,14 @@ def remove_stale_parts(out: Path) -> None:
         part.unlink(missing_ok=True)
 
 
-def write_outputs(out: Path, name: str, source: Path, rgb: NDArray[np.uint8],
-                  explanations: list[Explanation], per_class: bool) -> None:
+def write_outputs(
+    out: Path,
+    name: str,
+    source: Path,
+    rgb: NDArray[np.uint8],
+    explanations: list[Explanation],
+    per_class: bool,
+) -> None:
     """Write overlay PNG, saliency NPY and JSON per class (for a detector, per detection:
     `<name>.d<i>`, its box drawn on the overlay), then `<name>.json` last.
 
@@ -166,13 +178,17 @@ def write_outputs(out: Path, name: str, source: Path, rgb: NDArray[np.uint8],
     per_class = per_class or detector
     entries = []
     for index, exp in enumerate(explanations):
-        base = (f"{name}.d{index}" if detector else f"{name}.c{exp.class_id}") if per_class else (
-            name)
+        base = (
+            (f"{name}.d{index}" if detector else f"{name}.c{exp.class_id}") if per_class else (name)
+        )
         caption = f"{exp.label} {exp.score:.2f}" if detector else ""
         write_overlay_png(out / f"{base}.png", rgb, exp.saliency, box=exp.box, caption=caption)
         write_atomic(out / f"{base}.npy", lambda handle, e=exp: np.save(handle, e.saliency))
-        entry = {"image": str(source), **exp.summary(),
-                 "files": {"overlay": f"{base}.png", "saliency": f"{base}.npy"}}
+        entry = {
+            "image": str(source),
+            **exp.summary(),
+            "files": {"overlay": f"{base}.png", "saliency": f"{base}.npy"},
+        }
         if per_class:
             write_text_atomic(out / f"{base}.json", json.dumps(entry, indent=2) + "\n")
         entries.append(entry)

@@ -53,8 +53,12 @@ class Detection:
 
     def summary(self) -> dict[str, object]:
         """The JSON-ready detection."""
-        return {"box": [round(v, 2) for v in self.box], "score": self.score,
-                "class_id": self.class_id, "label": self.label}
+        return {
+            "box": [round(v, 2) for v in self.box],
+            "score": self.score,
+            "class_id": self.class_id,
+            "label": self.label,
+        }
 
 
 @dataclass(frozen=True)
@@ -100,11 +104,19 @@ class Explanation:
     def summary(self) -> dict[str, object]:
         """The JSON-ready metadata of this explanation (no arrays)."""
         box = {} if self.box is None else {"box": [round(v, 2) for v in self.box]}
-        return {**box,
-            "class_id": self.class_id, "label": self.label, "score": self.score,
-            "method": self.method, "preset": self.preset, "provider": self.provider,
-            "batch_size": self.batch_size, "forwards": self.forwards, "masks": self.masks,
-            "degenerate": self.degenerate, "nonfinite": self.nonfinite,
+        return {
+            **box,
+            "class_id": self.class_id,
+            "label": self.label,
+            "score": self.score,
+            "method": self.method,
+            "preset": self.preset,
+            "provider": self.provider,
+            "batch_size": self.batch_size,
+            "forwards": self.forwards,
+            "masks": self.masks,
+            "degenerate": self.degenerate,
+            "nonfinite": self.nonfinite,
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
             "size": [int(self.saliency.shape[0]), int(self.saliency.shape[1])],
         }
@@ -132,9 +144,14 @@ class Explainer:
         ('Egyptian cat', (300, 451))
     """
 
-    def __init__(self, bundle: str | Path | Bundle | None = None,
-                 runtime: Runtime | None = None, *, runner: Runner | None = None,
-                 masked_runners: Sequence[Runner] = ()) -> None:
+    def __init__(
+        self,
+        bundle: str | Path | Bundle | None = None,
+        runtime: Runtime | None = None,
+        *,
+        runner: Runner | None = None,
+        masked_runners: Sequence[Runner] = (),
+    ) -> None:
         self.runtime = runtime or Runtime()
         self.forwards: Forwards = open_forwards(bundle, self.runtime, runner, masked_runners)
         self.bundle = self.forwards.bundle
@@ -166,12 +183,18 @@ class Explainer:
 
     def check(self, request: ExplainRequest) -> None:
         """Refuse a request this bundle cannot run (`BundleError`, `ValueError`)."""
-        check_request(self.bundle.manifest, self.bundle.path, request.method,
-                      request.target, request.options)
+        check_request(
+            self.bundle.manifest, self.bundle.path, request.method, request.target, request.options
+        )
 
-    def explain(self, image: ImageLike, target: Target | int | Sequence[int] | None = None,
-                method: Method | str = "scorecam", options: ExplainOptions | None = None,
-                progress: Progress | None = None) -> list[Explanation]:
+    def explain(
+        self,
+        image: ImageLike,
+        target: Target | int | Sequence[int] | None = None,
+        method: Method | str = "scorecam",
+        options: ExplainOptions | None = None,
+        progress: Progress | None = None,
+    ) -> list[Explanation]:
         """Explain the model's output on one image: one `Explanation` per class the target
         chooses, in its order.
 
@@ -192,14 +215,20 @@ class Explainer:
         """
         return self.run(image, as_request(method, target, options), progress)
 
-    def explain_one(self, image: ImageLike, class_id: int | None = None,
-                    method: Method | str = "scorecam", options: ExplainOptions | None = None,
-                    progress: Progress | None = None) -> Explanation:
+    def explain_one(
+        self,
+        image: ImageLike,
+        class_id: int | None = None,
+        method: Method | str = "scorecam",
+        options: ExplainOptions | None = None,
+        progress: Progress | None = None,
+    ) -> Explanation:
         """The explanation of one class (default: the top-1 class) of one image."""
         return self.explain(image, class_id, method, options, progress)[0]
 
-    def run(self, image: ImageLike, request: ExplainRequest,
-            progress: Progress | None = None) -> list[Explanation]:
+    def run(
+        self, image: ImageLike, request: ExplainRequest, progress: Progress | None = None
+    ) -> list[Explanation]:
         """`explain` for a request object (what every surface parses its settings into)."""
         self.check(request)
         started = time.perf_counter()
@@ -210,24 +239,40 @@ class Explainer:
         passes = [run_pass(self.forwards, x, request.target, settings, runs)]
         if request.options.aug_smooth:
             passes += self._augmented(x, request.target, passes[0], settings, runs)
-        return self._explanations(rgb, passes, request, settings,
-                                  {"preprocess": prepared - started}, started)
+        return self._explanations(
+            rgb, passes, request, settings, {"preprocess": prepared - started}, started
+        )
 
     def _pass_settings(self, request: ExplainRequest, shape: tuple[int, ...]) -> PassSettings:
         method, options = request.method, request.options
         batch = options.batch_size or method.batch_for(self.batch_size)
         target = request.target
         mask = target.mask if isinstance(target, Region) else None
-        region = None if mask is None else output_region(
-            mask, shape, self.forwards.input, self.bundle.manifest.output)
-        return PassSettings(method, method.engine(batch),
-                            chosen_layers(self.bundle.manifest, method, options.layers),
-                            options.fusion(method), options.eigen_smooth, region,
-                            _given_boxes(target, shape, self.forwards.input),
-                            options.threshold(self.forwards.detector), options.max_detections)
+        region = (
+            None
+            if mask is None
+            else output_region(mask, shape, self.forwards.input, self.bundle.manifest.output)
+        )
+        return PassSettings(
+            method,
+            method.engine(batch),
+            chosen_layers(self.bundle.manifest, method, options.layers),
+            options.fusion(method),
+            options.eigen_smooth,
+            region,
+            _given_boxes(target, shape, self.forwards.input),
+            options.threshold(self.forwards.detector),
+            options.max_detections,
+        )
 
-    def _augmented(self, x: NDArray[np.float32], target: Target, first: PassResult,
-                   settings: PassSettings, runs: ProgressOverRuns) -> list[PassResult]:
+    def _augmented(
+        self,
+        x: NDArray[np.float32],
+        target: Target,
+        first: PassResult,
+        settings: PassSettings,
+        runs: ProgressOverRuns,
+    ) -> list[PassResult]:
         """pytorch-grad-cam's test-time augmentation: (no flip, flip) × (1, 0.9, 1.1) on the
         normalised input, each map flipped back. A pass with no target explains its own
         top-1 class; top-k the unaugmented image's classes."""
@@ -236,16 +281,21 @@ class Explainer:
         passes = []
         for flip, factor in AUGMENTATIONS[1:]:
             augmented = (x[..., ::-1] if flip else x) * np.float32(factor)
-            found = run_pass(self.forwards, np.ascontiguousarray(augmented), fixed, settings,
-                             runs)
+            found = run_pass(self.forwards, np.ascontiguousarray(augmented), fixed, settings, runs)
             if flip:
                 found.cams = [np.ascontiguousarray(cam[:, ::-1]) for cam in found.cams]
             passes.append(found)
         return passes
 
-    def _explanations(self, rgb: NDArray[np.uint8], passes: list[PassResult],
-                      request: ExplainRequest, settings: PassSettings,
-                      seconds: dict[str, float], started: float) -> list[Explanation]:
+    def _explanations(
+        self,
+        rgb: NDArray[np.uint8],
+        passes: list[PassResult],
+        request: ExplainRequest,
+        settings: PassSettings,
+        seconds: dict[str, float],
+        started: float,
+    ) -> list[Explanation]:
         first = passes[0]
         seconds["features"] = sum(p.features_seconds for p in passes)
         for p in passes:
@@ -254,32 +304,42 @@ class Explainer:
         results = []
         for column, class_id in enumerate(first.classes):
             cam, degenerate = self._averaged(passes, column)
-            results.append(Explanation(
-                saliency=to_original(cam, rgb.shape, self.forwards.input),
-                saliency_input=cam, class_id=int(class_id),
-                label=self.bundle.label(int(class_id)), score=first.scores[column],
-                weights=first.weights[column], method=request.method.name,
-                preset=settings.engine.preset.name, provider=self.provider,
-                batch_size=settings.engine.batch_size,
-                forwards=sum(1 + p.forwards for p in passes),
-                masks=sum(p.masks for p in passes), degenerate=degenerate,
-                nonfinite=any(p.nonfinite or not np.isfinite(p.clean).all() for p in passes),
-                box=self._box(first, column, rgb.shape)))
+            results.append(
+                Explanation(
+                    saliency=to_original(cam, rgb.shape, self.forwards.input),
+                    saliency_input=cam,
+                    class_id=int(class_id),
+                    label=self.bundle.label(int(class_id)),
+                    score=first.scores[column],
+                    weights=first.weights[column],
+                    method=request.method.name,
+                    preset=settings.engine.preset.name,
+                    provider=self.provider,
+                    batch_size=settings.engine.batch_size,
+                    forwards=sum(1 + p.forwards for p in passes),
+                    masks=sum(p.masks for p in passes),
+                    degenerate=degenerate,
+                    nonfinite=any(p.nonfinite or not np.isfinite(p.clean).all() for p in passes),
+                    box=self._box(first, column, rgb.shape),
+                )
+            )
         seconds["total"] = time.perf_counter() - started
         for result in results:
             result.seconds.update(seconds)
         return results
 
-    def _box(self, found: PassResult, column: int, shape: tuple[int, ...]
-             ) -> tuple[float, float, float, float] | None:
+    def _box(
+        self, found: PassResult, column: int, shape: tuple[int, ...]
+    ) -> tuple[float, float, float, float] | None:
         """A detector's explained box in the original image's pixels."""
         if found.detections is None:
             return None
         box = boxes_to_original(found.detections.boxes[column], shape, self.forwards.input)[0]
         return (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
 
-    def detect(self, image: ImageLike, score_threshold: float | None = DETECTION_THRESHOLD
-               ) -> list[Detection]:
+    def detect(
+        self, image: ImageLike, score_threshold: float | None = DETECTION_THRESHOLD
+    ) -> list[Detection]:
         """A detector's detections on one image above `score_threshold`, best first, in the
         image's pixels (one forward)."""
         if not self.forwards.detector:
@@ -288,26 +348,36 @@ class Explainer:
         rgb, x = self.preprocess(image)
         return self._in_image(self.forwards.detections(x, threshold)[0], rgb.shape)
 
-    def chosen_detections(self, image: ImageLike, request: ExplainRequest | None = None
-                          ) -> list[Detection]:
+    def chosen_detections(
+        self, image: ImageLike, request: ExplainRequest | None = None
+    ) -> list[Detection]:
         """The detections `explain` would explain for `request`'s target (one forward)."""
         request = request or ExplainRequest()
         rgb, x = self.preprocess(image)
         found = self.forwards.detections(x, request.options.threshold(True))[0]
-        chosen = detection_target(found, request.target,
-                                  _given_boxes(request.target, rgb.shape, self.forwards.input),
-                                  request.options.max_detections, self.classes)
+        chosen = detection_target(
+            found,
+            request.target,
+            _given_boxes(request.target, rgb.shape, self.forwards.input),
+            request.options.max_detections,
+            self.classes,
+        )
         return self._in_image(chosen, rgb.shape)
 
     def _in_image(self, found: Detections, shape: tuple[int, ...]) -> list[Detection]:
         """Detections with their boxes in the image's pixels."""
         boxes = boxes_to_original(found.boxes, shape, self.forwards.input)
-        return [Detection((float(b[0]), float(b[1]), float(b[2]), float(b[3])),
-                          float(score), int(label), self.bundle.label(int(label)))
-                for b, score, label in zip(boxes, found.scores, found.labels, strict=True)]
+        return [
+            Detection(
+                (float(b[0]), float(b[1]), float(b[2]), float(b[3])),
+                float(score),
+                int(label),
+                self.bundle.label(int(label)),
+            )
+            for b, score, label in zip(boxes, found.scores, found.labels, strict=True)
+        ]
 
-    def _averaged(self, passes: list[PassResult], column: int
-                  ) -> tuple[NDArray[np.float32], bool]:
+    def _averaged(self, passes: list[PassResult], column: int) -> tuple[NDArray[np.float32], bool]:
         """A class's map: the first pass's, or the mean over the augmented passes (no
         rescaling)."""
         if len(passes) == 1:
@@ -317,34 +387,45 @@ class Explainer:
         size = (self.forwards.input.height, self.forwards.input.width)
         return (np.zeros(size, np.float32) if degenerate else cam), degenerate
 
-    def chosen_classes(self, image: ImageLike, target: Target | int | Sequence[int] | None = None
-                       ) -> tuple[list[int], list[float]]:
+    def chosen_classes(
+        self, image: ImageLike, target: Target | int | Sequence[int] | None = None
+    ) -> tuple[list[int], list[float]]:
         """The classes `explain` would explain for `target` and their scores (probability;
         for a segmentation model, the mean probability over each region), from one
         forward."""
         rgb, x = self.preprocess(image)
         return self.classes_of(self.forwards.scores(x)[0], as_target(target), rgb.shape)
 
-    def classes_of(self, output: NDArray[np.floating], target: Target,
-                   shape: tuple[int, ...] | None = None) -> tuple[list[int], list[float]]:
+    def classes_of(
+        self, output: NDArray[np.floating], target: Target, shape: tuple[int, ...] | None = None
+    ) -> tuple[list[int], list[float]]:
         """`chosen_classes` from the model's output for the image (C, or C×H×W), `shape`
         being the image's (for a region given at its size)."""
         manifest = self.bundle.manifest
         if manifest.output.segmentation:
             mask = target.mask if isinstance(target, Region) else None
-            region = None if mask is None else output_region(
-                mask, shape or (manifest.output.height, manifest.output.width),
-                self.forwards.input, manifest.output)
+            region = (
+                None
+                if mask is None
+                else output_region(
+                    mask,
+                    shape or (manifest.output.height, manifest.output.width),
+                    self.forwards.input,
+                    manifest.output,
+                )
+            )
             seg = segmentation_target(output, manifest.output, target, region)
             return seg.classes, [seg.probability(output, i) for i in range(len(seg.classes))]
         probabilities = to_probabilities(output[None], manifest.output.score_kind)[0]
-        classes = classes_of_head(target, output, probabilities, manifest.output,
-                                  ExplainOptions().threshold(False))
+        classes = classes_of_head(
+            target, output, probabilities, manifest.output, ExplainOptions().threshold(False)
+        )
         return classes, [float(probabilities[c]) for c in classes]
 
 
-def _given_boxes(target: Target, shape: tuple[int, ...], spec: InputSpec
-                 ) -> NDArray[np.float64] | None:
+def _given_boxes(
+    target: Target, shape: tuple[int, ...], spec: InputSpec
+) -> NDArray[np.float64] | None:
     """The boxes a `Box` or `Boxes` target gives, in the model input's pixels; refused
     when one lies outside the image."""
     if not isinstance(target, Box | Boxes):
@@ -353,11 +434,11 @@ def _given_boxes(target: Target, shape: tuple[int, ...], spec: InputSpec
     for box in items:
         x1, y1, x2, y2 = box.corners
         if x1 < 0 or y1 < 0 or x2 > shape[1] or y2 > shape[0]:
-            raise ValueError(f"the box {x1:g},{y1:g},{x2:g},{y2:g} lies outside the "
-                             f"{shape[1]}×{shape[0]} image")
+            raise ValueError(
+                f"the box {x1:g},{y1:g},{x2:g},{y2:g} lies outside the {shape[1]}×{shape[0]} image"
+            )
     return boxes_to_input(np.asarray([b.corners for b in items]), shape, spec)
 
 
 # pytorch-grad-cam's aug_smooth passes, in its order: (horizontal flip, factor on the input).
-AUGMENTATIONS = ((False, 1.0), (False, 0.9), (False, 1.1), (True, 1.0), (True, 0.9),
-                 (True, 1.1))
+AUGMENTATIONS = ((False, 1.0), (False, 0.9), (False, 1.1), (True, 1.0), (True, 0.9), (True, 1.1))

@@ -35,10 +35,16 @@ class Forwards:
         model_url: the served model the full-model forwards go to, if any.
     """
 
-    def __init__(self, bundle: Bundle, features: Runner | None, model: Runner,
-                 tail: Runner | None, batch_size: int,
-                 maps_scorer: DeviceMasks | ServedMasks | None = None,
-                 model_url: str | None = None) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        features: Runner | None,
+        model: Runner,
+        tail: Runner | None,
+        batch_size: int,
+        maps_scorer: DeviceMasks | ServedMasks | None = None,
+        model_url: str | None = None,
+    ) -> None:
         self.bundle = bundle
         self.features, self.model, self.tail = features, model, tail
         self.batch_size = batch_size
@@ -55,8 +61,9 @@ class Forwards:
         self._unbatched = len(dims) == 3
         # a detector exported with its batch axis fixed at 1 (ultralytics' default) or with
         # none runs one input per call
-        self._single = m.decoder is not None and (self._unbatched or (
-            len(dims) == 4 and dims[0] == 1))
+        self._single = m.decoder is not None and (
+            self._unbatched or (len(dims) == 4 and dims[0] == 1)
+        )
         self.check_shapes()
 
     @property
@@ -76,8 +83,7 @@ class Forwards:
             return
         self.scores(zeros)
         if self.maps_scorer is not None and m.activation is not None:
-            maps = np.zeros((self.batch_size, m.activation.height, m.activation.width),
-                            np.float32)
+            maps = np.zeros((self.batch_size, m.activation.height, m.activation.width), np.float32)
             for align in (False, True):
                 self.maps_scorer.bind(zeros, align)(maps)
 
@@ -106,14 +112,16 @@ class Forwards:
                 raise BundleError(f"{runner.path}: no {kind} named {name!r} (manifest)")
             datatype = runner.datatype(kind, name)
             if datatype != "FP32":
-                raise BundleError(f"{runner.path}: {kind} {name!r} is {datatype}, the bundle "
-                                  "needs FP32")
+                raise BundleError(
+                    f"{runner.path}: {kind} {name!r} is {datatype}, the bundle needs FP32"
+                )
             fixed = [(g, w) for g, w in zip(shape[1:], want, strict=False) if isinstance(g, int)]
             if len(shape) != len(want) + 1 or any(g != w for g, w in fixed):
                 got = "×".join(str(d) for d in shape)
                 said = "×".join(str(d) for d in ("N", *want))
                 raise BundleError(
-                    f"{runner.path}: {kind} {name!r} has shape {got}, but the manifest says {said}")
+                    f"{runner.path}: {kind} {name!r} has shape {got}, but the manifest says {said}"
+                )
 
     def _check_detector(self, image: tuple[int, ...]) -> None:
         """A detector's graph has the manifest's input and the decoder's outputs."""
@@ -123,9 +131,11 @@ class Forwards:
             raise BundleError(f"{self.model.path}: no input named {m.input.name!r} (manifest)")
         fixed = [(g, w) for g, w in zip(shape[-3:], image, strict=False) if isinstance(g, int)]
         if any(g != w for g, w in fixed):
-            raise BundleError(f"{self.model.path}: input {m.input.name!r} has shape "
-                              f"{'×'.join(map(str, shape))}, the manifest says "
-                              f"{'×'.join(map(str, image))}")
+            raise BundleError(
+                f"{self.model.path}: input {m.input.name!r} has shape "
+                f"{'×'.join(map(str, shape))}, the manifest says "
+                f"{'×'.join(map(str, image))}"
+            )
         missing = [n for n in self.decoder.outputs if n not in self.model.shapes("output")]
         if missing:
             raise BundleError(f"{self.model.path}: no output named {missing[0]!r} (manifest)")
@@ -141,8 +151,10 @@ class Forwards:
             outputs = self.raw_outputs(part)
             decoded = decode(spec, outputs, classes, threshold, size)
             if len(decoded) != part.shape[0]:
-                raise BundleError(f"the detector returned {len(decoded)} images' outputs for "
-                                  f"{part.shape[0]} inputs")
+                raise BundleError(
+                    f"the detector returned {len(decoded)} images' outputs for "
+                    f"{part.shape[0]} inputs"
+                )
             finite = _finite_rows(outputs, part.shape[0], self._unbatched)
             found += [d if ok else d.nonfinite() for d, ok in zip(decoded, finite, strict=True)]
         return found
@@ -150,7 +162,7 @@ class Forwards:
     def _calls(self, batch: NDArray[np.float32]) -> list[NDArray[np.float32]]:
         """A batch as `raw_outputs` takes it: whole, or an input at a time for a graph with
         no batch axis (its outputs are not joined)."""
-        return [batch[i:i + 1] for i in range(batch.shape[0])] if self._unbatched else [batch]
+        return [batch[i : i + 1] for i in range(batch.shape[0])] if self._unbatched else [batch]
 
     def raw_outputs(self, batch: NDArray[np.float32]) -> list[NDArray]:
         """A detector's outputs for a batch, undecoded (in the decoder's order): one call, or
@@ -161,11 +173,13 @@ class Forwards:
             return self.model.run(names, self._model_feed(batch))
         if self._unbatched:
             if batch.shape[0] != 1:
-                raise ValueError("this detector takes one image per call (its graph has no "
-                                 "batch axis)")
+                raise ValueError(
+                    "this detector takes one image per call (its graph has no batch axis)"
+                )
             return self.model.run(names, self._image_feed(batch))
-        parts = [self.model.run(names, self._model_feed(batch[i:i + 1]))
-                 for i in range(batch.shape[0])]
+        parts = [
+            self.model.run(names, self._model_feed(batch[i : i + 1])) for i in range(batch.shape[0])
+        ]
         return [np.concatenate([p[j] for p in parts]) for j in range(len(names))]
 
     def forward(self, batch: NDArray[np.float32]) -> None:
@@ -199,8 +213,7 @@ class Forwards:
             return self.scores
         return Pipelined(self.scores, self._submit_scores, self.model.in_flight)
 
-    def _submit_scores(self, batch: NDArray[np.float32]
-                       ) -> Callable[[], NDArray[np.float32]]:
+    def _submit_scores(self, batch: NDArray[np.float32]) -> Callable[[], NDArray[np.float32]]:
         wait = self.model.submit([self.bundle.manifest.output.name], self._model_feed(batch))
         return lambda: self._checked(wait()[0], batch.shape[0])
 
@@ -208,8 +221,9 @@ class Forwards:
         feed = batch.transpose(0, 2, 3, 1) if self._nhwc_input else batch
         return {self.input.name: np.ascontiguousarray(feed)}
 
-    def _checked(self, out: NDArray[np.float32], n: int, graph: str = "the model"
-                 ) -> NDArray[np.float32]:
+    def _checked(
+        self, out: NDArray[np.float32], n: int, graph: str = "the model"
+    ) -> NDArray[np.float32]:
         want = (n, *self.output_shape)
         if out.shape != want:
             raise BundleError(f"{graph} returned shape {out.shape}, expected {want} (manifest)")
@@ -221,23 +235,28 @@ class Forwards:
         o = self.bundle.manifest.output
         return (o.classes, o.height, o.width) if o.segmentation else (o.columns,)
 
-    def tail_scores(self, activations: NDArray[np.float32],
-                    prefix: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
+    def tail_scores(
+        self, activations: NDArray[np.float32], prefix: NDArray[np.float32] | None = None
+    ) -> NDArray[np.float32]:
         """Model outputs (N×C) for a batch of N×K×h×w activations, through the tail graph.
 
         For token activations, `prefix` (P×K) gives the leading tokens (class, register…)
         that precede the h·w patch tokens; it is required when P > 0.
         """
         if self.tail is None:
-            raise BundleError(f"{self.bundle.path}: this bundle has no tail graph "
-                              f"({self.bundle.manifest.tail_missing})")
-        feed = activations.transpose(0, 2, 3, 1) if self._nhwc_acts or self._tokens else (
-            activations)
+            raise BundleError(
+                f"{self.bundle.path}: this bundle has no tail graph "
+                f"({self.bundle.manifest.tail_missing})"
+            )
+        feed = (
+            activations.transpose(0, 2, 3, 1) if self._nhwc_acts or self._tokens else (activations)
+        )
         if self._tokens:
             feed = self._as_tokens(feed, prefix)
-        (out,) = self.tail.run([self.bundle.manifest.output.name],
-                               {self.bundle.manifest.activation.name:
-                                np.ascontiguousarray(feed)})
+        (out,) = self.tail.run(
+            [self.bundle.manifest.output.name],
+            {self.bundle.manifest.activation.name: np.ascontiguousarray(feed)},
+        )
         return self._checked(out, activations.shape[0], "the tail graph")
 
     def probabilities(self, batch: NDArray[np.float32]) -> NDArray[np.float64]:
@@ -263,8 +282,9 @@ class Forwards:
         (acts,) = self.features.run([self.bundle.manifest.activation.name], self._image_feed(x))
         return acts[None] if self._unbatched and acts.ndim == 3 else acts
 
-    def layer_activations(self, x: NDArray[np.float32], layers: list[str] | None = None
-                          ) -> list[tuple[str, NDArray[np.float32], NDArray[np.float32] | None]]:
+    def layer_activations(
+        self, x: NDArray[np.float32], layers: list[str] | None = None
+    ) -> list[tuple[str, NDArray[np.float32], NDArray[np.float32] | None]]:
         """(layer, K×h×w maps, leading tokens or None) of every target layer, or of the named
         ones, from one features forward."""
         targets = self.bundle.manifest.targets
@@ -273,8 +293,10 @@ class Forwards:
         chosen = [(name, a) for name, a in targets if layers is None or name in layers]
         raws = self.features.run([a.name for _, a in chosen], self._image_feed(x))
         raws = [raw[None] if self._unbatched and raw.ndim == 3 else raw for raw in raws]
-        return [(name, self.as_maps(raw, a), raw[0, :a.prefix] if a.layout == "NLC" else None)
-                for (name, a), raw in zip(chosen, raws, strict=True)]
+        return [
+            (name, self.as_maps(raw, a), raw[0, : a.prefix] if a.layout == "NLC" else None)
+            for (name, a), raw in zip(chosen, raws, strict=True)
+        ]
 
     def _image_feed(self, x: NDArray[np.float32]) -> dict[str, NDArray[np.float32]]:
         """One input as the graphs take it (NHWC, or a single 3×H×W image)."""
@@ -283,10 +305,11 @@ class Forwards:
 
     def prefix(self, raw: NDArray[np.float32]) -> NDArray[np.float32] | None:
         """The leading tokens (P×K) of a token activation, else None."""
-        return raw[0, :self.bundle.manifest.activation.prefix] if self._tokens else None
+        return raw[0, : self.bundle.manifest.activation.prefix] if self._tokens else None
 
-    def _as_tokens(self, maps_nhwc: NDArray[np.float32],
-                   prefix: NDArray[np.float32] | None) -> NDArray[np.float32]:
+    def _as_tokens(
+        self, maps_nhwc: NDArray[np.float32], prefix: NDArray[np.float32] | None
+    ) -> NDArray[np.float32]:
         """N×h×w×K maps back into N×L×K tokens, with the image's leading tokens first."""
         a = self.bundle.manifest.activation
         n = maps_nhwc.shape[0]
@@ -298,24 +321,29 @@ class Forwards:
         lead = np.broadcast_to(prefix.astype(np.float32), (n, a.prefix, a.channels))
         return np.concatenate([lead, patches], axis=1)
 
-    def as_maps(self, acts: NDArray[np.float32],
-                 spec: ActivationSpec | None = None) -> NDArray[np.float32]:
+    def as_maps(
+        self, acts: NDArray[np.float32], spec: ActivationSpec | None = None
+    ) -> NDArray[np.float32]:
         """K×h×w maps from the features graph's raw output (of the deepest layer, or the
         layer `spec` describes)."""
         a = spec or self.bundle.manifest.activation
         if a.layout == "NLC":
             if acts.ndim != 3 or acts.shape[1:] != (a.tokens, a.channels):
-                raise BundleError(f"the features graph returned shape {acts.shape}, the "
-                                  f"manifest says N×{a.tokens}×{a.channels} tokens")
-            grid = acts[0, a.prefix:].reshape(a.height, a.width, a.channels)
+                raise BundleError(
+                    f"the features graph returned shape {acts.shape}, the "
+                    f"manifest says N×{a.tokens}×{a.channels} tokens"
+                )
+            grid = acts[0, a.prefix :].reshape(a.height, a.width, a.channels)
             return np.ascontiguousarray(grid.transpose(2, 0, 1), dtype=np.float32)
         if acts.ndim != 4:
             raise BundleError(f"the features graph returned shape {acts.shape}, expected 4-D")
         acts = acts[0].transpose(2, 0, 1) if a.layout == "NHWC" else acts[0]
         if acts.shape != (a.channels, a.height, a.width):
-            raise BundleError(f"the features graph returned {acts.shape[0]}×{acts.shape[1]}×"
-                              f"{acts.shape[2]} activations, the manifest says "
-                              f"{a.channels}×{a.height}×{a.width}")
+            raise BundleError(
+                f"the features graph returned {acts.shape[0]}×{acts.shape[1]}×"
+                f"{acts.shape[2]} activations, the manifest says "
+                f"{a.channels}×{a.height}×{a.width}"
+            )
         return np.ascontiguousarray(acts, dtype=np.float32)
 
 

@@ -65,23 +65,26 @@ def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
             bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
         except cv2.error as exc:
             if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
-                raise ImageError(f"above the limit of {opencv_pixel_limit()} pixels of OpenCV's "
-                                 "decoders (OPENCV_IO_MAX_IMAGE_PIXELS)", name) from None
+                raise ImageError(
+                    f"above the limit of {opencv_pixel_limit()} pixels of OpenCV's "
+                    "decoders (OPENCV_IO_MAX_IMAGE_PIXELS)",
+                    name,
+                ) from None
             bgr = None
         raw = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if bgr is not None and alpha else None
     if bgr is None:
         raise ImageError("not an image OpenCV can decode (corrupt or unsupported)", name)
     if bgr.shape[0] * bgr.shape[1] > max_pixels:
-        raise ImageError(f"{bgr.shape[1]}×{bgr.shape[0]} pixels is above the limit of "
-                         f"{max_pixels} pixels", name)
+        raise ImageError(
+            f"{bgr.shape[1]}×{bgr.shape[0]} pixels is above the limit of {max_pixels} pixels", name
+        )
     if raw is not None and raw.ndim == 3 and raw.shape[2] == 4 and raw.shape[:2] == bgr.shape[:2]:
         bgr = _composite_over_white(raw)
     bgr = _to_uint8(bgr)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)     # in place: no second copy
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)  # in place: no second copy
 
 
-def decode_mask(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS
-                ) -> NDArray[np.bool_]:
+def decode_mask(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.bool_]:
     """A mask image (H×W): where its alpha is non-zero when it has alpha, else where any
     channel is non-zero, at every bit depth. The pixel limit is checked as for images."""
     if not data:
@@ -95,8 +98,9 @@ def decode_mask(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS
     if raw is None:
         raise ImageError("not an image OpenCV can decode (corrupt or unsupported)", name)
     if raw.shape[0] * raw.shape[1] > max_pixels:
-        raise ImageError(f"{raw.shape[1]}×{raw.shape[0]} pixels is above the limit of "
-                         f"{max_pixels} pixels", name)
+        raise ImageError(
+            f"{raw.shape[1]}×{raw.shape[0]} pixels is above the limit of {max_pixels} pixels", name
+        )
     if raw.ndim == 3 and raw.shape[2] == 4:
         return raw[..., 3] != 0
     return raw != 0 if raw.ndim == 2 else (raw != 0).any(axis=2)
@@ -117,18 +121,18 @@ def _check_header(data: bytes, name: str, max_pixels: int) -> bool:
         try:
             with Image.open(io.BytesIO(data)) as image:
                 (width, height), mode, info = image.size, image.mode, image.info
-        except Image.DecompressionBombError as exc:    # past Pillow's own limit
+        except Image.DecompressionBombError as exc:  # past Pillow's own limit
             found = re.search(r"\((\d+) pixels\)", str(exc))
             pixels = int(found.group(1)) if found else max_pixels + 1
             if pixels > max_pixels:
-                raise ImageError(f"{pixels} pixels is above the limit of {max_pixels} "
-                                 "pixels", name) from None
+                raise ImageError(
+                    f"{pixels} pixels is above the limit of {max_pixels} pixels", name
+                ) from None
             return True
         except Exception:  # noqa: BLE001 - unknown to Pillow, or corrupt: OpenCV decides
             return True
     if width * height > max_pixels:
-        raise ImageError(f"{width}×{height} pixels is above the limit of {max_pixels} pixels",
-                         name)
+        raise ImageError(f"{width}×{height} pixels is above the limit of {max_pixels} pixels", name)
     return "A" in mode or "transparency" in info
 
 
@@ -138,10 +142,10 @@ def _composite_over_white(bgra: NDArray) -> NDArray[np.uint8]:
     out = np.empty((*bgra.shape[:2], 3), np.uint8)
     step = rows(bgra.shape[1])
     for top in bands(*bgra.shape[:2]):
-        band = bgra[top:top + step]
+        band = bgra[top : top + step]
         alpha = _to_unit(band[..., 3:4])
         blended = (_to_unit(band[..., :3]) * alpha + (1.0 - alpha)) * 255.0
-        out[top:top + step] = _to_uint8(blended)
+        out[top : top + step] = _to_uint8(blended)
     return out
 
 
@@ -159,12 +163,12 @@ def _to_uint8(array: NDArray) -> NDArray[np.uint8]:
     out = np.empty(array.shape, np.uint8)
     step = rows(array.shape[1]) if array.ndim > 1 else max(1, len(array))
     for top in range(0, array.shape[0], step):
-        band = array[top:top + step]
+        band = array[top : top + step]
         if array.dtype == np.uint16:
-            out[top:top + step] = (band.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+            out[top : top + step] = (band.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
             continue
         band = band * 255.0 if unit else band
-        out[top:top + step] = np.clip(np.nan_to_num(band) + 0.5, 0, 255).astype(np.uint8)
+        out[top : top + step] = np.clip(np.nan_to_num(band) + 0.5, 0, 255).astype(np.uint8)
     return out
 
 
@@ -219,9 +223,9 @@ def place(scaled: NDArray, spec: InputSpec, top: int, left: int, fill: float) ->
     """The model's H×W view of an image already resized: cut from it, or (letterbox) set on
     a canvas of `fill`."""
     if spec.resize != "letterbox":
-        return scaled[top:top + spec.height, left:left + spec.width]
+        return scaled[top : top + spec.height, left : left + spec.width]
     canvas = np.full((spec.height, spec.width, *scaled.shape[2:]), fill, scaled.dtype)
-    canvas[-top:-top + scaled.shape[0], -left:-left + scaled.shape[1]] = scaled
+    canvas[-top : -top + scaled.shape[0], -left : -left + scaled.shape[1]] = scaled
     return canvas
 
 
@@ -242,8 +246,9 @@ def preprocess(rgb: NDArray[np.uint8], spec: InputSpec) -> NDArray[np.float32]:
     return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])
 
 
-def to_original(saliency: NDArray[np.float32], shape: tuple[int, ...],
-                spec: InputSpec) -> NDArray[np.float32]:
+def to_original(
+    saliency: NDArray[np.float32], shape: tuple[int, ...], spec: InputSpec
+) -> NDArray[np.float32]:
     """A map at the model input's resolution brought back onto the original image.
 
     Where the image was cut (the "crop" policy, a crop fraction below 1), the parts the model
@@ -251,14 +256,15 @@ def to_original(saliency: NDArray[np.float32], shape: tuple[int, ...],
     """
     sh, sw, top, left = crop_box(shape, spec)
     if spec.resize == "letterbox":
-        saliency = saliency[-top:-top + sh, -left:-left + sw]
+        saliency = saliency[-top : -top + sh, -left : -left + sw]
     elif (sh, sw) != (spec.height, spec.width):
         canvas = np.zeros((sh, sw), dtype=np.float32)
-        canvas[top:top + spec.height, left:left + spec.width] = saliency
+        canvas[top : top + spec.height, left : left + spec.width] = saliency
         saliency = canvas
-    full = cv2.resize(saliency.astype(np.float32), (shape[1], shape[0]),
-                      interpolation=cv2.INTER_LINEAR)
-    return np.clip(full, 0.0, 1.0, out=full)              # in place: one full-size map
+    full = cv2.resize(
+        saliency.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR
+    )
+    return np.clip(full, 0.0, 1.0, out=full)  # in place: one full-size map
 
 
 def box_scales(shape: tuple[int, ...], spec: InputSpec) -> tuple[float, float, int, int]:
@@ -270,8 +276,9 @@ def box_scales(shape: tuple[int, ...], spec: InputSpec) -> tuple[float, float, i
     return sw / w, sh / h, top, left
 
 
-def boxes_to_original(boxes: NDArray[np.floating], shape: tuple[int, ...],
-                      spec: InputSpec) -> NDArray[np.float64]:
+def boxes_to_original(
+    boxes: NDArray[np.floating], shape: tuple[int, ...], spec: InputSpec
+) -> NDArray[np.float64]:
     """K×4 boxes (x1, y1, x2, y2) in input pixels as the original image's, clipped to it."""
     sx, sy, top, left = box_scales(shape, spec)
     offset, scale = np.array([left, top, left, top]), np.array([sx, sy, sx, sy])
@@ -279,8 +286,9 @@ def boxes_to_original(boxes: NDArray[np.floating], shape: tuple[int, ...],
     return np.clip(out, 0.0, [shape[1], shape[0], shape[1], shape[0]])
 
 
-def boxes_to_input(boxes: NDArray[np.floating], shape: tuple[int, ...],
-                   spec: InputSpec) -> NDArray[np.float64]:
+def boxes_to_input(
+    boxes: NDArray[np.floating], shape: tuple[int, ...], spec: InputSpec
+) -> NDArray[np.float64]:
     """K×4 boxes in the original image's pixels as the model input's."""
     sx, sy, top, left = box_scales(shape, spec)
     offset, scale = np.array([left, top, left, top]), np.array([sx, sy, sx, sy])
@@ -297,12 +305,16 @@ def read_file(path: Path) -> bytes:
     try:
         info = path.stat()
     except FileNotFoundError:
-        reason = "broken symbolic link (its target does not exist)" if path.is_symlink() else (
-            "no such file")
+        reason = (
+            "broken symbolic link (its target does not exist)"
+            if path.is_symlink()
+            else ("no such file")
+        )
         raise ImageError(reason, name) from None
     except OSError as exc:
-        reason = "symbolic link loop" if exc.errno == errno.ELOOP else (
-            f"cannot read: {exc.strerror}")
+        reason = (
+            "symbolic link loop" if exc.errno == errno.ELOOP else (f"cannot read: {exc.strerror}")
+        )
         raise ImageError(reason, name) from None
     if stat.S_ISDIR(info.st_mode):
         raise ImageError("is a folder, not an image", name)
@@ -338,8 +350,9 @@ def find_images(paths: list[str]) -> tuple[list[Path], list[str]]:
         else:
             hits = [Path(p) for p in sorted(glob.glob(arg, recursive=True)) if Path(p).is_file()]
             if not hits:
-                problems.append(f"{arg}: no such file" if not glob.has_magic(arg)
-                                else f"{arg}: no file matches")
+                problems.append(
+                    f"{arg}: no such file" if not glob.has_magic(arg) else f"{arg}: no file matches"
+                )
         found.extend(hits)
     return list(dict.fromkeys(found)), problems
 
@@ -347,12 +360,16 @@ def find_images(paths: list[str]) -> tuple[list[Path], list[str]]:
 def _images_in(folder: Path, problems: list[str]) -> list[Path]:
     """Entries named like images under `folder`, in a stable order, without following
     links to folders; unreadable sub-folders are added to `problems`."""
+
     def unreadable(exc: OSError) -> None:
         problems.append(f"{exc.filename}: cannot read this folder: {exc.strerror}")
 
     hits = []
     for root, folders, files in os.walk(folder, onerror=unreadable):
         folders.sort()
-        hits.extend(Path(root) / name for name in sorted(files)
-                    if Path(name).suffix.lower() in IMAGE_SUFFIXES)
+        hits.extend(
+            Path(root) / name
+            for name in sorted(files)
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES
+        )
     return hits

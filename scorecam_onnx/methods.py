@@ -35,10 +35,25 @@ from .cam.tail import AblationCam as AblationEngine
 from .cam.tail import ReciproCam as ReciproEngine
 
 __all__ = [
-    "METHODS", "PRESETS", "AblationCam", "ActivationsOnly", "ClusterScoreCam", "DRise",
+    "METHODS",
+    "PRESETS",
+    "AblationCam",
+    "ActivationsOnly",
+    "ClusterScoreCam",
+    "DRise",
     "EigenCam",
-    "FasterScoreCam", "ISCam", "InputMasks", "MaskedMaps", "Method", "ReciproCam", "Rise",
-    "SSCam", "ScoreCam", "TailPerturbation", "as_method", "method_from",
+    "FasterScoreCam",
+    "ISCam",
+    "InputMasks",
+    "MaskedMaps",
+    "Method",
+    "ReciproCam",
+    "Rise",
+    "SSCam",
+    "ScoreCam",
+    "TailPerturbation",
+    "as_method",
+    "method_from",
 ]
 
 
@@ -61,8 +76,8 @@ class Method:
 
     name: ClassVar[str] = ""
     default_preset: ClassVar[str] = PAPER
-    needs_layer: ClassVar[bool] = True        # reads the target layer's activations
-    needs_tail: ClassVar[bool] = False        # runs the tail graph instead of the model
+    needs_layer: ClassVar[bool] = True  # reads the target layer's activations
+    needs_tail: ClassVar[bool] = False  # runs the tail graph instead of the model
     weighs_activations: ClassVar[bool] = True  # the map is a weighted sum of activations
     # Layers of one grid may share their masked forwards (identical masks run once): only
     # where every channel is scored on its own, with nothing drawn per channel.
@@ -113,8 +128,10 @@ class TailPerturbation(Method):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.preset is not None and self.preset != self.default_preset:
-            raise ValueError(f"{self.name} has its own convention ({self.default_preset}); "
-                             f"the {self.preset!r} preset does not apply")
+            raise ValueError(
+                f"{self.name} has its own convention ({self.default_preset}); "
+                f"the {self.preset!r} preset does not apply"
+            )
 
 
 class InputMasks(Method):
@@ -173,8 +190,7 @@ class ClusterScoreCam(MaskedMaps):
         _positive("clusters", self.clusters)
 
     def engine(self, batch_size: int) -> cam_engine.ScoreCam:
-        return cam_methods.ClusterScoreCam(self.preset_name, batch_size, self.clusters,
-                                           self.seed)
+        return cam_methods.ClusterScoreCam(self.preset_name, batch_size, self.clusters, self.seed)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,8 +214,7 @@ class SSCam(MaskedMaps):
         _positive("samples", self.samples)
 
     def engine(self, batch_size: int) -> cam_engine.ScoreCam:
-        return cam_methods.SSCam(self.preset_name, batch_size, self.samples, self.sigma,
-                                 self.seed)
+        return cam_methods.SSCam(self.preset_name, batch_size, self.samples, self.sigma, self.seed)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -285,8 +300,7 @@ class Rise(InputMasks):
             raise ValueError(f"p must be in (0, 1], got {self.p!r}")
 
     def engine(self, batch_size: int) -> cam_engine.ScoreCam:
-        return RiseEngine(self.preset_name, batch_size, self.samples, self.grid, self.p,
-                          self.seed)
+        return RiseEngine(self.preset_name, batch_size, self.samples, self.grid, self.p, self.seed)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -309,15 +323,26 @@ class DRise(Rise):
 
 
 # The names of the command line and the service, in the order they are listed.
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
-    ScoreCam, FasterScoreCam, ClusterScoreCam, SSCam, ISCam, EigenCam, ReciproCam,
-    AblationCam, Rise, DRise)}
+METHODS: dict[str, type[Method]] = {
+    cls.name: cls
+    for cls in (
+        ScoreCam,
+        FasterScoreCam,
+        ClusterScoreCam,
+        SSCam,
+        ISCam,
+        EigenCam,
+        ReciproCam,
+        AblationCam,
+        Rise,
+        DRise,
+    )
+}
 
 # Wire parameters of methods: parameter → {method name: the field it sets}.
 WIRE_PARAMETERS: dict[str, dict[str, str]] = {
     "channels": {"faster-scorecam": "channels", "cluster-scorecam": "clusters"},
-    "samples": {"sscam": "samples", "iscam": "samples", "rise": "samples",
-                "drise": "samples"},
+    "samples": {"sscam": "samples", "iscam": "samples", "rise": "samples", "drise": "samples"},
     "gaussian": {"reciprocam": "gaussian"},
 }
 # Wire parameters that must not be given to other methods (the others are ignored there).

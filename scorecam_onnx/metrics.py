@@ -31,7 +31,7 @@ METRICS = ("average-drop", "increase", "deletion", "insertion", "road")
 DEFAULT_METRICS = METRICS[:4]
 
 
-ProbabilityFn = Callable[[NDArray[np.float32]], NDArray[np.float64]]   # N×3×H×W → N×C
+ProbabilityFn = Callable[[NDArray[np.float32]], NDArray[np.float64]]  # N×3×H×W → N×C
 
 BLUR_KERNEL = 11
 BLUR_SIGMA = 5.0
@@ -63,8 +63,9 @@ def blurred(x: NDArray[np.float32]) -> NDArray[np.float32]:
     """The insertion canvas: each channel of 1×3×H×W blurred (Gaussian 11, σ 5, zero border)."""
     out = np.empty_like(x)
     for c in range(x.shape[1]):
-        out[0, c] = cv2.GaussianBlur(x[0, c], (BLUR_KERNEL, BLUR_KERNEL), BLUR_SIGMA,
-                                     borderType=cv2.BORDER_CONSTANT)
+        out[0, c] = cv2.GaussianBlur(
+            x[0, c], (BLUR_KERNEL, BLUR_KERNEL), BLUR_SIGMA, borderType=cv2.BORDER_CONSTANT
+        )
     return out
 
 
@@ -113,12 +114,12 @@ def causal_curve(
     filled = 0
     for i in range(steps + 1):
         if i > 0:
-            changed = order[(i - 1) * step:i * step]
+            changed = order[(i - 1) * step : i * step]
             canvas[:, changed] = finish[:, changed]
         batch[filled] = canvas.reshape(3, h, w)
         filled += 1
         if filled == batch.shape[0] or i == steps:
-            curve[i - filled + 1:i + 1] = probabilities(batch[:filled])[:, class_id]
+            curve[i - filled + 1 : i + 1] = probabilities(batch[:filled])[:, class_id]
             filled = 0
     return curve
 
@@ -132,7 +133,7 @@ def pointing_game(saliency: NDArray[np.floating], boxes: Sequence[Sequence[float
         if len(box) != 4:
             raise ValueError(f"a box is (x0, y0, x1, y1), got {box!r}")
         x0, y0, x1, y1 = (int(np.rint(v)) for v in box)
-        inside[max(0, y0):min(h, y1), max(0, x0):min(w, x1)] = True
+        inside[max(0, y0) : min(h, y1), max(0, x0) : min(w, x1)] = True
     total = energy.sum()
     return float(energy[inside].sum() / total) if total > 0 else 0.0
 

@@ -19,17 +19,15 @@ __all__ = ["ExplainOptions", "check_request", "no_layer"]
 # The largest batch a served request may ask for.
 MAX_BATCH = 1024
 # A detector's detections: those counted (ultralytics' predict default) and those explained.
-DETECTION_THRESHOLD = 0.25     # a detection counts above it (ultralytics' predict default)
-LABEL_THRESHOLD = 0.5          # a multi-label model's label is present above it
+DETECTION_THRESHOLD = 0.25  # a detection counts above it (ultralytics' predict default)
+LABEL_THRESHOLD = 0.5  # a multi-label model's label is present above it
 DEFAULT_MAX_DETECTIONS = 10
-MAX_DETECTIONS = 20           # detections per served request (each is a full-size map)
+MAX_DETECTIONS = 20  # detections per served request (each is a full-size map)
 
 
-def _setting(flag: str, kind: str, help: str, default: Any = None, **checks: Any
-             ) -> dict[str, Any]:
+def _setting(flag: str, kind: str, help: str, default: Any = None, **checks: Any) -> dict[str, Any]:
     """A field's description as a setting of every surface (see `request.SETTINGS`)."""
-    return {"setting": {"flag": flag, "kind": kind, "help": help, "default": default,
-                        **checks}}
+    return {"setting": {"flag": flag, "kind": kind, "help": help, "default": default, **checks}}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,42 +56,97 @@ class ExplainOptions:
             default. Default: 10.
     """
 
-    batch_size: int | None = field(default=None, metadata=_setting(
-        "--batch-size", "int", "Masked inputs per model call. Default: 8 on CPU, 64 on CUDA.",
-        low=1, ceiling=lambda values: MAX_BATCH))
-    aug_smooth: bool = field(default=False, metadata=_setting(
-        "--aug-smooth", "bool", "Average six passes (flip × input times 0.9, 1, 1.1), as "
-        "pytorch-grad-cam's aug_smooth: six times the forwards.", False))
-    eigen_smooth: bool = field(default=False, metadata=_setting(
-        "--eigen-smooth", "bool", "The weighted activations' first principal component "
-        "instead of their sum (pytorch-grad-cam's eigen_smooth).", False))
-    layers: tuple[str, ...] | None = field(default=None, metadata=_setting(
-        "--layer", "names", "Of a multi-layer bundle, a layer to explain at (repeatable). "
-        "Default: all of them.", repeat=True))
-    fuse: str | None = field(default=None, metadata=_setting(
-        "--fuse", "choice", "How several layers' maps are fused. Default: the preset's (max "
-        "for torchcam, mean otherwise).", choices=FUSIONS))
+    batch_size: int | None = field(
+        default=None,
+        metadata=_setting(
+            "--batch-size",
+            "int",
+            "Masked inputs per model call. Default: 8 on CPU, 64 on CUDA.",
+            low=1,
+            ceiling=lambda values: MAX_BATCH,
+        ),
+    )
+    aug_smooth: bool = field(
+        default=False,
+        metadata=_setting(
+            "--aug-smooth",
+            "bool",
+            "Average six passes (flip × input times 0.9, 1, 1.1), as "
+            "pytorch-grad-cam's aug_smooth: six times the forwards.",
+            False,
+        ),
+    )
+    eigen_smooth: bool = field(
+        default=False,
+        metadata=_setting(
+            "--eigen-smooth",
+            "bool",
+            "The weighted activations' first principal component "
+            "instead of their sum (pytorch-grad-cam's eigen_smooth).",
+            False,
+        ),
+    )
+    layers: tuple[str, ...] | None = field(
+        default=None,
+        metadata=_setting(
+            "--layer",
+            "names",
+            "Of a multi-layer bundle, a layer to explain at (repeatable). Default: all of them.",
+            repeat=True,
+        ),
+    )
+    fuse: str | None = field(
+        default=None,
+        metadata=_setting(
+            "--fuse",
+            "choice",
+            "How several layers' maps are fused. Default: the preset's (max "
+            "for torchcam, mean otherwise).",
+            choices=FUSIONS,
+        ),
+    )
 
-    score_threshold: float | None = field(default=None, metadata=_setting(
-        "--score-threshold", "fraction", "A detector: detections count above this score "
-        "(explained ones, and those of every masked input), default 0.25; a multi-label "
-        "model: the labels explained when no class is given, default 0.5."))
-    max_detections: int = field(default=DEFAULT_MAX_DETECTIONS, metadata=_setting(
-        "--max-detections", "int", "A detector: the most detections explained (best "
-        "first) when no box, class or top-k is given.", DEFAULT_MAX_DETECTIONS, low=1,
-        ceiling=lambda values: MAX_DETECTIONS))
+    score_threshold: float | None = field(
+        default=None,
+        metadata=_setting(
+            "--score-threshold",
+            "fraction",
+            "A detector: detections count above this score "
+            "(explained ones, and those of every masked input), default 0.25; a multi-label "
+            "model: the labels explained when no class is given, default 0.5.",
+        ),
+    )
+    max_detections: int = field(
+        default=DEFAULT_MAX_DETECTIONS,
+        metadata=_setting(
+            "--max-detections",
+            "int",
+            "A detector: the most detections explained (best "
+            "first) when no box, class or top-k is given.",
+            DEFAULT_MAX_DETECTIONS,
+            low=1,
+            ceiling=lambda values: MAX_DETECTIONS,
+        ),
+    )
 
     def __post_init__(self) -> None:
-        if self.score_threshold is not None and (isinstance(self.score_threshold, bool) or not
-                                                 isinstance(self.score_threshold, int | float)
-                                                 or not 0.0 <= self.score_threshold < 1.0):
+        if self.score_threshold is not None and (
+            isinstance(self.score_threshold, bool)
+            or not isinstance(self.score_threshold, int | float)
+            or not 0.0 <= self.score_threshold < 1.0
+        ):
             raise ValueError(f"score_threshold must be in [0, 1), got {self.score_threshold!r}")
-        if isinstance(self.max_detections, bool) or not isinstance(
-                self.max_detections, int) or self.max_detections < 1:
+        if (
+            isinstance(self.max_detections, bool)
+            or not isinstance(self.max_detections, int)
+            or self.max_detections < 1
+        ):
             raise ValueError(f"max_detections must be at least 1, got {self.max_detections!r}")
-        if self.batch_size is not None and (isinstance(self.batch_size, bool) or not
-                                            isinstance(self.batch_size, int)
-                                            or self.batch_size < 1):
+        if self.batch_size is not None and (
+            isinstance(self.batch_size, bool)
+            or not isinstance(self.batch_size, int)
+            or self.batch_size < 1
+        ):
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size!r}")
         if self.layers is not None:
             if isinstance(self.layers, str):
@@ -121,13 +174,16 @@ class ExplainOptions:
 def no_layer(path: Path, method: str | None = None, detector: bool = False) -> str:
     """Why a method that needs a target layer cannot run on a model-only bundle."""
     who = f"{method} needs" if method else "this needs"
-    return (f"{who} a target layer, and {path} is a model-only bundle: cut the model with "
-            "`scorecam-onnx split MODEL.onnx --layer TENSOR --out DIR` (`scorecam-onnx layers "
-            f"MODEL.onnx` lists the tensors), or use --method {'drise' if detector else 'rise'}")
+    return (
+        f"{who} a target layer, and {path} is a model-only bundle: cut the model with "
+        "`scorecam-onnx split MODEL.onnx --layer TENSOR --out DIR` (`scorecam-onnx layers "
+        f"MODEL.onnx` lists the tensors), or use --method {'drise' if detector else 'rise'}"
+    )
 
 
-def check_request(manifest: Manifest, path: Path, method: Method, target: Target,
-                  options: ExplainOptions) -> None:
+def check_request(
+    manifest: Manifest, path: Path, method: Method, target: Target, options: ExplainOptions
+) -> None:
     """Refuse what this bundle cannot run: a `BundleError` when the bundle lacks a graph the
     method needs, a `ValueError` for settings that do not fit it. Every surface calls this
     before any image."""
@@ -135,17 +191,21 @@ def check_request(manifest: Manifest, path: Path, method: Method, target: Target
     if method.needs_layer and manifest.model_only:
         raise BundleError(no_layer(path, method.name, manifest.decoder is not None))
     if method.needs_tail and manifest.tail is None:
-        raise BundleError(f"{method.name} needs the bundle's tail graph (activations → "
-                          f"output), and {path} has none: {manifest.tail_missing}")
+        raise BundleError(
+            f"{method.name} needs the bundle's tail graph (activations → "
+            f"output), and {path} has none: {manifest.tail_missing}"
+        )
     if options.eigen_smooth and not method.weighs_activations:
-        raise ValueError(f"eigen_smooth applies to methods that weigh the activations, "
-                         f"not {method.name}")
+        raise ValueError(
+            f"eigen_smooth applies to methods that weigh the activations, not {method.name}"
+        )
     _check_layers(manifest, method, options.layers)
     _check_segmentation(manifest, method, target, options)
 
 
-def chosen_layers(manifest: Manifest, method: Method,
-                  layers: Sequence[str] | None) -> list[str] | None:
+def chosen_layers(
+    manifest: Manifest, method: Method, layers: Sequence[str] | None
+) -> list[str] | None:
     """The layers to explain at, in the bundle's order (None: all of them)."""
     names = [name for name, _ in manifest.targets]
     if method.needs_tail and len(names) > 1:
@@ -158,15 +218,20 @@ def _check_layers(manifest: Manifest, method: Method, layers: Sequence[str] | No
     if layers is not None:
         unknown = [name for name in layers if name not in names]
         if unknown or not layers:
-            raise ValueError(f"unknown layer {', '.join(unknown) or '(none)'}: this "
-                             f"bundle's layers are {', '.join(names) or 'none'}")
+            raise ValueError(
+                f"unknown layer {', '.join(unknown) or '(none)'}: this "
+                f"bundle's layers are {', '.join(names) or 'none'}"
+            )
         if method.needs_tail and len(names) > 1 and list(layers) != names[:1]:
-            raise ValueError(f"{method.name} perturbs the layer its tail graph starts from, "
-                             f"the deepest: {names[0]}")
+            raise ValueError(
+                f"{method.name} perturbs the layer its tail graph starts from, "
+                f"the deepest: {names[0]}"
+            )
 
 
-def _check_detector(manifest: Manifest, method: Method, target: Target,
-                    options: ExplainOptions) -> None:
+def _check_detector(
+    manifest: Manifest, method: Method, target: Target, options: ExplainOptions
+) -> None:
     if manifest.decoder is None:
         if isinstance(target, Box | Boxes) or method.detectors_only:
             what = "a box" if isinstance(target, Box | Boxes) else method.name
@@ -174,29 +239,39 @@ def _check_detector(manifest: Manifest, method: Method, target: Target,
         return
     if not method.on_detectors or options.aug_smooth:
         what = "aug_smooth" if options.aug_smooth else method.name
-        raise ValueError(f"{what} does not explain object detectors (it needs a class "
-                         "output): use drise, scorecam (or its relatives) or eigencam")
+        raise ValueError(
+            f"{what} does not explain object detectors (it needs a class "
+            "output): use drise, scorecam (or its relatives) or eigencam"
+        )
     if isinstance(target, Region):
         raise ValueError("region is for segmentation models; this bundle is a detector")
-    boxes = target.items if isinstance(target, Boxes) else (
-        (target,) if isinstance(target, Box) else ())
+    boxes = (
+        target.items
+        if isinstance(target, Boxes)
+        else ((target,) if isinstance(target, Box) else ())
+    )
     for box in boxes:
         if box.class_id is not None and box.class_id >= manifest.output.classes:
-            raise ValueError(f"class id {box.class_id} is out of range (0 to "
-                             f"{manifest.output.classes - 1})")
+            raise ValueError(
+                f"class id {box.class_id} is out of range (0 to {manifest.output.classes - 1})"
+            )
 
 
-def _check_segmentation(manifest: Manifest, method: Method, target: Target,
-                        options: ExplainOptions) -> None:
+def _check_segmentation(
+    manifest: Manifest, method: Method, target: Target, options: ExplainOptions
+) -> None:
     output = manifest.output
     if not output.segmentation:
         if isinstance(target, Region):
             raise ValueError("region is for segmentation models; this bundle is a classifier")
         return
     if method.needs_tail or options.aug_smooth:
-        raise ValueError(f"{'aug_smooth' if options.aug_smooth else method.name} is for "
-                         "classifiers; this bundle is a segmentation model")
+        raise ValueError(
+            f"{'aug_smooth' if options.aug_smooth else method.name} is for "
+            "classifiers; this bundle is a segmentation model"
+        )
     background = target.background if isinstance(target, Region) else None
     if background is not None and not 0 <= background < output.classes:
-        raise ValueError(f"background must be a class id of a segmentation model (below "
-                         f"{output.classes})")
+        raise ValueError(
+            f"background must be a class id of a segmentation model (below {output.classes})"
+        )

@@ -38,11 +38,17 @@ GRAPHS = ("model", "features", "tail")
 ADVISED_CALIBRATION = 16
 
 
-def quantize_bundle(source: str | Path, out: str | Path, mode: str,
-                    calibrate: Sequence[Path] = (), check: Sequence[Path] = (),
-                    graphs: Sequence[str] = ("model",), method: str = "scorecam",
-                    force: bool = False,
-                    on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
+def quantize_bundle(
+    source: str | Path,
+    out: str | Path,
+    mode: str,
+    calibrate: Sequence[Path] = (),
+    check: Sequence[Path] = (),
+    graphs: Sequence[str] = ("model",),
+    method: str = "scorecam",
+    force: bool = False,
+    on_step: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Write an INT8 or FP16 copy of a bundle and its `fidelity.json`; return the report.
 
     Args:
@@ -84,8 +90,10 @@ def quantize_bundle(source: str | Path, out: str | Path, mode: str,
         report = fidelity(floating, converted, calibration, checks, method, mode)
         report["calibration_images"] = len(calibration)
         if mode == "int8" and len(calibration) < ADVISED_CALIBRATION:
-            report["note"] = (f"calibrated on {len(calibration)} images; "
-                              f"{ADVISED_CALIBRATION} or more are advised")
+            report["note"] = (
+                f"calibrated on {len(calibration)} images; "
+                f"{ADVISED_CALIBRATION} or more are advised"
+            )
         write_text_atomic(staging / FIDELITY_NAME, json.dumps(report, indent=2) + "\n")
     report["bundle"] = str(target)
     return report
@@ -104,8 +112,9 @@ def _graph_path(bundle: Bundle, graph: str) -> Path:
     return bundle.features_path if graph == "features" else bundle.model_path
 
 
-def _graph_inputs(explainer: Explainer, graph: str,
-                  images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+def _graph_inputs(
+    explainer: Explainer, graph: str, images: list[np.ndarray]
+) -> list[dict[str, np.ndarray]]:
     """Calibration feeds of a graph: preprocessed images, or activations for the tail."""
     m = explainer.bundle.manifest
     if graph == "tail":
@@ -144,13 +153,20 @@ def _convert(source: Path, target: Path, mode: str, inputs: list[dict[str, np.nd
 
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(source), str(prepared))
-        quantize_static(str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8)
+        quantize_static(
+            str(prepared),
+            str(target),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
 
 
-def _rewrite_manifest(bundle: Bundle, folder: Path, mode: str, graphs: Sequence[str],
-                      calibration: int) -> None:
+def _rewrite_manifest(
+    bundle: Bundle, folder: Path, mode: str, graphs: Sequence[str], calibration: int
+) -> None:
     """Checksums of the new files, and where the bundle came from; an unused weights file
     is dropped."""
     m = bundle.manifest
@@ -160,12 +176,17 @@ def _rewrite_manifest(bundle: Bundle, folder: Path, mode: str, graphs: Sequence[
     if m.weights and not uses_weights:
         (folder / m.weights).unlink(missing_ok=True)
     files = names + ([weights] if weights else [])
-    source = {**m.source, "precision": mode, "converted": ",".join(graphs),
-              "converted_from": f"{bundle.path.name} ({m.checksums.get(m.model, '?')[:19]})"}
+    source = {
+        **m.source,
+        "precision": mode,
+        "converted": ",".join(graphs),
+        "converted_from": f"{bundle.path.name} ({m.checksums.get(m.model, '?')[:19]})",
+    }
     if mode == "int8":
         source["calibration_images"] = str(calibration)
-    manifest = replace(m, weights=weights, source=source,
-                       checksums={name: sha256(folder / name) for name in files})
+    manifest = replace(
+        m, weights=weights, source=source, checksums={name: sha256(folder / name) for name in files}
+    )
     write_text_atomic(folder / MANIFEST_NAME, manifest.dumps())
 
 
@@ -178,21 +199,31 @@ def _check_convertible(floating: Explainer, graphs: Sequence[str], method: str) 
     """Refuse a bundle that is converted already, or lacks a graph asked for."""
     precision = floating.bundle.manifest.source.get("precision")
     if precision:
-        raise BundleError(f"{floating.bundle.path} is already an {precision} bundle: convert "
-                          "the float32 bundle it came from")
+        raise BundleError(
+            f"{floating.bundle.path} is already an {precision} bundle: convert "
+            "the float32 bundle it came from"
+        )
     floating.bundle.require_folder("converting")
     if "features" in graphs and floating.forwards.features is None:
-        raise BundleError(f"{floating.bundle.path} is a model-only bundle: no features graph "
-                          "to convert")
+        raise BundleError(
+            f"{floating.bundle.path} is a model-only bundle: no features graph to convert"
+        )
     if floating.forwards.features is None and as_method(method).needs_layer:
-        raise BundleError(f"{floating.bundle.path} is a model-only bundle: compare its maps "
-                          "with --method rise")
+        raise BundleError(
+            f"{floating.bundle.path} is a model-only bundle: compare its maps with --method rise"
+        )
     if "tail" in graphs and floating.forwards.tail is None:
         raise BundleError(f"{floating.bundle.path} has no tail graph to convert")
 
 
-def fidelity(floating: Explainer, converted: Explainer, calibration: Sequence[tuple],
-             check: Sequence[tuple], method: str, mode: str) -> dict[str, Any]:
+def fidelity(
+    floating: Explainer,
+    converted: Explainer,
+    calibration: Sequence[tuple],
+    check: Sequence[tuple],
+    method: str,
+    mode: str,
+) -> dict[str, Any]:
     """How closely `converted` follows `floating` on the images (path, input) given."""
     rows = []
     drops: dict[str, list[list[float]]] = {"float32": [[], []], mode: [[], []]}
@@ -210,28 +241,47 @@ def fidelity(floating: Explainer, converted: Explainer, calibration: Sequence[tu
                 drops[name][0].append(float(score(x)[0, reference.column]))
                 masked = score(x * small[None, None])
                 drops[name][1].append(float(masked[0, reference.column]))
-                curve = metrics.causal_curve(score, x, small, reference.column, "insertion",
-                                             0.05, ex.batch_size)
+                curve = metrics.causal_curve(
+                    score, x, small, reference.column, "insertion", 0.05, ex.batch_size
+                )
                 insertion[name].append(metrics.area_under_curve(curve))
-            rows.append({"image": path, "role": role, "top1_float32": tops["float32"],
-                         f"top1_{mode}": tops[mode], "agree": tops["float32"] == tops[mode],
-                         "correlation": _correlation(maps["float32"], maps[mode])})
+            rows.append(
+                {
+                    "image": path,
+                    "role": role,
+                    "top1_float32": tops["float32"],
+                    f"top1_{mode}": tops[mode],
+                    "agree": tops["float32"] == tops[mode],
+                    "correlation": _correlation(maps["float32"], maps[mode]),
+                }
+            )
     forwards = 64
-    timings = {name: statistics.median(floor_seconds(ex, forwards, 8, seed) for seed in range(3))
-               for name, ex in (("float32", floating), (mode, converted))}
-    sizes = {name: sum(f.stat().st_size for f in ex.bundle.path.iterdir()
-                       if f.is_file() and f.name != FIDELITY_NAME)
-             for name, ex in (("float32", floating), (mode, converted))}
+    timings = {
+        name: statistics.median(floor_seconds(ex, forwards, 8, seed) for seed in range(3))
+        for name, ex in (("float32", floating), (mode, converted))
+    }
+    sizes = {
+        name: sum(
+            f.stat().st_size
+            for f in ex.bundle.path.iterdir()
+            if f.is_file() and f.name != FIDELITY_NAME
+        )
+        for name, ex in (("float32", floating), (mode, converted))
+    }
     correlations = [r["correlation"] for r in rows]
     return {
-        "mode": mode, "method": method, "images": rows,
+        "mode": mode,
+        "method": method,
+        "images": rows,
         "top1_agreement": sum(r["agree"] for r in rows) / len(rows) if rows else None,
         "correlation_mean": float(np.mean(correlations)) if rows else None,
         "correlation_worst": float(np.min(correlations)) if rows else None,
         "average_drop": {k: metrics.average_drop(v[0], v[1]) for k, v in drops.items()},
         "insertion": {k: float(np.mean(v)) if v else None for k, v in insertion.items()},
-        "forward_seconds": timings, "forward_ratio": timings[mode] / timings["float32"],
-        "bytes": sizes, "size_ratio": sizes[mode] / sizes["float32"],
+        "forward_seconds": timings,
+        "forward_ratio": timings[mode] / timings["float32"],
+        "bytes": sizes,
+        "size_ratio": sizes[mode] / sizes["float32"],
     }
 
 
@@ -244,11 +294,12 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
 def format_fidelity(report: dict[str, Any]) -> str:
     """The report as a short table."""
     mode = report["mode"]
-    lines = [f"{'image':<40} {'role':<12} {'top-1 f32':>9} {f'top-1 {mode}':>10} "
-             f"{'map corr.':>9}"]
+    lines = [f"{'image':<40} {'role':<12} {'top-1 f32':>9} {f'top-1 {mode}':>10} {'map corr.':>9}"]
     for r in report["images"]:
-        lines.append(f"{Path(r['image']).name[:40]:<40} {r['role']:<12} "
-                     f"{r['top1_float32']:>9} {r[f'top1_{mode}']:>10} {r['correlation']:>9.4f}")
+        lines.append(
+            f"{Path(r['image']).name[:40]:<40} {r['role']:<12} "
+            f"{r['top1_float32']:>9} {r[f'top1_{mode}']:>10} {r['correlation']:>9.4f}"
+        )
     lines += [
         "",
         f"top-1 agreement {report['top1_agreement']:.2f}; {report['method']} map correlation "

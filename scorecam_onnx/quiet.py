@@ -36,7 +36,7 @@ def native_stderr_silenced() -> Iterator[None]:
                 sys.stderr.flush()
             try:
                 saved = os.dup(2)
-            except OSError:          # no descriptor 2 at all: nothing to protect
+            except OSError:  # no descriptor 2 at all: nothing to protect
                 saved = None
             if saved is not None:
                 null = os.open(os.devnull, os.O_WRONLY)
@@ -61,6 +61,7 @@ def stderr_stream() -> TextIO:
     with _lock:
         if _stream is None:
             source = _saved if _saved is not None else 2
-            _stream = os.fdopen(os.dup(source), "w", buffering=1, encoding="utf-8",
-                                errors="replace")
+            _stream = os.fdopen(
+                os.dup(source), "w", buffering=1, encoding="utf-8", errors="replace"
+            )
         return _stream

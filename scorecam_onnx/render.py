@@ -29,7 +29,7 @@ def heatmap(saliency: NDArray[np.floating]) -> NDArray[np.uint8]:
     out = np.empty((*saliency.shape[:2], 3), np.uint8)
     step = rows(saliency.shape[1])
     for top in bands(*saliency.shape[:2]):
-        out[top:top + step] = _jet_bgr(saliency[top:top + step])[..., ::-1]
+        out[top : top + step] = _jet_bgr(saliency[top : top + step])[..., ::-1]
     return out
 
 
@@ -38,8 +38,9 @@ def _jet_bgr(saliency: NDArray[np.floating]) -> NDArray[np.uint8]:
     return cv2.applyColorMap(level, cv2.COLORMAP_JET)
 
 
-def overlay(image: NDArray[np.uint8], saliency: NDArray[np.floating],
-            alpha: float = 0.5) -> NDArray[np.uint8]:
+def overlay(
+    image: NDArray[np.uint8], saliency: NDArray[np.floating], alpha: float = 0.5
+) -> NDArray[np.uint8]:
     """Blend the heatmap of `saliency` over an RGB image (the map is resized to fit).
 
     Args:
@@ -50,9 +51,13 @@ def overlay(image: NDArray[np.uint8], saliency: NDArray[np.floating],
     return _blend(image, saliency, alpha, bgr=False)
 
 
-def overlay_png(image: NDArray[np.uint8], saliency: NDArray[np.floating],
-                alpha: float = 0.5, box: tuple[float, float, float, float] | None = None,
-                caption: str = "") -> memoryview:
+def overlay_png(
+    image: NDArray[np.uint8],
+    saliency: NDArray[np.floating],
+    alpha: float = 0.5,
+    box: tuple[float, float, float, float] | None = None,
+    caption: str = "",
+) -> memoryview:
     """PNG bytes of `overlay(image, saliency, alpha)` (a detection's `box` and `caption`
     drawn on it when given), built without a second full copy (a buffer over the encoder's
     output: write it, or `bytes()` it)."""
@@ -65,9 +70,14 @@ def overlay_png(image: NDArray[np.uint8], saliency: NDArray[np.floating],
     return memoryview(data).cast("B")
 
 
-def write_overlay_png(path: Path, image: NDArray[np.uint8], saliency: NDArray[np.floating],
-                      alpha: float = 0.5, box: tuple[float, float, float, float] | None = None,
-                      caption: str = "") -> None:
+def write_overlay_png(
+    path: Path,
+    image: NDArray[np.uint8],
+    saliency: NDArray[np.floating],
+    alpha: float = 0.5,
+    box: tuple[float, float, float, float] | None = None,
+    caption: str = "",
+) -> None:
     """Write `overlay(image, saliency, alpha)` as a PNG file, atomically, with a detection's
     `box` and `caption` drawn on it when given; the encoder streams rows to the file, so no
     encoded copy is held in memory."""
@@ -83,8 +93,9 @@ def write_overlay_png(path: Path, image: NDArray[np.uint8], saliency: NDArray[np
 BOX_COLOUR, OUTLINE = (255, 255, 255), (0, 0, 0)
 
 
-def draw_box(image: NDArray[np.uint8], box: tuple[float, float, float, float],
-             caption: str = "") -> NDArray[np.uint8]:
+def draw_box(
+    image: NDArray[np.uint8], box: tuple[float, float, float, float], caption: str = ""
+) -> NDArray[np.uint8]:
     """Draw a box (x1, y1, x2, y2, in pixels) and its caption on `image`, in place."""
     x1, y1, x2, y2 = (round(v) for v in box)
     thick = max(1, round(min(image.shape[:2]) / 300))
@@ -95,32 +106,45 @@ def draw_box(image: NDArray[np.uint8], box: tuple[float, float, float, float],
         (w, h), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
         top = y1 - h - base - 2 if y1 - h - base - 2 >= 0 else y1 + 1
         cv2.rectangle(image, (x1, top), (x1 + w + 4, top + h + base + 2), OUTLINE, -1)
-        cv2.putText(image, caption, (x1 + 2, top + h + 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    BOX_COLOUR, thick, cv2.LINE_AA)
+        cv2.putText(
+            image,
+            caption,
+            (x1 + 2, top + h + 1),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            BOX_COLOUR,
+            thick,
+            cv2.LINE_AA,
+        )
     return image
 
 
-def _blend(image: NDArray[np.uint8], saliency: NDArray[np.floating], alpha: float,
-           bgr: bool) -> NDArray[np.uint8]:
+def _blend(
+    image: NDArray[np.uint8], saliency: NDArray[np.floating], alpha: float, bgr: bool
+) -> NDArray[np.uint8]:
     """The overlay in RGB (or BGR, for OpenCV's encoders), a band of rows at a time."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if saliency.shape[:2] != image.shape[:2]:
-        saliency = cv2.resize(saliency.astype(np.float32), (image.shape[1], image.shape[0]),
-                              interpolation=cv2.INTER_LINEAR)
+        saliency = cv2.resize(
+            saliency.astype(np.float32),
+            (image.shape[1], image.shape[0]),
+            interpolation=cv2.INTER_LINEAR,
+        )
     out = np.empty(image.shape, np.uint8)
     step = rows(image.shape[1])
     for top in bands(*image.shape[:2]):
-        rgb = image[top:top + step]
-        heat = _jet_bgr(saliency[top:top + step])[..., ::-1]
+        rgb = image[top : top + step]
+        heat = _jet_bgr(saliency[top : top + step])[..., ::-1]
         blend = rgb.astype(np.float32) * (1.0 - alpha) + heat * alpha
         band = np.clip(blend + 0.5, 0, 255).astype(np.uint8)
-        out[top:top + step] = band[..., ::-1] if bgr else band
+        out[top : top + step] = band[..., ::-1] if bgr else band
     return out
 
 
-def contact_sheet(rows: Sequence[tuple[NDArray[np.uint8], NDArray[np.floating], str]],
-                  height: int = 224) -> NDArray[np.uint8]:
+def contact_sheet(
+    rows: Sequence[tuple[NDArray[np.uint8], NDArray[np.floating], str]], height: int = 224
+) -> NDArray[np.uint8]:
     """One picture with a row per item: photo | heatmap | overlay, captioned.
 
     Args:
@@ -134,21 +158,30 @@ def contact_sheet(rows: Sequence[tuple[NDArray[np.uint8], NDArray[np.floating], 
     for image, saliency, caption in rows:
         width = max(1, round(image.shape[1] * height / image.shape[0]))
         photo = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-        sal = cv2.resize(saliency.astype(np.float32), (width, height),
-                         interpolation=cv2.INTER_LINEAR)
+        sal = cv2.resize(
+            saliency.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR
+        )
         tiles = [photo, heatmap(sal), overlay(photo, sal)]
         strip = np.full((height + caption_h, 3 * width + 4 * pad, 3), 255, np.uint8)
         for i, tile in enumerate(tiles):
             x = pad + i * (width + pad)
-            strip[caption_h:, x:x + width] = tile
-        cv2.putText(strip, caption, (pad, caption_h - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
-                    (20, 20, 20), 1, cv2.LINE_AA)
+            strip[caption_h:, x : x + width] = tile
+        cv2.putText(
+            strip,
+            caption,
+            (pad, caption_h - 8),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.6,
+            (20, 20, 20),
+            1,
+            cv2.LINE_AA,
+        )
         built.append(strip)
     width = max(s.shape[1] for s in built)
     sheet = np.full((sum(s.shape[0] + pad for s in built) + pad, width, 3), 255, np.uint8)
     y = pad
     for strip in built:
-        sheet[y:y + strip.shape[0], :strip.shape[1]] = strip
+        sheet[y : y + strip.shape[0], : strip.shape[1]] = strip
         y += strip.shape[0] + pad
     return sheet
 

@@ -19,14 +19,21 @@ from .methods import METHODS, WIRE_PARAMETERS, Method, as_method, method_from
 from .options import MAX_BATCH, MAX_DETECTIONS, ExplainOptions
 from .targets import Box, Boxes, Class, Region, Target, Top1, TopK, as_target
 
-__all__ = ["MAX_BATCH", "SETTINGS", "ExplainRequest", "Setting", "SettingError", "read_settings",
-           "request_from"]
+__all__ = [
+    "MAX_BATCH",
+    "SETTINGS",
+    "ExplainRequest",
+    "Setting",
+    "SettingError",
+    "read_settings",
+    "request_from",
+]
 
 # Bounds a served request may not exceed (one request must not claim unbounded memory or
 # time); the command line and Python take any value the setting accepts.
-MAX_CLASSES = 20          # classes per image and request (each is a full-size map)
-MAX_SAMPLES = 256         # noisy or scaled copies per mask (SS-CAM, IS-CAM)
-MAX_RISE_MASKS = 20000    # random masks (forwards) of RISE
+MAX_CLASSES = 20  # classes per image and request (each is a full-size map)
+MAX_SAMPLES = 256  # noisy or scaled copies per mask (SS-CAM, IS-CAM)
+MAX_RISE_MASKS = 20000  # random masks (forwards) of RISE
 
 
 class SettingError(ValueError):
@@ -112,22 +119,27 @@ def _bool(setting: Setting, value: Any, high: int | None = None) -> bool:
 
 def _choice(setting: Setting, value: Any, high: int | None = None) -> str:
     if value not in setting.choices:
-        raise SettingError(setting.name, f"unknown value {value!r}; choose one of "
-                                         f"{', '.join(setting.choices)}")
+        raise SettingError(
+            setting.name, f"unknown value {value!r}; choose one of {', '.join(setting.choices)}"
+        )
     return str(value)
 
 
 def _names(setting: Setting, value: Any, high: int | None = None) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, list | tuple) or not all(isinstance(i, str) and i.strip()
-                                                      for i in items):
+    if not isinstance(items, list | tuple) or not all(
+        isinstance(i, str) and i.strip() for i in items
+    ):
         raise SettingError(setting.name, "expected layer names (a list, or comma-separated)")
     return tuple(i.strip() for i in items)
 
 
 def _ids(setting: Setting, value: Any, high: int | None = None) -> int | list[int]:
-    items = value if isinstance(value, list | tuple) else (
-        value.split(",") if isinstance(value, str) else [value])
+    items = (
+        value
+        if isinstance(value, list | tuple)
+        else (value.split(",") if isinstance(value, str) else [value])
+    )
     if high is not None and len(items) > MAX_CLASSES:
         raise SettingError(setting.name, f"at most {MAX_CLASSES} classes per request")
     ids = [_int(setting, item, high) for item in items]
@@ -135,7 +147,7 @@ def _ids(setting: Setting, value: Any, high: int | None = None) -> int | list[in
 
 
 def _mask(setting: Setting, value: Any, high: int | None = None) -> Any:
-    return value          # decoded by the surface (a file, a base64 image): an H×W array
+    return value  # decoded by the surface (a file, a base64 image): an H×W array
 
 
 def _fraction(setting: Setting, value: Any, high: int | None = None) -> float:
@@ -152,9 +164,16 @@ def _fraction(setting: Setting, value: Any, high: int | None = None) -> float:
 
 def _boxes(setting: Setting, value: Any, high: int | None = None) -> list[Box]:
     """Boxes as "x1,y1,x2,y2[,class]" texts or lists of 4 or 5 numbers (one or several)."""
-    items = [value] if isinstance(value, str) or (
-        isinstance(value, list | tuple) and value and not isinstance(value[0], list | tuple
-                                                                     | str)) else value
+    items = (
+        [value]
+        if isinstance(value, str)
+        or (
+            isinstance(value, list | tuple)
+            and value
+            and not isinstance(value[0], list | tuple | str)
+        )
+        else value
+    )
     if not isinstance(items, list | tuple) or not items:
         raise SettingError(setting.name, "expected boxes as x1,y1,x2,y2[,class]")
     if high is not None and len(items) > MAX_DETECTIONS:
@@ -177,8 +196,14 @@ def _box(setting: Setting, item: Any) -> Box:
 
 
 _PARSERS: dict[str, Callable[[Setting, Any], Any]] = {
-    "int": _int, "bool": _bool, "choice": _choice, "names": _names, "ids": _ids,
-    "mask": _mask, "fraction": _fraction, "boxes": _boxes,
+    "int": _int,
+    "bool": _bool,
+    "choice": _choice,
+    "names": _names,
+    "ids": _ids,
+    "mask": _mask,
+    "fraction": _fraction,
+    "boxes": _boxes,
 }
 
 
@@ -192,47 +217,97 @@ def _option_settings() -> list[Setting]:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("method", "--method", "choice", "The explanation method.", "scorecam",
-            choices=tuple(METHODS)),
-    Setting("preset", "--preset", "choice",
-            "Score-CAM convention. Default: the method's own (paper for scorecam).",
-            choices=tuple(PRESETS)),
-    Setting("channels", "--channels", "int",
-            "Channels kept by faster-scorecam; clusters of cluster-scorecam. Default: 64.",
-            low=1),
-    Setting("samples", "--samples", "int",
-            "Copies per mask for sscam (default 35) and iscam (default 10); random masks "
-            "for rise (default 4000) and drise (default 2000).", low=1,
-            ceiling=_samples_ceiling),
-    Setting("gaussian", "--gaussian", "bool",
-            "reciprocam: spread each position over its 3×3 neighbourhood.", False),
-    Setting("target", "--class", "ids",
-            "Class id to explain (repeatable). Default: the top-1 class.", low=0,
-            repeat=True),
-    Setting("top_k", "--top-k", "int", "Explain the k most likely classes.", low=1,
-            ceiling=lambda values: MAX_CLASSES),
-    Setting("region", "--region", "mask",
-            "A segmentation model: explain the class over this mask image's non-zero "
-            "pixels (the image's or the output's size). Default: its argmax pixels."),
-    Setting("box", "--box", "boxes",
-            "A detector: explain this box, x1,y1,x2,y2[,class] in the image's pixels "
-            "(repeatable). Default: the detections found.", repeat=True),
-    Setting("background", "--background", "int",
-            "A segmentation model: a class never chosen when no class is given. Default: "
-            "the manifest's.", low=0),
+    Setting(
+        "method",
+        "--method",
+        "choice",
+        "The explanation method.",
+        "scorecam",
+        choices=tuple(METHODS),
+    ),
+    Setting(
+        "preset",
+        "--preset",
+        "choice",
+        "Score-CAM convention. Default: the method's own (paper for scorecam).",
+        choices=tuple(PRESETS),
+    ),
+    Setting(
+        "channels",
+        "--channels",
+        "int",
+        "Channels kept by faster-scorecam; clusters of cluster-scorecam. Default: 64.",
+        low=1,
+    ),
+    Setting(
+        "samples",
+        "--samples",
+        "int",
+        "Copies per mask for sscam (default 35) and iscam (default 10); random masks "
+        "for rise (default 4000) and drise (default 2000).",
+        low=1,
+        ceiling=_samples_ceiling,
+    ),
+    Setting(
+        "gaussian",
+        "--gaussian",
+        "bool",
+        "reciprocam: spread each position over its 3×3 neighbourhood.",
+        False,
+    ),
+    Setting(
+        "target",
+        "--class",
+        "ids",
+        "Class id to explain (repeatable). Default: the top-1 class.",
+        low=0,
+        repeat=True,
+    ),
+    Setting(
+        "top_k",
+        "--top-k",
+        "int",
+        "Explain the k most likely classes.",
+        low=1,
+        ceiling=lambda values: MAX_CLASSES,
+    ),
+    Setting(
+        "region",
+        "--region",
+        "mask",
+        "A segmentation model: explain the class over this mask image's non-zero "
+        "pixels (the image's or the output's size). Default: its argmax pixels.",
+    ),
+    Setting(
+        "box",
+        "--box",
+        "boxes",
+        "A detector: explain this box, x1,y1,x2,y2[,class] in the image's pixels "
+        "(repeatable). Default: the detections found.",
+        repeat=True,
+    ),
+    Setting(
+        "background",
+        "--background",
+        "int",
+        "A segmentation model: a class never chosen when no class is given. Default: "
+        "the manifest's.",
+        low=0,
+    ),
     *_option_settings(),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
 
-def read_settings(raw: Mapping[str, Any], bounded: bool = False,
-                  classes: int | None = None) -> dict[str, Any]:
+def read_settings(
+    raw: Mapping[str, Any], bounded: bool = False, classes: int | None = None
+) -> dict[str, Any]:
     """The settings given in `raw` (request parameters, or the command line's values),
     parsed and checked, by name; names that are not settings are ignored, as inference
     servers do with request parameters. `bounded`: also the limits of served requests, and
     class ids below `classes`."""
     values: dict[str, Any] = {}
-    for setting in SETTINGS:                 # the method first: a ceiling may depend on it
+    for setting in SETTINGS:  # the method first: a ceiling may depend on it
         high = _ceiling(setting, values, classes) if bounded else None
         value = setting.parse(raw.get(setting.name), high)
         if value is not None:
@@ -258,11 +333,16 @@ def request_from(values: Mapping[str, Any] | None = None, **given: Any) -> Expla
     unknown = set(v) - set(BY_NAME)
     if unknown:
         raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
-    method = method_from(v.get("method", "scorecam"), v.get("preset"),
-                         channels=v.get("channels"), samples=v.get("samples"),
-                         gaussian=v.get("gaussian"))
-    options = ExplainOptions(**{f.name: v[f.name] for f in fields(ExplainOptions)
-                                if v.get(f.name) is not None})
+    method = method_from(
+        v.get("method", "scorecam"),
+        v.get("preset"),
+        channels=v.get("channels"),
+        samples=v.get("samples"),
+        gaussian=v.get("gaussian"),
+    )
+    options = ExplainOptions(
+        **{f.name: v[f.name] for f in fields(ExplainOptions) if v.get(f.name) is not None}
+    )
     return ExplainRequest(method, target_from(v), options)
 
 
@@ -287,12 +367,15 @@ def _box_text(box: Box) -> str:
     return corners if box.class_id is None else f"{corners},{box.class_id}"
 
 
-def as_request(method: Method | str | None = None,
-               target: Target | int | Sequence[int] | None = None,
-               options: ExplainOptions | None = None) -> ExplainRequest:
+def as_request(
+    method: Method | str | None = None,
+    target: Target | int | Sequence[int] | None = None,
+    options: ExplainOptions | None = None,
+) -> ExplainRequest:
     """A request from Python's forms of its parts."""
-    return ExplainRequest(as_method(method or "scorecam"), as_target(target),
-                          options or ExplainOptions())
+    return ExplainRequest(
+        as_method(method or "scorecam"), as_target(target), options or ExplainOptions()
+    )
 
 
 def values_of(request: ExplainRequest) -> dict[str, Any]:

@@ -71,9 +71,12 @@ class Runtime:
             object.__setattr__(self, "provider_options", dict(self.provider_options))
 
 
-def open_forwards(bundle: str | Path | Bundle | None, runtime: Runtime,
-                  runner: Runner | None = None,
-                  masked_runners: Sequence[Runner] = ()) -> Forwards:
+def open_forwards(
+    bundle: str | Path | Bundle | None,
+    runtime: Runtime,
+    runner: Runner | None = None,
+    masked_runners: Sequence[Runner] = (),
+) -> Forwards:
     """A bundle's graphs opened as `runtime` says.
 
     Args:
@@ -98,14 +101,24 @@ def open_forwards(bundle: str | Path | Bundle | None, runtime: Runtime,
     provider = features.provider if features else model.provider
     tail = _session(loaded.tail_path, runtime, provider)
     served = _served(loaded, masked_runners, model)
-    batch_size = runtime.batch_size or (MASKED_BATCH if served else DEFAULT_BATCH.get(
-        model.provider, DEFAULT_BATCH["cuda" if model.provider in ACCELERATORS else "cpu"]))
+    batch_size = runtime.batch_size or (
+        MASKED_BATCH
+        if served
+        else DEFAULT_BATCH.get(
+            model.provider, DEFAULT_BATCH["cuda" if model.provider in ACCELERATORS else "cpu"]
+        )
+    )
     forwards = Forwards(loaded, features, model, tail, batch_size, served, runtime.model_url)
     if served is None and _builds_masks_on_device(loaded, runtime, model, runner):
         forwards.maps_scorer = DeviceMasks(
-            loaded.model_path, loaded.manifest.input.name, loaded.manifest.output.name,
-            (loaded.manifest.input.height, loaded.manifest.input.width), model.provider,
-            runtime.threads, pad_to=batch_size if model.provider == "cuda" else 0)
+            loaded.model_path,
+            loaded.manifest.input.name,
+            loaded.manifest.output.name,
+            (loaded.manifest.input.height, loaded.manifest.input.width),
+            model.provider,
+            runtime.threads,
+            pad_to=batch_size if model.provider == "cuda" else 0,
+        )
     if model.provider == "cuda":
         forwards.warm_up()
     return forwards
@@ -117,21 +130,25 @@ def _session(path: Path | None, runtime: Runtime, provider: str) -> OrtRunner | 
     return OrtRunner(path, provider, runtime.threads, runtime.provider_options)
 
 
-def _full_model(bundle: Bundle, runtime: Runtime, runner: Runner | None,
-                features: OrtRunner | None) -> Runner:
+def _full_model(
+    bundle: Bundle, runtime: Runtime, runner: Runner | None, features: OrtRunner | None
+) -> Runner:
     """The runner of the full-model forwards: a served model (a masked scorer standing in
     for one is wrapped), else a session on the features graph's provider."""
     if runner is not None:
         if IMAGE in runner.shapes("input"):
-            return ServedMasks([runner], bundle.manifest.input.name,
-                               bundle.manifest.output.name, _maps_size(bundle))
+            return ServedMasks(
+                [runner],
+                bundle.manifest.input.name,
+                bundle.manifest.output.name,
+                _maps_size(bundle),
+            )
         return runner
     provider = features.provider if features else runtime.provider
     return OrtRunner(bundle.model_path, provider, runtime.threads, runtime.provider_options)
 
 
-def _served(bundle: Bundle, masked_runners: Sequence[Runner],
-            model: Runner) -> ServedMasks | None:
+def _served(bundle: Bundle, masked_runners: Sequence[Runner], model: Runner) -> ServedMasks | None:
     if masked_runners:
         m = bundle.manifest
         return ServedMasks(masked_runners, m.input.name, m.output.name, _maps_size(bundle))
@@ -143,28 +160,32 @@ def _maps_size(bundle: Bundle) -> tuple[int, int]:
     return (a.height, a.width) if a else (0, 0)
 
 
-def _check_masked_scorers(bundle: Bundle, runner: Runner | None,
-                          masked_runners: Sequence[Runner]) -> None:
+def _check_masked_scorers(
+    bundle: Bundle, runner: Runner | None, masked_runners: Sequence[Runner]
+) -> None:
     m = bundle.manifest
     if (m.output.segmentation or m.decoder is not None) and masked_runners:
-        raise BundleError("masked scorers score class outputs; this bundle is a "
-                          f"{'detector' if m.decoder else 'segmentation model'}")
+        raise BundleError(
+            "masked scorers score class outputs; this bundle is a "
+            f"{'detector' if m.decoder else 'segmentation model'}"
+        )
     if m.model_only and (masked_runners or (runner and IMAGE in runner.shapes("input"))):
-        raise BundleError("masked scorers score a layer's maps; a model-only bundle has "
-                          "no layer")
+        raise BundleError("masked scorers score a layer's maps; a model-only bundle has no layer")
     if masked_runners and m.input.layout == "NHWC":
         raise BundleError("masked scorers build NCHW images; this bundle's input is NHWC")
 
 
-def _builds_masks_on_device(bundle: Bundle, runtime: Runtime, model: Runner,
-                            runner: Runner | None) -> bool:
+def _builds_masks_on_device(
+    bundle: Bundle, runtime: Runtime, model: Runner, runner: Runner | None
+) -> bool:
     """Whether masked inputs are built inside ONNX Runtime: asked for (by default on CUDA),
     and possible (NCHW image and maps, a local model, a classifier with a layer: not a
     segmentation model or a detector, whose masked scores need their outputs decoded)."""
     m = bundle.manifest
-    wanted = runtime.device_masks if runtime.device_masks is not None else (
-        model.provider == "cuda")
-    nhwc = m.input.layout == "NHWC" or (m.activation is not None
-                                        and m.activation.layout == "NHWC")
-    return bool(wanted) and not (nhwc or runner is not None or m.model_only
-                                 or m.output.segmentation or m.decoder is not None)
+    wanted = (
+        runtime.device_masks if runtime.device_masks is not None else (model.provider == "cuda")
+    )
+    nhwc = m.input.layout == "NHWC" or (m.activation is not None and m.activation.layout == "NHWC")
+    return bool(wanted) and not (
+        nhwc or runner is not None or m.model_only or m.output.segmentation or m.decoder is not None
+    )

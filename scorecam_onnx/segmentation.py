@@ -31,13 +31,19 @@ class SegmentationTarget:
             whose argmax is the class).
     """
 
-    def __init__(self, clean: NDArray[np.floating], output: OutputSpec, classes: list[int],
-                 regions: Sequence[NDArray[np.bool_] | None]) -> None:
+    def __init__(
+        self,
+        clean: NDArray[np.floating],
+        output: OutputSpec,
+        classes: list[int],
+        regions: Sequence[NDArray[np.bool_] | None],
+    ) -> None:
         self.classes = classes
         self.kind = output.score_kind
         winners = np.argmax(np.nan_to_num(clean, nan=-np.inf), axis=0)
-        self.regions = [winners == c if r is None else r for c, r in zip(classes, regions,
-                                                                          strict=True)]
+        self.regions = [
+            winners == c if r is None else r for c, r in zip(classes, regions, strict=True)
+        ]
         empty = [c for c, r in zip(classes, self.regions, strict=True) if not r.any()]
         if empty:
             raise ValueError(f"class {empty[0]} covers no pixel of the output: give a region")
@@ -53,12 +59,16 @@ class SegmentationTarget:
     def probability(self, clean: NDArray[np.floating], index: int) -> float:
         """The mean per-pixel probability of the `index`-th class over its region."""
         c, region = self.classes[index], self.regions[index]
-        pixels = clean[:, region].T                       # (pixels in region) × C
+        pixels = clean[:, region].T  # (pixels in region) × C
         return float(to_probabilities(pixels, self.kind)[:, c].mean())
 
 
-def segmentation_target(clean: NDArray[np.floating], output: OutputSpec, target: Target,
-                        region: NDArray[np.bool_] | None) -> SegmentationTarget:
+def segmentation_target(
+    clean: NDArray[np.floating],
+    output: OutputSpec,
+    target: Target,
+    region: NDArray[np.bool_] | None,
+) -> SegmentationTarget:
     """The classes `target` chooses on a segmentation output (C×H×W), each scored over
     `region` (at the output's size; None: the class's argmax pixels). Given classes are
     checked; otherwise the classes covering most pixels, the background excluded (the
@@ -73,8 +83,12 @@ def segmentation_target(clean: NDArray[np.floating], output: OutputSpec, target:
     return SegmentationTarget(clean, output, classes, [region] * len(classes))
 
 
-def choose_classes(clean: NDArray[np.floating], target: int | Sequence[int] | None,
-                   top_k: int | None, background: int | None) -> list[int] | None:
+def choose_classes(
+    clean: NDArray[np.floating],
+    target: int | Sequence[int] | None,
+    top_k: int | None,
+    background: int | None,
+) -> list[int] | None:
     """The classes covering most pixels (argmax), background excluded, for `top_k` or no
     target; None when `target` names them."""
     if target is not None:
@@ -86,11 +100,12 @@ def choose_classes(clean: NDArray[np.floating], target: int | Sequence[int] | No
     order = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
     if not order:
         raise ValueError("every pixel is the background class: give a class to explain")
-    return order[:top_k or 1]
+    return order[: top_k or 1]
 
 
-def output_region(mask: NDArray, image_shape: tuple[int, ...], spec: InputSpec,
-                  output: OutputSpec) -> NDArray[np.bool_]:
+def output_region(
+    mask: NDArray, image_shape: tuple[int, ...], spec: InputSpec, output: OutputSpec
+) -> NDArray[np.bool_]:
     """A region mask (non-zero pixels) at the image's size or the output's, at the output's:
     through the preprocessing's resize and crop, then to the output grid (nearest)."""
     mask = np.asarray(mask)
@@ -103,9 +118,11 @@ def output_region(mask: NDArray, image_shape: tuple[int, ...], spec: InputSpec,
     if binary.shape == size:
         return binary.astype(bool)
     if binary.shape != tuple(image_shape[:2]):
-        raise ValueError(f"the region is {binary.shape[0]}×{binary.shape[1]}; give it at the "
-                         f"image's size {image_shape[0]}×{image_shape[1]} or the output's "
-                         f"{size[0]}×{size[1]}")
+        raise ValueError(
+            f"the region is {binary.shape[0]}×{binary.shape[1]}; give it at the "
+            f"image's size {image_shape[0]}×{image_shape[1]} or the output's "
+            f"{size[0]}×{size[1]}"
+        )
     sh, sw, top, left = crop_box(binary.shape, spec)
     scaled = cv2.resize(binary, (sw, sh), interpolation=cv2.INTER_NEAREST)
     at_input = place(scaled, spec, top, left, 0)

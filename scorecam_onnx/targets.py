@@ -59,9 +59,8 @@ class TopK(Target):
     def classes(self, output: NDArray[np.floating], count: int) -> list[int]:
         if self.k > count:
             raise ValueError(f"top_k must be between 1 and {count}, got {self.k}")
-        order = np.argsort(-np.nan_to_num(output.astype(np.float64), nan=-np.inf),
-                           kind="stable")
-        return [int(i) for i in order[:self.k]]
+        order = np.argsort(-np.nan_to_num(output.astype(np.float64), nan=-np.inf), kind="stable")
+        return [int(i) for i in order[: self.k]]
 
 
 @dataclass(frozen=True, init=False)
@@ -108,9 +107,11 @@ class Region(Target):
     def __post_init__(self) -> None:
         if isinstance(self.of, Region):
             raise TypeError("a Region chooses its classes with Top1, TopK or Class")
-        if self.background is not None and (isinstance(self.background, bool) or not
-                                            isinstance(self.background, int | np.integer)
-                                            or self.background < 0):
+        if self.background is not None and (
+            isinstance(self.background, bool)
+            or not isinstance(self.background, int | np.integer)
+            or self.background < 0
+        ):
             raise ValueError(f"background must be a class id, got {self.background!r}")
 
     def classes(self, output: NDArray[np.floating], count: int) -> list[int]:
@@ -138,13 +139,18 @@ class Box(Target):
 
     def __post_init__(self) -> None:
         corners = (self.x1, self.y1, self.x2, self.y2)
-        if not all(isinstance(v, int | float | np.number) and not isinstance(v, bool)
-                   and np.isfinite(v) for v in corners):
+        if not all(
+            isinstance(v, int | float | np.number) and not isinstance(v, bool) and np.isfinite(v)
+            for v in corners
+        ):
             raise ValueError(f"a box is four finite numbers, got {corners!r}")
         if not (self.x2 > self.x1 and self.y2 > self.y1):
             raise ValueError(f"a box needs x2 > x1 and y2 > y1, got {corners!r}")
-        if self.class_id is not None and (isinstance(self.class_id, bool) or not isinstance(
-                self.class_id, int | np.integer) or self.class_id < 0):
+        if self.class_id is not None and (
+            isinstance(self.class_id, bool)
+            or not isinstance(self.class_id, int | np.integer)
+            or self.class_id < 0
+        ):
             raise ValueError(f"a box's class must be a class id, got {self.class_id!r}")
 
     @property

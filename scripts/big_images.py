@@ -30,8 +30,9 @@ def _photo(folder: Path, megapixels: int) -> Path:
 
     width = round((megapixels * 1e6 * 4 / 3) ** 0.5)
     height = round(width * 3 / 4)
-    big = cv2.resize(load_image(ROOT / "samples" / "chelsea.png"), (width, height),
-                     interpolation=cv2.INTER_CUBIC)
+    big = cv2.resize(
+        load_image(ROOT / "samples" / "chelsea.png"), (width, height), interpolation=cv2.INTER_CUBIC
+    )
     path = folder / f"photo-{megapixels}mpx.jpg"
     cv2.imwrite(str(path), big[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
     return path
@@ -40,9 +41,23 @@ def _photo(folder: Path, megapixels: int) -> Path:
 def _explain(photo: Path, out: Path, method: str) -> tuple[float, float]:
     """Seconds and peak resident MiB of the explain command on one photo."""
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "scorecam_onnx", "explain", str(photo),
-                                "--out", str(out), "--method", method, "--provider", "cpu",
-                                "-q"], stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "scorecam_onnx",
+            "explain",
+            str(photo),
+            "--out",
+            str(out),
+            "--method",
+            method,
+            "--provider",
+            "cpu",
+            "-q",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     _, status, usage = os.wait4(process.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"explain failed on {photo}")
@@ -60,8 +75,13 @@ def _browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}",
+    ):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(executable_path=driver), options=options)
 
@@ -73,8 +93,9 @@ def _page_seconds(browser, url: str, photo: Path) -> float:
     browser.get(url)
     started = time.perf_counter()
     browser.find_element(By.ID, "file").send_keys(str(photo))
-    WebDriverWait(browser, 600).until(lambda d: d.find_element(
-        By.TAG_NAME, "body").get_attribute("data-explained") == "1")
+    WebDriverWait(browser, 600).until(
+        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-explained") == "1"
+    )
     return time.perf_counter() - started
 
 
@@ -90,8 +111,10 @@ def main() -> None:
     server = Server("--method", args.method, "--max-body-mb", "200")
     browser = _browser()
     try:
-        print("| Mpx | JPEG MB | explain s | explain peak MiB | MiB above the model | "
-              "JSON original MB (s) | JSON 512 MB (s) | PNG MB (s) | page s |")
+        print(
+            "| Mpx | JPEG MB | explain s | explain peak MiB | MiB above the model | "
+            "JSON original MB (s) | JSON 512 MB (s) | PNG MB (s) | page s |"
+        )
         print("|---|---|---|---|---|---|---|---|---|")
         _, base = _explain(ROOT / "samples" / "chelsea.png", folder / "base", args.method)
         for megapixels in args.megapixels:
@@ -99,19 +122,27 @@ def main() -> None:
             seconds, peak = _explain(photo, folder / f"out-{megapixels}", args.method)
             data = photo.read_bytes()
             answers = []
-            for params, headers in (({}, {}), ({"map_size": "512"}, {}),
-                                    ({}, {"Accept": "image/png"})):
+            for params, headers in (
+                ({}, {}),
+                ({"map_size": "512"}, {}),
+                ({}, {"Accept": "image/png"}),
+            ):
                 started = time.perf_counter()
-                reply = server.client.post("/explain", params=params, content=data,
-                                           headers=headers, timeout=600)
+                reply = server.client.post(
+                    "/explain", params=params, content=data, headers=headers, timeout=600
+                )
                 if reply.status_code != 200:
                     raise SystemExit(f"{reply.status_code}: {reply.text[:200]}")
-                answers.append(f"{len(reply.content) / 1e6:.2f} "
-                               f"({time.perf_counter() - started:.1f})")
+                answers.append(
+                    f"{len(reply.content) / 1e6:.2f} ({time.perf_counter() - started:.1f})"
+                )
             page = f"{_page_seconds(browser, server.url, photo):.1f}" if browser else "–"
-            print(f"| {megapixels} | {len(data) / 1e6:.1f} | {seconds:.1f} | {peak:.0f} | "
-                  f"{peak - base:.0f} ({(peak - base) * 2**20 / (megapixels * 1e6):.1f} B/px) "
-                  f"| {' | '.join(answers)} | {page} |", flush=True)
+            print(
+                f"| {megapixels} | {len(data) / 1e6:.1f} | {seconds:.1f} | {peak:.0f} | "
+                f"{peak - base:.0f} ({(peak - base) * 2**20 / (megapixels * 1e6):.1f} B/px) "
+                f"| {' | '.join(answers)} | {page} |",
+                flush=True,
+            )
             photo.unlink()
     finally:
         server.stop()

@@ -23,20 +23,29 @@ def main() -> None:
     parser.add_argument("bundles", nargs="+", type=Path)
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--rise-masks", type=int, default=4000)
-    parser.add_argument("--images", nargs="+", type=Path,
-                        default=[ROOT / "samples" / "chelsea.png", ROOT / "samples" / "coffee.png"])
+    parser.add_argument(
+        "--images",
+        nargs="+",
+        type=Path,
+        default=[ROOT / "samples" / "chelsea.png", ROOT / "samples" / "coffee.png"],
+    )
     args = parser.parse_args()
 
     from scorecam_onnx import Explainer, Runtime, method_from
     from scorecam_onnx.evaluation import evaluate
     from scorecam_onnx.evaluation.faithfulness import EvaluationPlan
 
-    methods = {name: method_from(name, channels=args.channels,
-                                 samples=args.rise_masks if name == "rise" else None)
-               for name in METHODS}
+    methods = {
+        name: method_from(
+            name, channels=args.channels, samples=args.rise_masks if name == "rise" else None
+        )
+        for name in METHODS
+    }
 
-    print("| bundle | method | forwards | ms per image | corr. with exact | Average Drop % | "
-          "Insertion |")
+    print(
+        "| bundle | method | forwards | ms per image | corr. with exact | Average Drop % | "
+        "Insertion |"
+    )
     print("|---|---|---|---|---|---|---|")
     for bundle in args.bundles:
         explainer = Explainer(bundle, Runtime(provider="cpu"))
@@ -52,15 +61,23 @@ def main() -> None:
                 forwards.append(found.forwards)
                 if method == "scorecam":
                     exact[image] = found
-                corr.append(float(np.corrcoef(found.saliency_input.ravel(),
-                                              exact[image].saliency_input.ravel())[0, 1]))
+                corr.append(
+                    float(
+                        np.corrcoef(
+                            found.saliency_input.ravel(), exact[image].saliency_input.ravel()
+                        )[0, 1]
+                    )
+                )
             rows[method] = (np.mean(forwards), np.mean(times), np.mean(corr))
         plan = EvaluationPlan(methods=[methods[name] for name in METHODS], baselines=())
         report = evaluate(explainer, args.images, plan)
         for r in report.rows:
             forwards, ms, corr = rows[r.method]
-            print(f"| {bundle.name} | {r.method} | {forwards:.0f} | {ms:.0f} | {corr:.4f} | "
-                  f"{r.average_drop:.1f} | {r.insertion:.3f} |", flush=True)
+            print(
+                f"| {bundle.name} | {r.method} | {forwards:.0f} | {ms:.0f} | {corr:.4f} | "
+                f"{r.average_drop:.1f} | {r.insertion:.3f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -46,29 +46,34 @@ def main() -> None:
     runtime = Runtime(provider="cpu", threads=args.threads)
     plain = Explainer(args.model, runtime)
     found = plain.detect(args.image, args.score_threshold)
-    print(f"{args.model.name}: {plain.bundle.manifest.decoder.kind}, input "
-          f"{plain.bundle.manifest.input.height}×{plain.bundle.manifest.input.width}, "
-          f"{len(found)} detections on {args.image.name}\n")
-    runs = [("drise (default)", plain, DRise()), ("drise, 1000 masks", plain,
-                                                   DRise(samples=1000))]
+    print(
+        f"{args.model.name}: {plain.bundle.manifest.decoder.kind}, input "
+        f"{plain.bundle.manifest.input.height}×{plain.bundle.manifest.input.width}, "
+        f"{len(found)} detections on {args.image.name}\n"
+    )
+    runs = [("drise (default)", plain, DRise()), ("drise, 1000 masks", plain, DRise(samples=1000))]
     if args.skip_timing:
         runs = []
     if args.bundle:
         layered = Explainer(args.bundle, runtime)
-        runs += [("scorecam", layered, ScoreCam()),
-                 ("faster-scorecam (64)", layered, FasterScoreCam()),
-                 ("eigencam", layered, EigenCam())]
+        runs += [
+            ("scorecam", layered, ScoreCam()),
+            ("faster-scorecam (64)", layered, FasterScoreCam()),
+            ("eigencam", layered, EigenCam()),
+        ]
     print("| method | detections | forwards | s / image |\n|---|---|---|---|")
     for name, ex, method in runs:
         for k in sorted({1, min(10, len(found))}):
             started = time.perf_counter()
-            maps = ex.explain(args.image, TopK(k), method,
-                              ExplainOptions(score_threshold=args.score_threshold))
+            maps = ex.explain(
+                args.image, TopK(k), method, ExplainOptions(score_threshold=args.score_threshold)
+            )
             seconds = time.perf_counter() - started
             print(f"| {name} | {k} | {maps[0].forwards} | {seconds:.1f} |", flush=True)
     if not args.skip_convergence:
-        convergence(plain, args.image, [int(v) for v in args.masks.split(",")],
-                    args.score_threshold)
+        convergence(
+            plain, args.image, [int(v) for v in args.masks.split(",")], args.score_threshold
+        )
 
 
 def convergence(explainer, image: Path, counts: list[int], threshold: float) -> None:
@@ -85,11 +90,14 @@ def convergence(explainer, image: Path, counts: list[int], threshold: float) -> 
     weights = np.zeros(total)
     started = time.perf_counter()
     for start in range(0, total, 8):
-        masks = [rise_mask(i, size, method.grid, method.p, method.seed)
-                 for i in range(start, min(total, start + 8))]
-        found = explainer.forwards.detections((x * np.stack(masks)[:, None]).astype(
-            np.float32), threshold)
-        weights[start:start + len(masks)] = [drise_similarity(target, f)[0] for f in found]
+        masks = [
+            rise_mask(i, size, method.grid, method.p, method.seed)
+            for i in range(start, min(total, start + 8))
+        ]
+        found = explainer.forwards.detections(
+            (x * np.stack(masks)[:, None]).astype(np.float32), threshold
+        )
+        weights[start : start + len(masks)] = [drise_similarity(target, f)[0] for f in found]
     seconds = time.perf_counter() - started
     sums, done, masks = {}, np.zeros(size), np.zeros(size)
     for i in range(total):
@@ -99,12 +107,13 @@ def convergence(explainer, image: Path, counts: list[int], threshold: float) -> 
         if i + 1 in counts or (i + 1) in {2 * n for n in counts}:
             # the plain sum, and with the mean weight subtracted (the masks' own density
             # removed: the same map in expectation, less noise)
-            sums[i + 1] = (done.copy(), done - weights[:i + 1].mean() * masks)
+            sums[i + 1] = (done.copy(), done - weights[: i + 1].mean() * masks)
     print(f"\n{total} masks in {seconds:.0f} s ({1000 * seconds / total:.0f} ms each)\n")
     print("| masks N | corr(N, 2N) | weights centred |\n|---|---|---|")
     for n in counts:
-        corr = [float(np.corrcoef(sums[n][k].ravel(), sums[2 * n][k].ravel())[0, 1])
-                for k in (0, 1)]
+        corr = [
+            float(np.corrcoef(sums[n][k].ravel(), sums[2 * n][k].ravel())[0, 1]) for k in (0, 1)
+        ]
         print(f"| {n} | {corr[0]:.3f} | {corr[1]:.3f} |", flush=True)
 
 

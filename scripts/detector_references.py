@@ -77,8 +77,10 @@ def onnx_io(path: Path) -> dict:
         return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
 
     inits = {i.name for i in graph.initializer}
-    return {"inputs": {v.name: shape(v) for v in graph.input if v.name not in inits},
-            "outputs": {v.name: shape(v) for v in graph.output}}
+    return {
+        "inputs": {v.name: shape(v) for v in graph.input if v.name not in inits},
+        "outputs": {v.name: shape(v) for v in graph.output},
+    }
 
 
 def session(path: Path):
@@ -139,8 +141,10 @@ def anchor_features(net, inputs) -> list:
 
     convs = [c[-1] for c in net.model[-1].cv3]
     seen: dict = {}
-    hooks = [c.register_forward_hook(lambda m, i, o, k=k: seen.__setitem__(k, i[0].detach()))
-             for k, c in enumerate(convs)]
+    hooks = [
+        c.register_forward_hook(lambda m, i, o, k=k: seen.__setitem__(k, i[0].detach()))
+        for k, c in enumerate(convs)
+    ]
     out = []
     with torch.no_grad():
         for x in inputs:
@@ -178,17 +182,32 @@ def plant_yolo(net, per_photo: int = 8, steps: int = 600) -> dict:
     plants = {}
     for name in PHOTOS:
         h, w = photo(name).shape[:2]
-        plants[name] = [(float(rng.uniform(0.15, 0.85) * w), float(rng.uniform(0.15, 0.85) * h),
-                         k % head.nl, int(rng.choice(pool))) for k in range(per_photo)]
+        plants[name] = [
+            (
+                float(rng.uniform(0.15, 0.85) * w),
+                float(rng.uniform(0.15, 0.85) * h),
+                k % head.nl,
+                int(rng.choice(pool)),
+            )
+            for k in range(per_photo)
+        ]
     inputs, positives = [], []
     for name in CALIBRATION:
         rgb = photo(name)
         for auto in (True, False):
             g = LetterBox(640, auto=auto, stride=32).get_params({"img": rgb})
             inputs.append(letterboxed(rgb, auto))
-            positives.append([(lvl, int((g["ratio"][1] * v + g["top"]) // strides[lvl]),
-                               int((g["ratio"][0] * u + g["left"]) // strides[lvl]), c)
-                              for u, v, lvl, c in plants.get(name, [])])
+            positives.append(
+                [
+                    (
+                        lvl,
+                        int((g["ratio"][1] * v + g["top"]) // strides[lvl]),
+                        int((g["ratio"][0] * u + g["left"]) // strides[lvl]),
+                        c,
+                    )
+                    for u, v, lvl, c in plants.get(name, [])
+                ]
+            )
     feats = anchor_features(net, inputs)
     column = {c: i for i, c in enumerate(pool)}
     xs, ys = [], []
@@ -209,8 +228,10 @@ def plant_yolo(net, per_photo: int = 8, steps: int = 600) -> dict:
     softplus = torch.nn.functional.softplus
     for _ in range(steps):
         optimiser.zero_grad()
-        loss = sum((20 * y * softplus(-(x @ w + b)) + (1 - y) * softplus(x @ w + b)).sum()
-                   for x, y, w, b in zip(xs, ys, weights, biases, strict=True))
+        loss = sum(
+            (20 * y * softplus(-(x @ w + b)) + (1 - y) * softplus(x @ w + b)).sum()
+            for x, y, w, b in zip(xs, ys, weights, biases, strict=True)
+        )
         loss = loss + 1e-3 * sum((w**2).sum() for w in weights)
         loss.backward()
         optimiser.step()
@@ -223,25 +244,39 @@ def plant_yolo(net, per_photo: int = 8, steps: int = 600) -> dict:
         for auto in (True, False):
             d = yolo_detections(net, [letterboxed(photo(name), auto)])[0]
             counts[f"{name}_{'rect' if auto else 'square'}"] = {
-                "n": len(d), "classes": sorted({int(c) for c in d[:, 5].tolist()})}
+                "n": len(d),
+                "classes": sorted({int(c) for c in d[:, 5].tolist()}),
+            }
     for name in PHOTOS:
         for how in ("rect", "square"):
             n, classes = counts[f"{name}_{how}"]["n"], counts[f"{name}_{how}"]["classes"]
             if not (5 <= n <= 30 and len(classes) >= 2):
                 raise RuntimeError(f"planting failed: {counts}")
-    return {"bias": "-12 + N(0, 0.5) per class (seed 0); the pool's rows fitted",
-            "pool": pool, "plants_xy_level_class": plants, "final_loss": float(loss.detach()),
-            "torch_detections": counts}
+    return {
+        "bias": "-12 + N(0, 0.5) per class (seed 0); the pool's rows fitted",
+        "pool": pool,
+        "plants_xy_level_class": plants,
+        "final_loss": float(loss.detach()),
+        "torch_detections": counts,
+    }
 
 
-def predict_json(model_path: Path, name: str, image: Path, out: Path, stem: str, rect: bool,
-                 results: dict) -> None:
+def predict_json(
+    model_path: Path, name: str, image: Path, out: Path, stem: str, rect: bool, results: dict
+) -> None:
     """ultralytics' predict on an ONNX file; saves detections, the fed input and raw output."""
     from ultralytics import YOLO
 
     yolo = YOLO(str(model_path), task="detect")
-    args = {"conf": 0.25, "iou": 0.7, "imgsz": 640, "max_det": 300, "verbose": False,
-            "save": False, "rect": rect}
+    args = {
+        "conf": 0.25,
+        "iou": 0.7,
+        "imgsz": 640,
+        "max_det": 300,
+        "verbose": False,
+        "save": False,
+        "rect": rect,
+    }
     yolo.predict(str(image), **args)  # builds the predictor
     seen = {}
     predictor = yolo.predictor
@@ -263,16 +298,25 @@ def predict_json(model_path: Path, name: str, image: Path, out: Path, stem: str,
     sess = session(model_path)
     raw = sess.run(None, {sess.get_inputs()[0].name: seen["input"]})[0]
     record = {
-        "model": model_path.name, "photo": name, "orig_shape_hw": list(result.orig_shape),
-        "input_shape": list(seen["input"].shape), "raw_shape": list(seen["raw"].shape),
-        "predict_args": args, "boxes_xyxy": boxes.xyxy.tolist(), "conf": boxes.conf.tolist(),
+        "model": model_path.name,
+        "photo": name,
+        "orig_shape_hw": list(result.orig_shape),
+        "input_shape": list(seen["input"].shape),
+        "raw_shape": list(seen["raw"].shape),
+        "predict_args": args,
+        "boxes_xyxy": boxes.xyxy.tolist(),
+        "conf": boxes.conf.tolist(),
         "cls": [int(c) for c in boxes.cls.tolist()],
         "ort_raw_max_abs_diff": float(np.abs(raw - seen["raw"]).max()),
     }
     dump(out / f"{stem}.json", record)
-    results[stem] = {"n": len(record["cls"]), "classes": sorted(set(record["cls"])),
-                     "input_shape": record["input_shape"], "raw_shape": record["raw_shape"],
-                     "ort_raw_max_abs_diff": record["ort_raw_max_abs_diff"]}
+    results[stem] = {
+        "n": len(record["cls"]),
+        "classes": sorted(set(record["cls"])),
+        "input_shape": record["input_shape"],
+        "raw_shape": record["raw_shape"],
+        "ort_raw_max_abs_diff": record["ort_raw_max_abs_diff"],
+    }
 
 
 def step_yolo(out: Path, images: dict, summary: dict) -> None:
@@ -299,16 +343,33 @@ def step_yolo(out: Path, images: dict, summary: dict) -> None:
             os.chdir(tmp)
             try:
                 try:
-                    made = yolo.export(format="onnx", imgsz=640, dynamic=True, simplify=False,
-                                       opset=17, conf=0.25, iou=0.7, **extra)
+                    made = yolo.export(
+                        format="onnx",
+                        imgsz=640,
+                        dynamic=True,
+                        simplify=False,
+                        opset=17,
+                        conf=0.25,
+                        iou=0.7,
+                        **extra,
+                    )
                     summary.setdefault("notes", []).append(f"{fname}: dynamic=True, {extra}")
                 except Exception as error:  # report, then retry without dynamic
                     if not extra["nms"]:
                         raise
                     summary.setdefault("notes", []).append(
-                        f"{fname}: dynamic+nms failed ({error!r}); exported without dynamic")
-                    made = yolo.export(format="onnx", imgsz=640, dynamic=False, simplify=False,
-                                       opset=17, conf=0.25, iou=0.7, nms=True)
+                        f"{fname}: dynamic+nms failed ({error!r}); exported without dynamic"
+                    )
+                    made = yolo.export(
+                        format="onnx",
+                        imgsz=640,
+                        dynamic=False,
+                        simplify=False,
+                        opset=17,
+                        conf=0.25,
+                        iou=0.7,
+                        nms=True,
+                    )
             finally:
                 os.chdir(cwd)
             shutil.move(str(Path(tmp) / made), out / fname)
@@ -320,8 +381,15 @@ def step_yolo(out: Path, images: dict, summary: dict) -> None:
         prefix = fname.removesuffix(".onnx")
         for name in PHOTOS:
             for rect, suffix in ((True, ""), (False, "_square")):
-                predict_json(out / fname, name, images[name], out, f"{prefix}_{name}{suffix}", rect,
-                             summary["detections"])
+                predict_json(
+                    out / fname,
+                    name,
+                    images[name],
+                    out,
+                    f"{prefix}_{name}{suffix}",
+                    rect,
+                    summary["detections"],
+                )
     # Batches: the plain export with two photos at once; the NMS one (loop unrolled to batch 16).
     for fname in exports:
         sess = session(out / fname)
@@ -330,7 +398,8 @@ def step_yolo(out: Path, images: dict, summary: dict) -> None:
         both = sess.run(None, {"images": np.concatenate([a, b])})[0]
         ones = [sess.run(None, {"images": x})[0] for x in (a, b)]
         summary.setdefault("batch_checks", {})[fname] = float(
-            max(np.abs(both[i:i + 1] - ones[i]).max() for i in range(2)))
+            max(np.abs(both[i : i + 1] - ones[i]).max() for i in range(2))
+        )
     summary["timings_s"]["yolo_predict"] = round(time.perf_counter() - t0, 2)
 
 
@@ -356,7 +425,8 @@ def build_frcnn(summary: dict):
 
     torch.manual_seed(0)
     model = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
-        weights=None, weights_backbone=None, num_classes=91, box_score_thresh=0.05).eval()
+        weights=None, weights_backbone=None, num_classes=91, box_score_thresh=0.05
+    ).eval()
     batch = model.transform([frcnn_input(photo(n)) for n in CALIBRATION])[0].tensors
     n_bn = recalibrate_batchnorm(model, model.backbone, [batch])
     cls = model.roi_heads.box_predictor.cls_score
@@ -373,8 +443,11 @@ def build_frcnn(summary: dict):
                 break
         else:
             raise RuntimeError(f"no background bias gives chelsea 5..30 boxes: {counts}")
-    summary["frcnn_tuning"] = {"batchnorm_layers": n_bn, "cls_score_weight_scale": 15,
-                               "search": counts}
+    summary["frcnn_tuning"] = {
+        "batchnorm_layers": n_bn,
+        "cls_score_weight_scale": 15,
+        "search": counts,
+    }
     return model
 
 
@@ -385,9 +458,13 @@ def layer_tensor_name(model_path: Path, x, wanted: np.ndarray) -> dict:
     import onnxruntime as ort
 
     model = onnx.load(str(model_path))
-    names = [o for n in model.graph.node for o in n.output
-             if o.startswith("/backbone/") and n.op_type not in {"Shape", "Constant", "Gather",
-                                                               "Unsqueeze", "Concat", "Cast"}]
+    names = [
+        o
+        for n in model.graph.node
+        for o in n.output
+        if o.startswith("/backbone/")
+        and n.op_type not in {"Shape", "Constant", "Gather", "Unsqueeze", "Concat", "Cast"}
+    ]
     model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     values = sess.run(names, {"image": x})
@@ -409,8 +486,15 @@ def step_frcnn(out: Path, summary: dict):
     t0 = time.perf_counter()
     path = out / "frcnn.onnx"
     x = frcnn_input(photo(PHOTOS[0]))
-    torch.onnx.export(model, ([x],), str(path), dynamo=False, opset_version=17,
-                      input_names=["image"], output_names=["boxes", "labels", "scores"])
+    torch.onnx.export(
+        model,
+        ([x],),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["image"],
+        output_names=["boxes", "labels", "scores"],
+    )
     summary["timings_s"]["frcnn_export"] = round(time.perf_counter() - t0, 2)
     summary["onnx"]["frcnn.onnx"] = onnx_io(path)
     t0 = time.perf_counter()
@@ -423,18 +507,24 @@ def step_frcnn(out: Path, summary: dict):
         boxes, labels, scores = sess.run(None, {"image": x.numpy()})
         same = len(labels) == len(ref["labels"])
         record = {
-            "photo": name, "input": "cv2.resize to 320×320 INTER_LINEAR, RGB, /255, 3×H×W",
-            "boxes_xyxy": ref["boxes"].tolist(), "labels": ref["labels"].tolist(),
-            "scores": ref["scores"].tolist(), "ort_count": len(labels),
+            "photo": name,
+            "input": "cv2.resize to 320×320 INTER_LINEAR, RGB, /255, 3×H×W",
+            "boxes_xyxy": ref["boxes"].tolist(),
+            "labels": ref["labels"].tolist(),
+            "scores": ref["scores"].tolist(),
+            "ort_count": len(labels),
             "ort_labels_equal": bool(same and (labels == ref["labels"]).all()),
             "ort_max_abs_diff_boxes": float(np.abs(boxes - ref["boxes"]).max()) if same else None,
-            "ort_max_abs_diff_scores": float(np.abs(scores - ref["scores"]).max()) if same
+            "ort_max_abs_diff_scores": float(np.abs(scores - ref["scores"]).max())
+            if same
             else None,
         }
         dump(out / f"frcnn_{name}.json", record)
         summary["detections"][f"frcnn_{name}"] = {
-            "n": len(record["labels"]), "classes": sorted(set(record["labels"])),
-            **{k: record[k] for k in record if k.startswith("ort_")}}
+            "n": len(record["labels"]),
+            "classes": sorted(set(record["labels"])),
+            **{k: record[k] for k in record if k.startswith("ort_")},
+        }
     summary["timings_s"]["frcnn_check"] = round(time.perf_counter() - t0, 2)
     return model
 
@@ -463,8 +553,7 @@ def step_scorecam(out: Path, model, summary: dict) -> None:
         top = model(x)[0]
     box, label = top["boxes"][0].numpy(), int(top["labels"][0])
     scores: list[float] = []
-    target = RecordingTarget(FasterRCNNBoxScoreTarget(labels=[label], bounding_boxes=[box]),
-                             scores)
+    target = RecordingTarget(FasterRCNNBoxScoreTarget(labels=[label], bounding_boxes=[box]), scores)
     cam = ScoreCAM(model, target_layers=[model.backbone], reshape_transform=lambda f: f["0"])
     cam.batch_size = 16
     gray = cam(input_tensor=x, targets=[target])[0]
@@ -476,20 +565,35 @@ def step_scorecam(out: Path, model, summary: dict) -> None:
     np.save(out / f"frcnn_layer_{name}.npy", layer)
     np.save(out / f"frcnn_scorecam_{name}_scores.npy", np.asarray(scores, np.float32))
     record = {
-        "photo": name, "input": "frcnn_chelsea_input.npy, batched 1×3×320×320",
+        "photo": name,
+        "input": "frcnn_chelsea_input.npy, batched 1×3×320×320",
         "target": "FasterRCNNBoxScoreTarget(labels=[label], bounding_boxes=[box]), iou 0.5",
-        "box_xyxy": box.tolist(), "label": label, "score": float(top["scores"][0]),
-        "target_layers": "[model.backbone]", "reshape_transform": 'lambda f: f["0"]',
+        "box_xyxy": box.tolist(),
+        "label": label,
+        "score": float(top["scores"][0]),
+        "target_layers": "[model.backbone]",
+        "reshape_transform": 'lambda f: f["0"]',
         "layer": 'FPN level "0" (backbone.fpn.layer_blocks[0] output, after the top-down add)',
-        "layer_shape": list(layer.shape), "batch_size": 16, "cam_shape": list(gray.shape),
+        "layer_shape": list(layer.shape),
+        "batch_size": 16,
+        "cam_shape": list(gray.shape),
         "hook_vs_direct_max_abs_diff": float(np.abs(layer - direct).max()),
-        "n_target_scores": len(scores), "n_scores_nonzero": int(np.count_nonzero(scores)),
+        "n_target_scores": len(scores),
+        "n_scores_nonzero": int(np.count_nonzero(scores)),
         **layer_tensor_name(out / "frcnn.onnx", x[0].numpy(), layer),
     }
     dump(out / f"frcnn_scorecam_{name}.json", record)
-    summary["scorecam"] = {k: record[k] for k in ("box_xyxy", "label", "layer_shape",
-                                                  "onnx_tensor", "max_abs_diff_vs_torch",
-                                                  "n_scores_nonzero")}
+    summary["scorecam"] = {
+        k: record[k]
+        for k in (
+            "box_xyxy",
+            "label",
+            "layer_shape",
+            "onnx_tensor",
+            "max_abs_diff_vs_torch",
+            "n_scores_nonzero",
+        )
+    }
     summary["timings_s"]["scorecam"] = round(time.perf_counter() - t0, 2)
 
 
@@ -502,12 +606,25 @@ def step_detr(out: Path, summary: dict) -> None:
 
     t0 = time.perf_counter()
     torch.manual_seed(0)
-    backbone = ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1],
-                            layer_type="basic", out_features=["stage4"])
-    config = DetrConfig(backbone_config=backbone, num_queries=20, num_labels=10, d_model=64,
-                        encoder_layers=2, decoder_layers=2, encoder_ffn_dim=128,
-                        decoder_ffn_dim=128, encoder_attention_heads=4,
-                        decoder_attention_heads=4)
+    backbone = ResNetConfig(
+        embedding_size=16,
+        hidden_sizes=[16, 32, 64, 128],
+        depths=[1, 1, 1, 1],
+        layer_type="basic",
+        out_features=["stage4"],
+    )
+    config = DetrConfig(
+        backbone_config=backbone,
+        num_queries=20,
+        num_labels=10,
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+    )
     model = DetrForObjectDetection(config).eval()
 
     class Heads(torch.nn.Module):
@@ -524,44 +641,59 @@ def step_detr(out: Path, summary: dict) -> None:
     pixels = processor(images=rgb, do_rescale=False, return_tensors="pt")["pixel_values"]
     np.save(out / "detr_chelsea_input.npy", pixels.numpy())
     path = out / "detr.onnx"
-    kwargs = {"input_names": ["pixel_values"], "output_names": ["logits", "pred_boxes"],
-              "opset_version": 17}
+    kwargs = {
+        "input_names": ["pixel_values"],
+        "output_names": ["logits", "pred_boxes"],
+        "opset_version": 17,
+    }
     heads = Heads(model).eval()  # a new Module is in train mode; export would restore that
-    torch.onnx.export(heads, (pixels,), str(path), dynamo=True,
-                      dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch")}}, **kwargs)
+    torch.onnx.export(
+        heads,
+        (pixels,),
+        str(path),
+        dynamo=True,
+        dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch")}},
+        **kwargs,
+    )
     summary["onnx"]["detr.onnx"] = onnx_io(path)
     with torch.no_grad():
         o = model(pixel_values=pixels)
-    post = processor.post_process_object_detection(o, threshold=0.0,
-                                                   target_sizes=[(FRCNN_SIZE, FRCNN_SIZE)])[0]
+    post = processor.post_process_object_detection(
+        o, threshold=0.0, target_sizes=[(FRCNN_SIZE, FRCNN_SIZE)]
+    )[0]
     pair = torch.cat([pixels, pixels.flip(3)])
     with torch.no_grad():
         pair_ref = model(pixel_values=pair)
     logits, boxes = session(path).run(None, {"pixel_values": pair.numpy()})
     record = {
-        "photo": PHOTOS[0], "export": "torch.onnx.export(dynamo=True, opset 17, batch dynamic)",
+        "photo": PHOTOS[0],
+        "export": "torch.onnx.export(dynamo=True, opset 17, batch dynamic)",
         "input": "chelsea stretched to 320×320 (as frcnn), DetrImageProcessor(do_resize=False, "
-                 "do_pad=False) ImageNet mean/std",
+        "do_pad=False) ImageNet mean/std",
         "post_process": "post_process_object_detection(threshold=0.0, target_sizes=[(320, 320)])",
-        "boxes_xyxy": post["boxes"].tolist(), "labels": post["labels"].tolist(),
-        "scores": post["scores"].tolist(), "logits": o.logits[0].tolist(),
+        "boxes_xyxy": post["boxes"].tolist(),
+        "labels": post["labels"].tolist(),
+        "scores": post["scores"].tolist(),
+        "logits": o.logits[0].tolist(),
         "pred_boxes_cxcywh": o.pred_boxes[0].tolist(),
         "ort_batch2_max_abs_diff_logits": float(np.abs(logits - pair_ref.logits.numpy()).max()),
-        "ort_batch2_max_abs_diff_boxes": float(
-            np.abs(boxes - pair_ref.pred_boxes.numpy()).max()),
+        "ort_batch2_max_abs_diff_boxes": float(np.abs(boxes - pair_ref.pred_boxes.numpy()).max()),
     }
     dump(out / "detr_chelsea.json", record)
     summary["detections"]["detr_chelsea"] = {
-        "n": len(record["labels"]), "classes": sorted(set(record["labels"])),
-        **{k: record[k] for k in record if k.startswith("ort_")}}
+        "n": len(record["labels"]),
+        "classes": sorted(set(record["labels"])),
+        **{k: record[k] for k in record if k.startswith("ort_")},
+    }
     summary["timings_s"]["detr"] = round(time.perf_counter() - t0, 2)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/det"))
-    parser.add_argument("--only", default=",".join(STEPS),
-                        help="comma-separated steps (scorecam needs frcnn)")
+    parser.add_argument(
+        "--only", default=",".join(STEPS), help="comma-separated steps (scorecam needs frcnn)"
+    )
     args = parser.parse_args()
     steps = set(args.only.split(","))
     out = args.out.resolve()

@@ -45,16 +45,43 @@ def locust(url: str, scenario: str, users: int, seconds: int) -> dict[str, float
     with tempfile.TemporaryDirectory() as folder:
         prefix = os.path.join(folder, "run")
         env = {**os.environ, "SCENARIO": scenario}
-        subprocess.run([sys.executable, "-m", "locust", "-f", str(ROOT / "scripts" /
-                        "locustfile.py"), "--headless", "-u", str(users), "-r", str(users),
-                        "-t", f"{seconds}s", "--host", url.rstrip("/"), "--csv", prefix,
-                        "--only-summary", "--stop-timeout", "30"],
-                       env=env, check=False, capture_output=True, timeout=seconds + 120)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                str(ROOT / "scripts" / "locustfile.py"),
+                "--headless",
+                "-u",
+                str(users),
+                "-r",
+                str(users),
+                "-t",
+                f"{seconds}s",
+                "--host",
+                url.rstrip("/"),
+                "--csv",
+                prefix,
+                "--only-summary",
+                "--stop-timeout",
+                "30",
+            ],
+            env=env,
+            check=False,
+            capture_output=True,
+            timeout=seconds + 120,
+        )
         with open(f"{prefix}_stats.csv", newline="") as handle:
             row = next(r for r in csv.DictReader(handle) if r["Name"] == "Aggregated")
-    return {"requests": int(row["Request Count"]), "errors": int(row["Failure Count"]),
-            "rps": float(row["Requests/s"]), "p50": float(row["50%"]),
-            "p95": float(row["95%"]), "p99": float(row["99%"])}
+    return {
+        "requests": int(row["Request Count"]),
+        "errors": int(row["Failure Count"]),
+        "rps": float(row["Requests/s"]),
+        "p50": float(row["50%"]),
+        "p95": float(row["95%"]),
+        "p99": float(row["99%"]),
+    }
 
 
 def paired_ratio(server: Server, explainer: Explainer, data: bytes, repeat: int) -> dict:
@@ -71,8 +98,12 @@ def paired_ratio(server: Server, explainer: Explainer, data: bytes, repeat: int)
         ratios.append(remote / local)
         http_s.append(remote)
         local_s.append(local)
-    return {"ratio": statistics.median(ratios), "http_s": statistics.median(http_s),
-            "local_s": statistics.median(local_s), "ratios": ratios}
+    return {
+        "ratio": statistics.median(ratios),
+        "http_s": statistics.median(http_s),
+        "local_s": statistics.median(local_s),
+        "ratios": ratios,
+    }
 
 
 def predict_overhead(server: Server, explainer: Explainer, data: bytes, repeat: int) -> dict:
@@ -93,7 +124,7 @@ def predict_overhead(server: Server, explainer: Explainer, data: bytes, repeat: 
 def rss_growth(server: Server, data: bytes, count: int) -> dict:
     """Server RSS before and after `count` requests (every tenth an explanation)."""
     body = {"instances": [{"b64": base64.b64encode(data).decode()}]}
-    for _ in range(20):                           # warm up allocator pools first
+    for _ in range(20):  # warm up allocator pools first
         server.client.post(f"/v1/models/{MODEL}:predict", json=body)
     before = rss_mb(server.process.pid)
     for n in range(count):
@@ -108,8 +139,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=20, help="Length of each locust run.")
     parser.add_argument("--users", default="1,4,16")
-    parser.add_argument("--concurrency", type=int, default=1,
-                        help="The server's --max-concurrency.")
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="The server's --max-concurrency."
+    )
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--json", type=Path, help="Also write the numbers here.")
@@ -119,7 +151,7 @@ def main() -> None:
     report: dict[str, object] = {"concurrency": args.concurrency, "load": []}
     try:
         explainer = Explainer(None, Runtime(provider="cpu"))
-        explainer.explain(data, method="faster-scorecam")          # warm both sides
+        explainer.explain(data, method="faster-scorecam")  # warm both sides
         server.client.post("/explain", params={"method": "faster-scorecam"}, content=data)
         report["scorecam"] = paired_ratio(server, explainer, data, args.repeat)
         report["predict"] = predict_overhead(server, explainer, data, 50)
@@ -138,20 +170,28 @@ def main() -> None:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"server --max-concurrency {report['concurrency']}", "",
-             "| requests | clients | req/s | p50 ms | p95 ms | p99 ms | errors |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"server --max-concurrency {report['concurrency']}",
+        "",
+        "| requests | clients | req/s | p50 ms | p95 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in report["load"]:
         kind = "predict" if r["scenario"] == "predict" else "explain (faster-scorecam)"
-        lines.append(f"| {kind} | {r['users']} | {r['rps']:.1f} | {r['p50']:.0f} | "
-                     f"{r['p95']:.0f} | {r['p99']:.0f} | {r['errors']}/{r['requests']} |")
+        lines.append(
+            f"| {kind} | {r['users']} | {r['rps']:.1f} | {r['p50']:.0f} | "
+            f"{r['p95']:.0f} | {r['p99']:.0f} | {r['errors']}/{r['requests']} |"
+        )
     s, p, m = report["scorecam"], report["predict"], report["rss"]
-    lines += ["", f"exact Score-CAM: HTTP {s['http_s']:.2f} s, in process {s['local_s']:.2f} s, "
-                  f"ratio {s['ratio']:.3f} (median of paired runs)",
-              f"predict-only: HTTP {p['http_ms']:.1f} ms, in process {p['local_ms']:.1f} ms, "
-              f"overhead {p['overhead_ms']:.1f} ms",
-              f"server RSS: {m['before_mb']:.0f} MiB before, {m['after_mb']:.0f} MiB after "
-              f"{m['requests']} requests"]
+    lines += [
+        "",
+        f"exact Score-CAM: HTTP {s['http_s']:.2f} s, in process {s['local_s']:.2f} s, "
+        f"ratio {s['ratio']:.3f} (median of paired runs)",
+        f"predict-only: HTTP {p['http_ms']:.1f} ms, in process {p['local_ms']:.1f} ms, "
+        f"overhead {p['overhead_ms']:.1f} ms",
+        f"server RSS: {m['before_mb']:.0f} MiB before, {m['after_mb']:.0f} MiB after "
+        f"{m['requests']} requests",
+    ]
     return "\n".join(lines)
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from locust import HttpUser, task
 
-IMAGE = Path(os.environ.get("LOAD_IMAGE", Path(__file__).parent.parent / "samples" /
-                            "chelsea.png")).read_bytes()
+IMAGE = Path(
+    os.environ.get("LOAD_IMAGE", Path(__file__).parent.parent / "samples" / "chelsea.png")
+).read_bytes()
 MODEL = os.environ.get("LOAD_MODEL", "efficientnet-lite0")
 SCENARIO = os.environ.get("SCENARIO", "predict")
 PREDICT = {"instances": [{"b64": base64.b64encode(IMAGE).decode()}]}
@@ -26,5 +27,9 @@ class Client(HttpUser):
         if SCENARIO == "predict":
             self.client.post(f"/v1/models/{MODEL}:predict", json=PREDICT, name="predict")
         else:
-            self.client.post("/explain", params={"model": MODEL, "method": "faster-scorecam"},
-                             data=IMAGE, name="explain faster-scorecam")
+            self.client.post(
+                "/explain",
+                params={"model": MODEL, "method": "faster-scorecam"},
+                data=IMAGE,
+                name="explain faster-scorecam",
+            )

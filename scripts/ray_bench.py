@@ -45,16 +45,18 @@ def main() -> None:
         from scorecam_onnx.distributed import RayPool, explain_dataset
 
         started = time.perf_counter()
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR")
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         ray.data.DataContext.get_current().enable_progress_bars = False
         cluster = time.perf_counter() - started
         started = time.perf_counter()
         first = None
-        rows = explain_dataset([str(p) for p in sorted(folder.glob("img*.png"))],
-                               request=request, runtime=Runtime(threads=1, provider="cpu"),
-                               pool=RayPool(actors=args.actors, images_per_task=2),
-                               out=folder / "ray")
+        rows = explain_dataset(
+            [str(p) for p in sorted(folder.glob("img*.png"))],
+            request=request,
+            runtime=Runtime(threads=1, provider="cpu"),
+            pool=RayPool(actors=args.actors, images_per_task=2),
+            out=folder / "ray",
+        )
         count = 0
         for _ in rows.iter_rows():
             count += 1
@@ -66,11 +68,15 @@ def main() -> None:
     n = args.images
     steady = (n - 1) / max(remote - first, 1e-9)
     print(f"local, 2 threads: {n / local:.2f} images/s ({local:.1f} s)")
-    print(f"ray, {args.actors} actors × 1 thread: {n / remote:.2f} images/s ({remote:.1f} s; "
-          f"{steady:.2f} images/s after the first row); {count} rows")
+    print(
+        f"ray, {args.actors} actors × 1 thread: {n / remote:.2f} images/s ({remote:.1f} s; "
+        f"{steady:.2f} images/s after the first row); {count} rows"
+    )
     print(f"ray start-up: cluster {cluster:.1f} s, first row after {first:.1f} s")
-    print(f"throughput ratio ray ÷ local: {local / remote:.2f} (after start-up: "
-          f"{steady / (n / local):.2f})")
+    print(
+        f"throughput ratio ray ÷ local: {local / remote:.2f} (after start-up: "
+        f"{steady / (n / local):.2f})"
+    )
 
 
 if __name__ == "__main__":

@@ -44,14 +44,18 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for url in args.urls:
         for batch, in_flight in ((8, 1), (16, 1), (64, 1), (64, 2), (64, 4), (64, 8)):
-            remote = Explainer(None, Runtime(provider="cpu", model_url=url, batch_size=batch,
-                                             in_flight=in_flight))
-            remote.explain(args.image)            # warm the connection
+            remote = Explainer(
+                None, Runtime(provider="cpu", model_url=url, batch_size=batch, in_flight=in_flight)
+            )
+            remote.explain(args.image)  # warm the connection
             remote.forwards.model.sent_bytes = 0
             seconds = _seconds(remote, args.image, args.repeat)
             sent = remote.forwards.model.sent_bytes / args.repeat / 1e6
-            print(f"| {url.split(':')[0]} | {batch} | {in_flight} | {seconds:.2f} | "
-                  f"{seconds / base:.2f} | {sent:.0f} |", flush=True)
+            print(
+                f"| {url.split(':')[0]} | {batch} | {in_flight} | {seconds:.2f} | "
+                f"{seconds / base:.2f} | {sent:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -30,22 +30,49 @@ def main() -> None:
 
     folder = Path(tempfile.mkdtemp(prefix="tls-"))
     cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     auth = {"Authorization": "Bearer bench-key"}
     servers = {
         "open": Server("-q"),
         "API key": Server("-q", "--api-key", "bench-key", headers=auth),
-        "API key + TLS": Server("-q", "--api-key", "bench-key", "--ssl-certfile", str(cert),
-                                "--ssl-keyfile", str(key), headers=auth,
-                                verify=ssl.create_default_context(cafile=str(cert))),
+        "API key + TLS": Server(
+            "-q",
+            "--api-key",
+            "bench-key",
+            "--ssl-certfile",
+            str(cert),
+            "--ssl-keyfile",
+            str(key),
+            headers=auth,
+            verify=ssl.create_default_context(cafile=str(cert)),
+        ),
     }
     image = base64.b64encode((ROOT / "samples" / "chelsea.png").read_bytes()).decode()
     body = {"instances": [{"b64": image}]}
     times: dict[str, list[float]] = {name: [] for name in servers}
     try:
-        for server in servers.values():                     # warm up (and keep-alive)
+        for server in servers.values():  # warm up (and keep-alive)
             for _ in range(5):
                 server.client.post("/v1/models/efficientnet-lite0:predict", json=body)
         for _ in range(args.rounds):

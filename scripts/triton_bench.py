@@ -36,8 +36,7 @@ SAMPLES = [ROOT / "samples" / "chelsea.png", ROOT / "samples" / "coffee.png"]
 def _client(address: str):
     import tritonclient.http as httpclient
 
-    return httpclient.InferenceServerClient(address, network_timeout=600,
-                                            connection_timeout=600)
+    return httpclient.InferenceServerClient(address, network_timeout=600, connection_timeout=600)
 
 
 def _triton_explain(client, model: str, image: bytes, **parameters) -> float:
@@ -62,8 +61,9 @@ def _stats(client) -> dict[str, tuple[int, int]]:
     return {m["name"]: (int(m["inference_count"]), int(m["execution_count"])) for m in stats}
 
 
-def _called(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]],
-            explainer: str, per: int) -> str:
+def _called(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], explainer: str, per: int
+) -> str:
     """Requests per explanation that each model the explainer called received."""
     found = []
     for name, (_, runs) in sorted(after.items()):
@@ -77,13 +77,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("address", help="Triton's HTTP address, HOST:PORT")
     parser.add_argument("--model", action="append", required=True, help="explainer model(s)")
-    parser.add_argument("--image", type=Path, action="append",
-                        help="image file(s) (default: samples/chelsea.png and coffee.png)")
+    parser.add_argument(
+        "--image",
+        type=Path,
+        action="append",
+        help="image file(s) (default: samples/chelsea.png and coffee.png)",
+    )
     parser.add_argument("--repeat", type=int, default=5, help="pairs per row")
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--batch", type=int, action="append",
-                        help="batch_size request parameters to try on the Triton side "
-                             "(default: the explainer's)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        action="append",
+        help="batch_size request parameters to try on the Triton side (default: the explainer's)",
+    )
     args = parser.parse_args()
 
     from scorecam_onnx import Explainer, Runtime
@@ -92,13 +99,17 @@ def main() -> None:
     local = Explainer(None, Runtime(provider="cpu"))
     client = _client(args.address)
     local.explain(images[0][1])
-    print(f"In process: {local.batch_size} masked images per ONNX Runtime run. Medians of "
-          f"{args.repeat} interleaved pairs.\n")
-    print("| explainer | image | batch per request | Triton s | in process s | "
-          "Triton ÷ in process | requests per explanation |")
+    print(
+        f"In process: {local.batch_size} masked images per ONNX Runtime run. Medians of "
+        f"{args.repeat} interleaved pairs.\n"
+    )
+    print(
+        "| explainer | image | batch per request | Triton s | in process s | "
+        "Triton ÷ in process | requests per explanation |"
+    )
     print("|---|---|---|---|---|---|---|")
     for model in args.model:
-        _triton_explain(client, model, images[0][1])        # warm every session
+        _triton_explain(client, model, images[0][1])  # warm every session
         for name, data in images:
             for batch in args.batch or [None]:
                 options = {"batch_size": batch} if batch else {}
@@ -116,11 +127,13 @@ def main() -> None:
                 remote = statistics.median(p[0] for p in pairs)
                 here = statistics.median(p[1] for p in pairs)
                 ratio = statistics.median(p[0] / p[1] for p in pairs)
-                print(f"| {model} | {name} | {batch or 'default'} | {remote:.2f} | {here:.2f} | "
-                      f"{ratio:.2f} | {called} |", flush=True)
+                print(
+                    f"| {model} | {name} | {batch or 'default'} | {remote:.2f} | {here:.2f} | "
+                    f"{ratio:.2f} | {called} |",
+                    flush=True,
+                )
 
-    print(f"\n{args.clients} clients at once (one exact Score-CAM each) against one after "
-          "another:")
+    print(f"\n{args.clients} clients at once (one exact Score-CAM each) against one after another:")
     print("| explainer | one after another s | at once s | ratio | mean batch per model |")
     print("|---|---|---|---|---|")
     data = images[0][1]
@@ -137,8 +150,11 @@ def main() -> None:
             ran = (count - before[name][0], runs - before[name][1])
             if ran[1] and name != model:
                 batches.append(f"{name} {ran[0] / ran[1]:.1f}")
-        print(f"| {model} | {serial:.2f} | {together:.2f} | {together / serial:.2f} | "
-              f"{', '.join(batches)} |", flush=True)
+        print(
+            f"| {model} | {serial:.2f} | {together:.2f} | {together / serial:.2f} | "
+            f"{', '.join(batches)} |",
+            flush=True,
+        )
     client.close()
 
 

@@ -37,9 +37,11 @@ def detections_against(ex, image: Path, ref: dict) -> str:
         return f"{len(found)} detections, the reference {len(boxes)}"
     got = np.array([d.box for d in found])
     same = [d.class_id for d in found] == labels
-    return (f"{len(found)} detections, classes {'equal' if same else 'DIFFER'}, boxes "
-            f"±{np.abs(got - boxes).max():.1e} px, scores ±"
-            f"{np.abs(np.array([d.score for d in found]) - scores).max():.1e}")
+    return (
+        f"{len(found)} detections, classes {'equal' if same else 'DIFFER'}, boxes "
+        f"±{np.abs(got - boxes).max():.1e} px, scores ±"
+        f"{np.abs(np.array([d.score for d in found]) - scores).max():.1e}"
+    )
 
 
 def yolo(refs: Path) -> None:
@@ -57,8 +59,11 @@ def yolo(refs: Path) -> None:
             _, x = ex.preprocess(refs / f"{photo}.png")
             fed = np.load(refs / f"{name}_{photo}_square_input.npy")
             result = detections_against(ex, refs / f"{photo}.png", ref)
-            row(f"{kind} decoding, {photo}", "ultralytics predict (640×640 letterbox)",
-                f"input ±{np.abs(x - fed).max():.1e}; {result}")
+            row(
+                f"{kind} decoding, {photo}",
+                "ultralytics predict (640×640 letterbox)",
+                f"input ±{np.abs(x - fed).max():.1e}; {result}",
+            )
 
 
 def frcnn(refs: Path) -> None:
@@ -77,19 +82,27 @@ def frcnn(refs: Path) -> None:
         _, x = ex.preprocess(refs / f"{photo}.png")
         fed = np.load(refs / f"frcnn_{photo}_input.npy").reshape(x.shape)
         scores = np.array(ref["scores"])
-        keep = scores > 0.0                 # all it reports (above its own 0.05)
-        kept = {"boxes": np.array(ref["boxes_xyxy"])[keep].tolist(),
-                "scores": scores[keep].tolist(),
-                "labels": np.array(ref["labels"])[keep].tolist()}
+        keep = scores > 0.0  # all it reports (above its own 0.05)
+        kept = {
+            "boxes": np.array(ref["boxes_xyxy"])[keep].tolist(),
+            "scores": scores[keep].tolist(),
+            "labels": np.array(ref["labels"])[keep].tolist(),
+        }
         in_input = ex.forwards.detections(x, 0.0)[0]
         boxes = np.array(kept["boxes"]).reshape(-1, 4)
         same = len(in_input) == len(boxes)
-        detail = (f"{len(in_input)} detections, boxes (input pixels) ±"
-                  f"{np.abs(in_input.boxes - boxes).max():.1e}, labels "
-                  f"{'equal' if in_input.labels.tolist() == kept['labels'] else 'DIFFER'}"
-                  if same else f"{len(in_input)} detections, torchvision {len(boxes)}")
-        row(f"torchvision decoding, {photo}", "torchvision's own outputs",
-            f"input ±{np.abs(x - fed).max():.1e}; {detail}")
+        detail = (
+            f"{len(in_input)} detections, boxes (input pixels) ±"
+            f"{np.abs(in_input.boxes - boxes).max():.1e}, labels "
+            f"{'equal' if in_input.labels.tolist() == kept['labels'] else 'DIFFER'}"
+            if same
+            else f"{len(in_input)} detections, torchvision {len(boxes)}"
+        )
+        row(
+            f"torchvision decoding, {photo}",
+            "torchvision's own outputs",
+            f"input ±{np.abs(x - fed).max():.1e}; {detail}",
+        )
 
 
 def gradcam_preset(refs: Path) -> None:
@@ -99,15 +112,19 @@ def gradcam_preset(refs: Path) -> None:
 
     meta_path = refs / "frcnn_scorecam_chelsea.json"
     if not meta_path.is_file():
-        row("Score-CAM on a box, pytorch-grad-cam preset", "ScoreCAM + "
-            "FasterRCNNBoxScoreTarget", "missing")
+        row(
+            "Score-CAM on a box, pytorch-grad-cam preset",
+            "ScoreCAM + FasterRCNNBoxScoreTarget",
+            "missing",
+        )
         return
     meta = json.loads(meta_path.read_text())
     want = np.load(refs / "frcnn_scorecam_chelsea.npy")
     with tempfile.TemporaryDirectory() as tmp:
         path = refs / "frcnn.onnx"
-        bundle = write_detector_bundle(load_model(path), path, Path(tmp) / "b",
-                                       [meta["onnx_tensor"]]).path
+        bundle = write_detector_bundle(
+            load_model(path), path, Path(tmp) / "b", [meta["onnx_tensor"]]
+        ).path
         ex = Explainer(bundle)
         x1, y1, x2, y2 = meta["box_xyxy"]
         rgb, _ = ex.preprocess(refs / "chelsea.png")
@@ -115,13 +132,16 @@ def gradcam_preset(refs: Path) -> None:
         sx, sy = w / ex.bundle.manifest.input.width, h / ex.bundle.manifest.input.height
         target = Box(x1 * sx, y1 * sy, x2 * sx, y2 * sy, class_id=int(meta["label"]))
         # pytorch-grad-cam sees every detection the model reports: no threshold of ours
-        [got] = ex.explain(rgb, target, ScoreCam(preset="pytorch-grad-cam"),
-                           ExplainOptions(score_threshold=0.0))
+        [got] = ex.explain(
+            rgb, target, ScoreCam(preset="pytorch-grad-cam"), ExplainOptions(score_threshold=0.0)
+        )
         corr = float(np.corrcoef(got.saliency_input.ravel(), want.ravel())[0, 1])
-        row("Score-CAM on a box, pytorch-grad-cam preset",
+        row(
+            "Score-CAM on a box, pytorch-grad-cam preset",
             "pytorch-grad-cam ScoreCAM + FasterRCNNBoxScoreTarget",
             f"correlation {corr:.6f}, largest difference "
-            f"{np.abs(got.saliency_input - want).max():.1e}, {got.forwards} forwards")
+            f"{np.abs(got.saliency_input - want).max():.1e}, {got.forwards} forwards",
+        )
 
 
 def detr(refs: Path) -> None:
@@ -134,9 +154,11 @@ def detr(refs: Path) -> None:
     ref = json.loads((refs / "detr_chelsea.json").read_text())
     ex = Explainer(path)
     fed = np.load(refs / "detr_chelsea_input.npy")
-    threshold = 0.0                  # the reference's post_process threshold
-    outputs = ex.forwards.model.run(list(ex.bundle.manifest.decoder.outputs),
-                                    {ex.bundle.manifest.input.name: fed.astype(np.float32)})
+    threshold = 0.0  # the reference's post_process threshold
+    outputs = ex.forwards.model.run(
+        list(ex.bundle.manifest.decoder.outputs),
+        {ex.bundle.manifest.input.name: fed.astype(np.float32)},
+    )
     from scorecam_onnx.detection import decode
 
     h, w = fed.shape[2:]
@@ -144,9 +166,12 @@ def detr(refs: Path) -> None:
     boxes = np.array(ref["boxes_xyxy"]).reshape(-1, 4)
     order = np.argsort(-np.array(ref["scores"]), kind="stable")
     same = len(found) == len(boxes)
-    detail = (f"{len(found)} detections, boxes ±{np.abs(found.boxes - boxes[order]).max():.1e}"
-              f" px, scores ±{np.abs(found.scores - np.array(ref['scores'])[order]).max():.1e}"
-              if same else f"{len(found)} detections, the reference {len(boxes)}")
+    detail = (
+        f"{len(found)} detections, boxes ±{np.abs(found.boxes - boxes[order]).max():.1e}"
+        f" px, scores ±{np.abs(found.scores - np.array(ref['scores'])[order]).max():.1e}"
+        if same
+        else f"{len(found)} detections, the reference {len(boxes)}"
+    )
     row("DETR decoding", "transformers post_process_object_detection", detail)
 
 

@@ -26,25 +26,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "samples" / "chelsea.png"
 
-TIMM = ["vit_small_patch16_224", "deit_tiny_distilled_patch16_224",
-        "vit_small_patch14_reg4_dinov2", "vit_small_patch16_dinov3",
-        "swin_tiny_patch4_window7_224", "convnext_tiny", "efficientnet_b0",
-        "mobilenetv3_small_100", "regnety_002"]
+TIMM = [
+    "vit_small_patch16_224",
+    "deit_tiny_distilled_patch16_224",
+    "vit_small_patch14_reg4_dinov2",
+    "vit_small_patch16_dinov3",
+    "swin_tiny_patch4_window7_224",
+    "convnext_tiny",
+    "efficientnet_b0",
+    "mobilenetv3_small_100",
+    "regnety_002",
+]
 # builder: the weights enum whose transforms() and categories are read (nothing downloads)
-TORCHVISION = {"vit_b_16": "ViT_B_16_Weights.IMAGENET1K_V1",
-               "swin_t": "Swin_T_Weights.IMAGENET1K_V1",
-               "convnext_tiny": "ConvNeXt_Tiny_Weights.IMAGENET1K_V1",
-               "resnet50": "ResNet50_Weights.IMAGENET1K_V2",
-               "mobilenet_v3_large": "MobileNet_V3_Large_Weights.IMAGENET1K_V2",
-               "efficientnet_v2_s": "EfficientNet_V2_S_Weights.IMAGENET1K_V1"}
+TORCHVISION = {
+    "vit_b_16": "ViT_B_16_Weights.IMAGENET1K_V1",
+    "swin_t": "Swin_T_Weights.IMAGENET1K_V1",
+    "convnext_tiny": "ConvNeXt_Tiny_Weights.IMAGENET1K_V1",
+    "resnet50": "ResNet50_Weights.IMAGENET1K_V2",
+    "mobilenet_v3_large": "MobileNet_V3_Large_Weights.IMAGENET1K_V2",
+    "efficientnet_v2_s": "EfficientNet_V2_S_Weights.IMAGENET1K_V1",
+}
 # Hugging Face: (model class, config class, processor class), at their default (base) sizes
-HF = {"vit": ("ViTForImageClassification", "ViTConfig", "ViTImageProcessor"),
-      "deit": ("DeiTForImageClassification", "DeiTConfig", "DeiTImageProcessor"),
-      "convnext": ("ConvNextForImageClassification", "ConvNextConfig",
-                   "ConvNextImageProcessor"),
-      "swin": ("SwinForImageClassification", "SwinConfig", "ViTImageProcessor"),
-      "resnet": ("ResNetForImageClassification", "ResNetConfig", "ConvNextImageProcessor"),
-      "dinov2": ("Dinov2ForImageClassification", "Dinov2Config", "BitImageProcessor")}
+HF = {
+    "vit": ("ViTForImageClassification", "ViTConfig", "ViTImageProcessor"),
+    "deit": ("DeiTForImageClassification", "DeiTConfig", "DeiTImageProcessor"),
+    "convnext": ("ConvNextForImageClassification", "ConvNextConfig", "ConvNextImageProcessor"),
+    "swin": ("SwinForImageClassification", "SwinConfig", "ViTImageProcessor"),
+    "resnet": ("ResNetForImageClassification", "ResNetConfig", "ConvNextImageProcessor"),
+    "dinov2": ("Dinov2ForImageClassification", "Dinov2Config", "BitImageProcessor"),
+}
 
 
 def _randomize_zero_layers(module) -> None:
@@ -84,8 +94,9 @@ def _load(zoo: str, name: str, tmp: Path):
     if zoo == "timm":
         return load_model("timm:create_model", kwargs={"model_name": name})
     if zoo == "torchvision":
-        loaded = load_model(f"torchvision.models:{name}", kwargs={"weights": None},
-                            weights_enum=TORCHVISION[name])
+        loaded = load_model(
+            f"torchvision.models:{name}", kwargs={"weights": None}, weights_enum=TORCHVISION[name]
+        )
         _randomize_zero_layers(loaded.module)
         return loaded
     return load_model(_hf_folder(name, tmp))
@@ -99,8 +110,12 @@ def _row(zoo: str, name: str, out: Path, tmp: Path) -> str:
     try:
         loaded = _load(zoo, name, tmp)
         started = time.perf_counter()
-        report = export_bundle(loaded, out / f"{zoo}-{name}", force=True,
-                               notes={"preprocessing": loaded.preprocessing_from or "defaults"})
+        report = export_bundle(
+            loaded,
+            out / f"{zoo}-{name}",
+            force=True,
+            notes={"preprocessing": loaded.preprocessing_from or "defaults"},
+        )
         exported = time.perf_counter() - started
         explainer = Explainer(report.bundle, Runtime(provider="cpu"))
         timings = []
@@ -117,14 +132,22 @@ def _row(zoo: str, name: str, out: Path, tmp: Path) -> str:
         return f"| {zoo} | {name} | zoo failed: {type(exc).__name__}: {exc} | | | | | | | |"
     m = report.bundle.manifest
     a = m.activation
-    shape = (f"{a.channels} × ({a.prefix} + {a.height}×{a.width}) tokens" if a.layout == "NLC"
-             else f"{a.channels}×{a.height}×{a.width} {a.layout}")
+    shape = (
+        f"{a.channels} × ({a.prefix} + {a.height}×{a.width}) tokens"
+        if a.layout == "NLC"
+        else f"{a.channels}×{a.height}×{a.width} {a.layout}"
+    )
     i = m.input
-    prep = (f"{loaded.preprocessing_from or 'defaults'}: {i.height}, {i.resize}"
-            + (f" {i.crop_fraction:.3g}" if i.crop_fraction < 1 else "") + f", {i.interpolation}")
-    return (f"| {zoo} | {name} | `{report.layer.label}` | {shape} | "
-            f"{'yes' if m.tail else 'no'} | {report.activation_diff:.1e} / "
-            f"{report.logits_diff:.1e} | {prep} | {exported:.0f} s | {' | '.join(timings)} |")
+    prep = (
+        f"{loaded.preprocessing_from or 'defaults'}: {i.height}, {i.resize}"
+        + (f" {i.crop_fraction:.3g}" if i.crop_fraction < 1 else "")
+        + f", {i.interpolation}"
+    )
+    return (
+        f"| {zoo} | {name} | `{report.layer.label}` | {shape} | "
+        f"{'yes' if m.tail else 'no'} | {report.activation_diff:.1e} / "
+        f"{report.logits_diff:.1e} | {prep} | {exported:.0f} s | {' | '.join(timings)} |"
+    )
 
 
 def main() -> None:
@@ -132,11 +155,16 @@ def main() -> None:
     parser.add_argument("names", nargs="*", help="ZOO:NAME, e.g. timm:convnext_tiny")
     parser.add_argument("--out", type=Path, default=Path("/tmp/families"))
     args = parser.parse_args()
-    every = ([("timm", n) for n in TIMM] + [("torchvision", n) for n in TORCHVISION]
-             + [("hf", n) for n in HF])
+    every = (
+        [("timm", n) for n in TIMM]
+        + [("torchvision", n) for n in TORCHVISION]
+        + [("hf", n) for n in HF]
+    )
     chosen = [tuple(n.split(":", 1)) for n in args.names] if args.names else every
-    print("| zoo | model | layer (automatic) | activation | tail | max diff acts / logits | "
-          "preprocessing | export | faster-scorecam | reciprocam |")
+    print(
+        "| zoo | model | layer (automatic) | activation | tail | max diff acts / logits | "
+        "preprocessing | export | faster-scorecam | reciprocam |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for zoo, name in chosen:

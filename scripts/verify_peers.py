@@ -46,35 +46,47 @@ def main() -> None:
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()
     out = Path(tempfile.mkdtemp()) / "resnet18"
-    export_bundle(LoadedModel(model, {"framework": "torchvision", "model": "resnet18"}), out,
-                  layer="layer4")
+    export_bundle(
+        LoadedModel(model, {"framework": "torchvision", "model": "resnet18"}), out, layer="layer4"
+    )
     ours = Explainer(out, Runtime(provider="cpu"))
-    x = ours.preprocess(IMAGE)[1]            # the same normalised tensor goes to both
+    x = ours.preprocess(IMAGE)[1]  # the same normalised tensor goes to both
     tensor = torch.from_numpy(x)
     c = int(np.argmax(ours.forwards.scores(x)[0]))
     rows = []
     with ScoreCAM(model, target_layers=[model.layer4]) as peer:
-        for name, options in (("plain", {}), ("aug_smooth", {"aug_smooth": True}),
-                              ("eigen_smooth", {"eigen_smooth": True}),
-                              ("aug_smooth + eigen_smooth",
-                               {"aug_smooth": True, "eigen_smooth": True})):
+        for name, options in (
+            ("plain", {}),
+            ("aug_smooth", {"aug_smooth": True}),
+            ("eigen_smooth", {"eigen_smooth": True}),
+            ("aug_smooth + eigen_smooth", {"aug_smooth": True, "eigen_smooth": True}),
+        ):
             want = peer(tensor, [ClassifierOutputTarget(c)], **options)[0]
-            got = ours.explain_one(IMAGE, c, ScoreCam(preset="pytorch-grad-cam"),
-                                   ExplainOptions(**options)).saliency_input
-            rows.append((f"Score-CAM {name}", float(np.abs(got - want).max()),
-                         float(np.corrcoef(got.ravel(), want.ravel())[0, 1])))
+            got = ours.explain_one(
+                IMAGE, c, ScoreCam(preset="pytorch-grad-cam"), ExplainOptions(**options)
+            ).saliency_input
+            rows.append(
+                (
+                    f"Score-CAM {name}",
+                    float(np.abs(got - want).max()),
+                    float(np.corrcoef(got.ravel(), want.ravel())[0, 1]),
+                )
+            )
         cam = peer(tensor, [ClassifierOutputTarget(c)])[0]
     found = road(ours.forwards.probabilities, x, cam, c, noise=0.0)
-    for name, removal, value in (("ROAD MoRF", RemoveMostRelevantFirst, found.morf),
-                                 ("ROAD LeRF", RemoveLeastRelevantFirst, found.lerf)):
+    for name, removal, value in (
+        ("ROAD MoRF", RemoveMostRelevantFirst, found.morf),
+        ("ROAD LeRF", RemoveLeastRelevantFirst, found.lerf),
+    ):
         scores = []
         for percentile in PERCENTILES:
-            metric = PerturbationConfidenceMetric(removal(percentile,
-                                                          NoisyLinearImputer(noise=0.0)))
-            scores.append(metric(tensor, cam[None], [ClassifierOutputSoftmaxTarget(c)],
-                                 model)[0])
-        rows.append((f"{name} (noise 0)", abs(float(np.mean(np.float32(scores))) - value),
-                     float("nan")))
+            metric = PerturbationConfidenceMetric(
+                removal(percentile, NoisyLinearImputer(noise=0.0))
+            )
+            scores.append(metric(tensor, cam[None], [ClassifierOutputSoftmaxTarget(c)], model)[0])
+        rows.append(
+            (f"{name} (noise 0)", abs(float(np.mean(np.float32(scores))) - value), float("nan"))
+        )
     rows += _two_layers(model, tensor, x, c)
     rows += _heads(tensor)
     rows += _segmentation()
@@ -93,14 +105,22 @@ def _two_layers(model, tensor, x, c):
     from scorecam_onnx import Explainer, Runtime, ScoreCam
 
     out = Path(tempfile.mkdtemp()) / "resnet18-2"
-    export_bundle(LoadedModel(model, {"framework": "torchvision", "model": "resnet18"}), out,
-                  layer=["layer3", "layer4"])
+    export_bundle(
+        LoadedModel(model, {"framework": "torchvision", "model": "resnet18"}),
+        out,
+        layer=["layer3", "layer4"],
+    )
     ours = Explainer(out, Runtime(provider="cpu"))
     with ScoreCAM(model, target_layers=[model.layer3, model.layer4]) as peer:
         want = peer(tensor, [ClassifierOutputTarget(c)])[0]
     got = ours.explain_one(IMAGE, c, ScoreCam(preset="pytorch-grad-cam")).saliency_input
-    return [("Score-CAM, layer3 + layer4 (mean)", float(np.abs(got - want).max()),
-             float(np.corrcoef(got.ravel(), want.ravel())[0, 1]))]
+    return [
+        (
+            "Score-CAM, layer3 + layer4 (mean)",
+            float(np.abs(got - want).max()),
+            float(np.corrcoef(got.ravel(), want.ravel())[0, 1]),
+        )
+    ]
 
 
 def _heads(tensor):
@@ -124,19 +144,30 @@ def _heads(tensor):
         model = __import__("torchvision").models.resnet18().eval()
         model.fc = torch.nn.Linear(512, width)
         out = Path(tempfile.mkdtemp()) / head
-        export_bundle(LoadedModel(model, {"framework": "torchvision", "model": "resnet18"}),
-                      out, layer="layer4", head=head)
+        export_bundle(
+            LoadedModel(model, {"framework": "torchvision", "model": "resnet18"}),
+            out,
+            layer="layer4",
+            head=head,
+        )
         ours = Explainer(out, Runtime(provider="cpu"))
         classes = (2, 9) if head == "multi-label" else (0, 1)
         for c in classes:
-            target = (ClassifierOutputTarget(c) if head == "multi-label"
-                      else BinaryClassifierOutputTarget(c))
+            target = (
+                ClassifierOutputTarget(c)
+                if head == "multi-label"
+                else BinaryClassifierOutputTarget(c)
+            )
             with ScoreCAM(model, target_layers=[model.layer4]) as peer:
                 want = peer(tensor, [target])[0]
             [got] = ours.explain(IMAGE, Class(c), ScoreCam(preset="pytorch-grad-cam"))
-            rows.append((f"Score-CAM, {head} head, class {c} ({type(target).__name__})",
-                         float(np.abs(got.saliency_input - want).max()),
-                         float(np.corrcoef(got.saliency_input.ravel(), want.ravel())[0, 1])))
+            rows.append(
+                (
+                    f"Score-CAM, {head} head, class {c} ({type(target).__name__})",
+                    float(np.abs(got.saliency_input - want).max()),
+                    float(np.corrcoef(got.saliency_input.ravel(), want.ravel())[0, 1]),
+                )
+            )
     return rows
 
 
@@ -159,11 +190,18 @@ def _segmentation():
             return self.model(x)["out"]
 
     torch.manual_seed(0)
-    seg = Out(torchvision.models.segmentation.lraspp_mobilenet_v3_large(
-        weights=None, weights_backbone=None, num_classes=21)).eval()
+    seg = Out(
+        torchvision.models.segmentation.lraspp_mobilenet_v3_large(
+            weights=None, weights_backbone=None, num_classes=21
+        )
+    ).eval()
     out = Path(tempfile.mkdtemp()) / "lraspp"
-    export_bundle(LoadedModel(seg, {"framework": "torchvision", "model": "lraspp"}), out,
-                  layer="model.backbone.16", preprocessing=Preprocessing(height=128, width=128))
+    export_bundle(
+        LoadedModel(seg, {"framework": "torchvision", "model": "lraspp"}),
+        out,
+        layer="model.backbone.16",
+        preprocessing=Preprocessing(height=128, width=128),
+    )
     ours = Explainer(out, Runtime(provider="cpu"))
     x = ours.preprocess(IMAGE)[1]
     with torch.no_grad():
@@ -175,8 +213,13 @@ def _segmentation():
         want = peer(torch.from_numpy(x), [SemanticSegmentationTarget(c, mask)])[0]
     found = ours.explain_one(IMAGE, c, ScoreCam(preset="pytorch-grad-cam"))  # argmax region
     got = found.saliency_input
-    return [(f"Score-CAM, segmentation class {c} (argmax region)", float(np.abs(got - want).max()),
-             float(np.corrcoef(got.ravel(), want.ravel())[0, 1]))]
+    return [
+        (
+            f"Score-CAM, segmentation class {c} (argmax region)",
+            float(np.abs(got - want).max()),
+            float(np.corrcoef(got.ravel(), want.ravel())[0, 1]),
+        )
+    ]
 
 
 if __name__ == "__main__":

@@ -9,15 +9,17 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-SIZE = 8           # input H = W
+SIZE = 8  # input H = W
 CLASSES = 4
 
 
-def _classifier(name: str, nodes: list, input_shape: list, output_shape: list,
-                initializers: list) -> onnx.ModelProto:
+def _classifier(
+    name: str, nodes: list, input_shape: list, output_shape: list, initializers: list
+) -> onnx.ModelProto:
     """A graph 'input' → 'logits' at opset 17, IR version 8 (readable by older runtimes)."""
     graph = helper.make_graph(
-        nodes, name,
+        nodes,
+        name,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, input_shape)],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, output_shape)],
         initializers,
@@ -32,8 +34,8 @@ def tiny_weights(seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     w1 = rng.normal(size=(5, 3)).astype(np.float32)
     b1 = rng.normal(scale=0.1, size=5).astype(np.float32)
-    w1[3], b1[3] = 0.0, 0.5      # constant channel
-    w1[4], b1[4] = 0.0, -1.0     # all-zero channel after the ReLU
+    w1[3], b1[3] = 0.0, 0.5  # constant channel
+    w1[4], b1[4] = 0.0, -1.0  # all-zero channel after the ReLU
     w2 = rng.normal(size=(CLASSES, 5)).astype(np.float32)
     b2 = rng.normal(scale=0.1, size=CLASSES).astype(np.float32)
     return {"w1": w1, "b1": b1, "w2": w2, "b2": b2}
@@ -64,8 +66,9 @@ def tiny_model(seed: int = 0, batch: int | str = "N", softmax: bool = False) -> 
         helper.make_node("AveragePool", ["relu"], ["feat"], kernel_shape=[2, 2], strides=[2, 2]),
         helper.make_node("GlobalAveragePool", ["feat"], ["gap"]),
         helper.make_node("Flatten", ["gap"], ["flat"]),
-        helper.make_node("Gemm", ["flat", "w2", "b2"], ["scores" if softmax else "logits"],
-                         transB=1),
+        helper.make_node(
+            "Gemm", ["flat", "w2", "b2"], ["scores" if softmax else "logits"], transB=1
+        ),
     ]
     if softmax:
         nodes.append(helper.make_node("Softmax", ["scores"], ["logits"], axis=1))
@@ -108,8 +111,10 @@ def quadrant_model() -> onnx.ModelProto:
         helper.make_node("Flatten", ["s"], ["flat"]),
         helper.make_node("Gemm", ["flat", "w"], ["logits"], transB=1),
     ]
-    inits = [numpy_helper.from_array(kernel, "kernel"),
-             numpy_helper.from_array(np.array([[1.0], [-1.0]], np.float32), "w")]
+    inits = [
+        numpy_helper.from_array(kernel, "kernel"),
+        numpy_helper.from_array(np.array([[1.0], [-1.0]], np.float32), "w"),
+    ]
     return _classifier("quadrant", nodes, ["N", 3, SIZE, SIZE], ["N", 2], inits)
 
 
@@ -141,17 +146,21 @@ def nonfinite_model(kind: str) -> onnx.ModelProto:
     graph.node[-1].output[0] = "clean_logits"
     if kind == "nan":
         graph.initializer.append(numpy_helper.from_array(np.zeros(1, np.float32), "zero"))
-        graph.node.extend([
-            helper.make_node("Mul", ["clean_logits", "zero"], ["zeros"]),
-            helper.make_node("Div", ["zeros", "zero"], ["logits"]),
-        ])
+        graph.node.extend(
+            [
+                helper.make_node("Mul", ["clean_logits", "zero"], ["zeros"]),
+                helper.make_node("Div", ["zeros", "zero"], ["logits"]),
+            ]
+        )
     else:
-        graph.node.extend([
-            helper.make_node("ReduceMean", ["input"], ["mean4"], axes=[1, 2, 3], keepdims=1),
-            helper.make_node("Flatten", ["mean4"], ["mean"]),
-            helper.make_node("Log", ["mean"], ["log"]),
-            helper.make_node("Add", ["clean_logits", "log"], ["logits"]),
-        ])
+        graph.node.extend(
+            [
+                helper.make_node("ReduceMean", ["input"], ["mean4"], axes=[1, 2, 3], keepdims=1),
+                helper.make_node("Flatten", ["mean4"], ["mean"]),
+                helper.make_node("Log", ["mean"], ["log"]),
+                helper.make_node("Add", ["clean_logits", "log"], ["logits"]),
+            ]
+        )
     return model
 
 
@@ -174,8 +183,12 @@ def palette_png() -> bytes:
     import zlib
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 1, 8, 3, 0, 0, 0))
     png += chunk(b"PLTE", bytes([255, 0, 0, 0, 0, 255]))
@@ -187,16 +200,26 @@ def nhwc_model() -> onnx.ModelProto:
     model = tiny_model()
     graph = model.graph
     for node in graph.node:
-        node.input[:] = ["input_nchw" if i == "input" else "feat_back" if i == "feat" and
-                         node.op_type == "GlobalAveragePool" else i for i in node.input]
-    graph.node.insert(0, helper.make_node("Transpose", ["input"], ["input_nchw"],
-                                          perm=[0, 3, 1, 2]))
-    graph.node.extend([
-        helper.make_node("Transpose", ["feat"], ["feat_nhwc"], perm=[0, 2, 3, 1]),
-        helper.make_node("Transpose", ["feat_nhwc"], ["feat_back"], perm=[0, 3, 1, 2]),
-    ])
+        node.input[:] = [
+            "input_nchw"
+            if i == "input"
+            else "feat_back"
+            if i == "feat" and node.op_type == "GlobalAveragePool"
+            else i
+            for i in node.input
+        ]
+    graph.node.insert(
+        0, helper.make_node("Transpose", ["input"], ["input_nchw"], perm=[0, 3, 1, 2])
+    )
+    graph.node.extend(
+        [
+            helper.make_node("Transpose", ["feat"], ["feat_nhwc"], perm=[0, 2, 3, 1]),
+            helper.make_node("Transpose", ["feat_nhwc"], ["feat_back"], perm=[0, 3, 1, 2]),
+        ]
+    )
     graph.input[0].CopyFrom(
-        helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", SIZE, SIZE, 3]))
+        helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", SIZE, SIZE, 3])
+    )
     # Keep the nodes in topological order: the head after the transposes.
     head = [n for n in graph.node if n.op_type in ("GlobalAveragePool", "Flatten", "Gemm")]
     rest = [n for n in graph.node if n not in head]
@@ -214,12 +237,14 @@ def skip_model() -> onnx.ModelProto:
     gemm.output[0] = "head"
     w3 = np.random.default_rng(5).normal(size=(CLASSES, 3)).astype(np.float32)
     graph.initializer.append(numpy_helper.from_array(w3, "w3"))
-    graph.node.extend([
-        helper.make_node("GlobalAveragePool", ["input"], ["input_gap"], name="skip_pool"),
-        helper.make_node("Flatten", ["input_gap"], ["input_flat"]),
-        helper.make_node("Gemm", ["input_flat", "w3"], ["skip"], transB=1),
-        helper.make_node("Add", ["head", "skip"], ["logits"]),
-    ])
+    graph.node.extend(
+        [
+            helper.make_node("GlobalAveragePool", ["input"], ["input_gap"], name="skip_pool"),
+            helper.make_node("Flatten", ["input_gap"], ["input_flat"]),
+            helper.make_node("Gemm", ["input_flat", "w3"], ["skip"], transB=1),
+            helper.make_node("Add", ["head", "skip"], ["logits"]),
+        ]
+    )
     onnx.checker.check_model(model)
     return model
 
@@ -229,8 +254,7 @@ def token_model(size: int = 8, patch: int = 2, dim: int = 6, classes: int = 3) -
     the (size/patch)² patches) → LayerNormalization → mean over tokens → linear head."""
     rng = np.random.default_rng(9)
     inits = [
-        numpy_helper.from_array(rng.normal(size=(dim, 3, patch, patch)).astype(np.float32),
-                                "pw"),
+        numpy_helper.from_array(rng.normal(size=(dim, 3, patch, patch)).astype(np.float32), "pw"),
         numpy_helper.from_array(np.array([0, dim, -1], np.int64), "flat_shape"),
         numpy_helper.from_array(rng.normal(size=(1, 1, dim)).astype(np.float32), "cls"),
         numpy_helper.from_array(np.array([1, dim], np.int64), "lead_tail"),
@@ -249,8 +273,7 @@ def token_model(size: int = 8, patch: int = 2, dim: int = 6, classes: int = 3) -
         helper.make_node("Concat", ["batch", "lead_tail"], ["lead_shape"], axis=0),
         helper.make_node("Expand", ["cls", "lead_shape"], ["lead"]),
         helper.make_node("Concat", ["lead", "patches"], ["tokens"], axis=1),
-        helper.make_node("LayerNormalization", ["tokens", "gamma", "beta"], ["normed"],
-                         axis=-1),
+        helper.make_node("LayerNormalization", ["tokens", "gamma", "beta"], ["normed"], axis=-1),
         helper.make_node("ReduceMean", ["normed"], ["pooled"], axes=[1], keepdims=0),
         helper.make_node("Gemm", ["pooled", "hw"], ["logits"], transB=1),
     ]
@@ -266,17 +289,25 @@ def batch_read_model(full_shape: bool = False) -> onnx.ModelProto:
     graph = model.graph
     flatten = next(n for n in graph.node if n.op_type == "Flatten")
     graph.node.remove(flatten)
-    graph.initializer.extend([numpy_helper.from_array(np.array([-1], np.int64), "minus_one"),
-                              numpy_helper.from_array(np.array([0], np.int64), "at0"),
-                              numpy_helper.from_array(np.array([1], np.int64), "at1")])
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array([-1], np.int64), "minus_one"),
+            numpy_helper.from_array(np.array([0], np.int64), "at0"),
+            numpy_helper.from_array(np.array([1], np.int64), "at1"),
+        ]
+    )
     if full_shape:
-        reads = [helper.make_node("Shape", ["input"], ["whole"], name="read_shape"),
-                 helper.make_node("Slice", ["whole", "at0", "at1"], ["n"])]
+        reads = [
+            helper.make_node("Shape", ["input"], ["whole"], name="read_shape"),
+            helper.make_node("Slice", ["whole", "at0", "at1"], ["n"]),
+        ]
     else:
         reads = [helper.make_node("Shape", ["input"], ["n"], name="read_batch", start=0, end=1)]
-    nodes = [*reads,
-             helper.make_node("Concat", ["n", "minus_one"], ["flat_shape"], axis=0),
-             helper.make_node("Reshape", ["gap", "flat_shape"], ["flat"])]
+    nodes = [
+        *reads,
+        helper.make_node("Concat", ["n", "minus_one"], ["flat_shape"], axis=0),
+        helper.make_node("Reshape", ["gap", "flat_shape"], ["flat"]),
+    ]
     gemm = next(i for i, n in enumerate(graph.node) if n.op_type == "Gemm")
     for offset, node in enumerate(nodes):
         graph.node.insert(gemm + offset, node)
@@ -287,33 +318,34 @@ def batch_read_model(full_shape: bool = False) -> onnx.ModelProto:
 def webp_bomb(width: int = 16000, height: int = 16000) -> bytes:
     """A lossless WebP of a few dozen bytes whose header announces width×height pixels (a
     16×16 image with its VP8L size fields rewritten): a decoder would allocate it all."""
-    ok, encoded = cv2.imencode(".webp", np.zeros((16, 16, 3), np.uint8),
-                               [cv2.IMWRITE_WEBP_QUALITY, 101])
+    ok, encoded = cv2.imencode(
+        ".webp", np.zeros((16, 16, 3), np.uint8), [cv2.IMWRITE_WEBP_QUALITY, 101]
+    )
     assert ok
     data = bytearray(encoded.tobytes())
-    at = data.index(b"VP8L") + 8            # the chunk's signature byte, then 14+14 bits
+    at = data.index(b"VP8L") + 8  # the chunk's signature byte, then 14+14 bits
     assert data[at] == 0x2F
-    fields = int.from_bytes(data[at + 1:at + 5], "little") & ~((1 << 28) - 1)
+    fields = int.from_bytes(data[at + 1 : at + 5], "little") & ~((1 << 28) - 1)
     fields |= (width - 1) | ((height - 1) << 14)
-    data[at + 1:at + 5] = fields.to_bytes(4, "little")
+    data[at + 1 : at + 5] = fields.to_bytes(4, "little")
     return bytes(data)
 
 
 def segmentation_weights(seed: int = 0, classes: int = 3) -> dict[str, np.ndarray]:
     """Weights of the tiny segmentation net: 5 feature channels, `classes` per-pixel scores."""
     rng = np.random.default_rng(seed)
-    return {"w1": rng.normal(size=(5, 3)).astype(np.float32),
-            "b1": rng.normal(scale=0.1, size=5).astype(np.float32),
-            "w2": rng.normal(size=(classes, 5)).astype(np.float32),
-            "b2": rng.normal(scale=0.1, size=classes).astype(np.float32)}
+    return {
+        "w1": rng.normal(size=(5, 3)).astype(np.float32),
+        "b1": rng.normal(scale=0.1, size=5).astype(np.float32),
+        "w2": rng.normal(size=(classes, 5)).astype(np.float32),
+        "b2": rng.normal(scale=0.1, size=classes).astype(np.float32),
+    }
 
 
-def segmentation_forward(x: np.ndarray, w: dict[str, np.ndarray]
-                         ) -> tuple[np.ndarray, np.ndarray]:
+def segmentation_forward(x: np.ndarray, w: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(features N×5×4×4, per-pixel scores N×C×8×8) of the tiny segmentation net, in NumPy:
     each 4×4 score cell repeated over 2×2 output pixels (nearest upsampling)."""
-    conv = np.einsum("kc,nchw->nkhw", w["w1"], x.astype(np.float64)) + w["b1"][None, :,
-                                                                             None, None]
+    conv = np.einsum("kc,nchw->nkhw", w["w1"], x.astype(np.float64)) + w["b1"][None, :, None, None]
     n = x.shape[0]
     feat = np.maximum(conv, 0.0).reshape(n, 5, SIZE // 2, 2, SIZE // 2, 2).mean(axis=(3, 5))
     head = np.einsum("ck,nkhw->nchw", w["w2"], feat) + w["b2"][None, :, None, None]
@@ -338,8 +370,9 @@ def segmentation_model(seed: int = 0, classes: int = 3) -> onnx.ModelProto:
         helper.make_node("Conv", ["feat", "w2", "b2"], ["head"]),
         helper.make_node("Resize", ["head", "", "scales"], ["logits"], mode="nearest"),
     ]
-    model = _classifier("segmentation", nodes, ["N", 3, SIZE, SIZE],
-                        ["N", classes, SIZE, SIZE], inits)
+    model = _classifier(
+        "segmentation", nodes, ["N", 3, SIZE, SIZE], ["N", classes, SIZE, SIZE], inits
+    )
     onnx.checker.check_model(model)
     return model
 
@@ -356,17 +389,21 @@ def head_weights(columns: int, seed: int = 0) -> dict[str, np.ndarray]:
 def head_model(columns: int, sigmoid: bool = False, seed: int = 0) -> onnx.ModelProto:
     """The tiny CNN with `columns` output scores, as logits or through a Sigmoid."""
     w = head_weights(columns, seed)
-    inits = [numpy_helper.from_array(w["w1"].reshape(5, 3, 1, 1), "w1"),
-             numpy_helper.from_array(w["b1"], "b1"), numpy_helper.from_array(w["w2"], "w2"),
-             numpy_helper.from_array(w["b2"], "b2")]
+    inits = [
+        numpy_helper.from_array(w["w1"].reshape(5, 3, 1, 1), "w1"),
+        numpy_helper.from_array(w["b1"], "b1"),
+        numpy_helper.from_array(w["w2"], "w2"),
+        numpy_helper.from_array(w["b2"], "b2"),
+    ]
     nodes = [
         helper.make_node("Conv", ["input", "w1", "b1"], ["conv"]),
         helper.make_node("Relu", ["conv"], ["relu"]),
         helper.make_node("AveragePool", ["relu"], ["feat"], kernel_shape=[2, 2], strides=[2, 2]),
         helper.make_node("GlobalAveragePool", ["feat"], ["gap"]),
         helper.make_node("Flatten", ["gap"], ["flat"]),
-        helper.make_node("Gemm", ["flat", "w2", "b2"], ["scores" if sigmoid else "logits"],
-                         transB=1),
+        helper.make_node(
+            "Gemm", ["flat", "w2", "b2"], ["scores" if sigmoid else "logits"], transB=1
+        ),
     ]
     if sigmoid:
         nodes.append(helper.make_node("Sigmoid", ["scores"], ["logits"]))

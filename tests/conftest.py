@@ -33,8 +33,14 @@ def tiny_onnx(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_bundle(tmp_path: Path) -> Bundle:
     labels = [f"label{i}" for i in range(4)]
-    return write_bundle(tiny_model(), tmp_path / "tiny-bundle", "feat", preprocessing=TINY_PREP,
-                        labels=labels, source={"framework": "onnx", "model": "tiny"})
+    return write_bundle(
+        tiny_model(),
+        tmp_path / "tiny-bundle",
+        "feat",
+        preprocessing=TINY_PREP,
+        labels=labels,
+        source={"framework": "onnx", "model": "tiny"},
+    )
 
 
 @pytest.fixture(scope="session")

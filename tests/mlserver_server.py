@@ -40,10 +40,15 @@ class MLServer:
         program = require_mlserver()
         settings = json.loads((folder / "settings.json").read_text())
         self.http_port, self.grpc_port = settings["http_port"], settings["grpc_port"]
-        self.cwd = tempfile.mkdtemp(prefix="mlserver-")      # it leaves a .metrics folder
+        self.cwd = tempfile.mkdtemp(prefix="mlserver-")  # it leaves a .metrics folder
         fd, self.log = tempfile.mkstemp(prefix="mlserver-", suffix=".log")
-        self.process = subprocess.Popen([str(program), "start", str(folder)], cwd=self.cwd,
-                                        stdout=fd, stderr=fd, start_new_session=True)
+        self.process = subprocess.Popen(
+            [str(program), "start", str(folder)],
+            cwd=self.cwd,
+            stdout=fd,
+            stderr=fd,
+            start_new_session=True,
+        )
         os.close(fd)
         deadline = time.monotonic() + startup
         while time.monotonic() < deadline:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-Model = Callable[[np.ndarray], np.ndarray]   # N×3×H×W float32 → N×C logits
+Model = Callable[[np.ndarray], np.ndarray]  # N×3×H×W float32 → N×C logits
 
 
 def _t(a: np.ndarray) -> torch.Tensor:
@@ -26,8 +26,9 @@ def paper(x: np.ndarray, acts: np.ndarray, model: Model, c: int) -> np.ndarray:
     cam = torch.zeros(size, dtype=torch.float64)
     xt = _t(x)
     for k in range(acts.shape[0]):
-        sal = F.interpolate(_t(acts[k])[None, None], size=size, mode="bilinear",
-                            align_corners=False)[0, 0]
+        sal = F.interpolate(
+            _t(acts[k])[None, None], size=size, mode="bilinear", align_corners=False
+        )[0, 0]
         if sal.max() == sal.min():
             continue
         norm = (sal - sal.min()) / (sal.max() - sal.min())
@@ -40,8 +41,9 @@ def paper(x: np.ndarray, acts: np.ndarray, model: Model, c: int) -> np.ndarray:
     return ((cam - cam.min()) / (cam.max() - cam.min())).numpy().astype(np.float32)
 
 
-def grad_cam_style(x: np.ndarray, acts: np.ndarray, model: Model, c: int,
-                   eigen: bool = False) -> np.ndarray:
+def grad_cam_style(
+    x: np.ndarray, acts: np.ndarray, model: Model, c: int, eigen: bool = False
+) -> np.ndarray:
     """pytorch-grad-cam 1.5 ScoreCAM with the default (raw logit) target; `eigen`: its
     eigen_smooth (the weighted activations' `get_2d_projection` instead of their sum)."""
     size = x.shape[2:]
@@ -51,8 +53,7 @@ def grad_cam_style(x: np.ndarray, acts: np.ndarray, model: Model, c: int,
     return _grad_cam_image(cam, size)
 
 
-def grad_cam_layers(x: np.ndarray, layers: list[np.ndarray], model: Model, c: int
-                    ) -> np.ndarray:
+def grad_cam_layers(x: np.ndarray, layers: list[np.ndarray], model: Model, c: int) -> np.ndarray:
     """pytorch-grad-cam ScoreCAM with several target layers: per layer its own weights,
     ReLU, scale_cam_image to the input size; `aggregate_multi_layers`: ReLU, the mean,
     scale_cam_image again."""
@@ -92,8 +93,9 @@ def projection_2d(maps: np.ndarray) -> np.ndarray:
     return (positions @ vt[0, :]).reshape(maps.shape[1:])
 
 
-def aug_smoothed(x: np.ndarray, features: Model, model: Model, c: int | None,
-                 eigen: bool = False) -> np.ndarray:
+def aug_smoothed(
+    x: np.ndarray, features: Model, model: Model, c: int | None, eigen: bool = False
+) -> np.ndarray:
     """pytorch-grad-cam's aug_smooth around `grad_cam_style`: ttach's HorizontalFlip ×
     Multiply([0.9, 1, 1.1]) (identity factor first), each pass on the augmented normalised
     tensor with its own argmax when no class is given, the map flipped back, the mean."""
@@ -124,12 +126,13 @@ def _grad_cam_image(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return scale(cam, None)
 
 
-Tail = Callable[[np.ndarray], np.ndarray]    # N×K×h×w activations → N×C outputs
+Tail = Callable[[np.ndarray], np.ndarray]  # N×K×h×w activations → N×C outputs
 GAUSSIAN_3X3 = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float64) / 16
 
 
-def reciprocam(acts: np.ndarray, tail: Tail, c: int, size: tuple[int, int],
-               gaussian: bool = False) -> np.ndarray:
+def reciprocam(
+    acts: np.ndarray, tail: Tail, c: int, size: tuple[int, int], gaussian: bool = False
+) -> np.ndarray:
     """ReciproCAM as the authors' code: one spatially masked feature map per position."""
     h, w = acts.shape[1:]
     scores = np.zeros((h, w))
@@ -142,18 +145,19 @@ def reciprocam(acts: np.ndarray, tail: Tail, c: int, size: tuple[int, int],
                 for di in (-1, 0, 1):
                     for dj in (-1, 0, 1):
                         if 0 <= i + di < h and 0 <= j + dj < w:
-                            masked[:, i + di, j + dj] = acts[:, i, j] * GAUSSIAN_3X3[di + 1,
-                                                                                      dj + 1]
+                            masked[:, i + di, j + dj] = acts[:, i, j] * GAUSSIAN_3X3[di + 1, dj + 1]
             out = torch.tensor(tail(masked[None].astype(np.float32))[0], dtype=torch.float64)
             scores[i, j] = float(torch.softmax(out, dim=0)[c])
     norm = (scores - scores.min()) / (scores.max() - scores.min())
-    up = F.interpolate(torch.tensor(norm)[None, None], size=size, mode="bilinear",
-                       align_corners=False)
+    up = F.interpolate(
+        torch.tensor(norm)[None, None], size=size, mode="bilinear", align_corners=False
+    )
     return up[0, 0].numpy().astype(np.float32)
 
 
-def ablationcam(acts: np.ndarray, tail: Tail, clean: np.ndarray, c: int,
-                size: tuple[int, int]) -> np.ndarray:
+def ablationcam(
+    acts: np.ndarray, tail: Tail, clean: np.ndarray, c: int, size: tuple[int, int]
+) -> np.ndarray:
     """pytorch-grad-cam's AblationCAM: each channel ablated in turn, (y − y_k) / y."""
     value = 0.0 if acts.min() == 0 else float(acts.min()) - 1e7
     y = float(clean[c])
@@ -166,8 +170,9 @@ def ablationcam(acts: np.ndarray, tail: Tail, clean: np.ndarray, c: int,
     return _grad_cam_image(cam, size)
 
 
-def torchcam_style(x: np.ndarray, acts: np.ndarray, model: Model, c: int,
-                   out_size: tuple[int, int] | None = None) -> np.ndarray:
+def torchcam_style(
+    x: np.ndarray, acts: np.ndarray, model: Model, c: int, out_size: tuple[int, int] | None = None
+) -> np.ndarray:
     """torch-cam 0.5 ScoreCAM, upsampled to the input size as its metrics do (or to
     `out_size`)."""
     size = x.shape[2:]
@@ -182,19 +187,20 @@ def torchcam_style(x: np.ndarray, acts: np.ndarray, model: Model, c: int,
     cam = torch.relu(cam)
     cam -= cam.min()
     cam /= cam.max() + 1e-8
-    return F.interpolate(cam[None, None], size=out_size or size, mode="bilinear",
-                         align_corners=False)[0, 0].numpy()
+    return F.interpolate(
+        cam[None, None], size=out_size or size, mode="bilinear", align_corners=False
+    )[0, 0].numpy()
 
 
-def torchcam_layers(x: np.ndarray, layers: list[np.ndarray], model: Model, c: int
-                    ) -> np.ndarray:
+def torchcam_layers(x: np.ndarray, layers: list[np.ndarray], model: Model, c: int) -> np.ndarray:
     """torch-cam ScoreCAM with several target layers and `fuse_cams`: each layer's
     normalised CAM resized (bilinear, align_corners=False) to the largest grid, the
     element-wise maximum; then upsampled to the input as one layer's map."""
     grid = (max(a.shape[1] for a in layers), max(a.shape[2] for a in layers))
     fused = torch.stack([_t(torchcam_style(x, a, model, c, grid)) for a in layers]).max(0)
-    return F.interpolate(fused.values[None, None], size=x.shape[2:], mode="bilinear",
-                         align_corners=False)[0, 0].numpy()
+    return F.interpolate(
+        fused.values[None, None], size=x.shape[2:], mode="bilinear", align_corners=False
+    )[0, 0].numpy()
 
 
 ORACLES = {"paper": paper, "pytorch-grad-cam": grad_cam_style, "torchcam": torchcam_style}
@@ -216,8 +222,9 @@ def _torchcam_map(acts: np.ndarray, scores: list[float], size) -> np.ndarray:
     cam = torch.relu(torch.nansum(w[:, None, None] * _t(acts), dim=0))
     cam -= cam.min()
     cam /= cam.max() + 1e-8
-    return F.interpolate(cam[None, None], size=size, mode="bilinear",
-                         align_corners=False)[0, 0].numpy()
+    return F.interpolate(cam[None, None], size=size, mode="bilinear", align_corners=False)[
+        0, 0
+    ].numpy()
 
 
 def sscam(x, acts, model: Model, c: int, samples: int, std: float, seed: int = 0):
@@ -230,7 +237,8 @@ def sscam(x, acts, model: Model, c: int, samples: int, std: float, seed: int = 0
         total = 0.0
         for s in range(samples):
             noise = np.random.default_rng((seed, k, s)).standard_normal(
-                tuple(size), dtype=np.float32) * np.float32(std)
+                tuple(size), dtype=np.float32
+            ) * np.float32(std)
             total += float(model(((up[k] + _t(noise)) * _t(x)).numpy())[0, c]) - base
         scores.append(total / samples)
     return _torchcam_map(acts, scores, size)
@@ -260,8 +268,12 @@ def eigencam(x, acts):
     projection = centred @ vt[0]
     if np.corrcoef(projection, reshaped.mean(axis=1))[0, 1] < 0:
         projection = -projection
-    up = F.interpolate(_t(projection.reshape(acts.shape[1:]))[None, None], size=x.shape[2:],
-                       mode="bilinear", align_corners=False)[0, 0]
+    up = F.interpolate(
+        _t(projection.reshape(acts.shape[1:]))[None, None],
+        size=x.shape[2:],
+        mode="bilinear",
+        align_corners=False,
+    )[0, 0]
     up = torch.relu(up)
     return ((up - up.min()) / (up.max() - up.min())).numpy()
 

@@ -15,19 +15,39 @@ from typing import Any
 import httpx
 from conftest import ROOT
 
-_METRIC = re.compile(r'^(\w+)(?:\{(.*)\})? ([0-9.eE+-]+)$')
+_METRIC = re.compile(r"^(\w+)(?:\{(.*)\})? ([0-9.eE+-]+)$")
 
 
 class Server:
     """`python -m scorecam_onnx serve --port 0 ARGS`, started and waited for."""
 
-    def __init__(self, *args: str, startup: float = 120.0, env: dict[str, str] | None = None,
-                 headers: dict[str, str] | None = None, verify: Any = True) -> None:
+    def __init__(
+        self,
+        *args: str,
+        startup: float = 120.0,
+        env: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        verify: Any = True,
+    ) -> None:
         fd, self.log = tempfile.mkstemp(prefix="serve-", suffix=".log")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "scorecam_onnx", "serve", "--port", "0", "--provider", "cpu",
-             *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=fd, text=True,
-            env={**os.environ, **(env or {})})
+            [
+                sys.executable,
+                "-m",
+                "scorecam_onnx",
+                "serve",
+                "--port",
+                "0",
+                "--provider",
+                "cpu",
+                *args,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=fd,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
         os.close(fd)
         deadline = time.monotonic() + startup
         self.url = ""
@@ -44,8 +64,7 @@ class Server:
         if not self.url:
             self.stop()
             raise RuntimeError("the server did not start in time")
-        self.client = httpx.Client(base_url=self.url, timeout=120, headers=headers,
-                                   verify=verify)
+        self.client = httpx.Client(base_url=self.url, timeout=120, headers=headers, verify=verify)
 
     def stderr(self) -> str:
         return Path(self.log).read_text(errors="replace")

@@ -33,7 +33,7 @@ def _with_orientation(jpeg: bytes, orientation: int) -> bytes:
 
 def test_rgb_order_from_png():
     bgr = np.zeros((4, 5, 3), np.uint8)
-    bgr[..., 0] = 200   # blue in OpenCV's order
+    bgr[..., 0] = 200  # blue in OpenCV's order
     rgb = load_image(_encode(bgr))
     assert rgb.shape == (4, 5, 3) and rgb.dtype == np.uint8
     assert (rgb[..., 2] == 200).all() and (rgb[..., 0] == 0).all()
@@ -49,10 +49,10 @@ def test_grayscale_is_replicated():
 
 def test_rgba_is_composited_over_white():
     bgra = np.zeros((2, 2, 4), np.uint8)
-    bgra[..., 2] = 255            # red
-    bgra[0, 0, 3] = 255           # opaque
-    bgra[0, 1, 3] = 0             # transparent → white
-    bgra[1, :, 3] = 128           # half → pink
+    bgra[..., 2] = 255  # red
+    bgra[0, 0, 3] = 255  # opaque
+    bgra[0, 1, 3] = 0  # transparent → white
+    bgra[1, :, 3] = 128  # half → pink
     rgb = load_image(_encode(bgra))
     np.testing.assert_array_equal(rgb[0, 0], [255, 0, 0])
     np.testing.assert_array_equal(rgb[0, 1], [255, 255, 255])
@@ -76,11 +76,11 @@ def test_palette_png(tmp_path):
 
 def test_exif_orientation_is_applied():
     tall = np.zeros((20, 10, 3), np.uint8)
-    tall[:5] = 255                # white band at the top
-    data = _with_orientation(_encode(tall, ".jpg"), 6)   # 6: rotate 90° clockwise
+    tall[:5] = 255  # white band at the top
+    data = _with_orientation(_encode(tall, ".jpg"), 6)  # 6: rotate 90° clockwise
     rgb = load_image(data)
     assert rgb.shape == (10, 20, 3)
-    assert rgb[:, -3:].mean() > 200 and rgb[:, :3].mean() < 50   # top band now on the right
+    assert rgb[:, -3:].mean() > 200 and rgb[:, :3].mean() < 50  # top band now on the right
 
 
 def test_one_pixel_image():
@@ -96,12 +96,17 @@ def test_arrays_are_accepted():
         load_image(42)
 
 
-@pytest.mark.parametrize(("make", "message"), [
-    (lambda p: p.write_bytes(b""), "empty file"),
-    (lambda p: p.write_text("hello, I am text"), "not an image OpenCV can decode"),
-    (lambda p: p.write_bytes(_encode(np.zeros((64, 64, 3), np.uint8), ".jpg")[:200]),
-     "not an image OpenCV can decode"),
-])
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_bytes(b""), "empty file"),
+        (lambda p: p.write_text("hello, I am text"), "not an image OpenCV can decode"),
+        (
+            lambda p: p.write_bytes(_encode(np.zeros((64, 64, 3), np.uint8), ".jpg")[:200]),
+            "not an image OpenCV can decode",
+        ),
+    ],
+)
 def test_bad_files(tmp_path, make, message):
     path = tmp_path / "x.png"
     make(path)
@@ -117,12 +122,23 @@ def test_missing_file_and_folder(tmp_path):
 
 
 # Every format this OpenCV encodes (and so decodes) whose size Pillow reads from the header.
-HEADER_FORMATS = [".png", ".jpg", ".bmp", ".tif", ".webp", ".jp2", ".ppm", ".pgm", ".sr",
-                  ".avif", ".gif"]
+HEADER_FORMATS = [
+    ".png",
+    ".jpg",
+    ".bmp",
+    ".tif",
+    ".webp",
+    ".jp2",
+    ".ppm",
+    ".pgm",
+    ".sr",
+    ".avif",
+    ".gif",
+]
 
 
 def _sample(ext: str) -> bytes:
-    image = np.zeros((60, 80, 3), np.uint8)         # JPEG 2000 needs a few tiles' worth
+    image = np.zeros((60, 80, 3), np.uint8)  # JPEG 2000 needs a few tiles' worth
     image[5:40, 10:60] = (200, 40, 90)
     if ext == ".pgm":
         image = image[..., 0]
@@ -139,7 +155,7 @@ def test_pixel_limit_refused_before_decoding_in_every_format(ext, monkeypatch):
     monkeypatch.setattr(images.cv2, "imdecode", lambda *a: decoded.append(1) or real(*a))
     with pytest.raises(ImageError, match="80×60 pixels is above the limit of 4000 pixels"):
         load_image(data, max_pixels=4000)
-    assert decoded == []                                  # refused from the header alone
+    assert decoded == []  # refused from the header alone
     assert load_image(data, max_pixels=4800).shape == (60, 80, 3)
 
 
@@ -169,8 +185,9 @@ except ImageError as exc:
     print(exc)
 print(load_image(data, max_pixels=10**9).shape if False else "")
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert done.returncode == 0, done.stderr
     assert "above the limit of 1000 pixels of OpenCV's decoders" in done.stdout
     small = cv2.imencode(ext, np.full((30, 40, 3), 0.5, np.float32))[1].tobytes()
@@ -178,10 +195,19 @@ print(load_image(data, max_pixels=10**9).shape if False else "")
 
 
 def test_the_package_sets_opencvs_guard_to_the_default_limit():
-    done = subprocess.run([sys.executable, "-c", "import os; os.environ.pop("
-                           "'OPENCV_IO_MAX_IMAGE_PIXELS', None); import scorecam_onnx; "
-                           "print(os.environ['OPENCV_IO_MAX_IMAGE_PIXELS'])"],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os; os.environ.pop("
+            "'OPENCV_IO_MAX_IMAGE_PIXELS', None); import scorecam_onnx; "
+            "print(os.environ['OPENCV_IO_MAX_IMAGE_PIXELS'])",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert done.stdout.strip() == str(DEFAULT_MAX_PIXELS)
 
 
@@ -192,16 +218,24 @@ def test_preprocess_follows_the_manifest():
     x = preprocess(rgb, spec)
     assert x.shape == (1, 3, 2, 2) and x.dtype == np.float32
     np.testing.assert_allclose(x[0, :, 0, 0], [1.0, -2.0, -0.6], atol=1e-6)
-    bgr = preprocess(rgb, InputSpec(name="in", height=2, width=2, color="BGR",
-                                    mean=(0, 0, 0), std=(1, 1, 1)))
+    bgr = preprocess(
+        rgb, InputSpec(name="in", height=2, width=2, color="BGR", mean=(0, 0, 0), std=(1, 1, 1))
+    )
     np.testing.assert_allclose(bgr[0, :, 0, 0], [0.2, 0.0, 1.0], atol=1e-6)
 
 
 def test_crop_policy_by_hand():
     from scorecam_onnx.images import crop_box, to_original
 
-    spec = InputSpec(name="in", height=224, width=224, resize="crop", mean=(0, 0, 0),
-                     std=(1, 1, 1), interpolation="linear")
+    spec = InputSpec(
+        name="in",
+        height=224,
+        width=224,
+        resize="crop",
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
+        interpolation="linear",
+    )
     assert crop_box((300, 451, 3), spec) == (224, 337, 0, 56)
     rgb = np.random.default_rng(0).integers(0, 256, (300, 451, 3), dtype=np.uint8)
     want = cv2.resize(rgb, (337, 224), interpolation=cv2.INTER_LINEAR)[:, 56:280] / 255.0
@@ -218,8 +252,16 @@ def test_crop_fraction_by_hand():
     "stretch", the whole image to 256×256 first."""
     from scorecam_onnx.images import crop_box, to_original
 
-    spec = InputSpec(name="in", height=224, width=224, resize="crop", mean=(0, 0, 0),
-                     std=(1, 1, 1), interpolation="linear", crop_fraction=0.875)
+    spec = InputSpec(
+        name="in",
+        height=224,
+        width=224,
+        resize="crop",
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
+        interpolation="linear",
+        crop_fraction=0.875,
+    )
     # scale = (224 / 300) / 0.875: 300 → 256, 451 → 384.9 → 385
     assert crop_box((300, 451, 3), spec) == (256, 385, 16, 80)
     rgb = np.random.default_rng(1).integers(0, 256, (300, 451, 3), dtype=np.uint8)
@@ -258,10 +300,11 @@ def run():
     write_outputs(Path({str(tmp_path / "out")!r}), "big", Path("big"), rgb, found, False)
 print(peak_rss_growth_mib(run))
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
     assert done.returncode == 0, done.stderr
     per_pixel = float(done.stdout) * 2**20 / (6000 * 4000)
-    assert 7 <= per_pixel <= 16, per_pixel    # at least the RGB image and the float32 map
+    assert 7 <= per_pixel <= 16, per_pixel  # at least the RGB image and the float32 map
     saved = np.load(tmp_path / "out" / "big.npy")
     assert saved.shape == (4000, 6000) and saved.dtype == np.float32

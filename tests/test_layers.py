@@ -14,16 +14,16 @@ PACKAGE = ROOT / "scorecam_onnx"
 
 # Bottom first. A module belongs to the first entry naming it or its folder.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "quiet", "fileio", "metrics", "render"),      # shared ground
-    ("runners",),                                            # ONNX Runtime, remote
-    ("bundle", "cam", "detection"),      # bundles; the CAM family and detections on arrays
-    ("targets", "methods", "options"),                       # what to explain, and how
-    ("images", "request"),                                   # images; settings → a request
-    ("forwards", "runtime"),                                 # a bundle's graphs as runners
+    ("errors", "quiet", "fileio", "metrics", "render"),  # shared ground
+    ("runners",),  # ONNX Runtime, remote
+    ("bundle", "cam", "detection"),  # bundles; the CAM family and detections on arrays
+    ("targets", "methods", "options"),  # what to explain, and how
+    ("images", "request"),  # images; settings → a request
+    ("forwards", "runtime"),  # a bundle's graphs as runners
     ("segmentation", "detectors", "attribution", "explainer"),  # the public API
     ("batch", "evaluation"),
     ("quantize",),
-    ("protocol",),                                           # one request, any transport
+    ("protocol",),  # one request, any transport
     ("serve", "distributed", "triton", "mlserver", "scorecam_onnx_export"),  # extras
     ("cli", "__main__", "__init__"),
 ]
@@ -32,8 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
 def layer_of(module: str) -> int:
     """The layer index of a dotted module name inside the package (or the export package)."""
     parts = module.split(".")
-    key = parts[0] if parts[0] != "scorecam_onnx" else (parts[1] if len(parts) > 1
-                                                         else "__init__")
+    key = parts[0] if parts[0] != "scorecam_onnx" else (parts[1] if len(parts) > 1 else "__init__")
     for index, names in enumerate(LAYERS):
         if key in names:
             return index
@@ -61,14 +60,12 @@ def imports(path: Path, name: str | None = None) -> set[str]:
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
-            base = package[:len(package) - node.level + 1] if node.level else []
+            base = package[: len(package) - node.level + 1] if node.level else []
             target = ".".join([*base, *([node.module] if node.module else [])])
             # `from . import graphs` imports a module; `from .graphs import dims`, a name
-            modules = {f"{target}.{a.name}" for a in node.names
-                       if _is_module(f"{target}.{a.name}")}
+            modules = {f"{target}.{a.name}" for a in node.names if _is_module(f"{target}.{a.name}")}
             found.update(modules if len(modules) == len(node.names) else {target, *modules})
-    return {m for m in found
-            if m.split(".")[0] in ("scorecam_onnx", "scorecam_onnx_export")}
+    return {m for m in found if m.split(".")[0] in ("scorecam_onnx", "scorecam_onnx_export")}
 
 
 def _is_module(dotted: str) -> bool:
@@ -98,8 +95,9 @@ REACH = ("serve", "distributed", "triton")
 def reach_package(module: str) -> str | None:
     """The reach package (service, Ray, Triton) a module belongs to, if any."""
     parts = module.split(".")
-    return parts[1] if parts[0] == "scorecam_onnx" and len(parts) > 1 and (
-        parts[1] in REACH) else None
+    return (
+        parts[1] if parts[0] == "scorecam_onnx" and len(parts) > 1 and (parts[1] in REACH) else None
+    )
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -116,8 +114,11 @@ def test_reach_packages_meet_only_through_protocol(path):
 def test_the_reach_rule_catches_a_crossing(tmp_path):
     source = tmp_path / "probe.py"
     source.write_text("def f():\n    from ..serve import create_app\n")
-    crossing = [m for m in imports(source, "scorecam_onnx.distributed.probe")
-                if reach_package(m) not in (None, "distributed")]
+    crossing = [
+        m
+        for m in imports(source, "scorecam_onnx.distributed.probe")
+        if reach_package(m) not in (None, "distributed")
+    ]
     assert crossing == ["scorecam_onnx.serve"]
 
 
@@ -155,9 +156,11 @@ def test_the_rule_catches_an_upward_import(tmp_path):
     """The checker itself, on a module written for it: the engine importing the service, a
     lazy import inside a function, and a module imported from its package, are all seen."""
     source = tmp_path / "probe.py"
-    source.write_text("from ..serve import create_app\n"
-                      "from . import engine\n"
-                      "def f():\n    from ..explainer import Explainer\n")
+    source.write_text(
+        "from ..serve import create_app\n"
+        "from . import engine\n"
+        "def f():\n    from ..explainer import Explainer\n"
+    )
     found = upward_imports(source, "scorecam_onnx.cam.probe")
     assert found == ["scorecam_onnx.explainer", "scorecam_onnx.serve"]
     assert "scorecam_onnx.cam.engine" in imports(source, "scorecam_onnx.cam.probe")

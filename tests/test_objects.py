@@ -61,10 +61,12 @@ def test_methods_say_what_they_need():
     assert needs["reciprocam"] == needs["ablationcam"] == (True, True)
     assert all(needs[n] == (True, False) for n in ("scorecam", "sscam", "eigencam"))
     assert [n for n, cls in METHODS.items() if cls.shares_layer_forwards] == ["scorecam"]
-    assert [n for n, cls in METHODS.items() if not cls.on_detectors] == ["reciprocam",
-                                                                         "ablationcam"]
+    assert [n for n, cls in METHODS.items() if not cls.on_detectors] == [
+        "reciprocam",
+        "ablationcam",
+    ]
     assert [n for n, cls in METHODS.items() if cls.detectors_only] == ["drise"]
-    drise = METHODS["drise"]().engine(8)                  # the paper's grid and p
+    drise = METHODS["drise"]().engine(8)  # the paper's grid and p
     assert isinstance(drise, RiseEngine)
     assert (drise.masks, drise.grid, drise.keep, drise.seed) == (2000, 16, 0.5, 0)
 
@@ -85,7 +87,7 @@ def test_bad_method_settings_are_refused_when_made():
 
 def test_targets_choose_classes_by_their_definitions():
     out = np.array([0.1, np.nan, 3.0, 2.0, 3.0])
-    assert Top1().classes(out, 5) == [2]                    # NaN never wins; first of ties
+    assert Top1().classes(out, 5) == [2]  # NaN never wins; first of ties
     assert TopK(3).classes(out, 5) == [2, 4, 3]
     assert Class([4, 0]).classes(out, 5) == [4, 0]
     assert as_target(3) == Class(3) and as_target([1, 2]) == Class([1, 2])
@@ -120,5 +122,6 @@ def test_the_call_forms_give_the_same_maps(tiny_bundle, tmp_path):
     one = ex.explain_one(image, 2, FasterScoreCam())
     np.testing.assert_array_equal(one.saliency, by_list[0].saliency)
     top = ex.explain(image, TopK(2))
-    assert [e.class_id for e in top] == TopK(2).classes(ex.forwards.scores(
-        ex.preprocess(image)[1])[0], ex.classes)
+    assert [e.class_id for e in top] == TopK(2).classes(
+        ex.forwards.scores(ex.preprocess(image)[1])[0], ex.classes
+    )

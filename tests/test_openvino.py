@@ -19,8 +19,10 @@ pytestmark = pytest.mark.openvino
 @pytest.fixture(scope="module")
 def pair():
     assert "openvino" in available_providers(), "run these where onnxruntime-openvino is"
-    return (Explainer(DEFAULT_BUNDLE, Runtime(provider="openvino")),
-            Explainer(DEFAULT_BUNDLE, Runtime(provider="cpu")))
+    return (
+        Explainer(DEFAULT_BUNDLE, Runtime(provider="openvino")),
+        Explainer(DEFAULT_BUNDLE, Runtime(provider="cpu")),
+    )
 
 
 @pytest.mark.parametrize("method", ["faster-scorecam", "reciprocam", "ablationcam"])
@@ -36,11 +38,14 @@ def test_openvino_maps_equal_the_cpu_provider(pair, method):
 
 
 def test_openvino_provider_options_reach_the_provider(capfd):
-    explainer = Explainer(DEFAULT_BUNDLE, Runtime(provider="OpenVINOExecutionProvider",
-                                                  provider_options={"device_type": "CPU"}))
+    explainer = Explainer(
+        DEFAULT_BUNDLE,
+        Runtime(provider="OpenVINOExecutionProvider", provider_options={"device_type": "CPU"}),
+    )
     assert explainer.provider == "openvino"
     capfd.readouterr()
     with pytest.raises(ProviderError, match="provider 'openvino' could not start"):
-        Explainer(DEFAULT_BUNDLE, Runtime(provider="openvino",
-                                          provider_options={"device_type": "NPU"}))
-    assert capfd.readouterr().err == ""           # ONNX Runtime's own complaint is not shown
+        Explainer(
+            DEFAULT_BUNDLE, Runtime(provider="openvino", provider_options={"device_type": "NPU"})
+        )
+    assert capfd.readouterr().err == ""  # ONNX Runtime's own complaint is not shown

@@ -20,8 +20,8 @@ def test_the_python_api_example_runs(monkeypatch):
     res, maps, fast, smooth = (names[k] for k in ("res", "maps", "fast", "smooth"))
     assert (res.class_id, res.label, round(res.score, 2)) == (285, "Egyptian cat", 0.78)
     assert [m.class_id for m in maps] == [281, 285]
-    assert fast.class_id == 285 and fast.forwards == 17      # 16 channels + the clean one
-    assert smooth.forwards == 6 * 9 and smooth.preset == "torchcam"   # six passes
+    assert fast.class_id == 285 and fast.forwards == 17  # 16 channels + the clean one
+    assert smooth.forwards == 6 * 9 and smooth.preset == "torchcam"  # six passes
     assert names["cpu"].provider == "cpu"
     assert names["picture"].shape == (*res.saliency.shape, 3)
     assert np.isfinite(res.saliency).all()
@@ -36,6 +36,6 @@ def test_the_detector_example_runs(monkeypatch, tmp_path, detectors):
     exec(compile(python_block("## Object detectors"), "README.md", "exec"), names)
     found, maps, given = names["found"], names["maps"], names["given"]
     assert len(maps) == min(3, len(found)) and maps[0].box == found[0].box
-    assert [m.forwards for m in maps] == [501] * len(maps)     # one set of forwards for all
+    assert [m.forwards for m in maps] == [501] * len(maps)  # one set of forwards for all
     assert given[0].class_id == found[0].class_id
     assert given[0].saliency.shape == names["first"].saliency.shape

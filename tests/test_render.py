@@ -14,8 +14,8 @@ def test_heatmap_ends_are_blue_and_red():
     assert colours.dtype == np.uint8 and colours.shape == (1, 2, 3)
     r0, _, b0 = colours[0, 0].astype(int)
     r1, _, b1 = colours[0, 1].astype(int)
-    assert b0 > 100 and r0 == 0      # low saliency: blue
-    assert r1 > 100 and b1 == 0      # high saliency: red
+    assert b0 > 100 and r0 == 0  # low saliency: blue
+    assert r1 > 100 and b1 == 0  # high saliency: red
 
 
 def test_overlay_blends_by_alpha():
@@ -36,8 +36,10 @@ def test_overlay_resizes_the_map():
 
 
 def test_contact_sheet_layout():
-    rows = [(np.zeros((50, 100, 3), np.uint8), np.zeros((50, 100), np.float32), "a"),
-            (np.zeros((100, 50, 3), np.uint8), np.ones((100, 50), np.float32), "b")]
+    rows = [
+        (np.zeros((50, 100, 3), np.uint8), np.zeros((50, 100), np.float32), "a"),
+        (np.zeros((100, 50, 3), np.uint8), np.ones((100, 50), np.float32), "b"),
+    ]
     sheet = contact_sheet(rows, height=40)
     # Row 1: tiles 80 wide; row 2: 20 wide. Width = 3 tiles + 4 gaps of 8 for the widest row.
     assert sheet.shape[1] == 3 * 80 + 4 * 8

@@ -36,8 +36,9 @@ CLASSES = 1000
 LAYER = Bundle.load(DEFAULT_BUNDLE, verify=False).manifest.layer
 
 
-def cli_request(args: list[str], monkeypatch, tmp_path: Path,
-                bundle: Path = DEFAULT_BUNDLE) -> ExplainRequest:
+def cli_request(
+    args: list[str], monkeypatch, tmp_path: Path, bundle: Path = DEFAULT_BUNDLE
+) -> ExplainRequest:
     """The request `scorecam-onnx explain` builds from `args` (its run is stopped there)."""
     seen = []
 
@@ -46,9 +47,20 @@ def cli_request(args: list[str], monkeypatch, tmp_path: Path,
         return [], []
 
     monkeypatch.setattr(batch_module, "explain_files", capture)
-    result = CliRunner().invoke(main, ["explain", str(SAMPLES / "chelsea.png"), "--model",
-                                       str(bundle), "--provider", "cpu", "--out",
-                                       str(tmp_path / "out"), *args])
+    result = CliRunner().invoke(
+        main,
+        [
+            "explain",
+            str(SAMPLES / "chelsea.png"),
+            "--model",
+            str(bundle),
+            "--provider",
+            "cpu",
+            "--out",
+            str(tmp_path / "out"),
+            *args,
+        ],
+    )
     assert seen, result.output
     return seen[0]
 
@@ -84,55 +96,98 @@ def test_defaults_agree(monkeypatch, tmp_path):
 # request it must become (an independent statement of each setting's meaning).
 CASES = [
     (["--method", "rise"], {"method": "rise"}, ExplainRequest(method_from("rise"))),
-    (["--preset", "torchcam"], {"preset": "torchcam"},
-     ExplainRequest(method_from("scorecam", "torchcam"))),
-    (["--method", "faster-scorecam", "--channels", "8"],
-     {"method": "faster-scorecam", "channels": "8"},
-     ExplainRequest(FasterScoreCam(channels=8))),
-    (["--method", "sscam", "--samples", "5"], {"method": "sscam", "samples": 5},
-     ExplainRequest(method_from("sscam", samples=5))),
-    (["--method", "reciprocam", "--gaussian"], {"method": "reciprocam", "gaussian": "true"},
-     ExplainRequest(method_from("reciprocam", gaussian=True))),
-    (["--class", "3", "--class", "281"], {"target": [3, 281]},
-     ExplainRequest(target=Class([3, 281]))),
+    (
+        ["--preset", "torchcam"],
+        {"preset": "torchcam"},
+        ExplainRequest(method_from("scorecam", "torchcam")),
+    ),
+    (
+        ["--method", "faster-scorecam", "--channels", "8"],
+        {"method": "faster-scorecam", "channels": "8"},
+        ExplainRequest(FasterScoreCam(channels=8)),
+    ),
+    (
+        ["--method", "sscam", "--samples", "5"],
+        {"method": "sscam", "samples": 5},
+        ExplainRequest(method_from("sscam", samples=5)),
+    ),
+    (
+        ["--method", "reciprocam", "--gaussian"],
+        {"method": "reciprocam", "gaussian": "true"},
+        ExplainRequest(method_from("reciprocam", gaussian=True)),
+    ),
+    (
+        ["--class", "3", "--class", "281"],
+        {"target": [3, 281]},
+        ExplainRequest(target=Class([3, 281])),
+    ),
     (["--top-k", "2"], {"top_k": "2"}, ExplainRequest(target=TopK(2))),
-    (["--batch-size", "4"], {"batch_size": 4},
-     ExplainRequest(options=ExplainOptions(batch_size=4))),
-    (["--aug-smooth"], {"aug_smooth": True},
-     ExplainRequest(options=ExplainOptions(aug_smooth=True))),
-    (["--eigen-smooth"], {"eigen_smooth": "1"},
-     ExplainRequest(options=ExplainOptions(eigen_smooth=True))),
-    (["--layer", LAYER], {"layers": LAYER},
-     ExplainRequest(options=ExplainOptions(layers=(LAYER,)))),
+    (
+        ["--batch-size", "4"],
+        {"batch_size": 4},
+        ExplainRequest(options=ExplainOptions(batch_size=4)),
+    ),
+    (
+        ["--aug-smooth"],
+        {"aug_smooth": True},
+        ExplainRequest(options=ExplainOptions(aug_smooth=True)),
+    ),
+    (
+        ["--eigen-smooth"],
+        {"eigen_smooth": "1"},
+        ExplainRequest(options=ExplainOptions(eigen_smooth=True)),
+    ),
+    (
+        ["--layer", LAYER],
+        {"layers": LAYER},
+        ExplainRequest(options=ExplainOptions(layers=(LAYER,))),
+    ),
     (["--fuse", "max"], {"fuse": "max"}, ExplainRequest(options=ExplainOptions(fuse="max"))),
-    (["--score-threshold", "0.5"], {"score_threshold": "0.5"},
-     ExplainRequest(options=ExplainOptions(score_threshold=0.5))),
-    (["--max-detections", "3"], {"max_detections": 3},
-     ExplainRequest(options=ExplainOptions(max_detections=3))),
+    (
+        ["--score-threshold", "0.5"],
+        {"score_threshold": "0.5"},
+        ExplainRequest(options=ExplainOptions(score_threshold=0.5)),
+    ),
+    (
+        ["--max-detections", "3"],
+        {"max_detections": 3},
+        ExplainRequest(options=ExplainOptions(max_detections=3)),
+    ),
 ]
 # A detector's settings, given to a detector (a classifier refuses them before any image).
 DETECTOR_CASES = [
-    (["--method", "drise", "--samples", "300"], {"method": "drise", "samples": "300"},
-     ExplainRequest(DRise(samples=300))),
-    (["--method", "drise", "--box", "10,20,30,40"], {"method": "drise", "box": "10,20,30,40"},
-     ExplainRequest(DRise(), target=Box(10, 20, 30, 40))),
-    (["--method", "drise", "--box", "10,20,30,40,2", "--box", "0,0,5.5,6"],
-     {"method": "drise", "box": ["10,20,30,40,2", [0, 0, 5.5, 6]]},
-     ExplainRequest(DRise(), target=Boxes([Box(10, 20, 30, 40, class_id=2),
-                                           Box(0, 0, 5.5, 6)]))),
+    (
+        ["--method", "drise", "--samples", "300"],
+        {"method": "drise", "samples": "300"},
+        ExplainRequest(DRise(samples=300)),
+    ),
+    (
+        ["--method", "drise", "--box", "10,20,30,40"],
+        {"method": "drise", "box": "10,20,30,40"},
+        ExplainRequest(DRise(), target=Box(10, 20, 30, 40)),
+    ),
+    (
+        ["--method", "drise", "--box", "10,20,30,40,2", "--box", "0,0,5.5,6"],
+        {"method": "drise", "box": ["10,20,30,40,2", [0, 0, 5.5, 6]]},
+        ExplainRequest(DRise(), target=Boxes([Box(10, 20, 30, 40, class_id=2), Box(0, 0, 5.5, 6)])),
+    ),
 ]
 
 
 def test_the_cases_cover_every_setting():
-    named = {name for _, raw, _ in CASES + DETECTOR_CASES for name in raw} | {"region",
-                                                                            "background"}
+    named = {name for _, raw, _ in CASES + DETECTOR_CASES for name in raw} | {
+        "region",
+        "background",
+    }
     assert named == {s.name for s in SETTINGS}
 
 
-@pytest.mark.parametrize(("flags", "raw", "expected"), DETECTOR_CASES,
-                         ids=[" ".join(c[0]) for c in DETECTOR_CASES])
-def test_each_detector_setting_has_the_same_effect(flags, raw, expected, monkeypatch,
-                                                   tmp_path, detectors):
+@pytest.mark.parametrize(
+    ("flags", "raw", "expected"), DETECTOR_CASES, ids=[" ".join(c[0]) for c in DETECTOR_CASES]
+)
+def test_each_detector_setting_has_the_same_effect(
+    flags, raw, expected, monkeypatch, tmp_path, detectors
+):
     assert cli_request(flags, monkeypatch, tmp_path, detectors["yolov8"]) == expected
     assert v2_request(raw) == expected
 
@@ -141,15 +196,15 @@ def test_a_detector_setting_is_refused_by_a_classifier_alike(tmp_path):
     from scorecam_onnx import Explainer
 
     reason = "a box is for object detectors; this bundle is not one"
-    result = CliRunner().invoke(main, ["explain", str(tmp_path / "missing.png"), "--provider",
-                                       "cpu", "--box", "1,2,3,4"])
+    result = CliRunner().invoke(
+        main, ["explain", str(tmp_path / "missing.png"), "--provider", "cpu", "--box", "1,2,3,4"]
+    )
     assert result.exit_code == 2 and reason in result.output
     with pytest.raises(ValueError, match=reason):
         Explainer().check(request_from(box=[Box(1, 2, 3, 4)]))
 
 
-@pytest.mark.parametrize(("flags", "raw", "expected"), CASES,
-                         ids=[" ".join(c[0]) for c in CASES])
+@pytest.mark.parametrize(("flags", "raw", "expected"), CASES, ids=[" ".join(c[0]) for c in CASES])
 def test_each_setting_has_the_same_effect(flags, raw, expected, monkeypatch, tmp_path):
     assert cli_request(flags, monkeypatch, tmp_path) == expected
     assert v2_request(raw) == expected
@@ -157,19 +212,22 @@ def test_each_setting_has_the_same_effect(flags, raw, expected, monkeypatch, tmp
 
 @pytest.fixture
 def segmentation_bundle(tmp_path: Path) -> Path:
-    return write_bundle(segmentation_model(), tmp_path / "seg", "feat",
-                        preprocessing=TINY_PREP).path
+    return write_bundle(
+        segmentation_model(), tmp_path / "seg", "feat", preprocessing=TINY_PREP
+    ).path
 
 
-def test_a_region_reaches_the_target_from_a_file_and_from_base64(monkeypatch, tmp_path,
-                                                                   segmentation_bundle):
+def test_a_region_reaches_the_target_from_a_file_and_from_base64(
+    monkeypatch, tmp_path, segmentation_bundle
+):
     mask = np.zeros((30, 40), np.uint8)
     mask[5:20, 10:30] = 255
     png = encode_png(mask)
     path = tmp_path / "region.png"
     path.write_bytes(png)
-    from_cli = cli_request(["--region", str(path), "--background", "1"], monkeypatch,
-                           tmp_path, segmentation_bundle).target
+    from_cli = cli_request(
+        ["--region", str(path), "--background", "1"], monkeypatch, tmp_path, segmentation_bundle
+    ).target
     from_v2 = v2_request({"region": base64.b64encode(png).decode(), "background": 1}).target
     for target in (from_cli, from_v2):
         assert target == Region(None, Top1(), 1)
@@ -180,8 +238,12 @@ def test_a_region_reaches_the_target_from_a_file_and_from_base64(monkeypatch, tm
 # bounded above (one request must not claim unbounded time), and then says its whole range.
 BAD = [
     ("method", "gradcam", "unknown value 'gradcam'; choose one of " + ", ".join(METHODS), ""),
-    ("preset", "other", "unknown value 'other'; choose one of paper, pytorch-grad-cam, "
-                        "torchcam", ""),
+    (
+        "preset",
+        "other",
+        "unknown value 'other'; choose one of paper, pytorch-grad-cam, torchcam",
+        "",
+    ),
     ("channels", "0", "must be at least 1, got 0", ""),
     ("samples", "0", "must be at least 1, got 0", "must be between 1 and 256, got 0"),
     ("top_k", "0", "must be at least 1, got 0", "must be between 1 and 20, got 0"),
@@ -197,8 +259,9 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("name", "value", "reason", "served"), BAD,
-                         ids=[f"{n}={v}" for n, v, _, _ in BAD])
+@pytest.mark.parametrize(
+    ("name", "value", "reason", "served"), BAD, ids=[f"{n}={v}" for n, v, _, _ in BAD]
+)
 def test_a_bad_value_gets_the_same_error_text(name, value, reason, served):
     setting = next(s for s in SETTINGS if s.name == name)
     with pytest.raises(SettingError) as unbounded:
@@ -208,10 +271,11 @@ def test_a_bad_value_gets_the_same_error_text(name, value, reason, served):
         parse_params({name: value}, CLASSES)
     assert caught.value.status == 422
     assert caught.value.message == f"{name}: {served or reason}"
-    result = CliRunner().invoke(main, ["explain", str(SAMPLES / "chelsea.png"),
-                                       setting.flag, value])
+    result = CliRunner().invoke(
+        main, ["explain", str(SAMPLES / "chelsea.png"), setting.flag, value]
+    )
     assert result.exit_code == 2
-    if reason.startswith("expected an integer"):      # click reads the number itself
+    if reason.startswith("expected an integer"):  # click reads the number itself
         assert "is not a valid integer" in result.output
     else:
         assert f"Invalid value for '{setting.flag}': {reason}" in result.output
@@ -234,8 +298,9 @@ def test_what_the_bundle_cannot_run_is_refused_alike(tmp_path):
     from scorecam_onnx.protocol import ModelService, Ticket
 
     reason = "unknown layer nope: this bundle's layers are "
-    result = CliRunner().invoke(main, ["explain", str(tmp_path / "missing.png"), "--provider",
-                                       "cpu", "--layer", "nope"])
+    result = CliRunner().invoke(
+        main, ["explain", str(tmp_path / "missing.png"), "--provider", "cpu", "--layer", "nope"]
+    )
     assert result.exit_code == 2 and reason in result.output
     service = ModelService("m", Explainer(DEFAULT_BUNDLE, Runtime(provider="cpu")))
     image = (SAMPLES / "chelsea.png").read_bytes()

@@ -57,11 +57,18 @@ BAD_IMAGES = {
     "missing.png": (None, "missing.png: no such file"),
     "empty.png": (lambda p: p.write_bytes(b""), "empty.png: empty file"),
     "text.png": (lambda p: p.write_text("plain text"), "text.png: not an image OpenCV can decode"),
-    "cut.jpg": (lambda p: p.write_bytes(cv2.imencode(".jpg", RNG.integers(
-        0, 256, (64, 64, 3), dtype=np.uint8))[1].tobytes()[:300]),
-                "cut.jpg: not an image OpenCV can decode"),
-    "huge.png": (lambda p: _png(p, np.zeros((300, 400, 3), np.uint8)),
-                 "huge.png: 400×300 pixels is above the limit of 100000 pixels"),
+    "cut.jpg": (
+        lambda p: p.write_bytes(
+            cv2.imencode(".jpg", RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8))[1].tobytes()[
+                :300
+            ]
+        ),
+        "cut.jpg: not an image OpenCV can decode",
+    ),
+    "huge.png": (
+        lambda p: _png(p, np.zeros((300, 400, 3), np.uint8)),
+        "huge.png: 400×300 pixels is above the limit of 100000 pixels",
+    ),
 }
 
 
@@ -72,8 +79,9 @@ def _explain(args: list[str]):
 @pytest.mark.parametrize("name", list(GOOD_IMAGES))
 def test_unusual_but_valid_images_work(tmp_path, tiny_bundle, name):
     image = GOOD_IMAGES[name](tmp_path / name)
-    result = _explain([str(image), "--model", str(tiny_bundle.path), "--out",
-                       str(tmp_path / "out")])
+    result = _explain(
+        [str(image), "--model", str(tiny_bundle.path), "--out", str(tmp_path / "out")]
+    )
     assert result.exit_code == 0, result.output
     saliency = np.load(tmp_path / "out" / f"{Path(name).stem}.npy")
     assert saliency.shape == load_image(image).shape[:2] and np.isfinite(saliency).all()
@@ -88,8 +96,18 @@ def test_bad_image_is_one_line_and_the_rest_goes_on(tmp_path, tiny_bundle, name)
     bad = folder / name
     if make is not None:
         make(bad)
-    result = _explain([str(folder / "fine.png"), str(bad), "--model", str(tiny_bundle.path),
-                       "--out", str(tmp_path / "out"), "--max-pixels", "100000"])
+    result = _explain(
+        [
+            str(folder / "fine.png"),
+            str(bad),
+            "--model",
+            str(tiny_bundle.path),
+            "--out",
+            str(tmp_path / "out"),
+            "--max-pixels",
+            "100000",
+        ]
+    )
     assert result.exit_code == 1
     assert message in result.output
     assert "Traceback" not in result.output
@@ -99,8 +117,9 @@ def test_bad_image_is_one_line_and_the_rest_goes_on(tmp_path, tiny_bundle, name)
 def test_folder_without_images(tmp_path, tiny_bundle):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no pictures here")
-    result = _explain([str(tmp_path / "empty"), "--model", str(tiny_bundle.path), "--out",
-                       str(tmp_path / "o")])
+    result = _explain(
+        [str(tmp_path / "empty"), "--model", str(tiny_bundle.path), "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 1
     assert "empty: no images in this folder" in result.output
 
@@ -125,26 +144,40 @@ def _external_outside(graph_path: Path) -> None:
 
 
 BUNDLE_DAMAGE = {
-    "missing graph": (lambda b: (b / "features.onnx").unlink(),
-                      "the features file 'features.onnx' is missing"),
-    "corrupt graph": (lambda b: ((b / "model.onnx").write_bytes(b"\x00garbage"),
-                                 _damage(b, checksums={})),
-                      "model.onnx: not a readable ONNX model"),
+    "missing graph": (
+        lambda b: (b / "features.onnx").unlink(),
+        "the features file 'features.onnx' is missing",
+    ),
+    "corrupt graph": (
+        lambda b: ((b / "model.onnx").write_bytes(b"\x00garbage"), _damage(b, checksums={})),
+        "model.onnx: not a readable ONNX model",
+    ),
     "missing key": (lambda b: _damage(b, input__mean=KeyError), "missing key 'input.mean'"),
-    "ill-typed key": (lambda b: _damage(b, activation__channels="five"),
-                      "'activation.channels' must be int"),
-    "unknown version": (lambda b: _damage(b, format_version=7),
-                        "unsupported 'format_version' 7"),
-    "checksum": (lambda b: (b / "features.onnx").write_bytes(
-        (b / "features.onnx").read_bytes() + b"\0"), "features.onnx does not match its checksum"),
-    "labels outside": (lambda b: _damage(b, labels="../../etc/passwd"),
-                       "'labels' points outside the bundle"),
-    "weights outside": (lambda b: (_external_outside(b / "model.onnx"), _damage(b, checksums={})),
-                        "external data of w2' points outside the bundle"),
-    "input size": (lambda b: _damage(b, input__height=16),
-                   "has shape batch×3×8×8, but the manifest says N×3×16×8"),
-    "channels": (lambda b: _damage(b, activation__channels=7),
-                 "has shape batch×5×4×4, but the manifest says N×7×4×4"),
+    "ill-typed key": (
+        lambda b: _damage(b, activation__channels="five"),
+        "'activation.channels' must be int",
+    ),
+    "unknown version": (lambda b: _damage(b, format_version=7), "unsupported 'format_version' 7"),
+    "checksum": (
+        lambda b: (b / "features.onnx").write_bytes((b / "features.onnx").read_bytes() + b"\0"),
+        "features.onnx does not match its checksum",
+    ),
+    "labels outside": (
+        lambda b: _damage(b, labels="../../etc/passwd"),
+        "'labels' points outside the bundle",
+    ),
+    "weights outside": (
+        lambda b: (_external_outside(b / "model.onnx"), _damage(b, checksums={})),
+        "external data of w2' points outside the bundle",
+    ),
+    "input size": (
+        lambda b: _damage(b, input__height=16),
+        "has shape batch×3×8×8, but the manifest says N×3×16×8",
+    ),
+    "channels": (
+        lambda b: _damage(b, activation__channels=7),
+        "has shape batch×5×4×4, but the manifest says N×7×4×4",
+    ),
 }
 
 
@@ -153,8 +186,7 @@ def test_damaged_bundle_is_one_line(tmp_path, tiny_bundle, case):
     damage, message = BUNDLE_DAMAGE[case]
     damage(tiny_bundle.path)
     image = _png(tmp_path / "a.png", RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8))
-    result = _explain([str(image), "--model", str(tiny_bundle.path), "--out",
-                       str(tmp_path / "o")])
+    result = _explain([str(image), "--model", str(tiny_bundle.path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1
     assert message in result.output
     assert result.output.count("\n") <= 2 and "Traceback" not in result.output
@@ -174,8 +206,8 @@ def test_infinite_score_of_one_mask_is_flagged(tmp_path):
     bundle = write_bundle(nonfinite_model("log"), tmp_path / "log", "feat")
     explainer = Explainer(bundle, Runtime(provider="cpu"))
     image = np.full((8, 8, 3), 230, np.uint8)
-    image[:4] = 250                     # bright (log of the mean is finite), not uniform
-    res = explainer.explain_one(image, method=ScoreCam(preset="torchcam"))   # −∞: zero mask
+    image[:4] = 250  # bright (log of the mean is finite), not uniform
+    res = explainer.explain_one(image, method=ScoreCam(preset="torchcam"))  # −∞: zero mask
     assert res.nonfinite
     assert np.isfinite(res.saliency).all()
 
@@ -185,11 +217,27 @@ def test_interrupted_run_loses_nothing_and_resumes(tmp_path, tiny_bundle):
     folder.mkdir()
     for i in range(40):
         _png(folder / f"img{i:02d}.png", RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8))
-    command = [sys.executable, "-m", "scorecam_onnx", "explain", str(folder), "--model",
-               str(tiny_bundle.path), "--out", str(out), "--method", "sscam", "--samples",
-               "150", "--provider", "cpu", "-q"]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    command = [
+        sys.executable,
+        "-m",
+        "scorecam_onnx",
+        "explain",
+        str(folder),
+        "--model",
+        str(tiny_bundle.path),
+        "--out",
+        str(out),
+        "--method",
+        "sscam",
+        "--samples",
+        "150",
+        "--provider",
+        "cpu",
+        "-q",
+    ]
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while len(list(out.glob("*.json"))) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -197,7 +245,7 @@ def test_interrupted_run_loses_nothing_and_resumes(tmp_path, tiny_bundle):
     process.wait()
     finished = sorted(out.glob("img*.json"))
     assert 3 <= len(finished) < 40, "the run was not stopped in the middle"
-    for path in out.iterdir():              # every visible file is complete
+    for path in out.iterdir():  # every visible file is complete
         if path.name.startswith("."):
             continue
         if path.suffix == ".json":
@@ -206,8 +254,9 @@ def test_interrupted_run_loses_nothing_and_resumes(tmp_path, tiny_bundle):
             assert np.load(path).shape == (8, 8)
         elif path.suffix == ".png":
             assert cv2.imread(str(path)) is not None
-    resumed = subprocess.run([*command, "--skip-existing"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=300)
+    resumed = subprocess.run(
+        [*command, "--skip-existing"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"{len(finished)} skipped" in resumed.stderr
     assert len(list(out.glob("img*.json"))) == 40
@@ -220,10 +269,29 @@ def test_ctrl_c_leaves_no_partial_files(tmp_path, tiny_bundle):
     for i in range(30):
         _png(folder / f"img{i:02d}.png", RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8))
     process = subprocess.Popen(
-        [sys.executable, "-m", "scorecam_onnx", "explain", str(folder), "--model",
-         str(tiny_bundle.path), "--out", str(out), "--method", "sscam", "--samples", "150",
-         "--provider", "cpu", "-q"], cwd=ROOT, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "scorecam_onnx",
+            "explain",
+            str(folder),
+            "--model",
+            str(tiny_bundle.path),
+            "--out",
+            str(out),
+            "--method",
+            "sscam",
+            "--samples",
+            "150",
+            "--provider",
+            "cpu",
+            "-q",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while len(list(out.glob("*.json"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -238,11 +306,14 @@ def test_ctrl_c_leaves_no_partial_files(tmp_path, tiny_bundle):
 
 def test_threads_share_one_explainer(default_explainer):
     base = [load_image(SAMPLES / "chelsea.png"), load_image(SAMPLES / "coffee.png")]
-    images = [*base, *(b[:, ::-1] for b in base), *(b[::2, ::2] for b in base),
-              *(b[20:-20, 30:-30] for b in base)]
+    images = [
+        *base,
+        *(b[:, ::-1] for b in base),
+        *(b[::2, ::2] for b in base),
+        *(b[20:-20, 30:-30] for b in base),
+    ]
     method = FasterScoreCam(channels=16)
-    serial = [default_explainer.explain_one(np.ascontiguousarray(i), method=method)
-              for i in images]
+    serial = [default_explainer.explain_one(np.ascontiguousarray(i), method=method) for i in images]
     threaded = [None] * len(images)
 
     def work(n: int) -> None:
@@ -279,11 +350,16 @@ def test_memory_is_flat_over_many_images(tiny_bundle):
     assert _rss_mib() - rss_before < 32
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(height=st.integers(1, 40), width=st.integers(1, 40),
-       channels=st.sampled_from([0, 1, 3, 4]),
-       dtype=st.sampled_from(["uint8", "uint16", "float32"]), seed=st.integers(0, 2**16))
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    height=st.integers(1, 40),
+    width=st.integers(1, 40),
+    channels=st.sampled_from([0, 1, 3, 4]),
+    dtype=st.sampled_from(["uint8", "uint16", "float32"]),
+    seed=st.integers(0, 2**16),
+)
 def test_any_image_array_gives_a_finite_map(tiny_bundle, height, width, channels, dtype, seed):
     rng = np.random.default_rng(seed)
     shape = (height, width) if channels == 0 else (height, width, channels)
@@ -312,7 +388,8 @@ def _tiny_explainer(bundle) -> Explainer:
 def test_fixed_batch_model_bundle(tmp_path):
     bundle = write_bundle(tiny_model(batch=1), tmp_path / "b", "feat")
     res = Explainer(bundle, Runtime(provider="cpu")).explain_one(
-        RNG.integers(0, 256, (8, 8, 3), np.uint8), options=ExplainOptions(batch_size=5))
+        RNG.integers(0, 256, (8, 8, 3), np.uint8), options=ExplainOptions(batch_size=5)
+    )
     assert np.isfinite(res.saliency).all()
 
 
@@ -325,12 +402,15 @@ def test_a_long_folder_run_keeps_no_arrays(tmp_path, tiny_bundle):
     for i in range(60):
         _png(folder / f"{i:02d}.png", RNG.integers(0, 256, (256, 256, 3), dtype=np.uint8))
     explainer = Explainer(tiny_bundle, Runtime(provider="cpu"))
-    job = ExplainJob(inputs=[str(folder)], out=tmp_path / "out",
-                     request=request_from(method="faster-scorecam", channels=2))
+    job = ExplainJob(
+        inputs=[str(folder)],
+        out=tmp_path / "out",
+        request=request_from(method="faster-scorecam", channels=2),
+    )
     tracemalloc.start()
     results, _ = explain_files(explainer, job)
     held = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     assert len(results) == 60 and all(r.summaries for r in results)
-    saliency_mib = 60 * 256 * 256 * 4 / 2**20       # 15 MiB if the maps were kept
+    saliency_mib = 60 * 256 * 256 * 4 / 2**20  # 15 MiB if the maps were kept
     assert held / 2**20 < saliency_mib / 10

@@ -54,7 +54,7 @@ class DataDependent(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
-        if x.mean() > -1e6:          # always true, but decided by the data
+        if x.mean() > -1e6:  # always true, but decided by the data
             x = torch.relu(x)
         return self.fc(x.mean(dim=(2, 3)))
 
@@ -84,13 +84,22 @@ class TinyViT(nn.Module):
     """A ViT: by default on 32×32 inputs with 8×8 patches (a 4×4 grid), a class token,
     optional registers, two blocks, a final norm and a head on the class token."""
 
-    def __init__(self, registers: int = 0, dim: int = 16, classes: int = 5, size: int = 32,
-                 patch: int = 8, depth: int = 2, heads: int = 2) -> None:
+    def __init__(
+        self,
+        registers: int = 0,
+        dim: int = 16,
+        classes: int = 5,
+        size: int = 32,
+        patch: int = 8,
+        depth: int = 2,
+        heads: int = 2,
+    ) -> None:
         super().__init__()
         self.patch = nn.Conv2d(3, dim, patch, stride=patch)
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.5)
-        self.register_tokens = nn.Parameter(torch.randn(1, registers, dim) * 0.5) if (
-            registers) else None
+        self.register_tokens = (
+            nn.Parameter(torch.randn(1, registers, dim) * 0.5) if (registers) else None
+        )
         grid = (size // patch) ** 2
         self.pos = nn.Parameter(torch.randn(1, 1 + registers + grid, dim) * 0.1)
         self.blocks = nn.Sequential(*(Block(dim, heads) for _ in range(depth)))
@@ -214,8 +223,9 @@ class MixedLayouts(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
         self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
-        self.stage = nn.Sequential(nn.LayerNorm(16), nn.Linear(16, 24), nn.GELU(),
-                                   nn.Linear(24, 16))
+        self.stage = nn.Sequential(
+            nn.LayerNorm(16), nn.Linear(16, 24), nn.GELU(), nn.Linear(24, 16)
+        )
         self.head = nn.Linear(16, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -236,10 +246,15 @@ class TimmLike(SmallNet):
         super().__init__()
         self.fc = nn.Linear(16, classes)
         self.num_classes = classes
-        self.pretrained_cfg = {"input_size": (3, 32, 32), "interpolation": "bicubic",
-                               "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
-                               "crop_pct": 0.9, "crop_mode": "center",
-                               "num_classes": classes}
+        self.pretrained_cfg = {
+            "input_size": (3, 32, 32),
+            "interpolation": "bicubic",
+            "mean": (0.5, 0.5, 0.5),
+            "std": (0.5, 0.5, 0.5),
+            "crop_pct": 0.9,
+            "crop_mode": "center",
+            "num_classes": classes,
+        }
 
 
 def timm_like(classes: int = 5) -> nn.Module:

@@ -47,24 +47,51 @@ class Triton:
     """tritonserver over `repository`, started and waited for until `ready` answers 200
     (`extra`: more tritonserver flags)."""
 
-    def __init__(self, repository: Path, startup: float = 90.0, extra: tuple[str, ...] = (),
-                 ready: str = "/v2/health/ready") -> None:
+    def __init__(
+        self,
+        repository: Path,
+        startup: float = 90.0,
+        extra: tuple[str, ...] = (),
+        ready: str = "/v2/health/ready",
+    ) -> None:
         site = require_triton()
         version = next(ENV.glob("lib/python3*")).name.removeprefix("python")
         stub = site / "backends" / "python" / "triton_python_backend_stub"
         if not stub.exists():
             shutil.copy2(site / "python_backend_stubs" / version / stub.name, stub)
         self.http_port, self.grpc_port = _free_port(), _free_port()
-        env = {**os.environ, "PATH": f"{ENV / 'bin'}:{os.environ.get('PATH', '')}",
-               "LD_LIBRARY_PATH": str(site.parent.parent / "nvidia_pytriton.libs")}
+        env = {
+            **os.environ,
+            "PATH": f"{ENV / 'bin'}:{os.environ.get('PATH', '')}",
+            "LD_LIBRARY_PATH": str(site.parent.parent / "nvidia_pytriton.libs"),
+        }
         fd, self.log = tempfile.mkstemp(prefix="triton-", suffix=".log")
         self.process = subprocess.Popen(
-            [str(site / "bin" / "tritonserver"), "--model-repository", str(repository),
-             "--backend-directory", str(site / "backends"),
-             "--http-address", "127.0.0.1", "--grpc-address", "127.0.0.1",
-             "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
-             "--allow-metrics", "false", "--log-verbose", "0", *extra],
-            cwd=ROOT, env=env, stdout=fd, stderr=fd)
+            [
+                str(site / "bin" / "tritonserver"),
+                "--model-repository",
+                str(repository),
+                "--backend-directory",
+                str(site / "backends"),
+                "--http-address",
+                "127.0.0.1",
+                "--grpc-address",
+                "127.0.0.1",
+                "--http-port",
+                str(self.http_port),
+                "--grpc-port",
+                str(self.grpc_port),
+                "--allow-metrics",
+                "false",
+                "--log-verbose",
+                "0",
+                *extra,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=fd,
+            stderr=fd,
+        )
         os.close(fd)
         deadline = time.monotonic() + startup
         while time.monotonic() < deadline:

@@ -6,5 +6,15 @@ from .manifest import MANIFEST_NAME, Manifest
 from .model_only import open_bundle, open_model, write_model_bundle
 from .writer import Preprocessing, write_bundle
 
-__all__ = ["MANIFEST_NAME", "TAIL_NAME", "WEIGHTS_NAME", "Bundle", "Manifest", "Preprocessing",
-           "open_bundle", "open_model", "write_bundle", "write_model_bundle"]
+__all__ = [
+    "MANIFEST_NAME",
+    "TAIL_NAME",
+    "WEIGHTS_NAME",
+    "Bundle",
+    "Manifest",
+    "Preprocessing",
+    "open_bundle",
+    "open_model",
+    "write_bundle",
+    "write_model_bundle",
+]

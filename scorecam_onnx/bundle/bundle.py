@@ -13,6 +13,7 @@ from .manifest import MANIFEST_NAME, Manifest
 WEIGHTS_NAME = "weights.bin"
 TAIL_NAME = "tail.onnx"
 
+
 @dataclass(frozen=True)
 class Bundle:
     """A validated bundle folder.
@@ -30,9 +31,11 @@ class Bundle:
     def require_folder(self, action: str) -> None:
         """Refuse a plain .onnx model where a bundle folder is copied or rewritten."""
         if self.plain:
-            raise BundleError(f"{self.model_path}: {action} needs a bundle folder; write one "
-                              f"with `scorecam-onnx split {self.model_path.name} --no-layer "
-                              "--out DIR` (or --layer TENSOR)")
+            raise BundleError(
+                f"{self.model_path}: {action} needs a bundle folder; write one "
+                f"with `scorecam-onnx split {self.model_path.name} --no-layer "
+                "--out DIR` (or --layer TENSOR)"
+            )
 
     @property
     def features_path(self) -> Path | None:
@@ -83,12 +86,10 @@ class Bundle:
                         "(modified or corrupt)"
                     )
             for _, activation in manifest.targets:
-                _check_graph(root, manifest.features or "", [manifest.input.name],
-                             activation.name)
+                _check_graph(root, manifest.features or "", [manifest.input.name], activation.name)
             _check_graph(root, manifest.model, [manifest.input.name], manifest.output.name)
             if manifest.tail and manifest.activation:
-                _check_graph(root, manifest.tail, [manifest.activation.name],
-                             manifest.output.name)
+                _check_graph(root, manifest.tail, [manifest.activation.name], manifest.output.name)
         labels = _read_labels(root, manifest) if manifest.labels else None
         return cls(root, manifest, labels)
 

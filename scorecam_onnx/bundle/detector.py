@@ -67,8 +67,9 @@ def input_dims(model: onnx.ModelProto) -> tuple[int | str | None, ...]:
     return graphs.dims(graphs.single_input(model))
 
 
-def probe(path: Path, model: onnx.ModelProto, size: tuple[int, int], batch: int = 1
-          ) -> dict[str, np.ndarray]:
+def probe(
+    path: Path, model: onnx.ModelProto, size: tuple[int, int], batch: int = 1
+) -> dict[str, np.ndarray]:
     """Every output of one run on noise, by name."""
     image = graphs.single_input(model)
     shape = (3, *size) if len(input_dims(model)) == 3 else (batch, 3, *size)
@@ -83,8 +84,9 @@ def probe(path: Path, model: onnx.ModelProto, size: tuple[int, int], batch: int 
     return dict(zip(names, values, strict=True))
 
 
-def recognise(outputs: dict[str, np.ndarray], kind: str | None = None
-              ) -> tuple[DecoderSpec, int | None]:
+def recognise(
+    outputs: dict[str, np.ndarray], kind: str | None = None
+) -> tuple[DecoderSpec, int | None]:
     """The decoder of a detector's outputs (one run's, by name) and its classes (None where
     the layout does not tell); `kind` forces a layout. A `BundleError` names the outputs and
     the choices when none fits."""
@@ -93,18 +95,24 @@ def recognise(outputs: dict[str, np.ndarray], kind: str | None = None
     found = _layout(outputs, kind)
     if found is None:
         shapes = ", ".join(f"{n} {'×'.join(map(str, v.shape))}" for n, v in outputs.items())
-        raise BundleError(f"the detector's outputs ({shapes}) fit no known layout: choose "
-                          f"one with --decoder ({', '.join(DECODERS)})")
+        raise BundleError(
+            f"the detector's outputs ({shapes}) fit no known layout: choose "
+            f"one with --decoder ({', '.join(DECODERS)})"
+        )
     return found
 
 
-def _layout(outputs: dict[str, np.ndarray], kind: str | None
-            ) -> tuple[DecoderSpec, int | None] | None:
+def _layout(
+    outputs: dict[str, np.ndarray], kind: str | None
+) -> tuple[DecoderSpec, int | None] | None:
     names = list(outputs)
     integer = [n for n in names if np.issubdtype(outputs[n].dtype, np.integer)]
     if len(names) == 3 and kind in (None, "torchvision") and len(integer) == 1:
-        boxes = [n for n in names if outputs[n].ndim == 2 and outputs[n].shape[-1] == 4
-                 and n not in integer]
+        boxes = [
+            n
+            for n in names
+            if outputs[n].ndim == 2 and outputs[n].shape[-1] == 4 and n not in integer
+        ]
         scores = [n for n in names if n not in integer and n not in boxes]
         if len(boxes) == 1 and len(scores) == 1:
             return DecoderSpec("torchvision", (boxes[0], integer[0], scores[0])), None
@@ -117,17 +125,22 @@ def _layout(outputs: dict[str, np.ndarray], kind: str | None
     a, b = outputs[names[0]].shape[1:]
     # an end-to-end export keeps a few hundred boxes; a one-class YOLOv5 head (also 6 wide)
     # has thousands of anchors
-    chosen = kind or ("end2end" if b == 6 and a <= MAX_REPORTED else
-                      "yolov8" if a < b else "yolov5")
+    chosen = kind or (
+        "end2end" if b == 6 and a <= MAX_REPORTED else "yolov8" if a < b else "yolov5"
+    )
     classes = {"yolov8": a - 4, "yolov5": b - 5, "end2end": None}.get(chosen, 0)
-    if chosen not in YOLO_KINDS or (classes is not None and classes < 1) or (
-            chosen == "end2end" and b != 6):
+    if (
+        chosen not in YOLO_KINDS
+        or (classes is not None and classes < 1)
+        or (chosen == "end2end" and b != 6)
+    ):
         return None
     return DecoderSpec(chosen, (names[0],), NMS_IOU.get(chosen, 0.7)), classes
 
 
-def _detr(outputs: dict[str, np.ndarray], names: list[str], forced: bool
-          ) -> tuple[DecoderSpec, int] | None:
+def _detr(
+    outputs: dict[str, np.ndarray], names: list[str], forced: bool
+) -> tuple[DecoderSpec, int] | None:
     """DETR's logits (N×Q×(C+1)) and boxes (N×Q×4): the one output ending in 4, or of two
     that do, the one in [0, 1] (normalised boxes; forced: the second, as exporters order
     them)."""
@@ -184,10 +197,12 @@ def overrides_of(given: dict[str, Any]) -> dict[str, Any]:
     return overrides
 
 
-def detector_preprocessing(model: onnx.ModelProto, kind: str,
-                           given: Preprocessing | None,
-                           overrides: dict[str, Any] | None = None
-                           ) -> tuple[Preprocessing, bool]:
+def detector_preprocessing(
+    model: onnx.ModelProto,
+    kind: str,
+    given: Preprocessing | None,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[Preprocessing, bool]:
     """The preprocessing given, or the exporter's for the layout (YOLO: letterbox, 0–1, no
     mean or std; torchvision: stretched, 0–1; DETR: stretched, ImageNet's mean and std)
     with `overrides` (settings by name), the size from the graph, its metadata or 640; and
@@ -198,36 +213,61 @@ def detector_preprocessing(model: onnx.ModelProto, kind: str,
     size, fixed = probe_size(model)
     if given is not None and given.height is not None:
         if fixed and (given.height, given.width) != size:
-            raise BundleError(f"input size {given.height}x{given.width} differs from the "
-                              f"graph's {size[0]}x{size[1]}")
+            raise BundleError(
+                f"input size {given.height}x{given.width} differs from the "
+                f"graph's {size[0]}x{size[1]}"
+            )
         return given, False
     if given is not None:
         return replace(given, height=size[0], width=size[1]), False
-    base = Preprocessing(height=size[0], width=size[1], interpolation="linear",
-                         resize="letterbox" if kind in YOLO_KINDS else "stretch")
+    base = Preprocessing(
+        height=size[0],
+        width=size[1],
+        interpolation="linear",
+        resize="letterbox" if kind in YOLO_KINDS else "stretch",
+    )
     return (base if kind == "detr" else replace(base, **NO_NORMALISATION)), True
 
 
-def open_detector(path: str | Path, model: onnx.ModelProto | None = None,
-                  preprocessing: Preprocessing | None = None, decoder: str | None = None,
-                  labels: list[str] | None = None, quiet: bool = False,
-                  overrides: dict[str, Any] | None = None) -> Bundle:
+def open_detector(
+    path: str | Path,
+    model: onnx.ModelProto | None = None,
+    preprocessing: Preprocessing | None = None,
+    decoder: str | None = None,
+    labels: list[str] | None = None,
+    quiet: bool = False,
+    overrides: dict[str, Any] | None = None,
+) -> Bundle:
     """A plain ONNX detector as a model-only bundle, read in place (nothing is written):
     `preprocessing` in full, or its exporter's with `overrides` (settings by name)."""
     path = Path(path)
     model = model or graphs.load_model(path, load_weights=False)
-    spec, classes, prep, labels = _describe(path, model, preprocessing, decoder, labels, quiet,
-                                            overrides)
-    manifest = _manifest(graphs.single_input(model).name, prep, spec, classes, path.name,
-                         weights=None, labels=None, layers=(),
-                         source={"framework": "onnx", "model": path.name})
+    spec, classes, prep, labels = _describe(
+        path, model, preprocessing, decoder, labels, quiet, overrides
+    )
+    manifest = _manifest(
+        graphs.single_input(model).name,
+        prep,
+        spec,
+        classes,
+        path.name,
+        weights=None,
+        labels=None,
+        layers=(),
+        source={"framework": "onnx", "model": path.name},
+    )
     return Bundle(path.parent, manifest, tuple(labels) if labels else None, plain=True)
 
 
-def _describe(path: Path, model: onnx.ModelProto, preprocessing: Preprocessing | None,
-              decoder: str | None, labels: list[str] | None, quiet: bool,
-              overrides: dict[str, Any] | None = None
-              ) -> tuple[DecoderSpec, int, Preprocessing, list[str] | None]:
+def _describe(
+    path: Path,
+    model: onnx.ModelProto,
+    preprocessing: Preprocessing | None,
+    decoder: str | None,
+    labels: list[str] | None,
+    quiet: bool,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[DecoderSpec, int, Preprocessing, list[str] | None]:
     """The decoder, classes, preprocessing and labels of a detector graph at `path`."""
     first, _ = probe_size(model)
     outputs = probe(path, model, first)
@@ -245,9 +285,11 @@ def _describe(path: Path, model: onnx.ModelProto, preprocessing: Preprocessing |
 def assumed_note(path: Path | str, kind: str, prep: Preprocessing) -> str:
     """The one line saying which preprocessing a plain detector was given."""
     mean, std = (",".join(f"{v:g}" for v in values) for values in (prep.mean, prep.std))
-    return (f"{path}: a detector ({kind} outputs); assumed its exporter's preprocessing "
-            f"({prep.resize} to {prep.height}×{prep.width}, mean {mean}, std {std}); set it "
-            "with --input-size, --mean, --std, --resize")
+    return (
+        f"{path}: a detector ({kind} outputs); assumed its exporter's preprocessing "
+        f"({prep.resize} to {prep.height}×{prep.width}, mean {mean}, std {std}); set it "
+        "with --input-size, --mean, --std, --resize"
+    )
 
 
 def probe_size(model: onnx.ModelProto) -> tuple[tuple[int, int], bool]:
@@ -259,19 +301,24 @@ def probe_size(model: onnx.ModelProto) -> tuple[tuple[int, int], bool]:
     return _metadata_size(model) or (DETECTOR_SIZE, DETECTOR_SIZE), False
 
 
-def write_detector_bundle(model: onnx.ModelProto, path: Path, out_dir: str | Path,
-                          tensors: list[str], names: list[str] | None = None,
-                          overrides: dict[str, Any] | None = None,
-                          decoder: str | None = None, labels: list[str] | None = None,
-                          force: bool = False) -> Bundle:
+def write_detector_bundle(
+    model: onnx.ModelProto,
+    path: Path,
+    out_dir: str | Path,
+    tensors: list[str],
+    names: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    decoder: str | None = None,
+    labels: list[str] | None = None,
+    force: bool = False,
+) -> Bundle:
     """Write a detector bundle: the whole detector, and a features graph at `tensors` (the
     deepest first) when any are given; its exporter's preprocessing with `overrides`
     (settings by name). `model` has its weights loaded."""
     out = Path(out_dir)
     if out.exists() and not force:
         raise BundleError(f"{out}: already exists (use --force to replace it)")
-    spec, classes, prep, labels = _describe(path, model, None, decoder, labels, True,
-                                            overrides)
+    spec, classes, prep, labels = _describe(path, model, None, decoder, labels, True, overrides)
     image = graphs.single_input(model).name
     dims = input_dims(model)
     # a batch axis fixed at 1 stays so (the graph may read it in its reshapes): the engine
@@ -280,33 +327,58 @@ def write_detector_bundle(model: onnx.ModelProto, path: Path, out_dir: str | Pat
     produced = {o for node in model.graph.node for o in node.output}
     missing = [t for t in tensors if t not in produced]
     if missing:
-        raise BundleError(f"no tensor named {missing[0]!r} in the graph (`scorecam-onnx layers "
-                          f"{path.name}` lists them)")
+        raise BundleError(
+            f"no tensor named {missing[0]!r} in the graph (`scorecam-onnx layers "
+            f"{path.name}` lists them)"
+        )
     with staged_folder(out) as staging:
         staging.mkdir(parents=True)
         if batched:
             graphs.free_batch_axis(model, [image, *spec.outputs])
-        onnx.save_model(model, str(staging / "model.onnx"), save_as_external_data=True,
-                        all_tensors_to_one_file=True, location=WEIGHTS_NAME,
-                        size_threshold=EXTERNAL_THRESHOLD, convert_attribute=False)
-        layers = _cut_features(staging, image, tensors, names or tensors, prep, batched,
-                               len(dims) == 3)
+        onnx.save_model(
+            model,
+            str(staging / "model.onnx"),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=WEIGHTS_NAME,
+            size_threshold=EXTERNAL_THRESHOLD,
+            convert_attribute=False,
+        )
+        layers = _cut_features(
+            staging, image, tensors, names or tensors, prep, batched, len(dims) == 3
+        )
         if labels:
             write_text_atomic(staging / "labels.txt", "\n".join(labels) + "\n")
-        files = ["model.onnx", *(["features.onnx"] if layers else []),
-                 *([WEIGHTS_NAME] if (staging / WEIGHTS_NAME).is_file() else [])]
-        manifest = _manifest(image, prep, spec, classes, "model.onnx",
-                             weights=WEIGHTS_NAME if WEIGHTS_NAME in files else None,
-                             labels="labels.txt" if labels else None, layers=layers,
-                             source={"framework": "onnx", "model": path.name},
-                             checksums={name: sha256(staging / name) for name in files})
+        files = [
+            "model.onnx",
+            *(["features.onnx"] if layers else []),
+            *([WEIGHTS_NAME] if (staging / WEIGHTS_NAME).is_file() else []),
+        ]
+        manifest = _manifest(
+            image,
+            prep,
+            spec,
+            classes,
+            "model.onnx",
+            weights=WEIGHTS_NAME if WEIGHTS_NAME in files else None,
+            labels="labels.txt" if labels else None,
+            layers=layers,
+            source={"framework": "onnx", "model": path.name},
+            checksums={name: sha256(staging / name) for name in files},
+        )
         write_text_atomic(staging / MANIFEST_NAME, manifest.dumps())
     return Bundle.load(out)
 
 
-def _cut_features(folder: Path, image: str, tensors: list[str], names: list[str],
-                  prep: Preprocessing, free_batch: bool, unbatched: bool
-                  ) -> tuple[LayerSpec, ...]:
+def _cut_features(
+    folder: Path,
+    image: str,
+    tensors: list[str],
+    names: list[str],
+    prep: Preprocessing,
+    free_batch: bool,
+    unbatched: bool,
+) -> tuple[LayerSpec, ...]:
     """The features graph (input → the layers' tensors) and the layers it gives."""
     if not tensors:
         return ()
@@ -324,20 +396,38 @@ def _cut_features(folder: Path, image: str, tensors: list[str], names: list[str]
     for tensor, name, value in zip(tensors, names, values, strict=True):
         shape = value.shape if value.ndim == 4 else (1, *value.shape)
         if len(shape) != 4 or shape[2] * shape[3] <= 1:
-            raise BundleError(f"tensor {tensor!r} has shape {value.shape}: a detector's "
-                              "layer must be N×K×h×w maps")
+            raise BundleError(
+                f"tensor {tensor!r} has shape {value.shape}: a detector's "
+                "layer must be N×K×h×w maps"
+            )
         layers.append(LayerSpec(name, ActivationSpec(tensor, *map(int, shape[1:]))))
     return tuple(layers)
 
 
-def _manifest(input_name: str, prep: Preprocessing, spec: DecoderSpec, classes: int,
-              model: str, weights: str | None, labels: str | None, layers: tuple[LayerSpec, ...],
-              source: dict[str, str], checksums: dict[str, str] | None = None) -> Manifest:
+def _manifest(
+    input_name: str,
+    prep: Preprocessing,
+    spec: DecoderSpec,
+    classes: int,
+    model: str,
+    weights: str | None,
+    labels: str | None,
+    layers: tuple[LayerSpec, ...],
+    source: dict[str, str],
+    checksums: dict[str, str] | None = None,
+) -> Manifest:
     assert prep.height is not None and prep.width is not None
     return Manifest(
-        input=InputSpec(name=input_name, height=prep.height, width=prep.width,
-                        **prep.convention()),
-        output=OutputSpec(spec.outputs[0], classes, kind="probabilities"), layers=layers,
-        features="features.onnx" if layers else None, model=model, weights=weights,
-        labels=labels, source=source, checksums=checksums or {}, tail=None,
-        tail_missing="a detector has no tail graph", decoder=spec)
+        input=InputSpec(name=input_name, height=prep.height, width=prep.width, **prep.convention()),
+        output=OutputSpec(spec.outputs[0], classes, kind="probabilities"),
+        layers=layers,
+        features="features.onnx" if layers else None,
+        model=model,
+        weights=weights,
+        labels=labels,
+        source=source,
+        checksums=checksums or {},
+        tail=None,
+        tail_missing="a detector has no tail graph",
+        decoder=spec,
+    )

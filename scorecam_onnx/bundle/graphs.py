@@ -48,8 +48,9 @@ def only_output(model: onnx.ModelProto) -> str:
     """The graph's single output, or a `BundleError` asking to name one."""
     outputs = [o.name for o in model.graph.output]
     if len(outputs) != 1:
-        raise BundleError(f"the graph has several outputs ({', '.join(outputs)}): "
-                          "choose one with --output")
+        raise BundleError(
+            f"the graph has several outputs ({', '.join(outputs)}): choose one with --output"
+        )
     return outputs[0]
 
 
@@ -111,8 +112,9 @@ def candidate_layers(model: onnx.ModelProto, output: str, layout: str = "NCHW") 
     shapes = {v.name: dims(v) for v in inferred.graph.value_info}
     upstream = ancestors(model, output)
     spatial = slice(2, 4) if layout == "NCHW" else slice(1, 3)
-    norms = [n for n in model.graph.node
-             if n.op_type == "LayerNormalization" and n.output[0] in upstream]
+    norms = [
+        n for n in model.graph.node if n.op_type == "LayerNormalization" and n.output[0] in upstream
+    ]
     normed = {n.input[0] for n in norms}
     found: list[Candidate] = []
     for node in model.graph.node:
@@ -179,14 +181,18 @@ def bypass(model: onnx.ModelProto, source: str, tensor: str, output: str) -> str
         if node is None:
             continue
         label = f"{node.name or node.op_type} ({node.op_type})"
-        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-               for a in node.attribute):
+        if any(
+            a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+            for a in node.attribute
+        ):
             return f"control-flow node {label} lies between {tensor!r} and {output!r}"
         if source in node.input:
             if _reads_batch(node, source):
                 continue
-            return (f"a path from the input to {output!r} goes around {tensor!r} "
-                    f"(node {label} reads the input)")
+            return (
+                f"a path from the input to {output!r} goes around {tensor!r} "
+                f"(node {label} reads the input)"
+            )
         todo.extend(i for i in node.input if i)
     return None
 

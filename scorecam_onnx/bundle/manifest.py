@@ -20,8 +20,7 @@ FORMAT_VERSION = 4
 # target layer (3 allows none: a model-only bundle, for black-box methods); 4 adds detectors
 # (a 'decoder') and the letterbox resize policy.
 READABLE_VERSIONS = (1, 2, 3, 4)
-NO_TAIL_IN_V1 = ("bundle format 1 predates tail graphs: export or split the model again to "
-                 "add one")
+NO_TAIL_IN_V1 = "bundle format 1 predates tail graphs: export or split the model again to add one"
 MANIFEST_NAME = "manifest.json"
 
 LAYOUTS = ("NCHW", "NHWC")
@@ -230,9 +229,13 @@ class Manifest:
             "tail": self.tail,
             "tail_missing": self.tail_missing,
             "more_layers": [asdict(spec) for spec in self.layers[1:]],
-            "decoder": None if self.decoder is None else {
-                "kind": self.decoder.kind, "outputs": list(self.decoder.outputs),
-                "iou": self.decoder.iou},
+            "decoder": None
+            if self.decoder is None
+            else {
+                "kind": self.decoder.kind,
+                "outputs": list(self.decoder.outputs),
+                "iou": self.decoder.iou,
+            },
         }
 
     def dumps(self) -> str:
@@ -303,17 +306,25 @@ def upgrade(data: Any) -> dict[str, Any]:
         )
     if version == FORMAT_VERSION:
         return dict(data)
-    if version == 3:             # format 4 added detectors and the output's head
+    if version == 3:  # format 4 added detectors and the output's head
         output = root.child("output").data
-        return {**data, "format_version": FORMAT_VERSION, "decoder": None,
-                "output": {k: v for k, v in output.items() if k != "head"}}
+        return {
+            **data,
+            "format_version": FORMAT_VERSION,
+            "decoder": None,
+            "output": {k: v for k, v in output.items() if k != "head"},
+        }
     # What the older format forbids is refused here, in the order the reader checks keys.
     root.child("input")
     output = root.child("output").data
     activation = root.get("activation", dict)
-    new = {**data, "format_version": FORMAT_VERSION, "more_layers": None, "decoder": None,
-           "output": {k: v for k, v in output.items()
-                      if k not in (*SEGMENTATION_KEYS, "head")}}
+    new = {
+        **data,
+        "format_version": FORMAT_VERSION,
+        "more_layers": None,
+        "decoder": None,
+        "output": {k: v for k, v in output.items() if k not in (*SEGMENTATION_KEYS, "head")},
+    }
     if version == 1:
         new["activation"] = {**activation, "prefix": 0}
         _activation(_Reader(new["activation"], "activation"), LAYOUTS)
@@ -328,23 +339,25 @@ def _deepest_activation(root: _Reader) -> ActivationSpec | None:
         return _activation(root.child("activation"))
     for key in ("features", "layer", "tail"):
         if root.data.get(key) is not None:
-            raise BundleError(f"manifest: '{key}' must be null when 'activation' is "
-                              "null (a model-only bundle)")
+            raise BundleError(
+                f"manifest: '{key}' must be null when 'activation' is null (a model-only bundle)"
+            )
     return None
 
 
-def _layers(root: _Reader, layer: str | None,
-            activation: ActivationSpec | None) -> tuple[LayerSpec, ...]:
+def _layers(
+    root: _Reader, layer: str | None, activation: ActivationSpec | None
+) -> tuple[LayerSpec, ...]:
     """The deepest layer, then those of 'more_layers' (null or absent: none), each tensor and
     name once. A model-only bundle has none (its 'more_layers' are checked, then ignored)."""
     found = [] if activation is None or layer is None else [LayerSpec(layer, activation)]
     if root.data.get("more_layers") is not None:
         for n, item in enumerate(root.get("more_layers", list)):
             entry = _Reader(item, f"more_layers[{n}]")
-            found.append(LayerSpec(entry.get("layer", str),
-                                   _activation(entry.child("activation"))))
-    if (len({spec.activation.name for spec in found}) != len(found)
-            or len({spec.layer for spec in found}) != len(found)):
+            found.append(LayerSpec(entry.get("layer", str), _activation(entry.child("activation"))))
+    if len({spec.activation.name for spec in found}) != len(found) or len(
+        {spec.layer for spec in found}
+    ) != len(found):
         raise BundleError("manifest: a target layer or tensor is listed twice")
     return () if activation is None else tuple(found)
 
@@ -365,8 +378,14 @@ def _decoder(root: _Reader) -> DecoderSpec | None:
 
 def _input_dict(spec: InputSpec) -> dict[str, Any]:
     """The input as JSON: its name and size, then its convention (mean and std as lists)."""
-    return {"name": spec.name, "height": spec.height, "width": spec.width,
-            **spec.convention(), "mean": list(spec.mean), "std": list(spec.std)}
+    return {
+        "name": spec.name,
+        "height": spec.height,
+        "width": spec.width,
+        **spec.convention(),
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+    }
 
 
 def _input(inp: _Reader) -> InputSpec:
@@ -393,8 +412,7 @@ def _output(out: _Reader) -> OutputSpec:
         kind=out.choice("kind", OUTPUT_KINDS),
         height=out.count("height") if "height" in out.data else 0,
         width=out.count("width") if "width" in out.data else 0,
-        background=out.get("background", int, optional=True)
-        if "background" in out.data else None,
+        background=out.get("background", int, optional=True) if "background" in out.data else None,
         head=out.choice("head", HEADS) if "head" in out.data else "softmax",
     )
 
@@ -407,8 +425,10 @@ def _check_output(o: OutputSpec) -> None:
     if o.head != "softmax" and o.height > 0:
         raise BundleError("manifest: a segmentation output's head is softmax")
     if o.background is not None and not 0 <= o.background < o.classes:
-        raise BundleError(f"manifest: 'output.background' must be a class id below "
-                          f"{o.classes}, got {o.background}")
+        raise BundleError(
+            f"manifest: 'output.background' must be a class id below "
+            f"{o.classes}, got {o.background}"
+        )
 
 
 def _activation(act: _Reader, layouts: tuple[str, ...] = ACTIVATION_LAYOUTS) -> ActivationSpec:
@@ -466,8 +486,10 @@ class _Reader:
         value = self.data.get(key)
         if key not in self.data:
             raise BundleError(f"manifest: missing key '{self._key(key)}'")
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
-            value
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
         ):
             raise BundleError(
                 f"manifest: '{self._key(key)}' must be a finite number, got {value!r}"
@@ -488,7 +510,9 @@ class _Reader:
     def triple(self, key: str, positive: bool = False) -> tuple[float, float, float]:
         value = self.get(key, list)
         ok = len(value) == 3 and all(
-            not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v)
+            not isinstance(v, bool)
+            and isinstance(v, int | float)
+            and math.isfinite(v)
             and (v > 0 or not positive)
             for v in value
         )

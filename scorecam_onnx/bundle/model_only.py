@@ -40,31 +40,43 @@ def graph_size(model: onnx.ModelProto, layout: str) -> tuple[int, int] | None:
     """The input's fixed height and width, or None when the graph leaves them open."""
     shape = graphs.dims(graphs.single_input(model))
     if len(shape) != 4:
-        raise BundleError(f"input {graphs.single_input(model).name!r} must be 4-D, has shape "
-                          f"{shape}")
+        raise BundleError(
+            f"input {graphs.single_input(model).name!r} must be 4-D, has shape {shape}"
+        )
     h, w = (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
     return (h, w) if isinstance(h, int) and isinstance(w, int) else None
 
 
-KEEP_HINT = ("set them with --input-size, --mean, --std, --layout, --resize, or keep them "
-             "with split --no-layer")
+KEEP_HINT = (
+    "set them with --input-size, --mean, --std, --layout, --resize, or keep them "
+    "with split --no-layer"
+)
 
 
-def assumed_line(path: Path | str, prep: Preprocessing, assumed: list[str],
-                 hint: str = KEEP_HINT) -> str:
+def assumed_line(
+    path: Path | str, prep: Preprocessing, assumed: list[str], hint: str = KEEP_HINT
+) -> str:
     """The one line saying which preprocessing settings were assumed for a plain model."""
-    values = {"input size": f"{prep.height}×{prep.width}",
-              "mean": ",".join(f"{v:g}" for v in prep.mean),
-              "std": ",".join(f"{v:g}" for v in prep.std),
-              "layout": prep.layout, "resize": prep.resize}
+    values = {
+        "input size": f"{prep.height}×{prep.width}",
+        "mean": ",".join(f"{v:g}" for v in prep.mean),
+        "std": ",".join(f"{v:g}" for v in prep.std),
+        "layout": prep.layout,
+        "resize": prep.resize,
+    }
     said = ", ".join(f"{name} {values[name]}" for name in assumed)
     return f"{path}: assumed {said} (defaults); {hint}"
 
 
-def open_model(path: str | Path, preprocessing: Preprocessing | None = None,
-               output: str | None = None, labels: list[str] | None = None,
-               quiet: bool = False, decoder: str | None = None,
-               head: str | None = None) -> Bundle:
+def open_model(
+    path: str | Path,
+    preprocessing: Preprocessing | None = None,
+    output: str | None = None,
+    labels: list[str] | None = None,
+    quiet: bool = False,
+    decoder: str | None = None,
+    head: str | None = None,
+) -> Bundle:
     """A plain ONNX classifier or detector as a model-only bundle, read in place (nothing is
     written).
 
@@ -82,9 +94,11 @@ def open_model(path: str | Path, preprocessing: Preprocessing | None = None,
     output = output or graphs.only_output(model)
     batch = graphs.dims(image_input)[:1]
     if batch and isinstance(batch[0], int):
-        raise BundleError(f"{path}: the input's batch axis is fixed at {batch[0]}; write a "
-                          f"model-only bundle with `scorecam-onnx split {path.name} --no-layer "
-                          "--out DIR`, which frees it")
+        raise BundleError(
+            f"{path}: the input's batch axis is fixed at {batch[0]}; write a "
+            f"model-only bundle with `scorecam-onnx split {path.name} --no-layer "
+            "--out DIR`, which frees it"
+        )
     if preprocessing is None:
         prep, assumed = preprocessing_for(model)
     else:
@@ -95,29 +109,40 @@ def open_model(path: str | Path, preprocessing: Preprocessing | None = None,
     head, classes = output_head(head, producer_op(model, output) == "Sigmoid", columns)
     if labels is not None and len(labels) != classes:
         raise BundleError(f"{len(labels)} labels given for a model with {classes} classes")
-    manifest = _manifest(image_input.name, prep, OutputSpec(
-        output, classes, kind=output_kind(model, output), head=head), path.name,
-        weights=None, labels=None, source={"framework": "onnx", "model": path.name})
-    return Bundle(path.parent, manifest, tuple(labels) if labels is not None else None,
-                  plain=True)
+    manifest = _manifest(
+        image_input.name,
+        prep,
+        OutputSpec(output, classes, kind=output_kind(model, output), head=head),
+        path.name,
+        weights=None,
+        labels=None,
+        source={"framework": "onnx", "model": path.name},
+    )
+    return Bundle(path.parent, manifest, tuple(labels) if labels is not None else None, plain=True)
 
 
-def preprocessing_for(model: onnx.ModelProto, input_size: tuple[int, int] | None = None,
-                      mean: tuple[float, float, float] | None = None,
-                      std: tuple[float, float, float] | None = None,
-                      layout: str | None = None, resize: str | None = None,
-                      ) -> tuple[Preprocessing, list[str]]:
+def preprocessing_for(
+    model: onnx.ModelProto,
+    input_size: tuple[int, int] | None = None,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
+    layout: str | None = None,
+    resize: str | None = None,
+) -> tuple[Preprocessing, list[str]]:
     """The preprocessing of a plain model from the settings given, and the names of those
     assumed: ImageNet's mean and std, stretch resizing, the size from the graph when it is
     fixed (else 224), the layout from the input's shape."""
     base = Preprocessing(layout=layout or graph_layout(model))
-    prep = replace(base, mean=mean or base.mean, std=std or base.std,
-                   resize=resize or base.resize)
+    prep = replace(base, mean=mean or base.mean, std=std or base.std, resize=resize or base.resize)
     if input_size is not None:
         prep = replace(prep, height=input_size[0], width=input_size[1])
     prep = complete(model, prep)
-    given = {"input size": input_size is not None or graph_size(model, prep.layout) is not None,
-             "mean": mean is not None, "std": std is not None, "resize": resize is not None}
+    given = {
+        "input size": input_size is not None or graph_size(model, prep.layout) is not None,
+        "mean": mean is not None,
+        "std": std is not None,
+        "resize": resize is not None,
+    }
     return prep, [name for name, known in given.items() if not known]
 
 
@@ -129,15 +154,22 @@ def complete(model: onnx.ModelProto, prep: Preprocessing) -> Preprocessing:
         height, width = fixed or (DEFAULT_SIZE, DEFAULT_SIZE)
         return replace(prep, height=height, width=width)
     if fixed is not None and (prep.height, prep.width) != fixed:
-        raise BundleError(f"input size {prep.height}x{prep.width} differs from the graph's "
-                          f"{fixed[0]}x{fixed[1]}")
+        raise BundleError(
+            f"input size {prep.height}x{prep.width} differs from the graph's {fixed[0]}x{fixed[1]}"
+        )
     return prep
 
 
-def write_model_bundle(model: onnx.ModelProto, out_dir: str | Path,
-                       output: str | None = None, preprocessing: Preprocessing | None = None,
-                       labels: list[str] | None = None, source: dict[str, str] | None = None,
-                       force: bool = False, head: str | None = None) -> Bundle:
+def write_model_bundle(
+    model: onnx.ModelProto,
+    out_dir: str | Path,
+    output: str | None = None,
+    preprocessing: Preprocessing | None = None,
+    labels: list[str] | None = None,
+    source: dict[str, str] | None = None,
+    force: bool = False,
+    head: str | None = None,
+) -> Bundle:
     """Write a model-only bundle folder: the classifier with a free batch axis, its
     preprocessing and labels in a manifest, checksums. `model` has its weights loaded."""
     out = Path(out_dir)
@@ -158,29 +190,56 @@ def write_model_bundle(model: onnx.ModelProto, out_dir: str | Path,
             write_text_atomic(staging / "labels.txt", "\n".join(labels) + "\n")
         has_weights = (staging / WEIGHTS_NAME).is_file()
         names = ["model.onnx"] + ([WEIGHTS_NAME] if has_weights else [])
-        manifest = _manifest(image_input.name, prep, OutputSpec(
-                                 output, classes, kind=output_kind(model, output), head=head),
-                             "model.onnx",
-                             weights=WEIGHTS_NAME if has_weights else None,
-                             labels="labels.txt" if labels is not None else None,
-                             source=dict(source or {}),
-                             checksums={name: sha256(staging / name) for name in names})
+        manifest = _manifest(
+            image_input.name,
+            prep,
+            OutputSpec(output, classes, kind=output_kind(model, output), head=head),
+            "model.onnx",
+            weights=WEIGHTS_NAME if has_weights else None,
+            labels="labels.txt" if labels is not None else None,
+            source=dict(source or {}),
+            checksums={name: sha256(staging / name) for name in names},
+        )
         write_text_atomic(staging / MANIFEST_NAME, manifest.dumps())
     return Bundle.load(out)
 
 
-def _manifest(input_name: str, prep: Preprocessing, output: OutputSpec, model: str,
-              weights: str | None, labels: str | None, source: dict[str, str],
-              checksums: dict[str, str] | None = None) -> Manifest:
+def _manifest(
+    input_name: str,
+    prep: Preprocessing,
+    output: OutputSpec,
+    model: str,
+    weights: str | None,
+    labels: str | None,
+    source: dict[str, str],
+    checksums: dict[str, str] | None = None,
+) -> Manifest:
     assert prep.height is not None and prep.width is not None
     return Manifest(
-        input=InputSpec(name=input_name, height=prep.height, width=prep.width,
-                        layout=prep.layout, color=prep.color, scale=prep.scale,
-                        mean=prep.mean, std=prep.std, resize=prep.resize,
-                        interpolation=prep.interpolation, crop_fraction=prep.crop_fraction),
-        output=output, layers=(),
-        features=None, model=model, weights=weights, labels=labels, source=source,
-        checksums=checksums or {}, tail=None, tail_missing=NO_LAYER)
+        input=InputSpec(
+            name=input_name,
+            height=prep.height,
+            width=prep.width,
+            layout=prep.layout,
+            color=prep.color,
+            scale=prep.scale,
+            mean=prep.mean,
+            std=prep.std,
+            resize=prep.resize,
+            interpolation=prep.interpolation,
+            crop_fraction=prep.crop_fraction,
+        ),
+        output=output,
+        layers=(),
+        features=None,
+        model=model,
+        weights=weights,
+        labels=labels,
+        source=source,
+        checksums=checksums or {},
+        tail=None,
+        tail_missing=NO_LAYER,
+    )
 
 
 def _classes(model: onnx.ModelProto, output: str) -> int | None:
@@ -193,8 +252,7 @@ def _classes(model: onnx.ModelProto, output: str) -> int | None:
     return None
 
 
-def _probe(path: Path, input_name: str, output: str, prep: Preprocessing,
-           batch: int = 1) -> int:
+def _probe(path: Path, input_name: str, output: str, prep: Preprocessing, batch: int = 1) -> int:
     """Run the model once on noise; C from its N×C output."""
     assert prep.height is not None and prep.width is not None
     size = (prep.height, prep.width)

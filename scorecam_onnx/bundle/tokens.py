@@ -9,8 +9,9 @@ from ..errors import BundleError
 MAX_PREFIX = 8
 
 
-def grid_candidates(length: int, size: tuple[int, int],
-                    max_prefix: int = MAX_PREFIX) -> list[tuple[int, int, int]]:
+def grid_candidates(
+    length: int, size: tuple[int, int], max_prefix: int = MAX_PREFIX
+) -> list[tuple[int, int, int]]:
     """Every (P, gh, gw) with L − P = gh·gw patches of a square patch size dividing the input.
 
     A grid of 1×1 is not a map and is left out.
@@ -28,8 +29,9 @@ def grid_candidates(length: int, size: tuple[int, int],
     return found
 
 
-def infer_grid(length: int, size: tuple[int, int], prefix: int | None = None
-               ) -> tuple[int, int, int]:
+def infer_grid(
+    length: int, size: tuple[int, int], prefix: int | None = None
+) -> tuple[int, int, int]:
     """(P, gh, gw) for L tokens of an input of `size`, when only one reading fits.
 
     Args:
@@ -46,20 +48,24 @@ def infer_grid(length: int, size: tuple[int, int], prefix: int | None = None
     if len(found) == 1:
         return found[0]
     readings = ", ".join(f"{p}:{gh}x{gw}" for p, gh, gw in found)
-    what = (f"{length} tokens at input {size[0]}×{size[1]}"
-            + (f" with {prefix} leading tokens" if prefix is not None else ""))
+    what = f"{length} tokens at input {size[0]}×{size[1]}" + (
+        f" with {prefix} leading tokens" if prefix is not None else ""
+    )
     if not found:
         raise BundleError(f"{what}: no patch grid fits; give --tokens P:GHxGW")
-    raise BundleError(f"{what} could be read as {readings} (leading tokens:grid); "
-                      "give --tokens P:GHxGW")
+    raise BundleError(
+        f"{what} could be read as {readings} (leading tokens:grid); give --tokens P:GHxGW"
+    )
 
 
 def check_grid(length: int, tokens: tuple[int, int, int]) -> tuple[int, int, int]:
     """A user's (P, gh, gw), checked against the tensor's L."""
     prefix, gh, gw = tokens
     if prefix < 0 or gh < 1 or gw < 1 or prefix + gh * gw != length or gh * gw <= 1:
-        raise BundleError(f"--tokens {prefix}:{gh}x{gw} does not fit a tensor of {length} "
-                          f"tokens (P + GH·GW must be {length}, with a grid above 1×1)")
+        raise BundleError(
+            f"--tokens {prefix}:{gh}x{gw} does not fit a tensor of {length} "
+            f"tokens (P + GH·GW must be {length}, with a grid above 1×1)"
+        )
     return tokens
 
 
@@ -69,8 +75,10 @@ def is_grid(height: int, width: int, size: tuple[int, int]) -> bool:
     full_h, full_w = size
     if height * width <= 1 or height > full_h or width > full_w:
         return False
-    return any(height in (full_h // s, -(-full_h // s)) and width in (full_w // s, -(-full_w // s))
-               for s in range(1, max(full_h, full_w) + 1))
+    return any(
+        height in (full_h // s, -(-full_h // s)) and width in (full_w // s, -(-full_w // s))
+        for s in range(1, max(full_h, full_w) + 1)
+    )
 
 
 def map_layouts(shape: tuple[int, ...], size: tuple[int, int]) -> tuple[str, ...]:
@@ -81,5 +89,6 @@ def map_layouts(shape: tuple[int, ...], size: tuple[int, int]) -> tuple[str, ...
     equal a spatial side (N×16×16×16 at 32×32).
     """
     _, a, b, c = shape
-    return tuple(layout for layout, (h, w) in (("NCHW", (b, c)), ("NHWC", (a, b)))
-                 if is_grid(h, w, size))
+    return tuple(
+        layout for layout, (h, w) in (("NCHW", (b, c)), ("NHWC", (a, b))) if is_grid(h, w, size)
+    )

@@ -94,9 +94,20 @@ def write_bundle(
     out = Path(out_dir)
     if out.exists() and not force:
         raise BundleError(f"{out}: already exists (use --force to replace it)")
-    plan = _plan(model, preprocessing or Preprocessing(), activation, layer, output,
-                 tokens=tokens, activation_layout=activation_layout, prefix_hint=prefix_hint,
-                 background=background, labels=labels, source=source, head=head)
+    plan = _plan(
+        model,
+        preprocessing or Preprocessing(),
+        activation,
+        layer,
+        output,
+        tokens=tokens,
+        activation_layout=activation_layout,
+        prefix_hint=prefix_hint,
+        background=background,
+        labels=labels,
+        source=source,
+        head=head,
+    )
     with staged_folder(out) as staging:
         staging.mkdir(parents=True)
         bypassed = _cut(model, plan, staging)
@@ -113,21 +124,21 @@ def write_bundle(
 class _Plan:
     """What `write_bundle` cuts and how it describes it, settled before a file is written."""
 
-    input: str                      # the image input
-    output: str                     # the class-score output
-    kind: str                       # its kind: 'logits' or 'probabilities'
-    tensors: tuple[str, ...]        # the target tensors, the deepest first
-    names: tuple[str, ...]          # their layer names, in the same order
-    size: tuple[int, int]           # the input's height and width
+    input: str  # the image input
+    output: str  # the class-score output
+    kind: str  # its kind: 'logits' or 'probabilities'
+    tensors: tuple[str, ...]  # the target tensors, the deepest first
+    names: tuple[str, ...]  # their layer names, in the same order
+    size: tuple[int, int]  # the input's height and width
     prep: Preprocessing
-    maps_layout: str                # the layout of 4-D target tensors
+    maps_layout: str  # the layout of 4-D target tensors
     tokens: tuple[int, int, int] | None
     prefix_hint: int | None
     background: int | None
     labels: tuple[str, ...] | None
     source: dict[str, str]
-    head: str | None = None         # given, else read off the graph and the probe
-    sigmoid: bool = False           # the output is a Sigmoid's
+    head: str | None = None  # given, else read off the graph and the probe
+    sigmoid: bool = False  # the output is a Sigmoid's
 
     @property
     def deepest(self) -> str:
@@ -135,28 +146,51 @@ class _Plan:
         return self.tensors[0]
 
 
-def _plan(model: onnx.ModelProto, prep: Preprocessing, activation: str | Sequence[str],
-          layer: str | Sequence[str] | None, output: str | None, *,
-          tokens: tuple[int, int, int] | None, activation_layout: str | None,
-          prefix_hint: int | None, background: int | None, labels: list[str] | None,
-          source: dict[str, str] | None, head: str | None = None) -> _Plan:
+def _plan(
+    model: onnx.ModelProto,
+    prep: Preprocessing,
+    activation: str | Sequence[str],
+    layer: str | Sequence[str] | None,
+    output: str | None,
+    *,
+    tokens: tuple[int, int, int] | None,
+    activation_layout: str | None,
+    prefix_hint: int | None,
+    background: int | None,
+    labels: list[str] | None,
+    source: dict[str, str] | None,
+    head: str | None = None,
+) -> _Plan:
     """Check the arguments against the graph and settle what is cut and described."""
     image_input = graphs.single_input(model)
     output = output or graphs.only_output(model)
     tensors, names = _targets(model, output, activation, layer, tokens)
     return _Plan(
-        input=image_input.name, output=output, kind=output_kind(model, output),
-        tensors=tensors, names=names, size=_input_size(image_input, prep), prep=prep,
-        maps_layout=activation_layout or prep.layout, tokens=tokens, prefix_hint=prefix_hint,
-        background=background, labels=None if labels is None else tuple(labels),
-        source=dict(source or {}), head=_given_head(head),
+        input=image_input.name,
+        output=output,
+        kind=output_kind(model, output),
+        tensors=tensors,
+        names=names,
+        size=_input_size(image_input, prep),
+        prep=prep,
+        maps_layout=activation_layout or prep.layout,
+        tokens=tokens,
+        prefix_hint=prefix_hint,
+        background=background,
+        labels=None if labels is None else tuple(labels),
+        source=dict(source or {}),
+        head=_given_head(head),
         sigmoid=producer_op(model, output) == "Sigmoid",
     )
 
 
-def _targets(model: onnx.ModelProto, output: str, activation: str | Sequence[str],
-             layer: str | Sequence[str] | None, tokens: tuple[int, int, int] | None,
-             ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _targets(
+    model: onnx.ModelProto,
+    output: str,
+    activation: str | Sequence[str],
+    layer: str | Sequence[str] | None,
+    tokens: tuple[int, int, int] | None,
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The target tensors and their layer names, checked, the deepest first."""
     tensors = [activation] if isinstance(activation, str) else list(activation)
     names = tensors if layer is None else [layer] if isinstance(layer, str) else list(layer)
@@ -222,9 +256,15 @@ def save_model_graph(model: onnx.ModelProto, input_name: str, output: str, path:
     weights in the external file `WEIGHTS_NAME` beside it."""
     full = graphs.extract(model, [input_name], [output])
     graphs.free_batch_axis(full, [input_name, output])
-    onnx.save_model(full, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=WEIGHTS_NAME, size_threshold=EXTERNAL_THRESHOLD,
-                    convert_attribute=False)
+    onnx.save_model(
+        full,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=WEIGHTS_NAME,
+        size_threshold=EXTERNAL_THRESHOLD,
+        convert_attribute=False,
+    )
 
 
 def _graph_files(has_tail: bool) -> list[str]:
@@ -260,29 +300,40 @@ def _probe(folder: Path, plan: _Plan, has_tail: bool) -> _Probed:
         (scores,) = model.run([plan.output], {plan.input: probe})
     except Exception as exc:  # noqa: BLE001 - report ONNX Runtime's own words
         raise BundleError(f"the cut graphs do not run in ONNX Runtime: {exc}") from None
-    tail_error = (_check_tail(folder, plan.deepest, plan.output, outputs[0], scores)
-                  if has_tail else None)
+    tail_error = (
+        _check_tail(folder, plan.deepest, plan.output, outputs[0], scores) if has_tail else None
+    )
     if scores.ndim not in (2, 4) or scores.shape[0] != 2:
-        raise BundleError(f"output {plan.output!r} has shape {scores.shape}, expected N×C "
-                          "class scores or N×C×H×W per-pixel scores")
-    found = [_tensor_shape(tensor, acts, plan.maps_layout)
-             for tensor, acts in zip(plan.tensors, outputs, strict=True)]
+        raise BundleError(
+            f"output {plan.output!r} has shape {scores.shape}, expected N×C "
+            "class scores or N×C×H×W per-pixel scores"
+        )
+    found = [
+        _tensor_shape(tensor, acts, plan.maps_layout)
+        for tensor, acts in zip(plan.tensors, outputs, strict=True)
+    ]
     size = (int(scores.shape[2]), int(scores.shape[3])) if scores.ndim == 4 else (0, 0)
     return _Probed(found, int(scores.shape[1]), tail_error, size)
 
 
-def _tensor_shape(tensor: str, acts: np.ndarray, layout: str,
-                  ) -> tuple[tuple[int, int, int], int | None]:
+def _tensor_shape(
+    tensor: str,
+    acts: np.ndarray,
+    layout: str,
+) -> tuple[tuple[int, int, int], int | None]:
     """((K, h, w), None) of a 4-D activation in `layout`; ((K, 0, 0), L) of N×L×K tokens."""
     if acts.ndim not in (3, 4) or acts.shape[0] != 2:
-        raise BundleError(f"tensor {tensor!r} has shape {acts.shape}, expected N×K×h×w, "
-                          "N×h×w×K or N×L×K tokens")
+        raise BundleError(
+            f"tensor {tensor!r} has shape {acts.shape}, expected N×K×h×w, N×h×w×K or N×L×K tokens"
+        )
     if acts.ndim == 3:
         return (int(acts.shape[2]), 0, 0), int(acts.shape[1])
     k, h, w = acts.shape[1:] if layout == "NCHW" else (acts.shape[3], *acts.shape[1:3])
     if h * w <= 1:
-        raise BundleError(f"tensor {tensor!r} has a spatial size of {h}×{w}: a saliency "
-                          "map needs more (pick a layer before the global pooling)")
+        raise BundleError(
+            f"tensor {tensor!r} has a spatial size of {h}×{w}: a saliency "
+            "map needs more (pick a layer before the global pooling)"
+        )
     return (int(k), int(h), int(w)), None
 
 
@@ -299,19 +350,31 @@ def _describe(folder: Path, plan: _Plan, probed: _Probed, bypassed: str | None) 
     if probed.tail_error is not None:
         (folder / TAIL_NAME).unlink()
         tail_missing = probed.tail_error
-    head, classes = output_head(plan.head, plan.sigmoid, probed.classes,
-                                probed.output_size != (0, 0))
+    head, classes = output_head(
+        plan.head, plan.sigmoid, probed.classes, probed.output_size != (0, 0)
+    )
     labels = _write_labels(folder, plan.labels, classes)
-    output = OutputSpec(plan.output, classes, kind=plan.kind,
-                        height=probed.output_size[0], width=probed.output_size[1],
-                        background=_background(plan.background, probed.classes), head=head)
+    output = OutputSpec(
+        plan.output,
+        classes,
+        kind=plan.kind,
+        height=probed.output_size[0],
+        width=probed.output_size[1],
+        background=_background(plan.background, probed.classes),
+        head=head,
+    )
     has_weights = (folder / WEIGHTS_NAME).is_file()
     files = _graph_files(has_tail=tail_missing is None) + ([WEIGHTS_NAME] if has_weights else [])
     return Manifest(
-        input=_input_spec(plan), output=output, layers=layers,
-        weights=WEIGHTS_NAME if has_weights else None, labels=labels, source=plan.source,
+        input=_input_spec(plan),
+        output=output,
+        layers=layers,
+        weights=WEIGHTS_NAME if has_weights else None,
+        labels=labels,
+        source=plan.source,
         checksums={name: sha256(folder / name) for name in files},
-        tail=TAIL_NAME if tail_missing is None else None, tail_missing=tail_missing,
+        tail=TAIL_NAME if tail_missing is None else None,
+        tail_missing=tail_missing,
     )
 
 
@@ -321,22 +384,29 @@ def _layers(plan: _Plan, probed: _Probed) -> tuple[LayerSpec, ...]:
     if deepest_length is None and plan.tokens:
         raise BundleError(f"--tokens is for a token tensor (N×L×C); {plan.deepest!r} is 4-D")
     return tuple(
-        LayerSpec(name, _activation_spec(plan, tensor, shape, length,
-                                         plan.tokens if n == 0 else None))
-        for n, (tensor, name, (shape, length))
-        in enumerate(zip(plan.tensors, plan.names, probed.shapes, strict=True))
+        LayerSpec(
+            name, _activation_spec(plan, tensor, shape, length, plan.tokens if n == 0 else None)
+        )
+        for n, (tensor, name, (shape, length)) in enumerate(
+            zip(plan.tensors, plan.names, probed.shapes, strict=True)
+        )
     )
 
 
-def _activation_spec(plan: _Plan, tensor: str, shape: tuple[int, int, int],
-                     length: int | None, tokens: tuple[int, int, int] | None,
-                     ) -> ActivationSpec:
+def _activation_spec(
+    plan: _Plan,
+    tensor: str,
+    shape: tuple[int, int, int],
+    length: int | None,
+    tokens: tuple[int, int, int] | None,
+) -> ActivationSpec:
     """A feature map in the plan's layout, or L tokens read as P leading ones then a grid
     (the user's `tokens`, else the one reading that fits the input size)."""
     if length is None:
         return ActivationSpec(tensor, *shape, layout=plan.maps_layout)
-    prefix, gh, gw = (check_grid(length, tokens) if tokens else
-                      infer_grid(length, plan.size, plan.prefix_hint))
+    prefix, gh, gw = (
+        check_grid(length, tokens) if tokens else infer_grid(length, plan.size, plan.prefix_hint)
+    )
     return ActivationSpec(tensor, shape[0], gh, gw, layout="NLC", prefix=prefix)
 
 
@@ -352,8 +422,9 @@ def _write_labels(folder: Path, labels: tuple[str, ...] | None, classes: int) ->
 
 def _input_spec(plan: _Plan) -> InputSpec:
     """The input as written: the plan's input name and size, in the user's convention."""
-    return InputSpec(name=plan.input, height=plan.size[0], width=plan.size[1],
-                     **plan.prep.convention())
+    return InputSpec(
+        name=plan.input, height=plan.size[0], width=plan.size[1], **plan.prep.convention()
+    )
 
 
 def _background(background: int | None, classes: int) -> int | None:
@@ -362,8 +433,9 @@ def _background(background: int | None, classes: int) -> int | None:
     return background
 
 
-def _check_tail(folder: Path, activation: str, output: str, acts: np.ndarray,
-                scores: np.ndarray) -> str | None:
+def _check_tail(
+    folder: Path, activation: str, output: str, acts: np.ndarray, scores: np.ndarray
+) -> str | None:
     """None when the tail graph runs and reproduces the model's outputs (relative 1e-4)."""
     try:
         tail, _ = build_session(folder / TAIL_NAME, "cpu")
@@ -396,17 +468,27 @@ def _given_head(head: str | None) -> str | None:
     return head
 
 
-def output_head(given: str | None, sigmoid: bool, columns: int, segmentation: bool = False
-                ) -> tuple[str, int]:
+def output_head(
+    given: str | None, sigmoid: bool, columns: int, segmentation: bool = False
+) -> tuple[str, int]:
     """The head and the classes of an output of `columns` scores: the one given, checked,
     else one column → binary, a Sigmoid's → multi-label, else softmax."""
-    head = given or ("softmax" if segmentation else "binary" if columns == 1
-                     else "multi-label" if sigmoid else "softmax")
+    head = given or (
+        "softmax"
+        if segmentation
+        else "binary"
+        if columns == 1
+        else "multi-label"
+        if sigmoid
+        else "softmax"
+    )
     if segmentation and head != "softmax":
         raise BundleError("a segmentation output's head is softmax")
     if (head == "binary") != (columns == 1):
-        raise BundleError(f"a binary head has one output column; this output has {columns}"
-                          if head == "binary" else
-                          f"a {head} head needs several output columns; this output has one "
-                          "(a binary model: --head binary)")
+        raise BundleError(
+            f"a binary head has one output column; this output has {columns}"
+            if head == "binary"
+            else f"a {head} head needs several output columns; this output has one "
+            "(a binary model: --head binary)"
+        )
     return head, 2 if head == "binary" else columns

@@ -111,10 +111,17 @@ class Attribution:
         inside a graph (see `ScoreCam.score`)."""
         return False
 
-    def score(self, x: NDArray[np.float32], activations: NDArray[np.float32], model: ScoreFn,
-              targets: list[int], clean_output: NDArray[np.float32],
-              output_kind: str = "logits", progress: Progress | None = None,
-              maps_model: ScoreFn | None = None) -> Scores:
+    def score(
+        self,
+        x: NDArray[np.float32],
+        activations: NDArray[np.float32],
+        model: ScoreFn,
+        targets: list[int],
+        clean_output: NDArray[np.float32],
+        output_kind: str = "logits",
+        progress: Progress | None = None,
+        maps_model: ScoreFn | None = None,
+    ) -> Scores:
         """Run the method's forwards and return its scores for every target class."""
         raise NotImplementedError
 
@@ -132,9 +139,14 @@ class Attribution:
             weights[scored] = values[scored]
         return weights.astype(np.float32)
 
-    def cam(self, activations: NDArray[np.float32], weights: NDArray[np.float32],
-            size: tuple[int, int], eigen: bool = False,
-            layer_part: bool = False) -> tuple[NDArray[np.float32], bool]:
+    def cam(
+        self,
+        activations: NDArray[np.float32],
+        weights: NDArray[np.float32],
+        size: tuple[int, int],
+        eigen: bool = False,
+        layer_part: bool = False,
+    ) -> tuple[NDArray[np.float32], bool]:
         """The saliency map at input resolution in [0, 1], and whether it is degenerate;
         `eigen`: the weighted activations' first principal component instead of their sum;
         `layer_part`: one layer's part of a fused map (see `form_cam`)."""
@@ -176,21 +188,24 @@ class ScoreCam(Attribution):
             return np.arange(varying.size)
         return np.flatnonzero(varying)
 
-    def perturb(self, masks: NDArray[np.float32], channels: NDArray[np.int64],
-                sample: int) -> NDArray[np.float32]:
+    def perturb(
+        self, masks: NDArray[np.float32], channels: NDArray[np.int64], sample: int
+    ) -> NDArray[np.float32]:
         """The `sample`-th copy of the masks of `channels` (default: the masks themselves)."""
         return masks
 
-    def group(self, flat: NDArray[np.float32], scaled: NDArray[np.float32]
-              ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
+    def group(
+        self, flat: NDArray[np.float32], scaled: NDArray[np.float32]
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
         """Which chosen channels share one masked forward: (a member of each group, each
         channel's group, each group's low-resolution map).
 
         Default: channels with identical masks (see `dedupe`), each group scored with its
         own mask; every channel of a group gets the group's score.
         """
-        first, group = _distinct(flat) if self.dedupe else (
-            np.arange(flat.shape[0]), np.arange(flat.shape[0]))
+        first, group = (
+            _distinct(flat) if self.dedupe else (np.arange(flat.shape[0]), np.arange(flat.shape[0]))
+        )
         return first, group, scaled[first]
 
     # Core --------------------------------------------------------------------------------
@@ -222,8 +237,9 @@ class ScoreCam(Attribution):
         fused = maps_model is not None and self.perturbs_linearly
         jobs = self._jobs(x, activations)
         targets_arr = np.asarray(targets, dtype=np.int64)
-        clean = class_scores(clean_output[None].astype(np.float64), targets_arr,
-                              self.preset.score, output_kind, None)[0]
+        clean = class_scores(
+            clean_output[None].astype(np.float64), targets_arr, self.preset.score, output_kind, None
+        )[0]
         sums = np.zeros((jobs.first.size, len(targets)), dtype=np.float64)
         counts = np.zeros((jobs.first.size, len(targets)), dtype=np.int64)
 
@@ -234,16 +250,25 @@ class ScoreCam(Attribution):
             np.add.at(sums, jobs.group_of[start:stop], np.where(usable, scores, 0.0))
             np.add.at(counts, jobs.group_of[start:stop], usable)
 
-        run = run_batches(jobs.group_of.size, self.batch_size,
-                          activations.shape[1:] if fused else x.shape[1:],
-                          lambda start, stop, inputs: self._fill(
-                              jobs, x, fused, start, stop, inputs),
-                          maps_model if fused else model, take, progress)
+        run = run_batches(
+            jobs.group_of.size,
+            self.batch_size,
+            activations.shape[1:] if fused else x.shape[1:],
+            lambda start, stop, inputs: self._fill(jobs, x, fused, start, stop, inputs),
+            maps_model if fused else model,
+            take,
+            progress,
+        )
         values = np.full((activations.shape[0], len(targets)), np.nan, dtype=np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             values[jobs.chosen] = np.where(counts > 0, sums / counts, np.nan)[jobs.group]
-        return Scores(values, forwards=jobs.group_of.size, masks=jobs.first.size,
-                      nonfinite=run.nonfinite, seconds=run.seconds)
+        return Scores(
+            values,
+            forwards=jobs.group_of.size,
+            masks=jobs.first.size,
+            nonfinite=run.nonfinite,
+            seconds=run.seconds,
+        )
 
     def _jobs(self, x: NDArray[np.float32], activations: NDArray[np.float32]) -> _MaskJobs:
         """The masked forwards to run: the chosen channels, grouped, each group's map, and
@@ -253,12 +278,25 @@ class ScoreCam(Attribution):
         builder = _MaskBuilder(activations, x.shape[2:], self.preset)
         first, group, maps = self.group(flat[chosen], builder.scaled(chosen))
         order = np.argsort(first, kind="stable")
-        return _MaskJobs(chosen, builder, first, group, maps,
-                         np.repeat(order, self.samples),
-                         np.tile(np.arange(self.samples), order.size))
+        return _MaskJobs(
+            chosen,
+            builder,
+            first,
+            group,
+            maps,
+            np.repeat(order, self.samples),
+            np.tile(np.arange(self.samples), order.size),
+        )
 
-    def _fill(self, jobs: _MaskJobs, x: NDArray[np.float32], fused: bool, start: int,
-              stop: int, inputs: NDArray[np.float32]) -> None:
+    def _fill(
+        self,
+        jobs: _MaskJobs,
+        x: NDArray[np.float32],
+        fused: bool,
+        start: int,
+        stop: int,
+        inputs: NDArray[np.float32],
+    ) -> None:
         """Forwards start…stop−1 into `inputs`: masked images, or with `fused` the
         low-resolution maps a maps scorer upsamples and applies itself."""
         groups = jobs.group_of[start:stop]
@@ -269,8 +307,9 @@ class ScoreCam(Attribution):
         if self.samples > 1:
             for s in np.unique(samples):
                 pick = samples == s
-                masks[pick] = self.perturb(masks[pick], jobs.chosen[jobs.first[groups[pick]]],
-                                           int(s))
+                masks[pick] = self.perturb(
+                    masks[pick], jobs.chosen[jobs.first[groups[pick]]], int(s)
+                )
         if fused:
             inputs[...] = masks
         else:
@@ -303,19 +342,27 @@ class BatchRun:
 class Pipelined:
     """A scoring function that can also `submit` a batch and wait for it later."""
 
-    def __init__(self, call: Callable[[NDArray[np.float32]], NDArray[np.float32]],
-                 submit: Callable[[NDArray[np.float32]], Callable[[], NDArray[np.float32]]],
-                 in_flight: int) -> None:
+    def __init__(
+        self,
+        call: Callable[[NDArray[np.float32]], NDArray[np.float32]],
+        submit: Callable[[NDArray[np.float32]], Callable[[], NDArray[np.float32]]],
+        in_flight: int,
+    ) -> None:
         self.call, self.submit, self.in_flight = call, submit, in_flight
 
     def __call__(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         return self.call(batch)
 
 
-def run_batches(total: int, batch_size: int, shape: tuple[int, ...],
-                fill: Callable[[int, int, NDArray[np.float32]], None], model: ScoreFn,
-                take: Callable[[int, int, NDArray[np.float64]], None],
-                progress: Progress | None = None) -> BatchRun:
+def run_batches(
+    total: int,
+    batch_size: int,
+    shape: tuple[int, ...],
+    fill: Callable[[int, int, NDArray[np.float32]], None],
+    model: ScoreFn,
+    take: Callable[[int, int, NDArray[np.float64]], None],
+    progress: Progress | None = None,
+) -> BatchRun:
     """The one loop of batched forwards that every perturbation method runs.
 
     Jobs 0…total−1 go through `model` `batch_size` at a time: `fill(start, stop, inputs)`
@@ -353,13 +400,13 @@ def run_batches(total: int, batch_size: int, shape: tuple[int, ...],
         if len(pending) == depth:
             finish()
         t0 = time.perf_counter()
-        inputs = buffers[index % depth][:stop - start]
+        inputs = buffers[index % depth][: stop - start]
         fill(start, stop, inputs)
         t1 = time.perf_counter()
         build_seconds += t1 - t0
         if submit is not None:
             wait = submit(inputs)
-        else:                       # in process: the forward runs now, taken before the next
+        else:  # in process: the forward runs now, taken before the next
             result = model(inputs)
             wait = lambda result=result: result  # noqa: E731 - a finished forward
         pending.append((start, stop, wait))
@@ -369,9 +416,14 @@ def run_batches(total: int, batch_size: int, shape: tuple[int, ...],
     return BatchRun(nonfinite, {"masks": build_seconds, "forwards": forward_seconds})
 
 
-def form_cam(activations: NDArray[np.float32], weights: NDArray[np.float32],
-             size: tuple[int, int], preset: Preset,
-             eigen: bool = False, layer_part: bool = False) -> tuple[NDArray[np.float32], bool]:
+def form_cam(
+    activations: NDArray[np.float32],
+    weights: NDArray[np.float32],
+    size: tuple[int, int],
+    preset: Preset,
+    eigen: bool = False,
+    layer_part: bool = False,
+) -> tuple[NDArray[np.float32], bool]:
     """Weigh the activations into a map at input resolution, as `preset` does.
 
     With `eigen`, the weighted sum is replaced by the projection of the weighted activations
@@ -386,8 +438,7 @@ def form_cam(activations: NDArray[np.float32], weights: NDArray[np.float32],
         weighted = weights.astype(np.float64)[:, None, None] * activations.astype(np.float64)
         summed = principal_projection(weighted)
     else:
-        summed = np.tensordot(weights.astype(np.float64), activations.astype(np.float64),
-                              axes=1)
+        summed = np.tensordot(weights.astype(np.float64), activations.astype(np.float64), axes=1)
     summed = np.nan_to_num(summed, nan=0.0, posinf=0.0, neginf=0.0)
     if preset.name == PAPER:
         # Σ s_k·Up(A_k) = Up(Σ s_k·A_k): upsampling is linear.
@@ -438,8 +489,13 @@ def min_max_normalised(cam: NDArray[np.floating]) -> tuple[NDArray[np.float32], 
     return ((cam - low) / (high - low)).astype(np.float32), False
 
 
-def class_scores(out: NDArray[np.float64], targets: NDArray[np.int64], kind: str,
-                  output_kind: str, clean: NDArray[np.float64] | None) -> NDArray[np.float64]:
+def class_scores(
+    out: NDArray[np.float64],
+    targets: NDArray[np.int64],
+    kind: str,
+    output_kind: str,
+    clean: NDArray[np.float64] | None,
+) -> NDArray[np.float64]:
     """N×T scores of the requested kind from N×C model outputs (NaN where undefined).
 
     `output_kind` is "logits" or "probabilities" of exclusive classes, or the same prefixed
@@ -473,8 +529,9 @@ def sigmoid(values: NDArray[np.floating]) -> NDArray[np.float64]:
         return np.where(v >= 0, 1.0 / (1.0 + np.exp(-v)), np.exp(v) / (1.0 + np.exp(v)))
 
 
-def _independent(out: NDArray[np.float64], targets: NDArray[np.int64], head: str,
-                 form: str) -> NDArray[np.float64]:
+def _independent(
+    out: NDArray[np.float64], targets: NDArray[np.int64], head: str, form: str
+) -> NDArray[np.float64]:
     """Each target's own probability: a label's sigmoid, or a binary head's class."""
     if head == "binary":
         positive = out[:, :1] if form == "probabilities" else sigmoid(out[:, :1])
@@ -492,8 +549,9 @@ class _MaskBuilder:
     cell), so they are read off a small sub-grid instead of the full H×W map.
     """
 
-    def __init__(self, activations: NDArray[np.float32], size: tuple[int, int],
-                 preset: Preset) -> None:
+    def __init__(
+        self, activations: NDArray[np.float32], size: tuple[int, int], preset: Preset
+    ) -> None:
         self.preset = preset
         self.activations = activations.astype(np.float32, copy=False)
         h, w = activations.shape[1:]

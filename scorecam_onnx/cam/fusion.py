@@ -26,9 +26,12 @@ def largest_grid(grids: list[tuple[int, int]]) -> tuple[int, int]:
     return max(g[0] for g in grids), max(g[1] for g in grids)
 
 
-def fuse(maps: list[tuple[NDArray[np.float32], bool]], mode: str,
-         grid: tuple[int, int] | None, size: tuple[int, int]
-         ) -> tuple[NDArray[np.float32], bool]:
+def fuse(
+    maps: list[tuple[NDArray[np.float32], bool]],
+    mode: str,
+    grid: tuple[int, int] | None,
+    size: tuple[int, int],
+) -> tuple[NDArray[np.float32], bool]:
     """One map from the layers' (map, degenerate) pairs: a single layer's as it is, else
     fused by `mode`; with `grid`, the maps are at that grid and "max" upsamples to `size`."""
     if len(maps) == 1:
@@ -46,8 +49,11 @@ def fuse_mean(maps: list[NDArray[np.float32]]) -> tuple[NDArray[np.float32], boo
     return (shifted / (1e-7 + shifted.max())).astype(np.float32), False
 
 
-def fuse_max(maps: list[NDArray[np.float32]], grid: tuple[int, int] | None = None,
-             size: tuple[int, int] | None = None) -> tuple[NDArray[np.float32], bool]:
+def fuse_max(
+    maps: list[NDArray[np.float32]],
+    grid: tuple[int, int] | None = None,
+    size: tuple[int, int] | None = None,
+) -> tuple[NDArray[np.float32], bool]:
     """The element-wise maximum of the layers' maps; with `grid` and `size`, the maps are at
     `grid` and the maximum is upsampled to `size` (bilinear, half-pixel centres)."""
     fused = np.stack(maps).astype(np.float64).max(axis=0)

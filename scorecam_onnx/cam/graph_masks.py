@@ -33,8 +33,9 @@ def maps_input(align_corners: bool) -> str:
     return MAPS_ALIGNED if align_corners else MAPS
 
 
-def masked_scorer_graph(model: onnx.ModelProto, input_name: str, size: tuple[int, int],
-                        align_corners: bool) -> onnx.ModelProto:
+def masked_scorer_graph(
+    model: onnx.ModelProto, input_name: str, size: tuple[int, int], align_corners: bool
+) -> onnx.ModelProto:
     """The classifier with a mask-building prefix; inputs IMAGE (1×3×H×W) and the maps
     (B×h×w, named by `maps_input`) replace its input."""
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -46,25 +47,34 @@ def masked_scorer_graph(model: onnx.ModelProto, input_name: str, size: tuple[int
     original = next(i for i in graph.input if i.name == input_name)
     elem = original.type.tensor_type.elem_type or TensorProto.FLOAT
     graph.input.remove(original)
-    graph.input.extend([
-        helper.make_tensor_value_info(IMAGE, elem, [1, 3, *size]),
-        helper.make_tensor_value_info(maps_input(align_corners), elem, ["batch", None, None]),
-    ])
+    graph.input.extend(
+        [
+            helper.make_tensor_value_info(IMAGE, elem, [1, 3, *size]),
+            helper.make_tensor_value_info(maps_input(align_corners), elem, ["batch", None, None]),
+        ]
+    )
     p = _PREFIX
-    graph.initializer.extend([
-        numpy_helper.from_array(np.array([1], np.int64), p + "axis1"),
-        numpy_helper.from_array(np.array([0], np.int64), p + "zero"),
-        numpy_helper.from_array(np.array([2], np.int64), p + "two"),
-        numpy_helper.from_array(np.array(size, np.int64), p + "hw"),
-    ])
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array([1], np.int64), p + "axis1"),
+            numpy_helper.from_array(np.array([0], np.int64), p + "zero"),
+            numpy_helper.from_array(np.array([2], np.int64), p + "two"),
+            numpy_helper.from_array(np.array(size, np.int64), p + "hw"),
+        ]
+    )
     mode = "align_corners" if align_corners else "half_pixel"
     prefix = [
         helper.make_node("Unsqueeze", [maps_input(align_corners), p + "axis1"], [p + "maps4"]),
         helper.make_node("Shape", [p + "maps4"], [p + "shape"]),
         helper.make_node("Slice", [p + "shape", p + "zero", p + "two"], [p + "nc"]),
         helper.make_node("Concat", [p + "nc", p + "hw"], [p + "sizes"], axis=0),
-        helper.make_node("Resize", [p + "maps4", "", "", p + "sizes"], [p + "up"],
-                         mode="linear", coordinate_transformation_mode=mode),
+        helper.make_node(
+            "Resize",
+            [p + "maps4", "", "", p + "sizes"],
+            [p + "up"],
+            mode="linear",
+            coordinate_transformation_mode=mode,
+        ),
         helper.make_node("Mul", [IMAGE, p + "up"], [input_name]),
     ]
     nodes = list(graph.node)
@@ -86,8 +96,16 @@ class DeviceMasks:
         pad_to: pad every batch to this many maps (fixed shapes for the GPU); 0 to keep.
     """
 
-    def __init__(self, model_path: Path, input_name: str, output_name: str,
-                 size: tuple[int, int], provider: str, threads: int = 0, pad_to: int = 0) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        input_name: str,
+        output_name: str,
+        size: tuple[int, int],
+        provider: str,
+        threads: int = 0,
+        pad_to: int = 0,
+    ) -> None:
         self.model = onnx.load(str(model_path))
         self.input_name, self.output_name = input_name, output_name
         self.size, self.provider, self.threads, self.pad_to = size, provider, threads, pad_to
@@ -98,15 +116,14 @@ class DeviceMasks:
         """The fused session for one bilinear convention (built once, on first use)."""
         with self._lock:
             if align_corners not in self._sessions:
-                graph = masked_scorer_graph(self.model, self.input_name, self.size,
-                                            align_corners)
-                session, _ = build_session(graph.SerializeToString(), self.provider,
-                                           self.threads)
+                graph = masked_scorer_graph(self.model, self.input_name, self.size, align_corners)
+                session, _ = build_session(graph.SerializeToString(), self.provider, self.threads)
                 self._sessions[align_corners] = session
             return self._sessions[align_corners]
 
-    def bind(self, x: NDArray[np.float32],
-             align_corners: bool) -> Callable[[NDArray[np.float32]], NDArray[np.float32]]:
+    def bind(
+        self, x: NDArray[np.float32], align_corners: bool
+    ) -> Callable[[NDArray[np.float32]], NDArray[np.float32]]:
         """A scoring function for maps of image `x`; the image is placed on the device once."""
         ort = import_onnxruntime()
         session = self.session(align_corners)
@@ -121,8 +138,9 @@ class DeviceMasks:
                 maps = padded
             binding = session.io_binding()
             binding.bind_ortvalue_input(IMAGE, image)
-            binding.bind_cpu_input(maps_input(align_corners),
-                                   np.ascontiguousarray(maps, dtype=np.float32))
+            binding.bind_cpu_input(
+                maps_input(align_corners), np.ascontiguousarray(maps, dtype=np.float32)
+            )
             binding.bind_output(self.output_name, "cpu")
             session.run_with_iobinding(binding)
             return binding.copy_outputs_to_cpu()[0][:n]
@@ -145,24 +163,30 @@ class ServedMasks:
         maps_size: (h, w) of the activations.
     """
 
-    def __init__(self, scorers: Sequence[Any], input_name: str, output_name: str,
-                 maps_size: tuple[int, int]) -> None:
+    def __init__(
+        self, scorers: Sequence[Any], input_name: str, output_name: str, maps_size: tuple[int, int]
+    ) -> None:
         scorers = list(scorers)
         self.by_align: dict[bool, Any] = {}
         for runner in scorers:
             inputs = runner.shapes("input")
             found = [align for align in (False, True) if maps_input(align) in inputs]
             if IMAGE not in inputs or len(found) != 1:
-                raise BundleError(f"{runner.path}: not a masked scorer (inputs {IMAGE} and "
-                                  f"{MAPS} or {MAPS_ALIGNED})")
+                raise BundleError(
+                    f"{runner.path}: not a masked scorer (inputs {IMAGE} and "
+                    f"{MAPS} or {MAPS_ALIGNED})"
+                )
             if found[0] in self.by_align:
-                raise BundleError(f"{runner.path}: a second masked scorer for the same "
-                                  "upsampling convention")
+                raise BundleError(
+                    f"{runner.path}: a second masked scorer for the same upsampling convention"
+                )
             served = list(inputs[maps_input(found[0])][1:])
             if served != list(maps_size):
-                raise BundleError(f"{runner.path}: input {maps_input(found[0])!r} takes maps "
-                                  f"of {'×'.join(map(str, served))}, the bundle's activations "
-                                  f"are {maps_size[0]}×{maps_size[1]}")
+                raise BundleError(
+                    f"{runner.path}: input {maps_input(found[0])!r} takes maps "
+                    f"of {'×'.join(map(str, served))}, the bundle's activations "
+                    f"are {maps_size[0]}×{maps_size[1]}"
+                )
             self.by_align[found[0]] = runner
         self.runner = scorers[0]
         self.align_corners = next(iter(self.by_align))
@@ -183,8 +207,10 @@ class ServedMasks:
         images = feed[self.input_name]
         ones = np.ones((1, *self.maps_size), np.float32)
         maps = maps_input(self.align_corners)
-        answers = [self.runner.run(outputs, {IMAGE: images[i:i + 1], maps: ones})
-                   for i in range(images.shape[0])]
+        answers = [
+            self.runner.run(outputs, {IMAGE: images[i : i + 1], maps: ones})
+            for i in range(images.shape[0])
+        ]
         return [np.concatenate([a[j] for a in answers]) for j in range(len(outputs))]
 
     def bind(self, x: NDArray[np.float32], align_corners: bool) -> Pipelined | None:

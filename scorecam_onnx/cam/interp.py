@@ -45,6 +45,6 @@ class Resizer:
         stack = maps[None] if single else maps
         dtype = np.float64 if stack.dtype == np.float64 else np.float32
         b, h, w = stack.shape
-        wide = (stack.reshape(b * h, w).astype(dtype, copy=False) @ self.cols_t.astype(dtype))
+        wide = stack.reshape(b * h, w).astype(dtype, copy=False) @ self.cols_t.astype(dtype)
         result = np.matmul(self.rows.astype(dtype), wide.reshape(b, h, self.dst[1]), out=out)
         return result[0] if single else result

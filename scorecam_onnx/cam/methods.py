@@ -29,8 +29,9 @@ class FasterScoreCam(ScoreCam):
     name = "faster-scorecam"
     scores_constant = False
 
-    def __init__(self, preset: Preset | str = PAPER, batch_size: int = 8,
-                 channels: int = 64) -> None:
+    def __init__(
+        self, preset: Preset | str = PAPER, batch_size: int = 8, channels: int = 64
+    ) -> None:
         super().__init__(preset, batch_size)
         self.channels = at_least_one("channels", channels)
 
@@ -52,23 +53,31 @@ class ClusterScoreCam(ScoreCam):
     name = "cluster-scorecam"
     scores_constant = False
 
-    def __init__(self, preset: Preset | str = PAPER, batch_size: int = 8,
-                 channels: int = 64, seed: int = 0, attempts: int = 3) -> None:
+    def __init__(
+        self,
+        preset: Preset | str = PAPER,
+        batch_size: int = 8,
+        channels: int = 64,
+        seed: int = 0,
+        attempts: int = 3,
+    ) -> None:
         super().__init__(preset, batch_size)
         self.channels = at_least_one("channels", channels)
         self.seed = seed
         self.attempts = at_least_one("attempts", attempts)
 
-    def group(self, flat: NDArray[np.float32], scaled: NDArray[np.float32]
-              ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
+    def group(
+        self, flat: NDArray[np.float32], scaled: NDArray[np.float32]
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
         if flat.shape[0] <= self.channels:
             return super().group(flat, scaled)
         data = np.ascontiguousarray(scaled.reshape(scaled.shape[0], -1), dtype=np.float32)
         cv2.setRNGSeed(self.seed)
         criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 100, 1e-5)
-        _, labels, _ = cv2.kmeans(data, self.channels, None, criteria, self.attempts,
-                                  cv2.KMEANS_PP_CENTERS)
-        used, group = np.unique(labels.ravel(), return_inverse=True)   # no empty cluster
+        _, labels, _ = cv2.kmeans(
+            data, self.channels, None, criteria, self.attempts, cv2.KMEANS_PP_CENTERS
+        )
+        used, group = np.unique(labels.ravel(), return_inverse=True)  # no empty cluster
         first = np.array([np.flatnonzero(group == g)[0] for g in range(used.size)])
         sums = np.zeros((used.size, data.shape[1]), np.float64)
         np.add.at(sums, group, data)
@@ -87,22 +96,30 @@ class SSCam(ScoreCam):
     """
 
     name = "sscam"
-    perturbs_linearly = False   # the noise is drawn at input resolution
-    dedupe = False              # and per channel
+    perturbs_linearly = False  # the noise is drawn at input resolution
+    dedupe = False  # and per channel
 
-    def __init__(self, preset: Preset | str = TORCHCAM, batch_size: int = 8, samples: int = 35,
-                 std: float = 2.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        preset: Preset | str = TORCHCAM,
+        batch_size: int = 8,
+        samples: int = 35,
+        std: float = 2.0,
+        seed: int = 0,
+    ) -> None:
         super().__init__(preset, batch_size)
         self.samples = at_least_one("samples", samples)
         self.std = std
         self.seed = seed
 
-    def perturb(self, masks: NDArray[np.float32], channels: NDArray[np.int64],
-                sample: int) -> NDArray[np.float32]:
+    def perturb(
+        self, masks: NDArray[np.float32], channels: NDArray[np.int64], sample: int
+    ) -> NDArray[np.float32]:
         for i, channel in enumerate(channels):
             rng = np.random.default_rng((self.seed, int(channel), sample))
             masks[i] += rng.standard_normal(masks.shape[1:], dtype=np.float32) * np.float32(
-                self.std)
+                self.std
+            )
         return masks
 
 
@@ -115,8 +132,9 @@ class ISCam(ScoreCam):
 
     name = "iscam"
 
-    def __init__(self, preset: Preset | str = TORCHCAM, batch_size: int = 8,
-                 samples: int = 10) -> None:
+    def __init__(
+        self, preset: Preset | str = TORCHCAM, batch_size: int = 8, samples: int = 10
+    ) -> None:
         super().__init__(preset, batch_size)
         self.samples = at_least_one("samples", samples)
 
@@ -124,8 +142,9 @@ class ISCam(ScoreCam):
         """The scale of the masks of sample `sample`: Σ_{i=0}^{sample} (i+1)/N."""
         return sum(i + 1 for i in range(sample + 1)) / self.samples
 
-    def perturb(self, masks: NDArray[np.float32], channels: NDArray[np.int64],
-                sample: int) -> NDArray[np.float32]:
+    def perturb(
+        self, masks: NDArray[np.float32], channels: NDArray[np.int64], sample: int
+    ) -> NDArray[np.float32]:
         masks *= np.float32(self.coefficient(sample))
         return masks
 
@@ -141,10 +160,17 @@ class EigenCam(Attribution):
 
     name = "eigencam"
 
-    def score(self, x: NDArray[np.float32], activations: NDArray[np.float32], model: ScoreFn,
-              targets: list[int], clean_output: NDArray[np.float32],
-              output_kind: str = "logits", progress: object = None,
-              maps_model: object = None) -> Scores:
+    def score(
+        self,
+        x: NDArray[np.float32],
+        activations: NDArray[np.float32],
+        model: ScoreFn,
+        targets: list[int],
+        clean_output: NDArray[np.float32],
+        output_kind: str = "logits",
+        progress: object = None,
+        maps_model: object = None,
+    ) -> Scores:
         k = activations.shape[0]
         positions = activations.reshape(k, -1).T.astype(np.float64)
         centred = positions - positions.mean(axis=0)
@@ -160,9 +186,14 @@ class EigenCam(Attribution):
     def weights(self, values: NDArray[np.float64]) -> NDArray[np.float32]:
         return np.nan_to_num(values).astype(np.float32)
 
-    def cam(self, activations: NDArray[np.float32], weights: NDArray[np.float32],
-            size: tuple[int, int], eigen: bool = False,
-            layer_part: bool = False) -> tuple[NDArray[np.float32], bool]:
+    def cam(
+        self,
+        activations: NDArray[np.float32],
+        weights: NDArray[np.float32],
+        size: tuple[int, int],
+        eigen: bool = False,
+        layer_part: bool = False,
+    ) -> tuple[NDArray[np.float32], bool]:
         means = activations.reshape(activations.shape[0], -1).mean(axis=1)
         centred = activations - means[:, None, None].astype(np.float32)
         return form_cam(centred, weights, size, self.preset, layer_part=layer_part)

@@ -29,17 +29,19 @@ DEFAULT_MASKS = 4000
 DRISE_MASKS = 2000
 
 
-def rise_mask(index: int, size: tuple[int, int], grid: int, keep: float,
-              seed: int) -> NDArray[np.float32]:
+def rise_mask(
+    index: int, size: tuple[int, int], grid: int, keep: float, seed: int
+) -> NDArray[np.float32]:
     """The `index`-th RISE mask (H×W in [0, 1]) of the stream drawn from `seed`."""
     rng = np.random.default_rng((seed, index))
     h, w = size
     cell_h, cell_w = math.ceil(h / grid), math.ceil(w / grid)
     cells = (rng.random((grid, grid)) < keep).astype(np.float32)
-    up = cv2.resize(cells, ((grid + 1) * cell_w, (grid + 1) * cell_h),
-                    interpolation=cv2.INTER_LINEAR)
+    up = cv2.resize(
+        cells, ((grid + 1) * cell_w, (grid + 1) * cell_h), interpolation=cv2.INTER_LINEAR
+    )
     dy, dx = int(rng.integers(0, cell_h)), int(rng.integers(0, cell_w))
-    return np.ascontiguousarray(up[dy:dy + h, dx:dx + w])
+    return np.ascontiguousarray(up[dy : dy + h, dx : dx + w])
 
 
 class Rise(Attribution):
@@ -55,18 +57,31 @@ class Rise(Attribution):
 
     name = "rise"
 
-    def __init__(self, preset: Preset | str = PAPER, batch_size: int = 8,
-                 masks: int = DEFAULT_MASKS, grid: int = 7, keep: float = 0.5,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        preset: Preset | str = PAPER,
+        batch_size: int = 8,
+        masks: int = DEFAULT_MASKS,
+        grid: int = 7,
+        keep: float = 0.5,
+        seed: int = 0,
+    ) -> None:
         super().__init__(preset, batch_size)
         if masks < 1 or grid < 1 or not 0.0 < keep <= 1.0:
             raise ValueError("RISE needs masks ≥ 1, grid ≥ 1 and 0 < keep ≤ 1")
         self.masks, self.grid, self.keep, self.seed = masks, grid, keep, seed
 
-    def score(self, x: NDArray[np.float32], activations: NDArray[np.float32], model: ScoreFn,
-              targets: list[int], clean_output: NDArray[np.float32],
-              output_kind: str = "logits", progress: Progress | None = None,
-              maps_model: ScoreFn | None = None) -> Scores:
+    def score(
+        self,
+        x: NDArray[np.float32],
+        activations: NDArray[np.float32],
+        model: ScoreFn,
+        targets: list[int],
+        clean_output: NDArray[np.float32],
+        output_kind: str = "logits",
+        progress: Progress | None = None,
+        maps_model: ScoreFn | None = None,
+    ) -> Scores:
         """The T maps, flattened, as the "scores" of H·W pixels (`weights` passes them on)."""
         size = x.shape[2:]
         targets_arr = np.asarray(targets, dtype=np.int64)
@@ -87,14 +102,24 @@ class Rise(Attribution):
 
         run = run_batches(self.masks, self.batch_size, x.shape[1:], fill, model, take, progress)
         values = (total / (self.masks * self.keep)).T
-        return Scores(values, forwards=self.masks, masks=self.masks, nonfinite=run.nonfinite,
-                      seconds=run.seconds)
+        return Scores(
+            values,
+            forwards=self.masks,
+            masks=self.masks,
+            nonfinite=run.nonfinite,
+            seconds=run.seconds,
+        )
 
     def weights(self, values: NDArray[np.float64]) -> NDArray[np.float32]:
         return values.astype(np.float32)
 
-    def cam(self, activations: NDArray[np.float32], weights: NDArray[np.float32],
-            size: tuple[int, int], eigen: bool = False,
-            layer_part: bool = False) -> tuple[NDArray[np.float32], bool]:
+    def cam(
+        self,
+        activations: NDArray[np.float32],
+        weights: NDArray[np.float32],
+        size: tuple[int, int],
+        eigen: bool = False,
+        layer_part: bool = False,
+    ) -> tuple[NDArray[np.float32], bool]:
         """The map min-max normalised to [0, 1] (RISE's values are relative)."""
         return min_max_normalised(weights.reshape(size).astype(np.float64))

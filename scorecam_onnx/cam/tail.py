@@ -43,8 +43,10 @@ class TailCam(Attribution):
     def __init__(self, preset: Preset | str | None = None, batch_size: int = 64) -> None:
         chosen = get_preset(preset) if isinstance(preset, str) else preset
         if chosen is not None and chosen.name != self.own_preset:
-            raise ValueError(f"{self.name} has its own convention ({self.own_preset}); "
-                             f"the {chosen.name!r} preset does not apply")
+            raise ValueError(
+                f"{self.name} has its own convention ({self.own_preset}); "
+                f"the {chosen.name!r} preset does not apply"
+            )
         super().__init__(self.own_preset, batch_size)
 
     # Hooks ---------------------------------------------------------------------------------
@@ -52,21 +54,30 @@ class TailCam(Attribution):
         """How many perturbed copies of the activations are scored."""
         raise NotImplementedError
 
-    def fill(self, activations: NDArray[np.float32], start: int, stop: int,
-             inputs: NDArray[np.float32]) -> None:
+    def fill(
+        self, activations: NDArray[np.float32], start: int, stop: int, inputs: NDArray[np.float32]
+    ) -> None:
         """Write copies start…stop−1 (each K×h×w) into `inputs`."""
         raise NotImplementedError
 
-    def unit_scores(self, outputs: NDArray[np.float64], targets: NDArray[np.int64],
-                    output_kind: str) -> NDArray[np.float64]:
+    def unit_scores(
+        self, outputs: NDArray[np.float64], targets: NDArray[np.int64], output_kind: str
+    ) -> NDArray[np.float64]:
         """N×T scores of the targets from N×C tail outputs."""
         raise NotImplementedError
 
     # Core ----------------------------------------------------------------------------------
-    def score(self, x: NDArray[np.float32], activations: NDArray[np.float32], model: ScoreFn,
-              targets: list[int], clean_output: NDArray[np.float32],
-              output_kind: str = "logits", progress: Progress | None = None,
-              maps_model: object = None) -> Scores:
+    def score(
+        self,
+        x: NDArray[np.float32],
+        activations: NDArray[np.float32],
+        model: ScoreFn,
+        targets: list[int],
+        clean_output: NDArray[np.float32],
+        output_kind: str = "logits",
+        progress: Progress | None = None,
+        maps_model: object = None,
+    ) -> Scores:
         """Score every perturbed copy of `activations` with `model`, here the tail graph
         (N×K×h×w activations → N×C outputs). `x` is not used."""
         total = self.jobs(activations)
@@ -76,11 +87,18 @@ class TailCam(Attribution):
         def take(start: int, stop: int, out: NDArray[np.float64]) -> None:
             values[start:stop] = self.unit_scores(out, wanted, output_kind)
 
-        run = run_batches(total, self.batch_size, activations.shape,
-                          lambda a, b, inputs: self.fill(activations, a, b, inputs),
-                          model, take, progress)
-        return Scores(values, forwards=total, masks=total, nonfinite=run.nonfinite,
-                      seconds=run.seconds)
+        run = run_batches(
+            total,
+            self.batch_size,
+            activations.shape,
+            lambda a, b, inputs: self.fill(activations, a, b, inputs),
+            model,
+            take,
+            progress,
+        )
+        return Scores(
+            values, forwards=total, masks=total, nonfinite=run.nonfinite, seconds=run.seconds
+        )
 
 
 class ReciproCam(TailCam):
@@ -98,16 +116,18 @@ class ReciproCam(TailCam):
 
     name = "reciprocam"
 
-    def __init__(self, preset: Preset | str | None = None, batch_size: int = 64,
-                 gaussian: bool = False) -> None:
+    def __init__(
+        self, preset: Preset | str | None = None, batch_size: int = 64, gaussian: bool = False
+    ) -> None:
         super().__init__(preset, batch_size)
         self.gaussian = gaussian
 
     def jobs(self, activations: NDArray[np.float32]) -> int:
         return activations.shape[1] * activations.shape[2]
 
-    def fill(self, activations: NDArray[np.float32], start: int, stop: int,
-             inputs: NDArray[np.float32]) -> None:
+    def fill(
+        self, activations: NDArray[np.float32], start: int, stop: int, inputs: NDArray[np.float32]
+    ) -> None:
         inputs[...] = 0.0
         h, w = activations.shape[1:]
         for n, position in enumerate(range(start, stop)):
@@ -117,20 +137,27 @@ class ReciproCam(TailCam):
                 continue
             rows = slice(max(i - 1, 0), min(i + 2, h))
             cols = slice(max(j - 1, 0), min(j + 2, w))
-            kernel = GAUSSIAN[rows.start - i + 1:rows.stop - i + 1,
-                              cols.start - j + 1:cols.stop - j + 1]
+            kernel = GAUSSIAN[
+                rows.start - i + 1 : rows.stop - i + 1, cols.start - j + 1 : cols.stop - j + 1
+            ]
             inputs[n, :, rows, cols] = activations[:, i, j, None, None] * kernel
 
-    def unit_scores(self, outputs: NDArray[np.float64], targets: NDArray[np.int64],
-                    output_kind: str) -> NDArray[np.float64]:
+    def unit_scores(
+        self, outputs: NDArray[np.float64], targets: NDArray[np.int64], output_kind: str
+    ) -> NDArray[np.float64]:
         return class_scores(outputs, targets, "probability", output_kind, None)
 
     def weights(self, values: NDArray[np.float64]) -> NDArray[np.float32]:
         return values.astype(np.float32)
 
-    def cam(self, activations: NDArray[np.float32], weights: NDArray[np.float32],
-            size: tuple[int, int], eigen: bool = False,
-            layer_part: bool = False) -> tuple[NDArray[np.float32], bool]:
+    def cam(
+        self,
+        activations: NDArray[np.float32],
+        weights: NDArray[np.float32],
+        size: tuple[int, int],
+        eigen: bool = False,
+        layer_part: bool = False,
+    ) -> tuple[NDArray[np.float32], bool]:
         h, w = activations.shape[1:]
         scores = np.nan_to_num(weights.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         small, degenerate = min_max_normalised(scores.reshape(h, w))
@@ -168,24 +195,37 @@ class AblationCam(TailCam):
         self.channels = np.flatnonzero((flat != np.float32(self.value)).any(axis=1))
         return int(self.channels.size)
 
-    def fill(self, activations: NDArray[np.float32], start: int, stop: int,
-             inputs: NDArray[np.float32]) -> None:
+    def fill(
+        self, activations: NDArray[np.float32], start: int, stop: int, inputs: NDArray[np.float32]
+    ) -> None:
         inputs[...] = activations
         for n, channel in enumerate(self.channels[start:stop]):
             inputs[n, channel] = self.value
 
-    def unit_scores(self, outputs: NDArray[np.float64], targets: NDArray[np.int64],
-                    output_kind: str) -> NDArray[np.float64]:
+    def unit_scores(
+        self, outputs: NDArray[np.float64], targets: NDArray[np.int64], output_kind: str
+    ) -> NDArray[np.float64]:
         return class_scores(outputs, targets, "logit", output_kind, None)
 
-    def score(self, x: NDArray[np.float32], activations: NDArray[np.float32], model: ScoreFn,
-              targets: list[int], clean_output: NDArray[np.float32],
-              output_kind: str = "logits", progress: Progress | None = None,
-              maps_model: object = None) -> Scores:
-        scores = super().score(x, activations, model, targets, clean_output, output_kind,
-                               progress)
-        clean = class_scores(clean_output.astype(np.float64)[None],
-                             np.asarray(targets, dtype=np.int64), "logit", output_kind, None)[0]
+    def score(
+        self,
+        x: NDArray[np.float32],
+        activations: NDArray[np.float32],
+        model: ScoreFn,
+        targets: list[int],
+        clean_output: NDArray[np.float32],
+        output_kind: str = "logits",
+        progress: Progress | None = None,
+        maps_model: object = None,
+    ) -> Scores:
+        scores = super().score(x, activations, model, targets, clean_output, output_kind, progress)
+        clean = class_scores(
+            clean_output.astype(np.float64)[None],
+            np.asarray(targets, dtype=np.int64),
+            "logit",
+            output_kind,
+            None,
+        )[0]
         ablated = np.repeat(clean[None], activations.shape[0], axis=0)
         ablated[self.channels] = scores.values
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -195,7 +235,12 @@ class AblationCam(TailCam):
     def weights(self, values: NDArray[np.float64]) -> NDArray[np.float32]:
         return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
-    def cam(self, activations: NDArray[np.float32], weights: NDArray[np.float32],
-            size: tuple[int, int], eigen: bool = False,
-            layer_part: bool = False) -> tuple[NDArray[np.float32], bool]:
+    def cam(
+        self,
+        activations: NDArray[np.float32],
+        weights: NDArray[np.float32],
+        size: tuple[int, int],
+        eigen: bool = False,
+        layer_part: bool = False,
+    ) -> tuple[NDArray[np.float32], bool]:
         return form_cam(activations, weights, size, self.preset, eigen, layer_part)

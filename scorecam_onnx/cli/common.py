@@ -32,12 +32,15 @@ def provider_name(ctx: click.Context, param: click.Parameter, value: str) -> str
 
     if value == "auto" or value.lower() in PROVIDERS or value.endswith("ExecutionProvider"):
         return value
-    raise click.BadParameter(f"unknown provider {value!r}: use auto, a short name "
-                             f"({', '.join(PROVIDERS)}) or a full ONNX Runtime name")
+    raise click.BadParameter(
+        f"unknown provider {value!r}: use auto, a short name "
+        f"({', '.join(PROVIDERS)}) or a full ONNX Runtime name"
+    )
 
 
-def provider_libraries(ctx: click.Context, param: click.Parameter,
-                       values: tuple[str, ...]) -> dict[str, str] | None:
+def provider_libraries(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str] | None:
     """NAME=PATH pairs, each registered with ONNX Runtime as a plugin provider library."""
     from ..errors import ProviderError
     from ..runners.ort import register_provider_library
@@ -82,51 +85,103 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--model, --provider, --threads, --batch-size, --quiet, --max-pixels, --model-url,
     --remote-timeout: shared by running commands."""
     options: list[Decorator] = [
-        click.option("--model", "model_dir", type=click.Path(exists=True),
-                     help="Bundle folder, or a plain .onnx classifier (for --method rise) "
-                          "or detector (drise; preprocessing from the options below). "
-                          "Default: the shipped EfficientNet-Lite0."),
-        click.option("--input-size", callback=size_pair,
-                     help="A plain .onnx model's input size: N or HxW. Default: the graph's, "
-                          "else 224."),
-        click.option("--mean", callback=triple,
-                     help="A plain .onnx model's per-channel mean on [0, 1] RGB. Default: "
-                          "ImageNet's."),
-        click.option("--std", callback=triple,
-                     help="A plain .onnx model's per-channel std on [0, 1] RGB. Default: "
-                          "ImageNet's."),
-        click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default=None,
-                     help="A plain .onnx model's input layout. Default: from its shape."),
-        click.option("--resize", type=click.Choice(RESIZE_POLICIES), default=None,
-                     help="A plain .onnx model's resize policy. Default: stretch "
-                          "(letterbox for a YOLO detector)."),
-        click.option("--decoder", type=click.Choice(DECODERS), default=None,
-                     help="A plain .onnx detector's output layout. Default: recognised from "
-                          "its outputs."),
-        click.option("--provider", default="auto", show_default=True, callback=provider_name,
-                     help="ONNX Runtime execution provider: auto, cpu, cuda, openvino, "
-                          "tensorrt, dml, coreml, qnn… or a full name ('providers' lists "
-                          "this installation's)."),
-        click.option("--provider-option", "provider_options", multiple=True,
-                     callback=key_values, metavar="KEY=VALUE",
-                     help="An option for the provider (repeatable)."),
-        click.option("--provider-library", "provider_libraries", multiple=True,
-                     callback=provider_libraries, metavar="NAME=PATH", expose_value=False,
-                     is_eager=True,
-                     help="Register a plugin provider library first (ONNX Runtime ≥ 1.23)."),
-        click.option("--threads", type=click.IntRange(min=0), default=0,
-                     help="ONNX Runtime intra-op threads (0: one per core)."),
+        click.option(
+            "--model",
+            "model_dir",
+            type=click.Path(exists=True),
+            help="Bundle folder, or a plain .onnx classifier (for --method rise) "
+            "or detector (drise; preprocessing from the options below). "
+            "Default: the shipped EfficientNet-Lite0.",
+        ),
+        click.option(
+            "--input-size",
+            callback=size_pair,
+            help="A plain .onnx model's input size: N or HxW. Default: the graph's, else 224.",
+        ),
+        click.option(
+            "--mean",
+            callback=triple,
+            help="A plain .onnx model's per-channel mean on [0, 1] RGB. Default: ImageNet's.",
+        ),
+        click.option(
+            "--std",
+            callback=triple,
+            help="A plain .onnx model's per-channel std on [0, 1] RGB. Default: ImageNet's.",
+        ),
+        click.option(
+            "--layout",
+            type=click.Choice(["NCHW", "NHWC"]),
+            default=None,
+            help="A plain .onnx model's input layout. Default: from its shape.",
+        ),
+        click.option(
+            "--resize",
+            type=click.Choice(RESIZE_POLICIES),
+            default=None,
+            help="A plain .onnx model's resize policy. Default: stretch "
+            "(letterbox for a YOLO detector).",
+        ),
+        click.option(
+            "--decoder",
+            type=click.Choice(DECODERS),
+            default=None,
+            help="A plain .onnx detector's output layout. Default: recognised from its outputs.",
+        ),
+        click.option(
+            "--provider",
+            default="auto",
+            show_default=True,
+            callback=provider_name,
+            help="ONNX Runtime execution provider: auto, cpu, cuda, openvino, "
+            "tensorrt, dml, coreml, qnn… or a full name ('providers' lists "
+            "this installation's).",
+        ),
+        click.option(
+            "--provider-option",
+            "provider_options",
+            multiple=True,
+            callback=key_values,
+            metavar="KEY=VALUE",
+            help="An option for the provider (repeatable).",
+        ),
+        click.option(
+            "--provider-library",
+            "provider_libraries",
+            multiple=True,
+            callback=provider_libraries,
+            metavar="NAME=PATH",
+            expose_value=False,
+            is_eager=True,
+            help="Register a plugin provider library first (ONNX Runtime ≥ 1.23).",
+        ),
+        click.option(
+            "--threads",
+            type=click.IntRange(min=0),
+            default=0,
+            help="ONNX Runtime intra-op threads (0: one per core).",
+        ),
         setting_options(["batch_size"]),
         click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
-        click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
-                     show_default=True,
-                     help="Refuse larger images before decoding them (decompression bombs)."),
-        click.option("--model-url", metavar="URL",
-                     help="Send the full-model forwards to this served model: http(s):// or "
-                          "grpc(s)://HOST:PORT/v2/models/NAME (needs the 'remote' extra)."),
-        click.option("--remote-timeout", type=click.FloatRange(min=0, min_open=True),
-                     default=60.0, show_default=True,
-                     help="Seconds a request to --model-url may take."),
+        click.option(
+            "--max-pixels",
+            type=click.IntRange(min=1),
+            default=DEFAULT_MAX_PIXELS,
+            show_default=True,
+            help="Refuse larger images before decoding them (decompression bombs).",
+        ),
+        click.option(
+            "--model-url",
+            metavar="URL",
+            help="Send the full-model forwards to this served model: http(s):// or "
+            "grpc(s)://HOST:PORT/v2/models/NAME (needs the 'remote' extra).",
+        ),
+        click.option(
+            "--remote-timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            default=60.0,
+            show_default=True,
+            help="Seconds a request to --model-url may take.",
+        ),
     ]
     resolving = _resolves_model(func)
     for option in reversed(options):
@@ -134,17 +189,27 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return resolving
 
 
-RUNTIME_FLAGS = ("provider", "provider_options", "threads", "batch_size", "max_pixels",
-                 "model_url", "remote_timeout")
+RUNTIME_FLAGS = (
+    "provider",
+    "provider_options",
+    "threads",
+    "batch_size",
+    "max_pixels",
+    "model_url",
+    "remote_timeout",
+)
 
 
 def _resolves_model(func: Callable[..., Any]) -> Callable[..., Any]:
     """Pass the command `model_dir` (a plain .onnx file as a loaded model-only bundle, built
     from the preprocessing options) and `runtime`, one `Runtime` from the runtime flags."""
+
     @functools.wraps(func)
     def command(**kwargs: Any) -> Any:
-        given = {key: kwargs.pop(key) for key in ("input_size", "mean", "std", "layout",
-                                                  "resize", "decoder")}
+        given = {
+            key: kwargs.pop(key)
+            for key in ("input_size", "mean", "std", "layout", "resize", "decoder")
+        }
         kwargs["model_dir"] = resolve_model(kwargs["model_dir"], **given)
         kwargs["runtime"] = runtime_from({key: kwargs.pop(key) for key in RUNTIME_FLAGS})
         return func(**kwargs)
@@ -159,8 +224,9 @@ def runtime_from(flags: dict[str, Any]) -> Any:
     return Runtime(**{k: v for k, v in flags.items() if v is not None})
 
 
-def setting_options(names: Sequence[str] | None = None,
-                    helps: dict[str, str] | None = None) -> Decorator:
+def setting_options(
+    names: Sequence[str] | None = None, helps: dict[str, str] | None = None
+) -> Decorator:
     """The flags of the explanation settings (`scorecam_onnx.request.SETTINGS`; all, or
     those in `names`), each checked by its setting as a request parameter is."""
     from ..request import SETTINGS
@@ -232,21 +298,28 @@ def checked_request(explainer_or_bundle: Any, request: Any) -> None:
     from ..errors import BundleError
     from ..options import check_request
 
-    bundle = explainer_or_bundle if isinstance(explainer_or_bundle, Bundle) else (
-        explainer_or_bundle.bundle)
+    bundle = (
+        explainer_or_bundle
+        if isinstance(explainer_or_bundle, Bundle)
+        else (explainer_or_bundle.bundle)
+    )
     try:
-        check_request(bundle.manifest, bundle.path, request.method, request.target,
-                      request.options)
+        check_request(bundle.manifest, bundle.path, request.method, request.target, request.options)
     except BundleError as exc:
         raise click.ClickException(str(exc)) from None
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
 
 
-def resolve_model(model_dir: str | None, input_size: tuple[int, int] | None = None,
-                  mean: tuple[float, float, float] | None = None,
-                  std: tuple[float, float, float] | None = None, layout: str | None = None,
-                  resize: str | None = None, decoder: str | None = None) -> Any:
+def resolve_model(
+    model_dir: str | None,
+    input_size: tuple[int, int] | None = None,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
+    layout: str | None = None,
+    resize: str | None = None,
+    decoder: str | None = None,
+) -> Any:
     """A bundle folder as given, or a plain .onnx file opened as a model-only `Bundle`; the
     preprocessing settings it assumes are said in one line on stderr."""
     from pathlib import Path
@@ -257,15 +330,19 @@ def resolve_model(model_dir: str | None, input_size: tuple[int, int] | None = No
     from ..bundle.model_only import assumed_line, preprocessing_for
     from ..errors import ScoreCamError
 
-    flags = {"input size": input_size, "mean": mean, "std": std, "layout": layout,
-             "resize": resize}
+    flags = {"input size": input_size, "mean": mean, "std": std, "layout": layout, "resize": resize}
     path = Path(model_dir) if model_dir else None
     if path is None or not path.is_file():
-        given = [f"--{name.replace(' ', '-')}" for name, v in {**flags, "decoder": decoder
-                                                                }.items() if v is not None]
+        given = [
+            f"--{name.replace(' ', '-')}"
+            for name, v in {**flags, "decoder": decoder}.items()
+            if v is not None
+        ]
         if given:
-            raise click.UsageError(f"{', '.join(given)}: only for a plain .onnx model; a bundle "
-                                   "keeps its preprocessing in its manifest")
+            raise click.UsageError(
+                f"{', '.join(given)}: only for a plain .onnx model; a bundle "
+                "keeps its preprocessing in its manifest"
+            )
         return model_dir
     try:
         graph = load_model(path, load_weights=False)
@@ -294,12 +371,14 @@ def _open_detector(path: Any, graph: Any, flags: dict[str, Any], decoder: str | 
 
 def comma_list(noun: str, allowed: Sequence[str]) -> Callable[..., list[str]]:
     """A click callback turning 'a,b' into a list, each item one of `allowed`."""
+
     def parse(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
         names = [v.strip() for v in value.split(",") if v.strip()]
         unknown = [n for n in names if n not in allowed]
         if unknown or not names:
-            raise click.BadParameter(f"unknown {noun} {', '.join(unknown) or '(none)'}: "
-                                     f"choose from {', '.join(allowed)}")
+            raise click.BadParameter(
+                f"unknown {noun} {', '.join(unknown) or '(none)'}: choose from {', '.join(allowed)}"
+            )
         return names
 
     return parse

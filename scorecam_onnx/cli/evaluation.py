@@ -26,30 +26,77 @@ from .common import (
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
 @run_options
-@click.option("--methods", callback=comma_list("method", list(METHODS)), show_default=True,
-              default="scorecam,faster-scorecam,sscam,iscam,eigencam",
-              help="Comma-separated methods to compare.")
-@click.option("--baselines/--no-baselines", default=True, show_default=True,
-              help="Also score a random map and a centred Gaussian.")
-@click.option("--boxes", type=click.Path(exists=True, dir_okay=False),
-              help="JSON {image file name: [[x0, y0, x1, y1], ...]} for the pointing game.")
-@click.option("--step", type=click.FloatRange(0, 1, min_open=True), default=0.01,
-              show_default=True, help="Share of pixels per deletion/insertion step.")
+@click.option(
+    "--methods",
+    callback=comma_list("method", list(METHODS)),
+    show_default=True,
+    default="scorecam,faster-scorecam,sscam,iscam,eigencam",
+    help="Comma-separated methods to compare.",
+)
+@click.option(
+    "--baselines/--no-baselines",
+    default=True,
+    show_default=True,
+    help="Also score a random map and a centred Gaussian.",
+)
+@click.option(
+    "--boxes",
+    type=click.Path(exists=True, dir_okay=False),
+    help="JSON {image file name: [[x0, y0, x1, y1], ...]} for the pointing game.",
+)
+@click.option(
+    "--step",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.01,
+    show_default=True,
+    help="Share of pixels per deletion/insertion step.",
+)
 @setting_options(["channels", "samples"])
-@click.option("--metrics", "metric_names", default=",".join(DEFAULT_METRICS),
-              show_default=True, callback=comma_list("metric", METRICS),
-              help="Comma-separated metrics; road (RemOve And Debias, needs the 'metrics' "
-                   "extra) solves a sparse system per percentile and image.")
-@click.option("--road-noise", type=click.FloatRange(min=0), default=0.01, show_default=True,
-              help="ROAD's imputation noise (seeded per image).")
-@setting_options([f.name for f in fields(ExplainOptions) if f.name != "batch_size"], {
-    "aug_smooth": "Explain with aug_smooth (six times the forwards).",
-    "eigen_smooth": "Explain with eigen_smooth (methods that weigh activations).",
-    "fuse": "How a multi-layer bundle's maps are fused. Default: the preset's."})
-@click.option("--out", type=click.Path(file_okay=False), default="out/evaluation",
-              show_default=True, help="Folder for report.json, report.md and curves.png.")
-def evaluate(inputs, model_dir, runtime, quiet, methods, baselines, boxes, step,
-             metric_names, road_noise, out, **settings) -> None:
+@click.option(
+    "--metrics",
+    "metric_names",
+    default=",".join(DEFAULT_METRICS),
+    show_default=True,
+    callback=comma_list("metric", METRICS),
+    help="Comma-separated metrics; road (RemOve And Debias, needs the 'metrics' "
+    "extra) solves a sparse system per percentile and image.",
+)
+@click.option(
+    "--road-noise",
+    type=click.FloatRange(min=0),
+    default=0.01,
+    show_default=True,
+    help="ROAD's imputation noise (seeded per image).",
+)
+@setting_options(
+    [f.name for f in fields(ExplainOptions) if f.name != "batch_size"],
+    {
+        "aug_smooth": "Explain with aug_smooth (six times the forwards).",
+        "eigen_smooth": "Explain with eigen_smooth (methods that weigh activations).",
+        "fuse": "How a multi-layer bundle's maps are fused. Default: the preset's.",
+    },
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="out/evaluation",
+    show_default=True,
+    help="Folder for report.json, report.md and curves.png.",
+)
+def evaluate(
+    inputs,
+    model_dir,
+    runtime,
+    quiet,
+    methods,
+    baselines,
+    boxes,
+    step,
+    metric_names,
+    road_noise,
+    out,
+    **settings,
+) -> None:
     """Compare methods on images: Average Drop, Increase, Deletion, Insertion (+ pointing)."""
     from ..evaluation.faithfulness import BASELINES, EvaluationPlan, write_report
     from ..explainer import Explainer
@@ -63,17 +110,24 @@ def evaluate(inputs, model_dir, runtime, quiet, methods, baselines, boxes, step,
     box_list = _boxes_for(paths, boxes) if boxes else None
     explainer = Explainer(model_dir, runtime)
     requests = [request_of({**settings, "method": name}) for name in methods]
-    plan = EvaluationPlan([r.method for r in requests], BASELINES if baselines else (),
-                          metric_names, step, road_noise, requests[0].options)
-    for _, method, options in plan.runs():        # each method as it will run, up front
+    plan = EvaluationPlan(
+        [r.method for r in requests],
+        BASELINES if baselines else (),
+        metric_names,
+        step,
+        road_noise,
+        requests[0].options,
+    )
+    for _, method, options in plan.runs():  # each method as it will run, up front
         checked_request(explainer, ExplainRequest(method, options=options))
     report, failed = _run_evaluation(explainer, paths, plan, box_list, quiet)
     written = write_report(report, Path(out))
     click.echo(report.markdown(), nl=False)
     click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
     if problems or failed:
-        raise click.ClickException(f"{len(problems) + len(failed)} inputs were not "
-                                   "evaluated; see the messages above")
+        raise click.ClickException(
+            f"{len(problems) + len(failed)} inputs were not evaluated; see the messages above"
+        )
 
 
 def _run_evaluation(explainer, paths, plan, box_list, quiet):
@@ -84,13 +138,19 @@ def _run_evaluation(explainer, paths, plan, box_list, quiet):
 
     failed: list[str] = []
     with StepBar(quiet) as bar:
+
         def on_error(index: int, exc: ScoreCamError) -> None:
             failed.append(str(paths[index]))
             bar.problem(f"{paths[index]}: {failure_reason(exc)}")
 
         try:
-            report = run_evaluation(explainer, paths, plan, box_list,
-                                    EvaluationCallbacks(bar.step, bar.update, on_error))
+            report = run_evaluation(
+                explainer,
+                paths,
+                plan,
+                box_list,
+                EvaluationCallbacks(bar.step, bar.update, on_error),
+            )
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
     return report, failed
@@ -109,11 +169,20 @@ def _boxes_for(paths: list[Path], boxes_file: str) -> list[list[list[float]] | N
 @click.command()
 @click.argument("image", type=click.Path(exists=True, dir_okay=False))
 @run_options
-@click.option("--presets", default=",".join(PRESETS), show_default=True,
-              callback=comma_list("preset", list(PRESETS)),
-              help="Comma-separated presets to measure.")
-@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Repetitions of each measurement (median and spread are reported).")
+@click.option(
+    "--presets",
+    default=",".join(PRESETS),
+    show_default=True,
+    callback=comma_list("preset", list(PRESETS)),
+    help="Comma-separated presets to measure.",
+)
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Repetitions of each measurement (median and spread are reported).",
+)
 @click.option("--no-sweep", is_flag=True, help="Skip the batch-size sweep.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def bench(image, model_dir, runtime, quiet, presets, repeat, no_sweep, as_json) -> None:
@@ -124,6 +193,12 @@ def bench(image, model_dir, runtime, quiet, presets, repeat, no_sweep, as_json) 
 
     explainer = Explainer(model_dir, runtime)
     checked_request(explainer, request_of({}))
-    report = run_bench(explainer, image, presets, repeat, () if no_sweep else SWEEP,
-                       on_step=None if quiet else lambda text: click.echo(text, err=True))
+    report = run_bench(
+        explainer,
+        image,
+        presets,
+        repeat,
+        () if no_sweep else SWEEP,
+        on_step=None if quiet else lambda text: click.echo(text, err=True),
+    )
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))

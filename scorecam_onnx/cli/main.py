@@ -41,6 +41,18 @@ def main() -> None:
     """Explain image classifiers with Score-CAM on ONNX Runtime (no PyTorch needed)."""
 
 
-for command in (explain, evaluate, bench, providers, export, split, layers, info, quantize, serve,
-                triton, mlserver):
+for command in (
+    explain,
+    evaluate,
+    bench,
+    providers,
+    export,
+    split,
+    layers,
+    info,
+    quantize,
+    serve,
+    triton,
+    mlserver,
+):
     main.add_command(command)

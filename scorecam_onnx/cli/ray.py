@@ -14,10 +14,17 @@ from ..images import find_images
 from ..runtime import Runtime
 
 
-def explain_on_ray(job: ExplainJob, address: str, bundle: str | Bundle | None,
-                   runtime: Runtime, *, actors: int, gpus_per_actor: float,
-                   on_done: Callable[[ItemResult], None],
-                   on_problem: Callable[[str], None]) -> tuple[list[ItemResult], list[str]]:
+def explain_on_ray(
+    job: ExplainJob,
+    address: str,
+    bundle: str | Bundle | None,
+    runtime: Runtime,
+    *,
+    actors: int,
+    gpus_per_actor: float,
+    on_done: Callable[[ItemResult], None],
+    on_problem: Callable[[str], None],
+) -> tuple[list[ItemResult], list[str]]:
     """Run `job` on Ray; returns per-image results and input problems, as `explain_files`."""
     from ..distributed.dataset import RayPool, explain_dataset, import_ray
 
@@ -35,25 +42,39 @@ def explain_on_ray(job: ExplainJob, address: str, bundle: str | Bundle | None,
     ray = import_ray()
     started = not ray.is_initialized()
     if started:
-        ray.init(address=None if address == "local" else address, include_dashboard=False,
-                 log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
+        ray.init(
+            address=None if address == "local" else address,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+            configure_logging=True,
+        )
     _quiet(ray)
     try:
         rows = explain_dataset(
-            [str(p) for p in paths], bundle, job.request,
+            [str(p) for p in paths],
+            bundle,
+            job.request,
             replace(runtime, threads=max(runtime.threads, 1)),
-            RayPool(actors, gpus_per_actor), out=job.out, skip_existing=job.skip_existing)
+            RayPool(actors, gpus_per_actor),
+            out=job.out,
+            skip_existing=job.skip_existing,
+        )
         for batch in rows.iter_batches(batch_size=1, batch_format="numpy"):
             for i in range(len(batch["path"])):
                 item = ItemResult(Path(str(batch["path"][i])), str(batch["name"][i]))
                 if batch["error"][i]:
                     item.error = str(batch["error"][i])
                 else:
-                    item.summaries = [{
-                        "class_id": int(batch["class_id"][i]), "label": str(batch["label"][i]),
-                        "score": float(batch["score"][i]),
-                        "forwards": int(batch["forwards"][i]),
-                        "seconds": {"total": float(batch["seconds"][i])}}]
+                    item.summaries = [
+                        {
+                            "class_id": int(batch["class_id"][i]),
+                            "label": str(batch["label"][i]),
+                            "score": float(batch["score"][i]),
+                            "forwards": int(batch["forwards"][i]),
+                            "seconds": {"total": float(batch["seconds"][i])},
+                        }
+                    ]
                 results.append(item)
                 on_done(item)
     finally:

@@ -50,13 +50,25 @@ class Detections:
     def take(self, index: Sequence[int] | NDArray[np.int64]) -> Detections:
         """The detections at `index`, in its order."""
         i = np.asarray(index, np.int64)
-        return Detections(self.boxes[i], self.scores[i], self.labels[i], self.vectors[i],
-                          self.objectness[i], self.finite)
+        return Detections(
+            self.boxes[i],
+            self.scores[i],
+            self.labels[i],
+            self.vectors[i],
+            self.objectness[i],
+            self.finite,
+        )
 
     def nonfinite(self) -> Detections:
         """No detection, marked as coming from outputs that were not finite."""
-        return Detections(self.boxes[:0], self.scores[:0], self.labels[:0], self.vectors[:0],
-                          self.objectness[:0], False)
+        return Detections(
+            self.boxes[:0],
+            self.scores[:0],
+            self.labels[:0],
+            self.vectors[:0],
+            self.objectness[:0],
+            False,
+        )
 
 
 def expanded_vectors(scores: NDArray, labels: NDArray, classes: int) -> NDArray[np.float64]:
@@ -74,14 +86,14 @@ def _xyxy(centre: NDArray) -> NDArray[np.float64]:
     return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
 
 
-def _suppressed(boxes: NDArray, scores: NDArray, labels: NDArray, threshold: float,
-                iou: float) -> NDArray[np.int64]:
+def _suppressed(
+    boxes: NDArray, scores: NDArray, labels: NDArray, threshold: float, iou: float
+) -> NDArray[np.int64]:
     """Indices kept by class-aware non-maximum suppression, best first."""
     if scores.shape[0] == 0:
         return np.zeros(0, np.int64)
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-    kept = cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores.tolist(), labels.tolist(),
-                                   threshold, iou)
+    kept = cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores.tolist(), labels.tolist(), threshold, iou)
     return best_first(scores, np.asarray(kept, np.int64).reshape(-1))
 
 
@@ -90,64 +102,97 @@ def best_first(scores: NDArray, index: NDArray[np.int64]) -> NDArray[np.int64]:
     return index[np.argsort(-scores[index], kind="stable")][:MAX_KEPT]
 
 
-def _heads(boxes: NDArray, scores: NDArray, labels: NDArray, vectors: NDArray,
-           objectness: NDArray, threshold: float, iou: float) -> Detections:
+def _heads(
+    boxes: NDArray,
+    scores: NDArray,
+    labels: NDArray,
+    vectors: NDArray,
+    objectness: NDArray,
+    threshold: float,
+    iou: float,
+) -> Detections:
     keep = scores > threshold
-    found = Detections(boxes[keep], scores[keep].astype(np.float64), labels[keep],
-                       vectors[keep].astype(np.float64), objectness[keep].astype(np.float64))
+    found = Detections(
+        boxes[keep],
+        scores[keep].astype(np.float64),
+        labels[keep],
+        vectors[keep].astype(np.float64),
+        objectness[keep].astype(np.float64),
+    )
     return found.take(_suppressed(found.boxes, found.scores, found.labels, threshold, iou))
 
 
-def _yolov8(outputs: list[NDArray], n: int, spec: DecoderSpec, threshold: float,
-            size: tuple[int, int]) -> Detections:
-    rows = outputs[0][n].T                                    # A × (4 + C)
+def _yolov8(
+    outputs: list[NDArray], n: int, spec: DecoderSpec, threshold: float, size: tuple[int, int]
+) -> Detections:
+    rows = outputs[0][n].T  # A × (4 + C)
     classes = rows[:, 4:]
     labels = classes.argmax(axis=1)
     scores = classes[np.arange(rows.shape[0]), labels]
-    return _heads(_xyxy(rows[:, :4]), scores, labels, classes, np.ones(rows.shape[0]),
-                  threshold, spec.iou)
+    return _heads(
+        _xyxy(rows[:, :4]), scores, labels, classes, np.ones(rows.shape[0]), threshold, spec.iou
+    )
 
 
-def _yolov5(outputs: list[NDArray], n: int, spec: DecoderSpec, threshold: float,
-            size: tuple[int, int]) -> Detections:
-    rows = outputs[0][n]                                      # A × (5 + C)
+def _yolov5(
+    outputs: list[NDArray], n: int, spec: DecoderSpec, threshold: float, size: tuple[int, int]
+) -> Detections:
+    rows = outputs[0][n]  # A × (5 + C)
     objectness, classes = rows[:, 4], rows[:, 5:]
     joint = classes * objectness[:, None]
     labels = joint.argmax(axis=1)
     scores = joint[np.arange(rows.shape[0]), labels]
-    return _heads(_xyxy(rows[:, :4]), scores, labels, classes, objectness, threshold,
-                  spec.iou)
+    return _heads(_xyxy(rows[:, :4]), scores, labels, classes, objectness, threshold, spec.iou)
 
 
-def _end2end(outputs: list[NDArray], n: int, spec: DecoderSpec, threshold: float,
-             size: tuple[int, int], classes: int) -> Detections:
-    rows = outputs[0][n]                                      # K × 6
+def _end2end(
+    outputs: list[NDArray],
+    n: int,
+    spec: DecoderSpec,
+    threshold: float,
+    size: tuple[int, int],
+    classes: int,
+) -> Detections:
+    rows = outputs[0][n]  # K × 6
     return _reported(rows[:, :4], rows[:, 4], rows[:, 5], threshold, classes)
 
 
-def _torchvision(outputs: list[NDArray], n: int, spec: DecoderSpec, threshold: float,
-                 size: tuple[int, int], classes: int) -> Detections:
+def _torchvision(
+    outputs: list[NDArray],
+    n: int,
+    spec: DecoderSpec,
+    threshold: float,
+    size: tuple[int, int],
+    classes: int,
+) -> Detections:
     boxes, labels, scores = outputs[0], outputs[1], outputs[2]
-    if boxes.ndim == 3:                                       # exported with a batch axis
+    if boxes.ndim == 3:  # exported with a batch axis
         boxes, labels, scores = boxes[n], labels[n], scores[n]
     return _reported(boxes, scores, labels, threshold, classes)
 
 
-def _reported(boxes: NDArray, scores: NDArray, labels: NDArray, threshold: float,
-              classes: int) -> Detections:
+def _reported(
+    boxes: NDArray, scores: NDArray, labels: NDArray, threshold: float, classes: int
+) -> Detections:
     """Detections a graph reports already suppressed: kept above the threshold, best first."""
     scores = np.asarray(scores, np.float64)
     labels = np.rint(np.asarray(labels, np.float64)).astype(np.int64)
-    keep = best_first(scores, np.flatnonzero((scores > threshold) & (labels >= 0)
-                                             & (labels < classes)))
-    return Detections(np.asarray(boxes, np.float64).reshape(-1, 4)[keep], scores[keep],
-                      labels[keep], expanded_vectors(scores[keep], labels[keep], classes),
-                      np.ones(keep.shape[0]))
+    keep = best_first(
+        scores, np.flatnonzero((scores > threshold) & (labels >= 0) & (labels < classes))
+    )
+    return Detections(
+        np.asarray(boxes, np.float64).reshape(-1, 4)[keep],
+        scores[keep],
+        labels[keep],
+        expanded_vectors(scores[keep], labels[keep], classes),
+        np.ones(keep.shape[0]),
+    )
 
 
-def _detr(outputs: list[NDArray], n: int, spec: DecoderSpec, threshold: float,
-          size: tuple[int, int]) -> Detections:
-    logits = outputs[0][n].astype(np.float64)                 # Q × (C + 1)
+def _detr(
+    outputs: list[NDArray], n: int, spec: DecoderSpec, threshold: float, size: tuple[int, int]
+) -> Detections:
+    logits = outputs[0][n].astype(np.float64)  # Q × (C + 1)
     exp = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs = (exp / exp.sum(axis=1, keepdims=True))[:, :-1]
     labels = probs.argmax(axis=1)
@@ -155,12 +200,12 @@ def _detr(outputs: list[NDArray], n: int, spec: DecoderSpec, threshold: float,
     h, w = size
     boxes = _xyxy(outputs[1][n]) * [w, h, w, h]
     keep = best_first(scores, np.flatnonzero(scores > threshold))
-    return Detections(boxes[keep], scores[keep], labels[keep], probs[keep],
-                      np.ones(keep.shape[0]))
+    return Detections(boxes[keep], scores[keep], labels[keep], probs[keep], np.ones(keep.shape[0]))
 
 
-def decode(spec: DecoderSpec, outputs: list[NDArray], classes: int, threshold: float,
-           size: tuple[int, int]) -> list[Detections]:
+def decode(
+    spec: DecoderSpec, outputs: list[NDArray], classes: int, threshold: float, size: tuple[int, int]
+) -> list[Detections]:
     """Each image's detections above `threshold` from a batch's outputs (in the order of
     `spec.outputs`); `size` is the input's (height, width)."""
     images = 1 if spec.kind == "torchvision" and outputs[0].ndim == 2 else outputs[0].shape[0]

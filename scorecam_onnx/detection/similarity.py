@@ -40,8 +40,11 @@ def drise_similarity(targets: Detections, found: Detections) -> NDArray[np.float
     """T scores: D-RISE's similarity of each target with the best of `found` (0 if none)."""
     if len(found) == 0:
         return np.zeros(len(targets))
-    s = (iou_matrix(targets.boxes, found.boxes) * _cosines(targets.vectors, found.vectors)
-         * found.objectness[None, :])
+    s = (
+        iou_matrix(targets.boxes, found.boxes)
+        * _cosines(targets.vectors, found.vectors)
+        * found.objectness[None, :]
+    )
     return s.max(axis=1)
 
 

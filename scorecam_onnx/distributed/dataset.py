@@ -77,23 +77,35 @@ class ExplainActor:
 
         path = str(batch["path"][i]) if "path" in batch else f"row {i}"
         name = str(batch["name"][i]) if "name" in batch else Path(path).stem
-        row: dict[str, Any] = {"path": path, "name": name, "class_id": -1, "label": "",
-                               "score": float("nan"), "forwards": 0, "seconds": 0.0,
-                               "saliency": np.zeros((0, 0), np.float32), "error": ""}
+        row: dict[str, Any] = {
+            "path": path,
+            "name": name,
+            "class_id": -1,
+            "label": "",
+            "score": float("nan"),
+            "forwards": 0,
+            "seconds": 0.0,
+            "saliency": np.zeros((0, 0), np.float32),
+            "error": "",
+        }
         try:
             data = bytes(batch["bytes"][i]) if "bytes" in batch else read_file(Path(path))
             rgb = decode_image(data, path, self.explainer.max_pixels)
             found = self.explainer.run(rgb, self.request)
             if self.out is not None:
-                write_outputs(self.out, name, Path(path), rgb, found,
-                              self.request.target.per_class)
+                write_outputs(self.out, name, Path(path), rgb, found, self.request.target.per_class)
         except (ScoreCamError, ValueError, TypeError, OSError) as exc:
             row["error"] = failure_reason(exc)
             return row
         best = found[0]
-        row.update(class_id=best.class_id, label=best.label, score=best.score,
-                   forwards=best.forwards, seconds=best.seconds.get("total", 0.0),
-                   saliency=best.saliency)
+        row.update(
+            class_id=best.class_id,
+            label=best.label,
+            score=best.score,
+            forwards=best.forwards,
+            seconds=best.seconds.get("total", 0.0),
+            saliency=best.saliency,
+        )
         return row
 
 
@@ -144,8 +156,11 @@ def explain_dataset(
     config = (source, request, str(out) if out else None, runtime)
     return dataset.map_batches(
         type("ExplainActor", (ExplainActor,), {"config": config}),
-        batch_size=pool.images_per_task, batch_format="numpy", concurrency=pool.actors,
-        num_cpus=max(runtime.threads, 1), num_gpus=pool.gpus_per_actor,
+        batch_size=pool.images_per_task,
+        batch_format="numpy",
+        concurrency=pool.actors,
+        num_cpus=max(runtime.threads, 1),
+        num_gpus=pool.gpus_per_actor,
         # Ray Data's actor pools restart a killed actor and rerun its batch by default
         # (max_restarts=-1, max_task_retries=-1); the tests kill one to check.
     )
@@ -163,8 +178,11 @@ def _local_dataset(ray: Any, source: Any, done_in: str | Path | None) -> Any:
     rows = [{"path": str(p), "name": names[p]} for p in paths]
     if done_in is not None:
         rows = [r for r in rows if not (Path(done_in) / f"{r['name']}.json").is_file()]
-    return ray.data.from_items(rows) if rows else ray.data.from_items(
-        [{"path": "", "name": ""}]).limit(0)
+    return (
+        ray.data.from_items(rows)
+        if rows
+        else ray.data.from_items([{"path": "", "name": ""}]).limit(0)
+    )
 
 
 def _source_dataset(ray: Any, source: Any) -> Any:

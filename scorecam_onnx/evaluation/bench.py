@@ -48,12 +48,12 @@ class PresetBench:
     forwards: int
     scorecam: Timing
     floor: Timing
-    overhead: float        # median over repeats of Score-CAM time ÷ floor time
-    cpu_overhead: float    # the same ratio in process CPU time (steadier on a busy host)
+    overhead: float  # median over repeats of Score-CAM time ÷ floor time
+    cpu_overhead: float  # the same ratio in process CPU time (steadier on a busy host)
     top5: Timing
-    top5_ratio: float      # median over repeats of top-5 time ÷ top-1 time
-    peak_mib: float                # arrays the engine allocates (tracemalloc)
-    rss_peak_mib: float | None     # rise of the process's peak RSS, ONNX Runtime included
+    top5_ratio: float  # median over repeats of top-5 time ÷ top-1 time
+    peak_mib: float  # arrays the engine allocates (tracemalloc)
+    rss_peak_mib: float | None  # rise of the process's peak RSS, ONNX Runtime included
 
 
 @dataclass
@@ -86,14 +86,16 @@ def _timed(run: Callable[[], object], repeats: int) -> tuple[Timing, object]:
     return Timing.of(samples), result
 
 
-def floor_seconds(explainer: Explainer, forwards: int, batch_size: int,
-                  seed: int = 0) -> float:
+def floor_seconds(explainer: Explainer, forwards: int, batch_size: int, seed: int = 0) -> float:
     """Time of `forwards` pure ONNX Runtime forwards in batches of `batch_size`."""
     if forwards == 0:
         return 0.0
     m = explainer.bundle.manifest.input
-    batch = np.random.default_rng(seed).standard_normal(
-        (min(batch_size, forwards), 3, m.height, m.width)).astype(np.float32)
+    batch = (
+        np.random.default_rng(seed)
+        .standard_normal((min(batch_size, forwards), 3, m.height, m.width))
+        .astype(np.float32)
+    )
     started = time.perf_counter()
     done = 0
     while done < forwards:
@@ -105,10 +107,10 @@ def floor_seconds(explainer: Explainer, forwards: int, batch_size: int,
 
 def import_seconds() -> float:
     """Wall time of `import scorecam_onnx` in a fresh interpreter."""
-    code = ("import time; t = time.perf_counter(); import scorecam_onnx; "
-            "print(time.perf_counter() - t)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
+    code = (
+        "import time; t = time.perf_counter(); import scorecam_onnx; print(time.perf_counter() - t)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(done.stdout.strip())
 
 
@@ -132,6 +134,7 @@ def peak_rss_growth_mib(run: Callable[[], object]) -> float | None:
     Counts everything, ONNX Runtime's arena included. Linux only (the peak is reset through
     /proc/self/clear_refs); None elsewhere.
     """
+
     def status(key: str) -> float:
         with open("/proc/self/status") as handle:
             line = next(x for x in handle if x.startswith(key))
@@ -159,18 +162,25 @@ def bench(
     """Measure the engine on one image; see `BenchReport` for what is reported."""
     say = on_step or (lambda text: None)
     rgb, x = explainer.preprocess(image)
-    report = BenchReport(explainer.provider, explainer.batch_size,
-                         explainer.forwards.features.session.get_session_options().intra_op_num_threads,
-                         repeats, import_seconds(), Timing.of([0.0]))
-    explainer.explain(rgb, method=FasterScoreCam(channels=8))   # warm-up
+    report = BenchReport(
+        explainer.provider,
+        explainer.batch_size,
+        explainer.forwards.features.session.get_session_options().intra_op_num_threads,
+        repeats,
+        import_seconds(),
+        Timing.of([0.0]),
+    )
+    explainer.explain(rgb, method=FasterScoreCam(channels=8))  # warm-up
     say("features forward")
     report.features, _ = _timed(lambda: explainer.forwards.activations(x), max(5, repeats))
     for preset in presets:
         say(f"score-cam, preset {preset}")
         report.presets.append(preset_bench(explainer, rgb, preset, repeats))
     say("faster score-cam")
-    exact_time = next((p.scorecam.median for p in report.presets if p.preset == "paper"),
-                      None) or _timed(lambda: explainer.explain(rgb), 1)[0].median
+    exact_time = (
+        next((p.scorecam.median for p in report.presets if p.preset == "paper"), None)
+        or _timed(lambda: explainer.explain(rgb), 1)[0].median
+    )
     report.faster = faster_bench(explainer, rgb, exact_time, faster_channels, repeats)
     if explainer.forwards.tail is not None:
         say("tail-graph methods")
@@ -178,15 +188,13 @@ def bench(
     say("batch-size sweep")
     count = 64
     for size in sweep:
-        samples = [floor_seconds(explainer, count, size, seed=i) / count
-                   for i in range(repeats)]
+        samples = [floor_seconds(explainer, count, size, seed=i) / count for i in range(repeats)]
         report.sweep[size] = statistics.median(samples)
     report.best_batch = min(report.sweep, key=report.sweep.get) if report.sweep else 0
     return report
 
 
-def preset_bench(explainer: Explainer, rgb: np.ndarray, preset: str,
-                 repeats: int) -> PresetBench:
+def preset_bench(explainer: Explainer, rgb: np.ndarray, preset: str, repeats: int) -> PresetBench:
     """Exact Score-CAM with one preset against its floor (the same forwards in plain ONNX
     Runtime), top-5 against top-1, and its memory. Each repeat times Score-CAM, its floor and
     top-5 back to back, so that a machine whose speed drifts affects the three alike; ratios
@@ -203,8 +211,12 @@ def preset_bench(explainer: Explainer, rgb: np.ndarray, preset: str,
         cpu_ratios.append(cpu_run / max(time.process_time() - cpu, 1e-9))
         tops.append(_timed(lambda: explainer.explain(rgb, TopK(k), method), 1)[0].median)
     return PresetBench(
-        preset=preset, channels=int(res.weights.size), masks_run=res.masks,
-        forwards=res.forwards, scorecam=Timing.of(runs), floor=Timing.of(floors),
+        preset=preset,
+        channels=int(res.weights.size),
+        masks_run=res.masks,
+        forwards=res.forwards,
+        scorecam=Timing.of(runs),
+        floor=Timing.of(floors),
         overhead=statistics.median(r / f for r, f in zip(runs, floors, strict=True) if f),
         cpu_overhead=statistics.median(cpu_ratios),
         top5=Timing.of(tops),
@@ -214,12 +226,14 @@ def preset_bench(explainer: Explainer, rgb: np.ndarray, preset: str,
     )
 
 
-def faster_bench(explainer: Explainer, rgb: np.ndarray, exact_seconds: float, channels: int,
-                 repeats: int) -> dict[str, float]:
+def faster_bench(
+    explainer: Explainer, rgb: np.ndarray, exact_seconds: float, channels: int, repeats: int
+) -> dict[str, float]:
     """Faster Score-CAM's time, speed-up over exact Score-CAM and the maps' correlation."""
     exact = explainer.explain_one(rgb)
-    fast_time, fast = _timed(lambda: explainer.explain_one(
-        rgb, method=FasterScoreCam(channels=channels)), repeats)
+    fast_time, fast = _timed(
+        lambda: explainer.explain_one(rgb, method=FasterScoreCam(channels=channels)), repeats
+    )
     return {
         "channels": channels,
         "seconds": fast_time.median,
@@ -228,16 +242,20 @@ def faster_bench(explainer: Explainer, rgb: np.ndarray, exact_seconds: float, ch
     }
 
 
-def tail_bench(explainer: Explainer, rgb: np.ndarray, x: np.ndarray, exact_seconds: float,
-               repeats: int) -> dict[str, dict[str, float]]:
+def tail_bench(
+    explainer: Explainer, rgb: np.ndarray, x: np.ndarray, exact_seconds: float, repeats: int
+) -> dict[str, dict[str, float]]:
     """ReciproCAM and Ablation-CAM per image, each repeat timed beside one plain forward of
     the full model; ratios against that forward and against exact Score-CAM."""
-    methods = {"reciprocam": ReciproCam(), "reciprocam --gaussian": ReciproCam(gaussian=True),
-               "ablationcam": AblationCam()}
+    methods = {
+        "reciprocam": ReciproCam(),
+        "reciprocam --gaussian": ReciproCam(gaussian=True),
+        "ablationcam": AblationCam(),
+    }
     times: dict[str, list[float]] = {name: [] for name in methods}
     ratios: dict[str, list[float]] = {name: [] for name in methods}
     forwards: dict[str, int] = {}
-    for name, method in methods.items():           # warm up each path once
+    for name, method in methods.items():  # warm up each path once
         forwards[name] = explainer.explain_one(rgb, method=method).forwards
     plain: list[float] = []
     for _ in range(max(repeats, 5)):
@@ -250,9 +268,12 @@ def tail_bench(explainer: Explainer, rgb: np.ndarray, x: np.ndarray, exact_secon
     out = {"model forward": {"seconds": statistics.median(plain)}}
     for name in methods:
         seconds = statistics.median(times[name])
-        out[name] = {"seconds": seconds, "forwards": forwards[name],
-                     "per_forward": statistics.median(ratios[name]),
-                     "speedup": exact_seconds / seconds}
+        out[name] = {
+            "seconds": seconds,
+            "forwards": forwards[name],
+            "per_forward": statistics.median(ratios[name]),
+            "speedup": exact_seconds / seconds,
+        }
     return out
 
 
@@ -275,20 +296,29 @@ def format_report(report: BenchReport) -> str:
             f"{_span(p.scorecam):>22}{_span(p.floor):>22}{p.overhead:>10.3f}"
             f"{p.cpu_overhead:>9.3f}"
             f"{p.top5_ratio:>15.3f}{p.peak_mib:>10.1f}"
-            f"{_mib(p.rss_peak_mib):>10}")
+            f"{_mib(p.rss_peak_mib):>10}"
+        )
     if report.faster:
         f = report.faster
-        lines += ["", f"faster-scorecam ({f['channels']} channels): {f['seconds']:.2f} s, "
-                      f"{f['speedup']:.1f}× faster than exact, correlation {f['correlation']:.4f}"]
+        lines += [
+            "",
+            f"faster-scorecam ({f['channels']} channels): {f['seconds']:.2f} s, "
+            f"{f['speedup']:.1f}× faster than exact, correlation {f['correlation']:.4f}",
+        ]
     if report.tail:
         forward = report.tail["model forward"]["seconds"]
-        lines += ["", f"tail-graph methods (one plain model forward: {forward * ms:.1f} ms)",
-                  f"{'method':<24}{'ms':>9}{'forwards':>10}{'÷ forward':>11}"
-                  f"{'× faster than score-cam':>25}"]
+        lines += [
+            "",
+            f"tail-graph methods (one plain model forward: {forward * ms:.1f} ms)",
+            f"{'method':<24}{'ms':>9}{'forwards':>10}{'÷ forward':>11}"
+            f"{'× faster than score-cam':>25}",
+        ]
         for name, t in report.tail.items():
             if name != "model forward":
-                lines.append(f"{name:<24}{t['seconds'] * ms:>9.1f}{int(t['forwards']):>10}"
-                             f"{t['per_forward']:>11.2f}{t['speedup']:>25.1f}")
+                lines.append(
+                    f"{name:<24}{t['seconds'] * ms:>9.1f}{int(t['forwards']):>10}"
+                    f"{t['per_forward']:>11.2f}{t['speedup']:>25.1f}"
+                )
     if report.sweep:
         lines += ["", "batch size  ms / image"]
         for size, seconds in report.sweep.items():

@@ -58,14 +58,21 @@ class Evaluation:
     metrics: tuple[str, ...] = DEFAULT_METRICS
 
     def to_dict(self) -> dict[str, object]:
-        return {"images": self.images, "step_fraction": self.step_fraction,
-                "metrics": list(self.metrics), "methods": [asdict(r) for r in self.rows]}
+        return {
+            "images": self.images,
+            "step_fraction": self.step_fraction,
+            "metrics": list(self.metrics),
+            "methods": [asdict(r) for r in self.rows],
+        }
 
     def markdown(self) -> str:
         """The table in the shape of the paper's tables, with the metrics asked for."""
-        columns = [(name, head, form) for name, head, form in _COLUMNS
-                   if name.removesuffix("-morf").removesuffix("-lerf").removesuffix("-combined")
-                   in self.metrics]
+        columns = [
+            (name, head, form)
+            for name, head, form in _COLUMNS
+            if name.removesuffix("-morf").removesuffix("-lerf").removesuffix("-combined")
+            in self.metrics
+        ]
         if any(r.pointing is not None for r in self.rows):
             columns.append(("pointing", "Pointing ↑", "pct"))
         head = ["method", *(h for _, h, _ in columns), "s / image", "forwards / image"]
@@ -74,22 +81,33 @@ class Evaluation:
             cells = [r.method]
             for name, _, form in columns:
                 value = getattr(r, name.replace("-", "_"))
-                cells.append("-" if value is None else f"{value * 100:.1f}" if form == "pct"
-                             else format(value, form))
+                cells.append(
+                    "-"
+                    if value is None
+                    else f"{value * 100:.1f}"
+                    if form == "pct"
+                    else format(value, form)
+                )
             cells += [f"{r.seconds:.2f}", f"{r.forwards:.0f}"]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
 
 # (metric, column head, format) of the report's table; ROAD adds three columns.
-_COLUMNS = [("average-drop", "Average Drop ↓", ".1f"), ("increase", "Increase ↑", ".1f"),
-            ("deletion", "Deletion ↓", ".3f"), ("insertion", "Insertion ↑", ".3f"),
-            ("road-morf", "ROAD MoRF ↓", ".4f"), ("road-lerf", "ROAD LeRF ↑", ".4f"),
-            ("road-combined", "ROAD combined ↑", ".4f")]
+_COLUMNS = [
+    ("average-drop", "Average Drop ↓", ".1f"),
+    ("increase", "Increase ↑", ".1f"),
+    ("deletion", "Deletion ↓", ".3f"),
+    ("insertion", "Insertion ↑", ".3f"),
+    ("road-morf", "ROAD MoRF ↓", ".4f"),
+    ("road-lerf", "ROAD LeRF ↑", ".4f"),
+    ("road-combined", "ROAD combined ↑", ".4f"),
+]
 
 
-def baseline_map(name: str, size: tuple[int, int], grid: tuple[int, int] = (7, 7),
-                 seed: int = 0) -> NDArray[np.float32]:
+def baseline_map(
+    name: str, size: tuple[int, int], grid: tuple[int, int] = (7, 7), seed: int = 0
+) -> NDArray[np.float32]:
     """Sanity baselines at `size`.
 
     "random": uniform noise on the activation `grid`, upsampled bilinearly (as smooth as a
@@ -161,8 +179,8 @@ class EvaluationCallbacks:
 class _Measured:
     """One row's measurements over the images."""
 
-    clean: list[float] = field(default_factory=list)       # the class's probability
-    masked: list[float] = field(default_factory=list)      # … on the image times its map
+    clean: list[float] = field(default_factory=list)  # the class's probability
+    masked: list[float] = field(default_factory=list)  # … on the image times its map
     deletion: list = field(default_factory=list)
     insertion: list = field(default_factory=list)
     pointing: list[float] = field(default_factory=list)
@@ -171,10 +189,13 @@ class _Measured:
     road: list = field(default_factory=list)
 
 
-def evaluate(explainer: Explainer, images: Sequence[ImageLike],
-             plan: EvaluationPlan | None = None,
-             boxes: Sequence[Sequence[Sequence[float]] | None] | None = None,
-             callbacks: EvaluationCallbacks | None = None) -> Evaluation:
+def evaluate(
+    explainer: Explainer,
+    images: Sequence[ImageLike],
+    plan: EvaluationPlan | None = None,
+    boxes: Sequence[Sequence[Sequence[float]] | None] | None = None,
+    callbacks: EvaluationCallbacks | None = None,
+) -> Evaluation:
     """Explain each image's top-1 class with every method of `plan` and score the maps.
 
     Args:
@@ -201,16 +222,18 @@ def evaluate(explainer: Explainer, images: Sequence[ImageLike],
         evaluated.append(index)
         image_boxes = boxes[index] if boxes is not None else None
         measured_image = _measured_image(explainer, x, index, image_boxes)
-        for name, small, full, forwards, seconds in _maps(explainer, rgb, measured_image,
-                                                          runs, plan, callbacks, len(images)):
+        for name, small, full, forwards, seconds in _maps(
+            explainer, rgb, measured_image, runs, plan, callbacks, len(images)
+        ):
             _measure(explainer, measured_image, small, full, measured[name], plan)
             measured[name].seconds.append(seconds)
             measured[name].forwards.append(forwards)
     if not evaluated:
         raise ValueError("no image could be read; nothing to evaluate")
     rows = [_report(name, measured[name]) for name in names]
-    labels = [str(images[n]) if isinstance(images[n], str | Path) else f"image {n + 1}"
-              for n in evaluated]
+    labels = [
+        str(images[n]) if isinstance(images[n], str | Path) else f"image {n + 1}" for n in evaluated
+    ]
     return Evaluation(rows, labels, plan.step_fraction, tuple(plan.metrics))
 
 
@@ -219,8 +242,7 @@ def _check_plan(images: Sequence[ImageLike], plan: EvaluationPlan) -> None:
         raise ValueError("no images to evaluate")
     unknown = [m for m in plan.metrics if m not in METRICS]
     if unknown:
-        raise ValueError(f"unknown metric {', '.join(unknown)}: choose from "
-                         f"{', '.join(METRICS)}")
+        raise ValueError(f"unknown metric {', '.join(unknown)}: choose from {', '.join(METRICS)}")
     if "road" in plan.metrics:
         road.import_scipy()
 
@@ -275,16 +297,26 @@ class _Image:
     boxes: Sequence[Sequence[float]] | None
 
 
-def _measured_image(explainer: Explainer, x: NDArray[np.float32], index: int,
-                    boxes: Sequence[Sequence[float]] | None) -> _Image:
+def _measured_image(
+    explainer: Explainer,
+    x: NDArray[np.float32],
+    index: int,
+    boxes: Sequence[Sequence[float]] | None,
+) -> _Image:
     reference = reference_of(explainer, x)
     score = reference.scorer(explainer.forwards)
     return _Image(x, reference, score, float(score(x)[0, reference.column]), index, boxes)
 
 
-def _maps(explainer: Explainer, rgb: NDArray[np.uint8], image: _Image,
-          runs: list[tuple[str, Method, ExplainOptions]], plan: EvaluationPlan,
-          callbacks: EvaluationCallbacks, count: int):
+def _maps(
+    explainer: Explainer,
+    rgb: NDArray[np.uint8],
+    image: _Image,
+    runs: list[tuple[str, Method, ExplainOptions]],
+    plan: EvaluationPlan,
+    callbacks: EvaluationCallbacks,
+    count: int,
+):
     """Each row's (name, map at input size, map at original size, forwards, seconds) for
     the image's top-1 class."""
     x, index = image.x, image.index
@@ -292,23 +324,28 @@ def _maps(explainer: Explainer, rgb: NDArray[np.uint8], image: _Image,
         if callbacks.on_step is not None:
             callbacks.on_step(f"image {index + 1}/{count}: {name}")
         started = time.perf_counter()
-        res = explainer.explain(rgb, image.reference.target, method, options,
-                                callbacks.progress)[0]
-        yield name, res.saliency_input, res.saliency, res.forwards, (
-            time.perf_counter() - started)
+        res = explainer.explain(rgb, image.reference.target, method, options, callbacks.progress)[0]
+        yield name, res.saliency_input, res.saliency, res.forwards, (time.perf_counter() - started)
     for name in plan.baselines:
         if callbacks.on_step is not None:
             callbacks.on_step(f"image {index + 1}/{count}: {name}")
         started = time.perf_counter()
         act = explainer.bundle.manifest.activation
-        small = baseline_map(name, x.shape[2:], (act.height, act.width) if act else (7, 7),
-                             seed=index)
+        small = baseline_map(
+            name, x.shape[2:], (act.height, act.width) if act else (7, 7), seed=index
+        )
         full = to_original(small, rgb.shape, explainer.bundle.manifest.input)
         yield name, small, full, 0, time.perf_counter() - started
 
 
-def _measure(explainer: Explainer, image: _Image, small: NDArray[np.float32],
-             full: NDArray[np.float32], row: _Measured, plan: EvaluationPlan) -> None:
+def _measure(
+    explainer: Explainer,
+    image: _Image,
+    small: NDArray[np.float32],
+    full: NDArray[np.float32],
+    row: _Measured,
+    plan: EvaluationPlan,
+) -> None:
     """The metrics of one map of one image."""
     probabilities = image.score
     x, class_id, index, image_boxes = image.x, image.reference.column, image.index, image.boxes
@@ -316,12 +353,29 @@ def _measure(explainer: Explainer, image: _Image, small: NDArray[np.float32],
     row.masked.append(probabilities(x * small[None, None])[0, class_id])
     for mode in ("deletion", "insertion"):
         if mode in plan.metrics:
-            getattr(row, mode).append(curves.causal_curve(
-                probabilities, x, small, class_id, mode, plan.step_fraction,
-                explainer.batch_size))
+            getattr(row, mode).append(
+                curves.causal_curve(
+                    probabilities,
+                    x,
+                    small,
+                    class_id,
+                    mode,
+                    plan.step_fraction,
+                    explainer.batch_size,
+                )
+            )
     if "road" in plan.metrics:
-        row.road.append(road.road(probabilities, x, small, class_id, noise=plan.road_noise,
-                                  seed=index, batch_size=explainer.batch_size))
+        row.road.append(
+            road.road(
+                probabilities,
+                x,
+                small,
+                class_id,
+                noise=plan.road_noise,
+                seed=index,
+                batch_size=explainer.batch_size,
+            )
+        )
     if image_boxes:
         row.pointing.append(curves.pointing_game(full, image_boxes))
 
@@ -353,24 +407,44 @@ def _mean_curve(found: list) -> list[float]:
     return [round(float(v), 5) for v in np.mean(found, axis=0)] if found else []
 
 
-_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-            (140, 86, 75), (127, 127, 127), (23, 190, 207), (188, 189, 34)]
+_COLOURS = [
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (127, 127, 127),
+    (23, 190, 207),
+    (188, 189, 34),
+]
 
 
 def plot_curves(evaluation: Evaluation, width: int = 480, height: int = 320) -> NDArray[np.uint8]:
     """Deletion and insertion curves side by side, one colour per method (RGB uint8)."""
     panels = []
-    for title, key in (("Deletion (lower is better)", "deletion_curve"),
-                       ("Insertion (higher is better)", "insertion_curve")):
+    for title, key in (
+        ("Deletion (lower is better)", "deletion_curve"),
+        ("Insertion (higher is better)", "insertion_curve"),
+    ):
         panel = np.full((height, width, 3), 255, np.uint8)
         left, right, top, bottom = 50, width - 15, 30, height - 80
         cv2.rectangle(panel, (left, top), (right, bottom), (0, 0, 0), 1)
-        cv2.putText(panel, title, (left, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1,
-                    cv2.LINE_AA)
+        cv2.putText(
+            panel, title, (left, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA
+        )
         for tick in (0.0, 0.5, 1.0):
             y = int(bottom - tick * (bottom - top))
-            cv2.putText(panel, f"{tick:.1f}", (12, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
-                        (0, 0, 0), 1, cv2.LINE_AA)
+            cv2.putText(
+                panel,
+                f"{tick:.1f}",
+                (12, y + 4),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.4,
+                (0, 0, 0),
+                1,
+                cv2.LINE_AA,
+            )
         for i, row in enumerate(evaluation.rows):
             curve = np.asarray(getattr(row, key))
             if curve.size == 0:
@@ -382,8 +456,16 @@ def plot_curves(evaluation: Evaluation, width: int = 480, height: int = 320) -> 
             cv2.polylines(panel, [points], False, colour, 2, cv2.LINE_AA)
             lx, ly = left + (i % 3) * 140, bottom + 30 + (i // 3) * 22
             cv2.line(panel, (lx, ly - 4), (lx + 20, ly - 4), colour, 3)
-            cv2.putText(panel, row.method, (lx + 25, ly), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                        (0, 0, 0), 1, cv2.LINE_AA)
+            cv2.putText(
+                panel,
+                row.method,
+                (lx + 25, ly),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.45,
+                (0, 0, 0),
+                1,
+                cv2.LINE_AA,
+            )
         panels.append(panel)
     return np.concatenate(panels, axis=1)
 

@@ -23,8 +23,16 @@ from ..errors import ScoreCamError
 PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 NOISE = 0.01
 # (row offset, column offset) → weight of that neighbour in a removed pixel's mean.
-NEIGHBOURS = (((1, 1), 1 / 12), ((0, 1), 1 / 6), ((-1, 1), 1 / 12), ((1, -1), 1 / 12),
-              ((0, -1), 1 / 6), ((-1, -1), 1 / 12), ((1, 0), 1 / 6), ((-1, 0), 1 / 6))
+NEIGHBOURS = (
+    ((1, 1), 1 / 12),
+    ((0, 1), 1 / 6),
+    ((-1, 1), 1 / 12),
+    ((1, -1), 1 / 12),
+    ((0, -1), 1 / 6),
+    ((-1, -1), 1 / 12),
+    ((1, 0), 1 / 6),
+    ((-1, 0), 1 / 6),
+)
 
 Probabilities = Callable[[NDArray[np.float32]], NDArray[np.floating]]
 
@@ -49,8 +57,12 @@ def import_scipy():
     return sparse, linalg
 
 
-def impute(x: NDArray[np.float32], keep: NDArray[np.bool_], noise: float = NOISE,
-           rng: np.random.Generator | None = None) -> NDArray[np.float32]:
+def impute(
+    x: NDArray[np.float32],
+    keep: NDArray[np.bool_],
+    noise: float = NOISE,
+    rng: np.random.Generator | None = None,
+) -> NDArray[np.float32]:
     """`x` (C×H×W) with the pixels where `keep` is False filled by noisy linear imputation."""
     sparse, linalg = import_scipy()
     channels, h, w = x.shape
@@ -79,8 +91,9 @@ def impute(x: NDArray[np.float32], keep: NDArray[np.bool_], noise: float = NOISE
     a_rows.append(np.arange(n))
     a_cols.append(np.arange(n))
     a_values.append(-diagonal)
-    system = sparse.csc_matrix((np.concatenate(a_values),
-                                (np.concatenate(a_rows), np.concatenate(a_cols))), (n, n))
+    system = sparse.csc_matrix(
+        (np.concatenate(a_values), (np.concatenate(a_rows), np.concatenate(a_cols))), (n, n)
+    )
     solved = np.asarray(linalg.spsolve(system, right)).reshape(n, channels)
     filled = values.copy()
     filled[:, removed] = solved.T
@@ -90,9 +103,16 @@ def impute(x: NDArray[np.float32], keep: NDArray[np.bool_], noise: float = NOISE
     return filled.reshape(x.shape).astype(np.float32)
 
 
-def road(probabilities: Probabilities, x: NDArray[np.float32], cam: NDArray[np.floating],
-         class_id: int, percentiles: Sequence[float] = PERCENTILES, noise: float = NOISE,
-         seed: int = 0, batch_size: int = 8) -> Road:
+def road(
+    probabilities: Probabilities,
+    x: NDArray[np.float32],
+    cam: NDArray[np.floating],
+    class_id: int,
+    percentiles: Sequence[float] = PERCENTILES,
+    noise: float = NOISE,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> Road:
     """ROAD for one map (H×W at the model's input size) of class `class_id` on the
     preprocessed input `x` (1×3×H×W); `probabilities` maps a batch to N×C probabilities.
     The noise is drawn from `seed`, so the scores are reproducible."""
@@ -107,7 +127,7 @@ def road(probabilities: Probabilities, x: NDArray[np.float32], cam: NDArray[np.f
     before = float(probabilities(x)[0, class_id])
     after = []
     for start in range(0, len(images), batch_size):
-        batch = np.stack(images[start:start + batch_size])
+        batch = np.stack(images[start : start + batch_size])
         after.extend(np.asarray(probabilities(batch))[:, class_id].tolist())
     half = len(percentiles)
     morf = float(np.mean(np.float32(after[:half]) - np.float32(before)))

@@ -18,10 +18,18 @@ RUNTIME = "scorecam_onnx.mlserver.runtime"
 BUNDLE_FOLDER = "bundle"
 
 
-def write_mlserver(bundle: Bundle | str | Path, out: str | Path, name: str = "model",
-                   infer_uri: str | None = None, parallel_workers: int = 1,
-                   host: str = "127.0.0.1", http_port: int = 8080, grpc_port: int = 8081,
-                   defaults: dict[str, Any] | None = None, force: bool = False) -> Path:
+def write_mlserver(
+    bundle: Bundle | str | Path,
+    out: str | Path,
+    name: str = "model",
+    infer_uri: str | None = None,
+    parallel_workers: int = 1,
+    host: str = "127.0.0.1",
+    http_port: int = 8080,
+    grpc_port: int = 8081,
+    defaults: dict[str, Any] | None = None,
+    force: bool = False,
+) -> Path:
     """Write `out/`: `settings.json` (host, ports, workers, 64 MiB gRPC messages, no metrics
     server), `out/NAME/` (the explainer: the bundle copied, its forwards in process or sent
     to `infer_uri`) and `out/NAME-classifier/` (the bundle's model as a tensor model, which
@@ -41,22 +49,50 @@ def write_mlserver(bundle: Bundle | str | Path, out: str | Path, name: str = "mo
         shutil.copytree(bundle.path, staging / name / BUNDLE_FOLDER)
         _settings(staging / name, name, "ExplainRuntime", extra, explainer_tensors(bundle))
         (staging / f"{name}-classifier").mkdir()
-        _settings(staging / f"{name}-classifier", f"{name}-classifier", "ClassifierRuntime",
-                  {}, classifier_tensors(bundle), f"../{name}/{BUNDLE_FOLDER}")
-        write_text_atomic(staging / "settings.json", json.dumps({
-            "debug": False, "host": host, "http_port": http_port, "grpc_port": grpc_port,
-            "parallel_workers": parallel_workers, "metrics_endpoint": None,
-            "grpc_max_message_length": 64 * 1024 * 1024}, indent=2) + "\n")
+        _settings(
+            staging / f"{name}-classifier",
+            f"{name}-classifier",
+            "ClassifierRuntime",
+            {},
+            classifier_tensors(bundle),
+            f"../{name}/{BUNDLE_FOLDER}",
+        )
+        write_text_atomic(
+            staging / "settings.json",
+            json.dumps(
+                {
+                    "debug": False,
+                    "host": host,
+                    "http_port": http_port,
+                    "grpc_port": grpc_port,
+                    "parallel_workers": parallel_workers,
+                    "metrics_endpoint": None,
+                    "grpc_max_message_length": 64 * 1024 * 1024,
+                },
+                indent=2,
+            )
+            + "\n",
+        )
         write_text_atomic(staging / "README.md", _readme(name, out, infer_uri))
     return out
 
 
-def _settings(folder: Path, name: str, runtime: str, extra: dict[str, Any],
-              tensors: dict[str, list[dict[str, Any]]], uri: str = BUNDLE_FOLDER) -> None:
+def _settings(
+    folder: Path,
+    name: str,
+    runtime: str,
+    extra: dict[str, Any],
+    tensors: dict[str, list[dict[str, Any]]],
+    uri: str = BUNDLE_FOLDER,
+) -> None:
     """A model's `model-settings.json`; its inputs and outputs are what MLServer answers
     as the model's metadata."""
-    settings = {"name": name, "implementation": f"{RUNTIME}.{runtime}", **tensors,
-                "parameters": {"uri": f"./{uri}", "extra": extra}}
+    settings = {
+        "name": name,
+        "implementation": f"{RUNTIME}.{runtime}",
+        **tensors,
+        "parameters": {"uri": f"./{uri}", "extra": extra},
+    }
     write_text_atomic(folder / "model-settings.json", json.dumps(settings, indent=2) + "\n")
 
 
@@ -68,11 +104,20 @@ def explainer_tensors(bundle: Bundle) -> dict[str, list[dict[str, Any]]]:
     """The explainer's V2 input and outputs (a detector's, or a classifier's)."""
     m = bundle.manifest
     maps = _tensor("saliency", "FP32", [-1, -1, m.input.height, m.input.width])
-    first = (_tensor("boxes", "FP32", [-1, -1, 4]) if m.decoder
-             else _tensor("probabilities", "FP32", [-1, m.output.classes]))
-    return {"inputs": [_tensor("image", "BYTES", [-1])],
-            "outputs": [first, _tensor("class_id", "INT64", [-1, -1]),
-                        _tensor("score", "FP32", [-1, -1]), maps]}
+    first = (
+        _tensor("boxes", "FP32", [-1, -1, 4])
+        if m.decoder
+        else _tensor("probabilities", "FP32", [-1, m.output.classes])
+    )
+    return {
+        "inputs": [_tensor("image", "BYTES", [-1])],
+        "outputs": [
+            first,
+            _tensor("class_id", "INT64", [-1, -1]),
+            _tensor("score", "FP32", [-1, -1]),
+            maps,
+        ],
+    }
 
 
 def classifier_tensors(bundle: Bundle) -> dict[str, list[dict[str, Any]]]:
@@ -80,15 +125,24 @@ def classifier_tensors(bundle: Bundle) -> dict[str, list[dict[str, Any]]]:
     m = bundle.manifest
     image = [3, m.input.height, m.input.width]
     o = m.output
-    outputs = ([_tensor(n, "FP32", [-1, -1]) for n in m.decoder.outputs] if m.decoder else
-               [_tensor(o.name, "FP32", [-1, o.classes, o.height, o.width] if o.segmentation
-                        else [-1, o.columns])])
+    outputs = (
+        [_tensor(n, "FP32", [-1, -1]) for n in m.decoder.outputs]
+        if m.decoder
+        else [
+            _tensor(
+                o.name,
+                "FP32",
+                [-1, o.classes, o.height, o.width] if o.segmentation else [-1, o.columns],
+            )
+        ]
+    )
     return {"inputs": [_tensor(m.input.name, "FP32", [-1, *image])], "outputs": outputs}
 
 
 def _readme(name: str, out: Path, infer_uri: str | None) -> str:
-    where = (f"sent to the served model at {infer_uri}" if infer_uri
-             else "run in process (ONNX Runtime)")
+    where = (
+        f"sent to the served model at {infer_uri}" if infer_uri else "run in process (ONNX Runtime)"
+    )
     return f"""# An MLServer folder written by scorecam-onnx
 
 Start it from an environment with the `mlserver` extra (MLServer 1.7 and `uvloop<0.22`):

@@ -33,10 +33,12 @@ MLSERVER_PARAMETERS = ("headers", "content_type")
 
 def runtime_of(extra: dict[str, Any]) -> Runtime:
     """The `Runtime` of a model's `parameters.extra`: provider, threads, infer_uri."""
-    return Runtime(provider=str(extra.get("provider", "auto")),
-                   threads=int(extra.get("threads", 0)),
-                   model_url=extra.get("infer_uri") or None,
-                   remote_timeout=float(extra.get("remote_timeout", 60.0)))
+    return Runtime(
+        provider=str(extra.get("provider", "auto")),
+        threads=int(extra.get("threads", 0)),
+        model_url=extra.get("infer_uri") or None,
+        remote_timeout=float(extra.get("remote_timeout", 60.0)),
+    )
 
 
 def mlserver_error(exc: Exception) -> MLServerError:
@@ -74,15 +76,25 @@ class ExplainRuntime(MLModel):
             wanted = [o.name for o in payload.outputs or []] or list(self.service.outputs)
             unknown = [n for n in wanted if n not in OUTPUTS]
             if unknown:
-                raise ApiError(400, f"unknown output {unknown[0]!r}; this model has "
-                                    f"{', '.join(self.service.outputs)}")
-            outputs = await asyncio.to_thread(self.service.infer, images, params, wanted,
-                                              Ticket(self.timeout))
+                raise ApiError(
+                    400,
+                    f"unknown output {unknown[0]!r}; this model has "
+                    f"{', '.join(self.service.outputs)}",
+                )
+            outputs = await asyncio.to_thread(
+                self.service.infer, images, params, wanted, Ticket(self.timeout)
+            )
         except (ApiError, Cancelled, ScoreCamError) as exc:
             raise mlserver_error(exc) from None
-        return InferenceResponse(model_name=self.name, id=payload.id, outputs=[
-            NumpyCodec.encode_output(name, np.ascontiguousarray(outputs[name]))
-            for name in wanted if name in outputs])
+        return InferenceResponse(
+            model_name=self.name,
+            id=payload.id,
+            outputs=[
+                NumpyCodec.encode_output(name, np.ascontiguousarray(outputs[name]))
+                for name in wanted
+                if name in outputs
+            ],
+        )
 
 
 class ClassifierRuntime(MLModel):
@@ -103,9 +115,14 @@ class ClassifierRuntime(MLModel):
             outputs = await asyncio.to_thread(self.tensor.infer, batch, Ticket(None))
         except (ApiError, Cancelled, ScoreCamError) as exc:
             raise mlserver_error(exc) from None
-        return InferenceResponse(model_name=self.name, id=payload.id, outputs=[
-            NumpyCodec.encode_output(name, np.ascontiguousarray(value))
-            for name, value in outputs.items()])
+        return InferenceResponse(
+            model_name=self.name,
+            id=payload.id,
+            outputs=[
+                NumpyCodec.encode_output(name, np.ascontiguousarray(value))
+                for name, value in outputs.items()
+            ],
+        )
 
 
 def _images(payload: InferenceRequest) -> list[bytes]:
@@ -150,4 +167,3 @@ def _tensor(payload: InferenceRequest, name: str, shape: tuple[int, ...]) -> np.
     if batch.ndim != 4 or tuple(batch.shape[1:]) != shape:
         raise ApiError(400, f"input {name!r} must have shape [N, {', '.join(map(str, shape))}]")
     return np.ascontiguousarray(batch)
-

@@ -13,5 +13,14 @@ from .models import OUTPUTS, ClassifierService, ModelService
 from .params import ExplainParams, parse_params
 from .ticket import Cancelled, Ticket
 
-__all__ = ["OUTPUTS", "ApiError", "Cancelled", "ClassifierService", "ExplainParams", "Limits",
-           "ModelService", "Ticket", "parse_params"]
+__all__ = [
+    "OUTPUTS",
+    "ApiError",
+    "Cancelled",
+    "ClassifierService",
+    "ExplainParams",
+    "Limits",
+    "ModelService",
+    "Ticket",
+    "parse_params",
+]

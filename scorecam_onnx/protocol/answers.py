@@ -13,8 +13,7 @@ def several_classes(params: ExplainParams, detector: bool = False) -> bool:
     if detector:
         boxes = params.values.get("box")
         return boxes is None or len(boxes) > 1
-    return params.values.get("top_k") is not None or isinstance(params.values.get("target"),
-                                                                list)
+    return params.values.get("top_k") is not None or isinstance(params.values.get("target"), list)
 
 
 def method_name(params: ExplainParams) -> str:

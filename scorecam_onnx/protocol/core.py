@@ -21,7 +21,7 @@ from .pool import WorkPool
 from .ticket import Ticket
 
 T = TypeVar("T")
-Gone = Callable[[], Any]     # an awaitable factory that returns once the client has gone
+Gone = Callable[[], Any]  # an awaitable factory that returns once the client has gone
 
 
 class ServiceCore:
@@ -40,17 +40,29 @@ class ServiceCore:
             models), so that it never waits behind explanations that take seconds.
     """
 
-    def __init__(self, models: Mapping[str, Explainer | str | Path],
-                 limits: Limits | None = None, classifiers: bool = False) -> None:
+    def __init__(
+        self,
+        models: Mapping[str, Explainer | str | Path],
+        limits: Limits | None = None,
+        classifiers: bool = False,
+    ) -> None:
         if not models:
             raise ValueError("the service needs at least one model")
         self.limits = limits or Limits()
-        self.models = {name: ModelService(name, m if isinstance(m, Explainer) else Explainer(m),
-                                          self.limits.max_pixels)
-                       for name, m in models.items()}
-        self.classifiers = {t.name: t for t in (ClassifierService(name, s.explainer)
-                                                for name, s in self.models.items())
-                            } if classifiers else {}
+        self.models = {
+            name: ModelService(
+                name, m if isinstance(m, Explainer) else Explainer(m), self.limits.max_pixels
+            )
+            for name, m in models.items()
+        }
+        self.classifiers = (
+            {
+                t.name: t
+                for t in (ClassifierService(name, s.explainer) for name, s in self.models.items())
+            }
+            if classifiers
+            else {}
+        )
         self.explanation_pool = WorkPool(self.limits.max_concurrency, self.limits.max_queue)
         self.prediction_pool = WorkPool(self.limits.max_concurrency, self.limits.max_queue)
         self.metrics = Metrics()
@@ -66,8 +78,7 @@ class ServiceCore:
     def model(self, name: str) -> ModelService:
         """The explanation model `name`, or a 404 naming the models there are."""
         if name not in self.models:
-            raise ApiError(404, f"unknown model {name!r}; this server has "
-                                f"{', '.join(self.models)}")
+            raise ApiError(404, f"unknown model {name!r}; this server has {', '.join(self.models)}")
         return self.models[name]
 
     def params(self, service: ModelService, raw: Mapping[str, Any]) -> ExplainParams:
@@ -78,8 +89,13 @@ class ServiceCore:
         """A new request's cancellation state: the timeout, forwards counted for `service`."""
         return Ticket(self.limits.timeout, self.metrics.forwards.labels(service.name).inc)
 
-    async def run(self, work: Callable[[Ticket], T], ticket: Ticket, masked: bool = True,
-                  gone: Gone | None = None) -> T:
+    async def run(
+        self,
+        work: Callable[[Ticket], T],
+        ticket: Ticket,
+        masked: bool = True,
+        gone: Gone | None = None,
+    ) -> T:
         """Run `work` in the explanation pool (or the prediction pool when it runs no
         masked forward), cancelled when the client goes or the timeout passes."""
         pool = self.explanation_pool if masked else self.prediction_pool
@@ -91,8 +107,13 @@ class ServiceCore:
                 self.metrics.cancelled.labels(reason).inc()
             raise
 
-    async def compute(self, service: ModelService, work: Callable[[Ticket], T],
-                      masked: bool = True, gone: Gone | None = None) -> T:
+    async def compute(
+        self,
+        service: ModelService,
+        work: Callable[[Ticket], T],
+        masked: bool = True,
+        gone: Gone | None = None,
+    ) -> T:
         """`run` with a new ticket for `service`."""
         return await self.run(work, self.ticket(service), masked, gone)
 

@@ -27,7 +27,7 @@ from .errors import ApiError
 from .params import ExplainParams
 from .ticket import Ticket
 
-TOP = 5   # classes listed in a prediction
+TOP = 5  # classes listed in a prediction
 # V2 outputs: a classifier's (or segmentation model's), and an object detector's (per image,
 # one row per explained detection: its box in the image's pixels, class, score and map).
 OUTPUTS = ("probabilities", "class_id", "score", "saliency", "boxes")
@@ -40,14 +40,15 @@ class Decoded:
     """Images of one request, decoded and preprocessed."""
 
     rgb: list[NDArray[np.uint8]]
-    inputs: NDArray[np.float32]          # N×3×H×W
+    inputs: NDArray[np.float32]  # N×3×H×W
 
 
 class ModelService:
     """One named model of the service: an `Explainer` and the payloads built from it."""
 
-    def __init__(self, name: str, explainer: Explainer,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(
+        self, name: str, explainer: Explainer, max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> None:
         self.name = name
         self.explainer = explainer
         self.max_pixels = max_pixels
@@ -69,23 +70,33 @@ class ModelService:
     def metadata(self) -> dict[str, object]:
         """OIP V2 model metadata (-1 for variable dimensions)."""
         spec = self.explainer.bundle.manifest.input
-        shapes = {"probabilities": ("FP32", [-1, self.classes]),
-                  "boxes": ("FP32", [-1, -1, 4]), "class_id": ("INT64", [-1, -1]),
-                  "score": ("FP32", [-1, -1]),
-                  "saliency": ("FP32", [-1, -1, spec.height, spec.width])}
+        shapes = {
+            "probabilities": ("FP32", [-1, self.classes]),
+            "boxes": ("FP32", [-1, -1, 4]),
+            "class_id": ("INT64", [-1, -1]),
+            "score": ("FP32", [-1, -1]),
+            "saliency": ("FP32", [-1, -1, spec.height, spec.width]),
+        }
         return {
-            "name": self.name, "versions": ["1"], "platform": "onnxruntime_scorecam",
+            "name": self.name,
+            "versions": ["1"],
+            "platform": "onnxruntime_scorecam",
             "inputs": [{"name": "image", "datatype": "BYTES", "shape": [-1]}],
-            "outputs": [{"name": name, "datatype": shapes[name][0], "shape": shapes[name][1]}
-                        for name in self.outputs],
+            "outputs": [
+                {"name": name, "datatype": shapes[name][0], "shape": shapes[name][1]}
+                for name in self.outputs
+            ],
         }
 
     def check_outputs(self, wanted: Sequence[str]) -> None:
         """Refuse (400) an output this model does not give."""
         other = [name for name in wanted if name not in self.outputs]
         if other:
-            raise ApiError(400, f"model {self.name!r} has no output {other[0]!r}; its outputs "
-                                f"are {', '.join(self.outputs)}")
+            raise ApiError(
+                400,
+                f"model {self.name!r} has no output {other[0]!r}; its outputs "
+                f"are {', '.join(self.outputs)}",
+            )
 
     # Work --------------------------------------------------------------------------------
     def decode(self, images: Sequence[bytes], ticket: Ticket) -> Decoded:
@@ -108,13 +119,19 @@ class ModelService:
         ticket.count(decoded.inputs.shape[0])
         return self.explainer.forwards.probabilities(decoded.inputs)
 
-    def predict(self, images: Sequence[bytes], ticket: Ticket,
-                top: int = TOP) -> list[dict[str, object]]:
+    def predict(
+        self, images: Sequence[bytes], ticket: Ticket, top: int = TOP
+    ) -> list[dict[str, object]]:
         """A prediction P per image (no masked forward)."""
         return self.predictions(self.decode(images, ticket), ticket, top)
 
-    def predictions(self, decoded: Decoded, ticket: Ticket, top: int = TOP,
-                    params: Sequence[ExplainParams] | None = None) -> list[dict[str, object]]:
+    def predictions(
+        self,
+        decoded: Decoded,
+        ticket: Ticket,
+        top: int = TOP,
+        params: Sequence[ExplainParams] | None = None,
+    ) -> list[dict[str, object]]:
         """A prediction P per decoded image: a classifier's top classes, or a detector's
         detections above the request's score threshold (one forward each)."""
         if not self.detector:
@@ -122,29 +139,37 @@ class ModelService:
         ticket.check()
         ticket.count(len(decoded.rgb))
         given = params or [ExplainParams()] * len(decoded.rgb)
-        return [detections_prediction(self.explainer.detect(
-            rgb, p.request().options.threshold(True))) for rgb, p in zip(decoded.rgb, given,
-                                                                          strict=True)]
+        return [
+            detections_prediction(self.explainer.detect(rgb, p.request().options.threshold(True)))
+            for rgb, p in zip(decoded.rgb, given, strict=True)
+        ]
 
     def prediction(self, probabilities: NDArray[np.float64], top: int = TOP) -> dict[str, object]:
         """P: the top-1 class and the `top` most likely classes with their probabilities."""
         order = TopK(min(top, self.classes)).classes(probabilities, self.classes)
         label = self.explainer.bundle.label
-        return {"class_id": order[0], "label": label(order[0]),
-                "score": float(probabilities[order[0]]),
-                "top": [[i, label(i), float(probabilities[i])] for i in order]}
+        return {
+            "class_id": order[0],
+            "label": label(order[0]),
+            "score": float(probabilities[order[0]]),
+            "top": [[i, label(i), float(probabilities[i])] for i in order],
+        }
 
-    def explain(self, images: Sequence[bytes], params: Sequence[ExplainParams],
-                ticket: Ticket) -> tuple[list[dict[str, object]], list[list[Explanation]]]:
+    def explain(
+        self, images: Sequence[bytes], params: Sequence[ExplainParams], ticket: Ticket
+    ) -> tuple[list[dict[str, object]], list[list[Explanation]]]:
         """Predictions and explanations (a list per image) for each image."""
         decoded = self.decode(images, ticket)
         predictions = self.predictions(decoded, ticket, params=params)
-        found = [self._explain(rgb, settings, ticket)
-                 for rgb, settings in zip(decoded.rgb, params, strict=True)]
+        found = [
+            self._explain(rgb, settings, ticket)
+            for rgb, settings in zip(decoded.rgb, params, strict=True)
+        ]
         return predictions, found
 
-    def overlay_png(self, image: bytes, params: ExplainParams,
-                    ticket: Ticket) -> tuple[bytes, Explanation]:
+    def overlay_png(
+        self, image: bytes, params: ExplainParams, ticket: Ticket
+    ) -> tuple[bytes, Explanation]:
         """The overlay PNG of one image's first explanation (at `params.map_size`: the
         image's size, or its longer side capped), and that explanation."""
         decoded = self.decode([image], ticket)
@@ -161,8 +186,9 @@ class ModelService:
         caption = "" if box is None else f"{first.label} {first.score:.2f}"
         return bytes(overlay_png(rgb, first.saliency, box=box, caption=caption)), first
 
-    def _explain(self, rgb: NDArray[np.uint8], params: ExplainParams,
-                 ticket: Ticket) -> list[Explanation]:
+    def _explain(
+        self, rgb: NDArray[np.uint8], params: ExplainParams, ticket: Ticket
+    ) -> list[Explanation]:
         ticket.check()
         request = params.request()
         try:
@@ -181,13 +207,18 @@ class ModelService:
         """Why this model cannot run `method` (without the bundle's path)."""
         manifest = self.explainer.bundle.manifest
         if method.needs_layer and manifest.model_only:
-            return (f"method {method.name} needs a target layer, and model {self.name!r} is "
-                    f"a model-only bundle: use method {'drise' if self.detector else 'rise'}")
-        return (f"method {method.name} needs a tail graph, and model {self.name!r} has none: "
-                f"{manifest.tail_missing}")
+            return (
+                f"method {method.name} needs a target layer, and model {self.name!r} is "
+                f"a model-only bundle: use method {'drise' if self.detector else 'rise'}"
+            )
+        return (
+            f"method {method.name} needs a tail graph, and model {self.name!r} has none: "
+            f"{manifest.tail_missing}"
+        )
 
-    def infer(self, images: Sequence[bytes], params: ExplainParams, wanted: Sequence[str],
-              ticket: Ticket) -> dict[str, NDArray]:
+    def infer(
+        self, images: Sequence[bytes], params: ExplainParams, wanted: Sequence[str], ticket: Ticket
+    ) -> dict[str, NDArray]:
         """The V2 outputs named in `wanted`; only saliency runs masked forwards."""
         self.check_outputs(wanted)
         decoded = self.decode(images, ticket)
@@ -203,9 +234,12 @@ class ModelService:
         request = params.request()
         target, threshold = request.target, request.options.threshold(False)
         try:
-            chosen = [self.explainer.chosen_classes(rgb, target) if output.segmentation else
-                      _top(p, classes_of_head(target, p, p, output, threshold))
-                      for rgb, p in zip(decoded.rgb, probabilities, strict=True)]
+            chosen = [
+                self.explainer.chosen_classes(rgb, target)
+                if output.segmentation
+                else _top(p, classes_of_head(target, p, p, output, threshold))
+                for rgb, p in zip(decoded.rgb, probabilities, strict=True)
+            ]
         except ValueError as exc:
             raise ApiError(422, str(exc)) from None
         # a multi-label model's labels differ in number between images: rows past an
@@ -216,29 +250,49 @@ class ModelService:
             result["score"] = padded([s for _, s in chosen], 0.0, (), np.float32)
         if "saliency" in wanted:
             spec = self.explainer.bundle.manifest.input
-            maps = [[e.saliency_input for e in self._explain(
-                rgb, params.for_classes([int(i) for i in classes]), ticket)]
-                for rgb, (classes, _) in zip(decoded.rgb, chosen, strict=True)]
+            maps = [
+                [
+                    e.saliency_input
+                    for e in self._explain(
+                        rgb, params.for_classes([int(i) for i in classes]), ticket
+                    )
+                ]
+                for rgb, (classes, _) in zip(decoded.rgb, chosen, strict=True)
+            ]
             result["saliency"] = padded(maps, 0.0, (spec.height, spec.width), np.float32)
         return result
 
-    def _detector_outputs(self, decoded: Decoded, params: ExplainParams,
-                          wanted: Sequence[str], ticket: Ticket) -> dict[str, NDArray]:
+    def _detector_outputs(
+        self, decoded: Decoded, params: ExplainParams, wanted: Sequence[str], ticket: Ticket
+    ) -> dict[str, NDArray]:
         """A detector's V2 outputs: per image, the explained detections' boxes (in the
         image's pixels), classes, scores and maps (N×D×…; rows past an image's own
         detections are padded with class -1). Without saliency, no masked forward runs."""
         if "saliency" in wanted:
-            found = [[(e.box, e.class_id, e.score, e.saliency_input)
-                      for e in self._explain(rgb, params, ticket)] for rgb in decoded.rgb]
+            found = [
+                [
+                    (e.box, e.class_id, e.score, e.saliency_input)
+                    for e in self._explain(rgb, params, ticket)
+                ]
+                for rgb in decoded.rgb
+            ]
         else:
-            found = [[(d.box, d.class_id, d.score, None) for d in self._chosen(rgb, params)]
-                     for rgb in decoded.rgb]
+            found = [
+                [(d.box, d.class_id, d.score, None) for d in self._chosen(rgb, params)]
+                for rgb in decoded.rgb
+            ]
         spec = self.explainer.bundle.manifest.input
-        fills = {"boxes": (0.0, (4,), np.float32), "class_id": (-1, (), np.int64),
-                 "score": (0.0, (), np.float32),
-                 "saliency": (0.0, (spec.height, spec.width), np.float32)}
-        return {name: padded([[item[i] for item in items] for items in found], *fills[name])
-                for i, name in enumerate(DETECTOR_OUTPUTS) if name in wanted}
+        fills = {
+            "boxes": (0.0, (4,), np.float32),
+            "class_id": (-1, (), np.int64),
+            "score": (0.0, (), np.float32),
+            "saliency": (0.0, (spec.height, spec.width), np.float32),
+        }
+        return {
+            name: padded([[item[i] for item in items] for items in found], *fills[name])
+            for i, name in enumerate(DETECTOR_OUTPUTS)
+            if name in wanted
+        }
 
     def _chosen(self, rgb: NDArray[np.uint8], params: ExplainParams) -> list:
         """The detections a request's target explains, from one forward (no masks)."""
@@ -252,8 +306,7 @@ class ModelService:
             raise ApiError(422, str(exc)) from None
 
 
-def padded(rows: Sequence[Sequence[Any]], fill: Any, tail: tuple[int, ...],
-           dtype: type) -> NDArray:
+def padded(rows: Sequence[Sequence[Any]], fill: Any, tail: tuple[int, ...], dtype: type) -> NDArray:
     """Per image a list of values (scalars or arrays of shape `tail`) as one N×D×… array,
     D the longest list, the rows past an image's own set to `fill`."""
     array = np.full((len(rows), max((len(r) for r in rows), default=0), *tail), fill, dtype)
@@ -271,10 +324,13 @@ def detections_prediction(found: Sequence[Detection], top: int = TOP) -> dict[st
     classes: dict[int, Detection] = {}
     for detection in found:
         classes.setdefault(detection.class_id, detection)
-    return {"class_id": best.class_id if best else None, "label": best.label if best else None,
-            "score": best.score if best else None,
-            "top": [[d.class_id, d.label, d.score] for d in list(classes.values())[:top]],
-            "detections": [d.summary() for d in found]}
+    return {
+        "class_id": best.class_id if best else None,
+        "label": best.label if best else None,
+        "score": best.score if best else None,
+        "top": [[d.class_id, d.label, d.score] for d in list(classes.values())[:top]],
+        "detections": [d.summary() for d in found],
+    }
 
 
 class ClassifierService:
@@ -284,7 +340,7 @@ class ClassifierService:
     remote forwards."""
 
     def __init__(self, base: str, explainer: Explainer) -> None:
-        self.base = base                     # the explanation model it belongs to
+        self.base = base  # the explanation model it belongs to
         self.name = f"{base}-classifier"
         self.explainer = explainer
         m = explainer.bundle.manifest
@@ -296,11 +352,18 @@ class ClassifierService:
     def metadata(self) -> dict[str, object]:
         runner = self.explainer.forwards.model
         shapes = runner.shapes("output")
-        outputs = [{"name": name, "datatype": runner.datatype("output", name),
-                    "shape": [d if isinstance(d, int) else -1 for d in shapes[name]]}
-                   for name in self.outputs]
+        outputs = [
+            {
+                "name": name,
+                "datatype": runner.datatype("output", name),
+                "shape": [d if isinstance(d, int) else -1 for d in shapes[name]],
+            }
+            for name in self.outputs
+        ]
         return {
-            "name": self.name, "versions": ["1"], "platform": "onnxruntime_onnx",
+            "name": self.name,
+            "versions": ["1"],
+            "platform": "onnxruntime_onnx",
             "inputs": [{"name": self.input, "datatype": "FP32", "shape": [-1, *self.shape]}],
             "outputs": outputs,
         }
@@ -317,8 +380,7 @@ class ClassifierService:
         return dict(zip(self.outputs, found, strict=True))
 
 
-def _top(probabilities: NDArray[np.float64], classes: list[int]
-         ) -> tuple[list[int], list[float]]:
+def _top(probabilities: NDArray[np.float64], classes: list[int]) -> tuple[list[int], list[float]]:
     return classes, [float(probabilities[c]) for c in classes]
 
 
@@ -329,8 +391,7 @@ def capped(shape: tuple[int, ...], side: int) -> tuple[int, int]:
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
-def explanation_payload(exp: Explanation, map_size: str | int = "original"
-                        ) -> dict[str, object]:
+def explanation_payload(exp: Explanation, map_size: str | int = "original") -> dict[str, object]:
     """E: an explanation with its map, base64 float32 LE, at the image's original size, at
     the model's input size ("input"), or with its longer side capped (an int); the
     saliency's `size` says which ("original", "input" or "capped")."""
@@ -345,10 +406,18 @@ def explanation_payload(exp: Explanation, map_size: str | int = "original"
     saliency = np.ascontiguousarray(saliency, dtype="<f4")
     return {
         **({} if exp.box is None else {"box": [round(v, 2) for v in exp.box]}),
-        "class_id": exp.class_id, "label": exp.label, "score": exp.score,
-        "method": exp.method, "preset": exp.preset, "forwards": exp.forwards,
+        "class_id": exp.class_id,
+        "label": exp.label,
+        "score": exp.score,
+        "method": exp.method,
+        "preset": exp.preset,
+        "forwards": exp.forwards,
         "seconds": round(exp.seconds.get("total", 0.0), 4),
         "degenerate": exp.degenerate,
-        "saliency": {"shape": list(saliency.shape), "dtype": "float32", "size": size,
-                     "b64": base64.b64encode(saliency.tobytes()).decode("ascii")},
+        "saliency": {
+            "shape": list(saliency.shape),
+            "dtype": "float32",
+            "size": size,
+            "b64": base64.b64encode(saliency.tobytes()).decode("ascii"),
+        },
     }

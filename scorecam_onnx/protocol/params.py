@@ -61,8 +61,9 @@ class ExplainParams:
         return replace(self, values={**rest, "target": classes})
 
 
-def parse_params(raw: Mapping[str, Any], classes: int,
-                 defaults: ExplainParams | None = None) -> ExplainParams:
+def parse_params(
+    raw: Mapping[str, Any], classes: int, defaults: ExplainParams | None = None
+) -> ExplainParams:
     """Checked settings from a mapping of names to values (ints may come as strings), over
     the service's defaults. Unknown names are ignored, as inference servers do with request
     parameters."""
@@ -71,11 +72,12 @@ def parse_params(raw: Mapping[str, Any], classes: int,
     if "region" in given:
         given["region"] = _region(given["region"])
     if "target" in given or "top_k" in given:
-        base = replace(base, values={k: v for k, v in base.values.items()
-                                     if k not in ("target", "top_k")})
+        base = replace(
+            base, values={k: v for k, v in base.values.items() if k not in ("target", "top_k")}
+        )
     values = _read({**base.values, **given}, classes)
     params = ExplainParams(values, _map_size(raw, base.map_size))
-    params.request()            # the settings together (a method's parameters) checked now
+    params.request()  # the settings together (a method's parameters) checked now
     return params
 
 
@@ -91,15 +93,16 @@ def _read(raw: Mapping[str, Any], classes: int) -> dict[str, Any]:
 
 
 def _map_size(raw: Mapping[str, Any], default: str | int) -> str | int:
-    """"original", "input" or N for the maps in JSON answers and the overlay PNG."""
+    """ "original", "input" or N for the maps in JSON answers and the overlay PNG."""
     value = raw.get("map_size")
     if value is None or value == "":
         return default
     if value in MAP_SIZES:
         return str(value)
     if isinstance(value, str) and not value.isdigit():
-        raise ApiError(422, f"map_size: expected original, input or a number of pixels, "
-                            f"got {value!r}")
+        raise ApiError(
+            422, f"map_size: expected original, input or a number of pixels, got {value!r}"
+        )
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ApiError(422, f"map_size: expected an integer, got {value!r}")
     number = int(value)
@@ -115,8 +118,7 @@ def _region(value: Any) -> NDArray[np.bool_]:
     try:
         data = base64.b64decode(value, validate=True) if isinstance(value, str) else b""
         if not data:
-            raise ApiError(422, "region: expected a base64 PNG mask (non-zero inside the "
-                                "region)")
+            raise ApiError(422, "region: expected a base64 PNG mask (non-zero inside the region)")
         return decode_mask(data, "region")
     except (ValueError, binascii.Error, ImageError) as exc:
         reason = exc.reason if isinstance(exc, ImageError) else "not valid base64"

@@ -43,8 +43,12 @@ class WorkPool:
     def waiting(self) -> int:
         return max(0, self.admitted - self._running)
 
-    async def run(self, work: Callable[[Ticket], T], ticket: Ticket,
-                  disconnected: Callable[[], Any] | None = None) -> T:
+    async def run(
+        self,
+        work: Callable[[Ticket], T],
+        ticket: Ticket,
+        disconnected: Callable[[], Any] | None = None,
+    ) -> T:
         """Run `work(ticket)` in the pool and return its result.
 
         Args:
@@ -57,9 +61,12 @@ class WorkPool:
                 client disconnected; the work is cancelled in the last two cases.
         """
         if self.admitted >= self.max_concurrency + self.max_queue:
-            raise ApiError(503, f"the server is busy ({self.max_concurrency} running, "
-                                f"{self.max_queue} waiting); retry later",
-                           {"Retry-After": str(self.retry_after)})
+            raise ApiError(
+                503,
+                f"the server is busy ({self.max_concurrency} running, "
+                f"{self.max_queue} waiting); retry later",
+                {"Retry-After": str(self.retry_after)},
+            )
         self.admitted += 1
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self.executor, self._call, work, ticket)
@@ -67,9 +74,10 @@ class WorkPool:
         watcher = asyncio.ensure_future(disconnected()) if disconnected is not None else None
         try:
             waiting = {future} if watcher is None else {future, watcher}
-            done, _ = await asyncio.wait(waiting, timeout=ticket.remaining(),
-                                         return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:     # the caller's task was cancelled (a gRPC cancel)
+            done, _ = await asyncio.wait(
+                waiting, timeout=ticket.remaining(), return_when=asyncio.FIRST_COMPLETED
+            )
+        except asyncio.CancelledError:  # the caller's task was cancelled (a gRPC cancel)
             ticket.cancel()
             if not ticket.started:
                 future.cancel()
@@ -92,7 +100,7 @@ class WorkPool:
 
     def _call(self, work: Callable[[Ticket], T], ticket: Ticket) -> T:
         ticket.started = True
-        ticket.check()                     # gone or timed out while waiting: do nothing
+        ticket.check()  # gone or timed out while waiting: do nothing
         with self._lock:
             self._running += 1
         try:

@@ -20,8 +20,9 @@ class Ticket:
         on_forwards: called with the number of masked forwards each batch ran.
     """
 
-    def __init__(self, timeout: float | None,
-                 on_forwards: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self, timeout: float | None, on_forwards: Callable[[int], None] | None = None
+    ) -> None:
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self._cancelled = threading.Event()
         self._on_forwards = on_forwards

@@ -37,7 +37,7 @@ def instances(payload: dict[str, Any]) -> tuple[list[bytes], list[dict[str, Any]
         else:
             image, extra = item, {}
         if not isinstance(image, dict) or not isinstance(image.get("b64"), str):
-            raise ApiError(400, f"instance {n}: expected {{\"b64\": \"<base64 image file>\"}}")
+            raise ApiError(400, f'instance {n}: expected {{"b64": "<base64 image file>"}}')
         try:
             images.append(base64.b64decode(image["b64"], validate=True))
         except (binascii.Error, ValueError):
@@ -55,23 +55,25 @@ def parameters(value: Any, name: str = "parameters") -> dict[str, Any]:
     return value
 
 
-def parse_explain(payload: dict[str, Any], service: ModelService, defaults: ExplainParams
-                  ) -> tuple[list[bytes], list[ExplainParams]]:
+def parse_explain(
+    payload: dict[str, Any], service: ModelService, defaults: ExplainParams
+) -> tuple[list[bytes], list[ExplainParams]]:
     """The images of an explain request and each one's settings: the request's
     `parameters` over `defaults`, with the instance's own target or top_k."""
     images, overrides = instances(payload)
     base = parse_params(parameters(payload.get("parameters")), service.classes, defaults)
-    params = [base.with_target(o.get("target"), o.get("top_k"), service.classes)
-              for o in overrides]
+    params = [base.with_target(o.get("target"), o.get("top_k"), service.classes) for o in overrides]
     return images, params
 
 
-def explanations(params: Sequence[ExplainParams], found: Sequence[Sequence[Explanation]]
-                 ) -> list[Any]:
+def explanations(
+    params: Sequence[ExplainParams], found: Sequence[Sequence[Explanation]]
+) -> list[Any]:
     """Per instance, one explanation E, or a list of E where several classes were asked
     for (top_k, or a list of targets) or a detector explained its detections."""
     return [
         [explanation_payload(e, p.map_size) for e in per_image]
         if several_classes(p, bool(per_image) and per_image[0].box is not None)
         else explanation_payload(per_image[0], p.map_size)
-        for p, per_image in zip(params, found, strict=True)]
+        for p, per_image in zip(params, found, strict=True)
+    ]

@@ -27,8 +27,8 @@ class InferRequest:
 
     images: list[bytes]
     parameters: dict[str, Any] = field(default_factory=dict)
-    outputs: list[str] = field(default_factory=list)       # empty: every output
-    binary: set[str] = field(default_factory=set)           # outputs wanted in binary
+    outputs: list[str] = field(default_factory=list)  # empty: every output
+    binary: set[str] = field(default_factory=set)  # outputs wanted in binary
     binary_all: bool = False
     id: str | None = None
 
@@ -40,17 +40,21 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any],
         try:
             split = int(header_length)
         except ValueError:
-            raise ApiError(400, f"Inference-Header-Content-Length is not a number: "
-                                f"{header_length!r}") from None
+            raise ApiError(
+                400, f"Inference-Header-Content-Length is not a number: {header_length!r}"
+            ) from None
         if not 0 < split <= len(body):
-            raise ApiError(400, f"Inference-Header-Content-Length {split} does not fit a body "
-                                f"of {len(body)} bytes")
+            raise ApiError(
+                400,
+                f"Inference-Header-Content-Length {split} does not fit a body of {len(body)} bytes",
+            )
         body, blob = body[:split], body[split:]
     return json_object(body), blob
 
 
-def parse_request(body: bytes, header_length: str | None, known_outputs: tuple[str, ...]
-                  ) -> InferRequest:
+def parse_request(
+    body: bytes, header_length: str | None, known_outputs: tuple[str, ...]
+) -> InferRequest:
     """Read an infer request body; every malformed part is a 400 saying what is wrong."""
     request, blob = _split_body(body, header_length)
     inputs = request.get("inputs")
@@ -63,19 +67,24 @@ def parse_request(body: bytes, header_length: str | None, known_outputs: tuple[s
             raise ApiError(400, "each input must be an object")
         name = spec.get("name")
         if name != INPUT:
-            raise ApiError(400, f"unknown input {name!r}: this model takes one input "
-                                f"{INPUT!r} (BYTES, encoded image files)")
+            raise ApiError(
+                400,
+                f"unknown input {name!r}: this model takes one input "
+                f"{INPUT!r} (BYTES, encoded image files)",
+            )
         if images is not None:
             raise ApiError(400, f"input {INPUT!r} is given twice")
         images, offset = _read_images(spec, blob, offset)
     if offset != len(blob):
-        raise ApiError(400, f"{len(blob) - offset} bytes of binary data are not claimed by "
-                            "any input")
+        raise ApiError(
+            400, f"{len(blob) - offset} bytes of binary data are not claimed by any input"
+        )
     return _with_outputs(request, InferRequest(images or []), known_outputs)
 
 
-def _with_outputs(request: dict[str, Any], parsed: InferRequest,
-                  known_outputs: tuple[str, ...]) -> InferRequest:
+def _with_outputs(
+    request: dict[str, Any], parsed: InferRequest, known_outputs: tuple[str, ...]
+) -> InferRequest:
     """`parsed` with the request's parameters, id and requested outputs."""
     parameters = request.get("parameters") or {}
     if not isinstance(parameters, dict):
@@ -88,8 +97,7 @@ def _with_outputs(request: dict[str, Any], parsed: InferRequest,
     for out in outputs:
         name = out.get("name") if isinstance(out, dict) else None
         if name not in known_outputs:
-            raise ApiError(400, f"unknown output {name!r}: choose from "
-                                f"{', '.join(known_outputs)}")
+            raise ApiError(400, f"unknown output {name!r}: choose from {', '.join(known_outputs)}")
         parsed.outputs.append(name)
         params = out.get("parameters") or {}
         if isinstance(params, dict) and params.get("binary_data") is True:
@@ -99,9 +107,13 @@ def _with_outputs(request: dict[str, Any], parsed: InferRequest,
     return parsed
 
 
-def parse_tensor_request(body: bytes, header_length: str | None, name: str,
-                         shape: tuple[int, ...], known_outputs: tuple[str, ...]
-                         ) -> tuple[NDArray[np.float32], InferRequest]:
+def parse_tensor_request(
+    body: bytes,
+    header_length: str | None,
+    name: str,
+    shape: tuple[int, ...],
+    known_outputs: tuple[str, ...],
+) -> tuple[NDArray[np.float32], InferRequest]:
     """Read a request for a tensor model: one FP32 input `name` of shape [N, *shape], as JSON
     `data` or binary tensor data; returns the array and the rest of the request."""
     request, blob = _split_body(body, header_length)
@@ -110,21 +122,30 @@ def parse_tensor_request(body: bytes, header_length: str | None, name: str,
         raise ApiError(400, f"this model takes one input {name!r}")
     spec = inputs[0]
     if spec.get("name") != name or spec.get("datatype") != "FP32":
-        raise ApiError(400, f"expected input {name!r} FP32, got {spec.get('name')!r} "
-                            f"{spec.get('datatype')!r}")
+        raise ApiError(
+            400, f"expected input {name!r} FP32, got {spec.get('name')!r} {spec.get('datatype')!r}"
+        )
     dims = spec.get("shape")
-    if (not isinstance(dims, list) or len(dims) != len(shape) + 1
-            or not all(isinstance(d, int) and not isinstance(d, bool) for d in dims)
-            or dims[0] < 1 or tuple(dims[1:]) != tuple(shape)):
-        raise ApiError(400, f"input {name!r} must have shape [N, {', '.join(map(str, shape))}]"
-                            f", got {dims!r}")
+    if (
+        not isinstance(dims, list)
+        or len(dims) != len(shape) + 1
+        or not all(isinstance(d, int) and not isinstance(d, bool) for d in dims)
+        or dims[0] < 1
+        or tuple(dims[1:]) != tuple(shape)
+    ):
+        raise ApiError(
+            400, f"input {name!r} must have shape [N, {', '.join(map(str, shape))}], got {dims!r}"
+        )
     count = int(np.prod(dims))
     params = spec.get("parameters") or {}
     size = params.get("binary_data_size") if isinstance(params, dict) else None
     if size is not None:
         if size != count * 4 or size != len(blob):
-            raise ApiError(400, f"input {name!r}: binary_data_size {size!r} does not match "
-                                f"shape {dims} ({count * 4} bytes) and the {len(blob)} sent")
+            raise ApiError(
+                400,
+                f"input {name!r}: binary_data_size {size!r} does not match "
+                f"shape {dims} ({count * 4} bytes) and the {len(blob)} sent",
+            )
         array = np.frombuffer(blob, dtype="<f4").reshape(dims)
     else:
         try:
@@ -132,11 +153,11 @@ def parse_tensor_request(body: bytes, header_length: str | None, name: str,
         except (TypeError, ValueError):
             raise ApiError(400, f"input {name!r}: 'data' must be numbers") from None
         if array.size != count:
-            raise ApiError(400, f"input {name!r} has shape {dims} but holds {array.size} "
-                                "elements")
+            raise ApiError(400, f"input {name!r} has shape {dims} but holds {array.size} elements")
         array = array.reshape(dims)
     return np.ascontiguousarray(array, dtype=np.float32), _with_outputs(
-        request, InferRequest([]), known_outputs)
+        request, InferRequest([]), known_outputs
+    )
 
 
 def json_object(body: bytes) -> dict[str, Any]:
@@ -155,29 +176,42 @@ def json_object(body: bytes) -> dict[str, Any]:
 def _read_images(spec: dict[str, Any], blob: bytes, offset: int) -> tuple[list[bytes], int]:
     """The encoded images of the `image` input, and the new offset in the binary part."""
     if spec.get("datatype") != "BYTES":
-        raise ApiError(400, f"input {INPUT!r} must be BYTES (encoded image files), got "
-                            f"{spec.get('datatype')!r}")
+        raise ApiError(
+            400,
+            f"input {INPUT!r} must be BYTES (encoded image files), got {spec.get('datatype')!r}",
+        )
     shape = spec.get("shape")
-    if (not isinstance(shape, list) or not 1 <= len(shape) <= 2
-            or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
-            or shape[0] < 1 or (len(shape) == 2 and shape[1] != 1)):
-        raise ApiError(400, f"input {INPUT!r} must have shape [N] (or [N, 1]) with N ≥ 1, "
-                            f"got {shape!r}")
+    if (
+        not isinstance(shape, list)
+        or not 1 <= len(shape) <= 2
+        or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+        or shape[0] < 1
+        or (len(shape) == 2 and shape[1] != 1)
+    ):
+        raise ApiError(
+            400, f"input {INPUT!r} must have shape [N] (or [N, 1]) with N ≥ 1, got {shape!r}"
+        )
     count = shape[0]
     params = spec.get("parameters") or {}
     size = params.get("binary_data_size") if isinstance(params, dict) else None
     if size is not None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0 \
-                or offset + size > len(blob):
-            raise ApiError(400, f"input {INPUT!r}: binary_data_size {size!r} does not fit the "
-                                f"{len(blob) - offset} bytes of binary data left")
-        images = _split_bytes(blob[offset:offset + size])
+        if (
+            isinstance(size, bool)
+            or not isinstance(size, int)
+            or size < 0
+            or offset + size > len(blob)
+        ):
+            raise ApiError(
+                400,
+                f"input {INPUT!r}: binary_data_size {size!r} does not fit the "
+                f"{len(blob) - offset} bytes of binary data left",
+            )
+        images = _split_bytes(blob[offset : offset + size])
         offset += size
     else:
         images = [_base64(item, n) for n, item in enumerate(_flatten(spec.get("data")))]
     if len(images) != count:
-        raise ApiError(400, f"input {INPUT!r} has shape {shape} but holds {len(images)} "
-                            "elements")
+        raise ApiError(400, f"input {INPUT!r} has shape {shape} but holds {len(images)} elements")
     return images, offset
 
 
@@ -187,10 +221,10 @@ def _split_bytes(chunk: bytes) -> list[bytes]:
     while i < len(chunk):
         if i + 4 > len(chunk):
             raise ApiError(400, "binary BYTES data ends inside an element's length")
-        n = int.from_bytes(chunk[i:i + 4], "little")
+        n = int.from_bytes(chunk[i : i + 4], "little")
         if i + 4 + n > len(chunk):
             raise ApiError(400, "binary BYTES element is longer than the data sent")
-        items.append(chunk[i + 4:i + 4 + n])
+        items.append(chunk[i + 4 : i + 4 + n])
         i += 4 + n
     return items
 
@@ -215,8 +249,9 @@ def _base64(item: Any, index: int) -> bytes:
         raise ApiError(400, f"input {INPUT!r}: element {index} is not valid base64") from None
 
 
-def encode_response(model: str, request: InferRequest, outputs: dict[str, NDArray]
-                    ) -> tuple[bytes, dict[str, str]]:
+def encode_response(
+    model: str, request: InferRequest, outputs: dict[str, NDArray]
+) -> tuple[bytes, dict[str, str]]:
     """The response body and its headers; outputs asked for in binary follow the JSON."""
     described, blobs = [], []
     for name, array in outputs.items():
@@ -236,5 +271,7 @@ def encode_response(model: str, request: InferRequest, outputs: dict[str, NDArra
     text = json.dumps(head, separators=(",", ":")).encode()
     if not blobs:
         return text, {"content-type": "application/json"}
-    return text + b"".join(blobs), {"content-type": "application/octet-stream",
-                                    "Inference-Header-Content-Length": str(len(text))}
+    return text + b"".join(blobs), {
+        "content-type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(text)),
+    }

@@ -15,14 +15,22 @@ from ..quiet import native_stderr_silenced
 
 # Short names of ONNX Runtime's execution providers; any full name is accepted as well.
 PROVIDERS = {
-    "cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider", "openvino": "OpenVINOExecutionProvider",
-    "dml": "DmlExecutionProvider", "coreml": "CoreMLExecutionProvider",
-    "qnn": "QNNExecutionProvider", "rocm": "ROCMExecutionProvider",
-    "migraphx": "MIGraphXExecutionProvider", "xnnpack": "XnnpackExecutionProvider",
-    "nnapi": "NnapiExecutionProvider", "acl": "ACLExecutionProvider",
-    "armnn": "ArmNNExecutionProvider", "cann": "CANNExecutionProvider",
-    "webgpu": "WebGpuExecutionProvider", "vitisai": "VitisAIExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "qnn": "QNNExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "migraphx": "MIGraphXExecutionProvider",
+    "xnnpack": "XnnpackExecutionProvider",
+    "nnapi": "NnapiExecutionProvider",
+    "acl": "ACLExecutionProvider",
+    "armnn": "ArmNNExecutionProvider",
+    "cann": "CANNExecutionProvider",
+    "webgpu": "WebGpuExecutionProvider",
+    "vitisai": "VitisAIExecutionProvider",
     "azure": "AzureExecutionProvider",
 }
 PROVIDER_CHOICES = ("auto", "cpu", "cuda")
@@ -82,8 +90,13 @@ class OrtRunner:
         threads: intra-op threads; 0 lets ONNX Runtime use one per physical core.
     """
 
-    def __init__(self, path: Path, provider: str = "auto", threads: int = 0,
-                 options: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        provider: str = "auto",
+        threads: int = 0,
+        options: dict[str, str] | None = None,
+    ) -> None:
         self.path = path
         try:
             self.session, self.provider = build_session(path, provider, threads, options)
@@ -106,8 +119,14 @@ class OrtRunner:
     def datatype(self, kind: str, name: str) -> str:
         """The Open Inference Protocol's name of an input's or output's element type."""
         values = self.session.get_inputs() if kind == "input" else self.session.get_outputs()
-        kinds = {"tensor(float)": "FP32", "tensor(float16)": "FP16", "tensor(double)": "FP64",
-                 "tensor(int64)": "INT64", "tensor(int32)": "INT32", "tensor(bool)": "BOOL"}
+        kinds = {
+            "tensor(float)": "FP32",
+            "tensor(float16)": "FP16",
+            "tensor(double)": "FP64",
+            "tensor(int64)": "INT64",
+            "tensor(int32)": "INT32",
+            "tensor(bool)": "BOOL",
+        }
         found = next(v.type for v in values if v.name == name)
         return kinds.get(found, found)
 
@@ -123,8 +142,12 @@ def session_options(threads: int) -> Any:
     return options
 
 
-def build_session(path: Path | bytes, provider: str = "auto", threads: int = 0,
-                  options: dict[str, str] | None = None) -> tuple[Any, str]:
+def build_session(
+    path: Path | bytes,
+    provider: str = "auto",
+    threads: int = 0,
+    options: dict[str, str] | None = None,
+) -> tuple[Any, str]:
     """Create an InferenceSession on the requested provider; return it with the one in use.
 
     Args:
@@ -138,8 +161,7 @@ def build_session(path: Path | bytes, provider: str = "auto", threads: int = 0,
     available = ort.get_available_providers()
     provider = provider if provider == "auto" else short_name(full_name(provider))
     if provider not in ("auto", "cpu", "cuda"):
-        return _other_provider(ort, path, provider, threads, options or {}, available), (
-            provider)
+        return _other_provider(ort, path, provider, threads, options or {}, available), (provider)
     want_cuda = provider == "cuda" or (provider == "auto" and PROVIDERS["cuda"] in available)
     if provider == "cuda" and PROVIDERS["cuda"] not in available:
         raise ProviderError(
@@ -156,20 +178,30 @@ def build_session(path: Path | bytes, provider: str = "auto", threads: int = 0,
                 "provider 'cuda' could not start (CUDA or cuDNN libraries missing, or no GPU); "
                 "use --provider cpu or auto"
             )
-    cpu = [("CPUExecutionProvider", options)] if options and provider == "cpu" else [
-        "CPUExecutionProvider"]
+    cpu = (
+        [("CPUExecutionProvider", options)]
+        if options and provider == "cpu"
+        else ["CPUExecutionProvider"]
+    )
     session = _new_session(ort, path, cpu, threads)
     return session, "cpu"
 
 
-def _other_provider(ort: ModuleType, path: Path | bytes, provider: str, threads: int,
-                    options: dict[str, str], available: list[str]) -> Any:
+def _other_provider(
+    ort: ModuleType,
+    path: Path | bytes,
+    provider: str,
+    threads: int,
+    options: dict[str, str],
+    available: list[str],
+) -> Any:
     """A session whose first provider is `provider`, or a ProviderError saying why not."""
     full = full_name(provider)
     if not full.endswith("ExecutionProvider"):
         raise ProviderError(
             f"unknown provider {provider!r}: use auto, a short name "
-            f"({', '.join(PROVIDERS)}) or a full ONNX Runtime name")
+            f"({', '.join(PROVIDERS)}) or a full ONNX Runtime name"
+        )
     # A registered plugin library's devices first: its provider may also be listed as
     # available (ONNX Runtime ≥ 1.32), but starts only when chosen by device.
     devices = plugin_devices(full)
@@ -177,21 +209,24 @@ def _other_provider(ort: ModuleType, path: Path | bytes, provider: str, threads:
         raise ProviderError(
             f"provider {provider!r} is not available in this ONNX Runtime build (available: "
             f"{', '.join(short_name(p) for p in available) or 'none'}), and no registered "
-            "provider library offers a device for it; 'scorecam-onnx providers' lists them")
+            "provider library offers a device for it; 'scorecam-onnx providers' lists them"
+        )
     try:
         # A provider that cannot start says so on descriptor 2; the error below says it once.
         with native_stderr_silenced():
             if devices:
                 session = device_session(ort, path, devices, options, threads)
             else:
-                session = _new_session(ort, path, [(full, options), "CPUExecutionProvider"],
-                                       threads)
+                session = _new_session(
+                    ort, path, [(full, options), "CPUExecutionProvider"], threads
+                )
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own types
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ProviderError(f"provider {provider!r} could not start: {text}") from None
     if session.get_providers()[0] != full:
-        raise ProviderError(f"provider {provider!r} could not start (ONNX Runtime fell back "
-                            "to the CPU)")
+        raise ProviderError(
+            f"provider {provider!r} could not start (ONNX Runtime fell back to the CPU)"
+        )
     return session
 
 
@@ -201,8 +236,9 @@ def register_provider_library(name: str, library: str) -> None:
     ort = import_onnxruntime()
     register = getattr(ort, "register_execution_provider_library", None)
     if register is None:
-        raise ProviderError("provider libraries need ONNX Runtime 1.23 or newer "
-                            f"(this is {ort.__version__})")
+        raise ProviderError(
+            f"provider libraries need ONNX Runtime 1.23 or newer (this is {ort.__version__})"
+        )
     try:
         register(name, library)
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own types
@@ -217,8 +253,13 @@ def plugin_devices(full: str | None = None) -> list[Any]:
     return [d for d in devices if full is None or d.ep_name == full]
 
 
-def device_session(ort: ModuleType, path: Path | bytes, devices: list[Any],
-                   options: dict[str, str] | None, threads: int) -> Any:
+def device_session(
+    ort: ModuleType,
+    path: Path | bytes,
+    devices: list[Any],
+    options: dict[str, str] | None,
+    threads: int,
+) -> Any:
     """A session on the given provider devices (the plugin-provider way of choosing)."""
     sess_options = session_options(threads)
     sess_options.add_provider_for_devices(devices, dict(options or {}))
@@ -226,15 +267,18 @@ def device_session(ort: ModuleType, path: Path | bytes, devices: list[Any],
     return ort.InferenceSession(source, sess_options=sess_options)
 
 
-def _new_session(ort: ModuleType, path: Path | bytes, providers: list[Any],
-                 threads: int) -> Any:
+def _new_session(ort: ModuleType, path: Path | bytes, providers: list[Any], threads: int) -> Any:
     source = path if isinstance(path, bytes) else str(path)
-    return ort.InferenceSession(source, sess_options=session_options(threads),
-                                providers=providers)
+    return ort.InferenceSession(source, sess_options=session_options(threads), providers=providers)
 
 
-def _try_cuda(ort: ModuleType, path: Path | bytes, threads: int, quiet: bool,
-              options: dict[str, str] | None = None) -> Any | None:
+def _try_cuda(
+    ort: ModuleType,
+    path: Path | bytes,
+    threads: int,
+    quiet: bool,
+    options: dict[str, str] | None = None,
+) -> Any | None:
     """A CUDA session, or None when ONNX Runtime silently fell back to the CPU."""
     preload = getattr(ort, "preload_dlls", None)
     with native_stderr_silenced() if quiet else contextlib.nullcontext():
@@ -251,7 +295,7 @@ def _try_cuda(ort: ModuleType, path: Path | bytes, threads: int, quiet: bool,
             return None
         finally:
             if quiet:
-                ort.set_default_logger_severity(2)   # ONNX Runtime's default: warnings
+                ort.set_default_logger_severity(2)  # ONNX Runtime's default: warnings
     if session.get_providers()[0] != PROVIDERS["cuda"]:
         return None
     return session

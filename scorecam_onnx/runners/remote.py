@@ -31,11 +31,23 @@ from numpy.typing import NDArray
 
 from ..errors import ScoreCamError
 
-SCHEMES = {"http": ("http", False), "https": ("http", True), "grpc": ("grpc", False),
-           "grpcs": ("grpc", True)}
+SCHEMES = {
+    "http": ("http", False),
+    "https": ("http", True),
+    "grpc": ("grpc", False),
+    "grpcs": ("grpc", True),
+}
 # Retried: the server is starting, draining, overloaded, or dropped the connection.
-RETRIED = ("503", "UNAVAILABLE", "Connection reset", "Connection refused", "RESOURCE_EXHAUSTED",
-           "Broken pipe", "EOF", "Service Unavailable")
+RETRIED = (
+    "503",
+    "UNAVAILABLE",
+    "Connection reset",
+    "Connection refused",
+    "RESOURCE_EXHAUSTED",
+    "Broken pipe",
+    "EOF",
+    "Service Unavailable",
+)
 DATATYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64}
 
 
@@ -47,9 +59,9 @@ class RemoteError(ScoreCamError):
 class ModelUrl:
     """A parsed model URL."""
 
-    protocol: str          # "http" or "grpc"
+    protocol: str  # "http" or "grpc"
     ssl: bool
-    address: str           # HOST:PORT
+    address: str  # HOST:PORT
     model: str
     version: str
 
@@ -57,20 +69,25 @@ class ModelUrl:
     def parse(cls, url: str) -> ModelUrl:
         parts = urlsplit(url)
         if parts.scheme not in SCHEMES or not parts.netloc:
-            raise RemoteError(f"model URL {url!r}: use http(s):// or grpc(s)://HOST:PORT/v2/"
-                              "models/NAME[/versions/V]")
+            raise RemoteError(
+                f"model URL {url!r}: use http(s):// or grpc(s)://HOST:PORT/v2/"
+                "models/NAME[/versions/V]"
+            )
         path = [p for p in parts.path.split("/") if p]
-        ok = len(path) in (3, 5) and path[:2] == ["v2", "models"] and (
-            len(path) == 3 or path[3] == "versions")
+        ok = (
+            len(path) in (3, 5)
+            and path[:2] == ["v2", "models"]
+            and (len(path) == 3 or path[3] == "versions")
+        )
         if not ok:
-            raise RemoteError(f"model URL {url!r}: the path must be /v2/models/NAME or "
-                              "/v2/models/NAME/versions/V")
+            raise RemoteError(
+                f"model URL {url!r}: the path must be /v2/models/NAME or /v2/models/NAME/versions/V"
+            )
         protocol, ssl = SCHEMES[parts.scheme]
         port = "" if parts.port else (":443" if ssl else ":80" if protocol == "http" else "")
         if protocol == "grpc" and not parts.port:
             raise RemoteError(f"model URL {url!r}: a gRPC URL needs a port")
-        return cls(protocol, ssl, parts.netloc + port, path[2],
-                   path[4] if len(path) == 5 else "")
+        return cls(protocol, ssl, parts.netloc + port, path[2], path[4] if len(path) == 5 else "")
 
 
 def import_client(protocol: str) -> ModuleType:
@@ -81,8 +98,9 @@ def import_client(protocol: str) -> ModuleType:
         else:
             import tritonclient.grpc as client
     except ImportError as exc:
-        raise RemoteError(f"remote forwards need the 'remote' extra: pip install "
-                          f"'scorecam-onnx[remote]' ({exc})") from None
+        raise RemoteError(
+            f"remote forwards need the 'remote' extra: pip install 'scorecam-onnx[remote]' ({exc})"
+        ) from None
     return client
 
 
@@ -107,8 +125,9 @@ class RemoteRunner:
         retries: extra tries for a retried failure, with backoff 0.2 s, 0.4 s, …
     """
 
-    def __init__(self, url: str, timeout: float = 60.0, in_flight: int = 2,
-                 retries: int = 3) -> None:
+    def __init__(
+        self, url: str, timeout: float = 60.0, in_flight: int = 2, retries: int = 3
+    ) -> None:
         if in_flight < 1:
             raise ValueError(f"in_flight must be at least 1, got {in_flight}")
         self.url = url
@@ -123,10 +142,12 @@ class RemoteRunner:
         self._local = threading.local()
         self._check_ready()
         metadata = self._call(self._metadata, "read the model's metadata")
-        self.inputs = {i["name"]: (i["datatype"], [int(d) for d in i["shape"]])
-                       for i in metadata["inputs"]}
-        self.outputs = {o["name"]: (o["datatype"], [int(d) for d in o["shape"]])
-                        for o in metadata["outputs"]}
+        self.inputs = {
+            i["name"]: (i["datatype"], [int(d) for d in i["shape"]]) for i in metadata["inputs"]
+        }
+        self.outputs = {
+            o["name"]: (o["datatype"], [int(d) for d in o["shape"]]) for o in metadata["outputs"]
+        }
         self.input_names = list(self.inputs)
         self.output_names = list(self.outputs)
         self.max_batch = self._max_batch()
@@ -143,8 +164,12 @@ class RemoteRunner:
             try:
                 if t.protocol == "http":
                     client = self._client_module.InferenceServerClient(
-                        t.address, ssl=t.ssl, concurrency=self.in_flight,
-                        connection_timeout=self.timeout, network_timeout=self.timeout)
+                        t.address,
+                        ssl=t.ssl,
+                        concurrency=self.in_flight,
+                        connection_timeout=self.timeout,
+                        network_timeout=self.timeout,
+                    )
                 else:
                     client = self._client_module.InferenceServerClient(t.address, ssl=t.ssl)
             except Exception as exc:  # noqa: BLE001 - the client raises assorted errors
@@ -155,8 +180,7 @@ class RemoteRunner:
     def _check_ready(self) -> None:
         t = self.target
         try:
-            ready = self.client.is_server_live() and self.client.is_model_ready(t.model,
-                                                                                t.version)
+            ready = self.client.is_server_live() and self.client.is_model_ready(t.model, t.version)
         except Exception as exc:  # noqa: BLE001
             raise RemoteError(f"{self.url}: the server does not answer: {_reason(exc)}") from None
         if not ready:
@@ -193,7 +217,7 @@ class RemoteRunner:
                 return fn()
             except Exception as exc:  # noqa: BLE001 - tritonclient raises its own types
                 if attempt < self.retries and _retried(exc):
-                    time.sleep(0.2 * 2 ** attempt)
+                    time.sleep(0.2 * 2**attempt)
                     continue
                 raise RemoteError(f"{self.url}: could not {what}: {_reason(exc)}") from None
         raise AssertionError("unreachable")
@@ -212,8 +236,9 @@ class RemoteRunner:
         """The outputs for a feed (see `submit`)."""
         return self.submit(outputs, feed)()
 
-    def submit(self, outputs: list[str], feed: dict[str, NDArray[np.float32]]
-               ) -> Callable[[], list[NDArray]]:
+    def submit(
+        self, outputs: list[str], feed: dict[str, NDArray[np.float32]]
+    ) -> Callable[[], list[NDArray]]:
         """Send a feed now and return a function that waits for its outputs. When the server
         states a maximum batch size, the arrays (sharing dimension 0) are split to it and
         the pieces sent at once. The feed's arrays must stay as they are until `wait` returns
@@ -221,8 +246,10 @@ class RemoteRunner:
         pieces = [feed]
         if self.max_batch:
             total = next(iter(feed.values())).shape[0]
-            pieces = [{k: v[i:i + self.max_batch] for k, v in feed.items()}
-                      for i in range(0, total, self.max_batch)]
+            pieces = [
+                {k: v[i : i + self.max_batch] for k, v in feed.items()}
+                for i in range(0, total, self.max_batch)
+            ]
         handles = [(piece, self._send(outputs, piece)) for piece in pieces]
 
         def wait() -> list[NDArray]:
@@ -247,24 +274,31 @@ class RemoteRunner:
 
     def _requested(self, outputs: list[str]) -> list[Any]:
         if self.target.protocol == "http":
-            return [self._client_module.InferRequestedOutput(n, binary_data=self.binary)
-                    for n in outputs]
+            return [
+                self._client_module.InferRequestedOutput(n, binary_data=self.binary)
+                for n in outputs
+            ]
         return [self._client_module.InferRequestedOutput(n) for n in outputs]
 
     def _send(self, outputs: list[str], feed: dict[str, NDArray]) -> Any:
         t = self.target
         inputs, requested = self._inputs(feed), self._requested(outputs)
         if t.protocol == "http":
-            return self.client.async_infer(t.model, inputs, model_version=t.version,
-                                           outputs=requested)
+            return self.client.async_infer(
+                t.model, inputs, model_version=t.version, outputs=requested
+            )
         box: queue.Queue = queue.Queue(maxsize=1)
-        self.client.async_infer(t.model, inputs, lambda result, error: box.put((result, error)),
-                                model_version=t.version, outputs=requested,
-                                client_timeout=self.timeout)
+        self.client.async_infer(
+            t.model,
+            inputs,
+            lambda result, error: box.put((result, error)),
+            model_version=t.version,
+            outputs=requested,
+            client_timeout=self.timeout,
+        )
         return box
 
-    def _receive(self, outputs: list[str], feed: dict[str, NDArray], handle: Any
-                 ) -> list[NDArray]:
+    def _receive(self, outputs: list[str], feed: dict[str, NDArray], handle: Any) -> list[NDArray]:
         try:
             result = self._wait(handle)
         except Exception as exc:  # noqa: BLE001 - tritonclient raises its own types

@@ -14,8 +14,9 @@ try:
     import fastapi_offline  # noqa: F401
     import prometheus_client  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the installation
-    raise ImportError(f"the service needs the 'serve' extra: pip install "
-                      f"'scorecam-onnx[serve]' ({exc})") from exc
+    raise ImportError(
+        f"the service needs the 'serve' extra: pip install 'scorecam-onnx[serve]' ({exc})"
+    ) from exc
 
 from ..protocol import ApiError, ExplainParams, Limits
 from .app import create_app

@@ -29,10 +29,14 @@ from .telemetry import AccessLog, BodyLimit
 __all__ = ["Limits", "create_app"]
 
 
-def create_app(models: Mapping[str, Explainer | str | Path], limits: Limits | None = None,
-               access_log: TextIO | None = None, classifiers: bool = False,
-               api_keys: ApiKeys | None = None,
-               cors_origins: Sequence[str] = ()) -> FastAPI:
+def create_app(
+    models: Mapping[str, Explainer | str | Path],
+    limits: Limits | None = None,
+    access_log: TextIO | None = None,
+    classifiers: bool = False,
+    api_keys: ApiKeys | None = None,
+    cors_origins: Sequence[str] = (),
+) -> FastAPI:
     """The explanation service for `models` (name → `Explainer` or bundle folder).
 
     Args:
@@ -53,10 +57,13 @@ def create_app(models: Mapping[str, Explainer | str | Path], limits: Limits | No
         raise ValueError("create_app needs at least one model")
     core = ServiceCore(models, limits, classifiers)
     # the API docs (/docs, /redoc) with their scripts from this server, not from a CDN
-    app = FastAPIOffline(title="scorecam-onnx", version=package_version("scorecam-onnx"),
-                         description="Score-CAM explanations over KServe V1 and Open "
-                                     "Inference Protocol V2.", static_url=DOCS_ASSETS,
-                         swagger_ui_parameters={"validatorUrl": None})
+    app = FastAPIOffline(
+        title="scorecam-onnx",
+        version=package_version("scorecam-onnx"),
+        description="Score-CAM explanations over KServe V1 and Open Inference Protocol V2.",
+        static_url=DOCS_ASSETS,
+        swagger_ui_parameters={"validatorUrl": None},
+    )
     keys = api_keys or ApiKeys(environment=False)
     app.state.core = core
     app.state.api_keys = keys
@@ -69,18 +76,24 @@ def create_app(models: Mapping[str, Explainer | str | Path], limits: Limits | No
     return app
 
 
-def _middleware(app: FastAPI, core: ServiceCore, keys: ApiKeys, cors_origins: Sequence[str],
-                access_log: TextIO | None) -> None:
+def _middleware(
+    app: FastAPI,
+    core: ServiceCore,
+    keys: ApiKeys,
+    cors_origins: Sequence[str],
+    access_log: TextIO | None,
+) -> None:
     """From the outside in: the access log, CORS (with origins), API keys, the body limit."""
     app.add_middleware(BodyLimit, limit=int(core.limits.max_body_mb * 1024 * 1024))
     app.add_middleware(BearerAuth, keys=keys)
     if cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins),
-                           allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type",
-                                          "Inference-Header-Content-Length"],
-                           expose_headers=["Inference-Header-Content-Length", "X-Class-Id",
-                                           "X-Forwards"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Inference-Header-Content-Length"],
+            expose_headers=["Inference-Header-Content-Length", "X-Class-Id", "X-Forwards"],
+        )
     app.add_middleware(AccessLog, metrics=core.metrics, stream=access_log)
 
 
@@ -91,7 +104,8 @@ def _bearer_in_schema(app: FastAPI) -> None:
     def with_bearer() -> dict[str, Any]:
         schema = plain()
         schema.setdefault("components", {})["securitySchemes"] = {
-            "bearer": {"type": "http", "scheme": "bearer"}}
+            "bearer": {"type": "http", "scheme": "bearer"}
+        }
         schema["security"] = [{"bearer": []}]
         return schema
 

@@ -35,12 +35,18 @@ class ApiKeys:
         protect_health: require a key on the health routes too.
     """
 
-    def __init__(self, keys: Iterable[str] = (), file: str | Path | None = None,
-                 environment: bool = True, protect_health: bool = False) -> None:
+    def __init__(
+        self,
+        keys: Iterable[str] = (),
+        file: str | Path | None = None,
+        environment: bool = True,
+        protect_health: bool = False,
+    ) -> None:
         self._given = [k.strip() for k in keys if k.strip()]
         if environment:
-            self._given += [k.strip() for k in os.environ.get(ENVIRONMENT, "").split(",")
-                            if k.strip()]
+            self._given += [
+                k.strip() for k in os.environ.get(ENVIRONMENT, "").split(",") if k.strip()
+            ]
         self.file = Path(file) if file else None
         self.protect_health = protect_health
         self._lock = threading.Lock()
@@ -54,10 +60,12 @@ class ApiKeys:
             try:
                 lines = self.file.read_text(encoding="utf-8").splitlines()
             except OSError as exc:
-                raise OSError(f"{self.file}: cannot read the API key file: "
-                              f"{exc.strerror}") from None
-            keys += [line.strip() for line in lines
-                     if line.strip() and not line.lstrip().startswith("#")]
+                raise OSError(
+                    f"{self.file}: cannot read the API key file: {exc.strerror}"
+                ) from None
+            keys += [
+                line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")
+            ]
         with self._lock:
             self._keys = tuple(k.encode("utf-8") for k in dict.fromkeys(keys))
 
@@ -70,8 +78,9 @@ class ApiKeys:
         """Whether an Authorization header value carries one of the keys."""
         if authorization is None:
             return False
-        value = authorization.encode("latin-1") if isinstance(authorization, str) else (
-            authorization)
+        value = (
+            authorization.encode("latin-1") if isinstance(authorization, str) else (authorization)
+        )
         scheme, _, token = value.strip().partition(b" ")
         if scheme.lower() != b"bearer":
             return False
@@ -79,13 +88,16 @@ class ApiKeys:
         with self._lock:
             keys = self._keys
         found = False
-        for key in keys:                       # every key compared: no early exit
+        for key in keys:  # every key compared: no early exit
             found |= hmac.compare_digest(token, key)
         return found
 
     def open_path(self, path: str) -> bool:
-        return path in PAGES or path.startswith(DOCS_ASSETS + "/") or (
-            path in HEALTH and not self.protect_health)
+        return (
+            path in PAGES
+            or path.startswith(DOCS_ASSETS + "/")
+            or (path in HEALTH and not self.protect_health)
+        )
 
 
 class BearerAuth:
@@ -97,8 +109,12 @@ class BearerAuth:
         self.keys = keys
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not self.keys.active or self.keys.open_path(
-                scope["path"]) or scope["method"] == "OPTIONS":
+        if (
+            scope["type"] != "http"
+            or not self.keys.active
+            or self.keys.open_path(scope["path"])
+            or scope["method"] == "OPTIONS"
+        ):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
@@ -106,14 +122,23 @@ class BearerAuth:
             await self.app(scope, receive, send)
             return
         missing = b"authorization" not in headers
-        message = ("this server needs an API key: send 'Authorization: Bearer KEY'" if missing
-                   else "the API key is not accepted")
+        message = (
+            "this server needs an API key: send 'Authorization: Bearer KEY'"
+            if missing
+            else "the API key is not accepted"
+        )
         body = json.dumps({"error": message}).encode()
-        await send({"type": "http.response.start", "status": 401, "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"www-authenticate", b'Bearer realm="scorecam-onnx"'),
-        ]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b'Bearer realm="scorecam-onnx"'),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -124,9 +149,10 @@ def grpc_interceptor(keys: ApiKeys) -> Any:
     import grpc
 
     async def refuse(request: Any, context: Any) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                            "this server needs an API key: send the metadata "
-                            "'authorization: Bearer KEY'")
+        await context.abort(
+            grpc.StatusCode.UNAUTHENTICATED,
+            "this server needs an API key: send the metadata 'authorization: Bearer KEY'",
+        )
 
     class Interceptor(grpc.aio.ServerInterceptor):
         async def intercept_service(self, continuation: Any, details: Any) -> Any:

@@ -35,8 +35,7 @@ def install_error_handlers(app: FastAPI, stream: TextIO | None) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        message = f"no such path: {request.url.path}" if exc.status_code == 404 else str(
-            exc.detail)
+        message = f"no such path: {request.url.path}" if exc.status_code == 404 else str(exc.detail)
         return reply(exc.status_code, message)
 
     @app.exception_handler(RequestValidationError)

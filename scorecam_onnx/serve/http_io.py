@@ -43,8 +43,13 @@ async def upload(request: Request) -> bytes:
     return await request.body()
 
 
-async def compute(request: Request, core: ServiceCore, service: ModelService,
-                  work: Callable[[Ticket], T], masked: bool = True) -> T:
+async def compute(
+    request: Request,
+    core: ServiceCore,
+    service: ModelService,
+    work: Callable[[Ticket], T],
+    masked: bool = True,
+) -> T:
     """Run `work` for `service` in the core's pools (the prediction pool when it runs no
     masked forward), cancelled when the client goes; the access log gets the model and the
     forwards run."""

@@ -38,10 +38,16 @@ def import_ray() -> Any:
     return ray
 
 
-def deployment(models: Mapping[str, str | Path], *, num_replicas: int | None = 1,
-               autoscaling_config: Mapping[str, Any] | None = None,
-               ray_actor_options: Mapping[str, Any] | None = None, limits: Any = None,
-               runtime: Runtime | None = None, name: str = "scorecam") -> Any:
+def deployment(
+    models: Mapping[str, str | Path],
+    *,
+    num_replicas: int | None = 1,
+    autoscaling_config: Mapping[str, Any] | None = None,
+    ray_actor_options: Mapping[str, Any] | None = None,
+    limits: Any = None,
+    runtime: Runtime | None = None,
+    name: str = "scorecam",
+) -> Any:
     """The explanation service as a Ray Serve application (bind it, then `serve.run` it).
 
     Args:
@@ -60,11 +66,10 @@ def deployment(models: Mapping[str, str | Path], *, num_replicas: int | None = 1
     chosen = limits or Limits()
     settings = runtime or Runtime()
 
-    def builder() -> Any:   # a plain function: Ray Serve calls it on each replica
+    def builder() -> Any:  # a plain function: Ray Serve calls it on each replica
         return build_app(paths, chosen, settings)
 
-    options: dict[str, Any] = {"name": name,
-                               "ray_actor_options": dict(ray_actor_options or {})}
+    options: dict[str, Any] = {"name": name, "ray_actor_options": dict(ray_actor_options or {})}
     if autoscaling_config is not None:
         options["autoscaling_config"] = dict(autoscaling_config)
     else:
@@ -72,10 +77,17 @@ def deployment(models: Mapping[str, str | Path], *, num_replicas: int | None = 1
     return serve.deployment(serve.ingress(builder)(), **options).bind()
 
 
-def run_on_ray(models: Mapping[str, str | Path], limits: Any, *, address: str = "local",
-               host: str = "127.0.0.1", port: int = 8080, replicas: int = 1,
-               runtime: Runtime | None = None,
-               on_ready: Callable[[str], None] | None = None) -> None:
+def run_on_ray(
+    models: Mapping[str, str | Path],
+    limits: Any,
+    *,
+    address: str = "local",
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    replicas: int = 1,
+    runtime: Runtime | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
     """Serve `models` on Ray Serve until SIGTERM or Ctrl-C, then shut the application down.
 
     Args:
@@ -87,16 +99,22 @@ def run_on_ray(models: Mapping[str, str | Path], limits: Any, *, address: str = 
 
     started = not ray.is_initialized()
     if started:
-        ray.init(address=None if address == "local" else address, include_dashboard=False,
-                 log_to_driver=False, logging_level=logging.ERROR)
+        ray.init(
+            address=None if address == "local" else address,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+        )
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set())
-                for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         serve.start(http_options={"host": host, "port": port})
-        serve.run(deployment(models, num_replicas=replicas, limits=limits, runtime=runtime),
-                  name="scorecam", route_prefix="/")
+        serve.run(
+            deployment(models, num_replicas=replicas, limits=limits, runtime=runtime),
+            name="scorecam",
+            route_prefix="/",
+        )
         if on_ready is not None:
             on_ready(f"http://{host}:{port}/")
         stop.wait()

@@ -48,36 +48,50 @@ def site_router(core: ServiceCore) -> APIRouter:
     @router.get("/metrics", tags=["ops"])
     async def prometheus() -> Response:
         """Prometheus metrics."""
-        return Response(generate_latest(core.metrics.registry),
-                        media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(core.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
 
 
 def page_html(core: ServiceCore) -> str:
     """The page, with the models, the methods and the default method written in."""
-    config = json.dumps({"models": list(core.models), "methods": list(METHODS),
-                         "method": method_name(core.limits.defaults)}).replace("</", "<\\/")
-    return files("scorecam_onnx.serve").joinpath("page.html").read_text(
-        encoding="utf-8").replace("__CONFIG__", config)
+    config = json.dumps(
+        {
+            "models": list(core.models),
+            "methods": list(METHODS),
+            "method": method_name(core.limits.defaults),
+        }
+    ).replace("</", "<\\/")
+    return (
+        files("scorecam_onnx.serve")
+        .joinpath("page.html")
+        .read_text(encoding="utf-8")
+        .replace("__CONFIG__", config)
+    )
 
 
-async def overlay(request: Request, core: ServiceCore, service: ModelService, image: bytes,
-                  params: ExplainParams) -> Response:
+async def overlay(
+    request: Request, core: ServiceCore, service: ModelService, image: bytes, params: ExplainParams
+) -> Response:
     """The overlay PNG of the first class, its class and forwards in headers."""
-    png, first = await compute(request, core, service,
-                               lambda t: service.overlay_png(image, params, t))
+    png, first = await compute(
+        request, core, service, lambda t: service.overlay_png(image, params, t)
+    )
     core.counted(service, [[first]])
-    return Response(png, media_type="image/png",
-                    headers={"X-Class-Id": str(first.class_id),
-                             "X-Forwards": str(first.forwards)})
+    return Response(
+        png,
+        media_type="image/png",
+        headers={"X-Class-Id": str(first.class_id), "X-Forwards": str(first.forwards)},
+    )
 
 
-async def explained(request: Request, core: ServiceCore, service: ModelService, image: bytes,
-                    params: ExplainParams) -> JSONResponse:
+async def explained(
+    request: Request, core: ServiceCore, service: ModelService, image: bytes, params: ExplainParams
+) -> JSONResponse:
     """E with the top classes, or a list of E where several classes were asked for."""
-    predictions, found = await compute(request, core, service,
-                                       lambda t: service.explain([image], [params], t))
+    predictions, found = await compute(
+        request, core, service, lambda t: service.explain([image], [params], t)
+    )
     core.counted(service, found)
     payloads = [explanation_payload(e, params.map_size) for e in found[0]]
     if several_classes(params):

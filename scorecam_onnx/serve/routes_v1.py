@@ -28,18 +28,19 @@ def v1_router(core: ServiceCore) -> APIRouter:
         """Predictions: `{"instances": [{"b64": ...}, ...]}` → `{"predictions": [P, ...]}`."""
         service = core.model(name)
         images, _ = v1.instances(await body_json(request))
-        found = await compute(request, core, service, lambda t: service.predict(images, t),
-                              masked=False)
+        found = await compute(
+            request, core, service, lambda t: service.predict(images, t), masked=False
+        )
         return {"predictions": found}
 
     @router.post("/v1/models/{name}:explain")
     async def v1_explain(name: str, request: Request) -> dict[str, object]:
         """Explanations: instances plus `parameters` → predictions and explanations."""
         service = core.model(name)
-        images, params = v1.parse_explain(await body_json(request), service,
-                                          core.limits.defaults)
-        predictions, found = await compute(request, core, service,
-                                           lambda t: service.explain(images, params, t))
+        images, params = v1.parse_explain(await body_json(request), service, core.limits.defaults)
+        predictions, found = await compute(
+            request, core, service, lambda t: service.explain(images, params, t)
+        )
         core.counted(service, found)
         return {"predictions": predictions, "explanations": v1.explanations(params, found)}
 

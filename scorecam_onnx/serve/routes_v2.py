@@ -22,8 +22,11 @@ def v2_router(core: ServiceCore) -> APIRouter:
     @router.get("/v2")
     async def v2_server() -> dict[str, object]:
         """Server metadata."""
-        return {"name": "scorecam-onnx", "version": package_version("scorecam-onnx"),
-                "extensions": ["binary_tensor_data"]}
+        return {
+            "name": "scorecam-onnx",
+            "version": package_version("scorecam-onnx"),
+            "extensions": ["binary_tensor_data"],
+        }
 
     @router.get("/v2/health/live")
     async def v2_live() -> dict[str, bool]:
@@ -62,26 +65,40 @@ async def model_infer(core: ServiceCore, service: ModelService, request: Request
     infer = parse_request(body, request.headers.get(HEADER), OUTPUTS)
     params = core.params(service, infer.parameters)
     wanted = infer.outputs or list(service.outputs)
-    outputs = await compute(request, core, service,
-                            lambda t: service.infer(infer.images, params, wanted, t),
-                            masked="saliency" in wanted)
+    outputs = await compute(
+        request,
+        core,
+        service,
+        lambda t: service.infer(infer.images, params, wanted, t),
+        masked="saliency" in wanted,
+    )
     if "saliency" in outputs:
-        core.count_explanations(service, method_name(params),
-                                int(outputs["saliency"].shape[0] * outputs["saliency"].shape[1]))
+        core.count_explanations(
+            service,
+            method_name(params),
+            int(outputs["saliency"].shape[0] * outputs["saliency"].shape[1]),
+        )
     content, headers = encode_response(service.name, infer, outputs)
     return Response(content, headers=headers)
 
 
-async def classifier_infer(core: ServiceCore, tensor: ClassifierService, request: Request
-                           ) -> Response:
+async def classifier_infer(
+    core: ServiceCore, tensor: ClassifierService, request: Request
+) -> Response:
     """A tensor model's forward, in the prediction pool: FP32 N×3×H×W in, raw outputs out."""
-    batch, infer = parse_tensor_request(await request.body(), request.headers.get(HEADER),
-                                        tensor.input, tensor.shape, tuple(tensor.outputs))
+    batch, infer = parse_tensor_request(
+        await request.body(),
+        request.headers.get(HEADER),
+        tensor.input,
+        tensor.shape,
+        tuple(tensor.outputs),
+    )
     request.state.model = tensor.name
     issued = core.ticket(core.models[tensor.base])
     try:
-        outputs = await core.prediction_pool.run(lambda t: tensor.infer(batch, t), issued,
-                                                 lambda: client_gone(request))
+        outputs = await core.prediction_pool.run(
+            lambda t: tensor.infer(batch, t), issued, lambda: client_gone(request)
+        )
     finally:
         request.state.forwards = issued.forwards
     content, headers = encode_response(tensor.name, infer, outputs)

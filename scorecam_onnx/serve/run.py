@@ -13,11 +13,18 @@ from typing import Any
 from ..quiet import stderr_stream
 
 
-def run_server(app: Any, host: str = "127.0.0.1", port: int = 8080, grace: float = 30.0,
-               on_ready: Callable[[str], None] | None = None,
-               grpc_port: int | None = None, ssl_certfile: str | None = None,
-               ssl_keyfile: str | None = None, keep_alive: float = 5.0,
-               max_connections: int | None = 1000) -> None:
+def run_server(
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    grace: float = 30.0,
+    on_ready: Callable[[str], None] | None = None,
+    grpc_port: int | None = None,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+    keep_alive: float = 5.0,
+    max_connections: int | None = 1000,
+) -> None:
     """Serve `app` until SIGTERM or Ctrl-C, then stop accepting, let accepted requests
     finish (at most `grace` seconds) and return.
 
@@ -39,18 +46,25 @@ def run_server(app: Any, host: str = "127.0.0.1", port: int = 8080, grace: float
     bound = sock.getsockname()[1]
     tls = _read_tls(ssl_certfile, ssl_keyfile, sock)
     _quiet_logs()
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=grace, log_level="warning",
-                            ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
-                            timeout_keep_alive=keep_alive, limit_concurrency=max_connections)
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=grace,
+        log_level="warning",
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+        timeout_keep_alive=keep_alive,
+        limit_concurrency=max_connections,
+    )
     server = uvicorn.Server(config)
     # uvicorn drains on these signals, then raises them again with the handlers it found:
     # with these no-op handlers in place, a drained server returns normally (exit 0).
     previous = {s: signal.signal(s, _ignore) for s in (signal.SIGINT, signal.SIGTERM)}
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     if grpc_port is not None:
-        app.router.lifespan_context = _with_grpc(app, host, grpc_port, grace, on_ready, shown,
-                                                 tls)
+        app.router.lifespan_context = _with_grpc(app, host, grpc_port, grace, on_ready, shown, tls)
     scheme = "https" if tls else "http"
     try:
         if on_ready is not None:
@@ -79,8 +93,9 @@ def _listen(host: str, port: int) -> tuple[socket.socket, socket.AddressFamily]:
     return sock, family
 
 
-def _read_tls(certfile: str | None, keyfile: str | None, sock: socket.socket
-              ) -> tuple[bytes, bytes] | None:
+def _read_tls(
+    certfile: str | None, keyfile: str | None, sock: socket.socket
+) -> tuple[bytes, bytes] | None:
     """(private key, certificate chain) PEM bytes when both files are given; on failure
     `sock` is closed."""
     if not (certfile and keyfile):
@@ -92,17 +107,24 @@ def _read_tls(certfile: str | None, keyfile: str | None, sock: socket.socket
         raise OSError(f"cannot read the TLS certificate or key: {exc}") from None
 
 
-def _with_grpc(app: Any, host: str, port: int, grace: float,
-               on_ready: Callable[[str], None] | None, shown: str,
-               tls: tuple[bytes, bytes] | None) -> Callable[[Any], Any]:
+def _with_grpc(
+    app: Any,
+    host: str,
+    port: int,
+    grace: float,
+    on_ready: Callable[[str], None] | None,
+    shown: str,
+    tls: tuple[bytes, bytes] | None,
+) -> Callable[[Any], Any]:
     """A lifespan that runs the gRPC service beside the HTTP one, over the same service
     core and API keys."""
     from .grpc_service import start_grpc
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
-        server, servicer, bound = await start_grpc(app.state.core, app.state.api_keys,
-                                                   host, port, tls)
+        server, servicer, bound = await start_grpc(
+            app.state.core, app.state.api_keys, host, port, tls
+        )
         if on_ready is not None:
             on_ready(f"grpc://{shown}:{bound}")
         try:

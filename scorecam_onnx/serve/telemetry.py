@@ -51,9 +51,11 @@ class AccessLog:
             if self.stream is not None:
                 model = state.get("model", "-")
                 forwards = state.get("forwards", "-")
-                self.stream.write(f"{scope['method']} {scope['path']} {status} "
-                                  f"{seconds * 1000:.1f}ms model={model} "
-                                  f"forwards={forwards}\n")
+                self.stream.write(
+                    f"{scope['method']} {scope['path']} {status} "
+                    f"{seconds * 1000:.1f}ms model={model} "
+                    f"forwards={forwards}\n"
+                )
 
 
 class BodyLimit:
@@ -77,8 +79,9 @@ class BodyLimit:
                 await _refuse(send, 400, "Content-Length is not a number")
                 return
             if length > self.limit:
-                await _refuse(send, 413, f"the body has {length} bytes, above the limit of "
-                                         f"{self.limit} bytes")
+                await _refuse(
+                    send, 413, f"the body has {length} bytes, above the limit of {self.limit} bytes"
+                )
                 return
         seen = 0
 
@@ -103,8 +106,15 @@ class BodyTooLarge(Exception):
 
 async def _refuse(send: Callable, status: int, message: str) -> None:
     body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -24,10 +24,25 @@ from ..errors import BundleError, ScoreCamError
 
 # Triton's --backend-config default-max-batch-size, used when it auto-completes a config.
 AUTO_MAX_BATCH = 4
-NUMPY = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "INT64": np.int64,
-         "INT32": np.int32, "UINT8": np.uint8, "BOOL": np.bool_}
-ONNX_TYPES = {1: "FP32", 10: "FP16", 11: "FP64", 7: "INT64", 6: "INT32", 2: "UINT8", 9: "BOOL",
-              8: "BYTES"}
+NUMPY = {
+    "FP32": np.float32,
+    "FP16": np.float16,
+    "FP64": np.float64,
+    "INT64": np.int64,
+    "INT32": np.int32,
+    "UINT8": np.uint8,
+    "BOOL": np.bool_,
+}
+ONNX_TYPES = {
+    1: "FP32",
+    10: "FP16",
+    11: "FP64",
+    7: "INT64",
+    6: "INT32",
+    2: "UINT8",
+    9: "BOOL",
+    8: "BYTES",
+}
 
 
 class BlsError(ScoreCamError):
@@ -49,16 +64,16 @@ def read_served_model(repository: Path, name: str) -> ServedModel:
     """The inputs, outputs and maximum batch size of the model `name` of `repository`."""
     folder = Path(repository) / name
     if not folder.is_dir():
-        raise BundleError(f"model {name!r}: no such folder in the model repository "
-                          f"{repository}")
+        raise BundleError(f"model {name!r}: no such folder in the model repository {repository}")
     config = _config(folder)
     max_batch = int(config.max_batch_size)
     if config.input and config.output:
         lead = [-1] if max_batch > 0 else []
 
         def table(items: Any) -> dict[str, tuple[str, list[int]]]:
-            return {i.name: (_datatype(i.data_type), lead + [int(d) for d in i.dims])
-                    for i in items}
+            return {
+                i.name: (_datatype(i.data_type), lead + [int(d) for d in i.dims]) for i in items
+            }
 
         return ServedModel(name, table(config.input), table(config.output), max_batch)
     return _from_onnx(folder, name, config, max_batch)
@@ -69,8 +84,10 @@ def _config(folder: Path) -> Any:
         from google.protobuf import text_format
         from tritonclient.grpc import model_config_pb2
     except ImportError as exc:
-        raise BundleError(f"reading Triton model configs needs tritonclient: pip install "
-                          f"'scorecam-onnx[triton]' ({exc})") from None
+        raise BundleError(
+            f"reading Triton model configs needs tritonclient: pip install "
+            f"'scorecam-onnx[triton]' ({exc})"
+        ) from None
     config = model_config_pb2.ModelConfig()
     path = folder / "config.pbtxt"
     if path.is_file():
@@ -96,8 +113,10 @@ def _from_onnx(folder: Path, name: str, config: Any, max_batch: int) -> ServedMo
     filename = config.default_model_filename or "model.onnx"
     graph_path = folder / str(versions[-1]) / filename if versions else None
     if graph_path is None or not graph_path.is_file():
-        raise BundleError(f"model {name!r}: its config.pbtxt lists no inputs and outputs and "
-                          f"there is no ONNX graph to read them from; list them in the config")
+        raise BundleError(
+            f"model {name!r}: its config.pbtxt lists no inputs and outputs and "
+            f"there is no ONNX graph to read them from; list them in the config"
+        )
     graph = onnx.load(str(graph_path), load_external_data=False).graph
     initializers = {i.name for i in graph.initializer}
     batch = max_batch if max_batch > 0 else AUTO_MAX_BATCH
@@ -109,8 +128,10 @@ def _from_onnx(folder: Path, name: str, config: Any, max_batch: int) -> ServedMo
                 continue
             t = item.type.tensor_type
             dims = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
-            found[item.name] = (ONNX_TYPES.get(t.elem_type, str(t.elem_type)),
-                                [-1, *dims[1:]] if dims else dims)
+            found[item.name] = (
+                ONNX_TYPES.get(t.elem_type, str(t.elem_type)),
+                [-1, *dims[1:]] if dims else dims,
+            )
         return found
 
     return ServedModel(name, table(graph.input), table(graph.output), batch)
@@ -132,8 +153,9 @@ class BlsRunner:
         timeout: seconds one BLS request may take (None: no limit).
     """
 
-    def __init__(self, pb_utils: Any, served: ServedModel, in_flight: int = 2,
-                 timeout: float | None = None) -> None:
+    def __init__(
+        self, pb_utils: Any, served: ServedModel, in_flight: int = 2, timeout: float | None = None
+    ) -> None:
         if in_flight < 1:
             raise ValueError(f"in_flight must be at least 1, got {in_flight}")
         self.pb = pb_utils
@@ -157,14 +179,15 @@ class BlsRunner:
     def run(self, outputs: list[str], feed: dict[str, NDArray[np.float32]]) -> list[NDArray]:
         return self.submit(outputs, feed)()
 
-    def submit(self, outputs: list[str], feed: dict[str, NDArray[np.float32]]
-               ) -> Callable[[], list[NDArray]]:
+    def submit(
+        self, outputs: list[str], feed: dict[str, NDArray[np.float32]]
+    ) -> Callable[[], list[NDArray]]:
         """Send a feed now; the returned function waits for its outputs."""
         pieces = [feed]
         if self.served.max_batch > 0:
             total = next(iter(feed.values())).shape[0]
             step = self.served.max_batch
-            pieces = [{k: v[i:i + step] for k, v in feed.items()} for i in range(0, total, step)]
+            pieces = [{k: v[i : i + step] for k, v in feed.items()} for i in range(0, total, step)]
         futures: list[Future] = [self._pool.submit(self._exec, outputs, p) for p in pieces]
         with self._lock:
             self._sent = [f for f in self._sent if not f.done()] + futures
@@ -189,15 +212,17 @@ class BlsRunner:
         tensors = []
         for name, array in feed.items():
             datatype = self.served.inputs.get(name, ("FP32", []))[0]
-            tensors.append(pb.Tensor(name, np.ascontiguousarray(
-                array, dtype=NUMPY.get(datatype, np.float32))))
+            tensors.append(
+                pb.Tensor(name, np.ascontiguousarray(array, dtype=NUMPY.get(datatype, np.float32)))
+            )
         options: dict[str, Any] = {}
         if self.timeout:
-            options["timeout"] = int(self.timeout * 1e6)          # microseconds
-        if hasattr(pb, "PreferredMemory"):      # outputs in CPU memory, even from a GPU model
+            options["timeout"] = int(self.timeout * 1e6)  # microseconds
+        if hasattr(pb, "PreferredMemory"):  # outputs in CPU memory, even from a GPU model
             options["preferred_memory"] = pb.PreferredMemory(pb.TRITONSERVER_MEMORY_CPU, 0)
-        request = pb.InferenceRequest(model_name=self.served.name, inputs=tensors,
-                                      requested_output_names=outputs, **options)
+        request = pb.InferenceRequest(
+            model_name=self.served.name, inputs=tensors, requested_output_names=outputs, **options
+        )
         response = request.exec()
         if response.has_error():
             message = " ".join(str(response.error().message()).split())

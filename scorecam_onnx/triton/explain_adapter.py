@@ -58,8 +58,7 @@ class ExplainAdapter:
         self.pb = pb_utils
         config = json.loads(args["model_config"])
         self.name = config["name"]
-        settings = {k: v.get("string_value", "") for k, v in
-                    config.get("parameters", {}).items()}
+        settings = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         here = Path(args["model_repository"])
         bundle = Bundle.load(here / args["model_version"] / BUNDLE_FOLDER)
         in_flight = _int(settings, "in_flight", 2)
@@ -69,25 +68,34 @@ class ExplainAdapter:
         # names another: several --model-repository roots, or a copied cloud repository)
         repository = Path(settings.get("repository") or here.parent)
         if not settings.get("classifier"):
-            raise ScoreCamError("config.pbtxt has no 'classifier' parameter naming the model "
-                                "to call")
-        classifier = BlsRunner(pb_utils, read_served_model(repository, settings["classifier"]),
-                               in_flight, self.timeout)
+            raise ScoreCamError(
+                "config.pbtxt has no 'classifier' parameter naming the model to call"
+            )
+        classifier = BlsRunner(
+            pb_utils, read_served_model(repository, settings["classifier"]), in_flight, self.timeout
+        )
         masked = []
         if settings.get("forwards", "masked") == "masked":
-            masked = [BlsRunner(pb_utils, read_served_model(repository, n.strip()), in_flight,
-                                self.timeout)
-                      for n in settings.get("masked", "").split(",") if n.strip()]
+            masked = [
+                BlsRunner(
+                    pb_utils, read_served_model(repository, n.strip()), in_flight, self.timeout
+                )
+                for n in settings.get("masked", "").split(",")
+                if n.strip()
+            ]
         gpu = args.get("model_instance_kind") == "GPU"
         options = {"device_id": args.get("model_instance_device_id", "0")} if gpu else None
         max_pixels = _int(settings, "max_pixels", DEFAULT_MAX_PIXELS)
         # masked images per BLS request when they go to the classifier: 8 measured best on
         # CPU (as in process); a GPU classifier wants larger batches
-        batch_size = _int(settings, "batch_size", 0) or (
-            GPU_BATCH if gpu and not masked else None)
-        runtime = Runtime(provider="cuda" if gpu else "cpu", batch_size=batch_size,
-                          threads=_int(settings, "threads", 0), max_pixels=max_pixels,
-                          provider_options=options)
+        batch_size = _int(settings, "batch_size", 0) or (GPU_BATCH if gpu and not masked else None)
+        runtime = Runtime(
+            provider="cuda" if gpu else "cpu",
+            batch_size=batch_size,
+            threads=_int(settings, "threads", 0),
+            max_pixels=max_pixels,
+            provider_options=options,
+        )
         self.explainer = Explainer(bundle, runtime, runner=classifier, masked_runners=masked)
         self.runners = [classifier, *masked]
         self.service = ModelService(self.name, self.explainer, max_pixels)
@@ -108,18 +116,20 @@ class ExplainAdapter:
             code = pb.TritonError.INVALID_ARG if exc.status < 500 else pb.TritonError.UNAVAILABLE
             return self._error(exc.message, code)
         except Cancelled:
-            return self._error("the request was cancelled or timed out",
-                               pb.TritonError.CANCELLED)
+            return self._error("the request was cancelled or timed out", pb.TritonError.CANCELLED)
         except ScoreCamError as exc:
             return self._error(str(exc), pb.TritonError.INTERNAL)
         except Exception as exc:  # noqa: BLE001 - one request's failure, not the instance's
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             return self._error(f"{type(exc).__name__}: {reason}", pb.TritonError.INTERNAL)
         finally:
-            for runner in self.runners:        # no BLS call outlives this request
+            for runner in self.runners:  # no BLS call outlives this request
                 runner.settle()
-        return pb.InferenceResponse(output_tensors=[
-            pb.Tensor(n, np.ascontiguousarray(outputs[n])) for n in OUTPUTS if n in outputs])
+        return pb.InferenceResponse(
+            output_tensors=[
+                pb.Tensor(n, np.ascontiguousarray(outputs[n])) for n in OUTPUTS if n in outputs
+            ]
+        )
 
     def _compute(self, request: Any) -> dict[str, Any]:
         tensor = self.pb.get_input_tensor_by_name(request, INPUT)
@@ -134,7 +144,8 @@ class ExplainAdapter:
             raise ApiError(400, f"request parameters: {exc}") from None
         params = parse_params(raw, self.explainer.classes, self.defaults)
         wanted = [n for n in OUTPUTS if n in set(request.requested_output_names())] or list(
-            self.service.outputs)
+            self.service.outputs
+        )
         return self.service.infer(images, params, wanted, RequestTicket(request, self.timeout))
 
     def _error(self, message: str, code: Any) -> Any:
@@ -152,5 +163,6 @@ def _int(settings: Mapping[str, str], name: str, default: int) -> int:
     try:
         return int(value) if value else default
     except ValueError:
-        raise ScoreCamError(f"config.pbtxt parameter {name}: expected an integer, "
-                            f"got {value!r}") from None
+        raise ScoreCamError(
+            f"config.pbtxt parameter {name}: expected an integer, got {value!r}"
+        ) from None

@@ -26,8 +26,14 @@ FORWARDS = ("masked", "classifier")
 BUNDLE_FOLDER = "bundle"
 
 
-def classifier_config(bundle: Bundle, name: str, backend: str = "python", max_batch: int = 64,
-                      instances: int = 1, kind: str = "cpu") -> str:
+def classifier_config(
+    bundle: Bundle,
+    name: str,
+    backend: str = "python",
+    max_batch: int = 64,
+    instances: int = 1,
+    kind: str = "cpu",
+) -> str:
     """The classifier's config.pbtxt: inputs and outputs from the manifest (without the batch
     dimension, which `max_batch_size` adds), dynamic batching, an instance group."""
     if backend not in BACKENDS:
@@ -37,29 +43,35 @@ def classifier_config(bundle: Bundle, name: str, backend: str = "python", max_ba
     if max_batch < 1 or instances < 1:
         raise BundleError("max batch and instances must be at least 1")
     m = bundle.manifest
-    dims = (3, m.input.height, m.input.width) if m.input.layout == "NCHW" else (
-        m.input.height, m.input.width, 3)
+    dims = (
+        (3, m.input.height, m.input.width)
+        if m.input.layout == "NCHW"
+        else (m.input.height, m.input.width, 3)
+    )
     out = m.output
     out_dims = (out.classes, out.height, out.width) if out.segmentation else (out.classes,)
     outputs = [(m.output.name, "TYPE_FP32", out_dims)]
     batched = True
     if m.decoder is not None:
         outputs, batched = _detector_outputs(bundle)
-    return "\n".join([
-        f'name: "{name}"',
-        f'backend: "{backend}"',
-        f"max_batch_size: {max_batch if batched else 0}",
-        "input [",
-        f'  {{ name: "{m.input.name}" data_type: TYPE_FP32 dims: [ {_list(dims)} ] }}',
-        "]",
-        "output [",
-        ",\n".join(f'  {{ name: "{n}" data_type: {t} dims: [ {_list(d)} ] }}'
-                   for n, t, d in outputs),
-        "]",
-        *(["dynamic_batching { }"] if batched else []),
-        f"instance_group [ {{ count: {instances} kind: {KINDS[kind]} }} ]",
-        "",
-    ])
+    return "\n".join(
+        [
+            f'name: "{name}"',
+            f'backend: "{backend}"',
+            f"max_batch_size: {max_batch if batched else 0}",
+            "input [",
+            f'  {{ name: "{m.input.name}" data_type: TYPE_FP32 dims: [ {_list(dims)} ] }}',
+            "]",
+            "output [",
+            ",\n".join(
+                f'  {{ name: "{n}" data_type: {t} dims: [ {_list(d)} ] }}' for n, t, d in outputs
+            ),
+            "]",
+            *(["dynamic_batching { }"] if batched else []),
+            f"instance_group [ {{ count: {instances} kind: {KINDS[kind]} }} ]",
+            "",
+        ]
+    )
 
 
 def _detector_outputs(bundle: Bundle) -> tuple[list[tuple[str, str, tuple[int, ...]]], bool]:
@@ -72,44 +84,61 @@ def _detector_outputs(bundle: Bundle) -> tuple[list[tuple[str, str, tuple[int, .
     outputs = []
     for name in bundle.manifest.decoder.outputs:
         value = declared[name]
-        dims = [d.dim_value if d.HasField("dim_value") else -1
-                for d in value.type.tensor_type.shape.dim][1 if batched else 0:]
+        dims = [
+            d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim
+        ][1 if batched else 0 :]
         integer = value.type.tensor_type.elem_type == onnx.TensorProto.INT64
         outputs.append((name, "TYPE_INT64" if integer else "TYPE_FP32", tuple(dims)))
     return outputs, batched
 
 
-def masked_config(bundle: Bundle, name: str, align_corners: bool, instances: int = 1,
-                  kind: str = "cpu", backend: str = "python") -> str:
+def masked_config(
+    bundle: Bundle,
+    name: str,
+    align_corners: bool,
+    instances: int = 1,
+    kind: str = "cpu",
+    backend: str = "python",
+) -> str:
     """A masked scorer's config.pbtxt: one image (1×3×H×W) and a batch of h×w maps per
     request (no batching across requests: each request has its own image)."""
     m = bundle.manifest
-    return "\n".join([
-        f'name: "{name}"',
-        f'backend: "{backend}"',
-        "max_batch_size: 0",
-        "input [",
-        f'  {{ name: "{IMAGE}" data_type: TYPE_FP32 dims: [ 1, 3, {m.input.height}, '
-        f"{m.input.width} ] }},",
-        f'  {{ name: "{maps_input(align_corners)}" data_type: TYPE_FP32 dims: [ -1, '
-        f"{m.activation.height}, {m.activation.width} ] }}",
-        "]",
-        "output [",
-        f'  {{ name: "{m.output.name}" data_type: TYPE_FP32 dims: [ -1, {m.output.classes} ] }}',
-        "]",
-        f"instance_group [ {{ count: {instances} kind: {KINDS[kind]} }} ]",
-        "",
-    ])
+    return "\n".join(
+        [
+            f'name: "{name}"',
+            f'backend: "{backend}"',
+            "max_batch_size: 0",
+            "input [",
+            f'  {{ name: "{IMAGE}" data_type: TYPE_FP32 dims: [ 1, 3, {m.input.height}, '
+            f"{m.input.width} ] }},",
+            f'  {{ name: "{maps_input(align_corners)}" data_type: TYPE_FP32 dims: [ -1, '
+            f"{m.activation.height}, {m.activation.width} ] }}",
+            "]",
+            "output [",
+            f'  {{ name: "{m.output.name}" data_type: TYPE_FP32 '
+            f"dims: [ -1, {m.output.classes} ] }}",
+            "]",
+            f"instance_group [ {{ count: {instances} kind: {KINDS[kind]} }} ]",
+            "",
+        ]
+    )
 
 
 def _list(values: tuple[int, ...]) -> str:
     return ", ".join(str(v) for v in values)
 
 
-def explain_config(bundle: Bundle, name: str, classifier: str, masked: list[str],
-                   forwards: str = "masked", instances: int = 1, kind: str = "cpu",
-                   defaults: dict[str, str] | None = None,
-                   execution_env: str | None = None) -> str:
+def explain_config(
+    bundle: Bundle,
+    name: str,
+    classifier: str,
+    masked: list[str],
+    forwards: str = "masked",
+    instances: int = 1,
+    kind: str = "cpu",
+    defaults: dict[str, str] | None = None,
+    execution_env: str | None = None,
+) -> str:
     """The explainer's config.pbtxt: encoded images in (TYPE_STRING, one or a batch), the
     service's V2 outputs, and the parameters `explain_adapter` reads."""
     if forwards not in FORWARDS:
@@ -117,41 +146,59 @@ def explain_config(bundle: Bundle, name: str, classifier: str, masked: list[str]
     if kind not in KINDS:
         raise BundleError(f"kind {kind!r}: choose from {', '.join(KINDS)}")
     m = bundle.manifest
-    parameters = {"classifier": classifier, "masked": ",".join(masked), "forwards": forwards,
-                  **(defaults or {})}
+    parameters = {
+        "classifier": classifier,
+        "masked": ",".join(masked),
+        "forwards": forwards,
+        **(defaults or {}),
+    }
     if execution_env:
         parameters["EXECUTION_ENV_PATH"] = execution_env
     for key, value in parameters.items():
         if any(c in value for c in '"\\\n'):
-            raise BundleError(f"{key} {value!r}: quotes, backslashes and line breaks cannot "
-                              "go into config.pbtxt")
-    return "\n".join([
-        f'name: "{name}"',
-        'backend: "python"',
-        "max_batch_size: 0",
-        "input [",
-        '  { name: "image" data_type: TYPE_STRING dims: [ -1 ] }',
-        "]",
-        "output [",
-        f'  {{ name: "probabilities" data_type: TYPE_FP32 dims: [ -1, {m.output.classes} ] }},'
-        if m.decoder is None else '  { name: "boxes" data_type: TYPE_FP32 dims: [ -1, -1, 4 ] },',
-        '  { name: "class_id" data_type: TYPE_INT64 dims: [ -1, -1 ] },',
-        '  { name: "score" data_type: TYPE_FP32 dims: [ -1, -1 ] },',
-        f'  {{ name: "saliency" data_type: TYPE_FP32 dims: [ -1, -1, {m.input.height}, '
-        f"{m.input.width} ] }}",
-        "]",
-        f"instance_group [ {{ count: {instances} kind: {KINDS[kind]} }} ]",
-        "parameters [",
-        ",\n".join(f'  {{ key: "{k}" value: {{ string_value: "{v}" }} }}'
-                   for k, v in parameters.items()),
-        "]",
-        "",
-    ])
+            raise BundleError(
+                f"{key} {value!r}: quotes, backslashes and line breaks cannot go into config.pbtxt"
+            )
+    return "\n".join(
+        [
+            f'name: "{name}"',
+            'backend: "python"',
+            "max_batch_size: 0",
+            "input [",
+            '  { name: "image" data_type: TYPE_STRING dims: [ -1 ] }',
+            "]",
+            "output [",
+            f'  {{ name: "probabilities" data_type: TYPE_FP32 dims: [ -1, {m.output.classes} ] }},'
+            if m.decoder is None
+            else '  { name: "boxes" data_type: TYPE_FP32 dims: [ -1, -1, 4 ] },',
+            '  { name: "class_id" data_type: TYPE_INT64 dims: [ -1, -1 ] },',
+            '  { name: "score" data_type: TYPE_FP32 dims: [ -1, -1 ] },',
+            f'  {{ name: "saliency" data_type: TYPE_FP32 dims: [ -1, -1, {m.input.height}, '
+            f"{m.input.width} ] }}",
+            "]",
+            f"instance_group [ {{ count: {instances} kind: {KINDS[kind]} }} ]",
+            "parameters [",
+            ",\n".join(
+                f'  {{ key: "{k}" value: {{ string_value: "{v}" }} }}'
+                for k, v in parameters.items()
+            ),
+            "]",
+            "",
+        ]
+    )
 
 
-def write_repository(bundle: Bundle | str | Path, out: str | Path, name: str = "classifier",
-                     backend: str = "python", max_batch: int = 64, instances: int = 1,
-                     kind: str = "cpu", force: bool = False, masked: bool = False) -> Path:
+def write_repository(
+    bundle: Bundle | str | Path,
+    out: str | Path,
+    name: str = "classifier",
+    backend: str = "python",
+    max_batch: int = 64,
+    instances: int = 1,
+    kind: str = "cpu",
+    force: bool = False,
+    masked: bool = False,
+) -> Path:
     """Write (or, with `force`, replace) `out/name/`: config.pbtxt and version 1 holding
     model.onnx with its weights, plus model.py for the Python backend. With `masked`, also
     the masked scorers `name-masked` (half-pixel upsampling: the paper's and torch-cam's
@@ -166,8 +213,10 @@ def write_repository(bundle: Bundle | str | Path, out: str | Path, name: str = "
     if masked:
         m = bundle.manifest
         if m.model_only or m.output.segmentation or m.decoder is not None:
-            raise BundleError("masked scorers score a layer's maps into class scores: not for "
-                              "a model-only, segmentation or detector bundle")
+            raise BundleError(
+                "masked scorers score a layer's maps into class scores: not for "
+                "a model-only, segmentation or detector bundle"
+            )
         if bundle.manifest.input.layout == "NHWC":
             raise BundleError("masked scorers build NCHW images; this bundle's input is NHWC")
         write_masked_scorers(bundle, out, name, backend, instances, kind, force)
@@ -184,9 +233,15 @@ def write_repository(bundle: Bundle | str | Path, out: str | Path, name: str = "
     return target
 
 
-def write_masked_scorers(bundle: Bundle, out: str | Path, name: str, backend: str = "python",
-                         instances: int = 1, kind: str = "cpu", force: bool = False
-                         ) -> list[str]:
+def write_masked_scorers(
+    bundle: Bundle,
+    out: str | Path,
+    name: str,
+    backend: str = "python",
+    instances: int = 1,
+    kind: str = "cpu",
+    force: bool = False,
+) -> list[str]:
     """Write the masked scorers `name-masked` and `name-masked-aligned`; their names."""
     names = []
     for align, suffix in ((False, "masked"), (True, "masked-aligned")):
@@ -198,29 +253,46 @@ def write_masked_scorers(bundle: Bundle, out: str | Path, name: str, backend: st
     return names
 
 
-def _write_masked(bundle: Bundle, target: Path, align: bool, instances: int, kind: str,
-                  backend: str) -> None:
+def _write_masked(
+    bundle: Bundle, target: Path, align: bool, instances: int, kind: str, backend: str
+) -> None:
     m = bundle.manifest
-    graph = masked_scorer_graph(onnx.load(str(bundle.model_path)), m.input.name,
-                                (m.input.height, m.input.width), align)
+    graph = masked_scorer_graph(
+        onnx.load(str(bundle.model_path)), m.input.name, (m.input.height, m.input.width), align
+    )
     with staged_folder(target) as staging:
         version = staging / "1"
         version.mkdir(parents=True)
-        onnx.save(graph, str(version / "model.onnx"), save_as_external_data=True,
-                  all_tensors_to_one_file=True, location="weights.bin", size_threshold=1024)
+        onnx.save(
+            graph,
+            str(version / "model.onnx"),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location="weights.bin",
+            size_threshold=1024,
+        )
         if backend == "python":
             _copy_template("onnx_model.py", version / "model.py")
         (staging / "config.pbtxt").write_text(
-            masked_config(bundle, target.name, align, instances, kind, backend),
-            encoding="utf-8")
+            masked_config(bundle, target.name, align, instances, kind, backend), encoding="utf-8"
+        )
 
 
-def write_explainer(bundle: Bundle | str | Path, out: str | Path, name: str,
-                    backend: str = "onnxruntime", max_batch: int = 64, instances: int = 1,
-                    kind: str = "cpu", classifier: str | None = None,
-                    forwards: str = "masked", method: str | None = None,
-                    preset: str | None = None, execution_env: str | None = None,
-                    force: bool = False) -> list[Path]:
+def write_explainer(
+    bundle: Bundle | str | Path,
+    out: str | Path,
+    name: str,
+    backend: str = "onnxruntime",
+    max_batch: int = 64,
+    instances: int = 1,
+    kind: str = "cpu",
+    classifier: str | None = None,
+    forwards: str = "masked",
+    method: str | None = None,
+    preset: str | None = None,
+    execution_env: str | None = None,
+    force: bool = False,
+) -> list[Path]:
     """Write a model repository in which Triton explains images with `bundle`:
 
     - `name/`: the classifier (unless `classifier` names a model already in the repository,
@@ -247,11 +319,13 @@ def write_explainer(bundle: Bundle | str | Path, out: str | Path, name: str,
     defaults = {k: v for k, v in (("method", method), ("preset", preset)) if v}
     _check_defaults(defaults)
     bundle.require_folder("a Triton repository")
-    if forwards == "masked" and (bundle.manifest.input.layout == "NHWC"
-                                 or bundle.manifest.model_only
-                                 or bundle.manifest.decoder is not None
-                                 or bundle.manifest.output.segmentation):
-        forwards = "classifier"       # masked scorers build NCHW images from a layer's maps
+    if forwards == "masked" and (
+        bundle.manifest.input.layout == "NHWC"
+        or bundle.manifest.model_only
+        or bundle.manifest.decoder is not None
+        or bundle.manifest.output.segmentation
+    ):
+        forwards = "classifier"  # masked scorers build NCHW images from a layer's maps
     explain = out / f"{name}-explain"
     masked = [f"{name}-masked", f"{name}-masked-aligned"] if forwards == "masked" else []
     targets = [out / name] if classifier is None else []
@@ -259,9 +333,18 @@ def write_explainer(bundle: Bundle | str | Path, out: str | Path, name: str,
     for target in targets:
         if target.exists() and not force:
             raise BundleError(f"{target} exists (use force to replace it)")
-    config = explain_config(bundle, explain.name, classifier or name, masked, forwards,
-                            instances, kind, defaults, execution_env)
-    classifier_config(bundle, name, backend, max_batch, instances, kind)   # checks the options
+    config = explain_config(
+        bundle,
+        explain.name,
+        classifier or name,
+        masked,
+        forwards,
+        instances,
+        kind,
+        defaults,
+        execution_env,
+    )
+    classifier_config(bundle, name, backend, max_batch, instances, kind)  # checks the options
     out.mkdir(parents=True, exist_ok=True)
     if classifier is None:
         write_repository(bundle, out, name, backend, max_batch, instances, kind, force)
@@ -277,28 +360,47 @@ def write_explainer(bundle: Bundle | str | Path, out: str | Path, name: str,
     return targets
 
 
-def _write_readme(bundle: Bundle, out: Path, name: str, explain: str,
-                  classifier: str | None, masked: bool) -> None:
+def _write_readme(
+    bundle: Bundle, out: Path, name: str, explain: str, classifier: str | None, masked: bool
+) -> None:
     """The repository's README: its models and how to call the explainer."""
     readme = files("scorecam_onnx.triton").joinpath("repository_readme.md").read_text()
     m = bundle.manifest
-    scorers = (f"| `{name}-masked`, `{name}-masked-aligned` | masked scorers: one image and a "
-               "batch of low-resolution maps in, one score row per map out (half-pixel and "
-               "align-corners upsampling) |\n") if masked else ""
-    shape = (f"3×{m.input.height}×{m.input.width}" if m.input.layout == "NCHW"
-             else f"{m.input.height}×{m.input.width}×3")
-    write_bytes_atomic(out / "README.md", readme.format(
-        explain=explain, classifier=classifier or name, scorers=scorers, shape=shape,
-        classes=m.output.classes, height=m.input.height, width=m.input.width,
-        where="the masked scorers" if masked else "the classifier, as masked images",
-        ).encode("utf-8"))
+    scorers = (
+        (
+            f"| `{name}-masked`, `{name}-masked-aligned` | masked scorers: one image and a "
+            "batch of low-resolution maps in, one score row per map out (half-pixel and "
+            "align-corners upsampling) |\n"
+        )
+        if masked
+        else ""
+    )
+    shape = (
+        f"3×{m.input.height}×{m.input.width}"
+        if m.input.layout == "NCHW"
+        else f"{m.input.height}×{m.input.width}×3"
+    )
+    write_bytes_atomic(
+        out / "README.md",
+        readme.format(
+            explain=explain,
+            classifier=classifier or name,
+            scorers=scorers,
+            shape=shape,
+            classes=m.output.classes,
+            height=m.input.height,
+            width=m.input.width,
+            where="the masked scorers" if masked else "the classifier, as masked images",
+        ).encode("utf-8"),
+    )
 
 
 def check_model_name(name: str) -> None:
     """Refuse a name that is not one folder of the repository."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or set(name) == {"."}:
-        raise BundleError(f"model name {name!r}: use letters, digits, '_', '.' and '-' "
-                          "(not only dots)")
+        raise BundleError(
+            f"model name {name!r}: use letters, digits, '_', '.' and '-' (not only dots)"
+        )
 
 
 def _check_defaults(defaults: dict[str, str]) -> None:

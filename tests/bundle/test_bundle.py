@@ -66,10 +66,13 @@ def test_refuses_existing_folder_unless_forced(tiny_bundle):
     assert again.manifest.activation.name == "feat"
 
 
-@pytest.mark.parametrize(("tensor", "message"), [
-    ("nope", "no tensor named 'nope'"),
-    ("input", "no tensor named 'input'"),
-])
+@pytest.mark.parametrize(
+    ("tensor", "message"),
+    [
+        ("nope", "no tensor named 'nope'"),
+        ("input", "no tensor named 'input'"),
+    ],
+)
 def test_bad_target_tensor(tmp_path, tensor, message):
     with pytest.raises(BundleError, match=message):
         write_bundle(tiny_model(), tmp_path / "b", tensor)
@@ -77,8 +80,9 @@ def test_bad_target_tensor(tmp_path, tensor, message):
 
 
 def test_non_4d_target_is_refused(tmp_path):
-    with pytest.raises(BundleError,
-                       match=r"has shape \(2, 5\), expected N×K×h×w, N×h×w×K or N×L×K"):
+    with pytest.raises(
+        BundleError, match=r"has shape \(2, 5\), expected N×K×h×w, N×h×w×K or N×L×K"
+    ):
         write_bundle(tiny_model(), tmp_path / "b", "flat")
     assert not (tmp_path / "b").exists()
     assert not list(tmp_path.iterdir())
@@ -90,6 +94,7 @@ def test_wrong_label_count(tmp_path):
 
 
 # Loading damaged bundles -------------------------------------------------------------------
+
 
 def _edit_manifest(bundle, **changes):
     path = bundle.path / MANIFEST_NAME
@@ -179,9 +184,11 @@ def test_nhwc_model_explains_like_its_nchw_twin(tmp_path):
     image = np.random.default_rng(8).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     for preset in ("paper", "pytorch-grad-cam", "torchcam"):
         a = Explainer(bundle, Runtime(provider="cpu")).explain_one(
-            image, method=ScoreCam(preset=preset))
+            image, method=ScoreCam(preset=preset)
+        )
         b = Explainer(twin, Runtime(provider="cpu")).explain_one(
-            image, method=ScoreCam(preset=preset))
+            image, method=ScoreCam(preset=preset)
+        )
         assert a.class_id == b.class_id and a.forwards == b.forwards
         np.testing.assert_allclose(a.saliency, b.saliency, atol=1e-5)
 
@@ -189,12 +196,14 @@ def test_nhwc_model_explains_like_its_nchw_twin(tmp_path):
 def test_crop_policy_bundle_maps_back_to_the_image(tmp_path):
     from scorecam_onnx import Explainer, Preprocessing, Runtime, ScoreCam
 
-    bundle = write_bundle(tiny_model(), tmp_path / "crop", "feat",
-                          preprocessing=Preprocessing(resize="crop"))
+    bundle = write_bundle(
+        tiny_model(), tmp_path / "crop", "feat", preprocessing=Preprocessing(resize="crop")
+    )
     assert bundle.manifest.input.resize == "crop"
     image = np.random.default_rng(2).integers(0, 256, (8, 24, 3), dtype=np.uint8)
     res = Explainer(bundle, Runtime(provider="cpu")).explain_one(
-        image, method=ScoreCam(preset="torchcam"))
+        image, method=ScoreCam(preset="torchcam")
+    )
     assert res.saliency.shape == (8, 24)
     assert res.saliency[:, :7].max() == 0 and res.saliency[:, -7:].max() == 0
     assert res.saliency[:, 8:16].max() > 0

@@ -27,27 +27,30 @@ def _broken(path: str, value: object) -> dict:
     return set_key(copy.deepcopy(GOOD.to_dict()), path, value)
 
 
-@pytest.mark.parametrize(("path", "value", "message"), [
-    ("format", "other", "'format' is 'other'"),
-    ("format_version", 99, "unsupported 'format_version' 99"),
-    ("format_version", "1", "'format_version' must be int"),
-    ("input", KeyError, "missing key 'input'"),
-    ("input.height", KeyError, "missing key 'input.height'"),
-    ("input.height", 0, "'input.height' must be positive"),
-    ("input.height", True, "'input.height' must be int"),
-    ("input.width", 22.5, "'input.width' must be int"),
-    ("input.mean", [0.5, 0.5], "'input.mean' must be three numbers"),
-    ("input.std", [0.5, 0.0, 0.5], "'input.std' must be three positive numbers"),
-    ("input.layout", "CHW", "'input.layout' is 'CHW', expected one of NCHW, NHWC"),
-    ("input.scale", "big", "'input.scale' must be a finite number"),
-    ("input.crop_fraction", 1.5, "'input.crop_fraction' must be at most 1"),
-    ("input.crop_fraction", 0, "'input.crop_fraction' must be positive"),
-    ("activation.channels", -3, "'activation.channels' must be positive"),
-    ("output.kind", "scores", "'output.kind' is 'scores'"),
-    ("output.name", 5, "'output.name' must be str"),
-    ("labels", 3, "'labels' must be str"),
-    ("checksums", {"model.onnx": 1}, "'checksums.model.onnx' must be a string"),
-])
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("format", "other", "'format' is 'other'"),
+        ("format_version", 99, "unsupported 'format_version' 99"),
+        ("format_version", "1", "'format_version' must be int"),
+        ("input", KeyError, "missing key 'input'"),
+        ("input.height", KeyError, "missing key 'input.height'"),
+        ("input.height", 0, "'input.height' must be positive"),
+        ("input.height", True, "'input.height' must be int"),
+        ("input.width", 22.5, "'input.width' must be int"),
+        ("input.mean", [0.5, 0.5], "'input.mean' must be three numbers"),
+        ("input.std", [0.5, 0.0, 0.5], "'input.std' must be three positive numbers"),
+        ("input.layout", "CHW", "'input.layout' is 'CHW', expected one of NCHW, NHWC"),
+        ("input.scale", "big", "'input.scale' must be a finite number"),
+        ("input.crop_fraction", 1.5, "'input.crop_fraction' must be at most 1"),
+        ("input.crop_fraction", 0, "'input.crop_fraction' must be positive"),
+        ("activation.channels", -3, "'activation.channels' must be positive"),
+        ("output.kind", "scores", "'output.kind' is 'scores'"),
+        ("output.name", 5, "'output.name' must be str"),
+        ("labels", 3, "'labels' must be str"),
+        ("checksums", {"model.onnx": 1}, "'checksums.model.onnx' must be a string"),
+    ],
+)
 def test_broken_manifest_names_the_key(path, value, message):
     with pytest.raises(BundleError) as err:
         Manifest.from_dict(_broken(path, value))

@@ -36,7 +36,7 @@ def test_a_plain_model_assumes_imagenet_preprocessing_and_says_so(tiny_onnx):
         bundle = open_model(tiny_onnx)
     (line,) = [str(w.message) for w in caught]
     assert "assumed mean 0.485,0.456,0.406, std 0.229,0.224,0.225, resize stretch" in line
-    assert "input size" not in line            # the graph fixes 8×8
+    assert "input size" not in line  # the graph fixes 8×8
     m = bundle.manifest
     assert m.model_only and m.features is None and m.layer is None and bundle.plain
     assert (m.input.height, m.input.width, m.input.layout) == (8, 8, "NCHW")
@@ -48,15 +48,15 @@ def test_a_plain_model_assumes_imagenet_preprocessing_and_says_so(tiny_onnx):
     assert not caught
 
 
-def test_rise_on_a_plain_model_equals_its_definition_and_the_full_bundle(tiny_onnx,
-                                                                        tiny_bundle):
+def test_rise_on_a_plain_model_equals_its_definition_and_the_full_bundle(tiny_onnx, tiny_bundle):
     plain = Explainer(open_model(tiny_onnx, TINY_PREP), Runtime(provider="cpu"))
     got = plain.explain_one(IMAGE, method=Rise(samples=50), options=ExplainOptions(batch_size=6))
     assert got.forwards == 51
     want = rise(plain, IMAGE, got.class_id, 50, 7, 0.5, 0)
     assert float(np.abs(got.saliency_input - want).max()) <= 1e-5
     full = Explainer(tiny_bundle, Runtime(provider="cpu")).explain_one(
-        IMAGE, got.class_id, method=Rise(samples=50))
+        IMAGE, got.class_id, method=Rise(samples=50)
+    )
     assert float(np.abs(got.saliency - full.saliency).max()) <= 1e-6
 
 
@@ -85,9 +85,22 @@ def test_split_no_layer_keeps_the_preprocessing_in_a_format_3_manifest(tmp_path,
     labels = tmp_path / "labels.txt"
     labels.write_text("a\nb\nc\nd\n")
     out = tmp_path / "mo"
-    run = CliRunner().invoke(main, ["split", str(tiny_onnx), "--no-layer", "--mean",
-                                    "0.5,0.5,0.5", "--std", "0.25,0.25,0.25", "--labels",
-                                    str(labels), "--out", str(out)])
+    run = CliRunner().invoke(
+        main,
+        [
+            "split",
+            str(tiny_onnx),
+            "--no-layer",
+            "--mean",
+            "0.5,0.5,0.5",
+            "--std",
+            "0.25,0.25,0.25",
+            "--labels",
+            str(labels),
+            "--out",
+            str(out),
+        ],
+    )
     assert run.exit_code == 0, run.output
     assert "no layer" in run.output and "assumed resize stretch" in run.output
     data = json.loads((out / "manifest.json").read_text())
@@ -115,20 +128,32 @@ def test_model_only_manifests_are_checked(tiny_bundle):
 
 
 def test_cli_explains_a_plain_model_with_rise_and_refuses_scorecam_before_any_image(
-        tmp_path, tiny_onnx):
+    tmp_path, tiny_onnx
+):
     image = tmp_path / "img.png"
     import cv2
 
     cv2.imwrite(str(image), IMAGE[:, :, ::-1])
-    args = ["explain", str(image), "--model", str(tiny_onnx), "-q", "--mean", "0.5,0.5,0.5",
-            "--std", "0.25,0.25,0.25"]
-    run = CliRunner().invoke(main, [*args, "--method", "rise", "--samples", "30", "--out",
-                                    str(tmp_path / "o")])
+    args = [
+        "explain",
+        str(image),
+        "--model",
+        str(tiny_onnx),
+        "-q",
+        "--mean",
+        "0.5,0.5,0.5",
+        "--std",
+        "0.25,0.25,0.25",
+    ]
+    run = CliRunner().invoke(
+        main, [*args, "--method", "rise", "--samples", "30", "--out", str(tmp_path / "o")]
+    )
     assert run.exit_code == 0, run.output
     assert "note:" in run.output and "assumed resize stretch" in run.output
     saved = np.load(tmp_path / "o" / "img.npy")
     want = Explainer(open_model(tiny_onnx, TINY_PREP), Runtime(provider="cpu")).explain_one(
-        image, method=Rise(samples=30))
+        image, method=Rise(samples=30)
+    )
     assert saved.tobytes() == want.saliency.tobytes()
     refused = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "s")])
     assert refused.exit_code == 1
@@ -139,8 +164,9 @@ def test_cli_explains_a_plain_model_with_rise_and_refuses_scorecam_before_any_im
 
 
 def test_preprocessing_flags_are_for_plain_models_only(tiny_bundle, tmp_path):
-    run = CliRunner().invoke(main, ["explain", "x.png", "--model", str(tiny_bundle.path),
-                                    "--mean", "0.5,0.5,0.5"])
+    run = CliRunner().invoke(
+        main, ["explain", "x.png", "--model", str(tiny_bundle.path), "--mean", "0.5,0.5,0.5"]
+    )
     assert run.exit_code == 2 and "--mean: only for a plain .onnx model" in run.output
 
 
@@ -152,5 +178,6 @@ def test_triton_repository_of_a_model_only_bundle_has_no_masked_scorers(tmp_path
     assert 'key: "forwards" value: { string_value: "classifier" }' in config
     assert 'key: "masked" value: { string_value: "" }' in config
     with pytest.raises(BundleError, match="needs a bundle folder.*--no-layer"):
-        write_explainer(open_model(tiny_onnx, Preprocessing(mean=(0.5,) * 3)), tmp_path / "r2",
-                        "plain")
+        write_explainer(
+            open_model(tiny_onnx, Preprocessing(mean=(0.5,) * 3)), tmp_path / "r2", "plain"
+        )

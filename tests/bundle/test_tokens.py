@@ -31,26 +31,35 @@ from scorecam_onnx.bundle.tokens import check_grid, infer_grid
 from scorecam_onnx.cli import main
 
 RNG = np.random.default_rng(21)
-PRESET_ORACLES = {"paper": oracles.paper, "pytorch-grad-cam": oracles.grad_cam_style,
-                  "torchcam": oracles.torchcam_style}
+PRESET_ORACLES = {
+    "paper": oracles.paper,
+    "pytorch-grad-cam": oracles.grad_cam_style,
+    "torchcam": oracles.torchcam_style,
+}
 
 
 # Reading the grid --------------------------------------------------------------------------
-@pytest.mark.parametrize(("length", "size", "prefix", "want"), [
-    (197, (224, 224), None, (1, 14, 14)),        # ViT-B/16: class token + 14×14
-    (50, (224, 224), None, (1, 7, 7)),           # ViT-B/32
-    (198, (224, 224), None, (2, 14, 14)),        # DeiT distilled: class + distillation
-    (201, (224, 224), None, (5, 14, 14)),        # class + 4 registers
-    (17, (24, 24), 1, (1, 4, 4)),                # ambiguous alone, settled by the model's P
-    (24, (16, 24), None, (0, 4, 6)),             # no class token, a non-square input
-])
+@pytest.mark.parametrize(
+    ("length", "size", "prefix", "want"),
+    [
+        (197, (224, 224), None, (1, 14, 14)),  # ViT-B/16: class token + 14×14
+        (50, (224, 224), None, (1, 7, 7)),  # ViT-B/32
+        (198, (224, 224), None, (2, 14, 14)),  # DeiT distilled: class + distillation
+        (201, (224, 224), None, (5, 14, 14)),  # class + 4 registers
+        (17, (24, 24), 1, (1, 4, 4)),  # ambiguous alone, settled by the model's P
+        (24, (16, 24), None, (0, 4, 6)),  # no class token, a non-square input
+    ],
+)
 def test_grid_inference(length, size, prefix, want):
     assert infer_grid(length, size, prefix) == want
 
 
 def test_ambiguous_or_impossible_grids_are_refused():
-    with pytest.raises(BundleError, match=r"17 tokens at input 24×24 could be read as "
-                                          r"1:4x4, 8:3x3 .*give --tokens P:GHxGW"):
+    with pytest.raises(
+        BundleError,
+        match=r"17 tokens at input 24×24 could be read as "
+        r"1:4x4, 8:3x3 .*give --tokens P:GHxGW",
+    ):
         infer_grid(17, (24, 24))
     with pytest.raises(BundleError, match="no patch grid fits"):
         infer_grid(23, (224, 224), prefix=1)
@@ -68,8 +77,9 @@ def test_prefix_tokens_read_off_the_model():
 # Exported transformers against hand-made reshapes -------------------------------------------
 def _export(tmp_path, factory, layer, **options) -> Explainer:
     loaded = LoadedModel(factory(), {"framework": "pytorch", "model": factory.__name__})
-    report = export_bundle(loaded, tmp_path / factory.__name__, layer,
-                           Preprocessing(height=32, width=32), **options)
+    report = export_bundle(
+        loaded, tmp_path / factory.__name__, layer, Preprocessing(height=32, width=32), **options
+    )
     return Explainer(report.bundle, Runtime(provider="cpu"))
 
 
@@ -86,6 +96,7 @@ def _torch_fn(model: torch.nn.Module):
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return model(torch.from_numpy(np.ascontiguousarray(batch))).numpy()
+
     return run
 
 
@@ -115,15 +126,24 @@ def test_split_of_an_exported_vit_suggests_the_last_blocks_norm_input(tmp_path):
     """`split` with no --layer picks the input of the last block's first LayerNormalization:
     the same tensor as the export's `blocks.0` (the residual stream entering block 1)."""
     exported = _export(tmp_path, tiny_vit, "blocks.0")
-    result = CliRunner().invoke(main, [
-        "split", str(exported.bundle.model_path), "--out", str(tmp_path / "s"),
-        "--input-size", "32"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "split",
+            str(exported.bundle.model_path),
+            "--out",
+            str(tmp_path / "s"),
+            "--input-size",
+            "32",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "16 channels of 1 + 4×4 tokens" in result.output
     split = Explainer(tmp_path / "s", Runtime(provider="cpu"))
     x = RNG.standard_normal((1, 3, 32, 32)).astype(np.float32)
-    np.testing.assert_allclose(split.forwards.activations(x), exported.forwards.activations(x),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        split.forwards.activations(x), exported.forwards.activations(x), atol=1e-5
+    )
     listed = CliRunner().invoke(main, ["layers", str(exported.bundle.model_path)])
     suggested = [line for line in listed.output.splitlines() if "<- suggested" in line]
     assert len(suggested) == 1 and "×16 " in suggested[0]
@@ -172,16 +192,32 @@ def test_export_cli_with_tokens_and_model_kwargs(tmp_path, monkeypatch):
     tests = str(Path(__file__).parent.parent)
     (tmp_path / "zoo.py").write_text(
         f"import sys\nsys.path.insert(0, {tests!r})\nfrom torch_models import TinyViT\n"
-        "def build(registers=0):\n    return TinyViT(registers=registers)\n")
-    result = CliRunner().invoke(main, [
-        "export", "--model", "zoo:build", "--model-kwargs", '{"registers": 2}', "--layer",
-        "blocks.1", "--input-size", "32", "--out", str(tmp_path / "b")])
+        "def build(registers=0):\n    return TinyViT(registers=registers)\n"
+    )
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            "--model",
+            "zoo:build",
+            "--model-kwargs",
+            '{"registers": 2}',
+            "--layer",
+            "blocks.1",
+            "--input-size",
+            "32",
+            "--out",
+            str(tmp_path / "b"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "16 channels of 3 + 4×4 tokens" in result.output
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["source"]["model_kwargs"] == '{"registers": 2}'
-    bad = CliRunner().invoke(main, ["export", "--model", "zoo:build", "--model-kwargs", "[1]",
-                                    "--out", str(tmp_path / "c")])
+    bad = CliRunner().invoke(
+        main,
+        ["export", "--model", "zoo:build", "--model-kwargs", "[1]", "--out", str(tmp_path / "c")],
+    )
     assert bad.exit_code == 2 and "expected a JSON object" in bad.output
 
 
@@ -189,8 +225,9 @@ def test_export_cli_with_tokens_and_model_kwargs(tmp_path, monkeypatch):
 def _with_output(model: onnx.ModelProto, name: str) -> ort.InferenceSession:
     extra = onnx.ModelProto()
     extra.CopyFrom(model)
-    extra.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT,
-                                                                 None))
+    extra.graph.output.append(
+        onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+    )
     return ort.InferenceSession(extra.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
@@ -198,9 +235,21 @@ def test_split_token_graph_infers_the_grid_and_explains(tmp_path):
     graph = token_model()
     listed = CliRunner().invoke(main, ["layers", str(save(graph, tmp_path / "t.onnx"))])
     assert "tokens" in listed.output and "Concat" in listed.output
-    result = CliRunner().invoke(main, [
-        "split", str(tmp_path / "t.onnx"), "--layer", "tokens", "--out", str(tmp_path / "b"),
-        "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "split",
+            str(tmp_path / "t.onnx"),
+            "--layer",
+            "tokens",
+            "--out",
+            str(tmp_path / "b"),
+            "--mean",
+            "0.5,0.5,0.5",
+            "--std",
+            "0.25,0.25,0.25",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "6 channels of 1 + 4×4 tokens" in result.output
     explainer = Explainer(tmp_path / "b", Runtime(provider="cpu"))
@@ -219,11 +268,12 @@ def test_split_token_graph_infers_the_grid_and_explains(tmp_path):
 
 
 def test_split_refuses_an_ambiguous_grid_until_told(tmp_path):
-    graph = token_model(size=24, patch=6)      # 1 + 16 tokens, or 8 + 9?
+    graph = token_model(size=24, patch=6)  # 1 + 16 tokens, or 8 + 9?
     with pytest.raises(BundleError, match="could be read as 1:4x4, 8:3x3"):
         write_bundle(graph, tmp_path / "b", "tokens", preprocessing=TINY_PREP)
-    bundle = write_bundle(graph, tmp_path / "b", "tokens", preprocessing=TINY_PREP,
-                          tokens=(1, 4, 4))
+    bundle = write_bundle(
+        graph, tmp_path / "b", "tokens", preprocessing=TINY_PREP, tokens=(1, 4, 4)
+    )
     a = bundle.manifest.activation
     assert (a.prefix, a.height, a.width) == (1, 4, 4)
     with pytest.raises(BundleError, match="does not fit a tensor of 17 tokens"):
@@ -232,11 +282,14 @@ def test_split_refuses_an_ambiguous_grid_until_told(tmp_path):
         write_bundle(graph, tmp_path / "d", "grid", tokens=(1, 4, 4))
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"prefix": -1}, "'activation.prefix' must be 0 or more"),
-    ({"prefix": "one"}, "'activation.prefix' must be int"),
-    ({"layout": "NTC"}, "'activation.layout'"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"prefix": -1}, "'activation.prefix' must be 0 or more"),
+        ({"prefix": "one"}, "'activation.prefix' must be int"),
+        ({"layout": "NTC"}, "'activation.layout'"),
+    ],
+)
 def test_manifest_token_fields_are_validated(tmp_path, change, message):
     bundle = write_bundle(token_model(), tmp_path / "b", "tokens", preprocessing=TINY_PREP)
     path = bundle.path / "manifest.json"

@@ -19,8 +19,9 @@ def _oracle(x: np.ndarray, acts: np.ndarray, model, c: int, clusters: int) -> np
     size = x.shape[2:]
     ups, norms, data = [], [], []
     for k in range(acts.shape[0]):
-        sal = F.interpolate(torch.from_numpy(acts[k])[None, None], size=size, mode="bilinear",
-                            align_corners=False)[0, 0].double()
+        sal = F.interpolate(
+            torch.from_numpy(acts[k])[None, None], size=size, mode="bilinear", align_corners=False
+        )[0, 0].double()
         if sal.max() == sal.min():
             continue
         low, span = sal.min(), sal.max() - sal.min()
@@ -28,9 +29,14 @@ def _oracle(x: np.ndarray, acts: np.ndarray, model, c: int, clusters: int) -> np
         norms.append((sal - low) / span)
         data.append(((torch.from_numpy(acts[k]).double() - low) / span).numpy().ravel())
     cv2.setRNGSeed(0)
-    _, labels, _ = cv2.kmeans(np.asarray(data, np.float32), clusters, None,
-                              (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 100, 1e-5),
-                              3, cv2.KMEANS_PP_CENTERS)
+    _, labels, _ = cv2.kmeans(
+        np.asarray(data, np.float32),
+        clusters,
+        None,
+        (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 100, 1e-5),
+        3,
+        cv2.KMEANS_PP_CENTERS,
+    )
     labels = labels.ravel()
     cam = torch.zeros(size, dtype=torch.float64)
     for g in np.unique(labels):
@@ -50,16 +56,18 @@ def test_clustered_scorecam_matches_its_definition(default_explainer, chelsea):
     acts = ex.forwards.activations(x)
     got = ex.explain_one(chelsea, method=ClusterMethod(clusters=16))
     want = _oracle(x, acts, ex.forwards.scores, got.class_id, 16)
-    assert got.forwards == 17                       # the unmasked forward and one per cluster
+    assert got.forwards == 17  # the unmasked forward and one per cluster
     assert float(np.abs(got.saliency_input - want).max()) <= 1e-4
     assert oracles.correlation(got.saliency_input, want) > 0.99999
 
 
 def test_the_same_seed_gives_the_same_map_at_any_batch_size(default_explainer, chelsea):
-    one = default_explainer.explain_one(chelsea, None, ClusterMethod(clusters=24),
-                                        ExplainOptions(batch_size=1))
-    many = default_explainer.explain_one(chelsea, None, ClusterMethod(clusters=24),
-                                         ExplainOptions(batch_size=64))
+    one = default_explainer.explain_one(
+        chelsea, None, ClusterMethod(clusters=24), ExplainOptions(batch_size=1)
+    )
+    many = default_explainer.explain_one(
+        chelsea, None, ClusterMethod(clusters=24), ExplainOptions(batch_size=64)
+    )
     assert float(np.abs(one.saliency - many.saliency).max()) <= 1e-6
 
 

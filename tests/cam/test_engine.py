@@ -31,9 +31,12 @@ def test_tiny_graph_matches_oracle(tiny_explainer, preset):
     _, x = tiny_explainer.preprocess(image)
     acts, logits = tiny_forward(x.astype(np.float64), weights)
     target = int(np.argmax(logits[0]))
-    want = ORACLES[preset](x, acts[0].astype(np.float32),
-                           lambda batch: tiny_forward(batch.astype(np.float64), weights)[1],
-                           target)
+    want = ORACLES[preset](
+        x,
+        acts[0].astype(np.float32),
+        lambda batch: tiny_forward(batch.astype(np.float64), weights)[1],
+        target,
+    )
     res = tiny_explainer.explain_one(image, method=ScoreCamMethod(preset=preset))
     assert res.class_id == target
     assert correlation(res.saliency_input, want) >= 0.9999
@@ -46,8 +49,9 @@ def test_constant_channels_are_skipped_or_shared(tiny_explainer, preset):
     _, x = tiny_explainer.preprocess(image)
     acts, _ = tiny_forward(x.astype(np.float64), tiny_weights())
     flat = acts[0].reshape(acts.shape[1], -1)
-    varying = len({tuple(np.round((r - r.min()) / (r.max() - r.min()), 6))
-                   for r in flat if r.max() > r.min()})
+    varying = len(
+        {tuple(np.round((r - r.min()) / (r.max() - r.min()), 6)) for r in flat if r.max() > r.min()}
+    )
     assert varying < acts.shape[1], "the tiny model has constant channels by construction"
     res = tiny_explainer.explain_one(image, method=ScoreCamMethod(preset=preset))
     shared_zero = 0 if preset == "paper" else 1
@@ -60,9 +64,12 @@ def test_constant_channels_are_skipped_or_shared(tiny_explainer, preset):
 @pytest.mark.parametrize("preset", PRESETS)
 def test_batch_size_does_not_change_the_map(tiny_explainer, preset):
     image = _tiny_image(5)
-    maps = [tiny_explainer.explain_one(image, None, ScoreCamMethod(preset=preset),
-                                     ExplainOptions(batch_size=b)).saliency
-            for b in (1, 2, 7, 64)]
+    maps = [
+        tiny_explainer.explain_one(
+            image, None, ScoreCamMethod(preset=preset), ExplainOptions(batch_size=b)
+        ).saliency
+        for b in (1, 2, 7, 64)
+    ]
     for other in maps[1:]:
         np.testing.assert_allclose(other, maps[0], atol=1e-6)
 
@@ -74,8 +81,16 @@ def test_identical_masks_run_once(preset):
     base = rng.random((2, 3, 3)).astype(np.float32)
     onehot = np.zeros((3, 3), np.float32)
     onehot[1, 2] = 1.0
-    acts = np.stack([base[0], 2.0 * base[0] + 5.0, base[1], onehot, 7.0 * onehot,
-                     np.full((3, 3), 2.0, np.float32)])
+    acts = np.stack(
+        [
+            base[0],
+            2.0 * base[0] + 5.0,
+            base[1],
+            onehot,
+            7.0 * onehot,
+            np.full((3, 3), 2.0, np.float32),
+        ]
+    )
     x = rng.normal(size=(1, 3, 12, 12)).astype(np.float32)
     w = rng.normal(size=(4, 3 * 12 * 12))
     calls = []
@@ -87,7 +102,7 @@ def test_identical_masks_run_once(preset):
     clean = model(x)[0]
     calls.clear()
     res = ScoreCam(preset, batch_size=2).score(x, acts, model, [1], clean)
-    distinct = 3 + (preset != "paper")      # base0, base1, one-hot (+ the constant channel)
+    distinct = 3 + (preset != "paper")  # base0, base1, one-hot (+ the constant channel)
     assert sum(calls) == res.forwards == res.masks == distinct
     want = ORACLES[preset](x, acts, model, 1)
     cam, _ = ScoreCam(preset).cam(acts, ScoreCam(preset).weights(res.values[:, 0]), (12, 12))
@@ -110,7 +125,7 @@ def test_top_k_reuses_the_same_forwards(tiny_explainer):
 
 
 def test_uniform_image_gives_a_flagged_zero_map(tiny_explainer):
-    image = np.full((8, 8, 3), 120, np.uint8)   # every activation channel is constant
+    image = np.full((8, 8, 3), 120, np.uint8)  # every activation channel is constant
     for preset in PRESETS:
         res = tiny_explainer.explain_one(image, method=ScoreCamMethod(preset=preset))
         assert res.degenerate
@@ -122,8 +137,9 @@ def test_all_negative_weighted_sum_is_zero_not_nan():
     acts = -np.ones((2, 3, 3), np.float32)
     acts[0, 1, 1] = -2.0
     for preset in PRESETS:
-        cam, degenerate = form_cam(acts, np.array([0.5, 0.5], np.float32), (6, 6),
-                                   get_preset(preset))
+        cam, degenerate = form_cam(
+            acts, np.array([0.5, 0.5], np.float32), (6, 6), get_preset(preset)
+        )
         assert degenerate and np.all(cam == 0)
 
 
@@ -132,8 +148,13 @@ def test_paper_weights_are_class_probabilities():
     logits = np.array([1.0, 2.0, 0.5], np.float32)
     acts = np.random.default_rng(0).normal(size=(4, 2, 2)).astype(np.float32)
     engine = ScoreCam("paper", batch_size=3)
-    scores = engine.score(np.ones((1, 3, 4, 4), np.float32), acts,
-                          lambda b: np.tile(logits, (b.shape[0], 1)), [1], logits)
+    scores = engine.score(
+        np.ones((1, 3, 4, 4), np.float32),
+        acts,
+        lambda b: np.tile(logits, (b.shape[0], 1)),
+        [1],
+        logits,
+    )
     p = np.exp(logits) / np.exp(logits).sum()
     np.testing.assert_allclose(scores.values[:, 0], p[1], rtol=1e-6)
     assert scores.forwards == 4
@@ -142,10 +163,12 @@ def test_paper_weights_are_class_probabilities():
 @pytest.fixture(scope="module")
 def default_inputs(default_explainer, chelsea):
     _, x = default_explainer.preprocess(chelsea)
-    session = ort.InferenceSession(str(default_explainer.bundle.model_path),
-                                   providers=["CPUExecutionProvider"])
-    features = ort.InferenceSession(str(default_explainer.bundle.features_path),
-                                    providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(default_explainer.bundle.model_path), providers=["CPUExecutionProvider"]
+    )
+    features = ort.InferenceSession(
+        str(default_explainer.bundle.features_path), providers=["CPUExecutionProvider"]
+    )
     acts = features.run(["activations"], {"input": x})[0][0]
 
     def model(batch):
@@ -166,8 +189,11 @@ def test_default_bundle_matches_oracle(default_explainer, default_inputs, chelse
 
 
 def test_default_bundle_batch_sizes_agree(default_explainer, chelsea):
-    maps = [default_explainer.explain_one(chelsea, None, "faster-scorecam",
-                                         ExplainOptions(batch_size=b)).saliency
-            for b in (1, 7, 64)]
+    maps = [
+        default_explainer.explain_one(
+            chelsea, None, "faster-scorecam", ExplainOptions(batch_size=b)
+        ).saliency
+        for b in (1, 7, 64)
+    ]
     for other in maps[1:]:
         np.testing.assert_allclose(other, maps[0], atol=1e-5)

@@ -29,8 +29,7 @@ W = tiny_weights()
 
 def _layers(x):
     """(relu 5×8×8, feat 5×4×4) of the tiny CNN, and its logits, in NumPy."""
-    conv = np.einsum("kc,nchw->nkhw", W["w1"], x.astype(np.float64)) + W["b1"][None, :,
-                                                                              None, None]
+    conv = np.einsum("kc,nchw->nkhw", W["w1"], x.astype(np.float64)) + W["b1"][None, :, None, None]
     relu = np.maximum(conv, 0.0)
     feat = relu.reshape(1, 5, 4, 2, 4, 2).mean(axis=(3, 5))
     logits = feat.mean(axis=(2, 3)) @ W["w2"].T + W["b2"]
@@ -38,8 +37,9 @@ def _layers(x):
 
 
 def _model(batch):
-    conv = np.einsum("kc,nchw->nkhw", W["w1"], batch.astype(np.float64)) + W["b1"][None, :,
-                                                                                  None, None]
+    conv = (
+        np.einsum("kc,nchw->nkhw", W["w1"], batch.astype(np.float64)) + W["b1"][None, :, None, None]
+    )
     feat = np.maximum(conv, 0).reshape(len(batch), 5, 4, 2, 4, 2).mean(axis=(3, 5))
     return feat.mean(axis=(2, 3)) @ W["w2"].T + W["b2"]
 
@@ -49,8 +49,13 @@ IMAGE = np.random.default_rng(3).integers(0, 256, size=(8, 8, 3), dtype=np.uint8
 
 @pytest.fixture
 def multi(tmp_path) -> Bundle:
-    return write_bundle(tiny_model(), tmp_path / "multi", ["relu", "feat"],
-                        preprocessing=TINY_PREP, labels=[f"l{i}" for i in range(4)])
+    return write_bundle(
+        tiny_model(),
+        tmp_path / "multi",
+        ["relu", "feat"],
+        preprocessing=TINY_PREP,
+        labels=[f"l{i}" for i in range(4)],
+    )
 
 
 @pytest.fixture
@@ -61,16 +66,19 @@ def single(tmp_path) -> Bundle:
 def test_the_manifest_lists_the_layers_deepest_first(multi):
     m = multi.manifest
     assert [(name, (a.channels, a.height, a.width)) for name, a in m.targets] == [
-        ("feat", (5, 4, 4)), ("relu", (5, 8, 8))]
-    assert m.tail is not None                      # cut at the deepest layer
+        ("feat", (5, 4, 4)),
+        ("relu", (5, 8, 8)),
+    ]
+    assert m.tail is not None  # cut at the deepest layer
     data = json.loads((multi.path / "manifest.json").read_text())
     assert data["format_version"] == 4 and data["more_layers"][0]["layer"] == "relu"
     again = Bundle.load(multi.path)
     assert again.manifest == m
 
 
-@pytest.mark.parametrize(("preset", "oracle"), [("pytorch-grad-cam", grad_cam_layers),
-                                                ("torchcam", torchcam_layers)])
+@pytest.mark.parametrize(
+    ("preset", "oracle"), [("pytorch-grad-cam", grad_cam_layers), ("torchcam", torchcam_layers)]
+)
 def test_fused_maps_equal_the_peers(multi, preset, oracle):
     ex = Explainer(multi, Runtime(provider="cpu"))
     x = ex.preprocess(IMAGE)[1]
@@ -93,8 +101,9 @@ def test_the_paper_preset_fuses_by_the_mean_and_forwards_add_up(multi, single):
     want = (mean - mean.min()) / (1e-7 + mean.max() - mean.min())
     got = ex.explain_one(IMAGE)
     assert float(np.abs(got.saliency_input - want).max()) <= 1e-4
-    alone = [ex.explain_one(IMAGE, options=ExplainOptions(layers=[name]))
-             for name in ("feat", "relu")]
+    alone = [
+        ex.explain_one(IMAGE, options=ExplainOptions(layers=[name])) for name in ("feat", "relu")
+    ]
     assert got.forwards == 1 + sum(a.forwards - 1 for a in alone)
     assert got.weights.shape == (10,)
     maxed = ex.explain_one(IMAGE, options=ExplainOptions(fuse="max"))
@@ -110,16 +119,29 @@ def test_tail_methods_run_at_the_deepest_layer(multi, single):
     assert float(np.abs(got.saliency - want.saliency).max()) <= 1e-6
     with pytest.raises(ValueError, match="tail graph starts from, the deepest: feat"):
         ex.explain(IMAGE, method="reciprocam", options=ExplainOptions(layers=["relu"]))
-    with pytest.raises(ValueError, match="unknown layer nope: this bundle's layers are feat, "
-                                         "relu"):
+    with pytest.raises(ValueError, match="unknown layer nope: this bundle's layers are feat, relu"):
         ex.explain(IMAGE, options=ExplainOptions(layers=["nope"]))
 
 
 def test_split_and_explain_with_several_layers(tmp_path, tiny_onnx):
     out = tmp_path / "m"
-    run = CliRunner().invoke(main, ["split", str(tiny_onnx), "--layer", "relu", "--layer",
-                                    "feat", "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25",
-                                    "--out", str(out)])
+    run = CliRunner().invoke(
+        main,
+        [
+            "split",
+            str(tiny_onnx),
+            "--layer",
+            "relu",
+            "--layer",
+            "feat",
+            "--mean",
+            "0.5,0.5,0.5",
+            "--std",
+            "0.25,0.25,0.25",
+            "--out",
+            str(out),
+        ],
+    )
     assert run.exit_code == 0, run.output
     assert "layers feat (5×4×4); relu (5×8×8)" in run.output
     info = CliRunner().invoke(main, ["info", str(out)])
@@ -127,19 +149,34 @@ def test_split_and_explain_with_several_layers(tmp_path, tiny_onnx):
     import cv2
 
     cv2.imwrite(str(tmp_path / "img.png"), IMAGE[:, :, ::-1])
-    explained = CliRunner().invoke(main, ["explain", str(tmp_path / "img.png"), "--model",
-                                          str(out), "--preset", "torchcam", "--fuse", "mean",
-                                          "--out", str(tmp_path / "o"), "-q"])
+    explained = CliRunner().invoke(
+        main,
+        [
+            "explain",
+            str(tmp_path / "img.png"),
+            "--model",
+            str(out),
+            "--preset",
+            "torchcam",
+            "--fuse",
+            "mean",
+            "--out",
+            str(tmp_path / "o"),
+            "-q",
+        ],
+    )
     assert explained.exit_code == 0, explained.output
     want = Explainer(out, Runtime(provider="cpu")).explain_one(
-        IMAGE, method=ScoreCam(preset="torchcam"), options=ExplainOptions(fuse="mean"))
+        IMAGE, method=ScoreCam(preset="torchcam"), options=ExplainOptions(fuse="mean")
+    )
     assert np.load(tmp_path / "o" / "img.npy").tobytes() == want.saliency.tobytes()
 
 
 def test_progress_runs_forward_over_the_layers(multi):
     calls = []
     got = Explainer(multi, Runtime(provider="cpu")).explain_one(
-        IMAGE, options=ExplainOptions(batch_size=2), progress=lambda d, t: calls.append((d, t)))
+        IMAGE, options=ExplainOptions(batch_size=2), progress=lambda d, t: calls.append((d, t))
+    )
     done = [d for d, _ in calls]
     assert done == sorted(done) and calls[-1] == (got.forwards - 1, got.forwards - 1)
 
@@ -152,8 +189,12 @@ def test_evaluate_passes_the_fusion_on(multi):
     x = ex.preprocess(IMAGE)[1]
     c = int(np.argmax(ex.forwards.probabilities(x)[0]))
     for fuse in ("mean", "max"):
-        plan = EvaluationPlan(methods=["scorecam"], baselines=(), metrics=["average-drop"],
-                              options=ExplainOptions(fuse=fuse))
+        plan = EvaluationPlan(
+            methods=["scorecam"],
+            baselines=(),
+            metrics=["average-drop"],
+            options=ExplainOptions(fuse=fuse),
+        )
         (row,) = evaluate(ex, [IMAGE], plan).rows
         cam = ex.explain_one(IMAGE, c, options=ExplainOptions(fuse=fuse)).saliency_input
         kept = ex.forwards.probabilities(x * cam[None, None])[0, c]
@@ -174,8 +215,13 @@ def test_identical_masks_of_two_layers_run_once(tmp_path):
     for node in nodes:
         if node.op_type == "GlobalAveragePool":
             node.input[0] = "feat2"
-    model = _classifier("doubled", nodes[:3] + doubled + nodes[3:], ["N", 3, 8, 8], ["N", 4],
-                        [*base.graph.initializer, two])
+    model = _classifier(
+        "doubled",
+        nodes[:3] + doubled + nodes[3:],
+        ["N", 3, 8, 8],
+        ["N", 4],
+        [*base.graph.initializer, two],
+    )
     bundle = write_bundle(model, tmp_path / "twice", ["feat", "feat2"], preprocessing=TINY_PREP)
     ex = Explainer(bundle, Runtime(provider="cpu"))
     got = ex.explain_one(IMAGE)
@@ -183,6 +229,9 @@ def test_identical_masks_of_two_layers_run_once(tmp_path):
     assert got.forwards == alone.forwards
     assert float(np.abs(got.saliency - alone.saliency).max()) <= 1e-6
     faster = ex.explain_one(IMAGE, method=FasterScoreCam(channels=3))
-    assert faster.forwards == 1 + 2 * (ex.explain_one(
-        IMAGE, method=FasterScoreCam(channels=3),
-        options=ExplainOptions(layers=["feat"])).forwards - 1)
+    assert faster.forwards == 1 + 2 * (
+        ex.explain_one(
+            IMAGE, method=FasterScoreCam(channels=3), options=ExplainOptions(layers=["feat"])
+        ).forwards
+        - 1
+    )

@@ -22,15 +22,24 @@ def test_scorer_graph_is_model_of_masked_image(align):
     x = rng.normal(size=(1, 3, 8, 8)).astype(np.float32)
     maps = rng.random((5, 4, 4), dtype=np.float32)
     got = session.run(["logits"], {IMAGE: x, maps_input(align): maps})[0]
-    up = F.interpolate(torch.from_numpy(maps)[:, None], size=(8, 8), mode="bilinear",
-                       align_corners=align).numpy()
+    up = F.interpolate(
+        torch.from_numpy(maps)[:, None], size=(8, 8), mode="bilinear", align_corners=align
+    ).numpy()
     want = tiny_forward((x * up).astype(np.float64), tiny_weights())[1]
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-@pytest.mark.parametrize(("method", "preset"), [
-    ("scorecam", "paper"), ("scorecam", "pytorch-grad-cam"), ("scorecam", "torchcam"),
-    ("iscam", None), ("sscam", None), ("faster-scorecam", None)])
+@pytest.mark.parametrize(
+    ("method", "preset"),
+    [
+        ("scorecam", "paper"),
+        ("scorecam", "pytorch-grad-cam"),
+        ("scorecam", "torchcam"),
+        ("iscam", None),
+        ("sscam", None),
+        ("faster-scorecam", None),
+    ],
+)
 def test_device_masks_match_host_masks(tiny_bundle, method, preset):
     host = Explainer(tiny_bundle, Runtime(provider="cpu", device_masks=False))
     device = Explainer(tiny_bundle, Runtime(provider="cpu", device_masks=True))

@@ -33,8 +33,13 @@ def sigmoid(z):
 
 
 def bundle_of(tmp_path, columns, sigmoid_node=False, head=None):
-    return write_bundle(head_model(columns, sigmoid_node), tmp_path / f"h{columns}", "feat",
-                        preprocessing=TINY_PREP, head=head)
+    return write_bundle(
+        head_model(columns, sigmoid_node),
+        tmp_path / f"h{columns}",
+        "feat",
+        preprocessing=TINY_PREP,
+        head=head,
+    )
 
 
 def logits_of(columns):
@@ -53,13 +58,13 @@ def test_a_multi_label_head_scores_each_label_by_its_sigmoid(tmp_path, sigmoid_n
     acts = tiny_forward(x, head_weights(6))[0][0]
     p = sigmoid(logits(x)[0])
     present = [int(i) for i in np.argsort(-p) if p[i] >= 0.5]
-    found = ex.explain(rgb, None, ScoreCam())                # every label at or above 0.5
+    found = ex.explain(rgb, None, ScoreCam())  # every label at or above 0.5
     assert [e.class_id for e in found] == present and len(present) >= 2
     assert [e.score for e in found] == pytest.approx(p[present], rel=1e-5)
     for exp in found:
         c = exp.class_id
 
-        def as_logits(b, c=c):   # softmax([log σ, log(1 − σ)]) is σ: the paper's oracle
+        def as_logits(b, c=c):  # softmax([log σ, log(1 − σ)]) is σ: the paper's oracle
             s = sigmoid(logits(b)[:, c])
             return np.stack([np.log(s), np.log1p(-s)], axis=1)
 
@@ -85,7 +90,7 @@ def test_a_binary_head_explains_its_positive_class(tmp_path):
     acts = tiny_forward(x, head_weights(1))[0][0]
     z = logits_of(1)
 
-    def signed(b):                          # BinaryClassifierOutputTarget: ∓z for class 0/1
+    def signed(b):  # BinaryClassifierOutputTarget: ∓z for class 0/1
         return np.concatenate([-z(b), z(b)], axis=1)
 
     [positive] = ex.explain(rgb, None, ScoreCam())
@@ -94,7 +99,7 @@ def test_a_binary_head_explains_its_positive_class(tmp_path):
         [grad] = ex.explain(rgb, Class(c), ScoreCam(preset="pytorch-grad-cam"))
         assert np.abs(grad.saliency_input - grad_cam_style(x, acts, signed, c)).max() <= 1e-5
 
-        def two(b, c=c):                    # the class's probability, for the paper's oracle
+        def two(b, c=c):  # the class's probability, for the paper's oracle
             s = sigmoid(z(b)[:, 0]) if c == 1 else 1 - sigmoid(z(b)[:, 0])
             return np.stack([np.log(s), np.log1p(-s)], axis=1)
 
@@ -107,8 +112,7 @@ def test_a_binary_head_explains_its_positive_class(tmp_path):
 def test_the_head_is_read_off_the_graph_and_checked(tmp_path):
     assert bundle_of(tmp_path / "a", 6).manifest.output.head == "softmax"
     assert bundle_of(tmp_path / "b", 6, True).manifest.output.kind == "probabilities"
-    with pytest.raises(BundleError, match="a binary head has one output column; this "
-                                          "output has 6"):
+    with pytest.raises(BundleError, match="a binary head has one output column; this output has 6"):
         bundle_of(tmp_path / "c", 6, head="binary")
     with pytest.raises(BundleError, match="a multi-label head needs several output columns"):
         bundle_of(tmp_path / "d", 1, head="multi-label")
@@ -116,9 +120,23 @@ def test_the_head_is_read_off_the_graph_and_checked(tmp_path):
     import onnx
 
     onnx.save(head_model(6), str(path))
-    result = CliRunner().invoke(main, ["split", str(path), "--layer", "feat", "--head",
-                                       "multi-label", "--out", str(tmp_path / "s"),
-                                       "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "split",
+            str(path),
+            "--layer",
+            "feat",
+            "--head",
+            "multi-label",
+            "--out",
+            str(tmp_path / "s"),
+            "--mean",
+            "0.5,0.5,0.5",
+            "--std",
+            "0.25,0.25,0.25",
+        ],
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert manifest["output"]["head"] == "multi-label"

@@ -12,12 +12,14 @@ from scorecam_onnx.cam.interp import Resizer, bilinear_matrix
 
 
 @pytest.mark.parametrize("align", [False, True])
-@pytest.mark.parametrize(("src", "dst"), [((7, 7), (224, 224)), ((3, 5), (17, 9)),
-                                          ((4, 4), (8, 8)), ((1, 3), (5, 7))])
+@pytest.mark.parametrize(
+    ("src", "dst"), [((7, 7), (224, 224)), ((3, 5), (17, 9)), ((4, 4), (8, 8)), ((1, 3), (5, 7))]
+)
 def test_matches_torch_interpolate(src, dst, align):
     maps = np.random.default_rng(0).normal(size=(6, *src)).astype(np.float32)
-    want = F.interpolate(torch.from_numpy(maps)[None], size=dst, mode="bilinear",
-                         align_corners=align)[0].numpy()
+    want = F.interpolate(
+        torch.from_numpy(maps)[None], size=dst, mode="bilinear", align_corners=align
+    )[0].numpy()
     got = Resizer(src, dst, align)(maps)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, atol=1e-5)
@@ -35,5 +37,6 @@ def test_matrix_rows_by_hand():
     m = bilinear_matrix(4, 2, align_corners=False)
     np.testing.assert_allclose(m, [[1, 0], [0.75, 0.25], [0.25, 0.75], [0, 1]])
     # 2 → 3 with aligned corners: sources 0, 0.5, 1.
-    np.testing.assert_allclose(bilinear_matrix(3, 2, align_corners=True),
-                               [[1, 0], [0.5, 0.5], [0, 1]])
+    np.testing.assert_allclose(
+        bilinear_matrix(3, 2, align_corners=True), [[1, 0], [0.5, 0.5], [0, 1]]
+    )

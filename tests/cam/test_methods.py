@@ -59,9 +59,10 @@ def test_sscam_matches_oracle(tiny):
 
 def test_sscam_is_reproducible_across_batch_sizes(tiny):
     explainer, image, *_ = tiny
-    maps = [explainer.explain_one(image, None, SSCam(samples=4),
-                                 ExplainOptions(batch_size=b)).saliency
-            for b in (1, 5, 64)]
+    maps = [
+        explainer.explain_one(image, None, SSCam(samples=4), ExplainOptions(batch_size=b)).saliency
+        for b in (1, 5, 64)
+    ]
     for other in maps[1:]:
         np.testing.assert_allclose(other, maps[0], atol=1e-6)
 
@@ -106,22 +107,43 @@ def test_faster_scorecam_64_channels_tracks_scorecam(default_explainer, chelsea)
     assert fast.forwards == 65 and exact.forwards > 5 * fast.forwards
 
 
-@pytest.mark.parametrize(("call", "error", "message"), [
-    (lambda ex, im: ex.explain(im, options=ExplainOptions(batch_size=0)), ValueError,
-     "batch_size must be at least 1, got 0"),
-    (lambda ex, im: ex.explain(im, method=SSCam(samples=-1)), ValueError,
-     "samples must be at least 1, got -1"),
-    (lambda ex, im: ex.explain(im, method=FasterScoreCam(channels=0)), ValueError,
-     "channels must be at least 1"),
-    (lambda ex, im: ex.run(im, request_from(target=1, top_k=2)), ValueError,
-     "give either target or top_k"),
-    (lambda ex, im: ex.explain(im, True), TypeError, "class ids must be integers"),
-    (lambda ex, im: ex.explain(im, []), ValueError, "target list is empty"),
-    (lambda ex, im: ex.explain(im, TopK(9)), ValueError,
-     "top_k must be between 1 and 4, got 9"),
-    (lambda ex, im: ex.explain(im, method=ScoreCam(preset="gradcam")), ValueError,
-     "unknown preset 'gradcam'"),
-])
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (
+            lambda ex, im: ex.explain(im, options=ExplainOptions(batch_size=0)),
+            ValueError,
+            "batch_size must be at least 1, got 0",
+        ),
+        (
+            lambda ex, im: ex.explain(im, method=SSCam(samples=-1)),
+            ValueError,
+            "samples must be at least 1, got -1",
+        ),
+        (
+            lambda ex, im: ex.explain(im, method=FasterScoreCam(channels=0)),
+            ValueError,
+            "channels must be at least 1",
+        ),
+        (
+            lambda ex, im: ex.run(im, request_from(target=1, top_k=2)),
+            ValueError,
+            "give either target or top_k",
+        ),
+        (lambda ex, im: ex.explain(im, True), TypeError, "class ids must be integers"),
+        (lambda ex, im: ex.explain(im, []), ValueError, "target list is empty"),
+        (
+            lambda ex, im: ex.explain(im, TopK(9)),
+            ValueError,
+            "top_k must be between 1 and 4, got 9",
+        ),
+        (
+            lambda ex, im: ex.explain(im, method=ScoreCam(preset="gradcam")),
+            ValueError,
+            "unknown preset 'gradcam'",
+        ),
+    ],
+)
 def test_bad_settings_are_clear_errors(tiny, call, error, message):
     explainer, image, *_ = tiny
     with pytest.raises(error, match=message):

@@ -15,10 +15,11 @@ def test_rise_masks_follow_the_paper():
     m = rise_mask(3, (224, 224), 7, 0.5, seed=1)
     assert m.shape == (224, 224) and m.min() >= 0.0 and m.max() <= 1.0
     again = rise_mask(3, (224, 224), 7, 0.5, seed=1)
-    assert np.array_equal(m, again) and not np.array_equal(m, rise_mask(4, (224, 224), 7,
-                                                                        0.5, seed=1))
+    assert np.array_equal(m, again) and not np.array_equal(
+        m, rise_mask(4, (224, 224), 7, 0.5, seed=1)
+    )
     mean = np.mean([rise_mask(i, (224, 224), 7, 0.5, 0).mean() for i in range(200)])
-    assert abs(mean - 0.5) < 0.03                  # cells kept with probability p
+    assert abs(mean - 0.5) < 0.03  # cells kept with probability p
 
 
 def test_rise_matches_its_definition_at_any_batch_size(tiny_bundle):
@@ -29,10 +30,9 @@ def test_rise_matches_its_definition_at_any_batch_size(tiny_bundle):
     assert got.forwards == 61
     assert float(np.abs(got.saliency_input - want).max()) <= 1e-5
     one = ex.explain_one(image, got.class_id, Rise(samples=60), ExplainOptions(batch_size=1))
-    many = ex.explain_one(image, got.class_id, Rise(samples=60),
-                          ExplainOptions(batch_size=64))
+    many = ex.explain_one(image, got.class_id, Rise(samples=60), ExplainOptions(batch_size=64))
     assert float(np.abs(one.saliency_input - many.saliency_input).max()) <= 1e-6
-    both = ex.explain(image, TopK(2), Rise(samples=60))   # from the same forwards
+    both = ex.explain(image, TopK(2), Rise(samples=60))  # from the same forwards
     assert [b.forwards for b in both] == [61, 61] and both[0].class_id == got.class_id
     assert float(np.abs(both[0].saliency_input - want).max()) <= 1e-5
     second = rise(ex, image, both[1].class_id, 60, 7, 0.5, 0)

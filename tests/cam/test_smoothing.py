@@ -37,16 +37,16 @@ def tiny(tiny_bundle) -> Explainer:
 def test_aug_smooth_equals_pytorch_grad_cams_six_passes(tiny, seed, eigen):
     image = _image(seed)
     x = tiny.preprocess(image)[1]
-    got = tiny.explain_one(image, None, GRADCAM,
-                          ExplainOptions(aug_smooth=True, eigen_smooth=eigen))
+    got = tiny.explain_one(
+        image, None, GRADCAM, ExplainOptions(aug_smooth=True, eigen_smooth=eigen)
+    )
     want = aug_smoothed(x, _features, _model, None, eigen)
     assert correlation(got.saliency_input, want) >= 0.9999
     assert float(np.abs(got.saliency_input - want).max()) <= 1e-4
     plain = tiny.explain_one(image, None, GRADCAM)
     assert got.forwards == 6 * plain.forwards
     assert got.class_id == plain.class_id
-    given = tiny.explain_one(image, 2, GRADCAM,
-                             ExplainOptions(aug_smooth=True, eigen_smooth=eigen))
+    given = tiny.explain_one(image, 2, GRADCAM, ExplainOptions(aug_smooth=True, eigen_smooth=eigen))
     want = aug_smoothed(x, _features, _model, 2, eigen)
     assert float(np.abs(given.saliency_input - want).max()) <= 1e-4
 
@@ -57,8 +57,11 @@ def test_aug_smooth_follows_each_pass_top_class(tiny):
     for seed in range(200):
         image = _image(seed)
         x = tiny.preprocess(image)[1]
-        tops = {int(np.argmax(_model((x[..., ::-1] if flip else x) * f)[0]))
-                for flip in (False, True) for f in (1.0, 0.9, 1.1)}
+        tops = {
+            int(np.argmax(_model((x[..., ::-1] if flip else x) * f)[0]))
+            for flip in (False, True)
+            for f in (1.0, 0.9, 1.1)
+        }
         if len(tops) > 1:
             break
     assert len(tops) > 1, "no image changes class under the augmentations"
@@ -80,8 +83,7 @@ def test_eigen_smooth_equals_the_2d_projection_of_the_weighted_activations(tiny)
 
 def test_eigen_smooth_on_the_shipped_bundle(default_explainer, chelsea):
     x = default_explainer.preprocess(chelsea)[1]
-    got = default_explainer.explain_one(chelsea, None, GRADCAM,
-                                      ExplainOptions(eigen_smooth=True))
+    got = default_explainer.explain_one(chelsea, None, GRADCAM, ExplainOptions(eigen_smooth=True))
     acts = default_explainer.forwards.activations(x)
     want = grad_cam_style(x, acts, default_explainer.forwards.scores, 285, eigen=True)
     assert got.class_id == 285
@@ -91,6 +93,8 @@ def test_eigen_smooth_on_the_shipped_bundle(default_explainer, chelsea):
 
 @pytest.mark.parametrize("method", ["eigencam", "reciprocam", "rise"])
 def test_eigen_smooth_is_refused_where_nothing_is_weighted(tiny, method):
-    with pytest.raises(ValueError, match=f"eigen_smooth applies to methods that weigh the "
-                                         f"activations, not {method}"):
+    with pytest.raises(
+        ValueError,
+        match=f"eigen_smooth applies to methods that weigh the activations, not {method}",
+    ):
         tiny.explain(_image(3), method=method, options=ExplainOptions(eigen_smooth=True))

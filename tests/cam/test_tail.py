@@ -45,8 +45,9 @@ def tiny(tiny_bundle) -> Explainer:
 
 @pytest.fixture(scope="module")
 def default_tail():
-    session = ort.InferenceSession(str(DEFAULT_BUNDLE / "tail.onnx"),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(DEFAULT_BUNDLE / "tail.onnx"), providers=["CPUExecutionProvider"]
+    )
     manifest = json.loads((DEFAULT_BUNDLE / "manifest.json").read_text())
     name = manifest["activation"]["name"]
     return lambda acts: session.run(None, {name: acts.astype(np.float32)})[0]
@@ -57,7 +58,7 @@ def test_clean_cut_gets_a_tail_that_reproduces_the_model(tiny):
     assert tiny.bundle.manifest.tail == "tail.onnx" and tiny.forwards.tail is not None
     assert tiny.bundle.manifest.tail_missing is None
     x = RNG.standard_normal((3, 3, 8, 8)).astype(np.float32)
-    acts = np.concatenate([tiny.forwards.activations(x[i:i + 1])[None] for i in range(3)])
+    acts = np.concatenate([tiny.forwards.activations(x[i : i + 1])[None] for i in range(3)])
     np.testing.assert_allclose(tiny.forwards.tail_scores(acts), tiny.forwards.scores(x), atol=1e-5)
     np.testing.assert_allclose(tiny.forwards.tail_scores(acts), _head(acts), atol=1e-5)
 
@@ -70,8 +71,17 @@ def test_skip_connection_around_the_target_means_no_tail(tmp_path):
     explainer = Explainer(bundle, Runtime(provider="cpu"))
     with pytest.raises(BundleError, match="reciprocam needs the bundle's tail graph"):
         explainer.explain_one(_image(), method="reciprocam")
-    result = CliRunner().invoke(main, ["explain", str(tmp_path / "x.png"), "--model",
-                                       str(bundle.path), "--method", "ablationcam"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "explain",
+            str(tmp_path / "x.png"),
+            "--model",
+            str(bundle.path),
+            "--method",
+            "ablationcam",
+        ],
+    )
     assert result.exit_code == 1 and "has none: a path from the input" in result.output
     info = CliRunner().invoke(main, ["info", str(bundle.path)])
     assert "tail     none: a path from the input" in info.output
@@ -82,33 +92,49 @@ def test_batch_size_read_off_the_input_still_gets_a_tail(tmp_path):
     assert bundle.manifest.tail == "tail.onnx"
     explainer = Explainer(bundle, Runtime(provider="cpu"))
     x = RNG.standard_normal((2, 3, 8, 8)).astype(np.float32)
-    acts = np.concatenate([explainer.forwards.activations(x[i:i + 1])[None] for i in range(2)])
-    np.testing.assert_allclose(explainer.forwards.tail_scores(acts),
-                               explainer.forwards.scores(x), atol=1e-5)
+    acts = np.concatenate([explainer.forwards.activations(x[i : i + 1])[None] for i in range(2)])
+    np.testing.assert_allclose(
+        explainer.forwards.tail_scores(acts), explainer.forwards.scores(x), atol=1e-5
+    )
     # Reading the whole shape is not only the batch size: no tail, and why.
     whole = write_bundle(batch_read_model(full_shape=True), tmp_path / "w", "feat")
     assert whole.manifest.tail is None and "read_shape" in whole.manifest.tail_missing
 
 
 def test_split_default_model_writes_a_tail(tmp_path, default_explainer):
-    result = CliRunner().invoke(main, [
-        "split", str(DEFAULT_BUNDLE / "model.onnx"), "--out", str(tmp_path / "b"),
-        "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "split",
+            str(DEFAULT_BUNDLE / "model.onnx"),
+            "--out",
+            str(tmp_path / "b"),
+            "--mean",
+            "0.5,0.5,0.5",
+            "--std",
+            "0.5,0.5,0.5",
+        ],
+    )
     assert result.exit_code == 0, result.output
     split = Explainer(tmp_path / "b", Runtime(provider="cpu"))
     assert split.forwards.tail is not None
     x = split.preprocess(SAMPLES / "coffee.png")[1]
     acts = split.forwards.activations(x)[None]
-    np.testing.assert_allclose(split.forwards.tail_scores(acts), split.forwards.scores(x),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        split.forwards.tail_scores(acts), split.forwards.scores(x), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_shipped_bundle_has_its_tail(default_explainer):
     assert default_explainer.bundle.manifest.tail == "tail.onnx"
     x = default_explainer.preprocess(SAMPLES / "chelsea.png")[1]
     acts = default_explainer.forwards.activations(x)[None]
-    np.testing.assert_allclose(default_explainer.forwards.tail_scores(acts),
-                               default_explainer.forwards.scores(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        default_explainer.forwards.tail_scores(acts),
+        default_explainer.forwards.scores(x),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_format_1_bundle_still_loads_and_says_what_it_lacks(tiny_bundle):
@@ -120,17 +146,21 @@ def test_format_1_bundle_still_loads_and_says_what_it_lacks(tiny_bundle):
     (tiny_bundle.path / "tail.onnx").unlink()
     old = Bundle.load(tiny_bundle.path)
     assert old.manifest.tail is None and "format 1 predates tail graphs" in (
-        old.manifest.tail_missing)
+        old.manifest.tail_missing
+    )
     assert Explainer(old, Runtime(provider="cpu")).explain_one(_image()).saliency.shape == (8, 8)
     info = CliRunner().invoke(main, ["info", str(tiny_bundle.path)])
     assert "format 1 predates tail graphs" in info.output
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"tail": 3}, "'tail' must be str"),
-    ({"tail": "../tail.onnx"}, "'tail' points outside the bundle"),
-    ({"tail": "gone.onnx"}, "the tail file 'gone.onnx' is missing"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"tail": 3}, "'tail' must be str"),
+        ({"tail": "../tail.onnx"}, "'tail' points outside the bundle"),
+        ({"tail": "gone.onnx"}, "the tail file 'gone.onnx' is missing"),
+    ],
+)
 def test_manifest_tail_key_is_validated(tiny_bundle, change, message):
     path = tiny_bundle.path / "manifest.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
@@ -188,10 +218,12 @@ def test_ablationcam_matches_oracle_on_default_bundle(default_explainer, default
 
 @pytest.mark.parametrize("method", ["reciprocam", "ablationcam"])
 def test_batch_size_does_not_change_the_maps(default_explainer, method):
-    one = default_explainer.explain(SAMPLES / "coffee.png", [967, 504], method,
-                                    ExplainOptions(batch_size=1))
-    many = default_explainer.explain(SAMPLES / "coffee.png", [967, 504], method,
-                                     ExplainOptions(batch_size=64))
+    one = default_explainer.explain(
+        SAMPLES / "coffee.png", [967, 504], method, ExplainOptions(batch_size=1)
+    )
+    many = default_explainer.explain(
+        SAMPLES / "coffee.png", [967, 504], method, ExplainOptions(batch_size=64)
+    )
     for a, b in zip(one, many, strict=True):
         np.testing.assert_allclose(a.saliency, b.saliency, atol=1e-6)
         assert a.forwards == b.forwards
@@ -205,9 +237,21 @@ def test_tail_methods_refuse_other_presets(tiny):
 
 
 def test_cli_explains_with_reciprocam(tmp_path):
-    result = CliRunner().invoke(main, [
-        "explain", str(SAMPLES / "chelsea.png"), "--method", "reciprocam", "--gaussian",
-        "--out", str(tmp_path), "--provider", "cpu", "-q"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "explain",
+            str(SAMPLES / "chelsea.png"),
+            "--method",
+            "reciprocam",
+            "--gaussian",
+            "--out",
+            str(tmp_path),
+            "--provider",
+            "cpu",
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "chelsea.json").read_text())
     assert meta["method"] == "reciprocam" and meta["label"] == "Egyptian cat"
@@ -216,14 +260,16 @@ def test_cli_explains_with_reciprocam(tmp_path):
 
 def test_tiny_tail_memory_is_bounded_by_the_batch(tmp_path):
     """ReciproCAM on a 2048-channel model holds one batch of activations, not h·w of them."""
-    bundle = write_bundle(many_channels_model(), tmp_path / "wide", "feat",
-                          preprocessing=TINY_PREP)
+    bundle = write_bundle(many_channels_model(), tmp_path / "wide", "feat", preprocessing=TINY_PREP)
     explainer = Explainer(bundle, Runtime(provider="cpu"))
     seen: list[int] = []
     real = explainer.forwards.tail_scores
-    explainer.forwards.tail_scores = lambda acts, prefix: (seen.append(acts.shape[0]),
-                                                           real(acts))[1]
-    explainer.explain(np.zeros((32, 32, 3), np.uint8) + 9, method="reciprocam",
-                      options=ExplainOptions(batch_size=5))
-    assert seen == [1, 5, 5, 5, 1]          # the unperturbed activations, then 16 positions
-
+    explainer.forwards.tail_scores = lambda acts, prefix: (seen.append(acts.shape[0]), real(acts))[
+        1
+    ]
+    explainer.explain(
+        np.zeros((32, 32, 3), np.uint8) + 9,
+        method="reciprocam",
+        options=ExplainOptions(batch_size=5),
+    )
+    assert seen == [1, 5, 5, 5, 1]  # the unperturbed activations, then 16 positions

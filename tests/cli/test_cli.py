@@ -37,9 +37,22 @@ def test_every_command_has_help(runner, command, flag):
 def test_explain_writes_outputs_per_class(runner, tmp_path, tiny_bundle):
     image = _png(tmp_path / "a.png")
     out = tmp_path / "out"
-    result = runner.invoke(main, ["explain", str(image), "--model", str(tiny_bundle.path),
-                                  "--out", str(out), "--top-k", "2", "--provider", "cpu",
-                                  "--sheet"])
+    result = runner.invoke(
+        main,
+        [
+            "explain",
+            str(image),
+            "--model",
+            str(tiny_bundle.path),
+            "--out",
+            str(out),
+            "--top-k",
+            "2",
+            "--provider",
+            "cpu",
+            "--sheet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "a.json").read_text())
     assert len(summary["classes"]) == 2
@@ -60,8 +73,9 @@ def test_bad_image_does_not_stop_the_batch(runner, tmp_path, tiny_bundle):
     _png(folder / "good.png")
     (folder / "bad.png").write_text("this is text, not a PNG")
     out = tmp_path / "out"
-    result = runner.invoke(main, ["explain", str(folder), "--model", str(tiny_bundle.path),
-                                  "--out", str(out)])
+    result = runner.invoke(
+        main, ["explain", str(folder), "--model", str(tiny_bundle.path), "--out", str(out)]
+    )
     assert result.exit_code == 1
     assert "bad.png: not an image OpenCV can decode" in result.output
     assert "Error: some inputs failed" in result.output
@@ -71,8 +85,7 @@ def test_bad_image_does_not_stop_the_batch(runner, tmp_path, tiny_bundle):
 
 def test_skip_existing_resumes(runner, tmp_path, tiny_bundle):
     image = _png(tmp_path / "a.png")
-    args = ["explain", str(image), "--model", str(tiny_bundle.path), "--out",
-            str(tmp_path / "o")]
+    args = ["explain", str(image), "--model", str(tiny_bundle.path), "--out", str(tmp_path / "o")]
     assert runner.invoke(main, args).exit_code == 0
     again = runner.invoke(main, [*args, "--skip-existing"])
     assert again.exit_code == 0
@@ -84,36 +97,68 @@ def test_same_stem_in_two_folders(runner, tmp_path, tiny_bundle):
         (tmp_path / name).mkdir()
         _png(tmp_path / name / "photo.png", seed=len(name))
     out = tmp_path / "out"
-    result = runner.invoke(main, ["explain", str(tmp_path / "x"), str(tmp_path / "y"),
-                                  "--model", str(tiny_bundle.path), "--out", str(out)])
+    result = runner.invoke(
+        main,
+        [
+            "explain",
+            str(tmp_path / "x"),
+            str(tmp_path / "y"),
+            "--model",
+            str(tiny_bundle.path),
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in out.glob("*.json"))
     assert len(names) == 2 and names[0] != names[1]
     assert all(p.parent == out for p in out.rglob("*"))
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--batch-size", "0"], "Invalid value for '--batch-size'"),
-    (["--top-k", "2", "--class", "1"], "give either --class or --top-k"),
-    (["--preset", "other"], "Invalid value for '--preset'"),
-    (["--provider", "tpu"], "Invalid value for '--provider'"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-size", "0"], "Invalid value for '--batch-size'"),
+        (["--top-k", "2", "--class", "1"], "give either --class or --top-k"),
+        (["--preset", "other"], "Invalid value for '--preset'"),
+        (["--provider", "tpu"], "Invalid value for '--provider'"),
+    ],
+)
 def test_usage_errors_exit_2(runner, tmp_path, tiny_bundle, args, message):
     image = _png(tmp_path / "a.png")
-    result = runner.invoke(main, ["explain", str(image), "--model", str(tiny_bundle.path),
-                                  *args])
+    result = runner.invoke(main, ["explain", str(image), "--model", str(tiny_bundle.path), *args])
     assert result.exit_code == 2
     assert message in result.output
 
 
 def test_missing_input_and_bad_class(runner, tmp_path, tiny_bundle):
-    result = runner.invoke(main, ["explain", str(tmp_path / "nope.png"), "--model",
-                                  str(tiny_bundle.path), "--out", str(tmp_path / "o")])
+    result = runner.invoke(
+        main,
+        [
+            "explain",
+            str(tmp_path / "nope.png"),
+            "--model",
+            str(tiny_bundle.path),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert result.exit_code == 1
     assert "nope.png: no such file" in result.output
     image = _png(tmp_path / "a.png")
-    result = runner.invoke(main, ["explain", str(image), "--model", str(tiny_bundle.path),
-                                  "--class", "9", "--out", str(tmp_path / "o")])
+    result = runner.invoke(
+        main,
+        [
+            "explain",
+            str(image),
+            "--model",
+            str(tiny_bundle.path),
+            "--class",
+            "9",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert result.exit_code == 1
     assert "class id 9 is out of range (0 to 3)" in result.output
 
@@ -146,8 +191,9 @@ def test_layers_and_split(runner, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["activation"]["name"] == "feat"
     assert manifest["input"]["mean"] == [0.5, 0.5, 0.5]
-    bad = runner.invoke(main, ["split", str(model), "--layer", "gap", "--out",
-                               str(tmp_path / "b2")])
+    bad = runner.invoke(
+        main, ["split", str(model), "--layer", "gap", "--out", str(tmp_path / "b2")]
+    )
     assert bad.exit_code == 1 and "has a spatial size of 1×1" in bad.output
     bad = runner.invoke(main, ["split", str(model), "--mean", "1,2", "--out", str(tmp_path / "b")])
     assert bad.exit_code == 2 and "three comma-separated numbers" in bad.output
@@ -157,8 +203,10 @@ def test_layers_and_split(runner, tmp_path):
 
 def test_export_command(runner, tmp_path):
     out = tmp_path / "b"
-    result = runner.invoke(main, ["export", "--model", "torch_models:small_net",
-                                  "--input-size", "16", "--out", str(out)])
+    result = runner.invoke(
+        main,
+        ["export", "--model", "torch_models:small_net", "--input-size", "16", "--out", str(out)],
+    )
     assert result.exit_code == 0, result.output
     assert "layer relu2: automatic: the last feature map of the input; 16×8×8" in result.output
     assert "verified against PyTorch" in result.output
@@ -172,8 +220,9 @@ def test_contact_sheet_keeps_only_the_first_rows(tmp_path, tiny_bundle, monkeypa
     monkeypatch.setattr(batch, "SHEET_ROWS", 2)
     for i in range(3):
         _png(tmp_path / f"{i}.png", seed=i)
-    job = batch.ExplainJob(inputs=[str(tmp_path / f"{i}.png") for i in range(3)],
-                           out=tmp_path / "out", sheet=True)
+    job = batch.ExplainJob(
+        inputs=[str(tmp_path / f"{i}.png") for i in range(3)], out=tmp_path / "out", sheet=True
+    )
     results, _ = batch.explain_files(Explainer(tiny_bundle, Runtime(provider="cpu")), job)
     assert [r.thumbnail is not None for r in results] == [True, True, False]
     assert all(r.summaries for r in results)

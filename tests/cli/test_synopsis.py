@@ -26,8 +26,11 @@ def _synopses() -> dict[str, str]:
             continue
         if text.startswith("scorecam-onnx "):
             current = text.split()[1]
-            found[current] = found.get(current, "") + " " + text.split(None, 2)[2:][0] if (
-                len(text.split()) > 2) else found.get(current, "")
+            found[current] = (
+                found.get(current, "") + " " + text.split(None, 2)[2:][0]
+                if (len(text.split()) > 2)
+                else found.get(current, "")
+            )
         elif current is not None:
             found[current] += " " + text.strip()
     return found
@@ -44,20 +47,24 @@ def test_the_synopsis_lists_every_command():
 @pytest.mark.parametrize("name", sorted(SYNOPSES))
 def test_each_synopsis_form_is_accepted(name):
     command = main.commands[name]
-    options = {opt: p for p in command.params if isinstance(p, click.Option)
-               for opt in (*p.opts, *p.secondary_opts)}
+    options = {
+        opt: p
+        for p in command.params
+        if isinstance(p, click.Option)
+        for opt in (*p.opts, *p.secondary_opts)
+    }
     text = SYNOPSES[name]
     for found in FLAG.finditer(text):
         flag, raw, spaced_dots = found.groups()
         assert flag in options, f"{name}: no option {flag}"
         param = options[flag]
         raw = raw or ""
-        by_flag = re.search(r"[\])]\.\.\.", raw) or text[found.end():].startswith(
-            ("]...", ")..."))
-        several = re.search(r"[\w>]\.\.\.", raw)     # VALUES... (a list is ",...")
+        by_flag = re.search(r"[\])]\.\.\.", raw) or text[found.end() :].startswith(("]...", ")..."))
+        several = re.search(r"[\w>]\.\.\.", raw)  # VALUES... (a list is ",...")
         value = re.sub(r"([\])]|\.\.\.)+$", "", raw)
         assert not (spaced_dots or several), (
-            f"{name}: {flag} takes one value per flag: write [{flag} X]...")
+            f"{name}: {flag} takes one value per flag: write [{flag} X]..."
+        )
         if param.is_flag and not param.secondary_opts:
             assert not value, f"{name}: {flag} is a switch, the synopsis gives it a value"
         else:

@@ -31,16 +31,25 @@ THRESHOLD = 0.25
 
 
 def test_the_similarities_by_hand():
-    target = Detections(np.array([[0.0, 0, 10, 10]]), np.array([0.9]), np.array([0]),
-                        np.array([[1.0, 0.0]]), np.array([1.0]))
-    found = Detections(np.array([[5.0, 0, 15, 10], [0, 0, 10, 8]]), np.array([0.4, 0.7]),
-                       np.array([1, 0]), np.array([[0.6, 0.8], [0.0, 1.0]]),
-                       np.array([0.5, 1.0]))
+    target = Detections(
+        np.array([[0.0, 0, 10, 10]]),
+        np.array([0.9]),
+        np.array([0]),
+        np.array([[1.0, 0.0]]),
+        np.array([1.0]),
+    )
+    found = Detections(
+        np.array([[5.0, 0, 15, 10], [0, 0, 10, 8]]),
+        np.array([0.4, 0.7]),
+        np.array([1, 0]),
+        np.array([[0.6, 0.8], [0.0, 1.0]]),
+        np.array([0.5, 1.0]),
+    )
     # IoU 50/150 = 1/3, cosine 0.6, objectness 0.5 → 0.1; IoU 0.8, cosine 0 → 0
     assert drise_similarity(target, found) == pytest.approx([0.1])
     # the best-overlapping box (IoU 0.8 > 0.5, same label): 0.8 + 0.7
     assert box_score(target, found) == pytest.approx([1.5])
-    assert box_score(target, found.take([0])) == pytest.approx([0.0])   # IoU 1/3 ≤ 0.5
+    assert box_score(target, found.take([0])) == pytest.approx([0.0])  # IoU 1/3 ≤ 0.5
     none = found.take([])
     assert drise_similarity(target, none) == [0.0] and box_score(target, none) == [0.0]
 
@@ -53,8 +62,14 @@ def plain_detections(session, x: np.ndarray) -> list[tuple]:
     for anchor in out[0].T:
         label = int(np.argmax(anchor[4:]))
         if anchor[4 + label] > THRESHOLD:
-            rows.append((corners(*anchor[:4]), float(anchor[4 + label]), label,
-                         anchor[4:].astype(np.float64)))
+            rows.append(
+                (
+                    corners(*anchor[:4]),
+                    float(anchor[4 + label]),
+                    label,
+                    anchor[4:].astype(np.float64),
+                )
+            )
     return greedy(rows, 0.7)
 
 
@@ -71,8 +86,11 @@ def plain_box_score(target: tuple, found: list[tuple]) -> float:
         return 0.0
     overlaps = [iou(target[0], f[0]) for f in found]
     best = int(np.argmax(overlaps))
-    return overlaps[best] + found[best][1] if (overlaps[best] > 0.5
-                                               and found[best][2] == target[2]) else 0.0
+    return (
+        overlaps[best] + found[best][1]
+        if (overlaps[best] > 0.5 and found[best][2] == target[2])
+        else 0.0
+    )
 
 
 def test_drise_matches_its_definition_and_every_detection_shares_the_forwards(detectors):
@@ -93,15 +111,19 @@ def test_drise_matches_its_definition_and_every_detection_shares_the_forwards(de
         want = (saliency - saliency.min()) / (saliency.max() - saliency.min())
         assert float(np.abs(exp.saliency_input - want).max()) <= 1e-5
         assert exp.class_id == target[2] and exp.score == pytest.approx(target[1])
-        np.testing.assert_allclose(exp.box, boxes_to_original(np.array(target[0]), rgb.shape,
-                                                              ex.forwards.input)[0], atol=1e-3)
+        np.testing.assert_allclose(
+            exp.box,
+            boxes_to_original(np.array(target[0]), rgb.shape, ex.forwards.input)[0],
+            atol=1e-3,
+        )
 
 
 @pytest.fixture(scope="module")
 def detector_bundle(detectors, tmp_path_factory):
     path = detectors["yolov8"]
-    return write_detector_bundle(load_model(path), path, tmp_path_factory.mktemp("b") / "b",
-                                 ["features"]).path
+    return write_detector_bundle(
+        load_model(path), path, tmp_path_factory.mktemp("b") / "b", ["features"]
+    ).path
 
 
 def test_scorecam_on_boxes_matches_a_loop_over_the_channels(detector_bundle):
@@ -119,16 +141,18 @@ def test_scorecam_on_boxes_matches_a_loop_over_the_channels(detector_bundle):
         def run(batch):
             found = [plain_detections(model, image[None]) for image in batch]
             return np.array([[score(t, f) for t in targets] for f in found])
+
         return run
 
     def as_logits(batch):
         s = np.clip(similarities(plain_drise)(batch), 0.0, 1.0)
         with np.errstate(divide="ignore"):
-            return np.stack([np.log(s[:, 0]), np.log1p(-s[:, 0]),
-                             np.log(s[:, 1]), np.log1p(-s[:, 1])], axis=1)
+            return np.stack(
+                [np.log(s[:, 0]), np.log1p(-s[:, 0]), np.log(s[:, 1]), np.log1p(-s[:, 1])], axis=1
+            )
 
     for t, exp in enumerate(ex.explain(rgb, TopK(2), ScoreCam())):
-        pair = lambda b, t=t: as_logits(b)[:, 2 * t:2 * t + 2]  # noqa: E731
+        pair = lambda b, t=t: as_logits(b)[:, 2 * t : 2 * t + 2]  # noqa: E731
         want = paper(x, acts[0], pair, 0)
         assert exp.forwards == 13 and float(np.abs(exp.saliency_input - want).max()) <= 1e-5
     for t, exp in enumerate(ex.explain(rgb, TopK(2), ScoreCam(preset="pytorch-grad-cam"))):
@@ -144,11 +168,12 @@ def test_given_boxes_and_the_cheaper_relatives(detector_bundle):
     # a box given without its class takes the class vector of the detection it overlaps
     assert given.class_id == found.class_id and given.score == pytest.approx(found.score)
     assert float(np.abs(given.saliency_input - found.saliency_input).max()) <= 1e-4
-    [other] = ex.explain(SAMPLES / "coffee.png", Box(*best.box, class_id=1 - min(
-        best.class_id, 1)), ScoreCam())
+    [other] = ex.explain(
+        SAMPLES / "coffee.png", Box(*best.box, class_id=1 - min(best.class_id, 1)), ScoreCam()
+    )
     assert other.class_id != best.class_id
     eigen = ex.explain(SAMPLES / "coffee.png", TopK(2), EigenCam())
-    assert [e.forwards for e in eigen] == [1, 1]      # no masked forward; class-agnostic
+    assert [e.forwards for e in eigen] == [1, 1]  # no masked forward; class-agnostic
     assert np.array_equal(eigen[0].saliency, eigen[1].saliency)
     faster = ex.explain(SAMPLES / "coffee.png", TopK(2), FasterScoreCam(channels=4))
     assert [e.forwards for e in faster] == [5, 5]
@@ -175,6 +200,6 @@ def test_evaluate_scores_a_detector_by_its_best_detection(detector_bundle):
     curve = []
     for step in range(5):
         keep = np.ones(64 * 64, np.float32)
-        keep[order[:round(step * 0.25 * 64 * 64)]] = 0.0
+        keep[order[: round(step * 0.25 * 64 * 64)]] = 0.0
         curve.append(score(x * keep.reshape(64, 64)))
     np.testing.assert_allclose(row.deletion_curve, curve, atol=1e-5)

@@ -95,12 +95,14 @@ def test_yolo_heads_keep_each_anchor_class_vector_and_objectness(detectors):
     _, x = ex.preprocess(SAMPLES / "coffee.png")
     raw = ort.InferenceSession(str(detectors["yolov5"])).run(None, {"images": x})[0][0]
     [found] = ex.forwards.detections(x, THRESHOLD)
-    for vector, objectness, score in zip(found.vectors, found.objectness, found.scores,
-                                         strict=True):
+    for vector, objectness, score in zip(
+        found.vectors, found.objectness, found.scores, strict=True
+    ):
         row = raw[np.argmin(np.abs(raw[:, 5:] - vector).sum(axis=1))]
         np.testing.assert_allclose(vector, row[5:], rtol=1e-6)
         assert objectness == pytest.approx(row[4]) and score == pytest.approx(
-            (row[5:] * row[4]).max())
+            (row[5:] * row[4]).max()
+        )
     reported = Explainer(detectors["end2end"])
     [e2e] = reported.forwards.detections(x, THRESHOLD)
     c = reported.classes
@@ -142,7 +144,7 @@ def test_reported_detections_keep_at_most_the_kept_and_drop_unknown_classes():
     rows[0, :, :4] = [0, 0, 10, 10]
     rows[0, :, 4] = np.linspace(0.9, 0.3, KEPT)
     rows[0, :, 5] = 1
-    rows[0, 0, 5] = 7                      # a class the model does not have
+    rows[0, 0, 5] = 7  # a class the model does not have
     [found] = decode(DecoderSpec("end2end", ("o",)), [rows], 3, 0.5, (64, 64))
     assert found.labels.tolist() == [1] * int((rows[0, 1:, 4] > 0.5).sum())
 
@@ -150,11 +152,16 @@ def test_reported_detections_keep_at_most_the_kept_and_drop_unknown_classes():
 def test_layouts_told_apart_at_their_edges():
     """torchvision with exactly four detections (scores also end in 4), DETR forced on boxes
     outside [0, 1], and an end-to-end graph's float class ids rounded, not truncated."""
-    four = {"boxes": np.zeros((4, 4), np.float32), "labels": np.zeros(4, np.int64),
-            "scores": np.zeros(4, np.float32)}
+    four = {
+        "boxes": np.zeros((4, 4), np.float32),
+        "labels": np.zeros(4, np.int64),
+        "scores": np.zeros(4, np.float32),
+    }
     assert recognise(four)[0].outputs == ("boxes", "labels", "scores")
-    wide = {"logits": np.zeros((1, 5, 4), np.float32),
-            "pred_boxes": np.full((1, 5, 4), 1.5, np.float32)}
+    wide = {
+        "logits": np.zeros((1, 5, 4), np.float32),
+        "pred_boxes": np.full((1, 5, 4), 1.5, np.float32),
+    }
     assert recognise(wide, "detr")[0].outputs == ("logits", "pred_boxes")
     rows = np.zeros((1, 2, 6), np.float32)
     rows[0, :, 2:4] = 5.0

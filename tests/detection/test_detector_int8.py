@@ -27,7 +27,8 @@ def test_an_int8_detector_bundle_and_its_report(detectors, tmp_path):
     ops = {n.op_type for n in onnx.load(str(tmp_path / "i8" / "model.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert json.loads((tmp_path / "i8" / "manifest.json").read_text())["decoder"]["kind"] == (
-        "yolov8")
+        "yolov8"
+    )
     floating = Explainer(tmp_path / "f32")
     session = ort.InferenceSession(str(tmp_path / "f32" / "model.onnx"))
     full, masked = [], []
@@ -36,11 +37,13 @@ def test_an_int8_detector_bundle_and_its_report(detectors, tmp_path):
         best = plain_detections(session, x)[0]
         [exp] = floating.explain(rgb, TopK(1), ScoreCam())
         full.append(plain_drise(best, plain_detections(session, x)))
-        masked.append(plain_drise(best, plain_detections(session,
-                                                         x * exp.saliency_input[None, None])))
+        masked.append(
+            plain_drise(best, plain_detections(session, x * exp.saliency_input[None, None]))
+        )
     drop = np.mean([max(0.0, f - m) / f for f, m in zip(full, masked, strict=True)]) * 100
     assert report["average_drop"]["float32"] == pytest.approx(drop, abs=1e-4)
     converted = Explainer(tmp_path / "i8")
     assert converted.explain(SAMPLES / "coffee.png", TopK(1))[0].box is not None
     assert [r["top1_float32"] for r in report["images"]] == [
-        int(floating.detect(i)[0].class_id) for i in images]
+        int(floating.detect(i)[0].class_id) for i in images
+    ]

@@ -18,17 +18,24 @@ from scorecam_onnx.images import (
     to_original,
 )
 
-SPEC = InputSpec(name="images", height=64, width=64, mean=(0.0, 0.0, 0.0),
-                 std=(1.0, 1.0, 1.0), resize="letterbox", interpolation="linear")
+SPEC = InputSpec(
+    name="images",
+    height=64,
+    width=64,
+    mean=(0.0, 0.0, 0.0),
+    std=(1.0, 1.0, 1.0),
+    resize="letterbox",
+    interpolation="linear",
+)
 
 
 def test_a_letterboxed_input_is_the_image_fitted_on_grey():
-    rgb = load_image(SAMPLES / "chelsea.png")                  # 300 × 451
+    rgb = load_image(SAMPLES / "chelsea.png")  # 300 × 451
     ratio = min(64 / 300, 64 / 451)
-    h, w = round(300 * ratio), round(451 * ratio)               # 43 × 64
-    top = round((64 - h) / 2 - 0.1)                             # 10.5 - 0.1 → 10
+    h, w = round(300 * ratio), round(451 * ratio)  # 43 × 64
+    top = round((64 - h) / 2 - 0.1)  # 10.5 - 0.1 → 10
     canvas = np.full((64, 64, 3), 114, np.uint8)
-    canvas[top:top + h, :w] = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
+    canvas[top : top + h, :w] = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
     want = canvas.astype(np.float32).transpose(2, 0, 1)[None] / np.float32(255.0)
     got = preprocess(rgb, SPEC)
     assert (h, w, top) == (43, 64, 10)
@@ -38,7 +45,7 @@ def test_a_letterboxed_input_is_the_image_fitted_on_grey():
 def test_maps_drop_the_padding_and_boxes_map_both_ways():
     shape = (300, 451, 3)
     inside = np.zeros((64, 64), np.float32)
-    inside[:10] = inside[53:] = 1.0                            # the padding only
+    inside[:10] = inside[53:] = 1.0  # the padding only
     assert to_original(inside, shape, SPEC).max() == 0.0
     input_box = np.array([[0.0, 10.0, 32.0, 31.5]])
     # each axis by its resized size over the image's: 64/451 and 43/300

@@ -12,9 +12,9 @@ from torch import nn
 
 SIZE, GRID, CLASSES = 64, 16, 3
 STRIDE = SIZE // GRID
-LAYER = "features"                 # the backbone's output tensor, named in every export
+LAYER = "features"  # the backbone's output tensor, named in every export
 LAYOUTS = ("yolov8", "yolov5", "end2end", "torchvision", "detr")
-KEPT = 20                          # detections an end-to-end graph reports
+KEPT = 20  # detections an end-to-end graph reports
 
 
 class TinyDetector(nn.Module):
@@ -22,8 +22,12 @@ class TinyDetector(nn.Module):
         super().__init__()
         torch.manual_seed(seed)
         self.layout = layout
-        self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
-                                      nn.Conv2d(8, 12, 3, stride=2, padding=1), nn.ReLU())
+        self.backbone = nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 12, 3, stride=2, padding=1),
+            nn.ReLU(),
+        )
         self.head = nn.Conv2d(12, 5 + CLASSES, 1)
         with torch.no_grad():
             for conv in (self.backbone[0], self.backbone[2]):
@@ -35,7 +39,7 @@ class TinyDetector(nn.Module):
 
     def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         features = self.backbone(x)
-        h = self.head(features).flatten(2)                       # N × (5 + C) × A
+        h = self.head(features).flatten(2)  # N × (5 + C) × A
         xy = (torch.sigmoid(h[:, :2]) + self.grid) * STRIDE
         wh = torch.exp(h[:, 2:4].clamp(-3.0, 1.5)) * STRIDE * 2
         return xy, wh, torch.sigmoid(h[:, 4:5]), torch.sigmoid(h[:, 5:])
@@ -67,8 +71,13 @@ class TinyDetector(nn.Module):
         return logits[..., keep].transpose(1, 2), boxes.transpose(1, 2)
 
 
-OUTPUTS = {"yolov8": ["output0"], "yolov5": ["output0"], "end2end": ["output0"],
-           "torchvision": ["boxes", "labels", "scores"], "detr": ["logits", "pred_boxes"]}
+OUTPUTS = {
+    "yolov8": ["output0"],
+    "yolov5": ["output0"],
+    "end2end": ["output0"],
+    "torchvision": ["boxes", "labels", "scores"],
+    "detr": ["logits", "pred_boxes"],
+}
 
 
 def export(layout: str, path: Path, seed: int = 0) -> Path:
@@ -79,11 +88,18 @@ def export(layout: str, path: Path, seed: int = 0) -> Path:
     example = torch.rand(3, SIZE, SIZE) if unbatched else torch.rand(1, 3, SIZE, SIZE)
     names = OUTPUTS[layout]
     axes = {} if unbatched else {"images": {0: "batch"}, **{n: {0: "batch"} for n in names}}
-    with warnings.catch_warnings():          # the TorchScript exporter's deprecation notice
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), str(path), input_names=["images"],
-                          output_names=names, dynamic_axes=axes, opset_version=17,
-                          dynamo=False)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=["images"],
+            output_names=names,
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+        )
     _name_features(path)
     return path
 

@@ -30,8 +30,7 @@ RNG = np.random.default_rng(31)
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             logging_level="ERROR")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield
     ray.shutdown()
 
@@ -53,9 +52,12 @@ def test_dataset_rows_and_files_equal_in_process_maps(cluster, tmp_path, tiny_bu
     from scorecam_onnx.distributed import RayPool, explain_dataset
 
     good = _images(tmp_path / "in", 20)
-    rows = explain_dataset(tmp_path / "in", tiny_bundle.path,
-                           pool=RayPool(actors=2, images_per_task=3),
-                           out=tmp_path / "out").take_all()
+    rows = explain_dataset(
+        tmp_path / "in",
+        tiny_bundle.path,
+        pool=RayPool(actors=2, images_per_task=3),
+        out=tmp_path / "out",
+    ).take_all()
     assert len(rows) == 23
     by_name = {r["name"]: r for r in rows}
     local = Explainer(tiny_bundle, Runtime(provider="cpu", threads=1))
@@ -64,8 +66,7 @@ def test_dataset_rows_and_files_equal_in_process_maps(cluster, tmp_path, tiny_bu
         want = local.explain_one(path)
         assert row["error"] == "" and row["class_id"] == want.class_id
         assert np.asarray(row["saliency"]).tobytes() == want.saliency.tobytes()
-        assert np.load(tmp_path / "out" / f"{path.stem}.npy").tobytes() == (
-            want.saliency.tobytes())
+        assert np.load(tmp_path / "out" / f"{path.stem}.npy").tobytes() == (want.saliency.tobytes())
     assert by_name["text"]["error"].startswith("not an image OpenCV can decode")
     assert by_name["empty"]["error"] == "empty file"
     assert by_name["dangling"]["error"].startswith("broken symbolic link")
@@ -74,8 +75,17 @@ def test_dataset_rows_and_files_equal_in_process_maps(cluster, tmp_path, tiny_bu
 
 def test_cli_with_ray_writes_what_a_local_run_writes(cluster, tmp_path, tiny_bundle):
     _images(tmp_path / "in", 20)
-    args = ["explain", str(tmp_path / "in"), "--model", str(tiny_bundle.path), "-q",
-            "--method", "faster-scorecam", "--channels", "3"]
+    args = [
+        "explain",
+        str(tmp_path / "in"),
+        "--model",
+        str(tiny_bundle.path),
+        "-q",
+        "--method",
+        "faster-scorecam",
+        "--channels",
+        "3",
+    ]
     remote = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "r"), "--ray"])
     local = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "l")])
     assert remote.exit_code == local.exit_code == 1
@@ -89,29 +99,53 @@ def test_cli_with_ray_writes_what_a_local_run_writes(cluster, tmp_path, tiny_bun
         elif path.suffix == ".json":
             a, b = json.loads(path.read_text()), json.loads(twin.read_text())
             assert (a["class_id"], a["forwards"]) == (b["class_id"], b["forwards"])
-    again = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "r"), "--ray",
-                                      "--skip-existing"])
+    again = CliRunner().invoke(
+        main, [*args, "--out", str(tmp_path / "r"), "--ray", "--skip-existing"]
+    )
     assert "0 explained, 20 skipped, 3 failed" in again.output
 
 
 def test_rise_on_a_plain_model_runs_on_ray(cluster, tmp_path):
     model = save(tiny_model(), tmp_path / "plain.onnx")
     paths = _images(tmp_path / "in", 3)
-    args = ["explain", *map(str, paths), "--model", str(model), "-q", "--method", "rise",
-            "--samples", "24", "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25"]
+    args = [
+        "explain",
+        *map(str, paths),
+        "--model",
+        str(model),
+        "-q",
+        "--method",
+        "rise",
+        "--samples",
+        "24",
+        "--mean",
+        "0.5,0.5,0.5",
+        "--std",
+        "0.25,0.25,0.25",
+    ]
     run = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "r"), "--ray"])
     assert run.exit_code == 0, run.output
     local = Explainer(open_model(model, TINY_PREP), Runtime(provider="cpu", threads=1))
     for path in paths:
         want = local.explain_one(path, method=Rise(samples=24))
-        assert np.load(tmp_path / "r" / f"{path.stem}.npy").tobytes() == (
-            want.saliency.tobytes())
+        assert np.load(tmp_path / "r" / f"{path.stem}.npy").tobytes() == (want.saliency.tobytes())
 
 
 def test_a_detector_on_ray_writes_what_a_local_run_writes(cluster, tmp_path, detectors):
-    args = ["explain", str(SAMPLES / "chelsea.png"), str(SAMPLES / "coffee.png"), "--model",
-            str(detectors["yolov8"]), "-q", "--method", "drise", "--samples", "16",
-            "--max-detections", "2"]
+    args = [
+        "explain",
+        str(SAMPLES / "chelsea.png"),
+        str(SAMPLES / "coffee.png"),
+        "--model",
+        str(detectors["yolov8"]),
+        "-q",
+        "--method",
+        "drise",
+        "--samples",
+        "16",
+        "--max-detections",
+        "2",
+    ]
     remote = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "r"), "--ray"])
     local = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "l")])
     assert remote.exit_code == local.exit_code == 0, remote.output
@@ -148,8 +182,13 @@ def test_killed_actor_is_restarted_and_nothing_is_lost_or_doubled(cluster, tmp_p
     for i in range(20):
         cv2.imwrite(str(folder / f"cat{i:02d}.png"), image)
     rows: list[dict] = []
-    dataset = explain_dataset(folder, DEFAULT_BUNDLE, ExplainRequest(FasterScoreCam()),
-                              pool=RayPool(actors=2, images_per_task=2), out=out)
+    dataset = explain_dataset(
+        folder,
+        DEFAULT_BUNDLE,
+        ExplainRequest(FasterScoreCam()),
+        pool=RayPool(actors=2, images_per_task=2),
+        out=out,
+    )
     worker = threading.Thread(target=lambda: rows.extend(dataset.iter_rows()))
     worker.start()
     deadline = time.monotonic() + 120
@@ -183,18 +222,29 @@ def test_serve_deployment_with_two_replicas_answers_v2(cluster, tiny_bundle):
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
-        app = deployment({"tiny": tiny_bundle.path}, num_replicas=2,
-                         ray_actor_options={"num_cpus": 0.5},
-                         runtime=Runtime(provider="cpu", threads=1))
+        app = deployment(
+            {"tiny": tiny_bundle.path},
+            num_replicas=2,
+            ray_actor_options={"num_cpus": 0.5},
+            runtime=Runtime(provider="cpu", threads=1),
+        )
         serve.run(app, name="scorecam", route_prefix="/")
         status = serve.status().applications["scorecam"].deployments["scorecam"]
         assert sum(status.replica_states.values()) == 2
         local = Explainer(tiny_bundle, Runtime(provider="cpu", threads=1))
         image = cv2.imencode(".png", RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8))[1]
         data = image.tobytes()
-        body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
-                            "data": [base64.b64encode(data).decode()]}],
-                "outputs": [{"name": "saliency"}, {"name": "class_id"}]}
+        body = {
+            "inputs": [
+                {
+                    "name": "image",
+                    "datatype": "BYTES",
+                    "shape": [1],
+                    "data": [base64.b64encode(data).decode()],
+                }
+            ],
+            "outputs": [{"name": "saliency"}, {"name": "class_id"}],
+        }
         want = local.explain_one(data)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
             for _ in range(6):
@@ -223,10 +273,13 @@ def test_actors_send_their_forwards_to_a_served_model(cluster, tmp_path, tiny_bu
     triton = Triton(tmp_path / "repo")
     try:
         good = _images(tmp_path / "in", 4)
-        rows = explain_dataset([str(p) for p in good], tiny_bundle.path,
-                               ExplainRequest(FasterScoreCam(channels=4)),
-                               Runtime(threads=1, model_url=triton.url("tiny", "grpc")),
-                               RayPool(actors=1)).take_all()
+        rows = explain_dataset(
+            [str(p) for p in good],
+            tiny_bundle.path,
+            ExplainRequest(FasterScoreCam(channels=4)),
+            Runtime(threads=1, model_url=triton.url("tiny", "grpc")),
+            RayPool(actors=1),
+        ).take_all()
         local = Explainer(tiny_bundle, Runtime(provider="cpu", threads=1))
         for row, path in zip(sorted(rows, key=lambda r: r["name"]), good, strict=True):
             want = local.explain_one(path, method=FasterScoreCam(channels=4))

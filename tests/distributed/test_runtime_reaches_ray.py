@@ -12,10 +12,25 @@ from conftest import DEFAULT_BUNDLE, SAMPLES
 from scorecam_onnx.cli import main
 from scorecam_onnx.runtime import Runtime
 
-FLAGS = ["--provider", "cpu", "--provider-option", "arena_extend_strategy=kSameAsRequested",
-         "--threads", "1", "--remote-timeout", "7.5", "--batch-size", "4"]
-EXPECTED = Runtime(provider="cpu", provider_options={
-    "arena_extend_strategy": "kSameAsRequested"}, threads=1, remote_timeout=7.5, batch_size=4)
+FLAGS = [
+    "--provider",
+    "cpu",
+    "--provider-option",
+    "arena_extend_strategy=kSameAsRequested",
+    "--threads",
+    "1",
+    "--remote-timeout",
+    "7.5",
+    "--batch-size",
+    "4",
+]
+EXPECTED = Runtime(
+    provider="cpu",
+    provider_options={"arena_extend_strategy": "kSameAsRequested"},
+    threads=1,
+    remote_timeout=7.5,
+    batch_size=4,
+)
 
 
 def recorded_sessions(monkeypatch) -> list[tuple]:
@@ -45,17 +60,20 @@ def test_explain_on_ray_gives_the_actors_the_whole_runtime(monkeypatch, tmp_path
         return [], []
 
     monkeypatch.setattr(ray_cli, "explain_on_ray", capture)
-    CliRunner().invoke(main, ["explain", str(SAMPLES / "chelsea.png"), "--ray", "--out",
-                              str(tmp_path), *FLAGS])
+    CliRunner().invoke(
+        main, ["explain", str(SAMPLES / "chelsea.png"), "--ray", "--out", str(tmp_path), *FLAGS]
+    )
     assert seen["runtime"] == EXPECTED
     # an actor of the pool builds its explainer from exactly that runtime
-    actor_class = type("Actor", (dataset.ExplainActor,),
-                       {"config": (str(DEFAULT_BUNDLE), seen["request"], None,
-                                   seen["runtime"])})
+    actor_class = type(
+        "Actor",
+        (dataset.ExplainActor,),
+        {"config": (str(DEFAULT_BUNDLE), seen["request"], None, seen["runtime"])},
+    )
     sessions = recorded_sessions(monkeypatch)
     actor = actor_class()
     assert actor.explainer.runtime == EXPECTED
-    assert sessions == [("cpu", 1, EXPECTED.provider_options)] * 3   # features, model, tail
+    assert sessions == [("cpu", 1, EXPECTED.provider_options)] * 3  # features, model, tail
 
 
 def test_serve_on_ray_gives_the_replicas_the_whole_runtime(monkeypatch):
@@ -68,8 +86,7 @@ def test_serve_on_ray_gives_the_replicas_the_whole_runtime(monkeypatch):
         seen.update(kwargs, models=models, limits=limits)
 
     monkeypatch.setattr(on_ray, "run_on_ray", capture)
-    result = CliRunner().invoke(main, ["serve", "--ray", "--model", str(DEFAULT_BUNDLE),
-                                       *FLAGS])
+    result = CliRunner().invoke(main, ["serve", "--ray", "--model", str(DEFAULT_BUNDLE), *FLAGS])
     assert result.exit_code == 0, result.output
     assert seen["runtime"] == EXPECTED
     sessions = recorded_sessions(monkeypatch)

@@ -27,12 +27,21 @@ def test_bench_report_on_the_tiny_bundle(tiny_bundle):
         assert p.scorecam.low <= p.scorecam.median <= p.scorecam.high
     assert set(report.sweep) == {1, 4} and report.best_batch in (1, 4)
     assert 0 < report.import_seconds < 30
-    assert set(report.tail) == {"model forward", "reciprocam", "reciprocam --gaussian",
-                                "ablationcam"}
-    assert report.tail["reciprocam"]["forwards"] == 1 + 4 * 4 == explainer.explain_one(
-        image, method="reciprocam").forwards
-    assert report.tail["ablationcam"]["forwards"] == explainer.explain_one(
-        image, method="ablationcam").forwards
+    assert set(report.tail) == {
+        "model forward",
+        "reciprocam",
+        "reciprocam --gaussian",
+        "ablationcam",
+    }
+    assert (
+        report.tail["reciprocam"]["forwards"]
+        == 1 + 4 * 4
+        == explainer.explain_one(image, method="reciprocam").forwards
+    )
+    assert (
+        report.tail["ablationcam"]["forwards"]
+        == explainer.explain_one(image, method="ablationcam").forwards
+    )
     paper = report.presets[0].scorecam.median
     for name in ("reciprocam", "ablationcam"):
         t = report.tail[name]
@@ -54,14 +63,17 @@ def test_memory_grows_with_the_batch_not_the_channels(tmp_path):
     bundle = write_bundle(many_channels_model(2048, 32), tmp_path / "wide", "feat")
     explainer = Explainer(bundle, Runtime(provider="cpu"))
     image = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    all_masked_mib = 2048 * 3 * 32 * 32 * 4 / 2**20        # 24 MiB if built at once
-    peaks = {b: peak_numpy_mib(lambda b=b: explainer.explain(
-        image, options=ExplainOptions(batch_size=b)))
-             for b in (4, 64)}
+    all_masked_mib = 2048 * 3 * 32 * 32 * 4 / 2**20  # 24 MiB if built at once
+    peaks = {
+        b: peak_numpy_mib(
+            lambda b=b: explainer.explain(image, options=ExplainOptions(batch_size=b))
+        )
+        for b in (4, 64)
+    }
     per_input = 3 * 32 * 32 * 4 / 2**20
     assert peaks[4] < all_masked_mib / 8
     assert peaks[64] < all_masked_mib / 8
-    assert peaks[64] >= 64 * per_input          # the batch buffer is what it holds
+    assert peaks[64] >= 64 * per_input  # the batch buffer is what it holds
 
 
 def test_bench_command_json(tiny_bundle, tmp_path):
@@ -69,9 +81,22 @@ def test_bench_command_json(tiny_bundle, tmp_path):
 
     image = tmp_path / "a.png"
     cv2.imwrite(str(image), np.random.default_rng(3).integers(0, 256, (8, 8, 3), np.uint8))
-    result = CliRunner().invoke(main, ["bench", str(image), "--model", str(tiny_bundle.path),
-                                       "--presets", "paper", "--repeat", "1", "--no-sweep",
-                                       "--json", "-q"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            str(image),
+            "--model",
+            str(tiny_bundle.path),
+            "--presets",
+            "paper",
+            "--repeat",
+            "1",
+            "--no-sweep",
+            "--json",
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["presets"][0]["preset"] == "paper" and data["sweep"] == {}
@@ -82,13 +107,16 @@ def test_bench_command_json(tiny_bundle, tmp_path):
 def test_rss_peak_sees_a_temporary_allocation():
     """In a process of its own: in the test process, memory that earlier tests' threads give
     back while the block is allocated would hide its rise."""
-    script = ("import numpy as np\n"
-              "from scorecam_onnx.evaluation.bench import peak_rss_growth_mib\n"
-              "def allocate():\n"
-              "    block = np.ones(50 * 2**20 // 8)     # 50 MiB, touched, then freed\n"
-              "    block.sum()\n"
-              "print(peak_rss_growth_mib(allocate))\n")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True).stdout
+    script = (
+        "import numpy as np\n"
+        "from scorecam_onnx.evaluation.bench import peak_rss_growth_mib\n"
+        "def allocate():\n"
+        "    block = np.ones(50 * 2**20 // 8)     # 50 MiB, touched, then freed\n"
+        "    block.sum()\n"
+        "print(peak_rss_growth_mib(allocate))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
     growth = float(out)
     assert 40 <= growth < 200

@@ -23,8 +23,9 @@ from scorecam_onnx.evaluation.faithfulness import (
 
 @pytest.fixture(scope="module")
 def probabilities():
-    session = ort.InferenceSession(quadrant_model().SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        quadrant_model().SerializeToString(), providers=["CPUExecutionProvider"]
+    )
     return lambda batch: metrics.softmax(session.run(None, {"input": batch})[0])
 
 
@@ -36,7 +37,7 @@ def _image() -> np.ndarray:
 
 def _quadrant_map(top_left: bool) -> np.ndarray:
     sal = np.zeros((8, 8), np.float32)
-    ramp = np.linspace(1.0, 0.5, 16, dtype=np.float32).reshape(4, 4)   # a fixed order
+    ramp = np.linspace(1.0, 0.5, 16, dtype=np.float32).reshape(4, 4)  # a fixed order
     if top_left:
         sal[:4, :4] = ramp
     else:
@@ -61,19 +62,27 @@ def test_area_under_curve_by_hand():
 
 
 def test_deletion_curve_by_hand(probabilities):
-    curve = metrics.causal_curve(probabilities, _image(), _quadrant_map(True), 0, "deletion",
-                                 step_fraction=1 / 64, batch_size=5)
+    curve = metrics.causal_curve(
+        probabilities,
+        _image(),
+        _quadrant_map(True),
+        0,
+        "deletion",
+        step_fraction=1 / 64,
+        batch_size=5,
+    )
     deleted = np.minimum(np.arange(65), 16)
     np.testing.assert_allclose(curve, sigmoid(2 * (16 - deleted) / 16), atol=1e-6)
 
 
 def test_insertion_curve_ends(probabilities):
     x = _image()
-    curve = metrics.causal_curve(probabilities, x, _quadrant_map(True), 0, "insertion",
-                                 step_fraction=1 / 64)
+    curve = metrics.causal_curve(
+        probabilities, x, _quadrant_map(True), 0, "insertion", step_fraction=1 / 64
+    )
     blurred_s = metrics.blurred(x)[0, 0, :4, :4].mean()
     assert curve[0] == pytest.approx(sigmoid(2 * blurred_s), abs=1e-6)
-    assert curve[16] == pytest.approx(sigmoid(2.0), abs=1e-6)   # the quadrant is restored
+    assert curve[16] == pytest.approx(sigmoid(2.0), abs=1e-6)  # the quadrant is restored
     assert curve[-1] == pytest.approx(sigmoid(2.0), abs=1e-6)
 
 
@@ -86,10 +95,12 @@ def test_the_right_quadrant_wins_every_metric(probabilities):
         o = probabilities(x * sal[None, None])[0, 0]
         scores[name] = {
             "drop": metrics.average_drop([y], [o]),
-            "deletion": metrics.area_under_curve(metrics.causal_curve(
-                probabilities, x, sal, 0, "deletion")),
-            "insertion": metrics.area_under_curve(metrics.causal_curve(
-                probabilities, x, sal, 0, "insertion")),
+            "deletion": metrics.area_under_curve(
+                metrics.causal_curve(probabilities, x, sal, 0, "deletion")
+            ),
+            "insertion": metrics.area_under_curve(
+                metrics.causal_curve(probabilities, x, sal, 0, "insertion")
+            ),
             "pointing": metrics.pointing_game(sal, [(0, 0, 4, 4)]),
         }
     right, wrong = scores["right"], scores["wrong"]
@@ -118,9 +129,12 @@ def test_evaluate_on_the_tiny_bundle(tiny_bundle, tmp_path):
     explainer = Explainer(tiny_bundle, Runtime(provider="cpu"))
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(2)]
-    report = evaluate(explainer, images,
-                      EvaluationPlan(methods=["scorecam", "eigencam"], step_fraction=0.25),
-                      boxes=[[(0, 0, 4, 4)], None])
+    report = evaluate(
+        explainer,
+        images,
+        EvaluationPlan(methods=["scorecam", "eigencam"], step_fraction=0.25),
+        boxes=[[(0, 0, 4, 4)], None],
+    )
     assert [r.method for r in report.rows] == ["scorecam", "eigencam", "random", "center"]
     for row in report.rows:
         assert len(row.deletion_curve) == 5 and 0 <= row.deletion <= 1
@@ -140,10 +154,24 @@ def test_evaluate_command(tiny_bundle, tmp_path):
     cv2.imwrite(str(image), np.random.default_rng(2).integers(0, 256, (8, 8, 3), np.uint8))
     boxes = tmp_path / "boxes.json"
     boxes.write_text(json.dumps({"a.png": [[0, 0, 4, 4]]}))
-    result = CliRunner().invoke(main, [
-        "evaluate", str(image), "--model", str(tiny_bundle.path), "--methods",
-        "scorecam,faster-scorecam", "--step", "0.25", "--boxes", str(boxes), "--out",
-        str(tmp_path / "eval"), "-q"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            str(image),
+            "--model",
+            str(tiny_bundle.path),
+            "--methods",
+            "scorecam,faster-scorecam",
+            "--step",
+            "0.25",
+            "--boxes",
+            str(boxes),
+            "--out",
+            str(tmp_path / "eval"),
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "| faster-scorecam |" in result.output and "Pointing ↑" in result.output
     assert (tmp_path / "eval" / "curves.png").is_file()

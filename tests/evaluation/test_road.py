@@ -20,8 +20,9 @@ from scorecam_onnx.evaluation import evaluate
 from scorecam_onnx.evaluation.faithfulness import EvaluationPlan
 from scorecam_onnx.evaluation.road import PERCENTILES, impute, road
 
-WEIGHT = {(dy, dx): (1 / 12 if dy and dx else 1 / 6)
-          for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx}
+WEIGHT = {
+    (dy, dx): (1 / 12 if dy and dx else 1 / 6) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx
+}
 
 
 def _dense_impute(x: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -68,7 +69,7 @@ def test_imputation_equals_the_dense_solution():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 12, 10)).astype(np.float32)
     keep = rng.random((12, 10)) > 0.6
-    keep[0, :] = False                       # a removed border row: neighbours outside
+    keep[0, :] = False  # a removed border row: neighbours outside
     got = impute(x, keep, noise=0.0)
     want = _dense_impute(x, keep)
     assert float(np.abs(got - want).max()) <= 1e-5
@@ -93,12 +94,14 @@ def test_road_on_a_model_equals_its_definition(default_explainer, chelsea):
     x = ex.preprocess(chelsea)[1]
     cam = ex.explain_one(chelsea, method=FasterScoreCam(channels=8)).saliency_input
     small = cv2.resize(cam, (40, 40), interpolation=cv2.INTER_AREA)
-    x_small = cv2.resize(x[0].transpose(1, 2, 0), (40, 40),
-                         interpolation=cv2.INTER_AREA).transpose(2, 0, 1)[None]
+    x_small = cv2.resize(x[0].transpose(1, 2, 0), (40, 40), interpolation=cv2.INTER_AREA).transpose(
+        2, 0, 1
+    )[None]
 
-    def probabilities(batch):                # the model on 56×56 inputs, resized up
-        big = np.stack([cv2.resize(b.transpose(1, 2, 0), (224, 224)).transpose(2, 0, 1)
-                        for b in batch])
+    def probabilities(batch):  # the model on 56×56 inputs, resized up
+        big = np.stack(
+            [cv2.resize(b.transpose(1, 2, 0), (224, 224)).transpose(2, 0, 1) for b in batch]
+        )
         return ex.forwards.probabilities(np.ascontiguousarray(big, dtype=np.float32))
 
     got = road(probabilities, np.ascontiguousarray(x_small), small, 285, noise=0.0)
@@ -106,15 +109,19 @@ def test_road_on_a_model_equals_its_definition(default_explainer, chelsea):
     assert got.morf == pytest.approx(want["morf"], abs=1e-4)
     assert got.lerf == pytest.approx(want["lerf"], abs=1e-4)
     assert got.combined == pytest.approx((want["lerf"] - want["morf"]) / 2, abs=1e-4)
-    assert got.lerf > got.morf                # a real map: removing its top hurts more
+    assert got.lerf > got.morf  # a real map: removing its top hurts more
 
 
 def test_evaluate_reports_road_when_asked(tiny_bundle, tmp_path):
     ex = Explainer(tiny_bundle, Runtime(provider="cpu"))
-    images = [np.random.default_rng(s).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-              for s in (1, 2)]
-    report = evaluate(ex, images, EvaluationPlan(methods=["scorecam"], baselines=(),
-                                                metrics=["average-drop", "road"], road_noise=0.0))
+    images = [np.random.default_rng(s).integers(0, 256, (8, 8, 3), dtype=np.uint8) for s in (1, 2)]
+    report = evaluate(
+        ex,
+        images,
+        EvaluationPlan(
+            methods=["scorecam"], baselines=(), metrics=["average-drop", "road"], road_noise=0.0
+        ),
+    )
     (row,) = report.rows
     want = []
     for image in images:
@@ -130,34 +137,77 @@ def test_evaluate_reports_road_when_asked(tiny_bundle, tmp_path):
     folder.mkdir()
     for n, image in enumerate(images):
         cv2.imwrite(str(folder / f"i{n}.png"), image)
-    run = CliRunner().invoke(main, ["evaluate", str(folder), "--model", str(tiny_bundle.path),
-                                    "--methods", "scorecam", "--no-baselines", "--metrics",
-                                    "insertion,road", "--out", str(tmp_path / "out"), "-q"])
+    run = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            str(folder),
+            "--model",
+            str(tiny_bundle.path),
+            "--methods",
+            "scorecam",
+            "--no-baselines",
+            "--metrics",
+            "insertion,road",
+            "--out",
+            str(tmp_path / "out"),
+            "-q",
+        ],
+    )
     assert run.exit_code == 0, run.output
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert saved["metrics"] == ["insertion", "road"]
     assert saved["methods"][0]["road_combined"] is not None
-    again = CliRunner().invoke(main, ["evaluate", str(folder), "--model",
-                                      str(tiny_bundle.path), "--methods", "scorecam",
-                                      "--no-baselines", "--metrics", "road", "--out",
-                                      str(tmp_path / "out2"), "-q"])
+    again = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            str(folder),
+            "--model",
+            str(tiny_bundle.path),
+            "--methods",
+            "scorecam",
+            "--no-baselines",
+            "--metrics",
+            "road",
+            "--out",
+            str(tmp_path / "out2"),
+            "-q",
+        ],
+    )
     assert again.exit_code == 0, again.output
     same = json.loads((tmp_path / "out2" / "report.json").read_text())["methods"][0]
-    assert same["road_combined"] == saved["methods"][0]["road_combined"]   # seeded noise
+    assert same["road_combined"] == saved["methods"][0]["road_combined"]  # seeded noise
 
 
 def test_without_scipy_road_is_one_line(tiny_bundle, tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), np.full((8, 8, 3), 90, np.uint8))
     blocker = tmp_path / "block"
     blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(
-        "import sys\nsys.modules['scipy'] = None\n")
+    (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['scipy'] = None\n")
     env = {"PYTHONPATH": str(blocker), "PATH": "/usr/bin:/bin"}
-    run = subprocess.run([sys.executable, "-m", "scorecam_onnx", "evaluate",
-                          str(tmp_path / "a.png"), "--model", str(tiny_bundle.path),
-                          "--metrics", "road", "-q",
-                          "--out", str(tmp_path / "out")], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scorecam_onnx",
+            "evaluate",
+            str(tmp_path / "a.png"),
+            "--model",
+            str(tiny_bundle.path),
+            "--metrics",
+            "road",
+            "-q",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 1
     assert run.stderr.strip().splitlines() == [
-        "Error: ROAD needs SciPy: pip install 'scorecam-onnx[metrics]'"]
+        "Error: ROAD needs SciPy: pip install 'scorecam-onnx[metrics]'"
+    ]

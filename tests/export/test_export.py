@@ -35,8 +35,10 @@ def _bundle_outputs(bundle: Bundle, x: np.ndarray):
     m = bundle.manifest
     feats = ort.InferenceSession(str(bundle.features_path), providers=["CPUExecutionProvider"])
     model = ort.InferenceSession(str(bundle.model_path), providers=["CPUExecutionProvider"])
-    return (feats.run([m.activation.name], {m.input.name: x})[0],
-            model.run([m.output.name], {m.input.name: x})[0])
+    return (
+        feats.run([m.activation.name], {m.input.name: x})[0],
+        model.run([m.output.name], {m.input.name: x})[0],
+    )
 
 
 def test_automatic_layer_is_the_last_4d_module(tmp_path):
@@ -70,8 +72,9 @@ def test_module_called_twice_needs_a_call_index(tmp_path):
     x = np.random.default_rng(2).normal(size=(2, 3, 16, 16)).astype(np.float32)
     calls, _ = _captured(net, "act", torch.from_numpy(x))
     for index, want in ((0, calls[0]), (-1, calls[1]), (1, calls[1])):
-        report = export_bundle(_loaded(net), tmp_path / f"b{index}", layer=f"act#{index}",
-                               preprocessing=PREP)
+        report = export_bundle(
+            _loaded(net), tmp_path / f"b{index}", layer=f"act#{index}", preprocessing=PREP
+        )
         acts, _ = _bundle_outputs(report.bundle, x)
         np.testing.assert_allclose(acts, want, atol=1e-5)
         assert report.bundle.manifest.layer == f"act#{index % 2}"
@@ -83,12 +86,15 @@ def test_automatic_layer_picks_the_last_call_of_a_shared_module():
     assert (choice.name, choice.call, choice.calls, choice.label) == ("act", 1, 2, "act#1")
 
 
-@pytest.mark.parametrize(("layer", "message"), [
-    ("nothing", "no module named 'nothing'"),
-    ("act#2", "runs 2 times; #2 is out of range"),
-    ("act#x", "bad call index"),
-    ("head.1", "expected a 4-D activation map or N×L×C tokens"),
-])
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        ("nothing", "no module named 'nothing'"),
+        ("act#2", "runs 2 times; #2 is out of range"),
+        ("act#x", "bad call index"),
+        ("head.1", "expected a 4-D activation map or N×L×C tokens"),
+    ],
+)
 def test_bad_layers(layer, message):
     with pytest.raises(BundleError, match=message):
         resolve_layer(shared_activation(), layer, torch.zeros(2, 3, 16, 16))
@@ -104,10 +110,12 @@ def test_default_bundle_is_reproducible(tmp_path):
     assert fresh.manifest.activation == committed.manifest.activation
     assert fresh.manifest.layer == committed.manifest.layer == "_swish#1"
     assert fresh.labels == committed.labels
-    x = np.concatenate([
-        preprocess(load_image(SAMPLES / "chelsea.png"), committed.manifest.input),
-        np.random.default_rng(0).normal(size=(1, 3, 224, 224)).astype(np.float32),
-    ])
+    x = np.concatenate(
+        [
+            preprocess(load_image(SAMPLES / "chelsea.png"), committed.manifest.input),
+            np.random.default_rng(0).normal(size=(1, 3, 224, 224)).astype(np.float32),
+        ]
+    )
     for got, want in zip(_bundle_outputs(fresh, x), _bundle_outputs(committed, x), strict=True):
         np.testing.assert_allclose(got, want, atol=1e-4)
     size = sum(p.stat().st_size for p in committed.path.iterdir())
@@ -141,15 +149,16 @@ def test_several_layers_export_into_one_features_graph(tmp_path):
     from scorecam_onnx import Explainer, Runtime, ScoreCam
 
     net = small_net()
-    report = export_bundle(_loaded(net), tmp_path / "b", layer=["relu1", "relu2"],
-                           preprocessing=PREP)
+    report = export_bundle(
+        _loaded(net), tmp_path / "b", layer=["relu1", "relu2"], preprocessing=PREP
+    )
     m = report.bundle.manifest
     assert [name for name, _ in m.targets] == ["relu2", "relu1"] and m.tail is not None
-    assert report.layer.label == "relu2" and [c.label for c in report.layers] == ["relu1",
-                                                                                "relu2"]
+    assert report.layer.label == "relu2" and [c.label for c in report.layers] == ["relu1", "relu2"]
     x = np.random.default_rng(2).normal(size=(2, 3, 16, 16)).astype(np.float32)
-    feats = ort.InferenceSession(str(report.bundle.features_path),
-                                 providers=["CPUExecutionProvider"])
+    feats = ort.InferenceSession(
+        str(report.bundle.features_path), providers=["CPUExecutionProvider"]
+    )
     for name, spec in m.targets:
         (want,), _ = _captured(net, name, torch.from_numpy(x))
         (got,) = feats.run([spec.name], {m.input.name: x})

@@ -25,20 +25,34 @@ LABELS = {i: f"thing{i}" for i in range(5)}
 
 
 def _config(kind: str):
-    common = {"num_labels": 5, "id2label": LABELS,
-              "label2id": {v: k for k, v in LABELS.items()}}
+    common = {"num_labels": 5, "id2label": LABELS, "label2id": {v: k for k, v in LABELS.items()}}
     if kind == "vit":
-        return transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=16,
-                                      num_hidden_layers=2, num_attention_heads=2,
-                                      intermediate_size=32, **common)
+        return transformers.ViTConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            **common,
+        )
     if kind == "swin":
-        return transformers.SwinConfig(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1],
-                                       num_heads=[1, 2], window_size=4, **common)
+        return transformers.SwinConfig(
+            image_size=32,
+            patch_size=4,
+            embed_dim=8,
+            depths=[1, 1],
+            num_heads=[1, 2],
+            window_size=4,
+            **common,
+        )
     if kind == "convnext":
-        return transformers.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2,
-                                           **common)
-    return transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
-                                     **common)
+        return transformers.ConvNextConfig(
+            hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, **common
+        )
+    return transformers.ResNetConfig(
+        embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], **common
+    )
 
 
 def _processor(kind: str, size: int = 32):
@@ -46,16 +60,20 @@ def _processor(kind: str, size: int = 32):
         warnings.simplefilter("ignore")
         if kind == "vit":
             return transformers.ViTImageProcessor(
-                size={"height": size, "width": size}, image_mean=[0.5, 0.4, 0.3],
-                image_std=[0.2, 0.25, 0.3], resample=3)
+                size={"height": size, "width": size},
+                image_mean=[0.5, 0.4, 0.3],
+                image_std=[0.2, 0.25, 0.3],
+                resample=3,
+            )
         if kind == "convnext":
-            return transformers.ConvNextImageProcessor(size={"shortest_edge": size},
-                                                       crop_pct=0.875)
+            return transformers.ConvNextImageProcessor(size={"shortest_edge": size}, crop_pct=0.875)
         if kind == "deit":
             big = size * 8 // 7
             return transformers.DeiTImageProcessor(
-                size={"height": big, "width": big}, crop_size={"height": size, "width": size},
-                do_center_crop=True)
+                size={"height": big, "width": big},
+                crop_size={"height": size, "width": size},
+                do_center_crop=True,
+            )
         return None
 
 
@@ -83,8 +101,9 @@ def _hooked(model, name: str, point: str, x: np.ndarray) -> np.ndarray:
     if point == "input":
         handle = module.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
     else:
-        handle = module.register_forward_hook(lambda _m, _a, out: seen.append(
-            out if isinstance(out, torch.Tensor) else out[0]))
+        handle = module.register_forward_hook(
+            lambda _m, _a, out: seen.append(out if isinstance(out, torch.Tensor) else out[0])
+        )
     with torch.no_grad():
         model(torch.from_numpy(x))
     handle.remove()
@@ -95,8 +114,14 @@ def _hooked(model, name: str, point: str, x: np.ndarray) -> np.ndarray:
 # says nothing of its input size, so the flag gives it
 EXPECTED = {
     "vit": ("vit.layers.1.layernorm_before", "input", 1, 32, (0.5, 0.4, 0.3), []),
-    "swin": ("swin.encoder.layers.1.blocks.0.layernorm_before", "input", 0, 32,
-             (0.485, 0.456, 0.406), []),
+    "swin": (
+        "swin.encoder.layers.1.blocks.0.layernorm_before",
+        "input",
+        0,
+        32,
+        (0.485, 0.456, 0.406),
+        [],
+    ),
     "convnext": (None, "output", None, 32, (0.5, 0.5, 0.5), []),
     "resnet": (None, "output", None, 64, (0.485, 0.456, 0.406), ["--input-size", "64"]),
 }
@@ -106,8 +131,9 @@ EXPECTED = {
 def test_export_hf_folder(saved, tmp_path, kind):
     root, models = saved
     layer, point, prefix, size, mean, flags = EXPECTED[kind]
-    result = CliRunner().invoke(main, ["export", "--model", f"hf:{root / kind}",
-                                       "--out", str(tmp_path / "b"), *flags])
+    result = CliRunner().invoke(
+        main, ["export", "--model", f"hf:{root / kind}", "--out", str(tmp_path / "b"), *flags]
+    )
     assert result.exit_code == 0, result.output
     bundle = Bundle.load(tmp_path / "b")
     m = bundle.manifest
@@ -119,15 +145,21 @@ def test_export_hf_folder(saved, tmp_path, kind):
     assert read_point == ("input" if point == "input" else "")
     if layer is not None:
         assert name == layer and a.layout == "NLC" and a.prefix == prefix
-    else:   # a CNN: the last stage's feature map, NCHW
+    else:  # a CNN: the last stage's feature map, NCHW
         assert a.layout == "NCHW" and (a.channels, a.height, a.width) == (
-            16, size // 8, size // 8), m.layer   # two stages: stride 8
+            16,
+            size // 8,
+            size // 8,
+        ), m.layer  # two stages: stride 8
     model = models[kind]
     explainer = Explainer(bundle, Runtime(provider="cpu"))
     x = explainer.preprocess(SAMPLES / "chelsea.png")[1]
     raw = _hooked(model, name, read_point or "output", x)
-    acts = (raw[0, a.prefix:].reshape(a.height, a.width, a.channels).transpose(2, 0, 1)
-            if a.layout == "NLC" else raw[0])
+    acts = (
+        raw[0, a.prefix :].reshape(a.height, a.width, a.channels).transpose(2, 0, 1)
+        if a.layout == "NLC"
+        else raw[0]
+    )
     np.testing.assert_allclose(explainer.forwards.activations(x), acts, atol=1e-4)
 
     def logits(batch: np.ndarray) -> np.ndarray:
@@ -140,20 +172,25 @@ def test_export_hf_folder(saved, tmp_path, kind):
 
 def test_preprocessing_sources(saved, tmp_path):
     root, _ = saved
-    result = CliRunner().invoke(main, ["export", "--model", f"hf:{root / 'swin'}",
-                                       "--out", str(tmp_path / "b")])
+    result = CliRunner().invoke(
+        main, ["export", "--model", f"hf:{root / 'swin'}", "--out", str(tmp_path / "b")]
+    )
     assert result.exit_code == 0, result.output
     source = json.loads((tmp_path / "b" / "manifest.json").read_text())["source"]
-    assert source["preprocessing"] == ("input size: config.image_size; mean, std, "
-                                       "interpolation, resize: defaults")
+    assert source["preprocessing"] == (
+        "input size: config.image_size; mean, std, interpolation, resize: defaults"
+    )
     assert source["framework"] == "transformers"
 
 
-@pytest.mark.parametrize(("kind", "resize", "fraction", "interpolation"), [
-    ("vit", "stretch", 1.0, "cubic"),      # exact size, bicubic
-    ("convnext", "crop", 0.875, "cubic"),  # shortest edge, then ConvNeXt's crop_pct
-    ("deit", "stretch", 0.875, "cubic"),   # 256×256, then a 224×224 centre crop
-])
+@pytest.mark.parametrize(
+    ("kind", "resize", "fraction", "interpolation"),
+    [
+        ("vit", "stretch", 1.0, "cubic"),  # exact size, bicubic
+        ("convnext", "crop", 0.875, "cubic"),  # shortest edge, then ConvNeXt's crop_pct
+        ("deit", "stretch", 0.875, "cubic"),  # 256×256, then a 224×224 centre crop
+    ],
+)
 def test_processor_configs_and_their_pixels(tmp_path, kind, resize, fraction, interpolation):
     """Settings read from the processor's own saved config; and the pixels we feed equal the
     processor's (PIL's resampling differs from OpenCV's: correlation, not equality)."""
@@ -162,13 +199,25 @@ def test_processor_configs_and_their_pixels(tmp_path, kind, resize, fraction, in
     config = json.loads((tmp_path / "preprocessor_config.json").read_text())
     prep = hf_preprocessing(config)
     assert (prep.height, prep.width, prep.resize, prep.interpolation) == (
-        224, 224, resize, interpolation)
+        224,
+        224,
+        resize,
+        interpolation,
+    )
     assert prep.crop_fraction == pytest.approx(fraction)
     from scorecam_onnx.bundle.manifest import InputSpec
 
-    spec = InputSpec("input", prep.height, prep.width, scale=prep.scale, mean=prep.mean,
-                     std=prep.std, resize=prep.resize, interpolation=prep.interpolation,
-                     crop_fraction=prep.crop_fraction)
+    spec = InputSpec(
+        "input",
+        prep.height,
+        prep.width,
+        scale=prep.scale,
+        mean=prep.mean,
+        std=prep.std,
+        resize=prep.resize,
+        interpolation=prep.interpolation,
+        crop_fraction=prep.crop_fraction,
+    )
     rgb = load_image(SAMPLES / "chelsea.png")
     ours = preprocess(rgb, spec)[0]
     with warnings.catch_warnings():
@@ -184,6 +233,11 @@ def test_convnext_processor_warps_from_384():
     is cut; from 384 on the image is warped to the square, with no crop."""
     big = hf_preprocessing({"size": {"shortest_edge": 384}, "crop_pct": 0.875, "resample": 3})
     assert (big.height, big.resize, big.crop_fraction) == (384, "stretch", 1.0)
-    bit = hf_preprocessing({"size": {"shortest_edge": 256}, "do_center_crop": True,
-                            "crop_size": {"height": 224, "width": 224}})
+    bit = hf_preprocessing(
+        {
+            "size": {"shortest_edge": 256},
+            "do_center_crop": True,
+            "crop_size": {"height": 224, "width": 224},
+        }
+    )
     assert (bit.height, bit.resize, bit.crop_fraction) == (224, "crop", 224 / 256)

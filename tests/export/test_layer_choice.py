@@ -30,15 +30,18 @@ from scorecam_onnx.cli import main
 X32 = torch.zeros(2, 3, 32, 32)
 
 
-@pytest.mark.parametrize(("shape", "size", "want"), [
-    ((2, 768, 7, 7), (224, 224), ("NCHW",)),        # a CNN's or ConvNeXt's last stage
-    ((2, 7, 7, 768), (224, 224), ("NHWC",)),        # timm Swin's final norm
-    ((2, 3, 198, 64), (224, 224), ()),              # DeiT's k_norm: heads × L × d
-    ((2, 2048, 8, 8), (299, 299), ("NCHW",)),       # Inception: 299 / 37 rounds to 8
-    ((2, 64, 56, 56), (224, 224), ("NCHW",)),
-    ((2, 16, 16, 16), (32, 32), ("NCHW", "NHWC")),  # channels equal to a side
-    ((2, 768, 1, 1), (224, 224), ()),               # pooled: no map
-])
+@pytest.mark.parametrize(
+    ("shape", "size", "want"),
+    [
+        ((2, 768, 7, 7), (224, 224), ("NCHW",)),  # a CNN's or ConvNeXt's last stage
+        ((2, 7, 7, 768), (224, 224), ("NHWC",)),  # timm Swin's final norm
+        ((2, 3, 198, 64), (224, 224), ()),  # DeiT's k_norm: heads × L × d
+        ((2, 2048, 8, 8), (299, 299), ("NCHW",)),  # Inception: 299 / 37 rounds to 8
+        ((2, 64, 56, 56), (224, 224), ("NCHW",)),
+        ((2, 16, 16, 16), (32, 32), ("NCHW", "NHWC")),  # channels equal to a side
+        ((2, 768, 1, 1), (224, 224), ()),  # pooled: no map
+    ],
+)
 def test_layouts_a_shape_fits(shape, size, want):
     assert map_layouts(shape, size) == want
 
@@ -55,11 +58,17 @@ def _block_input(model: torch.nn.Module, module: torch.nn.Module, x: torch.Tenso
 def test_a_transformer_gets_the_input_of_its_last_blocks_first_norm(tmp_path):
     model = tiny_vit()
     choice = resolve_layer(model, None, X32)
-    assert (choice.name, choice.point, choice.label) == ("blocks.1.norm1", "input",
-                                                         "blocks.1.norm1:input")
+    assert (choice.name, choice.point, choice.label) == (
+        "blocks.1.norm1",
+        "input",
+        "blocks.1.norm1:input",
+    )
     assert choice.shape == (2, 17, 16) and "last transformer block's first norm" in choice.reason
-    report = export_bundle(LoadedModel(model, {"model": "tiny_vit"}), tmp_path / "b",
-                           preprocessing=Preprocessing(height=32, width=32))
+    report = export_bundle(
+        LoadedModel(model, {"model": "tiny_vit"}),
+        tmp_path / "b",
+        preprocessing=Preprocessing(height=32, width=32),
+    )
     a = report.bundle.manifest.activation
     assert (a.layout, a.prefix, a.height, a.width, a.channels) == ("NLC", 1, 4, 4, 16)
     explainer = Explainer(report.bundle, Runtime(provider="cpu"))
@@ -82,8 +91,11 @@ def test_an_attention_internal_tensor_is_never_the_layer():
     model = qk_norm_vit()
     choice = resolve_layer(model, None, X32)
     assert choice.label == "blocks.1.norm1:input"
-    with pytest.raises(BundleError, match=r"'blocks.1.attn.k_norm' gives 2×2×17×8: neither "
-                                          r"NCHW nor NHWC .*--activation-layout"):
+    with pytest.raises(
+        BundleError,
+        match=r"'blocks.1.attn.k_norm' gives 2×2×17×8: neither "
+        r"NCHW nor NHWC .*--activation-layout",
+    ):
         resolve_layer(model, "blocks.1.attn.k_norm", X32)
     forced = resolve_layer(model, "blocks.1.attn.k_norm", X32, layout="NCHW")
     assert forced.layout == "NCHW"
@@ -92,16 +104,22 @@ def test_an_attention_internal_tensor_is_never_the_layer():
 def test_an_nhwc_stage_is_read_as_nhwc(tmp_path):
     choice = resolve_layer(swin_like(), None, X32)
     assert (choice.name, choice.layout, choice.shape) == ("stage.2", "NHWC", (2, 8, 8, 12))
-    report = export_bundle(LoadedModel(swin_like(), {"model": "swin_like"}), tmp_path / "b",
-                           preprocessing=Preprocessing(height=32, width=32))
+    report = export_bundle(
+        LoadedModel(swin_like(), {"model": "swin_like"}),
+        tmp_path / "b",
+        preprocessing=Preprocessing(height=32, width=32),
+    )
     a = report.bundle.manifest.activation
     assert (a.layout, a.channels, a.height, a.width) == ("NHWC", 12, 8, 8)
 
 
 def test_a_patch_embedding_is_refused():
-    with pytest.raises(BundleError, match=r"the last feature map, patch \(2×8×4×4\), feeds 5 "
-                                          r"module calls on token sequences: it is a patch "
-                                          r"embedding"):
+    with pytest.raises(
+        BundleError,
+        match=r"the last feature map, patch \(2×8×4×4\), feeds 5 "
+        r"module calls on token sequences: it is a patch "
+        r"embedding",
+    ):
         resolve_layer(token_mixer(), None, X32)
 
 
@@ -119,9 +137,12 @@ def test_a_shape_that_reads_both_ways():
     choice = resolve_layer(small_net(), None, X32)
     assert (choice.name, choice.layout, choice.shape) == ("relu2", "NCHW", (2, 16, 16, 16))
     # refused, with the candidates, when the model has maps of both layouts
-    with pytest.raises(BundleError, match=r"stage.3 outputs 2×16×16×16, which reads as NCHW "
-                                          r"and as NHWC: .*stage.3 2×16×16×16; stage.2 "
-                                          r"2×16×16×24"):
+    with pytest.raises(
+        BundleError,
+        match=r"stage.3 outputs 2×16×16×16, which reads as NCHW "
+        r"and as NHWC: .*stage.3 2×16×16×16; stage.2 "
+        r"2×16×16×24",
+    ):
         resolve_layer(mixed_layouts(), None, X32)
     assert resolve_layer(mixed_layouts(), None, X32, layout="NHWC").layout == "NHWC"
 
@@ -138,10 +159,21 @@ def test_named_layers_and_their_errors():
 
 def test_export_prints_the_layer_and_why(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(main, ["export", "--model", "torch_models:swin_like",
-                                       "--input-size", "32", "--out", str(tmp_path / "b")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            "--model",
+            "torch_models:swin_like",
+            "--input-size",
+            "32",
+            "--out",
+            str(tmp_path / "b"),
+        ],
+    )
     assert result.exit_code == 0, result.output
-    assert ("layer stage.2: automatic: the last feature map of the input; 12×8×8 NHWC"
-            in result.output)
+    assert (
+        "layer stage.2: automatic: the last feature map of the input; 12×8×8 NHWC" in result.output
+    )
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["activation"]["layout"] == "NHWC" and manifest["layer"] == "stage.2"

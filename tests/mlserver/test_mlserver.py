@@ -35,16 +35,33 @@ def servers(tmp_path_factory):
     require_mlserver()
     folder = tmp_path_factory.mktemp("mls") / "a"
     http = free_port()
-    result = CliRunner().invoke(main, [
-        "mlserver", str(DEFAULT_BUNDLE), "--out", str(folder), "--name", "lite0",
-        "--http-port", str(http), "--grpc-port", str(free_port())])
+    result = CliRunner().invoke(
+        main,
+        [
+            "mlserver",
+            str(DEFAULT_BUNDLE),
+            "--out",
+            str(folder),
+            "--name",
+            "lite0",
+            "--http-port",
+            str(http),
+            "--grpc-port",
+            str(free_port()),
+        ],
+    )
     assert result.exit_code == 0, result.output
     a = MLServer(folder, ["lite0", "lite0-classifier"])
     remote = tmp_path_factory.mktemp("mls") / "b"
     try:
-        write_mlserver(DEFAULT_BUNDLE, remote, "lite0r",
-                       f"http://127.0.0.1:{http}/v2/models/lite0-classifier",
-                       http_port=free_port(), grpc_port=free_port())
+        write_mlserver(
+            DEFAULT_BUNDLE,
+            remote,
+            "lite0r",
+            f"http://127.0.0.1:{http}/v2/models/lite0-classifier",
+            http_port=free_port(),
+            grpc_port=free_port(),
+        )
         shutil.rmtree(remote / "lite0r-classifier")
         b = MLServer(remote, ["lite0r"])
     except BaseException:
@@ -70,9 +87,17 @@ def _want(local, method, top_k):
 
 
 def _rest(server, model, **parameters):
-    body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
-                        "data": [base64.b64encode(CHELSEA).decode()]}],
-            "parameters": parameters}
+    body = {
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": "BYTES",
+                "shape": [1],
+                "data": [base64.b64encode(CHELSEA).decode()],
+            }
+        ],
+        "parameters": parameters,
+    }
     return httpx.post(f"{server.http}/v2/models/{model}/infer", json=body, timeout=300)
 
 
@@ -99,28 +124,39 @@ def test_grpc_with_raw_bytes_equals_in_process(server, local):
         image = grpcclient.InferInput("image", [1], "BYTES")
         image.set_data_from_numpy(np.array([CHELSEA], dtype=object))
         outputs = [grpcclient.InferRequestedOutput(n) for n in ("class_id", "saliency")]
-        result = client.infer("lite0", [image], outputs=outputs,
-                              parameters={"method": "faster-scorecam", "top_k": 2})
+        result = client.infer(
+            "lite0", [image], outputs=outputs, parameters={"method": "faster-scorecam", "top_k": 2}
+        )
         want = _want(local, "faster-scorecam", 2)
         assert list(result.as_numpy("class_id")[0]) == [w.class_id for w in want]
         for j, w in enumerate(want):
             assert float(np.abs(result.as_numpy("saliency")[0, j] - w.saliency_input).max()) <= 1e-5
-        assert result.as_numpy("probabilities") is None          # only what was asked for
+        assert result.as_numpy("probabilities") is None  # only what was asked for
     finally:
         client.close()
 
 
-@pytest.mark.parametrize(("body", "reason"), [
-    ({"image": base64.b64encode(b"not an image").decode()}, "not an image OpenCV can decode"),
-    ({"parameters": {"method": "gradcam"}}, "method: unknown value 'gradcam'"),
-    ({"parameters": {"top_k": 50}}, "top_k: must be between 1 and 20, got 50"),
-    ({"datatype": "FP32", "image": 1.5}, "image 0: expected encoded image bytes"),
-])
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"image": base64.b64encode(b"not an image").decode()}, "not an image OpenCV can decode"),
+        ({"parameters": {"method": "gradcam"}}, "method: unknown value 'gradcam'"),
+        ({"parameters": {"top_k": 50}}, "top_k: must be between 1 and 20, got 50"),
+        ({"datatype": "FP32", "image": 1.5}, "image 0: expected encoded image bytes"),
+    ],
+)
 def test_a_bad_request_is_one_line_and_the_next_one_succeeds(server, local, body, reason):
-    item = {"name": "image", "datatype": body.get("datatype", "BYTES"), "shape": [1],
-            "data": [body.get("image", base64.b64encode(CHELSEA).decode())]}
-    reply = httpx.post(f"{server.http}/v2/models/lite0/infer", timeout=60,
-                       json={"inputs": [item], "parameters": body.get("parameters", {})})
+    item = {
+        "name": "image",
+        "datatype": body.get("datatype", "BYTES"),
+        "shape": [1],
+        "data": [body.get("image", base64.b64encode(CHELSEA).decode())],
+    }
+    reply = httpx.post(
+        f"{server.http}/v2/models/lite0/infer",
+        timeout=60,
+        json={"inputs": [item], "parameters": body.get("parameters", {})},
+    )
     assert reply.status_code == 400 and reason in reply.json()["error"]
     assert "\n" not in reply.json()["error"]
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
@@ -140,8 +176,14 @@ def test_a_bad_request_is_one_line_and_the_next_one_succeeds(server, local, body
 
 def test_a_dead_infer_uri_is_one_line_not_a_hang(tmp_path):
     folder = tmp_path / "dead"
-    write_mlserver(DEFAULT_BUNDLE, folder, "dead", f"http://127.0.0.1:{free_port()}/v2/"
-                   "models/none", http_port=free_port(), grpc_port=free_port())
+    write_mlserver(
+        DEFAULT_BUNDLE,
+        folder,
+        "dead",
+        f"http://127.0.0.1:{free_port()}/v2/models/none",
+        http_port=free_port(),
+        grpc_port=free_port(),
+    )
     with pytest.raises(RuntimeError) as caught:
         MLServer(folder, ["dead"], startup=90)
     said = str(caught.value)
@@ -161,8 +203,14 @@ def test_forwards_from_inside_mlserver_to_a_real_triton(tmp_path, local):
     triton = Triton(tmp_path / "repo")
     try:
         folder = tmp_path / "mls"
-        write_mlserver(DEFAULT_BUNDLE, folder, "viat", triton.url("classifier", "http"),
-                       http_port=free_port(), grpc_port=free_port())
+        write_mlserver(
+            DEFAULT_BUNDLE,
+            folder,
+            "viat",
+            triton.url("classifier", "http"),
+            http_port=free_port(),
+            grpc_port=free_port(),
+        )
         shutil.rmtree(folder / "viat-classifier")
         server = MLServer(folder, ["viat"])
         try:

@@ -41,12 +41,15 @@ def _fake_ort(available: list[str], cuda_starts: bool, cuda_raises: bool = False
 GPU_BUILD = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-@pytest.mark.parametrize(("available", "starts", "raises", "want"), [
-    (["CPUExecutionProvider"], False, False, "cpu"),
-    (GPU_BUILD, True, False, "cuda"),
-    (GPU_BUILD, False, False, "cpu"),     # ONNX Runtime fell back silently
-    (GPU_BUILD, False, True, "cpu"),      # ONNX Runtime raised while loading CUDA
-])
+@pytest.mark.parametrize(
+    ("available", "starts", "raises", "want"),
+    [
+        (["CPUExecutionProvider"], False, False, "cpu"),
+        (GPU_BUILD, True, False, "cuda"),
+        (GPU_BUILD, False, False, "cpu"),  # ONNX Runtime fell back silently
+        (GPU_BUILD, False, True, "cpu"),  # ONNX Runtime raised while loading CUDA
+    ],
+)
 def test_auto(monkeypatch, available, starts, raises, want):
     monkeypatch.setattr(rt, "import_onnxruntime", lambda: _fake_ort(available, starts, raises))
     _, provider = rt.build_session("model.onnx", "auto")
@@ -54,10 +57,12 @@ def test_auto(monkeypatch, available, starts, raises, want):
 
 
 def test_cuda_requested_but_not_in_the_build(monkeypatch):
-    monkeypatch.setattr(rt, "import_onnxruntime",
-                        lambda: _fake_ort(["CPUExecutionProvider"], False))
-    with pytest.raises(ProviderError,
-                       match=r"provider 'cuda' is not available .*\(available: cpu\)"):
+    monkeypatch.setattr(
+        rt, "import_onnxruntime", lambda: _fake_ort(["CPUExecutionProvider"], False)
+    )
+    with pytest.raises(
+        ProviderError, match=r"provider 'cuda' is not available .*\(available: cpu\)"
+    ):
         rt.build_session("model.onnx", "cuda")
 
 
@@ -101,7 +106,8 @@ def _fake_any(available: list[str], starts: bool):
             seen.append(list(providers))
             first = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
             self.providers = ([first] if starts and first != "CPUExecutionProvider" else []) + [
-                "CPUExecutionProvider"]
+                "CPUExecutionProvider"
+            ]
 
         def get_providers(self):
             return self.providers
@@ -119,20 +125,29 @@ def test_any_provider_by_short_or_full_name_with_options(monkeypatch):
     monkeypatch.setattr(rt, "import_onnxruntime", lambda: fake)
     _, used = rt.build_session("m.onnx", "openvino", options={"device_type": "GPU"})
     assert used == "openvino"
-    assert seen[-1] == [("OpenVINOExecutionProvider", {"device_type": "GPU"}),
-                        "CPUExecutionProvider"]
+    assert seen[-1] == [
+        ("OpenVINOExecutionProvider", {"device_type": "GPU"}),
+        "CPUExecutionProvider",
+    ]
     _, used = rt.build_session("m.onnx", "OpenVINOExecutionProvider")
     assert used == "openvino"
     _, used = rt.build_session("m.onnx", "CPUExecutionProvider")
     assert used == "cpu" and seen[-1] == ["CPUExecutionProvider"]
 
 
-@pytest.mark.parametrize(("available", "starts", "name", "message"), [
-    (["CPUExecutionProvider"], True, "tensorrt",
-     r"provider 'tensorrt' is not available in this ONNX Runtime build \(available: cpu\)"),
-    (OPENVINO_BUILD, False, "openvino", "provider 'openvino' could not start"),
-    (OPENVINO_BUILD, True, "gpu-please", "unknown provider 'gpu-please'"),
-])
+@pytest.mark.parametrize(
+    ("available", "starts", "name", "message"),
+    [
+        (
+            ["CPUExecutionProvider"],
+            True,
+            "tensorrt",
+            r"provider 'tensorrt' is not available in this ONNX Runtime build \(available: cpu\)",
+        ),
+        (OPENVINO_BUILD, False, "openvino", "provider 'openvino' could not start"),
+        (OPENVINO_BUILD, True, "gpu-please", "unknown provider 'gpu-please'"),
+    ],
+)
 def test_provider_errors(monkeypatch, available, starts, name, message):
     fake, _ = _fake_any(available, starts)
     monkeypatch.setattr(rt, "import_onnxruntime", lambda: fake)
@@ -149,8 +164,9 @@ def test_real_full_name_and_providers_command(tiny_bundle):
     assert Explainer(tiny_bundle, Runtime(provider="CPUExecutionProvider")).provider == "cpu"
     listed = CliRunner().invoke(main, ["providers"])
     assert listed.exit_code == 0 and "cpu        CPUExecutionProvider" in listed.output
-    refused = CliRunner().invoke(main, ["explain", "x.png", "--model", str(tiny_bundle.path),
-                                        "--provider", "tensorrt"])
+    refused = CliRunner().invoke(
+        main, ["explain", "x.png", "--model", str(tiny_bundle.path), "--provider", "tensorrt"]
+    )
     assert refused.exit_code == 1 and "provider 'tensorrt' is not available" in refused.output
 
 
@@ -165,8 +181,9 @@ def test_plugin_style_session_on_a_provider_device(tiny_bundle):
     session = rt.device_session(onnxruntime, tiny_bundle.model_path, devices[:1], {}, 1)
     plain, _ = rt.build_session(tiny_bundle.model_path, "cpu")
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
-    np.testing.assert_array_equal(session.run(None, {"input": x})[0],
-                                  plain.run(None, {"input": x})[0])
+    np.testing.assert_array_equal(
+        session.run(None, {"input": x})[0], plain.run(None, {"input": x})[0]
+    )
 
 
 def test_registered_plugin_library(tiny_bundle, tmp_path):
@@ -178,8 +195,11 @@ def test_registered_plugin_library(tiny_bundle, tmp_path):
     from scorecam_onnx import Explainer, Runtime
     from scorecam_onnx.cli import main
 
-    plugin = pytest.importorskip("onnxruntime_ep_openvino") if not __import__("os").environ.get(
-        "CI") else __import__("onnxruntime_ep_openvino")
+    plugin = (
+        pytest.importorskip("onnxruntime_ep_openvino")
+        if not __import__("os").environ.get("CI")
+        else __import__("onnxruntime_ep_openvino")
+    )
     rt.register_provider_library("openvino_plugin", plugin.get_library_path())
     image = np.random.default_rng(2).integers(0, 256, (8, 8, 3), np.uint8)
     if rt.plugin_devices(plugin.get_ep_name()):
@@ -187,9 +207,9 @@ def test_registered_plugin_library(tiny_bundle, tmp_path):
         want = Explainer(tiny_bundle, Runtime(provider="cpu")).explain_one(image)
         assert np.abs(got.saliency - want.saliency).max() < 1e-4
     else:
-        with pytest.raises(ProviderError, match="no registered provider library offers a "
-                                                "device for it"):
+        with pytest.raises(
+            ProviderError, match="no registered provider library offers a device for it"
+        ):
             Explainer(tiny_bundle, Runtime(provider="openvino"))
-    bad = CliRunner().invoke(main, ["providers", "--provider-library",
-                                    f"x={tmp_path / 'none.so'}"])
+    bad = CliRunner().invoke(main, ["providers", "--provider-library", f"x={tmp_path / 'none.so'}"])
     assert bad.exit_code == 2 and "cannot register provider library" in bad.output

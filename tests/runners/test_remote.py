@@ -47,10 +47,15 @@ def local():
 
 def test_urls():
     assert ModelUrl.parse("grpcs://h:8001/v2/models/m/versions/3") == ModelUrl(
-        "grpc", True, "h:8001", "m", "3")
+        "grpc", True, "h:8001", "m", "3"
+    )
     assert ModelUrl.parse("http://h:8000/v2/models/m").version == ""
-    for bad in ("ftp://h/v2/models/m", "http://h:1/v1/models/m", "grpc://h/v2/models/m",
-                "http://h:1/v2/models/m/extra"):
+    for bad in (
+        "ftp://h/v2/models/m",
+        "http://h:1/v1/models/m",
+        "grpc://h/v2/models/m",
+        "http://h:1/v2/models/m/extra",
+    ):
         with pytest.raises(RemoteError, match="model URL"):
             ModelUrl.parse(bad)
 
@@ -58,8 +63,9 @@ def test_urls():
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 @pytest.mark.parametrize("method", ["scorecam", "faster-scorecam", "reciprocam"])
 def test_maps_through_triton_equal_the_in_process_maps(triton, local, protocol, method):
-    remote = Explainer(DEFAULT_BUNDLE, Runtime(provider="cpu",
-                                               model_url=triton.url("classifier", protocol)))
+    remote = Explainer(
+        DEFAULT_BUNDLE, Runtime(provider="cpu", model_url=triton.url("classifier", protocol))
+    )
     assert remote.forwards.model.max_batch == MAX_BATCH and remote.batch_size == 64
     got = remote.explain(SAMPLES / "chelsea.png", TopK(3), method)
     want = local.explain(SAMPLES / "chelsea.png", TopK(3), method)
@@ -77,8 +83,7 @@ def test_batches_are_split_to_the_servers_maximum(triton):
     local = Explainer(DEFAULT_BUNDLE, Runtime(provider="cpu"))
     np.testing.assert_allclose(out, local.forwards.scores(x), atol=1e-4)
     # 40 inputs in pieces of 16, 16 and 8 (none can join another within 16): 3 executions
-    inferences, executions = (a - b for a, b in zip(_executions(triton), stats_before,
-                                                    strict=True))
+    inferences, executions = (a - b for a, b in zip(_executions(triton), stats_before, strict=True))
     assert (inferences, executions) == (40, 3)
     assert runner.sent_bytes == x.nbytes
 
@@ -92,8 +97,11 @@ def test_a_model_that_does_not_match_the_bundle_is_one_line(tmp_path, tiny_bundl
     require_triton()
     server = Triton(_repository(tmp_path / "repo", tiny_bundle))
     try:
-        with pytest.raises(BundleError, match=r"input 'input' has shape N×3×8×8, but the "
-                                              r"manifest says N×3×224×224"):
+        with pytest.raises(
+            BundleError,
+            match=r"input 'input' has shape N×3×8×8, but the "
+            r"manifest says N×3×224×224",
+        ):
             Explainer(DEFAULT_BUNDLE, Runtime(provider="cpu", model_url=server.url("tiny")))
         with pytest.raises(RemoteError, match="the model 'absent' is not ready"):
             Explainer(DEFAULT_BUNDLE, Runtime(provider="cpu", model_url=server.url("absent")))
@@ -102,13 +110,23 @@ def test_a_model_that_does_not_match_the_bundle_is_one_line(tmp_path, tiny_bundl
 
 
 def test_an_unreachable_server_is_one_line_and_exit_1(tmp_path):
-    result = CliRunner().invoke(main, ["explain", str(SAMPLES / "chelsea.png"), "--out",
-                                       str(tmp_path / "out"), "--model-url",
-                                       "http://127.0.0.1:9/v2/models/classifier", "-q"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "explain",
+            str(SAMPLES / "chelsea.png"),
+            "--out",
+            str(tmp_path / "out"),
+            "--model-url",
+            "http://127.0.0.1:9/v2/models/classifier",
+            "-q",
+        ],
+    )
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(
-        "Error: http://127.0.0.1:9/v2/models/classifier: the server does not answer"), lines
+        "Error: http://127.0.0.1:9/v2/models/classifier: the server does not answer"
+    ), lines
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
@@ -116,24 +134,28 @@ def test_a_server_that_dies_mid_run_fails_each_image_and_writes_nothing(tmp_path
     require_triton()
     server = Triton(_repository(tmp_path / "repo"))
     try:
-        explainer = Explainer(DEFAULT_BUNDLE, Runtime(provider="cpu",
-                                                      model_url=server.url("classifier"),
-                                                      remote_timeout=10))
-        explainer.explain(SAMPLES / "coffee.png", method="faster-scorecam")   # works
+        explainer = Explainer(
+            DEFAULT_BUNDLE,
+            Runtime(provider="cpu", model_url=server.url("classifier"), remote_timeout=10),
+        )
+        explainer.explain(SAMPLES / "coffee.png", method="faster-scorecam")  # works
     finally:
         server.stop()
     from scorecam_onnx.batch import ExplainJob, explain_files
 
-    job = ExplainJob(inputs=[str(SAMPLES)], out=tmp_path / "out",
-                     request=request_from(method="faster-scorecam"))
+    job = ExplainJob(
+        inputs=[str(SAMPLES)], out=tmp_path / "out", request=request_from(method="faster-scorecam")
+    )
     results, problems = explain_files(explainer, job)
     assert not problems and len(results) == 2
     for item in results:
         assert item.error.startswith(f"{server.url('classifier')}: could not run a forward"), (
-            item.error)
+            item.error
+        )
         assert "\n" not in item.error
     assert not list((tmp_path / "out").glob("*.png")) and not list(
-        (tmp_path / "out").glob("*.json"))
+        (tmp_path / "out").glob("*.json")
+    )
 
 
 def test_serve_answers_502_when_the_predictor_is_gone(tmp_path):
@@ -141,19 +163,19 @@ def test_serve_answers_502_when_the_predictor_is_gone(tmp_path):
 
     require_triton()
     triton = Triton(_repository(tmp_path / "repo"))
-    server = Server("--model", f"lite0={DEFAULT_BUNDLE}@{triton.url('classifier')}",
-                    "--remote-timeout", "10")
+    server = Server(
+        "--model", f"lite0={DEFAULT_BUNDLE}@{triton.url('classifier')}", "--remote-timeout", "10"
+    )
     try:
         image = (SAMPLES / "chelsea.png").read_bytes()
-        ok = server.client.post("/explain?model=lite0&method=faster-scorecam",
-                                content=image)
+        ok = server.client.post("/explain?model=lite0&method=faster-scorecam", content=image)
         assert ok.status_code == 200, ok.text
         local = Explainer(DEFAULT_BUNDLE, Runtime(provider="cpu")).explain_one(
-            SAMPLES / "chelsea.png", method="faster-scorecam")
+            SAMPLES / "chelsea.png", method="faster-scorecam"
+        )
         assert json.loads(ok.text)["class_id"] == local.class_id
         triton.stop()
-        gone = server.client.post("/explain?model=lite0&method=faster-scorecam",
-                                  content=image)
+        gone = server.client.post("/explain?model=lite0&method=faster-scorecam", content=image)
         assert gone.status_code == 502
         assert gone.json()["error"].startswith(f"{triton.url('classifier')}: could not run")
         assert server.client.get("/v2/health/live").status_code == 200
@@ -163,9 +185,20 @@ def test_serve_answers_502_when_the_predictor_is_gone(tmp_path):
 
 
 def test_explain_command_with_model_url(triton, local, tmp_path):
-    result = CliRunner().invoke(main, ["explain", str(SAMPLES / "chelsea.png"), "--out",
-                                       str(tmp_path), "--method", "faster-scorecam", "-q",
-                                       "--model-url", triton.url("classifier", "grpc")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "explain",
+            str(SAMPLES / "chelsea.png"),
+            "--out",
+            str(tmp_path),
+            "--method",
+            "faster-scorecam",
+            "-q",
+            "--model-url",
+            triton.url("classifier", "grpc"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     want = local.explain_one(SAMPLES / "chelsea.png", method="faster-scorecam").saliency
     assert float(np.abs(np.load(tmp_path / "chelsea.npy") - want).max()) <= 1e-5
@@ -177,8 +210,7 @@ def test_rise_on_a_plain_model_with_every_forward_remote(triton):
     """A model-only bundle whose forwards all go to Triton: nothing runs in process."""
     model = DEFAULT_BUNDLE / "model.onnx"
     prep = Preprocessing(mean=(0.5,) * 3, std=(0.5,) * 3)
-    remote = Explainer(open_model(model, prep),
-                       Runtime(model_url=triton.url("classifier", "grpc")))
+    remote = Explainer(open_model(model, prep), Runtime(model_url=triton.url("classifier", "grpc")))
     local = Explainer(open_model(model, prep), Runtime(provider="cpu"))
     assert remote.forwards.features is None and remote.provider == "remote"
     got = remote.explain_one(SAMPLES / "chelsea.png", method=Rise(samples=96))
@@ -187,17 +219,23 @@ def test_rise_on_a_plain_model_with_every_forward_remote(triton):
     assert float(np.abs(got.saliency - want.saliency).max()) <= 1e-5
 
 
-@pytest.mark.parametrize(("model", "preset", "maps_sent"), [
-    ("classifier-masked", "paper", True),                # half-pixel: the maps go
-    ("classifier-masked-aligned", "pytorch-grad-cam", True),
-    ("classifier-masked", "pytorch-grad-cam", False),    # the other convention: images go
-])
+@pytest.mark.parametrize(
+    ("model", "preset", "maps_sent"),
+    [
+        ("classifier-masked", "paper", True),  # half-pixel: the maps go
+        ("classifier-masked-aligned", "pytorch-grad-cam", True),
+        ("classifier-masked", "pytorch-grad-cam", False),  # the other convention: images go
+    ],
+)
 def test_a_served_masked_scorer_gives_the_same_maps_for_a_fraction_of_the_bytes(
-        triton, local, model, preset, maps_sent):
-    through = Explainer(DEFAULT_BUNDLE, Runtime(provider="cpu",
-                                                model_url=triton.url(model, "grpc")))
-    classifier = Explainer(DEFAULT_BUNDLE, Runtime(provider="cpu",
-                                                   model_url=triton.url("classifier", "grpc")))
+    triton, local, model, preset, maps_sent
+):
+    through = Explainer(
+        DEFAULT_BUNDLE, Runtime(provider="cpu", model_url=triton.url(model, "grpc"))
+    )
+    classifier = Explainer(
+        DEFAULT_BUNDLE, Runtime(provider="cpu", model_url=triton.url("classifier", "grpc"))
+    )
     got = through.explain(SAMPLES / "coffee.png", TopK(2), ScoreCam(preset=preset))
     want = local.explain(SAMPLES / "coffee.png", TopK(2), ScoreCam(preset=preset))
     for g, w in zip(got, want, strict=True):
@@ -223,6 +261,7 @@ def test_transient_failures_are_retried_with_bounded_backoff(triton):
             if len(calls) <= failures:
                 raise InferenceServerException("try later", status=status)
             return "answer"
+
         return call
 
     assert runner._call(flaky(2, "StatusCode.UNAVAILABLE"), "run a forward") == "answer"
@@ -230,7 +269,7 @@ def test_transient_failures_are_retried_with_bounded_backoff(triton):
     calls.clear()
     with pytest.raises(RemoteError, match="could not run a forward: .*try later"):
         runner._call(flaky(9, "503"), "run a forward")
-    assert len(calls) == 4                       # one try and three retries
+    assert len(calls) == 4  # one try and three retries
     calls.clear()
     with pytest.raises(RemoteError, match="could not run a forward"):
         runner._call(flaky(9, "StatusCode.INVALID_ARGUMENT"), "run a forward")
@@ -248,9 +287,11 @@ def test_our_own_service_as_the_predictor(local, protocol):
     try:
         line = server.process.stdout.readline()
         grpc_address = line.split()[-1]
-        base = (server.url.rstrip("/") if protocol == "http" else f"grpc://{grpc_address}")
-        remote = Explainer(DEFAULT_BUNDLE, Runtime(
-            provider="cpu", model_url=f"{base}/v2/models/efficientnet-lite0-classifier"))
+        base = server.url.rstrip("/") if protocol == "http" else f"grpc://{grpc_address}"
+        remote = Explainer(
+            DEFAULT_BUNDLE,
+            Runtime(provider="cpu", model_url=f"{base}/v2/models/efficientnet-lite0-classifier"),
+        )
         model = remote.forwards.model
         assert model.max_batch == 0 and model.input_names == ["input"]
         for method in ("faster-scorecam", "reciprocam"):
@@ -259,10 +300,14 @@ def test_our_own_service_as_the_predictor(local, protocol):
             for g, w in zip(got, want, strict=True):
                 assert g.class_id == w.class_id
                 assert float(np.abs(g.saliency - w.saliency).max()) <= 1e-5
-        bad = httpx.post(f"{server.url}v2/models/efficientnet-lite0-classifier/infer",
-                         json={"inputs": [{"name": "input", "datatype": "FP32",
-                                           "shape": [1, 3, 2, 2], "data": [0.0] * 12}]})
-        assert bad.status_code == 400 and "must have shape [N, 3, 224, 224]" in bad.json()[
-            "error"]
+        bad = httpx.post(
+            f"{server.url}v2/models/efficientnet-lite0-classifier/infer",
+            json={
+                "inputs": [
+                    {"name": "input", "datatype": "FP32", "shape": [1, 3, 2, 2], "data": [0.0] * 12}
+                ]
+            },
+        )
+        assert bad.status_code == 400 and "must have shape [N, 3, 224, 224]" in bad.json()["error"]
     finally:
         server.stop()

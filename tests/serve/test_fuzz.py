@@ -25,19 +25,32 @@ pytestmark = pytest.mark.serve
 
 PNG = (SAMPLES / "coffee.png").read_bytes()
 B64 = base64.b64encode(PNG).decode()
-TIMEOUT = 10.0                      # the server's --timeout
-CASES = settings(max_examples=100, deadline=None, derandomize=True, database=None,
-                 suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                        HealthCheck.too_slow])
-answered: list[int] = []            # statuses seen, for the summary at the end
+TIMEOUT = 10.0  # the server's --timeout
+CASES = settings(
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+answered: list[int] = []  # statuses seen, for the summary at the end
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    bundle = write_bundle(tiny_model(), tmp_path_factory.mktemp("fuzz") / "tiny", "feat",
-                          preprocessing=TINY_PREP)
-    srv = Server("--model", f"tiny={bundle.path}", "--classifiers", "--timeout",
-                 str(TIMEOUT), "--max-body-mb", "2", "-q")
+    bundle = write_bundle(
+        tiny_model(), tmp_path_factory.mktemp("fuzz") / "tiny", "feat", preprocessing=TINY_PREP
+    )
+    srv = Server(
+        "--model",
+        f"tiny={bundle.path}",
+        "--classifiers",
+        "--timeout",
+        str(TIMEOUT),
+        "--max-body-mb",
+        "2",
+        "-q",
+    )
     srv.bundle = bundle
     yield srv
     srv.stop()
@@ -50,7 +63,7 @@ def _rss_mib(server) -> float:
 
 
 def _send(server, path: str, **request) -> int:
-    if "json" in request:        # NaN and Infinity sent as the literals Python reads back
+    if "json" in request:  # NaN and Infinity sent as the literals Python reads back
         request["content"] = json.dumps(request.pop("json"), allow_nan=True).encode()
         request["headers"] = {"Content-Type": "application/json"}
     started = time.monotonic()
@@ -63,41 +76,70 @@ def _send(server, path: str, **request) -> int:
     return reply.status_code
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats()
-                    | st.text(max_size=20),
-                    lambda inner: st.lists(inner, max_size=4)
-                    | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
-DATATYPES = st.sampled_from(["BYTES", "FP32", "FP16", "INT64", "UINT8", "BOOL", "bytes",
-                             "", "STRING"])
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+DATATYPES = st.sampled_from(
+    ["BYTES", "FP32", "FP16", "INT64", "UINT8", "BOOL", "bytes", "", "STRING"]
+)
 DIMS = st.lists(st.integers(-3, 2**62) | st.sampled_from([0, 1, 2, 192, 2**31]), max_size=5)
 
 
 @CASES
-@given(datatype=DATATYPES, shape=DIMS, size=st.integers(-5, 10**9) | st.none(),
-       blob=st.binary(max_size=200), split=st.integers(-10, 400) | st.none(),
-       prefix=st.integers(0, 2**32 - 1))
-@example(datatype="BYTES", shape=[1], size=8, blob=struct.pack("<I", 10**6) + b"abcd",
-         split=None, prefix=0)                                   # a length past the end
+@given(
+    datatype=DATATYPES,
+    shape=DIMS,
+    size=st.integers(-5, 10**9) | st.none(),
+    blob=st.binary(max_size=200),
+    split=st.integers(-10, 400) | st.none(),
+    prefix=st.integers(0, 2**32 - 1),
+)
+@example(
+    datatype="BYTES",
+    shape=[1],
+    size=8,
+    blob=struct.pack("<I", 10**6) + b"abcd",
+    split=None,
+    prefix=0,
+)  # a length past the end
 @example(datatype="BYTES", shape=[1], size=10**9, blob=b"ab", split=None, prefix=0)
 @example(datatype="BYTES", shape=[2**62, 2**62], size=None, blob=b"", split=None, prefix=0)
 @example(datatype="BYTES", shape=[1], size=8, blob=b"", split=999999, prefix=5)
 def test_v2_binary_bodies(server, datatype, shape, size, blob, split, prefix):
     parameters = {} if size is None else {"binary_data_size": size}
-    header = json.dumps({"inputs": [{"name": "image", "datatype": datatype, "shape": shape,
-                                     "parameters": parameters}]}).encode()
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "image", "datatype": datatype, "shape": shape, "parameters": parameters}
+            ]
+        }
+    ).encode()
     body = header + struct.pack("<I", prefix) + blob
     length = len(header) if split is None else split
-    _send(server, "/v2/models/tiny/infer", content=body,
-          headers={"Inference-Header-Content-Length": str(length)})
+    _send(
+        server,
+        "/v2/models/tiny/infer",
+        content=body,
+        headers={"Inference-Header-Content-Length": str(length)},
+    )
 
 
 @CASES
 @given(inputs=JSON, outputs=JSON, parameters=JSON)
-@example(inputs=[{"name": "image", "datatype": "BYTES", "shape": [1], "data": [5]}],
-         outputs=None, parameters=None)
-@example(inputs=[{"name": "image", "datatype": "BYTES", "shape": [-1], "data": [B64]}],
-         outputs=[{"name": "saliency", "parameters": {"binary_data": "yes"}}],
-         parameters={"top_k": "x"})
+@example(
+    inputs=[{"name": "image", "datatype": "BYTES", "shape": [1], "data": [5]}],
+    outputs=None,
+    parameters=None,
+)
+@example(
+    inputs=[{"name": "image", "datatype": "BYTES", "shape": [-1], "data": [B64]}],
+    outputs=[{"name": "saliency", "parameters": {"binary_data": "yes"}}],
+    parameters={"top_k": "x"},
+)
 def test_v2_json_bodies(server, inputs, outputs, parameters):
     body = {"inputs": inputs, "outputs": outputs, "parameters": parameters}
     _send(server, "/v2/models/tiny/infer", json=body)
@@ -117,17 +159,33 @@ def test_v2_tensor_model(server, shape, data, datatype):
 @example(instances=[{"b64": 5}], parameters={"top_k": [1]}, route=":explain")
 @example(instances=[{"b64": B64, "target": {"a": 1}}], parameters=None, route=":explain")
 def test_v1_instances(server, instances, parameters, route):
-    _send(server, f"/v1/models/tiny{route}", json={"instances": instances,
-                                                    "parameters": parameters})
+    _send(
+        server, f"/v1/models/tiny{route}", json={"instances": instances, "parameters": parameters}
+    )
 
 
-SETTINGS = st.sampled_from(["method", "preset", "target", "top_k", "channels", "samples",
-                            "batch_size", "gaussian", "map_size", "model"])
+SETTINGS = st.sampled_from(
+    [
+        "method",
+        "preset",
+        "target",
+        "top_k",
+        "channels",
+        "samples",
+        "batch_size",
+        "gaussian",
+        "map_size",
+        "model",
+    ]
+)
 
 
 @CASES
-@given(query=st.dictionaries(SETTINGS, st.text(max_size=12) | st.integers(-5, 10**30).map(str),
-                             max_size=4))
+@given(
+    query=st.dictionaries(
+        SETTINGS, st.text(max_size=12) | st.integers(-5, 10**30).map(str), max_size=4
+    )
+)
 @example(query={"channels": "99999999999999999999"})
 @example(query={"map_size": "65536", "batch_size": "1024"})
 @example(query={"samples": "-1", "top_k": "1.5"})
@@ -136,21 +194,40 @@ def test_query_settings(server, query):
 
 
 @CASES
-@given(body=st.binary(max_size=300), boundary=st.text(
-    alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=0, max_size=20),
-    field=st.sampled_from(["image", "file", ""]))
+@given(
+    body=st.binary(max_size=300),
+    boundary=st.text(
+        alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=0, max_size=20
+    ),
+    field=st.sampled_from(["image", "file", ""]),
+)
 @example(body=b"abc", boundary="", field="image")
 def test_multipart_uploads(server, body, boundary, field):
-    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; "
-            f"filename=\"a.png\"\r\n\r\n").encode() + body + f"\r\n--{boundary}--".encode()
-    _send(server, "/explain", content=form,
-          headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    form = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+            f'filename="a.png"\r\n\r\n'
+        ).encode()
+        + body
+        + f"\r\n--{boundary}--".encode()
+    )
+    _send(
+        server,
+        "/explain",
+        content=form,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
 
 
-@pytest.mark.parametrize("body", [b"[" * 100000 + b"]" * 100000,
-                                  b'{"instances":' + b"[" * 50000 + b"]" * 50000 + b"}",
-                                  b'{"a":' * 30000 + b"1" + b"}" * 30000,
-                                  b'{"inputs": "' + b"x" * (3 * 2**20) + b'"}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100000 + b"]" * 100000,
+        b'{"instances":' + b"[" * 50000 + b"]" * 50000 + b"}",
+        b'{"a":' * 30000 + b"1" + b"}" * 30000,
+        b'{"inputs": "' + b"x" * (3 * 2**20) + b'"}',
+    ],
+)
 @pytest.mark.parametrize("path", ["/v2/models/tiny/infer", "/v1/models/tiny:predict"])
 def test_nested_or_huge_json(server, body, path):
     status = _send(server, path, content=body)
@@ -170,7 +247,8 @@ def test_after_all_of_them_memory_is_bounded_and_a_good_request_is_right(server)
     got = server.client.post("/explain", content=PNG).json()
     assert got["class_id"] == want.class_id
     saliency = np.frombuffer(base64.b64decode(got["saliency"]["b64"]), "<f4").reshape(
-        got["saliency"]["shape"])
+        got["saliency"]["shape"]
+    )
     assert np.array_equal(saliency, want.saliency)
     statuses = {s: answered.count(s) for s in sorted(set(answered))}
     print(f"fuzzed requests: {len(answered)}, statuses: {statuses}")

@@ -61,15 +61,23 @@ def test_health_and_metadata(served):
     assert not client.is_model_ready("nope")
     meta = client.get_model_metadata(MODEL, as_json=True)
     assert [i["name"] for i in meta["inputs"]] == ["image"]
-    assert [o["name"] for o in meta["outputs"]] == ["probabilities", "class_id", "score",
-                                                    "saliency"]
+    assert [o["name"] for o in meta["outputs"]] == [
+        "probabilities",
+        "class_id",
+        "score",
+        "saliency",
+    ]
 
 
 @pytest.mark.parametrize("method", ["faster-scorecam", "reciprocam"])
 def test_maps_equal_the_in_process_maps(served, local, method):
     _, client = served
-    result = client.infer(MODEL, [_image()], outputs=_outputs("saliency", "class_id", "score"),
-                          parameters={"method": method, "top_k": 2})
+    result = client.infer(
+        MODEL,
+        [_image()],
+        outputs=_outputs("saliency", "class_id", "score"),
+        parameters={"method": method, "top_k": 2},
+    )
     want = local.explain(SAMPLES / "chelsea.png", TopK(2), method)
     assert result.as_numpy("class_id").tolist() == [[w.class_id for w in want]]
     saliency = result.as_numpy("saliency")
@@ -86,24 +94,43 @@ def test_probabilities_alone_run_no_masked_forward(served, local):
     result = client.infer(MODEL, [_image(CHELSEA, coffee)], outputs=_outputs("probabilities"))
     assert result.as_numpy("probabilities").shape == (2, 1000)
     x = local.preprocess(SAMPLES / "chelsea.png")[1]
-    np.testing.assert_allclose(result.as_numpy("probabilities")[0],
-                               local.forwards.probabilities(x)[0], atol=1e-6)
+    np.testing.assert_allclose(
+        result.as_numpy("probabilities")[0], local.forwards.probabilities(x)[0], atol=1e-6
+    )
     assert server.metric("scorecam_forwards_total", model=MODEL) - before == 2
 
 
-@pytest.mark.parametrize(("call", "code", "message"), [
-    (lambda c: c.infer("nope", [_image()]), "StatusCode.NOT_FOUND", "unknown model 'nope'"),
-    (lambda c: c.infer(MODEL, [_image()], parameters={"method": "gradcam"}),
-     "StatusCode.INVALID_ARGUMENT", "method: unknown value 'gradcam'"),
-    (lambda c: c.infer(MODEL, [_image()], parameters={"top_k": 0}),
-     "StatusCode.INVALID_ARGUMENT", "top_k"),
-    (lambda c: c.infer(MODEL, [_image(b"not an image")], outputs=_outputs("probabilities")),
-     "StatusCode.INVALID_ARGUMENT", "image 0: not an image OpenCV can decode"),
-    (lambda c: c.infer(MODEL, [_image()], outputs=_outputs("heatmap")),
-     "StatusCode.INVALID_ARGUMENT", "unknown output 'heatmap'"),
-    (lambda c: c.infer(MODEL, [grpcclient.InferInput("pixels", [1], "BYTES")]),
-     "StatusCode.INVALID_ARGUMENT", "expected one input named 'image'"),
-])
+@pytest.mark.parametrize(
+    ("call", "code", "message"),
+    [
+        (lambda c: c.infer("nope", [_image()]), "StatusCode.NOT_FOUND", "unknown model 'nope'"),
+        (
+            lambda c: c.infer(MODEL, [_image()], parameters={"method": "gradcam"}),
+            "StatusCode.INVALID_ARGUMENT",
+            "method: unknown value 'gradcam'",
+        ),
+        (
+            lambda c: c.infer(MODEL, [_image()], parameters={"top_k": 0}),
+            "StatusCode.INVALID_ARGUMENT",
+            "top_k",
+        ),
+        (
+            lambda c: c.infer(MODEL, [_image(b"not an image")], outputs=_outputs("probabilities")),
+            "StatusCode.INVALID_ARGUMENT",
+            "image 0: not an image OpenCV can decode",
+        ),
+        (
+            lambda c: c.infer(MODEL, [_image()], outputs=_outputs("heatmap")),
+            "StatusCode.INVALID_ARGUMENT",
+            "unknown output 'heatmap'",
+        ),
+        (
+            lambda c: c.infer(MODEL, [grpcclient.InferInput("pixels", [1], "BYTES")]),
+            "StatusCode.INVALID_ARGUMENT",
+            "expected one input named 'image'",
+        ),
+    ],
+)
 def test_bad_requests_get_status_codes_and_one_line(served, call, code, message):
     _, client = served
     with pytest.raises(InferenceServerException) as err:
@@ -117,8 +144,13 @@ def test_a_cancelled_call_stops_its_work(served, local):
     before = server.settled(MODEL)
     full = local.explain_one(SAMPLES / "chelsea.png", method="scorecam").forwards  # SS-CAM: 35×
     with pytest.raises(InferenceServerException) as err:
-        client.infer(MODEL, [_image()], outputs=_outputs("saliency"),
-                     parameters={"method": "sscam"}, client_timeout=0.8)
+        client.infer(
+            MODEL,
+            [_image()],
+            outputs=_outputs("saliency"),
+            parameters={"method": "sscam"},
+            client_timeout=0.8,
+        )
     assert str(err.value.status()) == "StatusCode.DEADLINE_EXCEEDED"
     after = server.settled(MODEL)
     assert 0 < after - before < full, "work went on after the call was cancelled"
@@ -131,8 +163,9 @@ def test_a_full_queue_is_resource_exhausted(served):
 
     def explain() -> None:
         try:
-            client.infer(MODEL, [_image()], outputs=_outputs("saliency"),
-                         parameters={"method": "scorecam"})
+            client.infer(
+                MODEL, [_image()], outputs=_outputs("saliency"), parameters={"method": "scorecam"}
+            )
             codes.append("OK")
         except InferenceServerException as exc:
             codes.append(str(exc.status()))
@@ -150,8 +183,9 @@ def test_the_request_timeout_is_deadline_exceeded():
     server, client = _grpc_server("--timeout", "0.5")
     try:
         with pytest.raises(InferenceServerException) as err:
-            client.infer(MODEL, [_image()], outputs=_outputs("saliency"),
-                         parameters={"method": "scorecam"})
+            client.infer(
+                MODEL, [_image()], outputs=_outputs("saliency"), parameters={"method": "scorecam"}
+            )
         assert str(err.value.status()) == "StatusCode.DEADLINE_EXCEEDED"
         assert "timed out" in err.value.message()
     finally:

@@ -38,8 +38,17 @@ def tiny(tmp_path_factory):
 def keyed(tiny, tmp_path_factory):
     keys = tmp_path_factory.mktemp("keys") / "keys.txt"
     keys.write_text(f"# one key per line\n{FROM_FILE}\n\n")
-    server = Server("--model", f"tiny={tiny.path}", "--api-key", GIVEN, "--api-key-file",
-                    str(keys), "--grpc-port", "0", env={"SCORECAM_API_KEYS": f" {FROM_ENV} ,"})
+    server = Server(
+        "--model",
+        f"tiny={tiny.path}",
+        "--api-key",
+        GIVEN,
+        "--api-key-file",
+        str(keys),
+        "--grpc-port",
+        "0",
+        env={"SCORECAM_API_KEYS": f" {FROM_ENV} ,"},
+    )
     server.keys = keys
     yield server
     server.stop()
@@ -61,21 +70,22 @@ def test_every_route_but_health_and_the_page_needs_a_key(keyed):
     client = keyed.client
     for path in ("/v2/health/live", "/v2/health/ready", "/"):
         assert client.get(path).status_code == 200
-    for method, path, body in [("GET", "/v1/models", None), ("GET", "/v2/models/tiny", None),
-                               ("GET", "/metrics", None),
-                               ("POST", "/explain", CHELSEA),
-                               ("POST", "/v1/models/tiny:predict", b"{}")]:
+    for method, path, body in [
+        ("GET", "/v1/models", None),
+        ("GET", "/v2/models/tiny", None),
+        ("GET", "/metrics", None),
+        ("POST", "/explain", CHELSEA),
+        ("POST", "/v1/models/tiny:predict", b"{}"),
+    ]:
         refused = client.request(method, path, content=body)
         assert refused.status_code == 401, path
         assert refused.headers["www-authenticate"].startswith("Bearer")
         assert "needs an API key" in refused.json()["error"]
         wrong = client.request(method, path, content=body, headers=_bearer("guess"))
-        assert wrong.status_code == 401 and wrong.json() == {
-            "error": "the API key is not accepted"}
+        assert wrong.status_code == 401 and wrong.json() == {"error": "the API key is not accepted"}
     for key in (GIVEN, FROM_FILE, FROM_ENV):
         assert client.get("/v1/models", headers=_bearer(key)).status_code == 200
-    assert client.get("/v1/models", headers={"Authorization": f"Basic {GIVEN}"}
-                      ).status_code == 401
+    assert client.get("/v1/models", headers={"Authorization": f"Basic {GIVEN}"}).status_code == 401
     log = keyed.stderr()
     assert all(k not in log for k in (GIVEN, FROM_FILE, FROM_ENV, "guess"))
 
@@ -87,20 +97,28 @@ def test_tritonclient_carries_the_key_in_its_headers(keyed):
     image.set_data_from_numpy(np.array([CHELSEA], dtype=object))
     with pytest.raises(InferenceServerException, match="needs an API key"):
         client.infer("tiny", [image])
-    result = client.infer("tiny", [image], headers=_bearer(GIVEN),
-                          outputs=[httpclient.InferRequestedOutput("class_id")])
+    result = client.infer(
+        "tiny",
+        [image],
+        headers=_bearer(GIVEN),
+        outputs=[httpclient.InferRequestedOutput("class_id")],
+    )
     assert result.as_numpy("class_id").shape == (1, 1)
     client.close()
 
     channel = grpcclient.InferenceServerClient(f"127.0.0.1:{_grpc_port(keyed)}")
-    assert channel.is_server_live()                          # open, as the health routes
+    assert channel.is_server_live()  # open, as the health routes
     item = grpcclient.InferInput("image", [1], "BYTES")
     item.set_data_from_numpy(np.array([CHELSEA], dtype=object))
     with pytest.raises(InferenceServerException) as refused:
         channel.infer("tiny", [item])
     assert refused.value.status() == str(grpc.StatusCode.UNAUTHENTICATED)
-    answer = channel.infer("tiny", [item], headers={"authorization": f"Bearer {FROM_ENV}"},
-                           outputs=[grpcclient.InferRequestedOutput("class_id")])
+    answer = channel.infer(
+        "tiny",
+        [item],
+        headers={"authorization": f"Bearer {FROM_ENV}"},
+        outputs=[grpcclient.InferRequestedOutput("class_id")],
+    )
     assert answer.as_numpy("class_id").shape == (1, 1)
     channel.close()
 
@@ -138,21 +156,48 @@ def test_health_can_be_protected_and_an_open_host_warns(tiny):
 def certificate(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
 def test_tls_on_http_and_grpc(tiny, certificate):
     cert, key = certificate
-    server = Server("--model", f"tiny={tiny.path}", "--ssl-certfile", str(cert),
-                    "--ssl-keyfile", str(key), "--grpc-port", "0",
-                    verify=ssl.create_default_context(cafile=str(cert)))
+    server = Server(
+        "--model",
+        f"tiny={tiny.path}",
+        "--ssl-certfile",
+        str(cert),
+        "--ssl-keyfile",
+        str(key),
+        "--grpc-port",
+        "0",
+        verify=ssl.create_default_context(cafile=str(cert)),
+    )
     try:
         assert server.url.startswith("https://127.0.0.1:")
         assert server.client.get("/v2/health/ready").status_code == 200
-        with pytest.raises(httpx.ConnectError):         # the certificate is checked
+        with pytest.raises(httpx.ConnectError):  # the certificate is checked
             httpx.get(f"{server.url}v2/health/ready", verify=True)
         plain = server.url.replace("https://", "http://")
         with pytest.raises(httpx.HTTPError):
@@ -162,19 +207,24 @@ def test_tls_on_http_and_grpc(tiny, certificate):
 
         url = server.url.removeprefix("https://").rstrip("/")
         client = httpclient.InferenceServerClient(
-            url, ssl=True, ssl_context_factory=lambda: gevent.ssl.create_default_context(
-                cafile=str(cert)))
+            url,
+            ssl=True,
+            ssl_context_factory=lambda: gevent.ssl.create_default_context(cafile=str(cert)),
+        )
         image = httpclient.InferInput("image", [1], "BYTES")
         image.set_data_from_numpy(np.array([CHELSEA], dtype=object))
-        got = client.infer("tiny", [image], outputs=[
-            httpclient.InferRequestedOutput("probabilities")]).as_numpy("probabilities")
+        got = client.infer(
+            "tiny", [image], outputs=[httpclient.InferRequestedOutput("probabilities")]
+        ).as_numpy("probabilities")
         client.close()
-        secure = grpcclient.InferenceServerClient(f"127.0.0.1:{_grpc_port(server)}", ssl=True,
-                                                  root_certificates=str(cert))
+        secure = grpcclient.InferenceServerClient(
+            f"127.0.0.1:{_grpc_port(server)}", ssl=True, root_certificates=str(cert)
+        )
         item = grpcclient.InferInput("image", [1], "BYTES")
         item.set_data_from_numpy(np.array([CHELSEA], dtype=object))
-        again = secure.infer("tiny", [item], outputs=[
-            grpcclient.InferRequestedOutput("probabilities")]).as_numpy("probabilities")
+        again = secure.infer(
+            "tiny", [item], outputs=[grpcclient.InferRequestedOutput("probabilities")]
+        ).as_numpy("probabilities")
         secure.close()
         assert got.shape == (1, 4) and np.array_equal(got, again)
     finally:
@@ -182,20 +232,25 @@ def test_tls_on_http_and_grpc(tiny, certificate):
 
 
 def test_cors_only_for_the_origins_named(tiny):
-    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "authorization,content-type"}
-    server = Server("--model", f"tiny={tiny.path}", "--cors-origin", "https://app.example",
-                    "--api-key", GIVEN)
+    preflight = {
+        "Origin": "https://app.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    server = Server(
+        "--model", f"tiny={tiny.path}", "--cors-origin", "https://app.example", "--api-key", GIVEN
+    )
     try:
         answer = server.client.options("/explain", headers=preflight)
         assert answer.status_code == 200
         assert answer.headers["access-control-allow-origin"] == "https://app.example"
         assert "authorization" in answer.headers["access-control-allow-headers"].lower()
         refused = server.client.get("/v1/models", headers={"Origin": "https://app.example"})
-        assert refused.status_code == 401       # the browser can read why
+        assert refused.status_code == 401  # the browser can read why
         assert refused.headers["access-control-allow-origin"] == "https://app.example"
-        other = server.client.options("/explain", headers={**preflight,
-                                                           "Origin": "https://evil.example"})
+        other = server.client.options(
+            "/explain", headers={**preflight, "Origin": "https://evil.example"}
+        )
         assert "access-control-allow-origin" not in other.headers
     finally:
         server.stop()
@@ -219,8 +274,7 @@ def test_the_api_docs_name_no_outside_host(keyed):
         fetched = keyed.client.get(httpx.URL(keyed.url).join(asset))
         assert fetched.status_code == 200 and len(fetched.content) > 100, asset
     schema = keyed.client.get("/openapi.json").json()
-    assert schema["components"]["securitySchemes"]["bearer"] == {"type": "http",
-                                                                  "scheme": "bearer"}
+    assert schema["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
 
 
 def test_idle_and_slow_connections_do_not_starve_health_or_requests(tiny):
@@ -243,7 +297,7 @@ def test_idle_and_slow_connections_do_not_starve_health_or_requests(tiny):
                 if stop.wait(1.0):
                     return
                 for s in sockets[100:]:
-                    s.send(request[i:i + 1])
+                    s.send(request[i : i + 1])
 
         thread = threading.Thread(target=trickle, daemon=True)
         thread.start()

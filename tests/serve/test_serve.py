@@ -41,8 +41,13 @@ MODEL = "efficientnet-lite0"
 
 @pytest.fixture(scope="module")
 def tiny_path(tmp_path_factory):
-    bundle = write_bundle(tiny_model(), tmp_path_factory.mktemp("serve") / "tiny", "feat",
-                          preprocessing=TINY_PREP, labels=[f"label{i}" for i in range(4)])
+    bundle = write_bundle(
+        tiny_model(),
+        tmp_path_factory.mktemp("serve") / "tiny",
+        "feat",
+        preprocessing=TINY_PREP,
+        labels=[f"label{i}" for i in range(4)],
+    )
     return bundle.path
 
 
@@ -53,8 +58,14 @@ def plain_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tiny_path, plain_path):
-    srv = Server("--model", f"{MODEL}={DEFAULT_BUNDLE}", "--model", f"tiny={tiny_path}",
-                 "--model", str(plain_path))
+    srv = Server(
+        "--model",
+        f"{MODEL}={DEFAULT_BUNDLE}",
+        "--model",
+        f"tiny={tiny_path}",
+        "--model",
+        str(plain_path),
+    )
     yield srv
     srv.stop()
 
@@ -73,8 +84,15 @@ def _saliency(payload: dict) -> np.ndarray:
 def _png_header(width: int, height: int) -> bytes:
     """The start of a PNG announcing width×height (a valid IHDR; nothing to decode behind)."""
     ihdr = b"IHDR" + struct.pack(">II", width, height) + b"\x08\x02\x00\x00\x00"
-    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr
-            + struct.pack(">I", zlib.crc32(ihdr)) + struct.pack(">I", 64) + b"IDAT" + b"\0" * 64)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", 13)
+        + ihdr
+        + struct.pack(">I", zlib.crc32(ihdr))
+        + struct.pack(">I", 64)
+        + b"IDAT"
+        + b"\0" * 64
+    )
 
 
 # Listing, health, metadata ------------------------------------------------------------------
@@ -115,9 +133,10 @@ def test_ops_endpoints(server):
 
 # KServe V1 ------------------------------------------------------------------------------------
 def test_v1_predict_matches_the_model(server, local):
-    reply = server.client.post(f"/v1/models/{MODEL}:predict",
-                               json={"instances": [{"b64": B64},
-                                                   {"b64": base64.b64encode(COFFEE).decode()}]})
+    reply = server.client.post(
+        f"/v1/models/{MODEL}:predict",
+        json={"instances": [{"b64": B64}, {"b64": base64.b64encode(COFFEE).decode()}]},
+    )
     assert reply.status_code == 200
     predictions = reply.json()["predictions"]
     for data, p in zip((CHELSEA, COFFEE), predictions, strict=True):
@@ -131,8 +150,10 @@ def test_v1_predict_matches_the_model(server, local):
 
 
 def test_v1_explain_maps_equal_in_process_maps(server, local):
-    body = {"instances": [{"b64": B64}, {"image": {"b64": B64}, "target": [281, 285]}],
-            "parameters": {"method": "faster-scorecam", "channels": 16}}
+    body = {
+        "instances": [{"b64": B64}, {"image": {"b64": B64}, "target": [281, 285]}],
+        "parameters": {"method": "faster-scorecam", "channels": 16},
+    }
     reply = server.client.post(f"/v1/models/{MODEL}:explain", json=body)
     assert reply.status_code == 200, reply.text
     first, second = reply.json()["explanations"]
@@ -160,32 +181,44 @@ def test_a_plain_model_is_explained_with_rise_and_refuses_layer_methods(server, 
     assert _saliency(got).tobytes() == want.saliency.tobytes()
     refused = server.client.post("/v1/models/plain:explain", json={"instances": [{"b64": b64}]})
     assert refused.status_code == 422
-    assert "needs a target layer" in refused.json()["error"] and "method rise" in (
-        refused.json()["error"])
+    assert (
+        "needs a target layer" in refused.json()["error"]
+        and "method rise" in (refused.json()["error"])
+    )
     assert "assumed mean" in server.stderr()
 
 
 def test_smoothing_and_layers_through_v1(server, tiny_path):
     image = np.random.default_rng(8).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     b64 = base64.b64encode(encode_png(image)).decode()
-    params = {"preset": "pytorch-grad-cam", "aug_smooth": True, "eigen_smooth": "true",
-              "layers": "feat", "fuse": "max"}
-    reply = server.client.post("/v1/models/tiny:explain",
-                               json={"instances": [{"b64": b64}], "parameters": params})
+    params = {
+        "preset": "pytorch-grad-cam",
+        "aug_smooth": True,
+        "eigen_smooth": "true",
+        "layers": "feat",
+        "fuse": "max",
+    }
+    reply = server.client.post(
+        "/v1/models/tiny:explain", json={"instances": [{"b64": b64}], "parameters": params}
+    )
     assert reply.status_code == 200, reply.text
     (got,) = reply.json()["explanations"]
     want = Explainer(tiny_path, Runtime(provider="cpu")).explain_one(
-        image, method=ScoreCam(preset="pytorch-grad-cam"),
-        options=ExplainOptions(aug_smooth=True, eigen_smooth=True, layers=("feat",),
-                               fuse="max"))
+        image,
+        method=ScoreCam(preset="pytorch-grad-cam"),
+        options=ExplainOptions(aug_smooth=True, eigen_smooth=True, layers=("feat",), fuse="max"),
+    )
     assert got["forwards"] == want.forwards
     assert _saliency(got).tobytes() == want.saliency.tobytes()
 
 
 # Open Inference Protocol V2 ------------------------------------------------------------------
 def test_v2_infer_json_outputs_equal_in_process(server, local):
-    body = {"id": "r1", "parameters": {"method": "faster-scorecam", "channels": 8, "top_k": 2},
-            "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [B64]}]}
+    body = {
+        "id": "r1",
+        "parameters": {"method": "faster-scorecam", "channels": 8, "top_k": 2},
+        "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [B64]}],
+    }
     reply = server.client.post(f"/v2/models/{MODEL}/infer", json=body)
     assert reply.status_code == 200, reply.text
     result = reply.json()
@@ -200,8 +233,10 @@ def test_v2_infer_json_outputs_equal_in_process(server, local):
     for t, exp in enumerate(exps):
         assert saliency[0, t].tobytes() == exp.saliency_input.tobytes()
     probs = local.forwards.probabilities(local.preprocess(CHELSEA)[1])
-    assert np.asarray(out["probabilities"]["data"], np.float32).tobytes() == probs.astype(
-        np.float32).tobytes()
+    assert (
+        np.asarray(out["probabilities"]["data"], np.float32).tobytes()
+        == probs.astype(np.float32).tobytes()
+    )
 
 
 def test_v2_stock_client_binary_round_trip(server, local):
@@ -211,10 +246,12 @@ def test_v2_stock_client_binary_round_trip(server, local):
     assert client.is_server_live() and client.is_model_ready(MODEL)
     image = triton.InferInput("image", [2], "BYTES")
     image.set_data_from_numpy(np.array([CHELSEA, COFFEE], dtype=object), binary_data=True)
-    outputs = [triton.InferRequestedOutput(n, binary_data=True)
-               for n in ("class_id", "score", "saliency")]
-    result = client.infer(MODEL, [image], outputs=outputs,
-                          parameters={"method": "faster-scorecam", "channels": 8})
+    outputs = [
+        triton.InferRequestedOutput(n, binary_data=True) for n in ("class_id", "score", "saliency")
+    ]
+    result = client.infer(
+        MODEL, [image], outputs=outputs, parameters={"method": "faster-scorecam", "channels": 8}
+    )
     saliency = result.as_numpy("saliency")
     assert saliency.dtype == np.float32 and saliency.shape[:2] == (2, 1)
     for n, data in enumerate((CHELSEA, COFFEE)):
@@ -228,15 +265,27 @@ def test_v2_binary_output_on_request_parameter(server, tiny_path):
     local = Explainer(tiny_path, Runtime(provider="cpu"))
     img = np.random.default_rng(1).integers(0, 256, (8, 8, 3), np.uint8)
     data = encode_png(img)
-    header = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
-                          "parameters": {"binary_data_size": 4 + len(data)}}],
-              "outputs": [{"name": "probabilities"}],
-              "parameters": {"binary_data_output": True}}
+    header = {
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": "BYTES",
+                "shape": [1],
+                "parameters": {"binary_data_size": 4 + len(data)},
+            }
+        ],
+        "outputs": [{"name": "probabilities"}],
+        "parameters": {"binary_data_output": True},
+    }
     head = json.dumps(header).encode()
-    reply = server.client.post("/v2/models/tiny/infer",
-                               content=head + struct.pack("<I", len(data)) + data,
-                               headers={"Inference-Header-Content-Length": str(len(head)),
-                                        "Content-Type": "application/octet-stream"})
+    reply = server.client.post(
+        "/v2/models/tiny/infer",
+        content=head + struct.pack("<I", len(data)) + data,
+        headers={
+            "Inference-Header-Content-Length": str(len(head)),
+            "Content-Type": "application/octet-stream",
+        },
+    )
     assert reply.status_code == 200, reply.text
     split = int(reply.headers["inference-header-content-length"])
     meta = json.loads(reply.content[:split])
@@ -250,8 +299,10 @@ def test_v2_binary_output_on_request_parameter(server, tiny_path):
 
 def test_probabilities_alone_run_no_masked_forward(server):
     before = server.metric("scorecam_forwards_total", model=MODEL)
-    body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [2],
-                        "data": [B64, B64]}], "outputs": [{"name": "probabilities"}]}
+    body = {
+        "inputs": [{"name": "image", "datatype": "BYTES", "shape": [2], "data": [B64, B64]}],
+        "outputs": [{"name": "probabilities"}],
+    }
     reply = server.client.post(f"/v2/models/{MODEL}/infer", json=body)
     assert reply.status_code == 200
     assert [o["name"] for o in reply.json()["outputs"]] == ["probabilities"]
@@ -262,30 +313,34 @@ def test_probabilities_alone_run_no_masked_forward(server):
 def test_explain_upload_raw_and_png(server, local):
     want = local.explain_one(CHELSEA, method=FasterScoreCam(channels=8))
     query = {"model": MODEL, "method": "faster-scorecam", "channels": "8"}
-    upload = server.client.post("/explain", params=query,
-                                files={"image": ("chelsea.png", CHELSEA, "image/png")})
+    upload = server.client.post(
+        "/explain", params=query, files={"image": ("chelsea.png", CHELSEA, "image/png")}
+    )
     raw = server.client.post("/explain", params=query, content=CHELSEA)
     for reply in (upload, raw):
         assert reply.status_code == 200, reply.text
         got = reply.json()
         assert got["label"] == "Egyptian cat" and len(got["top"]) == 5
         assert _saliency(got).tobytes() == want.saliency.tobytes()
-    png = server.client.post("/explain", params=query, content=CHELSEA,
-                             headers={"Accept": "image/png"})
+    png = server.client.post(
+        "/explain", params=query, content=CHELSEA, headers={"Accept": "image/png"}
+    )
     assert png.headers["content-type"] == "image/png"
     assert png.content == encode_png(overlay(load_image(CHELSEA), want.saliency))
-    several = server.client.post("/explain", params=[*query.items(), ("target", "281"),
-                                                     ("target", "285")], content=CHELSEA)
+    several = server.client.post(
+        "/explain", params=[*query.items(), ("target", "281"), ("target", "285")], content=CHELSEA
+    )
     assert [e["class_id"] for e in several.json()] == [281, 285]
 
 
 def test_explain_maps_sized_for_their_clients(server, local):
-    want = local.explain_one(CHELSEA, method=FasterScoreCam(channels=8))       # 451×300
+    want = local.explain_one(CHELSEA, method=FasterScoreCam(channels=8))  # 451×300
     query = {"model": MODEL, "method": "faster-scorecam", "channels": "8"}
 
     def ask(size, **extra):
-        reply = server.client.post("/explain", params={**query, "map_size": size},
-                                   content=CHELSEA, **extra)
+        reply = server.client.post(
+            "/explain", params={**query, "map_size": size}, content=CHELSEA, **extra
+        )
         assert reply.status_code == 200, reply.text
         return reply
 
@@ -296,11 +351,13 @@ def test_explain_maps_sized_for_their_clients(server, local):
     assert got["saliency"]["size"] == "capped" and got["saliency"]["shape"] == [67, 100]
     oracle = cv2.resize(want.saliency, (100, 67), interpolation=cv2.INTER_AREA)
     assert _saliency(got).tobytes() == oracle.tobytes()
-    got = ask("1000").json()                       # never enlarged
+    got = ask("1000").json()  # never enlarged
     assert got["saliency"]["size"] == "original"
     assert _saliency(got).tobytes() == want.saliency.tobytes()
-    assert server.client.post("/explain", params=query, content=CHELSEA).json()[
-        "saliency"]["size"] == "original"
+    assert (
+        server.client.post("/explain", params=query, content=CHELSEA).json()["saliency"]["size"]
+        == "original"
+    )
     png = ask("100", headers={"Accept": "image/png"})
     small = cv2.resize(load_image(CHELSEA), (100, 67), interpolation=cv2.INTER_AREA)
     assert png.content == encode_png(overlay(small, want.saliency))
@@ -313,61 +370,169 @@ def _v2(**changes) -> dict:
 
 
 BAD_REQUESTS = {
-    "malformed JSON": ("POST", f"/v1/models/{MODEL}:predict", {"content": b"{nope"}, 400,
-                       "malformed JSON"),
-    "not an object": ("POST", f"/v1/models/{MODEL}:predict", {"json": [1, 2]}, 400,
-                      "must be a JSON object"),
-    "no instances": ("POST", f"/v1/models/{MODEL}:predict", {"json": {"instances": []}}, 400,
-                     "'instances' must be a non-empty list"),
-    "bad base64": ("POST", f"/v1/models/{MODEL}:predict",
-                   {"json": {"instances": [{"b64": "%%%"}]}}, 400, "not valid base64"),
-    "undecodable image": ("POST", f"/v1/models/{MODEL}:predict",
-                          {"json": {"instances": [{"b64": base64.b64encode(b"text").decode()}]}},
-                          400, "image 0: not an image OpenCV can decode"),
+    "malformed JSON": (
+        "POST",
+        f"/v1/models/{MODEL}:predict",
+        {"content": b"{nope"},
+        400,
+        "malformed JSON",
+    ),
+    "not an object": (
+        "POST",
+        f"/v1/models/{MODEL}:predict",
+        {"json": [1, 2]},
+        400,
+        "must be a JSON object",
+    ),
+    "no instances": (
+        "POST",
+        f"/v1/models/{MODEL}:predict",
+        {"json": {"instances": []}},
+        400,
+        "'instances' must be a non-empty list",
+    ),
+    "bad base64": (
+        "POST",
+        f"/v1/models/{MODEL}:predict",
+        {"json": {"instances": [{"b64": "%%%"}]}},
+        400,
+        "not valid base64",
+    ),
+    "undecodable image": (
+        "POST",
+        f"/v1/models/{MODEL}:predict",
+        {"json": {"instances": [{"b64": base64.b64encode(b"text").decode()}]}},
+        400,
+        "image 0: not an image OpenCV can decode",
+    ),
     "empty image": ("POST", "/explain", {"content": b""}, 400, "image 0: empty file"),
-    "wrong datatype": ("POST", f"/v2/models/{MODEL}/infer", {"json": _v2(datatype="FP32")},
-                       400, "must be BYTES"),
-    "wrong shape": ("POST", f"/v2/models/{MODEL}/infer", {"json": _v2(shape=[2])}, 400,
-                    "has shape [2] but holds 1 elements"),
-    "unknown input": ("POST", f"/v2/models/{MODEL}/infer", {"json": _v2(name="pixels")}, 400,
-                      "unknown input 'pixels'"),
-    "unknown output": ("POST", f"/v2/models/{MODEL}/infer",
-                       {"json": {**_v2(), "outputs": [{"name": "logits"}]}}, 400,
-                       "unknown output 'logits'"),
-    "bad binary header": ("POST", f"/v2/models/{MODEL}/infer",
-                          {"content": b"{}", "headers": {"Inference-Header-Content-Length":
-                                                         "99"}}, 400, "does not fit"),
-    "unknown model": ("POST", "/v1/models/nope:predict", {"json": {"instances": []}}, 404,
-                      "unknown model 'nope'"),
+    "wrong datatype": (
+        "POST",
+        f"/v2/models/{MODEL}/infer",
+        {"json": _v2(datatype="FP32")},
+        400,
+        "must be BYTES",
+    ),
+    "wrong shape": (
+        "POST",
+        f"/v2/models/{MODEL}/infer",
+        {"json": _v2(shape=[2])},
+        400,
+        "has shape [2] but holds 1 elements",
+    ),
+    "unknown input": (
+        "POST",
+        f"/v2/models/{MODEL}/infer",
+        {"json": _v2(name="pixels")},
+        400,
+        "unknown input 'pixels'",
+    ),
+    "unknown output": (
+        "POST",
+        f"/v2/models/{MODEL}/infer",
+        {"json": {**_v2(), "outputs": [{"name": "logits"}]}},
+        400,
+        "unknown output 'logits'",
+    ),
+    "bad binary header": (
+        "POST",
+        f"/v2/models/{MODEL}/infer",
+        {"content": b"{}", "headers": {"Inference-Header-Content-Length": "99"}},
+        400,
+        "does not fit",
+    ),
+    "unknown model": (
+        "POST",
+        "/v1/models/nope:predict",
+        {"json": {"instances": []}},
+        404,
+        "unknown model 'nope'",
+    ),
     "unknown path": ("GET", "/v3/anything", {}, 404, "no such path: /v3/anything"),
-    "bad method": ("POST", "/explain", {"params": {"method": "gradcam"}, "content": CHELSEA},
-                   422, "method: unknown value 'gradcam'"),
-    "bad top_k": ("POST", "/explain", {"params": {"top_k": "0"}, "content": CHELSEA}, 422,
-                  "top_k: must be between 1 and 20, got 0"),
-    "bad target": ("POST", f"/v1/models/{MODEL}:explain",
-                   {"json": {"instances": [{"b64": B64}], "parameters": {"target": 5000}}},
-                   422, "target: must be between 0 and 999, got 5000"),
-    "bad map_size": ("POST", "/explain", {"params": {"map_size": "huge"}, "content": CHELSEA},
-                     422, "map_size: expected original, input or a number of pixels"),
-    "zero map_size": ("POST", "/explain", {"params": {"map_size": "0"}, "content": CHELSEA},
-                      422, "map_size: must be between 1 and"),
-    "unknown fuse": ("POST", "/explain", {"params": {"fuse": "median"}, "content": CHELSEA},
-                     422, "fuse: unknown value 'median'"),
-    "unknown layer": ("POST", "/explain", {"params": {"layers": "nope"}, "content": CHELSEA},
-                      422, "unknown layer nope: this bundle's layers are"),
-    "eigen on reciprocam": ("POST", "/explain", {"params": {"method": "reciprocam",
-                                                            "eigen_smooth": "true"},
-                                                 "content": CHELSEA},
-                            422, "eigen_smooth applies to methods that weigh the activations"),
-    "target and top_k": ("POST", "/explain", {"params": {"top_k": "2", "target": "3"},
-                                              "content": CHELSEA}, 422,
-                         "either target or top_k"),
-    "body too large": ("POST", "/explain", {"content": b"\0" * (21 * 1024 * 1024)}, 413,
-                       "above the limit of 20971520 bytes"),
-    "image too large": ("POST", "/explain", {"content": _png_header(60000, 60000)}, 413,
-                        "3600000000 pixels is above the limit of 100000000 pixels"),
-    "webp bomb": ("POST", "/explain", {"content": webp_bomb()}, 413,
-                  "256000000 pixels is above the limit of 100000000 pixels"),
+    "bad method": (
+        "POST",
+        "/explain",
+        {"params": {"method": "gradcam"}, "content": CHELSEA},
+        422,
+        "method: unknown value 'gradcam'",
+    ),
+    "bad top_k": (
+        "POST",
+        "/explain",
+        {"params": {"top_k": "0"}, "content": CHELSEA},
+        422,
+        "top_k: must be between 1 and 20, got 0",
+    ),
+    "bad target": (
+        "POST",
+        f"/v1/models/{MODEL}:explain",
+        {"json": {"instances": [{"b64": B64}], "parameters": {"target": 5000}}},
+        422,
+        "target: must be between 0 and 999, got 5000",
+    ),
+    "bad map_size": (
+        "POST",
+        "/explain",
+        {"params": {"map_size": "huge"}, "content": CHELSEA},
+        422,
+        "map_size: expected original, input or a number of pixels",
+    ),
+    "zero map_size": (
+        "POST",
+        "/explain",
+        {"params": {"map_size": "0"}, "content": CHELSEA},
+        422,
+        "map_size: must be between 1 and",
+    ),
+    "unknown fuse": (
+        "POST",
+        "/explain",
+        {"params": {"fuse": "median"}, "content": CHELSEA},
+        422,
+        "fuse: unknown value 'median'",
+    ),
+    "unknown layer": (
+        "POST",
+        "/explain",
+        {"params": {"layers": "nope"}, "content": CHELSEA},
+        422,
+        "unknown layer nope: this bundle's layers are",
+    ),
+    "eigen on reciprocam": (
+        "POST",
+        "/explain",
+        {"params": {"method": "reciprocam", "eigen_smooth": "true"}, "content": CHELSEA},
+        422,
+        "eigen_smooth applies to methods that weigh the activations",
+    ),
+    "target and top_k": (
+        "POST",
+        "/explain",
+        {"params": {"top_k": "2", "target": "3"}, "content": CHELSEA},
+        422,
+        "either target or top_k",
+    ),
+    "body too large": (
+        "POST",
+        "/explain",
+        {"content": b"\0" * (21 * 1024 * 1024)},
+        413,
+        "above the limit of 20971520 bytes",
+    ),
+    "image too large": (
+        "POST",
+        "/explain",
+        {"content": _png_header(60000, 60000)},
+        413,
+        "3600000000 pixels is above the limit of 100000000 pixels",
+    ),
+    "webp bomb": (
+        "POST",
+        "/explain",
+        {"content": webp_bomb()},
+        413,
+        "256000000 pixels is above the limit of 100000000 pixels",
+    ),
 }
 
 
@@ -383,8 +548,14 @@ def test_bad_request_is_a_one_line_json_error(server, case):
 
 def test_bad_requests_leave_no_native_messages_and_a_log_line_each(server):
     server.client.post("/explain", content=b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
-    reply = server.client.post("/v1/models/tiny:predict", json={"instances": [
-        {"b64": base64.b64encode(encode_png(np.zeros((8, 8, 3), np.uint8))).decode()}]})
+    reply = server.client.post(
+        "/v1/models/tiny:predict",
+        json={
+            "instances": [
+                {"b64": base64.b64encode(encode_png(np.zeros((8, 8, 3), np.uint8))).decode()}
+            ]
+        },
+    )
     assert reply.status_code == 200
     log = server.stderr()
     assert "libpng" not in log and "Traceback" not in log
@@ -398,7 +569,9 @@ def _wait_for(server: Server, running: int, waiting: int) -> None:
     """Until the server reports this many requests running and waiting (at most 60 s)."""
     for _ in range(3000):
         if (server.metric("scorecam_running"), server.metric("scorecam_waiting")) == (
-                running, waiting):
+            running,
+            waiting,
+        ):
             return
         time.sleep(0.02)
     raise AssertionError(f"the server never had {running} running and {waiting} waiting")
@@ -419,8 +592,9 @@ def test_health_answers_promptly_while_two_explanations_run(server):
 
     def explain() -> None:
         with httpx.Client(base_url=server.url, timeout=120) as client:
-            replies.append(client.post("/explain", params={"method": "scorecam"},
-                                       content=CHELSEA).status_code)
+            replies.append(
+                client.post("/explain", params={"method": "scorecam"}, content=CHELSEA).status_code
+            )
 
     workers = [threading.Thread(target=explain) for _ in range(2)]
     _wait_for(server, running=0, waiting=0)
@@ -441,8 +615,18 @@ def test_health_answers_promptly_while_two_explanations_run(server):
 @pytest.fixture(scope="module")
 def small(tiny_path):
     # The timeout leaves a loaded machine time to see the pool full before anything expires.
-    srv = Server("--model", f"{MODEL}={DEFAULT_BUNDLE}", "--max-concurrency", "1",
-                 "--max-queue", "1", "--timeout", "8", "--grace", "60")
+    srv = Server(
+        "--model",
+        f"{MODEL}={DEFAULT_BUNDLE}",
+        "--max-concurrency",
+        "1",
+        "--max-queue",
+        "1",
+        "--timeout",
+        "8",
+        "--grace",
+        "60",
+    )
     yield srv
     srv.stop()
 
@@ -462,11 +646,10 @@ def test_full_queue_is_503_with_retry_after(small):
 
     def explain() -> None:
         with httpx.Client(base_url=small.url, timeout=120) as client:
-            replies.append(client.post("/explain", params={"method": "sscam"},
-                                       content=CHELSEA))
+            replies.append(client.post("/explain", params={"method": "sscam"}, content=CHELSEA))
 
     workers = [threading.Thread(target=explain) for _ in range(3)]
-    _wait_for(small, running=0, waiting=0)            # the last test's requests have gone
+    _wait_for(small, running=0, waiting=0)  # the last test's requests have gone
     for w in workers[:2]:
         w.start()
     _wait_for(small, running=1, waiting=1)
@@ -484,17 +667,17 @@ def test_predictions_do_not_wait_behind_explanations(small):
 
     def explain() -> None:
         with httpx.Client(base_url=small.url, timeout=120) as client:
-            replies.append(client.post("/explain", params={"method": "sscam"},
-                                       content=CHELSEA).status_code)
+            replies.append(
+                client.post("/explain", params={"method": "sscam"}, content=CHELSEA).status_code
+            )
 
     workers = [threading.Thread(target=explain) for _ in range(2)]
-    _wait_for(small, running=0, waiting=0)            # the last test's requests have gone
+    _wait_for(small, running=0, waiting=0)  # the last test's requests have gone
     for w in workers:
         w.start()
-    _wait_for(small, running=1, waiting=1)            # one explaining, one waiting: full
+    _wait_for(small, running=1, waiting=1)  # one explaining, one waiting: full
     full = small.client.post("/explain", params={"method": "sscam"}, content=CHELSEA)
-    predicted = small.client.post(f"/v1/models/{MODEL}:predict",
-                                  json={"instances": [{"b64": B64}]})
+    predicted = small.client.post(f"/v1/models/{MODEL}:predict", json={"instances": [{"b64": B64}]})
     for w in workers:
         w.join()
     assert predicted.status_code == 200
@@ -507,8 +690,9 @@ def test_a_queued_request_whose_client_leaves_frees_its_slot_at_once(small):
 
     def explain() -> None:
         with httpx.Client(base_url=small.url, timeout=120) as client:
-            replies.append(client.post("/explain", params={"method": "sscam"},
-                                       content=CHELSEA).status_code)
+            replies.append(
+                client.post("/explain", params={"method": "sscam"}, content=CHELSEA).status_code
+            )
 
     _wait_for(small, running=0, waiting=0)
     running = threading.Thread(target=explain)
@@ -516,9 +700,13 @@ def test_a_queued_request_whose_client_leaves_frees_its_slot_at_once(small):
     _wait_for(small, running=1, waiting=0)
     with pytest.raises(httpx.ReadTimeout), httpx.Client(base_url=small.url) as client:
         client.post("/explain", params={"method": "sscam"}, content=CHELSEA, timeout=1.0)
-    _wait_for(small, running=1, waiting=0)       # freed while the first one still runs
-    assert small.client.post("/explain", params={"method": "sscam"}, content=CHELSEA,
-                             timeout=120).status_code == 504
+    _wait_for(small, running=1, waiting=0)  # freed while the first one still runs
+    assert (
+        small.client.post(
+            "/explain", params={"method": "sscam"}, content=CHELSEA, timeout=120
+        ).status_code
+        == 504
+    )
     running.join()
     assert replies == [504]
 
@@ -529,8 +717,7 @@ def test_sigterm_finishes_accepted_requests_then_exits_0(tiny_path):
 
     def explain() -> None:
         with httpx.Client(base_url=srv.url, timeout=120) as client:
-            replies.append(client.post("/explain", params={"method": "scorecam"},
-                                       content=CHELSEA))
+            replies.append(client.post("/explain", params={"method": "scorecam"}, content=CHELSEA))
 
     worker = threading.Thread(target=explain)
     worker.start()

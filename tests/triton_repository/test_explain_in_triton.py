@@ -30,7 +30,7 @@ pytestmark = pytest.mark.triton
 
 NAME = "lite0"
 EXPLAIN = f"{NAME}-explain"
-VIA_CLASSIFIER = "lite0c-explain"     # the same bundle, masked images sent to the classifier
+VIA_CLASSIFIER = "lite0c-explain"  # the same bundle, masked images sent to the classifier
 CHELSEA = (SAMPLES / "chelsea.png").read_bytes()
 
 
@@ -41,8 +41,9 @@ def yolo_bundle(detectors, tmp_path_factory):
     from scorecam_onnx.bundle.graphs import load_model
 
     path = detectors["yolov8"]
-    return write_detector_bundle(load_model(path), path, tmp_path_factory.mktemp("y") / "y",
-                                 ["features"]).path
+    return write_detector_bundle(
+        load_model(path), path, tmp_path_factory.mktemp("y") / "y", ["features"]
+    ).path
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +52,21 @@ def triton(tmp_path_factory, yolo_bundle):
     repo = tmp_path_factory.mktemp("repo")
     write_repository(yolo_bundle, repo, "yolo")
     write_explainer(yolo_bundle, repo, "yolo", classifier="yolo")
-    result = CliRunner().invoke(main, ["triton", str(DEFAULT_BUNDLE), "--out", str(repo),
-                                       "--name", NAME, "--backend", "python",
-                                       "--max-batch", "32"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "triton",
+            str(DEFAULT_BUNDLE),
+            "--out",
+            str(repo),
+            "--name",
+            NAME,
+            "--backend",
+            "python",
+            "--max-batch",
+            "32",
+        ],
+    )
     assert result.exit_code == 0, result.output
     write_explainer(DEFAULT_BUNDLE, repo, "lite0c", classifier=NAME, forwards="classifier")
     server = Triton(repo)
@@ -69,7 +82,8 @@ def local():
 def _client(triton, protocol):
     if protocol == "http":
         return httpclient, httpclient.InferenceServerClient(
-            f"127.0.0.1:{triton.http_port}", network_timeout=120, connection_timeout=120)
+            f"127.0.0.1:{triton.http_port}", network_timeout=120, connection_timeout=120
+        )
     return grpcclient, grpcclient.InferenceServerClient(f"127.0.0.1:{triton.grpc_port}")
 
 
@@ -101,8 +115,9 @@ def _want(local, image_bytes, method, top_k=None, target=None, preset=None):
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-@pytest.mark.parametrize(("method", "top_k"), [("scorecam", None), ("faster-scorecam", 2),
-                                               ("reciprocam", None)])
+@pytest.mark.parametrize(
+    ("method", "top_k"), [("scorecam", None), ("faster-scorecam", 2), ("reciprocam", None)]
+)
 def test_maps_from_triton_equal_the_in_process_maps(triton, local, protocol, method, top_k):
     params = {"method": method, **({"top_k": top_k} if top_k else {})}
     got = _explain(triton, [CHELSEA], protocol, **params)
@@ -112,8 +127,7 @@ def test_maps_from_triton_equal_the_in_process_maps(triton, local, protocol, met
     assert list(got["class_id"][0]) == [w.class_id for w in want]
     for j, w in enumerate(want):
         assert float(np.abs(got["saliency"][0, j] - w.saliency_input).max()) <= 1e-5
-    probabilities = local.forwards.probabilities(
-        local.preprocess(decode_image(CHELSEA, "x"))[1])[0]
+    probabilities = local.forwards.probabilities(local.preprocess(decode_image(CHELSEA, "x"))[1])[0]
     assert np.allclose(got["score"][0], probabilities[got["class_id"][0]], atol=1e-6)
     assert np.allclose(got["probabilities"][0], probabilities, atol=1e-6)
 
@@ -122,8 +136,9 @@ def test_maps_from_triton_equal_the_in_process_maps(triton, local, protocol, met
 def test_a_detector_explained_in_triton_equals_in_process(triton, yolo_bundle, protocol):
     """Its forwards go to the detector's Triton model; boxes, classes, scores and a map per
     detection come back."""
-    got = _explain(triton, [CHELSEA], protocol, model="yolo-explain", method="scorecam",
-                   max_detections=2)
+    got = _explain(
+        triton, [CHELSEA], protocol, model="yolo-explain", method="scorecam", max_detections=2
+    )
     local = Explainer(yolo_bundle, Runtime(provider="cpu"))
     want = local.explain(decode_image(CHELSEA, "x"), None, "scorecam")[:2]
     assert got["boxes"].shape == (1, 2, 4) and got["saliency"].shape == (1, 2, 64, 64)
@@ -147,8 +162,9 @@ def test_masked_batches_go_to_the_masked_scorer_or_to_the_classifier(triton, loc
     assert 1 <= ran[NAME] <= 2
 
     before = _stats(triton)
-    via = _explain(triton, [CHELSEA], model=VIA_CLASSIFIER, preset="pytorch-grad-cam",
-                   target=want.class_id)
+    via = _explain(
+        triton, [CHELSEA], model=VIA_CLASSIFIER, preset="pytorch-grad-cam", target=want.class_id
+    )
     ran = {n: v - before[n] for n, v in _stats(triton).items()}
     assert float(np.abs(via["saliency"][0, 0] - want.saliency_input).max()) <= 1e-5
     # masked images in batches of at most the classifier's max_batch_size (32)
@@ -157,8 +173,12 @@ def test_masked_batches_go_to_the_masked_scorer_or_to_the_classifier(triton, loc
 
 def test_outputs_not_asked_for_are_not_computed(triton, local):
     before = _stats(triton)
-    got = _explain(triton, [CHELSEA, (SAMPLES / "coffee.png").read_bytes()],
-                   outputs=["class_id", "score"], target="3,7")
+    got = _explain(
+        triton,
+        [CHELSEA, (SAMPLES / "coffee.png").read_bytes()],
+        outputs=["class_id", "score"],
+        target="3,7",
+    )
     ran = {n: v - before[n] for n, v in _stats(triton).items()}
     assert set(got) == {"class_id", "score"}
     assert got["class_id"].tolist() == [[3, 7], [3, 7]]
@@ -180,8 +200,14 @@ def test_four_clients_at_once_all_get_their_maps(triton, local):
     images = [CHELSEA, (SAMPLES / "coffee.png").read_bytes()] * 2
     wants = [_want(local, image, "faster-scorecam")[0] for image in images[:2]]
     with ThreadPoolExecutor(4) as pool:
-        got = list(pool.map(lambda i: _explain(triton, [images[i]], "grpc" if i % 2 else "http",
-                                               method="faster-scorecam"), range(4)))
+        got = list(
+            pool.map(
+                lambda i: _explain(
+                    triton, [images[i]], "grpc" if i % 2 else "http", method="faster-scorecam"
+                ),
+                range(4),
+            )
+        )
     for i, answer in enumerate(got):
         want = wants[i % 2]
         assert answer["class_id"][0, 0] == want.class_id
@@ -200,15 +226,17 @@ def test_a_bad_request_is_one_error_and_the_next_one_succeeds(triton, local, pro
             _explain(triton, images, protocol, **params)
         text = caught.value.message()
         assert message in text and "\n" not in text
-        assert caught.value.status() == ("400" if protocol == "http"
-                                         else "StatusCode.INVALID_ARGUMENT")
+        assert caught.value.status() == (
+            "400" if protocol == "http" else "StatusCode.INVALID_ARGUMENT"
+        )
     got = _explain(triton, [CHELSEA], protocol, method="reciprocam")
     assert got["class_id"][0, 0] == _want(local, CHELSEA, "reciprocam")[0].class_id
     assert httpx.get(f"{triton.http}/v2/models/{EXPLAIN}/ready").status_code == 200
 
 
 def test_a_classifier_that_does_not_match_is_one_log_line_and_no_ready_explainer(
-        tmp_path, tiny_bundle):
+    tmp_path, tiny_bundle
+):
     require_triton()
     write_repository(tiny_bundle, tmp_path, "other")
     write_explainer(DEFAULT_BUNDLE, tmp_path, NAME, backend="python", classifier="other")
@@ -217,12 +245,22 @@ def test_a_classifier_that_does_not_match_is_one_log_line_and_no_ready_explainer
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and f"failed to load '{EXPLAIN}'" not in (
-                server.output()):
+            server.output()
+        ):
             time.sleep(0.3)
-        lines = [line for line in server.output().splitlines()
-                 if "failed to load" in line and EXPLAIN in line]
-        assert lines and ("Triton model 'other': input 'input' has shape N×3×8×8, but the "
-                          "manifest says N×3×224×224") in lines[0]
+        lines = [
+            line
+            for line in server.output().splitlines()
+            if "failed to load" in line and EXPLAIN in line
+        ]
+        assert (
+            lines
+            and (
+                "Triton model 'other': input 'input' has shape N×3×8×8, but the "
+                "manifest says N×3×224×224"
+            )
+            in lines[0]
+        )
         assert httpx.get(f"{server.http}/v2/models/{EXPLAIN}/ready").status_code != 200
         assert httpx.get(f"{server.http}/v2/models/other/ready").status_code == 200
     finally:
@@ -234,8 +272,12 @@ def test_the_explainers_python_has_no_torch():
     so the maps above were computed without it."""
     require_triton()
     python = ENV / "bin" / "python"
-    done = subprocess.run([str(python), "-c", "import scorecam_onnx.triton.explain_adapter, "
-                           "sys; import torch"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(python), "-c", "import scorecam_onnx.triton.explain_adapter, sys; import torch"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1 and "No module named 'torch'" in done.stderr
 
 
@@ -249,18 +291,19 @@ def test_a_cancelled_request_stops_at_its_next_batch(triton, local):
     item = grpcclient.InferInput("image", [1], "BYTES")
     item.set_data_from_numpy(np.array([CHELSEA], dtype=object))
     answers = []
-    call = client.async_infer(EXPLAIN, [item], lambda result, error: answers.append(error),
-                              parameters={"batch_size": 8})
+    call = client.async_infer(
+        EXPLAIN, [item], lambda result, error: answers.append(error), parameters={"batch_size": 8}
+    )
     deadline = time.monotonic() + 30
     while _stats(triton)[f"{NAME}-masked"] - before < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     call.cancel()
     while not answers and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(0.3)                      # the explainer's answer to Triton, after its settle
+    time.sleep(0.3)  # the explainer's answer to Triton, after its settle
     stopped = _stats(triton)[f"{NAME}-masked"] - before
     time.sleep(1.5)
     after = _stats(triton)[f"{NAME}-masked"] - before
     client.close()
-    assert 3 <= stopped < batches and after == stopped      # nothing ran after the answer
+    assert 3 <= stopped < batches and after == stopped  # nothing ran after the answer
     assert answers and answers[0] is not None and "CANCELLED" in str(answers[0].status())
