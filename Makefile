@@ -10,18 +10,18 @@ TRITON_STAMP := $(TRITON)/.installed
 MLSERVER := .venv-mlserver
 MLSERVER_STAMP := $(MLSERVER)/.installed
 
-.PHONY: demo test lint bench load-bench browser clean
+.PHONY: demo test lint types docs docs-serve bench load-bench browser clean
 
 # Explain the sample photos with the shipped EfficientNet-Lite0 bundle.
 demo: $(STAMP)
 	$(BIN)/scorecam-onnx explain samples/ --out out --sheet
 
-# The test suite (the same command CI runs): ruff over the code, the OpenVINO provider's tests
-# in an environment of their own (onnxruntime-openvino replaces onnxruntime), then everything
-# else; the remote tests start the Triton Inference Server of .venv-triton, the MLServer tests
-# .venv-mlserver.
-test: $(STAMP) $(OV_STAMP) $(TRITON_STAMP) $(MLSERVER_STAMP) browser
-	$(BIN)/ruff check .
+# The test suite (the same command CI runs): lint and format checks, the type checker, the
+# documentation site's strict build, the OpenVINO provider's tests in an environment of their
+# own (onnxruntime-openvino replaces onnxruntime), then everything else (the examples of the
+# README and the site included); the remote tests start the Triton Inference Server of
+# .venv-triton, the MLServer tests .venv-mlserver.
+test: lint types docs $(OV_STAMP) $(TRITON_STAMP) $(MLSERVER_STAMP) browser
 	$(OV)/bin/python -m pytest -q -p no:cacheprovider -m openvino tests/test_openvino.py
 	$(BIN)/python -m pytest -q
 
@@ -36,6 +36,18 @@ browser:
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+types: $(STAMP)
+	$(BIN)/mypy
+
+# The documentation site, built offline into site/ (warnings are errors); docs-serve previews
+# it at http://127.0.0.1:8000/ and rebuilds on every change.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
 
 bench: $(STAMP)
 	$(BIN)/scorecam-onnx bench samples/chelsea.png
@@ -51,7 +63,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[cpu,export,serve,ray,quantize,remote,metrics,test]"
+	$(BIN)/python -m pip install --quiet -e ".[cpu,export,serve,ray,quantize,remote,metrics,docs,test]"
 	touch $(STAMP)
 
 $(OV_STAMP): pyproject.toml
@@ -78,4 +90,4 @@ $(MLSERVER_STAMP): pyproject.toml
 	touch $(MLSERVER_STAMP)
 
 clean:
-	rm -rf $(VENV) $(OV) $(TRITON) $(MLSERVER) out
+	rm -rf $(VENV) $(OV) $(TRITON) $(MLSERVER) out site

@@ -145,6 +145,10 @@ def explain_dataset(
     """
     request = request or ExplainRequest()
     runtime = runtime or Runtime(threads=1)
+    # Actors run in the cluster's working folder: local paths are taken from the caller's.
+    out = Path(out).absolute() if out is not None else None
+    if isinstance(bundle, str | Path) and Path(bundle).exists():
+        bundle = Path(bundle).absolute()
     pool = pool or RayPool()
     ray = import_ray()
     dataset = _source_dataset(ray, source)
@@ -175,7 +179,7 @@ def _local_dataset(ray: Any, source: Any, done_in: str | Path | None) -> Any:
     if problems and not paths:
         raise FileNotFoundError("; ".join(problems))
     names = output_names(paths)
-    rows = [{"path": str(p), "name": names[p]} for p in paths]
+    rows = [{"path": str(Path(p).absolute()), "name": names[p]} for p in paths]
     if done_in is not None:
         rows = [r for r in rows if not (Path(done_in) / f"{r['name']}.json").is_file()]
     return (

@@ -29,13 +29,14 @@ def run_server(
     finish (at most `grace` seconds) and return.
 
     Args:
-        host, port: where to listen; port 0 picks a free port.
+        host: the address to listen on.
+        port: the port to listen on; 0 picks a free port.
         on_ready: called with the URL once the socket listens (with `grpc_port`, then with
             "grpc://HOST:PORT" once the gRPC service listens too).
         grpc_port: also serve the Open Inference Protocol's gRPC service there (0: a free
             port), in the same event loop; it drains after HTTP, within `grace`.
-        ssl_certfile, ssl_keyfile: serve HTTPS (and gRPC over TLS) with this certificate
-            chain and private key (PEM).
+        ssl_certfile: serve HTTPS (and gRPC over TLS) with this certificate chain (PEM).
+        ssl_keyfile: the certificate's private key (PEM).
         keep_alive: seconds an idle keep-alive connection is kept open.
         max_connections: connections (and tasks) at once; beyond, new requests get 503
             (uvicorn's limit_concurrency). None: no limit.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -18,6 +19,7 @@ import pytest
 from builders import save, tiny_model
 from click.testing import CliRunner
 from conftest import DEFAULT_BUNDLE, SAMPLES, TINY_PREP
+from examples import run_python, run_shell, runnable, workdir
 
 from scorecam_onnx import Explainer, ExplainRequest, FasterScoreCam, Rise, Runtime
 from scorecam_onnx.bundle import open_model
@@ -289,3 +291,21 @@ def test_actors_send_their_forwards_to_a_served_model(cluster, tmp_path, tiny_bu
         assert int(stats["inference_count"]) == sum(r["forwards"] for r in rows)
     finally:
         triton.stop()
+
+
+def test_the_documented_ray_examples_run(cluster, tmp_path, detectors):
+    """The Ray page's examples: the command on a cluster of its own, the Python on this one."""
+    folder = workdir(tmp_path, detectors["yolov8"])
+    blocks = runnable("ray")
+    for block in (b for b in blocks if b.lang == "bash"):
+        run_shell(block, folder)
+    assert sorted(p.name for p in (folder / "maps").glob("*.json")) == [
+        "chelsea.json",
+        "coffee.json",
+    ]
+    shutil.rmtree(folder / "maps")
+    names = run_python([b for b in blocks if b.lang == "python"], folder)
+    rows = names["rows"].take_all()  # relative paths are the caller's, not the actors'
+    assert len(list((folder / "maps").glob("*.json"))) == 2
+    assert sorted((r["name"], r["class_id"]) for r in rows) == [("chelsea", 285), ("coffee", 967)]
+    assert names["app"] is not None

@@ -17,6 +17,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from click.testing import CliRunner
 from conftest import DEFAULT_BUNDLE, SAMPLES
+from examples import run_python, runnable, workdir
 from triton_server import ENV, Triton, require_triton
 from tritonclient.utils import InferenceServerException
 
@@ -307,3 +308,14 @@ def test_a_cancelled_request_stops_at_its_next_batch(triton, local):
     client.close()
     assert 3 <= stopped < batches and after == stopped  # nothing ran after the answer
     assert answers and answers[0] is not None and "CANCELLED" in str(answers[0].status())
+
+
+def test_the_documented_triton_example_runs(triton, tmp_path, detectors):
+    """The Triton page's client example, against this repository's explainer."""
+    folder = workdir(tmp_path, detectors["yolov8"])
+    names = run_python(
+        runnable("triton"),
+        folder,
+        {"127.0.0.1:8001": f"127.0.0.1:{triton.grpc_port}", '"NAME-explain"': f'"{NAME}-explain"'},
+    )
+    assert names["result"].as_numpy("saliency").shape == (1, 2, 224, 224)
