@@ -45,3 +45,8 @@ def settings_table() -> str:
 
 def on_page_markdown(markdown: str, **_: Any) -> str:
     return markdown.replace(PLACEHOLDER, settings_table())
+
+
+def on_page_content(html: str, **_: Any) -> str:
+    # mkdocs-click prints click's marker for "no default" (Sentinel.UNSET) as a default.
+    return html.replace("<td><code>Sentinel.UNSET</code></td>", "<td></td>")

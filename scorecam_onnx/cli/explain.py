@@ -26,7 +26,7 @@ from .common import StepBar, checked_request, request_of, run_options, setting_o
 @click.option(
     "--sheet",
     is_flag=True,
-    help="Also write sheet.png: photo | heatmap | overlay (first 64 images).",
+    help="Also write sheet.png: photo, heatmap and overlay side by side (first 64 images).",
 )
 @click.option(
     "--skip-existing",
