@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .bundle.manifest import OutputSpec
-from .cam.engine import TORCHCAM, Progress, ScoreCam, ScoreFn, Scores
+from .cam.engine import TORCHCAM, Attribution, Progress, ScoreFn, Scores
 from .cam.fusion import fuse, largest_grid
 from .detection import Detections
 from .detectors import DetectionTarget, detection_target, similarity_of
@@ -71,7 +71,7 @@ class PassSettings:
     """What every pass of one explanation shares."""
 
     method: Method
-    engine: ScoreCam
+    engine: Attribution
     layers: list[str] | None  # None: every layer of the bundle
     fusion: str
     eigen: bool
@@ -192,7 +192,8 @@ def _classes_and_scorer(
 
         # The unperturbed output from the tail as well: one features forward and cheap tail
         # forwards, never a second full-model forward.
-        clean, scorer = tail(layers[0].maps[None])[0], tail
+        scorer: ScoreFn = tail
+        clean = tail(layers[0].maps[None])[0]
     else:
         clean, scorer = forwards.scores(x)[0], forwards.batch_scorer()
     probabilities = to_probabilities(clean[None], manifest.output.score_kind)[0]

@@ -5,11 +5,13 @@ One bad image never stops the others: its error is recorded and the run goes on.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import cv2
 import numpy as np
@@ -103,8 +105,9 @@ def explain_files(
     (missing files, folders without images), which also go to `on_problem` first.
     """
     paths, problems = find_images(job.inputs)
-    for problem in problems if on_problem is not None else ():
-        on_problem(problem)
+    if on_problem is not None:
+        for problem in problems:
+            on_problem(problem)
     names = output_names(paths)
     if paths:
         job.out.mkdir(parents=True, exist_ok=True)
@@ -143,9 +146,10 @@ def _explain_one(
     item.summaries = [exp.summary() for exp in found]
     if keep_thumbnail:
         width = max(1, round(rgb.shape[1] * THUMB_HEIGHT / rgb.shape[0]))
-        item.thumbnail = cv2.resize(rgb, (width, THUMB_HEIGHT), interpolation=cv2.INTER_AREA)
-        item.thumb_saliency = cv2.resize(
-            found[0].saliency, (width, THUMB_HEIGHT), interpolation=cv2.INTER_LINEAR
+        size = (width, THUMB_HEIGHT)
+        item.thumbnail = np.asarray(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), np.uint8)
+        item.thumb_saliency = np.asarray(
+            cv2.resize(found[0].saliency, size, interpolation=cv2.INTER_LINEAR), np.float32
         )
 
 
@@ -183,7 +187,7 @@ def write_outputs(
         )
         caption = f"{exp.label} {exp.score:.2f}" if detector else ""
         write_overlay_png(out / f"{base}.png", rgb, exp.saliency, box=exp.box, caption=caption)
-        write_atomic(out / f"{base}.npy", lambda handle, e=exp: np.save(handle, e.saliency))
+        write_atomic(out / f"{base}.npy", functools.partial(_save_npy, exp.saliency))
         entry = {
             "image": str(source),
             **exp.summary(),
@@ -195,3 +199,7 @@ def write_outputs(
     key = "detections" if detector else "classes"
     summary = entries[0] if not per_class else {"image": str(source), key: entries}
     write_text_atomic(out / f"{name}.json", json.dumps(summary, indent=2) + "\n")
+
+
+def _save_npy(array: NDArray[np.float32], handle: IO[bytes]) -> None:
+    np.save(handle, array)

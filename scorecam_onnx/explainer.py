@@ -382,7 +382,7 @@ class Explainer:
         rescaling)."""
         if len(passes) == 1:
             return passes[0].cams[column], passes[0].degenerate[column]
-        cam = np.mean(np.stack([p.cams[column] for p in passes]), axis=0, dtype=np.float32)
+        cam = np.stack([p.cams[column] for p in passes]).mean(axis=0, dtype=np.float32)
         degenerate = bool(cam.max() <= 0.0 or cam.max() == cam.min())
         size = (self.forwards.input.height, self.forwards.input.width)
         return (np.zeros(size, np.float32) if degenerate else cam), degenerate

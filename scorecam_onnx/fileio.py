@@ -72,7 +72,11 @@ def file_mode() -> int:
 
 def write_bytes_atomic(path: Path, data: bytes | memoryview) -> None:
     """Atomically replace `path` with `data`."""
-    write_atomic(path, lambda handle: handle.write(data))
+
+    def write(handle: IO[bytes]) -> None:
+        handle.write(data)
+
+    write_atomic(path, write)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

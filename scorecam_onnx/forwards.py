@@ -4,12 +4,13 @@ graphs' shapes checked against the manifest when they are opened."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .bundle import Bundle
-from .bundle.manifest import ActivationSpec
+from .bundle.manifest import ActivationSpec, DecoderSpec
 from .cam.engine import Pipelined, sigmoid
 from .cam.graph_masks import DeviceMasks, ServedMasks
 from .detection import Detections, decode
@@ -17,6 +18,17 @@ from .errors import BundleError
 from .metrics import softmax
 from .options import no_layer
 from .runners.ort import Runner
+
+
+@runtime_checkable
+class Submits(Protocol):
+    """A runner that keeps batches in flight (a served model's): `submit` returns a wait."""
+
+    in_flight: int
+
+    def submit(
+        self, names: list[str], feed: dict[str, NDArray[np.float32]]
+    ) -> Callable[[], list[NDArray[np.float32]]]: ...
 
 
 class Forwards:
@@ -67,6 +79,20 @@ class Forwards:
         self.check_shapes()
 
     @property
+    def _activation(self) -> ActivationSpec:
+        """The deepest layer's activation (a bundle without one has no features graph)."""
+        activation = self.bundle.manifest.activation
+        if activation is None:
+            raise BundleError(no_layer(self.bundle.path))
+        return activation
+
+    @property
+    def _decoder(self) -> DecoderSpec:
+        if self.decoder is None:
+            raise BundleError(f"{self.bundle.path}: not a detector (its manifest has no decoder)")
+        return self.decoder
+
+    @property
     def provider(self) -> str:
         """The execution provider of the full-model forwards ("remote" for a served one)."""
         return self.model.provider
@@ -85,7 +111,9 @@ class Forwards:
         if self.maps_scorer is not None and m.activation is not None:
             maps = np.zeros((self.batch_size, m.activation.height, m.activation.width), np.float32)
             for align in (False, True):
-                self.maps_scorer.bind(zeros, align)(maps)
+                scorer = self.maps_scorer.bind(zeros, align)
+                if scorer is not None:  # a served convention may have no scorer
+                    scorer(maps)
 
     def check_shapes(self) -> None:
         """Fail early when a graph's fixed dimensions contradict the manifest."""
@@ -102,7 +130,7 @@ class Forwards:
         if self.features is not None:
             checks.append((self.features, "input", m.input.name, image))
             for _, a in m.targets:
-                act = (a.channels, a.height, a.width)
+                act: tuple[int, ...] = (a.channels, a.height, a.width)
                 act = act[1:] + act[:1] if a.layout == "NHWC" else act
                 act = (a.tokens, a.channels) if a.layout == "NLC" else act
                 checks.append((self.features, "output", a.name, act))
@@ -136,14 +164,14 @@ class Forwards:
                 f"{'×'.join(map(str, shape))}, the manifest says "
                 f"{'×'.join(map(str, image))}"
             )
-        missing = [n for n in self.decoder.outputs if n not in self.model.shapes("output")]
+        missing = [n for n in self._decoder.outputs if n not in self.model.shapes("output")]
         if missing:
             raise BundleError(f"{self.model.path}: no output named {missing[0]!r} (manifest)")
 
     def detections(self, batch: NDArray[np.float32], threshold: float) -> list[Detections]:
         """Each input's detections above `threshold` (boxes in input pixels, best first); an
         input whose outputs are not all finite gets none and is marked so."""
-        spec = self.decoder
+        spec = self._decoder
         size = (self.input.height, self.input.width)
         classes = self.bundle.manifest.output.classes
         found: list[Detections] = []
@@ -168,7 +196,7 @@ class Forwards:
         """A detector's outputs for a batch, undecoded (in the decoder's order): one call, or
         one per input for a graph that takes one (joined along the batch axis; a graph with
         no batch axis takes a single input)."""
-        names = list(self.decoder.outputs)
+        names = list(self._decoder.outputs)
         if not self._single:
             return self.model.run(names, self._model_feed(batch))
         if self._unbatched:
@@ -209,11 +237,12 @@ class Forwards:
     def batch_scorer(self) -> Callable[[NDArray[np.float32]], NDArray[np.float32]]:
         """`scores`, or for a served model the same with `submit` and `in_flight`, so that
         the engine keeps several batches on the server at once."""
-        if not hasattr(self.model, "submit"):
+        if not isinstance(self.model, Submits):
             return self.scores
         return Pipelined(self.scores, self._submit_scores, self.model.in_flight)
 
     def _submit_scores(self, batch: NDArray[np.float32]) -> Callable[[], NDArray[np.float32]]:
+        assert isinstance(self.model, Submits)
         wait = self.model.submit([self.bundle.manifest.output.name], self._model_feed(batch))
         return lambda: self._checked(wait()[0], batch.shape[0])
 
@@ -255,7 +284,7 @@ class Forwards:
             feed = self._as_tokens(feed, prefix)
         (out,) = self.tail.run(
             [self.bundle.manifest.output.name],
-            {self.bundle.manifest.activation.name: np.ascontiguousarray(feed)},
+            {self._activation.name: np.ascontiguousarray(feed)},
         )
         return self._checked(out, activations.shape[0], "the tail graph")
 
@@ -305,13 +334,13 @@ class Forwards:
 
     def prefix(self, raw: NDArray[np.float32]) -> NDArray[np.float32] | None:
         """The leading tokens (P×K) of a token activation, else None."""
-        return raw[0, : self.bundle.manifest.activation.prefix] if self._tokens else None
+        return raw[0, : self._activation.prefix] if self._tokens else None
 
     def _as_tokens(
         self, maps_nhwc: NDArray[np.float32], prefix: NDArray[np.float32] | None
     ) -> NDArray[np.float32]:
         """N×h×w×K maps back into N×L×K tokens, with the image's leading tokens first."""
-        a = self.bundle.manifest.activation
+        a = self._activation
         n = maps_nhwc.shape[0]
         patches = maps_nhwc.reshape(n, a.height * a.width, a.channels)
         if a.prefix == 0:
@@ -326,7 +355,7 @@ class Forwards:
     ) -> NDArray[np.float32]:
         """K×h×w maps from the features graph's raw output (of the deepest layer, or the
         layer `spec` describes)."""
-        a = spec or self.bundle.manifest.activation
+        a = spec or self._activation
         if a.layout == "NLC":
             if acts.ndim != 3 or acts.shape[1:] != (a.tokens, a.channels):
                 raise BundleError(

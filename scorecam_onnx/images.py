@@ -9,6 +9,7 @@ import re
 import stat
 import warnings
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -81,7 +82,8 @@ def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
     if raw is not None and raw.ndim == 3 and raw.shape[2] == 4 and raw.shape[:2] == bgr.shape[:2]:
         bgr = _composite_over_white(raw)
     bgr = _to_uint8(bgr)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)  # in place: no second copy
+    cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)  # in place: no second copy
+    return bgr
 
 
 def decode_mask(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.bool_]:
@@ -101,9 +103,14 @@ def decode_mask(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise ImageError(
             f"{raw.shape[1]}×{raw.shape[0]} pixels is above the limit of {max_pixels} pixels", name
         )
-    if raw.ndim == 3 and raw.shape[2] == 4:
-        return raw[..., 3] != 0
-    return raw != 0 if raw.ndim == 2 else (raw != 0).any(axis=2)
+    found: NDArray[np.bool_] = (
+        raw[..., 3] != 0
+        if raw.ndim == 3 and raw.shape[2] == 4
+        else raw != 0
+        if raw.ndim == 2
+        else (raw != 0).any(axis=2)
+    )
+    return found
 
 
 def opencv_pixel_limit() -> int:
@@ -136,7 +143,7 @@ def _check_header(data: bytes, name: str, max_pixels: int) -> bool:
     return "A" in mode or "transparency" in info
 
 
-def _composite_over_white(bgra: NDArray) -> NDArray[np.uint8]:
+def _composite_over_white(bgra: NDArray[Any]) -> NDArray[np.uint8]:
     """BGR uint8 of a BGRA image (8 or 16 bits) blended over white, a band of rows at a
     time so that no full-size float copy is made."""
     out = np.empty((*bgra.shape[:2], 3), np.uint8)
@@ -149,12 +156,12 @@ def _composite_over_white(bgra: NDArray) -> NDArray[np.uint8]:
     return out
 
 
-def _to_unit(array: NDArray) -> NDArray[np.float32]:
+def _to_unit(array: NDArray[Any]) -> NDArray[np.float32]:
     scale = 65535.0 if array.dtype == np.uint16 else 1.0 if array.dtype.kind == "f" else 255.0
     return array.astype(np.float32) / np.float32(scale)
 
 
-def _to_uint8(array: NDArray) -> NDArray[np.uint8]:
+def _to_uint8(array: NDArray[Any]) -> NDArray[np.uint8]:
     """uint8 of an 8-bit, 16-bit or float image (floats up to 1 are scaled by 255), a band
     of rows at a time."""
     if array.dtype == np.uint8:
@@ -172,7 +179,7 @@ def _to_uint8(array: NDArray) -> NDArray[np.uint8]:
     return out
 
 
-def _from_array(image: NDArray) -> NDArray[np.uint8]:
+def _from_array(image: NDArray[Any]) -> NDArray[np.uint8]:
     """Accept H×W, H×W×1, H×W×3 (RGB) or H×W×4 (RGBA) arrays."""
     if image.ndim == 2:
         image = image[..., None]
@@ -219,7 +226,7 @@ def crop_box(shape: tuple[int, ...], spec: InputSpec) -> tuple[int, int, int, in
 LETTERBOX_GREY = 114
 
 
-def place(scaled: NDArray, spec: InputSpec, top: int, left: int, fill: float) -> NDArray:
+def place(scaled: NDArray[Any], spec: InputSpec, top: int, left: int, fill: float) -> NDArray[Any]:
     """The model's H×W view of an image already resized: cut from it, or (letterbox) set on
     a canvas of `fill`."""
     if spec.resize != "letterbox":
@@ -261,10 +268,14 @@ def to_original(
         canvas = np.zeros((sh, sw), dtype=np.float32)
         canvas[top : top + spec.height, left : left + spec.width] = saliency
         saliency = canvas
-    full = cv2.resize(
-        saliency.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR
+    full = np.asarray(
+        cv2.resize(
+            saliency.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR
+        ),
+        np.float32,
     )
-    return np.clip(full, 0.0, 1.0, out=full)  # in place: one full-size map
+    np.clip(full, 0.0, 1.0, out=full)  # in place: one full-size map
+    return full
 
 
 def box_scales(shape: tuple[int, ...], spec: InputSpec) -> tuple[float, float, int, int]:
@@ -283,7 +294,8 @@ def boxes_to_original(
     sx, sy, top, left = box_scales(shape, spec)
     offset, scale = np.array([left, top, left, top]), np.array([sx, sy, sx, sy])
     out = (np.asarray(boxes, np.float64).reshape(-1, 4) + offset) / scale
-    return np.clip(out, 0.0, [shape[1], shape[0], shape[1], shape[0]])
+    clipped: NDArray[np.float64] = np.clip(out, 0.0, [shape[1], shape[0], shape[1], shape[0]])
+    return clipped
 
 
 def boxes_to_input(
@@ -292,7 +304,8 @@ def boxes_to_input(
     """K×4 boxes in the original image's pixels as the model input's."""
     sx, sy, top, left = box_scales(shape, spec)
     offset, scale = np.array([left, top, left, top]), np.array([sx, sy, sx, sy])
-    return np.asarray(boxes, np.float64).reshape(-1, 4) * scale - offset
+    moved: NDArray[np.float64] = np.asarray(boxes, np.float64).reshape(-1, 4) * scale - offset
+    return moved
 
 
 def read_file(path: Path) -> bytes:
@@ -364,7 +377,7 @@ def _images_in(folder: Path, problems: list[str]) -> list[Path]:
     def unreadable(exc: OSError) -> None:
         problems.append(f"{exc.filename}: cannot read this folder: {exc.strerror}")
 
-    hits = []
+    hits: list[Path] = []
     for root, folders, files in os.walk(folder, onerror=unreadable):
         folders.sort()
         hits.extend(

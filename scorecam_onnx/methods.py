@@ -101,7 +101,7 @@ class Method:
         """The preset this method runs with."""
         return self.preset or self.default_preset
 
-    def engine(self, batch_size: int) -> cam_engine.ScoreCam:
+    def engine(self, batch_size: int) -> cam_engine.Attribution:
         """The array engine computing this method, `batch_size` inputs per forward."""
         raise NotImplementedError
 
@@ -149,7 +149,7 @@ class ScoreCam(MaskedMaps):
     name: ClassVar[str] = "scorecam"
     shares_layer_forwards: ClassVar[bool] = True
 
-    def engine(self, batch_size: int) -> cam_engine.ScoreCam:
+    def engine(self, batch_size: int) -> cam_engine.Attribution:
         return cam_engine.ScoreCam(self.preset_name, batch_size)
 
 
@@ -168,7 +168,7 @@ class FasterScoreCam(MaskedMaps):
         super().__post_init__()
         _positive("channels", self.channels)
 
-    def engine(self, batch_size: int) -> cam_engine.ScoreCam:
+    def engine(self, batch_size: int) -> cam_engine.Attribution:
         return cam_methods.FasterScoreCam(self.preset_name, batch_size, self.channels)
 
 
@@ -189,7 +189,7 @@ class ClusterScoreCam(MaskedMaps):
         super().__post_init__()
         _positive("clusters", self.clusters)
 
-    def engine(self, batch_size: int) -> cam_engine.ScoreCam:
+    def engine(self, batch_size: int) -> cam_engine.Attribution:
         return cam_methods.ClusterScoreCam(self.preset_name, batch_size, self.clusters, self.seed)
 
 
@@ -213,7 +213,7 @@ class SSCam(MaskedMaps):
         super().__post_init__()
         _positive("samples", self.samples)
 
-    def engine(self, batch_size: int) -> cam_engine.ScoreCam:
+    def engine(self, batch_size: int) -> cam_engine.Attribution:
         return cam_methods.SSCam(self.preset_name, batch_size, self.samples, self.sigma, self.seed)
 
 
@@ -233,7 +233,7 @@ class ISCam(MaskedMaps):
         super().__post_init__()
         _positive("samples", self.samples)
 
-    def engine(self, batch_size: int) -> cam_engine.ScoreCam:
+    def engine(self, batch_size: int) -> cam_engine.Attribution:
         return cam_methods.ISCam(self.preset_name, batch_size, self.samples)
 
 
@@ -244,7 +244,7 @@ class EigenCam(ActivationsOnly):
     name: ClassVar[str] = "eigencam"
     weighs_activations: ClassVar[bool] = False
 
-    def engine(self, batch_size: int) -> cam_engine.ScoreCam:
+    def engine(self, batch_size: int) -> cam_engine.Attribution:
         return cam_methods.EigenCam(self.preset_name, batch_size)
 
 
@@ -260,7 +260,7 @@ class ReciproCam(TailPerturbation):
     weighs_activations: ClassVar[bool] = False
     gaussian: bool = False
 
-    def engine(self, batch_size: int) -> cam_engine.ScoreCam:
+    def engine(self, batch_size: int) -> cam_engine.Attribution:
         return ReciproEngine(self.preset, batch_size, self.gaussian)
 
 
@@ -271,7 +271,7 @@ class AblationCam(TailPerturbation):
     name: ClassVar[str] = "ablationcam"
     default_preset: ClassVar[str] = GRADCAM
 
-    def engine(self, batch_size: int) -> cam_engine.ScoreCam:
+    def engine(self, batch_size: int) -> cam_engine.Attribution:
         return AblationEngine(self.preset, batch_size)
 
 
@@ -299,7 +299,7 @@ class Rise(InputMasks):
         if not 0.0 < self.p <= 1.0:
             raise ValueError(f"p must be in (0, 1], got {self.p!r}")
 
-    def engine(self, batch_size: int) -> cam_engine.ScoreCam:
+    def engine(self, batch_size: int) -> cam_engine.Attribution:
         return RiseEngine(self.preset_name, batch_size, self.samples, self.grid, self.p, self.seed)
 
 

@@ -51,7 +51,7 @@ def increase_in_confidence(full: Sequence[float], explained: Sequence[float]) ->
     return float(np.mean(o > y) * 100.0)
 
 
-def area_under_curve(curve: Sequence[float]) -> float:
+def area_under_curve(curve: Sequence[float] | NDArray[np.floating]) -> float:
     """Trapezoid-rule area under points spaced evenly on [0, 1]."""
     values = np.asarray(curve, dtype=np.float64)
     if values.size < 2:

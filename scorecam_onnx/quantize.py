@@ -30,6 +30,7 @@ from .evaluation.faithfulness import reference_of
 from .explainer import Explainer
 from .fileio import sha256, staged_folder, write_text_atomic
 from .methods import as_method
+from .options import no_layer
 from .runtime import Runtime
 
 FIDELITY_NAME = "fidelity.json"
@@ -109,7 +110,11 @@ def _load(explainer: Explainer, path: Path, role: str) -> tuple[str, np.ndarray]
 def _graph_path(bundle: Bundle, graph: str) -> Path:
     if graph == "tail":
         return bundle.path / TAIL_NAME
-    return bundle.features_path if graph == "features" else bundle.model_path
+    if graph == "features":
+        if bundle.features_path is None:
+            raise BundleError(no_layer(bundle.path))
+        return bundle.features_path
+    return bundle.model_path
 
 
 def _graph_inputs(
@@ -118,6 +123,8 @@ def _graph_inputs(
     """Calibration feeds of a graph: preprocessed images, or activations for the tail."""
     m = explainer.bundle.manifest
     if graph == "tail":
+        if m.activation is None:
+            raise BundleError(no_layer(explainer.bundle.path))
         return [{m.activation.name: explainer.forwards.raw_activations(x)} for x in images]
     feed = [x.transpose(0, 2, 3, 1) if m.input.layout == "NHWC" else x for x in images]
     return [{m.input.name: np.ascontiguousarray(x)} for x in feed]

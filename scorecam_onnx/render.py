@@ -35,7 +35,7 @@ def heatmap(saliency: NDArray[np.floating]) -> NDArray[np.uint8]:
 
 def _jet_bgr(saliency: NDArray[np.floating]) -> NDArray[np.uint8]:
     level = np.clip(np.nan_to_num(saliency) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return cv2.applyColorMap(level, cv2.COLORMAP_JET)
+    return np.asarray(cv2.applyColorMap(level, cv2.COLORMAP_JET), np.uint8)
 
 
 def overlay(
@@ -67,7 +67,7 @@ def overlay_png(
     ok, data = cv2.imencode(".png", blended)
     if not ok:
         raise ValueError("PNG encoding failed")
-    return memoryview(data).cast("B")
+    return np.ascontiguousarray(data).data.cast("B")
 
 
 def write_overlay_png(
@@ -126,10 +126,13 @@ def _blend(
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if saliency.shape[:2] != image.shape[:2]:
-        saliency = cv2.resize(
-            saliency.astype(np.float32),
-            (image.shape[1], image.shape[0]),
-            interpolation=cv2.INTER_LINEAR,
+        saliency = np.asarray(
+            cv2.resize(
+                saliency.astype(np.float32),
+                (image.shape[1], image.shape[0]),
+                interpolation=cv2.INTER_LINEAR,
+            ),
+            np.float32,
         )
     out = np.empty(image.shape, np.uint8)
     step = rows(image.shape[1])
@@ -157,9 +160,14 @@ def contact_sheet(
     built = []
     for image, saliency, caption in rows:
         width = max(1, round(image.shape[1] * height / image.shape[0]))
-        photo = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-        sal = cv2.resize(
-            saliency.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR
+        photo = np.asarray(
+            cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA), np.uint8
+        )
+        sal = np.asarray(
+            cv2.resize(
+                saliency.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR
+            ),
+            np.float32,
         )
         tiles = [photo, heatmap(sal), overlay(photo, sal)]
         strip = np.full((height + caption_h, 3 * width + 4 * pad, 3), 255, np.uint8)

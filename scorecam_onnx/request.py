@@ -190,12 +190,13 @@ def _box(setting: Setting, item: Any) -> Box:
     if len(numbers) not in (4, 5) or (len(numbers) == 5 and not numbers[4].is_integer()):
         raise SettingError(setting.name, f"expected x1,y1,x2,y2[,class], got {item!r}")
     try:
-        return Box(*numbers[:4], class_id=int(numbers[4]) if len(numbers) == 5 else None)
+        x1, y1, x2, y2 = numbers[:4]
+        return Box(x1, y1, x2, y2, class_id=int(numbers[4]) if len(numbers) == 5 else None)
     except ValueError as exc:
         raise SettingError(setting.name, str(exc)) from None
 
 
-_PARSERS: dict[str, Callable[[Setting, Any], Any]] = {
+_PARSERS: dict[str, Callable[[Setting, Any, int | None], Any]] = {
     "int": _int,
     "bool": _bool,
     "choice": _choice,

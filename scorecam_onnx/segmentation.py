@@ -9,6 +9,7 @@ covering most pixels is explained (never the background class).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -104,13 +105,13 @@ def choose_classes(
 
 
 def output_region(
-    mask: NDArray, image_shape: tuple[int, ...], spec: InputSpec, output: OutputSpec
+    mask: NDArray[Any], image_shape: tuple[int, ...], spec: InputSpec, output: OutputSpec
 ) -> NDArray[np.bool_]:
     """A region mask (non-zero pixels) at the image's size or the output's, at the output's:
     through the preprocessing's resize and crop, then to the output grid (nearest)."""
     mask = np.asarray(mask)
     if mask.ndim == 3:
-        mask = mask.any(axis=2)
+        mask = np.asarray(mask.any(axis=2))
     if mask.ndim != 2:
         raise ValueError(f"a region is an H×W mask, got shape {mask.shape}")
     binary = (mask != 0).astype(np.uint8)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -100,7 +101,7 @@ class Region(Target):
         background: a class never chosen by `Top1` or `TopK`. Default: the bundle's.
     """
 
-    mask: NDArray | None = field(default=None, compare=False)
+    mask: NDArray[Any] | None = field(default=None, compare=False)
     of: Target = field(default_factory=Top1)
     background: int | None = None
 
@@ -189,4 +190,4 @@ def as_target(target: Target | int | Sequence[int] | Sequence[Box] | None) -> Ta
         return Boxes(target)
     if isinstance(target, bool):
         raise TypeError(f"class ids must be integers, got {target!r}")
-    return Class(target)
+    return Class(cast(int | Sequence[int], target))

@@ -1,5 +1,5 @@
 """Every Python and shell example of the README and the site runs as written against the
-shipped bundle and prints what it says; the synopses name only flags their commands have.
+shipped bundle and prints what it says (the synopsis is checked in `cli/test_synopsis.py`).
 
 Examples that need the service run here against a real one; those needing Triton or Ray run
 in the tests that start them (`triton_repository/`, `distributed/`).
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 
-import click
 import numpy as np
 import pytest
 from examples import (
@@ -24,8 +23,6 @@ from examples import (
     workdir,
 )
 from serving import Server
-
-from scorecam_onnx.cli import main
 
 PYTHON_FILES = sorted({e.path for e in runnable() if e.lang == "python"})
 SHELL = [e for e in runnable() if e.lang == "bash"]
@@ -120,31 +117,3 @@ def test_service_examples(folder):
         run_python(runnable("service"), folder, {"127.0.0.1:8080": address})
     finally:
         server.stop()
-
-
-def _commands(text: str) -> list[tuple[str, str]]:
-    """(command, its synopsis) for each `scorecam-onnx COMMAND` of a synopsis block."""
-    found: list[tuple[str, str]] = []
-    for line in text.splitlines():
-        m = re.match(r"scorecam-onnx (\w+)", line)
-        if m:
-            found.append((m[1], line))
-        elif found and line.startswith(" "):
-            found[-1] = (found[-1][0], found[-1][1] + line)
-    return found
-
-
-def test_synopses_name_only_real_flags():
-    ctx = click.Context(main)
-    checked = 0
-    for block in examples():
-        if block.lang != "text":
-            continue
-        for name, synopsis in _commands(block.code):
-            command = main.get_command(ctx, name)
-            assert command is not None, f"{block.name}: no command {name!r}"
-            flags = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
-            for flag in re.findall(r"(?<![\w-])--[\w-]+", synopsis.split("#")[0]):
-                assert flag in flags, f"{block.name}: {name} has no {flag}"
-                checked += 1
-    assert checked > 100

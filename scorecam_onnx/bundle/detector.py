@@ -44,7 +44,7 @@ REPORTED_CLASSES = {"end2end": 80, "torchvision": 91}
 YOLO_KINDS = ("yolov8", "yolov5", "end2end")
 # The most boxes an end-to-end export reports (ultralytics keeps 300).
 MAX_REPORTED = 1000
-NO_NORMALISATION = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
+NO_NORMALISATION: dict[str, Any] = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
 
 
 def is_detector(model: onnx.ModelProto) -> bool:
@@ -282,7 +282,7 @@ def _describe(
     return spec, count, prep, labels
 
 
-def assumed_note(path: Path | str, kind: str, prep: Preprocessing) -> str:
+def assumed_note(path: Path | str, kind: str, prep: Preprocessing | InputSpec) -> str:
     """The one line saying which preprocessing a plain detector was given."""
     mean, std = (",".join(f"{v:g}" for v in values) for values in (prep.mean, prep.std))
     return (
@@ -295,9 +295,9 @@ def assumed_note(path: Path | str, kind: str, prep: Preprocessing) -> str:
 def probe_size(model: onnx.ModelProto) -> tuple[tuple[int, int], bool]:
     """A detector's input size (its graph's fixed size, its metadata's, or 640) and whether
     the graph fixes it."""
-    dims = input_dims(model)
-    if all(isinstance(d, int) for d in dims[-2:]):
-        return (int(dims[-2]), int(dims[-1])), True
+    height, width = input_dims(model)[-2:]
+    if isinstance(height, int) and isinstance(width, int):
+        return (height, width), True
     return _metadata_size(model) or (DETECTOR_SIZE, DETECTOR_SIZE), False
 
 
@@ -388,6 +388,8 @@ def _cut_features(
         graphs.free_batch_axis(features, [image, *tensors])
     onnx.save_model(features, str(folder / "features.onnx"))
     onnx.checker.check_model(str(folder / "features.onnx"))
+    if prep.height is None or prep.width is None:
+        raise BundleError("a detector's input size must be known to cut its features graph")
     size = (prep.height, prep.width)
     noise = np.zeros((3, *size) if unbatched else (1, 3, *size), np.float32)
     session, _ = build_session(folder / "features.onnx", "cpu")
@@ -400,7 +402,8 @@ def _cut_features(
                 f"tensor {tensor!r} has shape {value.shape}: a detector's "
                 "layer must be N×K×h×w maps"
             )
-        layers.append(LayerSpec(name, ActivationSpec(tensor, *map(int, shape[1:]))))
+        channels, height, width = (int(d) for d in shape[1:])
+        layers.append(LayerSpec(name, ActivationSpec(tensor, channels, height, width)))
     return tuple(layers)
 
 

@@ -111,7 +111,7 @@ def candidate_layers(model: onnx.ModelProto, output: str, layout: str = "NCHW") 
         raise BundleError(f"ONNX shape inference failed: {exc}") from None
     shapes = {v.name: dims(v) for v in inferred.graph.value_info}
     upstream = ancestors(model, output)
-    spatial = slice(2, 4) if layout == "NCHW" else slice(1, 3)
+    first = 2 if layout == "NCHW" else 1  # the first spatial axis
     norms = [
         n for n in model.graph.node if n.op_type == "LayerNormalization" and n.output[0] in upstream
     ]
@@ -119,10 +119,10 @@ def candidate_layers(model: onnx.ModelProto, output: str, layout: str = "NCHW") 
     found: list[Candidate] = []
     for node in model.graph.node:
         for name in node.output:
-            shape = shapes.get(name)
+            shape: tuple[int | str | None, ...] | None = shapes.get(name)
             if name not in upstream or shape is None:
                 continue
-            maps = len(shape) == 4 and _above_one(shape[spatial])
+            maps = len(shape) == 4 and _above_one(shape[first : first + 2])
             tokens = len(shape) == 3 and name in normed and _above_one(shape[1:2])
             if maps or tokens:
                 found.append(Candidate(name, shape, node.op_type))

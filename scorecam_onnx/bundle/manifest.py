@@ -471,13 +471,13 @@ class _Reader:
         return _Reader(self.get(key, dict), self._key(key))
 
     def positive(self, key: str) -> int:
-        value = self.get(key, int)
+        value: int = self.get(key, int)
         if value <= 0:
             raise BundleError(f"manifest: '{self._key(key)}' must be positive, got {value}")
         return value
 
     def count(self, key: str) -> int:
-        value = self.get(key, int)
+        value: int = self.get(key, int)
         if value < 0:
             raise BundleError(f"manifest: '{self._key(key)}' must be 0 or more, got {value}")
         return value
@@ -522,7 +522,7 @@ class _Reader:
         return (float(value[0]), float(value[1]), float(value[2]))
 
     def choice(self, key: str, allowed: tuple[str, ...]) -> str:
-        value = self.get(key, str)
+        value: str = self.get(key, str)
         if value not in allowed:
             raise BundleError(
                 f"manifest: '{self._key(key)}' is {value!r}, expected one of {', '.join(allowed)}"

@@ -19,7 +19,8 @@ from numpy.typing import NDArray
 
 from .interp import Resizer
 
-ScoreFn = Callable[[NDArray[np.float32]], NDArray[np.float32]]
+# Scores of a batch of inputs (float32 from a model; float64 sums over a segmentation region).
+ScoreFn = Callable[[NDArray[np.float32]], NDArray[np.float32] | NDArray[np.float64]]
 Progress = Callable[[int, int], None]
 
 PAPER, GRADCAM, TORCHCAM = "paper", "pytorch-grad-cam", "torchcam"
@@ -255,7 +256,7 @@ class ScoreCam(Attribution):
             self.batch_size,
             activations.shape[1:] if fused else x.shape[1:],
             lambda start, stop, inputs: self._fill(jobs, x, fused, start, stop, inputs),
-            maps_model if fused else model,
+            maps_model if fused and maps_model is not None else model,
             take,
             progress,
         )

@@ -109,10 +109,10 @@ class DeviceMasks:
         self.model = onnx.load(str(model_path))
         self.input_name, self.output_name = input_name, output_name
         self.size, self.provider, self.threads, self.pad_to = size, provider, threads, pad_to
-        self._sessions: dict[bool, object] = {}
+        self._sessions: dict[bool, Any] = {}  # ONNX Runtime sessions
         self._lock = threading.Lock()
 
-    def session(self, align_corners: bool) -> object:
+    def session(self, align_corners: bool) -> Any:
         """The fused session for one bilinear convention (built once, on first use)."""
         with self._lock:
             if align_corners not in self._sessions:

@@ -446,11 +446,12 @@ def _split_detector(
         force=force,
     )
     m = bundle.manifest
+    kind = m.decoder.kind if m.decoder is not None else "?"
     shown = "; ".join(f"{name} ({_spec(a)})" for name, a in m.targets) or (
         "none (model only, for --method drise)"
     )
     click.echo(
-        f"wrote {out}: a {m.decoder.kind} detector, layer{'s' * (len(m.targets) > 1)} "
+        f"wrote {out}: a {kind} detector, layer{'s' * (len(m.targets) > 1)} "
         f"{shown}, {m.output.classes} classes, {_bundle_bytes(bundle) / 1e6:.1f} MB"
     )
 

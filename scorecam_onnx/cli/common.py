@@ -363,9 +363,10 @@ def _open_detector(path: Any, graph: Any, flags: dict[str, Any], decoder: str | 
 
     overrides = overrides_of({k.replace(" ", "_"): v for k, v in flags.items()})
     bundle = open_detector(path, graph, decoder=decoder, quiet=True, overrides=overrides)
-    if not overrides:
-        m = bundle.manifest
-        click.echo(f"note: {assumed_note(path, m.decoder.kind, m.input)}", err=True)
+    decoder_spec = bundle.manifest.decoder
+    if not overrides and decoder_spec is not None:
+        note = assumed_note(path, decoder_spec.kind, bundle.manifest.input)
+        click.echo(f"note: {note}", err=True)
     return bundle
 
 
@@ -394,7 +395,7 @@ class StepBar:
         self.live = not quiet and sys.stderr.isatty()
         self.echo_labels = echo_labels and not quiet and not self.live
         self.label = ""
-        self.bar = None
+        self.bar: Any = None  # click's progress bar, once a total is known
 
     def __enter__(self) -> StepBar:
         return self

@@ -6,6 +6,7 @@ with their spread: machines are noisy, and only ratios measured together mean mu
 
 from __future__ import annotations
 
+import functools
 import statistics
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import time
 import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -21,6 +23,8 @@ from ..explainer import Explainer
 from ..images import ImageLike
 from ..methods import AblationCam, FasterScoreCam, ReciproCam, ScoreCam
 from ..targets import TopK
+
+T = TypeVar("T")
 
 SWEEP = (1, 2, 4, 8, 16, 32, 64)
 
@@ -77,8 +81,15 @@ class BenchReport:
         return asdict(self)
 
 
-def _timed(run: Callable[[], object], repeats: int) -> tuple[Timing, object]:
-    samples, result = [], None
+def _threads(explainer: Explainer) -> int:
+    """The intra-op threads of the features session."""
+    session = getattr(explainer.forwards.features, "session", None)
+    return int(session.get_session_options().intra_op_num_threads) if session else 0
+
+
+def _timed(run: Callable[[], T], repeats: int) -> tuple[Timing, T]:
+    samples: list[float] = []
+    result: Any = None
     for _ in range(repeats):
         started = time.perf_counter()
         result = run()
@@ -165,7 +176,7 @@ def bench(
     report = BenchReport(
         explainer.provider,
         explainer.batch_size,
-        explainer.forwards.features.session.get_session_options().intra_op_num_threads,
+        _threads(explainer),
         repeats,
         import_seconds(),
         Timing.of([0.0]),
@@ -190,7 +201,7 @@ def bench(
     for size in sweep:
         samples = [floor_seconds(explainer, count, size, seed=i) / count for i in range(repeats)]
         report.sweep[size] = statistics.median(samples)
-    report.best_batch = min(report.sweep, key=report.sweep.get) if report.sweep else 0
+    report.best_batch = min(report.sweep, key=lambda size: report.sweep[size], default=0)
     return report
 
 
@@ -262,7 +273,8 @@ def tail_bench(
         forward = _timed(lambda: explainer.forwards.scores(x), 3)[0].median
         plain.append(forward)
         for name, method in methods.items():
-            seconds = _timed(lambda m=method: explainer.explain(rgb, method=m), 1)[0].median
+            run = functools.partial(explainer.explain, rgb, method=method)
+            seconds = _timed(run, 1)[0].median
             times[name].append(seconds)
             ratios[name].append(seconds / forward)
     out = {"model forward": {"seconds": statistics.median(plain)}}

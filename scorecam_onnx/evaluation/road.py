@@ -130,6 +130,6 @@ def road(
         batch = np.stack(images[start : start + batch_size])
         after.extend(np.asarray(probabilities(batch))[:, class_id].tolist())
     half = len(percentiles)
-    morf = float(np.mean(np.float32(after[:half]) - np.float32(before)))
-    lerf = float(np.mean(np.float32(after[half:]) - np.float32(before)))
+    changes = np.asarray(after, np.float32) - np.float32(before)
+    morf, lerf = float(np.mean(changes[:half])), float(np.mean(changes[half:]))
     return Road(morf, lerf, (lerf - morf) / 2)

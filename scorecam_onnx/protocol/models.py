@@ -182,7 +182,9 @@ class ModelService:
             size = capped(rgb.shape[:2], cap)
             scale = size[0] / rgb.shape[0]
             box = None if box is None else tuple(v * scale for v in box)
-            rgb = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+            rgb = np.asarray(
+                cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA), np.uint8
+            )
         caption = "" if box is None else f"{first.label} {first.score:.2f}"
         return bytes(overlay_png(rgb, first.saliency, box=box, caption=caption)), first
 
@@ -268,6 +270,7 @@ class ModelService:
         """A detector's V2 outputs: per image, the explained detections' boxes (in the
         image's pixels), classes, scores and maps (N×D×…; rows past an image's own
         detections are padded with class -1). Without saliency, no masked forward runs."""
+        found: list[list[tuple[Any, int, float, NDArray[np.float32] | None]]]
         if "saliency" in wanted:
             found = [
                 [
@@ -306,10 +309,14 @@ class ModelService:
             raise ApiError(422, str(exc)) from None
 
 
-def padded(rows: Sequence[Sequence[Any]], fill: Any, tail: tuple[int, ...], dtype: type) -> NDArray:
+def padded(
+    rows: Sequence[Sequence[Any]], fill: Any, tail: tuple[int, ...], dtype: type
+) -> NDArray[Any]:
     """Per image a list of values (scalars or arrays of shape `tail`) as one N×D×… array,
     D the longest list, the rows past an image's own set to `fill`."""
-    array = np.full((len(rows), max((len(r) for r in rows), default=0), *tail), fill, dtype)
+    array: NDArray[Any] = np.full(
+        (len(rows), max((len(r) for r in rows), default=0), *tail), fill, dtype
+    )
     for n, row in enumerate(rows):
         for d, value in enumerate(row):
             array[n, d] = value
@@ -399,7 +406,7 @@ def explanation_payload(exp: Explanation, map_size: str | int = "original") -> d
         saliency, size = exp.saliency_input, "input"
     elif isinstance(map_size, int) and max(exp.saliency.shape) > map_size:
         h, w = capped(exp.saliency.shape, map_size)
-        saliency = cv2.resize(exp.saliency, (w, h), interpolation=cv2.INTER_AREA)
+        saliency = np.asarray(cv2.resize(exp.saliency, (w, h), interpolation=cv2.INTER_AREA))
         size = "capped"
     else:
         saliency, size = exp.saliency, "original"

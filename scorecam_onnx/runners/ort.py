@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
@@ -71,8 +72,11 @@ class Runner(Protocol):
     """Anything that maps a feed of named arrays to the requested outputs, and says what its
     inputs and outputs are."""
 
-    provider: str
-    path: Path | str
+    @property
+    def provider(self) -> str: ...
+
+    @property
+    def path(self) -> Path | str: ...
 
     def run(self, outputs: list[str], feed: dict[str, NDArray[np.float32]]) -> list[NDArray]: ...
 
@@ -95,7 +99,7 @@ class OrtRunner:
         path: Path,
         provider: str = "auto",
         threads: int = 0,
-        options: dict[str, str] | None = None,
+        options: Mapping[str, str] | None = None,
     ) -> None:
         self.path = path
         try:
@@ -146,7 +150,7 @@ def build_session(
     path: Path | bytes,
     provider: str = "auto",
     threads: int = 0,
-    options: dict[str, str] | None = None,
+    options: Mapping[str, str] | None = None,
 ) -> tuple[Any, str]:
     """Create an InferenceSession on the requested provider; return it with the one in use.
 
@@ -192,7 +196,7 @@ def _other_provider(
     path: Path | bytes,
     provider: str,
     threads: int,
-    options: dict[str, str],
+    options: Mapping[str, str],
     available: list[str],
 ) -> Any:
     """A session whose first provider is `provider`, or a ProviderError saying why not."""
@@ -257,7 +261,7 @@ def device_session(
     ort: ModuleType,
     path: Path | bytes,
     devices: list[Any],
-    options: dict[str, str] | None,
+    options: Mapping[str, str] | None,
     threads: int,
 ) -> Any:
     """A session on the given provider devices (the plugin-provider way of choosing)."""
@@ -277,7 +281,7 @@ def _try_cuda(
     path: Path | bytes,
     threads: int,
     quiet: bool,
-    options: dict[str, str] | None = None,
+    options: Mapping[str, str] | None = None,
 ) -> Any | None:
     """A CUDA session, or None when ONNX Runtime silently fell back to the CPU."""
     preload = getattr(ort, "preload_dlls", None)
@@ -289,7 +293,7 @@ def _try_cuda(
                 # Preloading pip-installed CUDA libraries is best effort.
                 with contextlib.suppress(Exception):
                     preload(directory="")
-            cuda = (PROVIDERS["cuda"], options) if options else PROVIDERS["cuda"]
+            cuda = (PROVIDERS["cuda"], dict(options)) if options else PROVIDERS["cuda"]
             session = _new_session(ort, path, [cuda, "CPUExecutionProvider"], threads)
         except Exception:  # noqa: BLE001 - any failure here means "no CUDA"
             return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from importlib.metadata import version as package_version
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import numpy as np
@@ -115,8 +115,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             name=meta["name"],
             versions=meta["versions"],
             platform=meta["platform"],
-            inputs=tensors(meta["inputs"]),
-            outputs=tensors(meta["outputs"]),
+            inputs=tensors(cast(list[dict[str, Any]], meta["inputs"])),
+            outputs=tensors(cast(list[dict[str, Any]], meta["outputs"])),
         )
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:

@@ -74,7 +74,8 @@ def deployment(
         options["autoscaling_config"] = dict(autoscaling_config)
     else:
         options["num_replicas"] = num_replicas
-    return serve.deployment(serve.ingress(builder)(), **options).bind()
+    ingress: Any = serve.deployment(serve.ingress(builder)(), **options)
+    return ingress.bind()
 
 
 def run_on_ray(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from importlib.resources import files
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -31,7 +32,7 @@ def site_router(core: ServiceCore) -> APIRouter:
         map_size (original, input, or the longer side's cap in pixels)."""
         query = request.query_params
         service = core.model(query.get("model") or core.default_model)
-        raw = dict(query)
+        raw: dict[str, Any] = dict(query)
         if len(query.getlist("target")) > 1:
             raw["target"] = query.getlist("target")
         params = core.params(service, raw)

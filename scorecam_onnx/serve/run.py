@@ -52,11 +52,11 @@ def run_server(
         log_config=None,
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=grace,
+        timeout_graceful_shutdown=grace,  # type: ignore[arg-type]  # seconds, a float works
         log_level="warning",
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
-        timeout_keep_alive=keep_alive,
+        timeout_keep_alive=keep_alive,  # type: ignore[arg-type]  # seconds, a float works
         limit_concurrency=max_connections,
     )
     server = uvicorn.Server(config)

@@ -18,6 +18,7 @@ whole request, the default on a GPU instance).
 
 import json
 import os
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -38,7 +39,7 @@ class TritonPythonModel:
         options.add_session_config_entry(
             "session.intra_op.allow_spinning", parameters.get("allow_spinning") or "0"
         )
-        providers = ["CPUExecutionProvider"]
+        providers: list[str | tuple[str, dict[str, Any]]] = ["CPUExecutionProvider"]
         gpu = args.get("model_instance_kind") == "GPU"
         if gpu:  # KIND_GPU: this instance's device
             device = args.get("model_instance_device_id", "0")

@@ -50,7 +50,7 @@ def classifier_config(
     )
     out = m.output
     out_dims = (out.classes, out.height, out.width) if out.segmentation else (out.classes,)
-    outputs = [(m.output.name, "TYPE_FP32", out_dims)]
+    outputs: list[tuple[str, str, tuple[int, ...]]] = [(m.output.name, "TYPE_FP32", out_dims)]
     batched = True
     if m.decoder is not None:
         outputs, batched = _detector_outputs(bundle)
@@ -82,7 +82,8 @@ def _detector_outputs(bundle: Bundle) -> tuple[list[tuple[str, str, tuple[int, .
     batched = len(image.type.tensor_type.shape.dim) == 4
     declared = {o.name: o for o in graph.graph.output}
     outputs = []
-    for name in bundle.manifest.decoder.outputs:
+    decoder = bundle.manifest.decoder
+    for name in decoder.outputs if decoder is not None else ():
         value = declared[name]
         dims = [
             d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim
@@ -102,7 +103,9 @@ def masked_config(
 ) -> str:
     """A masked scorer's config.pbtxt: one image (1×3×H×W) and a batch of h×w maps per
     request (no batching across requests: each request has its own image)."""
-    m = bundle.manifest
+    m, activation = bundle.manifest, bundle.manifest.activation
+    if activation is None:
+        raise BundleError(f"{bundle.path}: a model-only bundle has no maps to mask with")
     return "\n".join(
         [
             f'name: "{name}"',
@@ -112,7 +115,7 @@ def masked_config(
             f'  {{ name: "{IMAGE}" data_type: TYPE_FP32 dims: [ 1, 3, {m.input.height}, '
             f"{m.input.width} ] }},",
             f'  {{ name: "{maps_input(align_corners)}" data_type: TYPE_FP32 dims: [ -1, '
-            f"{m.activation.height}, {m.activation.width} ] }}",
+            f"{activation.height}, {activation.width} ] }}",
             "]",
             "output [",
             f'  {{ name: "{m.output.name}" data_type: TYPE_FP32 '

@@ -1,4 +1,4 @@
-"""Every form in the README's command-line synopsis is one the commands accept: each flag
+"""Every form in the command-line guide's synopsis is one the commands accept: each flag
 exists, a flag shown without a value is a switch, a value shown `…` times is a flag given
 once per value (`[--flag X]...`, a repeatable option), and `ARG...` is a variadic argument.
 The oracle is click's own definition of each command."""
@@ -13,11 +13,11 @@ from conftest import ROOT
 
 from scorecam_onnx.cli import main
 
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+GUIDE = (ROOT / "docs" / "guides" / "cli.md").read_text(encoding="utf-8")
 
 
 def _synopses() -> dict[str, str]:
-    block = README.split("## Command line", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    block = GUIDE.split("## Synopsis", 1)[1].split("```text", 1)[1].split("```", 1)[0]
     found: dict[str, str] = {}
     current = None
     for line in block.splitlines():
