@@ -145,10 +145,54 @@ def _blend(
     return out
 
 
+def fitted(
+    image: NDArray[np.uint8], saliency: NDArray[np.floating], height: int
+) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
+    """The image and its map resized to `height` pixels high (aspect kept)."""
+    width = max(1, round(image.shape[1] * height / image.shape[0]))
+    photo = np.asarray(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA), np.uint8)
+    small = np.asarray(
+        cv2.resize(saliency.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR),
+        np.float32,
+    )
+    return photo, small
+
+
+def labelled_row(
+    pictures: Sequence[tuple[NDArray[np.uint8], str]], pad: int = 8, caption_h: int = 28
+) -> NDArray[np.uint8]:
+    """Pictures of one height side by side on white, each with its caption above it."""
+    height = pictures[0][0].shape[0]
+    width = sum(p.shape[1] for p, _ in pictures) + pad * (len(pictures) + 1)
+    strip = np.full((height + caption_h, width, 3), 255, np.uint8)
+    x = pad
+    for picture, caption in pictures:
+        strip[caption_h:, x : x + picture.shape[1]] = picture
+        _caption(strip, caption, (x, caption_h - 8))
+        x += picture.shape[1] + pad
+    return strip
+
+
+def stacked(strips: Sequence[NDArray[np.uint8]], pad: int = 8) -> NDArray[np.uint8]:
+    """Strips one under the other on white, left-aligned."""
+    width = max(s.shape[1] for s in strips)
+    sheet = np.full((sum(s.shape[0] + pad for s in strips) + pad, width, 3), 255, np.uint8)
+    y = pad
+    for strip in strips:
+        sheet[y : y + strip.shape[0], : strip.shape[1]] = strip
+        y += strip.shape[0] + pad
+    return sheet
+
+
+def _caption(picture: NDArray[np.uint8], text: str, where: tuple[int, int]) -> None:
+    cv2.putText(picture, text, where, cv2.FONT_HERSHEY_SIMPLEX, 0.6, (20, 20, 20), 1, cv2.LINE_AA)
+
+
 def contact_sheet(
     rows: Sequence[tuple[NDArray[np.uint8], NDArray[np.floating], str]], height: int = 224
 ) -> NDArray[np.uint8]:
-    """One picture with a row per item: photo | heatmap | overlay, captioned.
+    """One picture with a row per item: photo | heatmap | overlay, the item's caption over
+    the row.
 
     Args:
         rows: (RGB image, saliency at the image's size, caption) for each item.
@@ -156,42 +200,13 @@ def contact_sheet(
     """
     if not rows:
         raise ValueError("a contact sheet needs at least one row")
-    pad, caption_h = 8, 28
     built = []
     for image, saliency, caption in rows:
-        width = max(1, round(image.shape[1] * height / image.shape[0]))
-        photo = np.asarray(
-            cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA), np.uint8
+        photo, small = fitted(image, saliency, height)
+        built.append(
+            labelled_row([(photo, caption), (heatmap(small), ""), (overlay(photo, small), "")])
         )
-        sal = np.asarray(
-            cv2.resize(
-                saliency.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR
-            ),
-            np.float32,
-        )
-        tiles = [photo, heatmap(sal), overlay(photo, sal)]
-        strip = np.full((height + caption_h, 3 * width + 4 * pad, 3), 255, np.uint8)
-        for i, tile in enumerate(tiles):
-            x = pad + i * (width + pad)
-            strip[caption_h:, x : x + width] = tile
-        cv2.putText(
-            strip,
-            caption,
-            (pad, caption_h - 8),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.6,
-            (20, 20, 20),
-            1,
-            cv2.LINE_AA,
-        )
-        built.append(strip)
-    width = max(s.shape[1] for s in built)
-    sheet = np.full((sum(s.shape[0] + pad for s in built) + pad, width, 3), 255, np.uint8)
-    y = pad
-    for strip in built:
-        sheet[y : y + strip.shape[0], : strip.shape[1]] = strip
-        y += strip.shape[0] + pad
-    return sheet
+    return stacked(built)
 
 
 def encode_png(rgb: NDArray[np.uint8]) -> bytes:

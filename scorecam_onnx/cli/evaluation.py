@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -14,6 +16,7 @@ from ..metrics import DEFAULT_METRICS, METRICS
 from ..options import ExplainOptions
 from ..request import ExplainRequest
 from .common import (
+    Decorator,
     StepBar,
     checked_request,
     comma_list,
@@ -23,16 +26,93 @@ from .common import (
 )
 
 
+def plan_options(default_methods: str) -> Decorator:
+    """--methods, --step, --channels, --samples, --metrics, --road-noise and the explain
+    options: what `evaluate` and `compare` measure."""
+    options: list[Decorator] = [
+        click.option(
+            "--methods",
+            callback=comma_list("method", list(METHODS)),
+            show_default=True,
+            default=default_methods,
+            help="Comma-separated methods to compare.",
+        ),
+        click.option(
+            "--step",
+            type=click.FloatRange(0, 1, min_open=True),
+            default=0.01,
+            show_default=True,
+            help="Share of pixels per deletion/insertion step.",
+        ),
+        setting_options(["channels", "samples"]),
+        click.option(
+            "--metrics",
+            "metric_names",
+            default=",".join(DEFAULT_METRICS),
+            show_default=True,
+            callback=comma_list("metric", METRICS),
+            help="Comma-separated metrics; road (RemOve And Debias, needs the 'metrics' "
+            "extra) solves a sparse system per percentile and image.",
+        ),
+        click.option(
+            "--road-noise",
+            type=click.FloatRange(min=0),
+            default=0.01,
+            show_default=True,
+            help="ROAD's imputation noise (seeded per image).",
+        ),
+        setting_options(
+            [f.name for f in fields(ExplainOptions) if f.name != "batch_size"],
+            {
+                "aug_smooth": "Explain with aug_smooth (six times the forwards).",
+                "eigen_smooth": "Explain with eigen_smooth (methods that weigh activations).",
+                "fuse": "How a multi-layer bundle's maps are fused. Default: the preset's.",
+            },
+        ),
+    ]
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def plan_of(explainer, methods, baselines, step, metric_names, road_noise, settings):
+    """The evaluation plan the flags describe, each method checked against the bundle."""
+    from ..evaluation.faithfulness import EvaluationPlan
+
+    requests = [request_of({**settings, "method": name}) for name in methods]
+    plan = EvaluationPlan(
+        [r.method for r in requests],
+        baselines,
+        metric_names,
+        step,
+        road_noise,
+        requests[0].options,
+    )
+    for _, method, options in plan.runs():  # each method as it will run, up front
+        checked_request(explainer, ExplainRequest(method, options=options))
+    return plan
+
+
+def image_paths(inputs) -> tuple[list[Path], list[str]]:
+    """The images of the arguments; problems on stderr; none at all is an error."""
+    from ..images import find_images
+
+    paths, problems = find_images(list(inputs))
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    if not paths:
+        raise click.ClickException("no images given could be found")
+    return paths, problems
+
+
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
 @run_options
-@click.option(
-    "--methods",
-    callback=comma_list("method", list(METHODS)),
-    show_default=True,
-    default="scorecam,faster-scorecam,sscam,iscam,eigencam",
-    help="Comma-separated methods to compare.",
-)
+@plan_options("scorecam,faster-scorecam,sscam,iscam,eigencam")
 @click.option(
     "--baselines/--no-baselines",
     default=True,
@@ -45,43 +125,17 @@ from .common import (
     help="JSON {image file name: [[x0, y0, x1, y1], ...]} for the pointing game.",
 )
 @click.option(
-    "--step",
-    type=click.FloatRange(0, 1, min_open=True),
-    default=0.01,
-    show_default=True,
-    help="Share of pixels per deletion/insertion step.",
-)
-@setting_options(["channels", "samples"])
-@click.option(
-    "--metrics",
-    "metric_names",
-    default=",".join(DEFAULT_METRICS),
-    show_default=True,
-    callback=comma_list("metric", METRICS),
-    help="Comma-separated metrics; road (RemOve And Debias, needs the 'metrics' "
-    "extra) solves a sparse system per percentile and image.",
-)
-@click.option(
-    "--road-noise",
-    type=click.FloatRange(min=0),
-    default=0.01,
-    show_default=True,
-    help="ROAD's imputation noise (seeded per image).",
-)
-@setting_options(
-    [f.name for f in fields(ExplainOptions) if f.name != "batch_size"],
-    {
-        "aug_smooth": "Explain with aug_smooth (six times the forwards).",
-        "eigen_smooth": "Explain with eigen_smooth (methods that weigh activations).",
-        "fuse": "How a multi-layer bundle's maps are fused. Default: the preset's.",
-    },
+    "--sanity",
+    "with_sanity",
+    is_flag=True,
+    help="Also run the sanity checks (model-parameter randomisation) on the methods.",
 )
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
     default="out/evaluation",
     show_default=True,
-    help="Folder for report.json, report.md and curves.png.",
+    help="Folder for report.json, report.md and curves.png (and sanity.*).",
 )
 def evaluate(
     inputs,
@@ -89,40 +143,37 @@ def evaluate(
     runtime,
     quiet,
     methods,
-    baselines,
-    boxes,
     step,
     metric_names,
     road_noise,
+    baselines,
+    boxes,
+    with_sanity,
     out,
     **settings,
 ) -> None:
     """Compare methods on images: Average Drop, Increase, Deletion, Insertion (+ pointing)."""
-    from ..evaluation.faithfulness import BASELINES, EvaluationPlan, write_report
+    from ..evaluation.faithfulness import BASELINES, write_report
     from ..explainer import Explainer
-    from ..images import find_images
 
-    paths, problems = find_images(list(inputs))
-    for problem in problems:
-        click.echo(f"error: {problem}", err=True)
-    if not paths:
-        raise click.ClickException("no images to evaluate")
+    paths, problems = image_paths(inputs)
     box_list = _boxes_for(paths, boxes) if boxes else None
     explainer = Explainer(model_dir, runtime)
-    requests = [request_of({**settings, "method": name}) for name in methods]
-    plan = EvaluationPlan(
-        [r.method for r in requests],
+    plan = plan_of(
+        explainer,
+        methods,
         BASELINES if baselines else (),
-        metric_names,
         step,
+        metric_names,
         road_noise,
-        requests[0].options,
+        settings,
     )
-    for _, method, options in plan.runs():  # each method as it will run, up front
-        checked_request(explainer, ExplainRequest(method, options=options))
     report, failed = _run_evaluation(explainer, paths, plan, box_list, quiet)
     written = write_report(report, Path(out))
     click.echo(report.markdown(), nl=False)
+    if with_sanity:
+        checked = [p for p in paths if str(p) not in failed]
+        written += run_sanity(explainer, checked, [m for _, m, _ in plan.runs()], out, quiet)
     click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
     if problems or failed:
         raise click.ClickException(
@@ -202,3 +253,30 @@ def bench(image, model_dir, runtime, quiet, presets, repeat, no_sweep, as_json) 
         on_step=None if quiet else lambda text: click.echo(text, err=True),
     )
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
+
+
+def run_sanity(explainer, paths, methods, out, quiet, steps=8, modes=None, seed=0) -> list[Path]:
+    """The sanity checks with progress on stderr, printed and written into `out`; exits 1
+    (after writing) when some inputs could not be checked."""
+    from ..batch import failure_reason
+    from ..evaluation.sanity_checks import MODES, SanityCallbacks, SanityPlan, write_sanity
+    from ..evaluation.sanity_checks import sanity as run
+
+    plan = SanityPlan(methods, steps, modes or MODES, seed)
+    failed: list[str] = []
+    with StepBar(quiet) as bar:
+
+        def on_error(index: int, exc: Exception) -> None:
+            failed.append(str(paths[index]))
+            bar.problem(f"{paths[index]}: {failure_reason(exc)}")
+
+        try:
+            report = run(explainer, paths, plan, SanityCallbacks(bar.step, bar.update, on_error))
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(report.markdown(), nl=False)
+    written = write_sanity(report, Path(out))
+    if failed:
+        click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
+        raise click.ClickException(f"{len(failed)} inputs were not checked; see above")
+    return written

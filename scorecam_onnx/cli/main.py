@@ -14,6 +14,7 @@ import click
 from .. import __version__
 from ..errors import ScoreCamError
 from .bundle import export, info, layers, quantize, split
+from .compare import compare, sanity
 from .evaluation import bench, evaluate
 from .explain import explain
 from .mlserver import mlserver
@@ -44,6 +45,8 @@ def main() -> None:
 for command in (
     explain,
     evaluate,
+    compare,
+    sanity,
     bench,
     providers,
     export,

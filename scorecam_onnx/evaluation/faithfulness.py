@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
@@ -17,14 +16,14 @@ from ..cam.interp import Resizer
 from ..detection import Detections, drise_similarity
 from ..detectors import DetectionTarget, detection_target
 from ..errors import ImageError
-from ..explainer import Explainer
+from ..explainer import Explainer, Explanation
 from ..forwards import Forwards
 from ..images import ImageLike, to_original
 from ..methods import Method, as_method
 from ..metrics import DEFAULT_METRICS, METRICS
 from ..options import DETECTION_THRESHOLD, ExplainOptions
 from ..targets import Class, Target, TopK
-from . import road
+from . import plots, road
 
 BASELINES = ("random", "center")
 
@@ -65,8 +64,9 @@ class Evaluation:
             "methods": [asdict(r) for r in self.rows],
         }
 
-    def markdown(self) -> str:
-        """The table in the shape of the paper's tables, with the metrics asked for."""
+    def table(self) -> tuple[list[str], list[list[str]]]:
+        """The report's column heads and, per method, its cells as printed: the metrics
+        asked for, seconds and forwards per image."""
         columns = [
             (name, head, form)
             for name, head, form in _COLUMNS
@@ -76,7 +76,7 @@ class Evaluation:
         if any(r.pointing is not None for r in self.rows):
             columns.append(("pointing", "Pointing ↑", "pct"))
         head = ["method", *(h for _, h, _ in columns), "s / image", "forwards / image"]
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        rows = []
         for r in self.rows:
             cells = [r.method]
             for name, _, form in columns:
@@ -88,8 +88,14 @@ class Evaluation:
                     if form == "pct"
                     else format(value, form)
                 )
-            cells += [f"{r.seconds:.2f}", f"{r.forwards:.0f}"]
-            lines.append("| " + " | ".join(cells) + " |")
+            rows.append([*cells, f"{r.seconds:.2f}", f"{r.forwards:.0f}"])
+        return head, rows
+
+    def markdown(self) -> str:
+        """The table in the shape of the paper's tables, with the metrics asked for."""
+        head, rows = self.table()
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in rows]
         return "\n".join(lines) + "\n"
 
 
@@ -168,11 +174,13 @@ class EvaluationCallbacks:
         progress: passed to `explain` (masked inputs done, total).
         on_error: called with (index, error) for an image that cannot be read, which is then
             left out; without it, the error is raised.
+        on_map: called with (index, row name, RGB image, explanation) for each method's map.
     """
 
     on_step: Callable[[str], None] | None = None
     progress: Callable[[int, int], None] | None = None
     on_error: Callable[[int, ImageError], None] | None = None
+    on_map: Callable[[int, str, NDArray[np.uint8], Explanation], None] | None = None
 
 
 @dataclass
@@ -325,6 +333,8 @@ def _maps(
             callbacks.on_step(f"image {index + 1}/{count}: {name}")
         started = time.perf_counter()
         res = explainer.explain(rgb, image.reference.target, method, options, callbacks.progress)[0]
+        if callbacks.on_map is not None:
+            callbacks.on_map(index, name, rgb, res)
         yield name, res.saliency_input, res.saliency, res.forwards, (time.perf_counter() - started)
     for name in plan.baselines:
         if callbacks.on_step is not None:
@@ -407,19 +417,6 @@ def _mean_curve(found: list) -> list[float]:
     return [round(float(v), 5) for v in np.mean(found, axis=0)] if found else []
 
 
-_COLOURS = [
-    (31, 119, 180),
-    (255, 127, 14),
-    (44, 160, 44),
-    (214, 39, 40),
-    (148, 103, 189),
-    (140, 86, 75),
-    (127, 127, 127),
-    (23, 190, 207),
-    (188, 189, 34),
-]
-
-
 def plot_curves(evaluation: Evaluation, width: int = 480, height: int = 320) -> NDArray[np.uint8]:
     """Deletion and insertion curves side by side, one colour per method (RGB uint8)."""
     panels = []
@@ -427,47 +424,13 @@ def plot_curves(evaluation: Evaluation, width: int = 480, height: int = 320) -> 
         ("Deletion (lower is better)", "deletion_curve"),
         ("Insertion (higher is better)", "insertion_curve"),
     ):
-        panel = np.full((height, width, 3), 255, np.uint8)
-        left, right, top, bottom = 50, width - 15, 30, height - 80
-        cv2.rectangle(panel, (left, top), (right, bottom), (0, 0, 0), 1)
-        cv2.putText(
-            panel, title, (left, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA
-        )
-        for tick in (0.0, 0.5, 1.0):
-            y = int(bottom - tick * (bottom - top))
-            cv2.putText(
-                panel,
-                f"{tick:.1f}",
-                (12, y + 4),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                0.4,
-                (0, 0, 0),
-                1,
-                cv2.LINE_AA,
-            )
-        for i, row in enumerate(evaluation.rows):
-            curve = np.asarray(getattr(row, key))
-            if curve.size == 0:
-                continue
-            colour = _COLOURS[i % len(_COLOURS)]
-            xs = left + np.linspace(0, 1, curve.size) * (right - left)
-            ys = bottom - np.clip(curve, 0, 1) * (bottom - top)
-            points = np.stack([xs, ys], axis=1).round().astype(np.int32)
-            cv2.polylines(panel, [points], False, colour, 2, cv2.LINE_AA)
-            lx, ly = left + (i % 3) * 140, bottom + 30 + (i // 3) * 22
-            cv2.line(panel, (lx, ly - 4), (lx + 20, ly - 4), colour, 3)
-            cv2.putText(
-                panel,
-                row.method,
-                (lx + 25, ly),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                0.45,
-                (0, 0, 0),
-                1,
-                cv2.LINE_AA,
-            )
-        panels.append(panel)
-    return np.concatenate(panels, axis=1)
+        series = [
+            plots.Series(row.method, np.linspace(0, 1, len(curve)), curve)
+            for row in evaluation.rows
+            if (curve := getattr(row, key))
+        ]
+        panels.append(plots.panel(title, series, width=width, height=height))
+    return plots.side_by_side(panels)
 
 
 def write_report(evaluation: Evaluation, out: Path) -> list[Path]:
