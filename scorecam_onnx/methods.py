@@ -174,7 +174,8 @@ class FasterScoreCam(MaskedMaps):
 
 @dataclass(frozen=True, kw_only=True)
 class ClusterScoreCam(MaskedMaps):
-    """Clustered Score-CAM: channels grouped by k-means, one forward per cluster.
+    """Clustered Score-CAM: channels grouped by k-means weighted by their energy, one
+    forward per cluster.
 
     Args:
         clusters: clusters (forwards). Default: 64.

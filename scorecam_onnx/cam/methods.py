@@ -3,7 +3,6 @@ variant of `ScoreCam` (one hook), and EigenCAM, which needs no forward."""
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
@@ -44,10 +43,15 @@ class FasterScoreCam(ScoreCam):
 
 class ClusterScoreCam(ScoreCam):
     """Clustered Score-CAM: the normalised activation maps are grouped into `channels`
-    clusters (k-means, OpenCV's `cv2.kmeans` with k-means++ seeding from `seed`, so the map is
-    reproducible); each cluster is one masked forward, its mask the mean of its members'
-    masks, and every channel gets its cluster's score. Then weights and the map as the
-    preset says. Cost: `channels` forwards, like Faster Score-CAM, but every channel counts.
+    clusters, each cluster is one masked forward, and every channel gets its cluster's score.
+    Then weights and the map as the preset says. Cost: `channels` forwards, like Faster
+    Score-CAM, but every channel counts.
+
+    Giving channel k its cluster's score instead of its own moves the map by
+    (s_k − s) · A_k, which grows with the channel's energy ‖A_k‖². So the clusters are found
+    by k-means weighted by that energy (k-means++ seeding and Lloyd iterations, seeded, the
+    best of `attempts` runs), and each cluster's mask is the energy-weighted mean of its
+    members': the channels that shape the map get tight clusters and masks like their own.
     """
 
     name = "cluster-scorecam"
@@ -71,18 +75,55 @@ class ClusterScoreCam(ScoreCam):
     ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
         if flat.shape[0] <= self.channels:
             return super().group(flat, scaled)
-        data = np.ascontiguousarray(scaled.reshape(scaled.shape[0], -1), dtype=np.float32)
-        cv2.setRNGSeed(self.seed)
-        criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 100, 1e-5)
-        _, labels, _ = cv2.kmeans(
-            data, self.channels, None, criteria, self.attempts, cv2.KMEANS_PP_CENTERS
-        )
-        used, group = np.unique(labels.ravel(), return_inverse=True)  # no empty cluster
+        data = scaled.reshape(scaled.shape[0], -1).astype(np.float64)
+        energy = np.square(flat, dtype=np.float64).sum(axis=1) + 1e-12
+        runs = [
+            weighted_kmeans(data, energy, self.channels, (self.seed, attempt))
+            for attempt in range(self.attempts)
+        ]
+        labels = min(runs, key=lambda found: found[1])[0]
+        used, group = np.unique(labels, return_inverse=True)  # no empty cluster
         first = np.array([np.flatnonzero(group == g)[0] for g in range(used.size)])
-        sums = np.zeros((used.size, data.shape[1]), np.float64)
-        np.add.at(sums, group, data)
-        means = sums / np.bincount(group, minlength=used.size)[:, None]
+        sums = np.zeros((used.size, data.shape[1]))
+        np.add.at(sums, group, data * energy[:, None])
+        means = sums / np.bincount(group, weights=energy, minlength=used.size)[:, None]
         return first, group, means.astype(np.float32).reshape(used.size, *scaled.shape[1:])
+
+
+def weighted_kmeans(
+    data: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    k: int,
+    seed: tuple[int, int],
+    iterations: int = 100,
+) -> tuple[NDArray[np.int64], float]:
+    """Each row's cluster and the weighted inertia, by k-means minimising
+    Σ weight · ‖row − its centre‖² (k-means++ seeding in proportion to weight × distance²)."""
+    rng = np.random.default_rng(seed)
+    centres = data[[rng.choice(data.shape[0], p=weights / weights.sum())]]
+    nearest = _distances(data, centres)[:, 0]
+    while centres.shape[0] < k and (weights * nearest).sum() > 0:
+        odds = weights * nearest
+        pick = data[rng.choice(data.shape[0], p=odds / odds.sum())]
+        centres = np.vstack([centres, pick])
+        nearest = np.minimum(nearest, _distances(data, pick[None])[:, 0])
+    labels = np.full(data.shape[0], -1)
+    for _ in range(iterations):
+        found = _distances(data, centres).argmin(axis=1)
+        if np.array_equal(found, labels):
+            break
+        labels = found
+        for c in np.unique(labels):
+            members = labels == c
+            centres[c] = weights[members] @ data[members] / weights[members].sum()
+    spread = _distances(data, centres)[np.arange(data.shape[0]), labels]
+    return labels, float(weights @ spread)
+
+
+def _distances(data: NDArray[np.float64], centres: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Squared distances of every row to every centre."""
+    found = (data**2).sum(1)[:, None] - 2 * data @ centres.T + (centres**2).sum(1)[None]
+    return np.maximum(found, 0.0)
 
 
 class SSCam(ScoreCam):

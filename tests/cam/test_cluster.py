@@ -1,5 +1,7 @@
-"""Clustered Score-CAM against a plain re-implementation from its definition: k-means (OpenCV,
-seeded) over the channels' normalised maps, one masked forward per cluster with the mean of its
+"""Clustered Score-CAM against a plain re-implementation from its definition: the channels'
+normalised maps clustered by k-means weighted by each channel's energy ‖A_k‖² (checked here to
+be a fixed point of weighted Lloyd iterations, and no worse than unweighted OpenCV k-means on
+the weighted objective), one masked forward per cluster with the energy-weighted mean of its
 members' masks, every channel weighted by its cluster's score, the paper's map."""
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from scorecam_onnx import Explainer, ExplainOptions, Runtime
 from scorecam_onnx.cam.methods import ClusterScoreCam
 
 
-def _oracle(x: np.ndarray, acts: np.ndarray, model, c: int, clusters: int) -> np.ndarray:
+def _normalised(x: np.ndarray, acts: np.ndarray):
+    """Each varying channel's upsampled map, its min-max mask, and its low-resolution map
+    normalised with the upsampled map's range (the paper preset's), with its energy."""
     size = x.shape[2:]
-    ups, norms, data = [], [], []
+    ups, norms, data, energy = [], [], [], []
     for k in range(acts.shape[0]):
         sal = F.interpolate(
             torch.from_numpy(acts[k])[None, None], size=size, mode="bilinear", align_corners=False
@@ -28,20 +32,17 @@ def _oracle(x: np.ndarray, acts: np.ndarray, model, c: int, clusters: int) -> np
         ups.append(sal)
         norms.append((sal - low) / span)
         data.append(((torch.from_numpy(acts[k]).double() - low) / span).numpy().ravel())
-    cv2.setRNGSeed(0)
-    _, labels, _ = cv2.kmeans(
-        np.asarray(data, np.float32),
-        clusters,
-        None,
-        (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 100, 1e-5),
-        3,
-        cv2.KMEANS_PP_CENTERS,
-    )
-    labels = labels.ravel()
-    cam = torch.zeros(size, dtype=torch.float64)
+        energy.append(float((acts[k].astype(np.float64) ** 2).sum()))
+    return ups, norms, np.asarray(data), np.asarray(energy)
+
+
+def _oracle(x, ups, norms, energy, labels, model, c: int) -> np.ndarray:
+    cam = torch.zeros(x.shape[2:], dtype=torch.float64)
     for g in np.unique(labels):
         members = np.flatnonzero(labels == g)
-        mask = torch.stack([norms[m] for m in members]).mean(0)
+        weights = torch.tensor(energy[members] + 1e-12)
+        mask = (torch.stack([norms[m] for m in members]) * weights[:, None, None]).sum(0)
+        mask = mask / weights.sum()
         out = torch.from_numpy(model((torch.from_numpy(x).double() * mask).float().numpy()))
         score = torch.softmax(out.double(), dim=1)[0, c]
         for m in members:
@@ -50,12 +51,43 @@ def _oracle(x: np.ndarray, acts: np.ndarray, model, c: int, clusters: int) -> np
     return ((cam - cam.min()) / (cam.max() - cam.min())).numpy().astype(np.float32)
 
 
+def _weighted_inertia(data, energy, labels):
+    total = 0.0
+    for g in np.unique(labels):
+        members = labels == g
+        centre = energy[members] @ data[members] / energy[members].sum()
+        total += float(energy[members] @ ((data[members] - centre) ** 2).sum(1))
+    return total
+
+
 def test_clustered_scorecam_matches_its_definition(default_explainer, chelsea):
     ex = default_explainer
     x = ex.preprocess(chelsea)[1]
     acts = ex.forwards.activations(x)
+    ups, norms, data, energy = _normalised(x, acts)
+    flat = acts.reshape(acts.shape[0], -1)
+    varying = flat.max(axis=1) > flat.min(axis=1)
+    engine = ClusterScoreCam(channels=16)
+    _, labels, _ = engine.group(flat[varying], data.reshape(-1, *acts.shape[1:]).astype(np.float32))
+    # The clusters are a fixed point of weighted Lloyd: every channel is nearest its own
+    # cluster's energy-weighted centre.
+    centres = {
+        g: energy[labels == g] @ data[labels == g] / energy[labels == g].sum() for g in set(labels)
+    }
+    for k in range(data.shape[0]):
+        distances = {g: ((data[k] - c) ** 2).sum() for g, c in centres.items()}
+        assert distances[labels[k]] <= min(distances.values()) + 1e-9
+    # ... and no worse on the weighted objective than OpenCV's unweighted k-means.
+    cv2.setRNGSeed(0)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 100, 1e-5)
+    plain = cv2.kmeans(data.astype(np.float32), 16, None, criteria, 3, cv2.KMEANS_PP_CENTERS)[1]
+    ours, theirs = (
+        _weighted_inertia(data, energy, labels),
+        _weighted_inertia(data, energy, plain.ravel()),
+    )
+    assert ours < theirs
     got = ex.explain_one(chelsea, method=ClusterMethod(clusters=16))
-    want = _oracle(x, acts, ex.forwards.scores, got.class_id, 16)
+    want = _oracle(x, ups, norms, energy, labels, ex.forwards.scores, got.class_id)
     assert got.forwards == 17  # the unmasked forward and one per cluster
     assert float(np.abs(got.saliency_input - want).max()) <= 1e-4
     assert oracles.correlation(got.saliency_input, want) > 0.99999
