@@ -44,7 +44,7 @@ types: $(STAMP)
 # The documentation site, built offline into site/ (warnings are errors); docs-serve previews
 # it at http://127.0.0.1:8000/ and rebuilds on every change.
 docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 docs-serve: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
