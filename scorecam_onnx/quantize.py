@@ -307,6 +307,13 @@ def format_fidelity(report: dict[str, Any]) -> str:
             f"{Path(r['image']).name[:40]:<40} {r['role']:<12} "
             f"{r['top1_float32']:>9} {r[f'top1_{mode}']:>10} {r['correlation']:>9.4f}"
         )
+    if not report["images"]:  # nothing measured: FP16 without --calibrate or --check
+        lines = [
+            "no image measured (give --check IMAGE to measure the maps)",
+            f"forward time ratio {report['forward_ratio']:.2f} ({mode} ÷ float32, batch 8); "
+            f"size ratio {report['size_ratio']:.2f}",
+        ]
+        return "\n".join(lines)
     lines += [
         "",
         f"top-1 agreement {report['top1_agreement']:.2f}; {report['method']} map correlation "

@@ -179,3 +179,13 @@ def test_bad_quantize_requests(tmp_path, tiny_bundle, args, code, message):
     assert result.exit_code == code, result.output
     assert message in result.output.replace(str(tmp_path) + "/", "")
     assert not (tmp_path / "o").exists()
+
+
+def test_fp16_without_images_writes_the_bundle_and_says_nothing_was_measured(tmp_path, tiny_bundle):
+    out = tmp_path / "half"
+    result = CliRunner().invoke(
+        main, ["quantize", str(tiny_bundle.path), "--out", str(out), "--fp16"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "no image measured" in result.output and "Traceback" not in result.output
+    assert Bundle.load(out).manifest.model == "model.onnx"

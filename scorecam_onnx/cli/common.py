@@ -371,10 +371,10 @@ def _open_detector(path: Any, graph: Any, flags: dict[str, Any], decoder: str | 
 
 
 def comma_list(noun: str, allowed: Sequence[str]) -> Callable[..., list[str]]:
-    """A click callback turning 'a,b' into a list, each item one of `allowed`."""
+    """A click callback turning 'a,b' into a list (each item once), each one of `allowed`."""
 
     def parse(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
-        names = [v.strip() for v in value.split(",") if v.strip()]
+        names = list(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
         unknown = [n for n in names if n not in allowed]
         if unknown or not names:
             raise click.BadParameter(

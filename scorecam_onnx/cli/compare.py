@@ -9,7 +9,7 @@ import click
 
 from ..methods import METHODS
 from .common import StepBar, checked_request, comma_list, request_of, run_options, setting_options
-from .evaluation import image_paths, plan_of, plan_options, run_sanity
+from .evaluation import image_paths, plan_of, plan_options, run_sanity, written_to
 
 SANITY_METHODS = "scorecam,faster-scorecam,eigencam,reciprocam"
 
@@ -68,7 +68,7 @@ def compare(
             )
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
-    written = write_comparison(found, Path(out))
+    written = written_to(out, lambda: write_comparison(found, Path(out)))
     click.echo(markdown(found), nl=False)
     click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
     if problems or failed:
@@ -102,7 +102,13 @@ def compare(
     show_default=True,
     help="Cascading (the top k layers) and/or independent (one layer at a time).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of the random weights.",
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
@@ -112,6 +118,7 @@ def compare(
 )
 def sanity(inputs, model_dir, runtime, quiet, methods, steps, modes, seed, out, **settings) -> None:
     """Randomise the model layer by layer: does each method's map change, as it should?"""
+    from ..evaluation.sanity_checks import SanityPlan
     from ..explainer import Explainer
 
     paths, problems = image_paths(inputs)
@@ -120,7 +127,10 @@ def sanity(inputs, model_dir, runtime, quiet, methods, steps, modes, seed, out, 
     for request in requests:
         checked_request(explainer, request)
     chosen = [r.method for r in requests]
-    written = run_sanity(explainer, paths, chosen, out, quiet, steps or None, modes, seed)
+    plan = SanityPlan(chosen, steps or None, modes, seed, requests[0].options)
+    written, failed = run_sanity(explainer, paths, plan, out, quiet)
     click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
-    if problems:
-        raise click.ClickException(f"{len(problems)} inputs were not found; see above")
+    if problems or failed:
+        raise click.ClickException(
+            f"{len(problems) + len(failed)} inputs were not checked; see the messages above"
+        )

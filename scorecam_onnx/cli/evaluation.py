@@ -169,11 +169,14 @@ def evaluate(
         settings,
     )
     report, failed = _run_evaluation(explainer, paths, plan, box_list, quiet)
-    written = write_report(report, Path(out))
+    written = written_to(out, lambda: write_report(report, Path(out)))
     click.echo(report.markdown(), nl=False)
     if with_sanity:
+        from ..evaluation.sanity_checks import SanityPlan
+
         checked = [p for p in paths if str(p) not in failed]
-        written += run_sanity(explainer, checked, [m for _, m, _ in plan.runs()], out, quiet)
+        sane = SanityPlan([m for _, m, _ in plan.runs()], options=plan.options)
+        written += run_sanity(explainer, checked, sane, out, quiet)[0]
     click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
     if problems or failed:
         raise click.ClickException(
@@ -255,14 +258,13 @@ def bench(image, model_dir, runtime, quiet, presets, repeat, no_sweep, as_json) 
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
 
 
-def run_sanity(explainer, paths, methods, out, quiet, steps=8, modes=None, seed=0) -> list[Path]:
-    """The sanity checks with progress on stderr, printed and written into `out`; exits 1
-    (after writing) when some inputs could not be checked."""
+def run_sanity(explainer, paths, plan, out, quiet) -> tuple[list[Path], list[str]]:
+    """The sanity checks of `plan` with progress on stderr, printed and written into `out`;
+    the files written and the inputs that could not be checked."""
     from ..batch import failure_reason
-    from ..evaluation.sanity_checks import MODES, SanityCallbacks, SanityPlan, write_sanity
+    from ..evaluation.sanity_checks import SanityCallbacks, write_sanity
     from ..evaluation.sanity_checks import sanity as run
 
-    plan = SanityPlan(methods, steps, modes or MODES, seed)
     failed: list[str] = []
     with StepBar(quiet) as bar:
 
@@ -275,8 +277,12 @@ def run_sanity(explainer, paths, methods, out, quiet, steps=8, modes=None, seed=
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(report.markdown(), nl=False)
-    written = write_sanity(report, Path(out))
-    if failed:
-        click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
-        raise click.ClickException(f"{len(failed)} inputs were not checked; see above")
-    return written
+    return written_to(out, lambda: write_sanity(report, Path(out))), failed
+
+
+def written_to(out, write):
+    """`write()`'s paths; a folder that cannot be written is one line (exit 1)."""
+    try:
+        return write()
+    except OSError as exc:
+        raise click.ClickException(f"cannot write into {out}: {exc.strerror or exc}") from None

@@ -50,8 +50,8 @@ class Comparison:
 class _Collector:
     """Builds each image's row and keeps the maps the correlations need."""
 
-    def __init__(self, methods: list[str], height: int) -> None:
-        self.methods, self.height = methods, height
+    def __init__(self, methods: list[str], exact: str | None, height: int) -> None:
+        self.methods, self.exact, self.height = methods, exact, height
         self.tiles: dict[int, list[tuple[NDArray[np.uint8], str]]] = {}
         self.first: dict[int, Explanation] = {}
         self.maps: dict[str, list[NDArray[np.float32]]] = {m: [] for m in methods}
@@ -76,13 +76,13 @@ class _Collector:
         ]
 
     def correlations(self) -> dict[str, float]:
-        if EXACT not in self.maps:
+        if self.exact is None:
             return {}
-        exact = self.maps[EXACT]
+        exact = self.maps[self.exact]
         return {
             name: _mean([pearson(a, b) for a, b in zip(maps, exact, strict=True)])
             for name, maps in self.maps.items()
-            if name != EXACT
+            if name != self.exact
         }
 
 
@@ -97,7 +97,9 @@ def compare(
     `evaluate` does, and keep the overlays (`height` pixels high) for the report."""
     plan = plan or EvaluationPlan(("scorecam", "faster-scorecam", "reciprocam"), baselines=())
     callbacks = callbacks or EvaluationCallbacks()
-    collector = _Collector([label for label, _, _ in plan.runs()], height)
+    runs = plan.runs()
+    exact = next((label for label, method, _ in runs if method.name == EXACT), None)
+    collector = _Collector([label for label, _, _ in runs], exact, height)
     report = evaluate(
         explainer,
         images,
@@ -111,7 +113,7 @@ def compare(
 
 
 def _name(image: ImageLike, index: int) -> str:
-    return Path(image).name if isinstance(image, str | Path) else f"image {index + 1}"
+    return str(image) if isinstance(image, str | Path) else f"image {index + 1}"
 
 
 def _mean(values: list[float]) -> float:

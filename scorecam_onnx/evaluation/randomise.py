@@ -67,7 +67,8 @@ class RandomisableBundle:
         if not self.layers:
             raise BundleError(
                 f"{bundle.path}: no parameterised layer (convolution, Gemm or MatMul with "
-                "stored float weights) to randomise"
+                "stored float weights) to randomise; an INT8 bundle stores its weights "
+                "quantised: check its float32 bundle"
             )
 
     def randomised(self, layers: Sequence[Layer]) -> dict[str, NDArray[np.floating]]:
@@ -93,9 +94,11 @@ class RandomisableBundle:
             copy = onnx.ModelProto()
             copy.CopyFrom(graph)
             for index, tensor in enumerate(copy.graph.initializer):
-                if tensor.name in values:
+                if tensor.name in values:  # in this graph's own precision (FP16 bundles)
+                    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+                    value = values[tensor.name].astype(dtype)
                     copy.graph.initializer[index].CopyFrom(
-                        numpy_helper.from_array(values[tensor.name], tensor.name)
+                        numpy_helper.from_array(value, tensor.name)
                     )
             target = folder / self.files[role]
             onnx.save_model(copy, str(target))

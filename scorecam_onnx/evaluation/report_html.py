@@ -103,9 +103,7 @@ def _table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     if not comparison.correlations:
         return head, rows
     found = comparison.correlations
-    corr = [
-        "1" if cells[0] == "scorecam" else _number(found.get(cells[0], math.nan)) for cells in rows
-    ]
+    corr = [_number(found[cells[0]]) if cells[0] in found else "1" for cells in rows]
     return [*head, "corr. with exact"], [[*cells, c] for cells, c in zip(rows, corr, strict=True)]
 
 
@@ -129,10 +127,8 @@ def _img(data: bytes, alt: str) -> str:
 
 def _file_names(names: list[str]) -> list[str]:
     """A PNG name per image, unique and safe (the index first)."""
-    return [
-        f"{n + 1:02d}-{re.sub(r'[^A-Za-z0-9._-]+', '_', Path(name).stem) or 'image'}.png"
-        for n, name in enumerate(names)
-    ]
+    stems = [re.sub(r"[^\w.-]+", "_", Path(name).stem) or "image" for name in names]
+    return [f"{n + 1:02d}-{stem}.png" for n, stem in enumerate(stems)]
 
 
 def _number(value: float) -> str:

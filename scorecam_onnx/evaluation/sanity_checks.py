@@ -26,14 +26,17 @@ from ..errors import ImageError
 from ..explainer import Explainer
 from ..fileio import write_bytes_atomic, write_text_atomic
 from ..images import ImageLike
-from ..methods import Method, as_method
+from ..methods import Method
+from ..options import ExplainOptions
 from ..render import encode_png
 from ..targets import Class
 from . import plots
+from .faithfulness import EvaluationPlan
 from .randomise import Layer, RandomisableBundle
 from .similarity import similarities
 
 MEASURES = ("spearman", "spearman_abs", "ssim", "hog")
+Run = tuple[str, Method, ExplainOptions]  # a row's name, its method and its options
 MODES = ("cascading", "independent")
 # A map whose rank correlation with the trained model's stays at or above this once every
 # layer is randomised has not changed enough to say it depends on the model.
@@ -50,12 +53,14 @@ class SanityPlan:
             layer (the last cascading step), spread geometrically. None: every layer.
         modes: "cascading", "independent" or both.
         seed: the seed of the random weights.
+        options: passed to `explain`, as `evaluate` does (rows "METHOD +aug", "+eigen").
     """
 
     methods: Sequence[Method | str] = ("scorecam",)
     steps: int | None = 8
     modes: Sequence[str] = MODES
     seed: int = 0
+    options: ExplainOptions = field(default_factory=ExplainOptions)
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.modes if m not in MODES]
@@ -97,7 +102,9 @@ class SanityReport:
             rank = self.final(method).get("spearman", float("nan"))
             if not self.final(method):
                 found[method] = "no cascading randomisation was run"
-            elif math.isnan(rank) or rank < PASS_BELOW:
+            elif math.isnan(rank):
+                found[method] = "cannot tell: a map is constant, so it has no rank correlation"
+            elif rank < PASS_BELOW:
                 found[method] = (
                     f"passes: the map changes once the model is randomised (rank correlation "
                     f"{_number(rank)})"
@@ -175,16 +182,18 @@ def sanity(
     """Randomise the explainer's model layer by layer and measure how each method's maps
     change (see the module's description)."""
     plan, callbacks = plan or SanityPlan(), callbacks or SanityCallbacks()
-    if explainer.forwards.detector:
-        raise ValueError("the sanity checks explain classes: a detector is not supported")
-    methods = [as_method(m) for m in plan.methods]
+    if explainer.forwards.detector or explainer.bundle.manifest.output.segmentation:
+        raise ValueError(
+            "the sanity checks explain classifiers' classes, not detections or regions"
+        )
+    runs = EvaluationPlan(plan.methods, (), options=plan.options).runs()
+    model = RandomisableBundle(explainer.bundle, plan.seed)
     pictures, names = _pictures(explainer, images, callbacks)
     classes = [explainer.chosen_classes(rgb)[0][0] for rgb in pictures]  # the top-1 class
-    original = _maps(explainer, pictures, classes, methods, callbacks.progress)
-    model = RandomisableBundle(explainer.bundle, plan.seed)
+    original = _maps(explainer, pictures, classes, runs, callbacks.progress)
     chosen = _cut_points(len(model.layers), plan.steps)
     report = SanityReport(
-        [m.name for m in methods],
+        [label for label, _, _ in runs],
         names,
         [layer.name for layer in model.layers],
     )
@@ -193,7 +202,7 @@ def sanity(
             layers = model.layers[:depth] if mode == "cascading" else [model.layers[depth - 1]]
             if callbacks.on_step is not None:
                 callbacks.on_step(f"{mode}: {layers[-1].name} ({depth}/{len(model.layers)})")
-            maps = _randomised_maps(explainer, model, layers, pictures, classes, methods, callbacks)
+            maps = _randomised_maps(explainer, model, layers, pictures, classes, runs, callbacks)
             report.steps.append(
                 SanityStep(
                     mode,
@@ -257,23 +266,28 @@ def _cut_points(count: int, steps: int | None) -> list[int]:
         return list(range(1, count + 1))
     if steps == 1:
         return [count]
-    return sorted({round(float(v)) for v in np.geomspace(1, count, steps)})
+    found = [round(float(v)) for v in np.geomspace(1, count, steps)]
+    for i in range(1, steps):  # distinct: each at least one deeper than the last ...
+        found[i] = max(found[i], found[i - 1] + 1)
+    for i in range(steps - 2, -1, -1):  # ... and room left for the ones after it
+        found[i] = min(found[i], found[i + 1] - 1)
+    return found
 
 
 def _maps(
     explainer: Explainer,
     pictures: list[NDArray[np.uint8]],
     classes: list[int],
-    methods: list[Method],
+    runs: list[Run],
     progress: Callable[[int, int], None] | None,
 ) -> dict[str, list[NDArray[np.float32]]]:
     """Per method, each image's map (at the model's input size) for its class."""
     return {
-        method.name: [
-            explainer.explain(rgb, Class(class_id), method, progress=progress)[0].saliency_input
+        label: [
+            explainer.explain(rgb, Class(class_id), method, options, progress)[0].saliency_input
             for rgb, class_id in zip(pictures, classes, strict=True)
         ]
-        for method in methods
+        for label, method, options in runs
     }
 
 
@@ -283,13 +297,13 @@ def _randomised_maps(
     layers: Sequence[Layer],
     pictures: list[NDArray[np.uint8]],
     classes: list[int],
-    methods: list[Method],
+    runs: list[Run],
     callbacks: SanityCallbacks,
 ) -> dict[str, list[NDArray[np.float32]]]:
     with tempfile.TemporaryDirectory(prefix="scorecam-sanity-") as folder:
         bundle = model.write(layers, Path(folder) / "bundle")
         randomised = Explainer(bundle, explainer.runtime)
-        return _maps(randomised, pictures, classes, methods, callbacks.progress)
+        return _maps(randomised, pictures, classes, runs, callbacks.progress)
 
 
 def _compared(

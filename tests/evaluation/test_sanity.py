@@ -105,13 +105,32 @@ def test_sanity_compares_each_randomised_map_with_the_trained_one(tiny_bundle, t
         assert report.steps[1].similarity[method.name]["spearman"] == pytest.approx(expected)
 
 
+def test_an_fp16_model_graph_gets_its_new_weights_in_its_own_precision(tiny_bundle, tmp_path):
+    from scorecam_onnx.quantize import quantize_bundle
+
+    image = tmp_path / "img.png"
+    cv2.imwrite(str(image), RNG.integers(0, 256, (12, 10, 3), dtype=np.uint8))
+    half = tmp_path / "half"
+    quantize_bundle(tiny_bundle.path, half, "fp16", calibrate=[image])
+    model = RandomisableBundle(Bundle.load(half), seed=2)
+    randomised = model.write(model.layers, tmp_path / "r")
+    kinds = {
+        path.name: {i.name: i.data_type for i in onnx.load(str(path)).graph.initializer}
+        for path in (randomised.model_path, randomised.features_path, randomised.tail_path)
+    }
+    assert kinds["model.onnx"]["w2"] == onnx.TensorProto.FLOAT16
+    assert kinds["tail.onnx"]["w2"] == onnx.TensorProto.FLOAT
+    found = Explainer(randomised, Runtime(provider="cpu")).explain_one(image, method="eigencam")
+    assert np.isfinite(found.saliency).all()
+
+
 def test_the_verdict_follows_the_rank_correlation_after_full_randomisation():
     def report(rank):
         step = SanityStep("cascading", ("a", "b"), 2, {"m": {"spearman": rank}})
         return SanityReport(["m"], ["x"], ["a", "b"], [step])
 
     assert report(0.2).verdicts()["m"].startswith("passes")
-    assert report(math.nan).verdicts()["m"].startswith("passes")  # a constant map: changed
+    assert report(math.nan).verdicts()["m"].startswith("cannot tell")  # a constant map
     assert report(0.8).verdicts()["m"].startswith("fails")
     assert report(0.8).to_dict()["verdicts"]["m"].startswith("fails")
 
