@@ -25,18 +25,15 @@ ROOT = Path(__file__).resolve().parent.parent
 IMAGES = [ROOT / "samples" / "chelsea.png", ROOT / "samples" / "coffee.png"]
 
 
-class _OnnxModule:
+def _torch_module(explainer):
     """A torch module whose forward runs the bundle's model in ONNX Runtime."""
+    import torch
 
-    @staticmethod
-    def build(explainer):
-        import torch
+    class Wrapped(torch.nn.Module):
+        def forward(self, x):
+            return torch.from_numpy(explainer.forwards.scores(x.numpy().astype(np.float32)))
 
-        class Wrapped(torch.nn.Module):
-            def forward(self, x):
-                return torch.from_numpy(explainer.forwards.scores(x.numpy().astype(np.float32)))
-
-        return Wrapped().eval()
+    return Wrapped().eval()
 
 
 def deletion_against_pixel_flipping(explainer, method, parts=32) -> list[str]:
@@ -45,7 +42,7 @@ def deletion_against_pixel_flipping(explainer, method, parts=32) -> list[str]:
     from scorecam_onnx.metrics import causal_curve
 
     lines = []
-    module = _OnnxModule.build(explainer)
+    module = _torch_module(explainer)
     for image in IMAGES:
         x = explainer.preprocess(image)[1]
         res = explainer.explain(image, method=method)[0]

@@ -8,8 +8,16 @@ from pathlib import Path
 import click
 
 from ..methods import METHODS
-from .common import StepBar, checked_request, comma_list, request_of, run_options, setting_options
-from .evaluation import image_paths, plan_of, plan_options, run_sanity, written_to
+from .common import checked_request, comma_list, request_of, run_options, setting_options
+from .evaluation import (
+    finished,
+    image_paths,
+    plan_of,
+    plan_options,
+    run_sanity,
+    tracked,
+    written_to,
+)
 
 SANITY_METHODS = "scorecam,faster-scorecam,eigencam,reciprocam"
 
@@ -46,7 +54,6 @@ def compare(
     **settings,
 ) -> None:
     """Compare methods on images in one report: overlays side by side, cost, faithfulness."""
-    from ..batch import failure_reason
     from ..evaluation.comparison import compare as run_compare
     from ..evaluation.faithfulness import EvaluationCallbacks
     from ..evaluation.report_html import markdown, write_comparison
@@ -55,26 +62,16 @@ def compare(
     paths, problems = image_paths(inputs)
     explainer = Explainer(model_dir, runtime)
     plan = plan_of(explainer, methods, (), step, metric_names, road_noise, settings)
-    failed: list[str] = []
-    with StepBar(quiet) as bar:
-
-        def on_error(index: int, exc: Exception) -> None:
-            failed.append(str(paths[index]))
-            bar.problem(f"{paths[index]}: {failure_reason(exc)}")
-
-        try:
-            found = run_compare(
-                explainer, paths, plan, EvaluationCallbacks(bar.step, bar.update, on_error), height
-            )
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from None
+    found, failed = tracked(
+        paths,
+        quiet,
+        lambda bar, on_error: run_compare(
+            explainer, paths, plan, EvaluationCallbacks(bar.step, bar.update, on_error), height
+        ),
+    )
     written = written_to(out, lambda: write_comparison(found, Path(out)))
     click.echo(markdown(found), nl=False)
-    click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
-    if problems or failed:
-        raise click.ClickException(
-            f"{len(problems) + len(failed)} inputs were not compared; see the messages above"
-        )
+    finished(written, problems + failed, "compared")
 
 
 @click.command()
@@ -129,8 +126,4 @@ def sanity(inputs, model_dir, runtime, quiet, methods, steps, modes, seed, out, 
     chosen = [r.method for r in requests]
     plan = SanityPlan(chosen, steps or None, modes, seed, requests[0].options)
     written, failed = run_sanity(explainer, paths, plan, out, quiet)
-    click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
-    if problems or failed:
-        raise click.ClickException(
-            f"{len(problems) + len(failed)} inputs were not checked; see the messages above"
-        )
+    finished(written, problems + failed, "checked")

@@ -153,7 +153,8 @@ def evaluate(
     **settings,
 ) -> None:
     """Compare methods on images: Average Drop, Increase, Deletion, Insertion (+ pointing)."""
-    from ..evaluation.faithfulness import BASELINES, write_report
+    from ..evaluation.faithfulness import BASELINES, EvaluationCallbacks, write_report
+    from ..evaluation.faithfulness import evaluate as run_evaluation
     from ..explainer import Explainer
 
     paths, problems = image_paths(inputs)
@@ -168,7 +169,13 @@ def evaluate(
         road_noise,
         settings,
     )
-    report, failed = _run_evaluation(explainer, paths, plan, box_list, quiet)
+    report, failed = tracked(
+        paths,
+        quiet,
+        lambda bar, on_error: run_evaluation(
+            explainer, paths, plan, box_list, EvaluationCallbacks(bar.step, bar.update, on_error)
+        ),
+    )
     written = written_to(out, lambda: write_report(report, Path(out)))
     click.echo(report.markdown(), nl=False)
     if with_sanity:
@@ -177,18 +184,13 @@ def evaluate(
         checked = [p for p in paths if str(p) not in failed]
         sane = SanityPlan([m for _, m, _ in plan.runs()], options=plan.options)
         written += run_sanity(explainer, checked, sane, out, quiet)[0]
-    click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
-    if problems or failed:
-        raise click.ClickException(
-            f"{len(problems) + len(failed)} inputs were not evaluated; see the messages above"
-        )
+    finished(written, problems + failed, "evaluated")
 
 
-def _run_evaluation(explainer, paths, plan, box_list, quiet):
-    """The evaluation with progress on stderr, and the inputs that could not be read."""
+def tracked(paths, quiet, run):
+    """`run(bar, on_error)` with progress on stderr: its result and the inputs that could
+    not be read (each one line as it happens); a `ValueError` is one line (exit 1)."""
     from ..batch import failure_reason
-    from ..evaluation.faithfulness import EvaluationCallbacks
-    from ..evaluation.faithfulness import evaluate as run_evaluation
 
     failed: list[str] = []
     with StepBar(quiet) as bar:
@@ -198,16 +200,16 @@ def _run_evaluation(explainer, paths, plan, box_list, quiet):
             bar.problem(f"{paths[index]}: {failure_reason(exc)}")
 
         try:
-            report = run_evaluation(
-                explainer,
-                paths,
-                plan,
-                box_list,
-                EvaluationCallbacks(bar.step, bar.update, on_error),
-            )
+            return run(bar, on_error), failed
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
-    return report, failed
+
+
+def finished(written, missed, verb) -> None:
+    """Say what was written; exit 1 when some inputs were `missed`."""
+    click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
+    if missed:
+        raise click.ClickException(f"{len(missed)} inputs were not {verb}; see the messages above")
 
 
 def _boxes_for(paths: list[Path], boxes_file: str) -> list[list[list[float]] | None]:
@@ -261,21 +263,16 @@ def bench(image, model_dir, runtime, quiet, presets, repeat, no_sweep, as_json) 
 def run_sanity(explainer, paths, plan, out, quiet) -> tuple[list[Path], list[str]]:
     """The sanity checks of `plan` with progress on stderr, printed and written into `out`;
     the files written and the inputs that could not be checked."""
-    from ..batch import failure_reason
     from ..evaluation.sanity_checks import SanityCallbacks, write_sanity
     from ..evaluation.sanity_checks import sanity as run
 
-    failed: list[str] = []
-    with StepBar(quiet) as bar:
-
-        def on_error(index: int, exc: Exception) -> None:
-            failed.append(str(paths[index]))
-            bar.problem(f"{paths[index]}: {failure_reason(exc)}")
-
-        try:
-            report = run(explainer, paths, plan, SanityCallbacks(bar.step, bar.update, on_error))
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from None
+    report, failed = tracked(
+        paths,
+        quiet,
+        lambda bar, on_error: run(
+            explainer, paths, plan, SanityCallbacks(bar.step, bar.update, on_error)
+        ),
+    )
     click.echo(report.markdown(), nl=False)
     return written_to(out, lambda: write_sanity(report, Path(out))), failed
 

@@ -4,7 +4,6 @@ cheaper relatives of Score-CAM follow the exact one."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from ..explainer import Explainer, Explanation
 from ..images import ImageLike
 from ..render import fitted, labelled_row, overlay, stacked
 from .faithfulness import Evaluation, EvaluationCallbacks, EvaluationPlan, evaluate
-from .similarity import pearson
+from .similarity import defined_mean, pearson
 
 EXACT = "scorecam"
 
@@ -80,7 +79,7 @@ class _Collector:
             return {}
         exact = self.maps[self.exact]
         return {
-            name: _mean([pearson(a, b) for a, b in zip(maps, exact, strict=True)])
+            name: defined_mean([pearson(a, b) for a, b in zip(maps, exact, strict=True)])
             for name, maps in self.maps.items()
             if name != self.exact
         }
@@ -114,8 +113,3 @@ def compare(
 
 def _name(image: ImageLike, index: int) -> str:
     return str(image) if isinstance(image, str | Path) else f"image {index + 1}"
-
-
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return float(np.mean(finite)) if finite else float("nan")

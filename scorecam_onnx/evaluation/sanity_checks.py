@@ -33,7 +33,7 @@ from ..targets import Class
 from . import plots
 from .faithfulness import EvaluationPlan
 from .randomise import Layer, RandomisableBundle
-from .similarity import similarities
+from .similarity import defined_mean, similarities
 
 MEASURES = ("spearman", "spearman_abs", "ssim", "hog")
 Run = tuple[str, Method, ExplainOptions]  # a row's name, its method and its options
@@ -314,13 +314,8 @@ def _compared(
     found = {}
     for method in methods:
         values = [similarities(a, b) for a, b in zip(original[method], maps[method], strict=True)]
-        found[method] = {k: _mean([v[k] for v in values]) for k in MEASURES}
+        found[method] = {k: defined_mean([v[k] for v in values]) for k in MEASURES}
     return found
-
-
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return float(np.mean(finite)) if finite else float("nan")
 
 
 def _number(value: float) -> str:

@@ -115,6 +115,12 @@ def hog_similarity(a: NDArray[np.floating], b: NDArray[np.floating]) -> float:
     return pearson(hog(a), hog(b))
 
 
+def defined_mean(values: list[float]) -> float:
+    """The mean of the values that are numbers (NaN when none is)."""
+    finite = [v for v in values if not np.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
 def similarities(original: NDArray[np.floating], other: NDArray[np.floating]) -> dict[str, float]:
     """Every similarity of the sanity checks between two maps of the same size."""
     return {
