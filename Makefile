@@ -63,7 +63,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[cpu,export,serve,ray,quantize,remote,metrics,docs,test]"
+	$(BIN)/python -m pip install --quiet -e ".[cpu,export,serve,ray,quantize,remote,metrics,docs,dicom,tiff,test]"
 	touch $(STAMP)
 
 $(OV_STAMP): pyproject.toml

@@ -137,8 +137,9 @@ def _explain_one(
     keep_thumbnail: bool,
 ) -> None:
     try:
-        rgb, _ = explainer.preprocess(item.source)
-        found = explainer.run(rgb, job.request, on_progress)
+        picture = explainer.read(item.source, job.request.options.frame)
+        found = explainer.run(picture, job.request, on_progress)
+        rgb = explainer.display(picture)
         write_outputs(job.out, item.name, item.source, rgb, found, job.per_class)
     except (ScoreCamError, ValueError, TypeError, OSError) as exc:
         item.error = failure_reason(exc)

@@ -17,16 +17,10 @@ from .cam.engine import Progress
 from .detection import Detections
 from .detectors import detection_target
 from .forwards import Forwards, to_probabilities
-from .images import (
-    ImageLike,
-    boxes_to_input,
-    boxes_to_original,
-    load_image,
-    preprocess,
-    to_original,
-)
+from .images import ImageLike, boxes_to_input, boxes_to_original, to_original
 from .methods import Method
 from .options import DETECTION_THRESHOLD, ExplainOptions, check_request, chosen_layers
+from .pictures import Picture, display, model_input, read_picture
 from .request import ExplainRequest, as_request
 from .runners.ort import Runner
 from .runtime import Runtime, default_bundle, open_forwards
@@ -176,10 +170,23 @@ class Explainer:
         """Images announcing more pixels are refused before decoding."""
         return self.runtime.max_pixels
 
-    def preprocess(self, image: ImageLike) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
-        """The RGB image and its model input (1×3×H×W)."""
-        rgb = load_image(image, self.max_pixels)
-        return rgb, preprocess(rgb, self.forwards.input)
+    def read(self, image: ImageLike | Picture, frame: int = 0, name: str | None = None) -> Picture:
+        """The image as this model reads it: its bands matched to the input's channels, in
+        their own depth (a path, encoded bytes of any format read, or an array; errors name
+        it `name`, default its path)."""
+        return read_picture(image, self.forwards.input, self.max_pixels, frame, name)
+
+    def display(self, picture: Picture) -> NDArray[np.uint8]:
+        """An H×W×3 RGB uint8 picture of the image to draw maps on (the manifest's display
+        bands, on the range the model reads)."""
+        return display(picture, self.forwards.input)
+
+    def preprocess(
+        self, image: ImageLike | Picture, frame: int = 0
+    ) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
+        """The image's RGB picture to draw on and its model input (1×C×H×W)."""
+        picture = self.read(image, frame)
+        return self.display(picture), model_input(picture, self.forwards.input)
 
     def check(self, request: ExplainRequest) -> None:
         """Refuse a request this bundle cannot run (`BundleError`, `ValueError`)."""
@@ -189,7 +196,7 @@ class Explainer:
 
     def explain(
         self,
-        image: ImageLike,
+        image: ImageLike | Picture,
         target: Target | int | Sequence[int] | None = None,
         method: Method | str = "scorecam",
         options: ExplainOptions | None = None,
@@ -199,7 +206,8 @@ class Explainer:
         chooses, in its order.
 
         Args:
-            image: a path, encoded image bytes, or an H×W×3 uint8 RGB array.
+            image: a path or encoded bytes (PNG, JPEG, 16-bit PNG, TIFF, .npy, DICOM…),
+                an array (H×W or H×W×C), or a `Picture` from `read`.
             target: `Top1()` (default, also None), `TopK(k)`, `Class(ids)` (or an int or a
                 list of ints), or for a segmentation model `Region(mask, ...)`. Every
                 masked forward yields all class scores, so extra classes cost no extra
@@ -217,7 +225,7 @@ class Explainer:
 
     def explain_one(
         self,
-        image: ImageLike,
+        image: ImageLike | Picture,
         class_id: int | None = None,
         method: Method | str = "scorecam",
         options: ExplainOptions | None = None,
@@ -227,20 +235,21 @@ class Explainer:
         return self.explain(image, class_id, method, options, progress)[0]
 
     def run(
-        self, image: ImageLike, request: ExplainRequest, progress: Progress | None = None
+        self, image: ImageLike | Picture, request: ExplainRequest, progress: Progress | None = None
     ) -> list[Explanation]:
         """`explain` for a request object (what every surface parses its settings into)."""
         self.check(request)
         started = time.perf_counter()
-        rgb, x = self.preprocess(image)
-        settings = self._pass_settings(request, rgb.shape)
+        picture = self.read(image, request.options.frame)
+        x = model_input(picture, self.forwards.input)
+        settings = self._pass_settings(request, picture.shape)
         prepared = time.perf_counter()
         runs = ProgressOverRuns(progress)
         passes = [run_pass(self.forwards, x, request.target, settings, runs)]
         if request.options.aug_smooth:
             passes += self._augmented(x, request.target, passes[0], settings, runs)
         return self._explanations(
-            rgb, passes, request, settings, {"preprocess": prepared - started}, started
+            picture.shape, passes, request, settings, {"preprocess": prepared - started}, started
         )
 
     def _pass_settings(self, request: ExplainRequest, shape: tuple[int, ...]) -> PassSettings:
@@ -289,7 +298,7 @@ class Explainer:
 
     def _explanations(
         self,
-        rgb: NDArray[np.uint8],
+        shape: tuple[int, ...],
         passes: list[PassResult],
         request: ExplainRequest,
         settings: PassSettings,
@@ -306,7 +315,7 @@ class Explainer:
             cam, degenerate = self._averaged(passes, column)
             results.append(
                 Explanation(
-                    saliency=to_original(cam, rgb.shape, self.forwards.input),
+                    saliency=to_original(cam, shape, self.forwards.input),
                     saliency_input=cam,
                     class_id=int(class_id),
                     label=self.bundle.label(int(class_id)),
@@ -320,7 +329,7 @@ class Explainer:
                     masks=sum(p.masks for p in passes),
                     degenerate=degenerate,
                     nonfinite=any(p.nonfinite or not np.isfinite(p.clean).all() for p in passes),
-                    box=self._box(first, column, rgb.shape),
+                    box=self._box(first, column, shape),
                 )
             )
         seconds["total"] = time.perf_counter() - started
@@ -345,24 +354,26 @@ class Explainer:
         if not self.forwards.detector:
             raise ValueError("detect is for object detectors; this bundle is not one")
         threshold = ExplainOptions(score_threshold=score_threshold).threshold(True)
-        rgb, x = self.preprocess(image)
-        return self._in_image(self.forwards.detections(x, threshold)[0], rgb.shape)
+        picture = self.read(image)
+        x = model_input(picture, self.forwards.input)
+        return self._in_image(self.forwards.detections(x, threshold)[0], picture.shape)
 
     def chosen_detections(
         self, image: ImageLike, request: ExplainRequest | None = None
     ) -> list[Detection]:
         """The detections `explain` would explain for `request`'s target (one forward)."""
         request = request or ExplainRequest()
-        rgb, x = self.preprocess(image)
+        picture = self.read(image, request.options.frame)
+        x = model_input(picture, self.forwards.input)
         found = self.forwards.detections(x, request.options.threshold(True))[0]
         chosen = detection_target(
             found,
             request.target,
-            _given_boxes(request.target, rgb.shape, self.forwards.input),
+            _given_boxes(request.target, picture.shape, self.forwards.input),
             request.options.max_detections,
             self.classes,
         )
-        return self._in_image(chosen, rgb.shape)
+        return self._in_image(chosen, picture.shape)
 
     def _in_image(self, found: Detections, shape: tuple[int, ...]) -> list[Detection]:
         """Detections with their boxes in the image's pixels."""
@@ -393,8 +404,9 @@ class Explainer:
         """The classes `explain` would explain for `target` and their scores (probability;
         for a segmentation model, the mean probability over each region), from one
         forward."""
-        rgb, x = self.preprocess(image)
-        return self.classes_of(self.forwards.scores(x)[0], as_target(target), rgb.shape)
+        picture = self.read(image)
+        x = model_input(picture, self.forwards.input)
+        return self.classes_of(self.forwards.scores(x)[0], as_target(target), picture.shape)
 
     def classes_of(
         self, output: NDArray[np.floating], target: Target, shape: tuple[int, ...] | None = None

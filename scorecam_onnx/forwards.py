@@ -101,7 +101,7 @@ class Forwards:
         """Run every session once, at the shapes explaining uses, so that cuDNN's algorithm
         search is paid here and not on the first image."""
         m = self.bundle.manifest
-        zeros = np.zeros((1, 3, m.input.height, m.input.width), np.float32)
+        zeros = np.zeros((1, m.input.channels, m.input.height, m.input.width), np.float32)
         if self.features is not None:
             self.activations(zeros)
         if self.decoder is not None:
@@ -118,7 +118,7 @@ class Forwards:
     def check_shapes(self) -> None:
         """Fail early when a graph's fixed dimensions contradict the manifest."""
         m = self.bundle.manifest
-        image = (3, m.input.height, m.input.width)
+        image = (m.input.channels, m.input.height, m.input.width)
         image = image[1:] + image[:1] if self._nhwc_input else image
         if self.decoder is not None:
             self._check_detector(image)

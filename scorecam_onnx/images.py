@@ -1,4 +1,5 @@
-"""Reading images into RGB uint8 arrays, and turning them into model inputs."""
+"""Reading images with OpenCV, finding image files, and the geometry between an image and
+the model input (resizing, cropping, letterboxing, boxes)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,15 @@ from .errors import ImageError
 from .quiet import native_stderr_silenced
 from .render import bands, rows
 
-ImageLike = str | Path | bytes | NDArray[np.uint8]
+ImageLike = str | Path | bytes | NDArray[Any]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (
+    *(".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"),
+    *(".npy", ".dcm", ".dicom"),
+)
 # Refuse images above this many pixels before decoding them (decompression bombs).
 DEFAULT_MAX_PIXELS = 100_000_000
-_INTERPOLATION = {
+INTERPOLATION = {
     "area": cv2.INTER_AREA,
     "linear": cv2.INTER_LINEAR,
     "cubic": cv2.INTER_CUBIC,
@@ -51,7 +55,15 @@ def load_image(image: ImageLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArra
 
 
 def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.uint8]:
-    """Decode encoded image bytes (any format OpenCV reads) to RGB uint8.
+    """Decode encoded image bytes (any format OpenCV reads) to RGB uint8 (see `load_image`)."""
+    return _from_array(decode_pixels(data, name, max_pixels, keep_alpha=True))
+
+
+def decode_pixels(
+    data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, keep_alpha: bool = False
+) -> NDArray[Any]:
+    """Decode encoded image bytes (any format OpenCV reads) in their own depth: H×W grey,
+    H×W×3 RGB, or (an image with alpha) H×W×4 RGBA, the EXIF orientation applied.
 
     The size is read from the header first (Pillow, lazily, for every format it knows) and
     an image above `max_pixels` is refused before it is decoded; other formats are bounded
@@ -63,7 +75,7 @@ def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
     buffer = np.frombuffer(data, dtype=np.uint8)
     with native_stderr_silenced():
         try:
-            bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+            found = cv2.imdecode(buffer, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
         except cv2.error as exc:
             if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
                 raise ImageError(
@@ -71,19 +83,23 @@ def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
                     "decoders (OPENCV_IO_MAX_IMAGE_PIXELS)",
                     name,
                 ) from None
-            bgr = None
-        raw = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if bgr is not None and alpha else None
-    if bgr is None:
+            found = None
+        raw = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if found is not None and alpha else None
+    if found is None:
         raise ImageError("not an image OpenCV can decode (corrupt or unsupported)", name)
-    if bgr.shape[0] * bgr.shape[1] > max_pixels:
+    if found.shape[0] * found.shape[1] > max_pixels:
         raise ImageError(
-            f"{bgr.shape[1]}×{bgr.shape[0]} pixels is above the limit of {max_pixels} pixels", name
+            f"{found.shape[1]}×{found.shape[0]} pixels is above the limit of {max_pixels} pixels",
+            name,
         )
-    if raw is not None and raw.ndim == 3 and raw.shape[2] == 4 and raw.shape[:2] == bgr.shape[:2]:
-        bgr = _composite_over_white(raw)
-    bgr = _to_uint8(bgr)
-    cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)  # in place: no second copy
-    return bgr
+    if raw is not None and raw.ndim == 3 and raw.shape[2] == 4 and raw.shape[:2] == found.shape[:2]:
+        if not keep_alpha:
+            return cv2.cvtColor(composite_over_white(raw), cv2.COLOR_BGR2RGB)
+        cv2.cvtColor(raw, cv2.COLOR_BGRA2RGBA, dst=raw)
+        return raw
+    if found.ndim == 3 and found.shape[2] == 3:
+        cv2.cvtColor(found, cv2.COLOR_BGR2RGB, dst=found)  # in place: no second copy
+    return found
 
 
 def decode_mask(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.bool_]:
@@ -143,9 +159,9 @@ def _check_header(data: bytes, name: str, max_pixels: int) -> bool:
     return "A" in mode or "transparency" in info
 
 
-def _composite_over_white(bgra: NDArray[Any]) -> NDArray[np.uint8]:
-    """BGR uint8 of a BGRA image (8 or 16 bits) blended over white, a band of rows at a
-    time so that no full-size float copy is made."""
+def composite_over_white(bgra: NDArray[Any]) -> NDArray[np.uint8]:
+    """The colour of a four-band image (8 or 16 bits, floats; alpha last) blended over
+    white as uint8, a band of rows at a time so that no full-size float copy is made."""
     out = np.empty((*bgra.shape[:2], 3), np.uint8)
     step = rows(bgra.shape[1])
     for top in bands(*bgra.shape[:2]):
@@ -190,8 +206,7 @@ def _from_array(image: NDArray[Any]) -> NDArray[np.uint8]:
     if image.dtype.kind not in "uif" or (image.dtype == np.int64 and image.size == 0):
         raise ImageError(f"image array of dtype {image.dtype}: expected uint8")
     if image.shape[2] == 4:
-        alpha = _to_unit(image[..., 3:4])
-        image = (_to_unit(image[..., :3]) * alpha + (1.0 - alpha)) * 255.0
+        image = composite_over_white(image)
     image = _to_uint8(image)
     if image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)
@@ -234,23 +249,6 @@ def place(scaled: NDArray[Any], spec: InputSpec, top: int, left: int, fill: floa
     canvas = np.full((spec.height, spec.width, *scaled.shape[2:]), fill, scaled.dtype)
     canvas[-top : -top + scaled.shape[0], -left : -left + scaled.shape[1]] = scaled
     return canvas
-
-
-def preprocess(rgb: NDArray[np.uint8], spec: InputSpec) -> NDArray[np.float32]:
-    """The model input (1×3×H×W, normalised) for an RGB uint8 image, per the manifest.
-
-    Resize policy "stretch" resizes the whole image to H×W; "crop" scales it to cover H×W
-    and cuts out the centre (see `crop_box` for the crop fraction); "letterbox" scales it to
-    fit and pads it with grey (114). The engine always works in NCHW.
-    """
-    sh, sw, top, left = crop_box(rgb.shape, spec)
-    scaled_image = cv2.resize(rgb, (sw, sh), interpolation=_INTERPOLATION[spec.interpolation])
-    resized = place(scaled_image, spec, top, left, LETTERBOX_GREY)
-    if spec.color == "BGR":
-        resized = resized[..., ::-1]
-    scaled = resized.astype(np.float32) * np.float32(spec.scale)
-    normalised = (scaled - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
-    return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])
 
 
 def to_original(

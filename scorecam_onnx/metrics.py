@@ -97,7 +97,7 @@ def causal_curve(
         raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
     if not 0 < step_fraction <= 1:
         raise ValueError(f"step_fraction must be in (0, 1], got {step_fraction}")
-    h, w = x.shape[2:]
+    bands, h, w = x.shape[1:]
     if saliency.shape != (h, w):
         raise ValueError(f"saliency shape {saliency.shape} differs from the input's {(h, w)}")
     pixels = h * w
@@ -105,18 +105,18 @@ def causal_curve(
     steps = math.ceil(pixels / step)
     order = np.argsort(-np.nan_to_num(saliency).ravel(), kind="stable")
     if mode == "deletion":
-        start, finish = x[0].reshape(3, -1), np.zeros((3, pixels), np.float32)
+        start, finish = x[0].reshape(bands, -1), np.zeros((bands, pixels), np.float32)
     else:
-        start, finish = blurred(x)[0].reshape(3, -1), x[0].reshape(3, -1)
+        start, finish = blurred(x)[0].reshape(bands, -1), x[0].reshape(bands, -1)
     canvas = start.copy()
     curve = np.empty(steps + 1, dtype=np.float64)
-    batch = np.empty((min(batch_size, steps + 1), 3, h, w), dtype=np.float32)
+    batch = np.empty((min(batch_size, steps + 1), bands, h, w), dtype=np.float32)
     filled = 0
     for i in range(steps + 1):
         if i > 0:
             changed = order[(i - 1) * step : i * step]
             canvas[:, changed] = finish[:, changed]
-        batch[filled] = canvas.reshape(3, h, w)
+        batch[filled] = canvas.reshape(bands, h, w)
         filled += 1
         if filled == batch.shape[0] or i == steps:
             curve[i - filled + 1 : i + 1] = probabilities(batch[:filled])[:, class_id]

@@ -54,6 +54,7 @@ class ExplainOptions:
             for a detector, 0.5 for a multi-label model.
         max_detections: a detector's detections explained at most when the target is the
             default. Default: 10.
+        frame: of a multi-frame DICOM file, the frame to explain (from 0). Default: 0.
     """
 
     batch_size: int | None = field(
@@ -129,7 +130,20 @@ class ExplainOptions:
         ),
     )
 
+    frame: int = field(
+        default=0,
+        metadata=_setting(
+            "--frame",
+            "int",
+            "Of a multi-frame DICOM file, the frame to explain (from 0).",
+            0,
+            low=0,
+        ),
+    )
+
     def __post_init__(self) -> None:
+        if isinstance(self.frame, bool) or not isinstance(self.frame, int) or self.frame < 0:
+            raise ValueError(f"frame must be 0 or more, got {self.frame!r}")
         if self.score_threshold is not None and (
             isinstance(self.score_threshold, bool)
             or not isinstance(self.score_threshold, int | float)

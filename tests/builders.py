@@ -29,10 +29,11 @@ def _classifier(
     return model
 
 
-def tiny_weights(seed: int = 0) -> dict[str, np.ndarray]:
-    """Weights of the tiny CNN: 5 channels, of which #3 is constant 0.5 and #4 all zero."""
+def tiny_weights(seed: int = 0, bands: int = 3) -> dict[str, np.ndarray]:
+    """Weights of the tiny CNN (input of `bands` channels): 5 channels, of which #3 is
+    constant 0.5 and #4 all zero."""
     rng = np.random.default_rng(seed)
-    w1 = rng.normal(size=(5, 3)).astype(np.float32)
+    w1 = rng.normal(size=(5, bands)).astype(np.float32)
     b1 = rng.normal(scale=0.1, size=5).astype(np.float32)
     w1[3], b1[3] = 0.0, 0.5  # constant channel
     w1[4], b1[4] = 0.0, -1.0  # all-zero channel after the ReLU
@@ -51,11 +52,14 @@ def tiny_forward(x: np.ndarray, w: dict[str, np.ndarray]) -> tuple[np.ndarray, n
     return acts, pooled @ w["w2"].T + w["b2"]
 
 
-def tiny_model(seed: int = 0, batch: int | str = "N", softmax: bool = False) -> onnx.ModelProto:
-    """input (N×3×8×8) → Conv1x1 → Relu → AveragePool 2 → 'feat' → GAP → Flatten → Gemm."""
-    w = tiny_weights(seed)
+def tiny_model(
+    seed: int = 0, batch: int | str = "N", softmax: bool = False, bands: int = 3
+) -> onnx.ModelProto:
+    """input (N×bands×8×8) → Conv1x1 → Relu → AveragePool 2 → 'feat' → GAP → Flatten →
+    Gemm."""
+    w = tiny_weights(seed, bands)
     inits = [
-        numpy_helper.from_array(w["w1"].reshape(5, 3, 1, 1), "w1"),
+        numpy_helper.from_array(w["w1"].reshape(5, bands, 1, 1), "w1"),
         numpy_helper.from_array(w["b1"], "b1"),
         numpy_helper.from_array(w["w2"], "w2"),
         numpy_helper.from_array(w["b2"], "b2"),
@@ -72,7 +76,7 @@ def tiny_model(seed: int = 0, batch: int | str = "N", softmax: bool = False) -> 
     ]
     if softmax:
         nodes.append(helper.make_node("Softmax", ["scores"], ["logits"], axis=1))
-    model = _classifier("tiny", nodes, [batch, 3, SIZE, SIZE], [batch, CLASSES], inits)
+    model = _classifier("tiny", nodes, [batch, bands, SIZE, SIZE], [batch, CLASSES], inits)
     onnx.checker.check_model(model)
     return model
 

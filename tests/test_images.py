@@ -14,7 +14,8 @@ from conftest import ROOT
 
 from scorecam_onnx import ImageError, images, load_image
 from scorecam_onnx.bundle.manifest import InputSpec
-from scorecam_onnx.images import DEFAULT_MAX_PIXELS, preprocess
+from scorecam_onnx.images import DEFAULT_MAX_PIXELS
+from scorecam_onnx.pictures import preprocess
 
 
 def _encode(array: np.ndarray, ext: str = ".png") -> bytes:

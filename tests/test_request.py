@@ -153,6 +153,7 @@ CASES = [
         {"max_detections": 3},
         ExplainRequest(options=ExplainOptions(max_detections=3)),
     ),
+    (["--frame", "2"], {"frame": "2"}, ExplainRequest(options=ExplainOptions(frame=2))),
 ]
 # A detector's settings, given to a detector (a classifier refuses them before any image).
 DETECTOR_CASES = [

@@ -15,11 +15,12 @@ from typing import Any
 from ..errors import BundleError
 
 FORMAT = "scorecam-onnx-bundle"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 # Versions this release reads: 1 had no tail graph and no token activations; 2 always had a
 # target layer (3 allows none: a model-only bundle, for black-box methods); 4 adds detectors
-# (a 'decoder') and the letterbox resize policy.
-READABLE_VERSIONS = (1, 2, 3, 4)
+# (a 'decoder') and the letterbox resize policy; 5 inputs of any number of channels and how
+# raw values become inputs (a range, a window, a DICOM file's VOI LUT, display bands).
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 NO_TAIL_IN_V1 = "bundle format 1 predates tail graphs: export or split the model again to add one"
 MANIFEST_NAME = "manifest.json"
 
@@ -36,6 +37,8 @@ OUTPUT_KINDS = ("logits", "probabilities")
 # What a classifier's scores mean: exclusive classes (softmax), independent labels (sigmoid
 # each), or one logit of a positive class (N×1 in the graph, classes 0 and 1 here).
 HEADS = ("softmax", "multi-label", "binary")
+# Input keys format 5 added.
+INPUT_KEYS_OF_5 = ("channels", "input_range", "window", "voi_lut", "display_bands")
 # Output keys of a segmentation model, which formats 1 and 2 did not have.
 SEGMENTATION_KEYS = ("height", "width", "background")
 
@@ -44,26 +47,92 @@ SEGMENTATION_KEYS = ("height", "width", "background")
 class ImageConvention:
     """How an image becomes input values, shared by `InputSpec` and the writer's settings.
 
-    A pixel value v (uint8, in the colour order `color`) becomes ``(v * scale - mean) / std``
-    after the image is resized to the input size with OpenCV's `interpolation`: the whole
-    image ("stretch"), scaled to cover the size and cut at the centre ("crop"), or scaled to
-    fit inside it and centred on a grey (114) canvas ("letterbox", YOLO's). A
-    `crop_fraction` f below 1 resizes to the size ÷ f first and cuts the centre (timm's
-    `crop_pct`, torchvision's crop ÷ resize size).
+    The image is resized to the input size with OpenCV's `interpolation`: the whole image
+    ("stretch"), scaled to cover the size and cut at the centre ("crop"), or scaled to fit
+    inside it and centred on a grey canvas ("letterbox", YOLO's). A `crop_fraction` f below 1
+    resizes to the size ÷ f first and cuts the centre (timm's `crop_pct`, torchvision's crop
+    ÷ resize size).
+
+    A raw value v becomes a unit value u: v over its bit depth's largest value (255, 65535;
+    floats are taken as they are), or, with `input_range` (LOW, HIGH), ``(v − LOW) / (HIGH −
+    LOW)`` clipped to [0, 1]; `window` (CENTER, WIDTH) is the DICOM linear window, the range
+    ``CENTER − 0.5 ∓ (WIDTH − 1) / 2``; `voi_lut` applies a DICOM file's own VOI LUT or window.
+    A DICOM file's rescale slope and intercept always apply first, and MONOCHROME1 is
+    inverted. The input is then ``(u · 255 · scale − mean) / std`` per channel (`scale`
+    1/255 gives inputs on [0, 1]). With no range or window, 8- and 16-bit pixels are
+    resized as they are and scaled after; otherwise values are mapped (and clipped) at full
+    resolution, then resized.
+
+    `channels` is the input's channel count (the image's bands, in order; an RGB model's in
+    `color` order); mean and std have one value per channel. Overlays are drawn on the
+    `display_bands` (R, G, B band indices; default the first three, or the one band as grey).
     """
 
     layout: str = "NCHW"
     color: str = "RGB"
     scale: float = 1.0 / 255.0
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
     resize: str = "stretch"
     interpolation: str = "area"
     crop_fraction: float = 1.0
+    channels: int = 3
+    input_range: tuple[float, float] | None = None
+    window: tuple[float, float] | None = None
+    voi_lut: bool = False
+    display_bands: tuple[int, int, int] | None = None
 
     def convention(self) -> dict[str, Any]:
         """The convention's settings by name, to give another spec the same ones."""
         return {f.name: getattr(self, f.name) for f in fields(ImageConvention)}
+
+    def value_range(self) -> tuple[float, float] | None:
+        """The (LOW, HIGH) raw values mapped to 0 and 1, from `input_range` or `window`;
+        None: from the bit depth (or the DICOM file)."""
+        if self.window is not None:
+            center, width = self.window
+            low = center - 0.5 - (width - 1.0) / 2.0
+            return low, low + width - 1.0
+        return self.input_range
+
+    def for_channels(self, channels: int) -> dict[str, Any]:
+        """The convention for an input of `channels` channels: one mean and std each (one
+        value is repeated; ImageNet's defaults become 0 and 1 off three channels), checked."""
+        if channels < 1:
+            raise BundleError(f"an image input needs at least one channel, got {channels}")
+        given = {"mean": self.mean, "std": self.std}
+        for key, neutral in (("mean", 0.0), ("std", 1.0)):
+            values = tuple(given[key])
+            default = getattr(ImageConvention(), key)
+            if len(values) == 1:
+                values = values * channels
+            elif len(values) != channels and values == default:
+                values = (neutral,) * channels
+            if len(values) != channels:
+                raise BundleError(f"{len(values)} {key} values for an input of {channels} channels")
+            given[key] = values
+        settings = {**self.convention(), **given, "channels": channels}
+        check_convention(ImageConvention(**settings))
+        return settings
+
+
+def check_convention(c: ImageConvention) -> None:
+    """Refuse settings that do not go together (a `BundleError` naming them)."""
+    if len(c.mean) != c.channels or len(c.std) != c.channels:
+        raise BundleError(f"'mean' and 'std' need {c.channels} values, one per channel")
+    if c.color == "BGR" and c.channels != 3:
+        raise BundleError("BGR colour order is for a 3-channel input")
+    given = [k for k in ("input_range", "window") if getattr(c, k) is not None]
+    if len(given) + c.voi_lut > 1:
+        raise BundleError("give one of input_range, window and voi_lut")
+    if c.input_range is not None and not c.input_range[0] < c.input_range[1]:
+        raise BundleError(f"input_range needs LOW < HIGH, got {list(c.input_range)}")
+    if c.window is not None and c.window[1] < 1:
+        raise BundleError(f"a window's width is at least 1, got {c.window[1]:g}")
+    if c.display_bands is not None and not all(0 <= b < c.channels for b in c.display_bands):
+        raise BundleError(
+            f"display_bands {list(c.display_bands)} must be band indices below {c.channels}"
+        )
 
 
 @dataclass(frozen=True)
@@ -306,6 +375,11 @@ def upgrade(data: Any) -> dict[str, Any]:
         )
     if version == FORMAT_VERSION:
         return dict(data)
+    # Format 5 added the input's channels, ranges and display bands: three channels before.
+    inp = root.child("input").data
+    data = {**data, "input": {k: v for k, v in inp.items() if k not in INPUT_KEYS_OF_5}}
+    if version == 4:
+        return {**data, "format_version": FORMAT_VERSION}
     if version == 3:  # format 4 added detectors and the output's head
         output = root.child("output").data
         return {
@@ -385,23 +459,41 @@ def _input_dict(spec: InputSpec) -> dict[str, Any]:
         **spec.convention(),
         "mean": list(spec.mean),
         "std": list(spec.std),
+        "input_range": None if spec.input_range is None else list(spec.input_range),
+        "window": None if spec.window is None else list(spec.window),
+        "display_bands": None if spec.display_bands is None else list(spec.display_bands),
     }
 
 
 def _input(inp: _Reader) -> InputSpec:
-    return InputSpec(
+    """The input; keys format 5 added (channels, ranges, display bands) default when absent."""
+    channels = inp.positive("channels") if "channels" in inp.data else 3
+    pair = inp.numbers("input_range", 2) if inp.data.get("input_range") is not None else None
+    window = inp.numbers("window", 2) if inp.data.get("window") is not None else None
+    bands = inp.data.get("display_bands")
+    spec = InputSpec(
         name=inp.get("name", str),
         height=inp.positive("height"),
         width=inp.positive("width"),
         layout=inp.choice("layout", LAYOUTS),
         color=inp.choice("color", COLORS),
         scale=inp.number("scale", positive=True),
-        mean=inp.triple("mean"),
-        std=inp.triple("std", positive=True),
+        mean=inp.numbers("mean", channels),
+        std=inp.numbers("std", channels, positive=True),
         resize=inp.choice("resize", RESIZE_POLICIES),
         interpolation=inp.choice("interpolation", INTERPOLATIONS),
         crop_fraction=inp.fraction("crop_fraction"),
+        channels=channels,
+        input_range=None if pair is None else (pair[0], pair[1]),
+        window=None if window is None else (window[0], window[1]),
+        voi_lut=inp.get("voi_lut", bool) if "voi_lut" in inp.data else False,
+        display_bands=None if bands is None else inp.band_triple("display_bands"),
     )
+    try:
+        check_convention(spec)
+    except BundleError as exc:
+        raise BundleError(f"manifest: input: {exc}") from None
+    return spec
 
 
 def _output(out: _Reader) -> OutputSpec:
@@ -507,9 +599,9 @@ class _Reader:
             raise BundleError(f"manifest: '{self._key(key)}' must be at most 1, got {value}")
         return value
 
-    def triple(self, key: str, positive: bool = False) -> tuple[float, float, float]:
+    def numbers(self, key: str, count: int, positive: bool = False) -> tuple[float, ...]:
         value = self.get(key, list)
-        ok = len(value) == 3 and all(
+        ok = len(value) == count and all(
             not isinstance(v, bool)
             and isinstance(v, int | float)
             and math.isfinite(v)
@@ -517,9 +609,15 @@ class _Reader:
             for v in value
         )
         if not ok:
-            rule = "three positive numbers" if positive else "three numbers"
+            rule = f"{count} positive numbers" if positive else f"{count} numbers"
             raise BundleError(f"manifest: '{self._key(key)}' must be {rule}, got {value!r}")
-        return (float(value[0]), float(value[1]), float(value[2]))
+        return tuple(float(v) for v in value)
+
+    def band_triple(self, key: str) -> tuple[int, int, int]:
+        value = self.get(key, list)
+        if len(value) != 3 or not all(type(v) is int and v >= 0 for v in value):
+            raise BundleError(f"manifest: '{self._key(key)}' must be three band indices")
+        return (value[0], value[1], value[2])
 
     def choice(self, key: str, allowed: tuple[str, ...]) -> str:
         value: str = self.get(key, str)

@@ -21,7 +21,14 @@ from . import graphs
 from .bundle import WEIGHTS_NAME, Bundle
 from .detector import is_detector, open_detector
 from .manifest import MANIFEST_NAME, InputSpec, Manifest, OutputSpec
-from .writer import Preprocessing, output_head, output_kind, producer_op, save_model_graph
+from .writer import (
+    Preprocessing,
+    input_channels,
+    output_head,
+    output_kind,
+    producer_op,
+    save_model_graph,
+)
 
 NO_LAYER = "a model-only bundle has no target layer"
 # The input size assumed when neither the graph nor the user fixes one.
@@ -148,7 +155,9 @@ def preprocessing_for(
 
 def complete(model: onnx.ModelProto, prep: Preprocessing) -> Preprocessing:
     """`prep` with its size from the graph (224 when the graph leaves it open), checked
-    against the graph's fixed size."""
+    against the graph's fixed size, and the graph's channels."""
+    channels = input_channels(graphs.single_input(model), prep)
+    prep = Preprocessing(height=prep.height, width=prep.width, **prep.for_channels(channels))
     fixed = graph_size(model, prep.layout)
     if prep.height is None or prep.width is None:
         height, width = fixed or (DEFAULT_SIZE, DEFAULT_SIZE)
@@ -220,14 +229,7 @@ def _manifest(
             name=input_name,
             height=prep.height,
             width=prep.width,
-            layout=prep.layout,
-            color=prep.color,
-            scale=prep.scale,
-            mean=prep.mean,
-            std=prep.std,
-            resize=prep.resize,
-            interpolation=prep.interpolation,
-            crop_fraction=prep.crop_fraction,
+            **prep.convention(),
         ),
         output=output,
         layers=(),
@@ -256,7 +258,8 @@ def _probe(path: Path, input_name: str, output: str, prep: Preprocessing, batch:
     """Run the model once on noise; C from its N×C output."""
     assert prep.height is not None and prep.width is not None
     size = (prep.height, prep.width)
-    shape = (batch, 3, *size) if prep.layout == "NCHW" else (batch, *size, 3)
+    channels = prep.channels
+    shape = (batch, channels, *size) if prep.layout == "NCHW" else (batch, *size, channels)
     probe = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     try:
         session, _ = build_session(path, "cpu")

@@ -130,7 +130,7 @@ class _Plan:
     tensors: tuple[str, ...]  # the target tensors, the deepest first
     names: tuple[str, ...]  # their layer names, in the same order
     size: tuple[int, int]  # the input's height and width
-    prep: Preprocessing
+    prep: Preprocessing  # with the input's channels
     maps_layout: str  # the layout of 4-D target tensors
     tokens: tuple[int, int, int] | None
     prefix_hint: int | None
@@ -172,7 +172,11 @@ def _plan(
         tensors=tensors,
         names=names,
         size=_input_size(image_input, prep),
-        prep=prep,
+        prep=Preprocessing(
+            height=prep.height,
+            width=prep.width,
+            **prep.for_channels(input_channels(image_input, prep)),
+        ),
         maps_layout=activation_layout or prep.layout,
         tokens=tokens,
         prefix_hint=prefix_hint,
@@ -212,12 +216,6 @@ def _input_size(image_input: onnx.ValueInfoProto, prep: Preprocessing) -> tuple[
     if len(shape) != 4:
         raise BundleError(f"input {image_input.name!r} must be 4-D, has shape {shape}")
     h, w = (shape[2], shape[3]) if prep.layout == "NCHW" else (shape[1], shape[2])
-    channels = shape[1] if prep.layout == "NCHW" else shape[3]
-    if isinstance(channels, int) and channels != 3:
-        raise BundleError(
-            f"input {image_input.name!r} has {channels} channels in {prep.layout} layout; "
-            "an RGB image input needs 3 (check --layout)"
-        )
     height = prep.height or (h if isinstance(h, int) else None)
     width = prep.width or (w if isinstance(w, int) else None)
     if height is None or width is None:
@@ -226,6 +224,16 @@ def _input_size(image_input: onnx.ValueInfoProto, prep: Preprocessing) -> tuple[
         if isinstance(fixed, int) and given != fixed:
             raise BundleError(f"--input-size {height}x{width} differs from the graph's {h}x{w}")
     return height, width
+
+
+def input_channels(image_input: onnx.ValueInfoProto, prep: ImageConvention) -> int:
+    """The image input's channels: the graph's (axis 1 in NCHW, 3 in NHWC), or the
+    convention's when the graph leaves it open."""
+    shape = graphs.dims(image_input)
+    if len(shape) != 4:
+        raise BundleError(f"input {image_input.name!r} must be 4-D, has shape {shape}")
+    channels = shape[1] if prep.layout == "NCHW" else shape[3]
+    return channels if isinstance(channels, int) else prep.channels
 
 
 # --- cut: the graphs, saved and checked
@@ -291,7 +299,8 @@ def _probe(folder: Path, plan: _Plan, has_tail: bool) -> _Probed:
     """Run the graphs on a batch of two: the shape of each target tensor (for a token
     tensor N×L×K, h and w are placeholders and L is given), the classes, and whether
     tail(features(x)) matches model(x) at the first (deepest) tensor."""
-    shape = (2, 3, *plan.size) if plan.prep.layout == "NCHW" else (2, *plan.size, 3)
+    channels = plan.prep.channels
+    shape = (2, channels, *plan.size) if plan.prep.layout == "NCHW" else (2, *plan.size, channels)
     probe = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     try:
         features, _ = build_session(folder / FEATURES_NAME, "cpu")

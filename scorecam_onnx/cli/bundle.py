@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +15,64 @@ from ..bundle import Bundle, Preprocessing
 from ..bundle.manifest import DECODERS, HEADS, RESIZE_POLICIES
 from ..errors import ScoreCamError
 from ..explainer import default_bundle
-from .common import size_pair, triple
+from .common import band_triple, number_pair, numbers, size_pair
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
+# Flags of how raw pixel values become inputs, given to the command as `pixel_values`.
+VALUE_FLAGS = ("input_range", "window", "voi_lut", "display_bands")
+
+
 def preprocessing_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--input-size, --mean, --std, --color, --layout, --interpolation."""
+    """--input-size, --mean, --std, --color, --layout, --interpolation, --resize,
+    --crop-fraction, the pixel-value flags (as one `pixel_values` argument), --labels,
+    --out, --force."""
+
+    @functools.wraps(func)
+    def gathered(*args: Any, **kwargs: Any) -> Any:
+        values = {key: kwargs.pop(key) for key in VALUE_FLAGS}
+        kwargs["pixel_values"] = {k: v for k, v in values.items() if v not in (None, False)}
+        return func(*args, **kwargs)
+
     options: list[Decorator] = [
         click.option("--input-size", callback=size_pair, help="Model input size: N or HxW."),
         click.option(
-            "--mean", callback=triple, help="Per-channel mean on [0, 1] RGB (default ImageNet's)."
+            "--mean",
+            callback=numbers,
+            help="Per-channel mean of unit values: one, or one per channel (default "
+            "ImageNet's for 3 channels, 0 otherwise).",
         ),
         click.option(
-            "--std", callback=triple, help="Per-channel std on [0, 1] RGB (default ImageNet's)."
+            "--std",
+            callback=numbers,
+            help="Per-channel std of unit values: one, or one per channel (default "
+            "ImageNet's for 3 channels, 1 otherwise).",
+        ),
+        click.option(
+            "--input-range",
+            callback=number_pair,
+            metavar="LOW,HIGH",
+            help="Raw values LOW and HIGH become 0 and 1 (clipped). Default: the bit "
+            "depth's range (255, 65535; floats as they are).",
+        ),
+        click.option(
+            "--window",
+            callback=number_pair,
+            metavar="CENTER,WIDTH",
+            help="A DICOM-style linear window on raw (DICOM: rescaled) values, such "
+            "as 40,400 for soft tissue in Hounsfield units.",
+        ),
+        click.option(
+            "--voi-lut",
+            is_flag=True,
+            help="Apply each DICOM file's own VOI LUT or window.",
+        ),
+        click.option(
+            "--display-bands",
+            callback=band_triple,
+            metavar="R,G,B",
+            help="Of a multi-band input, the bands overlays are drawn on. Default: 0,1,2.",
         ),
         click.option(
             "--color",
@@ -71,8 +117,8 @@ def preprocessing_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--force", is_flag=True, help="Replace the bundle folder if it exists."),
     ]
     for option in reversed(options):
-        func = option(func)
-    return func
+        gathered = option(gathered)
+    return gathered
 
 
 # Preprocessing settings, each with the flags that set it.
@@ -95,8 +141,9 @@ def _preprocessing(
     interpolation,
     resize,
     crop_fraction=None,
+    values: dict[str, Any] | None = None,
 ) -> Preprocessing:
-    base = base or Preprocessing()
+    base = replace(base or Preprocessing(), **(values or {}))
     return Preprocessing(
         height=input_size[0] if input_size else base.height,
         width=input_size[1] if input_size else base.width,
@@ -107,6 +154,7 @@ def _preprocessing(
         interpolation=interpolation or base.interpolation,
         resize=resize or base.resize,
         crop_fraction=crop_fraction or base.crop_fraction,
+        **{k: getattr(base, k) for k in VALUE_FLAGS},
     )
 
 
@@ -251,6 +299,7 @@ def export(
     interpolation,
     resize,
     crop_fraction,
+    pixel_values,
     labels,
     out,
     force,
@@ -276,7 +325,7 @@ def export(
         "resize": resize,
         "crop_fraction": crop_fraction,
     }
-    prep = _preprocessing(loaded.preprocessing, **given)
+    prep = _preprocessing(loaded.preprocessing, **given, values=pixel_values)
     label_names = _read_labels(labels)
     notes = {
         "preprocessing": _origins(given, loaded.preprocessing_from, loaded.preprocessing_sets),
@@ -350,6 +399,7 @@ def split(
     interpolation,
     resize,
     crop_fraction,
+    pixel_values,
     labels,
     out,
     force,
@@ -361,6 +411,11 @@ def split(
 
     model = graphs.load_model(Path(onnx_file))
     if decoder is not None or (output is None and is_detector(model)):
+        if pixel_values:
+            raise click.UsageError(
+                f"--{next(iter(pixel_values)).replace('_', '-')} is for classifiers "
+                "and segmentation models; detectors read RGB photos"
+            )
         given = {
             "input_size": input_size,
             "mean": mean,
@@ -380,7 +435,16 @@ def split(
 
         layout = layout or graph_layout(model)
     prep = _preprocessing(
-        None, input_size, mean, std, color, layout, interpolation, resize, crop_fraction
+        None,
+        input_size,
+        mean,
+        std,
+        color,
+        layout,
+        interpolation,
+        resize,
+        crop_fraction,
+        values=pixel_values,
     )
     output = output or _only_output(model)
     if no_layer:
@@ -581,6 +645,15 @@ def _candidates(model, output: str | None, layout: str) -> list:
     ]
 
 
+def _values(i: Any) -> str:
+    """How raw values become unit values u, in words."""
+    if i.window is not None:
+        return f"u from the window {i.window[0]:g},{i.window[1]:g}"
+    if i.input_range is not None:
+        return f"u from the range {i.input_range[0]:g}–{i.input_range[1]:g}"
+    return "u from each DICOM file's VOI LUT" if i.voi_lut else "u from the bit depth"
+
+
 @click.command()
 @click.argument("bundle_dir", type=click.Path(file_okay=False), required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
@@ -603,9 +676,10 @@ def info(bundle_dir, as_json) -> None:
         ),
         (
             "input",
-            f"{i.name}: {i.layout} {i.height}×{i.width} {i.color}, "
-            f"(x·{i.scale:.4g} − {list(i.mean)}) / {list(i.std)}, {i.resize} "
-            f"({i.interpolation})"
+            f"{i.name}: {i.layout} {i.height}×{i.width} "
+            + (f"{i.color}, " if i.channels == 3 else f"{i.channels} channels, ")
+            + f"{_values(i)}, (u·255·{i.scale:.4g} − {list(i.mean)}) / {list(i.std)}, "
+            f"{i.resize} ({i.interpolation})"
             + (f", centre {i.crop_fraction:.4g}" if i.crop_fraction < 1 else "")
             + (f"; from {m.source['preprocessing']}" if "preprocessing" in m.source else ""),
         ),

@@ -54,16 +54,36 @@ def provider_libraries(
     return libraries or None
 
 
-def triple(ctx: click.Context, param: click.Parameter, value: str | None):
-    """'a,b,c' into three floats (None stays None)."""
+def numbers(ctx: click.Context, param: click.Parameter, value: str | None):
+    """'a,b,…' into floats, one or more (None stays None)."""
     if value is None:
         return None
     try:
-        parts = tuple(float(v) for v in value.split(","))
+        return tuple(float(v) for v in value.split(","))
     except ValueError:
-        raise click.BadParameter("expected three numbers such as 0.485,0.456,0.406") from None
-    if len(parts) != 3:
-        raise click.BadParameter("expected three comma-separated numbers")
+        raise click.BadParameter(
+            "expected comma-separated numbers such as 0.5 or 0.5,0.5"
+        ) from None
+
+
+def number_pair(ctx: click.Context, param: click.Parameter, value: str | None):
+    """'a,b' into two floats (None stays None)."""
+    parts = numbers(ctx, param, value)
+    if parts is not None and len(parts) != 2:
+        raise click.BadParameter(f"expected two comma-separated numbers, got {value!r}")
+    return parts
+
+
+def band_triple(ctx: click.Context, param: click.Parameter, value: str | None):
+    """'r,g,b' into three band indices (None stays None)."""
+    if value is None:
+        return None
+    try:
+        parts = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("expected three band indices such as 2,1,0") from None
+    if len(parts) != 3 or min(parts) < 0:
+        raise click.BadParameter("expected three band indices (0 or more) such as 2,1,0")
     return parts
 
 
@@ -100,12 +120,12 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--mean",
-            callback=triple,
+            callback=numbers,
             help="A plain .onnx model's per-channel mean on [0, 1] RGB. Default: ImageNet's.",
         ),
         click.option(
             "--std",
-            callback=triple,
+            callback=numbers,
             help="A plain .onnx model's per-channel std on [0, 1] RGB. Default: ImageNet's.",
         ),
         click.option(

@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 an error, or some inputs failed (the others are still d
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 import click
@@ -27,6 +28,7 @@ class _Group(click.Group):
     """Turns library errors into one-line messages (exit 1) instead of tracebacks."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        warnings.showwarning = _note
         try:
             return super().invoke(ctx)
         except ScoreCamError as exc:
@@ -34,6 +36,11 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+
+
+def _note(message: Warning | str, *_: Any, **__: Any) -> None:
+    """A library warning as one line on stderr (no source file or line)."""
+    click.echo(f"note: {message}", err=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

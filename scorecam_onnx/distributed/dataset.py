@@ -73,7 +73,7 @@ class ExplainActor:
     def _one(self, batch: dict[str, np.ndarray], i: int) -> dict[str, Any]:
         from ..batch import failure_reason, write_outputs
         from ..errors import ScoreCamError
-        from ..images import decode_image, read_file
+        from ..images import read_file
 
         path = str(batch["path"][i]) if "path" in batch else f"row {i}"
         name = str(batch["name"][i]) if "name" in batch else Path(path).stem
@@ -90,9 +90,10 @@ class ExplainActor:
         }
         try:
             data = bytes(batch["bytes"][i]) if "bytes" in batch else read_file(Path(path))
-            rgb = decode_image(data, path, self.explainer.max_pixels)
-            found = self.explainer.run(rgb, self.request)
+            picture = self.explainer.read(data, self.request.options.frame, path)
+            found = self.explainer.run(picture, self.request)
             if self.out is not None:
+                rgb = self.explainer.display(picture)
                 write_outputs(self.out, name, Path(path), rgb, found, self.request.target.per_class)
         except (ScoreCamError, ValueError, TypeError, OSError) as exc:
             row["error"] = failure_reason(exc)

@@ -104,7 +104,7 @@ def floor_seconds(explainer: Explainer, forwards: int, batch_size: int, seed: in
     m = explainer.bundle.manifest.input
     batch = (
         np.random.default_rng(seed)
-        .standard_normal((min(batch_size, forwards), 3, m.height, m.width))
+        .standard_normal((min(batch_size, forwards), m.channels, m.height, m.width))
         .astype(np.float32)
     )
     started = time.perf_counter()

@@ -123,7 +123,7 @@ def explainer_tensors(bundle: Bundle) -> dict[str, list[dict[str, Any]]]:
 def classifier_tensors(bundle: Bundle) -> dict[str, list[dict[str, Any]]]:
     """The bundle's model as a tensor model: its image input and its outputs."""
     m = bundle.manifest
-    image = [3, m.input.height, m.input.width]
+    image = [m.input.channels, m.input.height, m.input.width]
     o = m.output
     outputs = (
         [_tensor(n, "FP32", [-1, -1]) for n in m.decoder.outputs]

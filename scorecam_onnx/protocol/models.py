@@ -17,10 +17,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..attribution import classes_of_head
+from ..bundle.manifest import InputSpec
 from ..errors import BundleError, ImageError
 from ..explainer import AUGMENTATIONS, Detection, Explainer, Explanation
-from ..images import DEFAULT_MAX_PIXELS, decode_image
+from ..images import DEFAULT_MAX_PIXELS
 from ..methods import Method
+from ..pictures import Picture, model_input, read_picture
 from ..render import overlay_png
 from ..targets import TopK
 from .errors import ApiError
@@ -39,8 +41,8 @@ DETECTOR_OUTPUTS = ("boxes", "class_id", "score", "saliency")
 class Decoded:
     """Images of one request, decoded and preprocessed."""
 
-    rgb: list[NDArray[np.uint8]]
-    inputs: NDArray[np.float32]  # N×3×H×W
+    pictures: list[Picture]
+    inputs: NDArray[np.float32]  # N×C×H×W
 
 
 class ModelService:
@@ -99,19 +101,28 @@ class ModelService:
             )
 
     # Work --------------------------------------------------------------------------------
-    def decode(self, images: Sequence[bytes], ticket: Ticket) -> Decoded:
-        """Decode and preprocess every image; a bad one is a 400 naming its position."""
-        rgb, inputs = [], []
+    def decode(
+        self, images: Sequence[bytes], ticket: Ticket, frames: Sequence[int] | None = None
+    ) -> Decoded:
+        """Decode and preprocess every image (of a multi-frame DICOM, its frame in `frames`);
+        a bad one is a 400 naming its position."""
+        pictures, inputs = [], []
         for index, data in enumerate(images):
             ticket.check()
             try:
-                image = decode_image(data, f"image {index}", self.max_pixels)
+                frame = frames[index] if frames else 0
+                picture = read_picture(data, self.spec, self.max_pixels, frame, f"image {index}")
             except ImageError as exc:
                 status = 413 if "above the limit" in exc.reason else 400
                 raise ApiError(status, str(exc)) from None
-            rgb.append(image)
-            inputs.append(self.explainer.preprocess(image)[1])
-        return Decoded(rgb, np.concatenate(inputs))
+            pictures.append(picture)
+            inputs.append(model_input(picture, self.spec))
+        return Decoded(pictures, np.concatenate(inputs))
+
+    @property
+    def spec(self) -> InputSpec:
+        """The model's image input."""
+        return self.explainer.bundle.manifest.input
 
     def probabilities(self, decoded: Decoded, ticket: Ticket) -> NDArray[np.float64]:
         """N×C class probabilities, one batched forward."""
@@ -137,11 +148,13 @@ class ModelService:
         if not self.detector:
             return [self.prediction(p, top) for p in self.probabilities(decoded, ticket)]
         ticket.check()
-        ticket.count(len(decoded.rgb))
-        given = params or [ExplainParams()] * len(decoded.rgb)
+        ticket.count(len(decoded.pictures))
+        given = params or [ExplainParams()] * len(decoded.pictures)
         return [
-            detections_prediction(self.explainer.detect(rgb, p.request().options.threshold(True)))
-            for rgb, p in zip(decoded.rgb, given, strict=True)
+            detections_prediction(
+                self.explainer.detect(picture, p.request().options.threshold(True))
+            )
+            for picture, p in zip(decoded.pictures, given, strict=True)
         ]
 
     def prediction(self, probabilities: NDArray[np.float64], top: int = TOP) -> dict[str, object]:
@@ -159,11 +172,11 @@ class ModelService:
         self, images: Sequence[bytes], params: Sequence[ExplainParams], ticket: Ticket
     ) -> tuple[list[dict[str, object]], list[list[Explanation]]]:
         """Predictions and explanations (a list per image) for each image."""
-        decoded = self.decode(images, ticket)
+        decoded = self.decode(images, ticket, [p.request().options.frame for p in params])
         predictions = self.predictions(decoded, ticket, params=params)
         found = [
-            self._explain(rgb, settings, ticket)
-            for rgb, settings in zip(decoded.rgb, params, strict=True)
+            self._explain(picture, settings, ticket)
+            for picture, settings in zip(decoded.pictures, params, strict=True)
         ]
         return predictions, found
 
@@ -172,9 +185,10 @@ class ModelService:
     ) -> tuple[bytes, Explanation]:
         """The overlay PNG of one image's first explanation (at `params.map_size`: the
         image's size, or its longer side capped), and that explanation."""
-        decoded = self.decode([image], ticket)
-        rgb = decoded.rgb[0]
-        first = self._explain(rgb, params, ticket)[0]
+        decoded = self.decode([image], ticket, [params.request().options.frame])
+        picture = decoded.pictures[0]
+        first = self._explain(picture, params, ticket)[0]
+        rgb = self.explainer.display(picture)
         spec = self.explainer.bundle.manifest.input
         cap = max(spec.height, spec.width) if params.map_size == "input" else params.map_size
         box = first.box
@@ -189,7 +203,7 @@ class ModelService:
         return bytes(overlay_png(rgb, first.saliency, box=box, caption=caption)), first
 
     def _explain(
-        self, rgb: NDArray[np.uint8], params: ExplainParams, ticket: Ticket
+        self, picture: Picture, params: ExplainParams, ticket: Ticket
     ) -> list[Explanation]:
         ticket.check()
         request = params.request()
@@ -201,7 +215,7 @@ class ModelService:
             raise ApiError(422, str(exc)) from None
         ticket.count(len(AUGMENTATIONS) if request.options.aug_smooth else 1)  # unmasked
         try:
-            return self.explainer.run(rgb, request, progress=ticket.progress)
+            return self.explainer.run(picture, request, progress=ticket.progress)
         except (ValueError, TypeError) as exc:
             raise ApiError(422, str(exc)) from None
 
@@ -223,7 +237,7 @@ class ModelService:
     ) -> dict[str, NDArray]:
         """The V2 outputs named in `wanted`; only saliency runs masked forwards."""
         self.check_outputs(wanted)
-        decoded = self.decode(images, ticket)
+        decoded = self.decode(images, ticket, [params.request().options.frame] * len(images))
         if self.detector:
             return self._detector_outputs(decoded, params, wanted, ticket)
         probabilities = self.probabilities(decoded, ticket)
@@ -237,10 +251,10 @@ class ModelService:
         target, threshold = request.target, request.options.threshold(False)
         try:
             chosen = [
-                self.explainer.chosen_classes(rgb, target)
+                self.explainer.chosen_classes(picture, target)
                 if output.segmentation
                 else _top(p, classes_of_head(target, p, p, output, threshold))
-                for rgb, p in zip(decoded.rgb, probabilities, strict=True)
+                for picture, p in zip(decoded.pictures, probabilities, strict=True)
             ]
         except ValueError as exc:
             raise ApiError(422, str(exc)) from None
@@ -256,10 +270,10 @@ class ModelService:
                 [
                     e.saliency_input
                     for e in self._explain(
-                        rgb, params.for_classes([int(i) for i in classes]), ticket
+                        picture, params.for_classes([int(i) for i in classes]), ticket
                     )
                 ]
-                for rgb, (classes, _) in zip(decoded.rgb, chosen, strict=True)
+                for picture, (classes, _) in zip(decoded.pictures, chosen, strict=True)
             ]
             result["saliency"] = padded(maps, 0.0, (spec.height, spec.width), np.float32)
         return result
@@ -275,14 +289,14 @@ class ModelService:
             found = [
                 [
                     (e.box, e.class_id, e.score, e.saliency_input)
-                    for e in self._explain(rgb, params, ticket)
+                    for e in self._explain(picture, params, ticket)
                 ]
-                for rgb in decoded.rgb
+                for picture in decoded.pictures
             ]
         else:
             found = [
-                [(d.box, d.class_id, d.score, None) for d in self._chosen(rgb, params)]
-                for rgb in decoded.rgb
+                [(d.box, d.class_id, d.score, None) for d in self._chosen(picture, params)]
+                for picture in decoded.pictures
             ]
         spec = self.explainer.bundle.manifest.input
         fills = {
@@ -297,12 +311,12 @@ class ModelService:
             if name in wanted
         }
 
-    def _chosen(self, rgb: NDArray[np.uint8], params: ExplainParams) -> list:
+    def _chosen(self, picture: Picture, params: ExplainParams) -> list:
         """The detections a request's target explains, from one forward (no masks)."""
         request = params.request()
         try:
             self.explainer.check(request)
-            return self.explainer.chosen_detections(rgb, request)
+            return self.explainer.chosen_detections(picture, request)
         except BundleError:
             raise ApiError(422, self._cannot_run(request.method)) from None
         except (ValueError, TypeError) as exc:
@@ -354,7 +368,7 @@ class ClassifierService:
         self.input = m.input.name
         self.outputs = list(m.decoder.outputs) if m.decoder else [m.output.name]
         self.output = self.outputs[0]
-        self.shape = (3, m.input.height, m.input.width)
+        self.shape = (m.input.channels, m.input.height, m.input.width)
 
     def metadata(self) -> dict[str, object]:
         runner = self.explainer.forwards.model

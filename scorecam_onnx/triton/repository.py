@@ -44,9 +44,9 @@ def classifier_config(
         raise BundleError("max batch and instances must be at least 1")
     m = bundle.manifest
     dims = (
-        (3, m.input.height, m.input.width)
+        (m.input.channels, m.input.height, m.input.width)
         if m.input.layout == "NCHW"
-        else (m.input.height, m.input.width, 3)
+        else (m.input.height, m.input.width, m.input.channels)
     )
     out = m.output
     out_dims = (out.classes, out.height, out.width) if out.segmentation else (out.classes,)
@@ -112,8 +112,8 @@ def masked_config(
             f'backend: "{backend}"',
             "max_batch_size: 0",
             "input [",
-            f'  {{ name: "{IMAGE}" data_type: TYPE_FP32 dims: [ 1, 3, {m.input.height}, '
-            f"{m.input.width} ] }},",
+            f'  {{ name: "{IMAGE}" data_type: TYPE_FP32 dims: '
+            f"[ 1, {m.input.channels}, {m.input.height}, {m.input.width} ] }},",
             f'  {{ name: "{maps_input(align_corners)}" data_type: TYPE_FP32 dims: [ -1, '
             f"{activation.height}, {activation.width} ] }}",
             "]",

@@ -23,7 +23,7 @@ from scorecam_onnx import (
     Runtime,
 )
 from scorecam_onnx.bundle import open_model, write_model_bundle
-from scorecam_onnx.bundle.manifest import Manifest
+from scorecam_onnx.bundle.manifest import FORMAT_VERSION, Manifest
 from scorecam_onnx.cli import main
 from scorecam_onnx.triton import write_explainer
 
@@ -104,7 +104,7 @@ def test_split_no_layer_keeps_the_preprocessing_in_a_format_3_manifest(tmp_path,
     assert run.exit_code == 0, run.output
     assert "no layer" in run.output and "assumed resize stretch" in run.output
     data = json.loads((out / "manifest.json").read_text())
-    assert data["format_version"] == 4
+    assert data["format_version"] == FORMAT_VERSION
     assert data["activation"] is None and data["features"] is None and data["layer"] is None
     assert sorted(data["checksums"]) == ["model.onnx"] and not (out / "features.onnx").exists()
     bundle = Bundle.load(out)

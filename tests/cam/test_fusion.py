@@ -22,6 +22,7 @@ from scorecam_onnx import (
     ScoreCam,
     write_bundle,
 )
+from scorecam_onnx.bundle.manifest import FORMAT_VERSION
 from scorecam_onnx.cli import main
 
 W = tiny_weights()
@@ -71,7 +72,7 @@ def test_the_manifest_lists_the_layers_deepest_first(multi):
     ]
     assert m.tail is not None  # cut at the deepest layer
     data = json.loads((multi.path / "manifest.json").read_text())
-    assert data["format_version"] == 4 and data["more_layers"][0]["layer"] == "relu"
+    assert data["format_version"] == FORMAT_VERSION and data["more_layers"][0]["layer"] == "relu"
     again = Bundle.load(multi.path)
     assert again.manifest == m
 

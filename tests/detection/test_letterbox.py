@@ -14,9 +14,9 @@ from scorecam_onnx.images import (
     boxes_to_input,
     boxes_to_original,
     load_image,
-    preprocess,
     to_original,
 )
+from scorecam_onnx.pictures import preprocess
 
 SPEC = InputSpec(
     name="images",

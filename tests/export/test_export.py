@@ -12,7 +12,8 @@ from scorecam_onnx_export.torch_export import LoadedModel
 from torch_models import shared_activation, small_net
 
 from scorecam_onnx import Bundle, BundleError, Preprocessing
-from scorecam_onnx.images import load_image, preprocess
+from scorecam_onnx.images import load_image
+from scorecam_onnx.pictures import preprocess
 
 PREP = Preprocessing(height=16, width=16)
 

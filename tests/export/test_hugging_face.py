@@ -19,7 +19,8 @@ from scorecam_onnx_export.zoos import hf_preprocessing
 
 from scorecam_onnx import Bundle, Explainer, Runtime
 from scorecam_onnx.cli import main
-from scorecam_onnx.images import load_image, preprocess
+from scorecam_onnx.images import load_image
+from scorecam_onnx.pictures import preprocess
 
 LABELS = {i: f"thing{i}" for i in range(5)}
 

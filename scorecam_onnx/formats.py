@@ -1,0 +1,231 @@
+"""Reading the image formats OpenCV does not: NumPy arrays (.npy), multi-band TIFF (with
+`tifffile`) and DICOM (with `pydicom`), each bounded by the pixel limit before decoding."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .errors import ImageError
+
+NPY_MAGIC = b"\x93NUMPY"
+TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+# NumPy dtypes an array image may have: unsigned and signed integers, floats.
+ARRAY_KINDS = "uif"
+
+
+def is_npy(data: bytes) -> bool:
+    """True for the bytes of a .npy file."""
+    return data.startswith(NPY_MAGIC)
+
+
+def is_tiff(data: bytes) -> bool:
+    """True for the bytes of a TIFF (or BigTIFF) file."""
+    return data[:4] in TIFF_MAGICS
+
+
+def is_dicom(data: bytes) -> bool:
+    """True for the bytes of a DICOM file (a 128-byte preamble, then 'DICM')."""
+    return data[128:132] == b"DICM"
+
+
+def check_array(shape: tuple[int, ...], dtype: np.dtype[Any], name: str, max_pixels: int) -> None:
+    """Refuse an array that is not an H×W or H×W×C image of numbers within the pixel limit."""
+    if len(shape) not in (2, 3):
+        raise ImageError(f"an array of shape {shape}: expected H×W or H×W×C", name)
+    if min(shape) < 1:
+        raise ImageError(f"an array of shape {shape} is empty", name)
+    if dtype.kind not in ARRAY_KINDS:
+        raise ImageError(f"an array of dtype {dtype}: expected integers or floats", name)
+    if shape[0] * shape[1] > max_pixels:
+        raise ImageError(
+            f"{shape[1]}×{shape[0]} pixels is above the limit of {max_pixels} pixels", name
+        )
+
+
+def read_npy(data: bytes, name: str, max_pixels: int) -> NDArray[Any]:
+    """The array of a .npy file (no pickled objects), checked from its header first."""
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        reader = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = reader(stream)
+    except ValueError as exc:
+        raise ImageError(f"not a readable .npy file: {exc}", name) from None
+    check_array(tuple(shape), dtype, name, max_pixels)
+    try:
+        array: NDArray[Any] = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise ImageError(f"not a readable .npy file: {exc}", name) from None
+    return array
+
+
+def read_tiff(data: bytes, name: str, max_pixels: int) -> NDArray[Any] | None:
+    """The first image of a TIFF file as H×W or H×W×bands (planar files are made
+    interleaved); None when `tifffile` is not installed (OpenCV reads it then)."""
+    try:
+        import tifffile
+    except ImportError:
+        return None
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            series = tif.series[0]
+            axes, shape = series.axes, tuple(series.shape)
+            height, width = shape[axes.index("Y")], shape[axes.index("X")]
+            if height * width > max_pixels:
+                raise ImageError(
+                    f"{width}×{height} pixels is above the limit of {max_pixels} pixels", name
+                )
+            array = series.asarray()
+    except ImageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds on a bad file
+        raise ImageError(f"not a readable TIFF: {exc}", name) from None
+    return _interleaved(array, axes, name)
+
+
+def _interleaved(array: NDArray[Any], axes: str, name: str) -> NDArray[Any]:
+    """A TIFF series as H×W×bands: its sample or channel axis last, other axes refused."""
+    others = [a for a in axes if a not in "YXSC"]
+    if any(array.shape[axes.index(a)] != 1 for a in others):
+        raise ImageError(f"a TIFF of axes {axes} and shape {array.shape}: expected one image", name)
+    for axis in others:
+        array, axes = array.squeeze(axes.index(axis)), axes.replace(axis, "")
+    order = [axes.index(a) for a in "YX"] + [i for i, a in enumerate(axes) if a in "SC"]
+    moved = array.transpose(order)
+    return np.ascontiguousarray(moved.reshape(*moved.shape[:2], -1) if moved.ndim > 3 else moved)
+
+
+@dataclass(frozen=True)
+class DicomImage:
+    """One frame of a DICOM file: stored values H×W(×C), what makes them modality values
+    (a linear rescale, or a table already applied), and how they are shown.
+
+    Attributes:
+        pixels: the frame's values: stored values, or modality values when the file has a
+            Modality LUT table (or the VOI LUT table was applied).
+        slope, intercept: modality value = stored value · slope + intercept.
+        natural: the range of modality values the stored bit depth allows.
+        window: the range of the file's own linear window (first one), if it has one.
+        invert: MONOCHROME1: the least value is white.
+    """
+
+    pixels: NDArray[Any]
+    slope: float
+    intercept: float
+    natural: tuple[float, float]
+    window: tuple[float, float] | None
+    invert: bool
+
+
+def read_dicom(
+    data: bytes, name: str, max_pixels: int, frame: int = 0, voi_lut: bool = False
+) -> DicomImage:
+    """One frame of a DICOM file (pydicom), refused before decoding when it has no pixel
+    data, is above the pixel limit, lacks the frame or is compressed in a syntax no installed
+    decoder reads. With `voi_lut`, a VOI LUT table (or a non-linear window function) of the
+    file is applied here; a linear window is returned as a range."""
+    pydicom = _pydicom(name)
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on a bad file
+        raise ImageError(f"not a readable DICOM file: {exc}", name) from None
+    if "PixelData" not in ds and "FloatPixelData" not in ds:
+        raise ImageError("a DICOM file with no pixel data", name)
+    rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    if rows * columns > max_pixels:
+        raise ImageError(f"{columns}×{rows} pixels is above the limit of {max_pixels} pixels", name)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if not 0 <= frame < frames:
+        raise ImageError(f"no frame {frame}: the file has {frames}", name)
+    pixels = _decoded(pydicom, ds, frame, name)
+    return _with_luts(pydicom, ds, pixels, voi_lut)
+
+
+def _pydicom(name: str) -> Any:
+    try:
+        import pydicom
+    except ImportError:
+        raise ImageError(
+            "reading DICOM needs pydicom: pip install 'scorecam-onnx[dicom]'", name
+        ) from None
+    return pydicom
+
+
+def _decoded(pydicom: Any, ds: Any, frame: int, name: str) -> NDArray[Any]:
+    """The frame's stored values; a compressed syntax no decoder reads is one line."""
+    syntax = ds.file_meta.get("TransferSyntaxUID") if "file_meta" in dir(ds) else None
+    try:
+        return np.asarray(pydicom.pixels.pixel_array(ds, index=frame))
+    except Exception as exc:  # noqa: BLE001 - decoders raise many kinds
+        if syntax is not None and syntax.is_compressed:
+            raise ImageError(
+                f"pixel data compressed as {syntax.name} ({syntax}): no installed decoder "
+                "reads it (pylibjpeg or python-gdcm add most)",
+                name,
+            ) from None
+        raise ImageError(f"cannot decode the pixel data: {exc}", name) from None
+
+
+def _with_luts(pydicom: Any, ds: Any, pixels: NDArray[Any], voi_lut: bool) -> DicomImage:
+    """The frame with its modality rescale (or table), natural range and window."""
+    bits = int(ds.get("BitsStored", 8 * pixels.dtype.itemsize))
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0))
+    if "ModalityLUTSequence" in ds:
+        pixels = np.asarray(pydicom.pixels.apply_modality_lut(pixels, ds), np.float32)
+        slope, intercept = 1.0, 0.0
+        low, high = float(pixels.min()), float(pixels.max())
+    natural = tuple(sorted((low * slope + intercept, high * slope + intercept)))
+    window = None
+    if voi_lut and ("VOILUTSequence" in ds or _window_function(ds) not in ("LINEAR", None)):
+        values = (
+            pydicom.pixels.apply_modality_lut(pixels, ds) if slope != 1 or intercept else pixels
+        )
+        pixels = np.asarray(pydicom.pixels.apply_voi_lut(values, ds, prefer_lut=True), np.float32)
+        slope, intercept = 1.0, 0.0
+        natural = _voi_range(ds, natural)
+    elif voi_lut and "WindowCenter" in ds and "WindowWidth" in ds:
+        window = _first_window(ds)
+    return DicomImage(
+        pixels,
+        slope,
+        intercept,
+        (float(natural[0]), float(natural[1])),
+        window,
+        str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1",
+    )
+
+
+def _window_function(ds: Any) -> str | None:
+    function = ds.get("VOILUTFunction")
+    return None if function is None else str(function).upper()
+
+
+def _first_window(ds: Any) -> tuple[float, float]:
+    """The file's first window (centre, width) as the range it maps to [0, 1]."""
+
+    def first(element: Any) -> float:
+        return float(element.value[0] if element.VM > 1 else element.value)
+
+    center, width = first(ds["WindowCenter"]), first(ds["WindowWidth"])
+    low = center - 0.5 - (width - 1.0) / 2.0
+    return low, low + max(width - 1.0, 0.0)
+
+
+def _voi_range(ds: Any, natural: tuple[float, float]) -> tuple[float, float]:
+    """What a VOI LUT table (its third descriptor value: bits) or a non-linear window maps
+    values to: [0, 2**bits − 1], or the natural range."""
+    if "VOILUTSequence" in ds:
+        bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+        return 0.0, float(2**bits - 1)
+    return natural
