@@ -347,7 +347,7 @@ class Explainer:
         return (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
 
     def detect(
-        self, image: ImageLike, score_threshold: float | None = DETECTION_THRESHOLD
+        self, image: ImageLike | Picture, score_threshold: float | None = DETECTION_THRESHOLD
     ) -> list[Detection]:
         """A detector's detections on one image above `score_threshold`, best first, in the
         image's pixels (one forward)."""
@@ -359,7 +359,7 @@ class Explainer:
         return self._in_image(self.forwards.detections(x, threshold)[0], picture.shape)
 
     def chosen_detections(
-        self, image: ImageLike, request: ExplainRequest | None = None
+        self, image: ImageLike | Picture, request: ExplainRequest | None = None
     ) -> list[Detection]:
         """The detections `explain` would explain for `request`'s target (one forward)."""
         request = request or ExplainRequest()
@@ -399,7 +399,7 @@ class Explainer:
         return (np.zeros(size, np.float32) if degenerate else cam), degenerate
 
     def chosen_classes(
-        self, image: ImageLike, target: Target | int | Sequence[int] | None = None
+        self, image: ImageLike | Picture, target: Target | int | Sequence[int] | None = None
     ) -> tuple[list[int], list[float]]:
         """The classes `explain` would explain for `target` and their scores (probability;
         for a segmentation model, the mean probability over each region), from one

@@ -31,7 +31,7 @@ METRICS = ("average-drop", "increase", "deletion", "insertion", "road")
 DEFAULT_METRICS = METRICS[:4]
 
 
-ProbabilityFn = Callable[[NDArray[np.float32]], NDArray[np.float64]]  # N×3×H×W → N×C
+ProbabilityFn = Callable[[NDArray[np.float32]], NDArray[np.float64]]  # N×C×H×W → N×C
 
 BLUR_KERNEL = 11
 BLUR_SIGMA = 5.0
@@ -60,7 +60,7 @@ def area_under_curve(curve: Sequence[float] | NDArray[np.floating]) -> float:
 
 
 def blurred(x: NDArray[np.float32]) -> NDArray[np.float32]:
-    """The insertion canvas: each channel of 1×3×H×W blurred (Gaussian 11, σ 5, zero border)."""
+    """The insertion canvas: each channel of 1×C×H×W blurred (Gaussian 11, σ 5, zero border)."""
     out = np.empty_like(x)
     for c in range(x.shape[1]):
         out[0, c] = cv2.GaussianBlur(
@@ -82,7 +82,7 @@ def causal_curve(
 
     Args:
         probabilities: class probabilities for a batch of inputs.
-        x: the preprocessed image, 1×3×H×W.
+        x: the preprocessed image, 1×C×H×W.
         saliency: H×W map at the input resolution.
         class_id: the class whose probability is tracked.
         mode: "deletion" (start from x, set pixels to 0) or "insertion" (start from the

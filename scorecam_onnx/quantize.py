@@ -242,7 +242,7 @@ def fidelity(
             for name, ex in (("float32", floating), (mode, converted)):
                 tops[name] = reference_of(ex, x).top
                 score = reference.scorer(ex.forwards)
-                res = ex.explain(ex.preprocess(path)[0], reference.target, method)[0]
+                res = ex.explain(path, reference.target, method)[0]
                 small = res.saliency_input
                 maps[name] = res.saliency
                 drops[name][0].append(float(score(x)[0, reference.column]))

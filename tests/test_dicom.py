@@ -8,41 +8,18 @@ import numpy as np
 import pydicom
 import pytest
 from click.testing import CliRunner
-from pydicom.dataset import Dataset, FileMetaDataset
+from dicom_files import write_dicom
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.sequence import Sequence
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEGLSLossless, generate_uid
+from pydicom.uid import JPEGLSLossless
 from test_pictures import block_mean, explainer, normalised
 
 from scorecam_onnx import Explainer, ExplainOptions, ImageError, Runtime
 from scorecam_onnx.cli import main
 
 RNG = np.random.default_rng(5)
-
-
-def write_dicom(path, pixels, **tags) -> Dataset:
-    """A CT file of 16-bit pixels (F×H×W for several frames); `tags` set any attribute."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = tags.pop("syntax", ExplicitVRLittleEndian)
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CT"
-    ds.Rows, ds.Columns = pixels.shape[-2:]
-    if pixels.ndim == 3:
-        ds.NumberOfFrames = pixels.shape[0]
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    for key, value in tags.items():
-        setattr(ds, key, value)
-    signed = ds.PixelRepresentation == 1
-    if "PixelData" not in tags and tags.get("with_pixels", True):
-        ds.PixelData = pixels.astype(np.int16 if signed else np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return pydicom.dcmread(path)
 
 
 def pydicom_input(ds: Dataset, natural: tuple[float, float], frame: int | None = None):

@@ -36,11 +36,13 @@ DEFAULT_SIZE = 224
 
 
 def graph_layout(model: onnx.ModelProto) -> str:
-    """The image input's layout as its shape says: NHWC when the last axis alone is 3."""
+    """The image input's layout as its shape says: NHWC when the last axis holds the few
+    channels (fixed, and below axis 1, or at most 4 when axis 1 is open)."""
     shape = graphs.dims(graphs.single_input(model))
-    if len(shape) == 4 and shape[3] == 3 and shape[1] != 3:
-        return "NHWC"
-    return "NCHW"
+    if len(shape) != 4 or not isinstance(shape[3], int):
+        return "NCHW"
+    first, last = shape[1], shape[3]
+    return "NHWC" if (last < first if isinstance(first, int) else last <= 4) else "NCHW"
 
 
 def graph_size(model: onnx.ModelProto, layout: str) -> tuple[int, int] | None:

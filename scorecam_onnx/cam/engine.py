@@ -1,6 +1,6 @@
 """The Score-CAM family on plain arrays: masks, the batched masked-forward loop, weights, maps.
 
-Everything here works on one preprocessed image ``x`` (1×3×H×W) and its target-layer
+Everything here works on one preprocessed image ``x`` (1×C×H×W) and its target-layer
 activations ``A`` (K×h×w); the model is any callable from a batch of inputs to class scores.
 Methods differ by one hook each (`ScoreCam` subclasses): which channels get a mask, and how
 many perturbed copies of each mask are scored.
@@ -224,9 +224,9 @@ class ScoreCam(Attribution):
         """Run the masked forwards and return the channel scores for every target class.
 
         Args:
-            x: the preprocessed image, 1×3×H×W.
+            x: the preprocessed image, 1×C×H×W.
             activations: K×h×w activations of the target layer for `x`.
-            model: maps an N×3×H×W batch to N×C class scores.
+            model: maps an N×C×H×W batch to N×C class scores.
             targets: class indices to score (all from the same forwards).
             clean_output: the model's C outputs for `x` itself.
             output_kind: "logits" or "probabilities" (what `model` returns).

@@ -1,6 +1,6 @@
 """Masked inputs built inside ONNX Runtime: for GPUs, where copying them costs more than running.
 
-The model graph gets a small prefix: it takes the image (1×3×H×W) and a batch of normalised
+The model graph gets a small prefix: it takes the image (1×C×H×W) and a batch of normalised
 low-resolution maps (B×h×w), upsamples the maps bilinearly (ONNX Resize, the preset's
 convention), multiplies them into the image and feeds the result to the classifier. Only the
 maps go to the device and only the class scores come back; the image is bound once per call.
@@ -36,8 +36,8 @@ def maps_input(align_corners: bool) -> str:
 def masked_scorer_graph(
     model: onnx.ModelProto, input_name: str, size: tuple[int, int], align_corners: bool
 ) -> onnx.ModelProto:
-    """The classifier with a mask-building prefix; inputs IMAGE (1×3×H×W) and the maps
-    (B×h×w, named by `maps_input`) replace its input."""
+    """The classifier with a mask-building prefix; inputs IMAGE (1×C×H×W, the model's
+    channels) and the maps (B×h×w, named by `maps_input`) replace its input."""
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 13:
         raise BundleError(f"building masks on the device needs opset 13 or later, not {opset}")
@@ -49,7 +49,7 @@ def masked_scorer_graph(
     graph.input.remove(original)
     graph.input.extend(
         [
-            helper.make_tensor_value_info(IMAGE, elem, [1, 3, *size]),
+            helper.make_tensor_value_info(IMAGE, elem, [1, None, *size]),
             helper.make_tensor_value_info(maps_input(align_corners), elem, ["batch", None, None]),
         ]
     )
@@ -194,7 +194,7 @@ class ServedMasks:
         self.provider, self.path = self.runner.provider, self.runner.path
 
     def shapes(self, kind: str) -> dict[str, list[int | str | None]]:
-        """As the classifier's: the image input (N×3×H×W) and the score output."""
+        """As the classifier's: the image input (N×C×H×W) and the score output."""
         if kind == "input":
             return {self.input_name: ["N", *self.runner.shapes("input")[IMAGE][1:]]}
         return self.runner.shapes("output")

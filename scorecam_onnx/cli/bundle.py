@@ -116,9 +116,10 @@ def preprocessing_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--force", is_flag=True, help="Replace the bundle folder if it exists."),
     ]
+    command: Callable[..., Any] = gathered
     for option in reversed(options):
-        gathered = option(gathered)
-    return gathered
+        command = option(command)
+    return command
 
 
 # Preprocessing settings, each with the flags that set it.

@@ -22,6 +22,7 @@ from ..cam.engine import PRESETS
 from ..explainer import Explainer
 from ..images import ImageLike
 from ..methods import AblationCam, FasterScoreCam, ReciproCam, ScoreCam
+from ..pictures import Picture, model_input
 from ..targets import TopK
 
 T = TypeVar("T")
@@ -172,7 +173,8 @@ def bench(
 ) -> BenchReport:
     """Measure the engine on one image; see `BenchReport` for what is reported."""
     say = on_step or (lambda text: None)
-    rgb, x = explainer.preprocess(image)
+    picture = explainer.read(image)
+    x = model_input(picture, explainer.forwards.input)
     report = BenchReport(
         explainer.provider,
         explainer.batch_size,
@@ -181,21 +183,21 @@ def bench(
         import_seconds(),
         Timing.of([0.0]),
     )
-    explainer.explain(rgb, method=FasterScoreCam(channels=8))  # warm-up
+    explainer.explain(picture, method=FasterScoreCam(channels=8))  # warm-up
     say("features forward")
     report.features, _ = _timed(lambda: explainer.forwards.activations(x), max(5, repeats))
     for preset in presets:
         say(f"score-cam, preset {preset}")
-        report.presets.append(preset_bench(explainer, rgb, preset, repeats))
+        report.presets.append(preset_bench(explainer, picture, preset, repeats))
     say("faster score-cam")
     exact_time = (
         next((p.scorecam.median for p in report.presets if p.preset == "paper"), None)
-        or _timed(lambda: explainer.explain(rgb), 1)[0].median
+        or _timed(lambda: explainer.explain(picture), 1)[0].median
     )
-    report.faster = faster_bench(explainer, rgb, exact_time, faster_channels, repeats)
+    report.faster = faster_bench(explainer, picture, exact_time, faster_channels, repeats)
     if explainer.forwards.tail is not None:
         say("tail-graph methods")
-        report.tail = tail_bench(explainer, rgb, x, exact_time, repeats)
+        report.tail = tail_bench(explainer, picture, x, exact_time, repeats)
     say("batch-size sweep")
     count = 64
     for size in sweep:
@@ -205,22 +207,22 @@ def bench(
     return report
 
 
-def preset_bench(explainer: Explainer, rgb: np.ndarray, preset: str, repeats: int) -> PresetBench:
+def preset_bench(explainer: Explainer, picture: Picture, preset: str, repeats: int) -> PresetBench:
     """Exact Score-CAM with one preset against its floor (the same forwards in plain ONNX
     Runtime), top-5 against top-1, and its memory. Each repeat times Score-CAM, its floor and
     top-5 back to back, so that a machine whose speed drifts affects the three alike; ratios
     are taken within a repeat."""
     method, k = ScoreCam(preset=preset), min(5, explainer.classes)
-    res = explainer.explain_one(rgb, method=method)
+    res = explainer.explain_one(picture, method=method)
     runs, floors, tops, cpu_ratios = [], [], [], []
     for i in range(repeats):
         cpu = time.process_time()
-        runs.append(_timed(lambda: explainer.explain(rgb, method=method), 1)[0].median)
+        runs.append(_timed(lambda: explainer.explain(picture, method=method), 1)[0].median)
         cpu_run = time.process_time() - cpu
         cpu = time.process_time()
         floors.append(floor_seconds(explainer, res.forwards - 1, explainer.batch_size, i))
         cpu_ratios.append(cpu_run / max(time.process_time() - cpu, 1e-9))
-        tops.append(_timed(lambda: explainer.explain(rgb, TopK(k), method), 1)[0].median)
+        tops.append(_timed(lambda: explainer.explain(picture, TopK(k), method), 1)[0].median)
     return PresetBench(
         preset=preset,
         channels=int(res.weights.size),
@@ -232,18 +234,18 @@ def preset_bench(explainer: Explainer, rgb: np.ndarray, preset: str, repeats: in
         cpu_overhead=statistics.median(cpu_ratios),
         top5=Timing.of(tops),
         top5_ratio=statistics.median(t / r for t, r in zip(tops, runs, strict=True)),
-        peak_mib=peak_numpy_mib(lambda: explainer.explain(rgb, method=method)),
-        rss_peak_mib=peak_rss_growth_mib(lambda: explainer.explain(rgb, method=method)),
+        peak_mib=peak_numpy_mib(lambda: explainer.explain(picture, method=method)),
+        rss_peak_mib=peak_rss_growth_mib(lambda: explainer.explain(picture, method=method)),
     )
 
 
 def faster_bench(
-    explainer: Explainer, rgb: np.ndarray, exact_seconds: float, channels: int, repeats: int
+    explainer: Explainer, picture: Picture, exact_seconds: float, channels: int, repeats: int
 ) -> dict[str, float]:
     """Faster Score-CAM's time, speed-up over exact Score-CAM and the maps' correlation."""
-    exact = explainer.explain_one(rgb)
+    exact = explainer.explain_one(picture)
     fast_time, fast = _timed(
-        lambda: explainer.explain_one(rgb, method=FasterScoreCam(channels=channels)), repeats
+        lambda: explainer.explain_one(picture, method=FasterScoreCam(channels=channels)), repeats
     )
     return {
         "channels": channels,
@@ -254,7 +256,7 @@ def faster_bench(
 
 
 def tail_bench(
-    explainer: Explainer, rgb: np.ndarray, x: np.ndarray, exact_seconds: float, repeats: int
+    explainer: Explainer, picture: Picture, x: np.ndarray, exact_seconds: float, repeats: int
 ) -> dict[str, dict[str, float]]:
     """ReciproCAM and Ablation-CAM per image, each repeat timed beside one plain forward of
     the full model; ratios against that forward and against exact Score-CAM."""
@@ -267,13 +269,13 @@ def tail_bench(
     ratios: dict[str, list[float]] = {name: [] for name in methods}
     forwards: dict[str, int] = {}
     for name, method in methods.items():  # warm up each path once
-        forwards[name] = explainer.explain_one(rgb, method=method).forwards
+        forwards[name] = explainer.explain_one(picture, method=method).forwards
     plain: list[float] = []
     for _ in range(max(repeats, 5)):
         forward = _timed(lambda: explainer.forwards.scores(x), 3)[0].median
         plain.append(forward)
         for name, method in methods.items():
-            run = functools.partial(explainer.explain, rgb, method=method)
+            run = functools.partial(explainer.explain, picture, method=method)
             seconds = _timed(run, 1)[0].median
             times[name].append(seconds)
             ratios[name].append(seconds / forward)

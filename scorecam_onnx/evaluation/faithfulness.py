@@ -22,6 +22,7 @@ from ..images import ImageLike, to_original
 from ..methods import Method, as_method
 from ..metrics import DEFAULT_METRICS, METRICS
 from ..options import DETECTION_THRESHOLD, ExplainOptions
+from ..pictures import Picture, model_input
 from ..targets import Class, Target, TopK
 from . import plots, road
 
@@ -208,7 +209,7 @@ def evaluate(
 
     Args:
         explainer: the bundle's explainer (its session also scores the perturbed images).
-        images: paths, bytes or RGB arrays.
+        images: paths, bytes or arrays (any format `Explainer.read` reads).
         plan: the methods, baselines and metrics (`EvaluationPlan`).
         boxes: per image, the object's boxes (x0, y0, x1, y1) in original pixels, or None.
         callbacks: progress and errors (`EvaluationCallbacks`).
@@ -221,7 +222,8 @@ def evaluate(
     evaluated: list[int] = []
     for index, image in enumerate(images):
         try:
-            rgb, x = explainer.preprocess(image)
+            picture = explainer.read(image, plan.options.frame)
+            x = model_input(picture, explainer.forwards.input)
         except ImageError as exc:
             if callbacks.on_error is None:
                 raise
@@ -231,7 +233,7 @@ def evaluate(
         image_boxes = boxes[index] if boxes is not None else None
         measured_image = _measured_image(explainer, x, index, image_boxes)
         for name, small, full, forwards, seconds in _maps(
-            explainer, rgb, measured_image, runs, plan, callbacks, len(images)
+            explainer, picture, measured_image, runs, plan, callbacks, len(images)
         ):
             _measure(explainer, measured_image, small, full, measured[name], plan)
             measured[name].seconds.append(seconds)
@@ -318,7 +320,7 @@ def _measured_image(
 
 def _maps(
     explainer: Explainer,
-    rgb: NDArray[np.uint8],
+    picture: Picture,
     image: _Image,
     runs: list[tuple[str, Method, ExplainOptions]],
     plan: EvaluationPlan,
@@ -328,12 +330,15 @@ def _maps(
     """Each row's (name, map at input size, map at original size, forwards, seconds) for
     the image's top-1 class."""
     x, index = image.x, image.index
+    rgb = explainer.display(picture) if callbacks.on_map is not None else None
     for name, method, options in runs:
         if callbacks.on_step is not None:
             callbacks.on_step(f"image {index + 1}/{count}: {name}")
         started = time.perf_counter()
-        res = explainer.explain(rgb, image.reference.target, method, options, callbacks.progress)[0]
-        if callbacks.on_map is not None:
+        res = explainer.explain(
+            picture, image.reference.target, method, options, callbacks.progress
+        )[0]
+        if callbacks.on_map is not None and rgb is not None:
             callbacks.on_map(index, name, rgb, res)
         yield name, res.saliency_input, res.saliency, res.forwards, (time.perf_counter() - started)
     for name in plan.baselines:
@@ -344,7 +349,7 @@ def _maps(
         small = baseline_map(
             name, x.shape[2:], (act.height, act.width) if act else (7, 7), seed=index
         )
-        full = to_original(small, rgb.shape, explainer.bundle.manifest.input)
+        full = to_original(small, picture.shape, explainer.bundle.manifest.input)
         yield name, small, full, 0, time.perf_counter() - started
 
 

@@ -114,7 +114,7 @@ def road(
     batch_size: int = 8,
 ) -> Road:
     """ROAD for one map (H×W at the model's input size) of class `class_id` on the
-    preprocessed input `x` (1×3×H×W); `probabilities` maps a batch to N×C probabilities.
+    preprocessed input `x` (1×C×H×W); `probabilities` maps a batch to N×C probabilities.
     The noise is drawn from `seed`, so the scores are reproducible."""
     cam = np.asarray(cam, dtype=np.float32)
     rng = np.random.default_rng(seed)

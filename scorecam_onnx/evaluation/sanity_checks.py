@@ -28,6 +28,7 @@ from ..fileio import write_bytes_atomic, write_text_atomic
 from ..images import ImageLike
 from ..methods import Method
 from ..options import ExplainOptions
+from ..pictures import Picture
 from ..render import encode_png
 from ..targets import Class
 from . import plots
@@ -188,8 +189,8 @@ def sanity(
         )
     runs = EvaluationPlan(plan.methods, (), options=plan.options).runs()
     model = RandomisableBundle(explainer.bundle, plan.seed)
-    pictures, names = _pictures(explainer, images, callbacks)
-    classes = [explainer.chosen_classes(rgb)[0][0] for rgb in pictures]  # the top-1 class
+    pictures, names = _pictures(explainer, images, callbacks, plan.options.frame)
+    classes = [explainer.chosen_classes(p)[0][0] for p in pictures]  # the top-1 class
     original = _maps(explainer, pictures, classes, runs, callbacks.progress)
     chosen = _cut_points(len(model.layers), plan.steps)
     report = SanityReport(
@@ -215,12 +216,12 @@ def sanity(
 
 
 def _pictures(
-    explainer: Explainer, images: Sequence[ImageLike], callbacks: SanityCallbacks
-) -> tuple[list[NDArray[np.uint8]], list[str]]:
+    explainer: Explainer, images: Sequence[ImageLike], callbacks: SanityCallbacks, frame: int
+) -> tuple[list[Picture], list[str]]:
     pictures, names = [], []
     for index, image in enumerate(images):
         try:
-            pictures.append(explainer.preprocess(image)[0])
+            pictures.append(explainer.read(image, frame))
         except ImageError as exc:
             if callbacks.on_error is None:
                 raise
@@ -276,7 +277,7 @@ def _cut_points(count: int, steps: int | None) -> list[int]:
 
 def _maps(
     explainer: Explainer,
-    pictures: list[NDArray[np.uint8]],
+    pictures: list[Picture],
     classes: list[int],
     runs: list[Run],
     progress: Callable[[int, int], None] | None,
@@ -284,8 +285,8 @@ def _maps(
     """Per method, each image's map (at the model's input size) for its class."""
     return {
         label: [
-            explainer.explain(rgb, Class(class_id), method, options, progress)[0].saliency_input
-            for rgb, class_id in zip(pictures, classes, strict=True)
+            explainer.explain(picture, Class(class_id), method, options, progress)[0].saliency_input
+            for picture, class_id in zip(pictures, classes, strict=True)
         ]
         for label, method, options in runs
     }
@@ -295,7 +296,7 @@ def _randomised_maps(
     explainer: Explainer,
     model: RandomisableBundle,
     layers: Sequence[Layer],
-    pictures: list[NDArray[np.uint8]],
+    pictures: list[Picture],
     classes: list[int],
     runs: list[Run],
     callbacks: SanityCallbacks,

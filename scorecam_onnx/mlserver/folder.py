@@ -152,7 +152,7 @@ Start it from an environment with the `mlserver` extra (MLServer 1.7 and `uvloop
 - `{name}`: explains images (V2 input `image`, BYTES: base64 strings over REST, raw bytes over
   gRPC) with the outputs and request parameters of scorecam-onnx's own V2 model. Its
   full-model forwards are {where}.
-- `{name}-classifier`: the bundle's model as a tensor model (FP32 N×3×H×W in, the model's
+- `{name}-classifier`: the bundle's model as a tensor model (FP32 N×C×H×W in, the model's
   outputs out), for another explainer's `infer_uri`.
 
 Readiness is `/v2/models/{name}/ready` (MLServer answers `/v2/health/ready` only once every

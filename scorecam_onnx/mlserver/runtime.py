@@ -98,7 +98,7 @@ class ExplainRuntime(MLModel):
 
 
 class ClassifierRuntime(MLModel):
-    """The bundle's model as a tensor model: FP32 N×3×H×W in, its outputs out."""
+    """The bundle's model as a tensor model: FP32 N×C×H×W in, its outputs out."""
 
     async def load(self) -> bool:
         uri = await get_model_uri(self.settings)

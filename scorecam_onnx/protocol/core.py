@@ -32,7 +32,7 @@ class ServiceCore:
         models: at least one, name → `Explainer` or bundle folder; the first is the default.
         limits: concurrency, queue, body, time and image limits. Default: `Limits()`.
         classifiers: also serve each bundle's classifier as the tensor model
-            `NAME-classifier` (FP32 N×3×H×W → scores).
+            `NAME-classifier` (FP32 N×C×H×W → scores).
 
     Attributes:
         explanation_pool: runs the work that computes saliency maps (masked forwards).

@@ -23,13 +23,14 @@ from ..explainer import AUGMENTATIONS, Detection, Explainer, Explanation
 from ..images import DEFAULT_MAX_PIXELS
 from ..methods import Method
 from ..pictures import Picture, model_input, read_picture
-from ..render import overlay_png
+from ..render import encode_png, overlay_png
 from ..targets import TopK
 from .errors import ApiError
 from .params import ExplainParams
 from .ticket import Ticket
 
 TOP = 5  # classes listed in a prediction
+PICTURE_SIDE = 1024  # the longer side of a picture shown for a file a browser cannot show
 # V2 outputs: a classifier's (or segmentation model's), and an object detector's (per image,
 # one row per explained detection: its box in the image's pixels, class, score and map).
 OUTPUTS = ("probabilities", "class_id", "score", "saliency", "boxes")
@@ -202,6 +203,20 @@ class ModelService:
         caption = "" if box is None else f"{first.label} {first.score:.2f}"
         return bytes(overlay_png(rgb, first.saliency, box=box, caption=caption)), first
 
+    def picture_png(
+        self, image: bytes, params: ExplainParams, ticket: Ticket, side: int = PICTURE_SIDE
+    ) -> tuple[bytes, tuple[int, int]]:
+        """The RGB PNG of an image as this model reads it (its display bands, on its range),
+        its longer side capped at `side`, and the image's own (height, width)."""
+        picture = self.decode([image], ticket, [params.request().options.frame]).pictures[0]
+        rgb = self.explainer.display(picture)
+        size = capped(rgb.shape[:2], side)
+        if size != rgb.shape[:2]:
+            rgb = np.asarray(
+                cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA), np.uint8
+            )
+        return bytes(encode_png(rgb)), (picture.shape[0], picture.shape[1])
+
     def _explain(
         self, picture: Picture, params: ExplainParams, ticket: Ticket
     ) -> list[Explanation]:
@@ -356,7 +371,7 @@ def detections_prediction(found: Sequence[Detection], top: int = TOP) -> dict[st
 
 class ClassifierService:
     """A bundle's model as an Open Inference Protocol tensor model (`NAME-classifier`): FP32
-    N×3×H×W in, the model's raw outputs out (a classifier's N×C scores, a detector's
+    N×C×H×W in, the model's raw outputs out (a classifier's N×C scores, a detector's
     undecoded outputs), so that this service can be the predictor of another explainer's
     remote forwards."""
 

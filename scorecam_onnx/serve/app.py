@@ -44,7 +44,7 @@ def create_app(
         limits: concurrency, queue, body, time and image limits. Default: `Limits()`.
         access_log: a stream for one line per request; None: no access log.
         classifiers: also serve each bundle's classifier as the V2 tensor model
-            `NAME-classifier` (FP32 N×3×H×W → scores), for other explainers' forwards.
+            `NAME-classifier` (FP32 N×C×H×W → scores), for other explainers' forwards.
         api_keys: require one of these keys as `Authorization: Bearer KEY` (see
             `serve.auth`); None or no keys: open.
         cors_origins: browser origins allowed to call the API (CORS); none: CORS off.

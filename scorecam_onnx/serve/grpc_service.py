@@ -150,7 +150,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return _response(request, {name: outputs[name] for name in wanted})
 
     async def _classifier(self, tensor: Any, request: Any) -> Any:
-        """A tensor model's forward: FP32 N×3×H×W in `raw_input_contents`, scores out."""
+        """A tensor model's forward: FP32 N×C×H×W in `raw_input_contents`, scores out."""
         if (
             len(request.inputs) != 1
             or request.inputs[0].name != tensor.input

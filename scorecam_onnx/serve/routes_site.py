@@ -41,6 +41,21 @@ def site_router(core: ServiceCore) -> APIRouter:
             return await overlay(request, core, service, image, params)
         return await explained(request, core, service, image, params)
 
+    @router.post("/picture", tags=["convenience"])
+    async def picture(request: Request) -> Response:
+        """One image (multipart field `image`, or the raw body) as the model reads it: an
+        RGB PNG of at most 1024 pixels a side, for files a browser cannot show (DICOM,
+        TIFF, .npy, many bands); header `X-Image-Size` gives the image's own HxW.
+        Query: model, frame."""
+        query = request.query_params
+        service = core.model(query.get("model") or core.default_model)
+        params = core.params(service, dict(query))
+        image = await upload(request)
+        png, (height, width) = await compute(
+            request, core, service, lambda t: service.picture_png(image, params, t), masked=False
+        )
+        return Response(png, media_type="image/png", headers={"X-Image-Size": f"{height}x{width}"})
+
     @router.get("/", include_in_schema=False)
     async def page() -> HTMLResponse:
         """A page to drop an image and see its maps (self-contained, works offline)."""

@@ -85,7 +85,7 @@ async def model_infer(core: ServiceCore, service: ModelService, request: Request
 async def classifier_infer(
     core: ServiceCore, tensor: ClassifierService, request: Request
 ) -> Response:
-    """A tensor model's forward, in the prediction pool: FP32 N×3×H×W in, raw outputs out."""
+    """A tensor model's forward, in the prediction pool: FP32 N×C×H×W in, raw outputs out."""
     batch, infer = parse_tensor_request(
         await request.body(),
         request.headers.get(HEADER),

@@ -101,7 +101,7 @@ def masked_config(
     kind: str = "cpu",
     backend: str = "python",
 ) -> str:
-    """A masked scorer's config.pbtxt: one image (1×3×H×W) and a batch of h×w maps per
+    """A masked scorer's config.pbtxt: one image (1×C×H×W) and a batch of h×w maps per
     request (no batching across requests: each request has its own image)."""
     m, activation = bundle.manifest, bundle.manifest.activation
     if activation is None:
@@ -379,9 +379,9 @@ def _write_readme(
         else ""
     )
     shape = (
-        f"3×{m.input.height}×{m.input.width}"
+        f"{m.input.channels}×{m.input.height}×{m.input.width}"
         if m.input.layout == "NCHW"
-        else f"{m.input.height}×{m.input.width}×3"
+        else f"{m.input.height}×{m.input.width}×{m.input.channels}"
     )
     write_bytes_atomic(
         out / "README.md",

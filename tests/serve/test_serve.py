@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from builders import save, tiny_model, webp_bomb
 from conftest import DEFAULT_BUNDLE, SAMPLES, TINY_PREP
+from dicom_files import write_dicom
 from serving import Server
 
 from scorecam_onnx import (
@@ -29,6 +30,7 @@ from scorecam_onnx import (
     overlay,
     write_bundle,
 )
+from scorecam_onnx.bundle import Preprocessing
 from scorecam_onnx.render import encode_png
 
 pytestmark = pytest.mark.serve
@@ -52,17 +54,31 @@ def tiny_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def grey_path(tmp_path_factory):
+    """A 1-channel model that applies each DICOM file's window."""
+    bundle = write_bundle(
+        tiny_model(bands=1),
+        tmp_path_factory.mktemp("serve") / "grey",
+        "feat",
+        preprocessing=Preprocessing(mean=(0.5,), std=(0.25,), voi_lut=True),
+    )
+    return bundle.path
+
+
+@pytest.fixture(scope="module")
 def plain_path(tmp_path_factory):
     return save(tiny_model(), tmp_path_factory.mktemp("serve") / "plain.onnx")
 
 
 @pytest.fixture(scope="module")
-def server(tiny_path, plain_path):
+def server(tiny_path, plain_path, grey_path):
     srv = Server(
         "--model",
         f"{MODEL}={DEFAULT_BUNDLE}",
         "--model",
         f"tiny={tiny_path}",
+        "--model",
+        f"grey={grey_path}",
         "--model",
         str(plain_path),
     )
@@ -97,7 +113,7 @@ def _png_header(width: int, height: int) -> bytes:
 
 # Listing, health, metadata ------------------------------------------------------------------
 def test_v1_models_and_readiness(server):
-    assert server.client.get("/v1/models").json() == {"models": [MODEL, "tiny", "plain"]}
+    assert server.client.get("/v1/models").json() == {"models": [MODEL, "tiny", "grey", "plain"]}
     assert server.client.get(f"/v1/models/{MODEL}").json() == {"name": MODEL, "ready": True}
     missing = server.client.get("/v1/models/nope")
     assert missing.status_code == 404 and "unknown model 'nope'" in missing.json()["error"]
@@ -331,6 +347,46 @@ def test_explain_upload_raw_and_png(server, local):
         "/explain", params=[*query.items(), ("target", "281"), ("target", "285")], content=CHELSEA
     )
     assert [e["class_id"] for e in several.json()] == [281, 285]
+
+
+def test_dicom_16_bit_and_npy_uploads_are_read_as_the_api_reads_them(server, grey_path, tmp_path):
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 4096, (3, 24, 32))
+    write_dicom(tmp_path / "m.dcm", frames, WindowCenter=2000.0, WindowWidth=1500.0)
+    cv2.imwrite(str(tmp_path / "g.png"), rng.integers(0, 65536, (24, 32), dtype=np.uint16))
+    np.save(tmp_path / "a.npy", rng.uniform(0, 1, (24, 32)).astype(np.float32))
+    local = Explainer(grey_path, Runtime(provider="cpu"))
+    for name, frame in (("m.dcm", 0), ("m.dcm", 2), ("g.png", 0), ("a.npy", 0)):
+        data = (tmp_path / name).read_bytes()
+        reply = server.client.post(
+            "/explain",
+            params={"model": "grey", "frame": str(frame)},
+            files={"image": (name, data, "application/octet-stream")},
+        )
+        assert reply.status_code == 200, reply.text
+        [want] = local.explain(tmp_path / name, options=ExplainOptions(frame=frame))
+        assert _saliency(reply.json()).tobytes() == want.saliency.tobytes(), (name, frame)
+        assert reply.json()["score"] == want.score
+    picture = server.client.post(
+        "/picture",
+        params={"model": "grey", "frame": "2"},
+        content=(tmp_path / "m.dcm").read_bytes(),
+    )
+    assert picture.status_code == 200 and picture.headers["x-image-size"] == "24x32"
+    assert picture.content == encode_png(local.preprocess(tmp_path / "m.dcm", 2)[0])
+    write_dicom(tmp_path / "empty.dcm", frames[0], with_pixels=False)
+    for route in ("/explain", "/picture"):
+        bad = server.client.post(
+            route, params={"model": "grey"}, content=(tmp_path / "empty.dcm").read_bytes()
+        )
+        assert bad.status_code == 400
+        assert bad.json()["error"] == "image 0: a DICOM file with no pixel data"
+    too_far = server.client.post(
+        "/explain",
+        params={"model": "grey", "frame": "3"},
+        content=(tmp_path / "m.dcm").read_bytes(),
+    )
+    assert too_far.status_code == 400 and "no frame 3: the file has 3" in too_far.text
 
 
 def test_explain_maps_sized_for_their_clients(server, local):
