@@ -35,7 +35,8 @@ class Forwards:
     """A bundle's features, model and tail graphs as runners: forwards in the engine's layouts.
 
     Every array in and out is in the engine's layouts (images N×C×H×W, C the input's
-    channels; activations K×h×w); the conversions to the graphs' own layouts (NHWC inputs or stages, tokens) happen here.
+    channels; activations K×h×w); the conversions to the graphs' own layouts (NHWC inputs
+    or stages, tokens) happen here.
     Built by `scorecam_onnx.runtime.open_forwards` from one `Runtime`.
 
     Attributes:
