@@ -79,7 +79,7 @@ $(TRITON_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(TRITON)
 	$(TRITON)/bin/python -m pip install --quiet --upgrade pip
 	$(TRITON)/bin/python -m pip install --quiet "nvidia-pytriton>=0.5" "numpy<2" \
-	  "opencv-python-headless<4.12" -e ".[cpu,triton]"
+	  "opencv-python-headless<4.12" -e ".[cpu,triton,dicom]"
 	touch $(TRITON_STAMP)
 
 # Seldon MLServer, whose pins clash with Ray Serve's: the tests start `mlserver` from here.

@@ -181,3 +181,30 @@ def test_triton_repository_of_a_model_only_bundle_has_no_masked_scorers(tmp_path
         write_explainer(
             open_model(tiny_onnx, Preprocessing(mean=(0.5,) * 3)), tmp_path / "r2", "plain"
         )
+
+
+@pytest.mark.parametrize(
+    ("shape", "layout"),
+    [
+        (["N", 3, 224, 224], "NCHW"),
+        (["N", 224, 224, 3], "NHWC"),
+        (["N", 1, 64, 64], "NCHW"),
+        (["N", 64, 64, 1], "NHWC"),
+        (["N", 13, 120, 120], "NCHW"),
+        (["N", 120, 120, 13], "NHWC"),
+        (["N", "H", "W", 4], "NHWC"),
+        (["N", 4, "H", "W"], "NCHW"),
+    ],
+)
+def test_the_layout_is_read_off_the_axis_of_few_channels(shape, layout):
+    from onnx import TensorProto, helper
+
+    from scorecam_onnx.bundle.model_only import graph_layout
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+    )
+    assert graph_layout(helper.make_model(graph)) == layout

@@ -19,10 +19,19 @@ import pytest
 from builders import save, tiny_model
 from click.testing import CliRunner
 from conftest import DEFAULT_BUNDLE, SAMPLES, TINY_PREP
+from dicom_files import write_dicom
 from examples import run_python, run_shell, runnable, workdir
 
-from scorecam_onnx import Explainer, ExplainRequest, FasterScoreCam, Rise, Runtime
-from scorecam_onnx.bundle import open_model
+from scorecam_onnx import (
+    Explainer,
+    ExplainOptions,
+    ExplainRequest,
+    FasterScoreCam,
+    Rise,
+    Runtime,
+    write_bundle,
+)
+from scorecam_onnx.bundle import Preprocessing, open_model
 from scorecam_onnx.cli import main
 
 ray = pytest.importorskip("ray") if not os.environ.get("CI") else __import__("ray")
@@ -73,6 +82,34 @@ def test_dataset_rows_and_files_equal_in_process_maps(cluster, tmp_path, tiny_bu
     assert by_name["empty"]["error"] == "empty file"
     assert by_name["dangling"]["error"].startswith("broken symbolic link")
     assert not list((tmp_path / "out").glob("text*"))
+
+
+def test_dicom_16_bit_and_npy_files_on_a_grey_model(cluster, tmp_path):
+    from scorecam_onnx.distributed import RayPool, explain_dataset
+
+    grey = write_bundle(
+        tiny_model(bands=1),
+        tmp_path / "grey",
+        "feat",
+        preprocessing=Preprocessing(mean=(0.5,), std=(0.25,), voi_lut=True),
+    )
+    folder = tmp_path / "in"
+    folder.mkdir()
+    frames = RNG.integers(0, 4096, (2, 16, 24))
+    write_dicom(folder / "scan.dcm", frames, WindowCenter=2000.0, WindowWidth=1500.0)
+    write_dicom(folder / "empty.dcm", frames[0], with_pixels=False)
+    cv2.imwrite(str(folder / "deep.png"), RNG.integers(0, 65536, (16, 24), dtype=np.uint16))
+    np.save(folder / "array.npy", RNG.uniform(0, 1, (16, 24)).astype(np.float32))
+    request = ExplainRequest(options=ExplainOptions(frame=1))
+    rows = explain_dataset(folder, grey.path, request, pool=RayPool(actors=1)).take_all()
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["empty"]["error"] == "a DICOM file with no pixel data"
+    local = Explainer(grey, Runtime(provider="cpu", threads=1))
+    for name in ("scan.dcm", "deep.png", "array.npy"):
+        [want] = local.explain(folder / name, options=ExplainOptions(frame=1))
+        row = by_name[name.split(".")[0]]
+        assert row["error"] == "" and row["class_id"] == want.class_id
+        assert np.asarray(row["saliency"]).tobytes() == want.saliency.tobytes()
 
 
 def test_cli_with_ray_writes_what_a_local_run_writes(cluster, tmp_path, tiny_bundle):

@@ -15,13 +15,24 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from builders import tiny_model
 from click.testing import CliRunner
 from conftest import DEFAULT_BUNDLE, SAMPLES
+from dicom_files import write_dicom
 from examples import run_python, runnable, workdir
 from triton_server import ENV, Triton, require_triton
 from tritonclient.utils import InferenceServerException
 
-from scorecam_onnx import Class, Explainer, Runtime, TopK, method_from
+from scorecam_onnx import (
+    Class,
+    Explainer,
+    ExplainOptions,
+    Runtime,
+    TopK,
+    method_from,
+    write_bundle,
+)
+from scorecam_onnx.bundle import Preprocessing
 from scorecam_onnx.cli import main
 from scorecam_onnx.images import decode_image
 from scorecam_onnx.runtime import MASKED_BATCH
@@ -48,9 +59,21 @@ def yolo_bundle(detectors, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def triton(tmp_path_factory, yolo_bundle):
+def grey_bundle(tmp_path_factory):
+    """A 1-channel model that applies each DICOM file's window."""
+    return write_bundle(
+        tiny_model(bands=1),
+        tmp_path_factory.mktemp("g") / "g",
+        "feat",
+        preprocessing=Preprocessing(mean=(0.5,), std=(0.25,), voi_lut=True),
+    ).path
+
+
+@pytest.fixture(scope="module")
+def triton(tmp_path_factory, yolo_bundle, grey_bundle):
     require_triton()
     repo = tmp_path_factory.mktemp("repo")
+    write_explainer(grey_bundle, repo, "grey", backend="python")
     write_repository(yolo_bundle, repo, "yolo")
     write_explainer(yolo_bundle, repo, "yolo", classifier="yolo")
     result = CliRunner().invoke(
@@ -113,6 +136,19 @@ def _want(local, image_bytes, method, top_k=None, target=None, preset=None):
     classes = None if target is None else [target]
     chosen = Class(classes) if classes else TopK(top_k or 1)
     return local.explain(rgb, chosen, method_from(method, preset=preset))
+
+
+def test_a_dicom_frame_on_a_grey_model_through_its_masked_scorers(triton, grey_bundle, tmp_path):
+    frames = np.random.default_rng(4).integers(0, 4096, (2, 16, 24))
+    write_dicom(tmp_path / "m.dcm", frames, WindowCenter=2000.0, WindowWidth=1500.0)
+    data = (tmp_path / "m.dcm").read_bytes()
+    local = Explainer(grey_bundle, Runtime(provider="cpu"))
+    before = _stats(triton).get("grey-masked", 0)
+    got = _explain(triton, [data], model="grey-explain", frame=1)
+    [want] = local.explain(tmp_path / "m.dcm", options=ExplainOptions(frame=1))
+    assert int(got["class_id"][0, 0]) == want.class_id
+    assert float(np.abs(got["saliency"][0, 0] - want.saliency_input).max()) <= 1e-5
+    assert _stats(triton)["grey-masked"] > before  # the 1-channel masked scorer ran
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
