@@ -4,10 +4,14 @@ mean), MONOCHROME1, frames, and the files that cannot be read (one line each).""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pydicom
 import pytest
 from click.testing import CliRunner
+from conftest import ROOT
 from dicom_files import write_dicom
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
@@ -140,3 +144,26 @@ def test_the_pixel_limit_holds_before_decoding(tmp_path, monkeypatch):
     )
     with pytest.raises(ImageError, match="100×100 pixels is above the limit of 9999 pixels"):
         ex.explain(tmp_path / "big.dcm")
+
+
+def test_a_16_bit_4096_square_file_costs_a_few_bytes_per_pixel(tmp_path):
+    """In a process of its own, after a warm-up: explaining a windowed 16-bit 4096×4096
+    DICOM holds its 2-byte pixels and the 4-byte map at full size, little more."""
+    size = 4096
+    pixels = np.add.outer(np.arange(size), np.arange(size)) % 4096
+    write_dicom(tmp_path / "big.dcm", pixels, WindowCenter=2000.0, WindowWidth=1500.0)
+    bundle = explainer(tmp_path, 1, voi_lut=True).bundle.path
+    script = f"""
+import numpy as np
+from scorecam_onnx import Explainer, Runtime
+from scorecam_onnx.evaluation.bench import peak_rss_growth_mib
+ex = Explainer({str(bundle)!r}, Runtime(provider="cpu", threads=1))
+ex.explain(np.zeros((64, 64), np.uint16))
+print(peak_rss_growth_mib(lambda: ex.explain({str(tmp_path / "big.dcm")!r})))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    per_pixel = float(done.stdout.strip().splitlines()[-1]) * 2**20 / size**2
+    assert 6 <= per_pixel <= 10, per_pixel

@@ -127,6 +127,32 @@ def test_a_detector_shows_its_detections_and_draws_the_box(browser, server, dete
     assert inside_caption.max() <= 40 < photo.max()
 
 
+def test_a_dicom_file_is_shown_as_the_model_reads_it(browser, server, tmp_path, default_explainer):
+    """The browser cannot show a DICOM file: the page shows the server's picture of it."""
+    from dicom_files import write_dicom
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ramp = np.add.outer(np.arange(90) * 20, np.arange(120) * 10)  # 12-bit, dark to bright
+    write_dicom(tmp_path / "scan.dcm", ramp)
+    browser.get(server.url)
+    browser.find_element(By.ID, "file").send_keys(str(tmp_path / "scan.dcm"))
+    WebDriverWait(browser, 120).until(
+        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-explained") == "1"
+    )
+    size = browser.execute_script(
+        "const c = document.getElementById('overlay'); return [c.height, c.width];"
+    )
+    assert tuple(size) == (90, 120)
+    browser.execute_script(
+        "const s = document.getElementById('opacity'); s.value = 0;"
+        "s.dispatchEvent(new Event('input'));"
+    )
+    shown = default_explainer.preprocess(tmp_path / "scan.dcm")[0]
+    for y, x in [(5, 5), (45, 60), (85, 115)]:
+        assert np.abs(_pixel(browser, "overlay", x, y) - shown[y, x]).max() <= 2
+
+
 def test_a_bad_file_shows_the_servers_error(browser, server, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
