@@ -2,7 +2,8 @@
 as written.
 
 A block runs in a working folder that holds what the examples name: `samples/`, `models/`,
-`photo.jpg` (the sample cat) and `yolov8n.onnx` (a small detector in YOLOv8's layout). An HTML
+`photo.jpg` (the sample cat), `yolov8n.onnx` (a small detector in YOLOv8's layout), and
+`xray.onnx` with `scan.dcm`, `crops.onnx` with `field.tif` (see `_medical_and_bands`). An HTML
 comment right before a block says how it runs: `<!-- example: KIND -->` needs a server or a
 cluster that the test for KIND starts (`service`, `triton`, `ray`), and `<!-- not run: REASON
 -->` is for the blocks that cannot run here, with one of `NOT_RUN`'s reasons. A `print(...)`
@@ -78,7 +79,31 @@ def workdir(folder: Path, detector: Path) -> Path:
     (folder / "models").symlink_to(ROOT / "models")
     cv2.imwrite(str(folder / "photo.jpg"), cv2.imread(str(SAMPLES / "chelsea.png")))
     shutil.copyfile(detector, folder / "yolov8n.onnx")
+    _medical_and_bands(folder)
     return folder
+
+
+def _medical_and_bands(folder: Path) -> None:
+    """`xray.onnx` (a 1-channel classifier) and `scan.dcm` (a windowed 12-bit CT of 64×64);
+    `crops.onnx` (a 4-channel one) and `field.tif` (4 bands of 16 bits, 48×64)."""
+    import numpy as np
+    import onnx
+    import tifffile
+    from builders import tiny_model
+    from dicom_files import write_dicom
+
+    rng = np.random.default_rng(0)
+    onnx.save(tiny_model(bands=1), str(folder / "xray.onnx"))
+    onnx.save(tiny_model(bands=4), str(folder / "crops.onnx"))
+    write_dicom(
+        folder / "scan.dcm",
+        rng.integers(0, 4096, (64, 64)),
+        RescaleSlope=1.0,
+        RescaleIntercept=-1024.0,
+        WindowCenter=40.0,
+        WindowWidth=400.0,
+    )
+    tifffile.imwrite(folder / "field.tif", rng.integers(0, 10000, (48, 64, 4), dtype=np.uint16))
 
 
 def expected_prints(code: str) -> list[str]:
