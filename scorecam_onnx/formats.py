@@ -41,9 +41,18 @@ def check_array(shape: tuple[int, ...], dtype: np.dtype[Any], name: str, max_pix
         raise ImageError(f"an array of shape {shape} is empty", name)
     if dtype.kind not in ARRAY_KINDS:
         raise ImageError(f"an array of dtype {dtype}: expected integers or floats", name)
-    if shape[0] * shape[1] > max_pixels:
+    check_size(shape[0], shape[1], shape[2] if len(shape) == 3 else 1, name, max_pixels)
+
+
+def check_size(height: int, width: int, bands: int, name: str, max_pixels: int) -> None:
+    """Refuse an image above the pixel limit, or of more values than four bands of it."""
+    if height * width > max_pixels:
+        raise ImageError(f"{width}×{height} pixels is above the limit of {max_pixels} pixels", name)
+    if height * width * bands > 4 * max_pixels:
         raise ImageError(
-            f"{shape[1]}×{shape[0]} pixels is above the limit of {max_pixels} pixels", name
+            f"{width}×{height} pixels of {bands} bands is above the limit of "
+            f"{max_pixels} pixels of four bands",
+            name,
         )
 
 
@@ -65,43 +74,51 @@ def read_npy(data: bytes, name: str, max_pixels: int) -> NDArray[Any]:
         array: NDArray[Any] = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise ImageError(f"not a readable .npy file: {exc}", name) from None
-    return array
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
+
+
+# TIFF photometric interpretations OpenCV reads as grey or colour (with its compressions,
+# palettes and orientation): MINISWHITE, MINISBLACK (one band, or grey and alpha), RGB,
+# PALETTE, CMYK, YCBCR.
+OPENCV_PHOTOMETRICS = (0, 1, 2, 3, 5, 6)
 
 
 def read_tiff(data: bytes, name: str, max_pixels: int) -> NDArray[Any] | None:
-    """The first image of a TIFF file as H×W or H×W×bands (planar files are made
-    interleaved); None when `tifffile` is not installed (OpenCV reads it then)."""
+    """The first image of a multi-band TIFF (more than one band that is not colour, more
+    than four bands, or planar) as H×W×bands, with `tifffile`, checked from its header
+    first; None for the TIFFs OpenCV reads (or when `tifffile` is not installed)."""
     try:
         import tifffile
     except ImportError:
         return None
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
-            series = tif.series[0]
-            axes, shape = series.axes, tuple(series.shape)
-            height, width = shape[axes.index("Y")], shape[axes.index("X")]
-            if height * width > max_pixels:
-                raise ImageError(
-                    f"{width}×{height} pixels is above the limit of {max_pixels} pixels", name
-                )
-            array = series.asarray()
+            page = tif.pages.first
+            bands = int(page.samplesperpixel)
+            photometric = int(page.photometric)
+            alpha = tuple(page.extrasamples)[:1] in ((1,), (2,))  # associated, unassociated
+            colour = photometric != 1 or bands == 1 or (bands == 2 and alpha)
+            if (
+                bands <= 4
+                and int(page.planarconfig) == 1
+                and (photometric in OPENCV_PHOTOMETRICS and colour)
+            ):
+                return None
+            check_size(int(page.imagelength), int(page.imagewidth), bands, name, max_pixels)
+            array, axes = page.asarray(), page.axes
     except ImageError:
         raise
     except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds on a bad file
-        raise ImageError(f"not a readable TIFF: {exc}", name) from None
+        raise ImageError(f"not a TIFF this can read: {exc}", name) from None
     return _interleaved(array, axes, name)
 
 
 def _interleaved(array: NDArray[Any], axes: str, name: str) -> NDArray[Any]:
-    """A TIFF series as H×W×bands: its sample or channel axis last, other axes refused."""
-    others = [a for a in axes if a not in "YXSC"]
-    if any(array.shape[axes.index(a)] != 1 for a in others):
-        raise ImageError(f"a TIFF of axes {axes} and shape {array.shape}: expected one image", name)
-    for axis in others:
-        array, axes = array.squeeze(axes.index(axis)), axes.replace(axis, "")
-    order = [axes.index(a) for a in "YX"] + [i for i, a in enumerate(axes) if a in "SC"]
-    moved = array.transpose(order)
-    return np.ascontiguousarray(moved.reshape(*moved.shape[:2], -1) if moved.ndim > 3 else moved)
+    """A TIFF page as H×W×bands: its sample axis last."""
+    if set(axes) - set("YXS") or array.ndim != len(axes):
+        raise ImageError(f"a TIFF page of axes {axes} and shape {array.shape}", name)
+    order = [axes.index("Y"), axes.index("X"), *([axes.index("S")] if "S" in axes else [])]
+    return np.ascontiguousarray(array.transpose(order))
 
 
 @dataclass(frozen=True)

@@ -62,8 +62,9 @@ def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
 def decode_pixels(
     data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, keep_alpha: bool = False
 ) -> NDArray[Any]:
-    """Decode encoded image bytes (any format OpenCV reads) in their own depth: H×W grey,
-    H×W×3 RGB, or (an image with alpha) H×W×4 RGBA, the EXIF orientation applied.
+    """Decode encoded image bytes (any format OpenCV reads) in their own depth: H×W grey or
+    H×W×3 RGB, the EXIF orientation applied; an image with alpha is composited over white,
+    or with `keep_alpha` kept (H×W×2 grey and alpha, H×W×4 RGBA).
 
     The size is read from the header first (Pillow, lazily, for every format it knows) and
     an image above `max_pixels` is refused before it is decoded; other formats are bounded
@@ -71,7 +72,7 @@ def decode_pixels(
     """
     if not data:
         raise ImageError("empty file", name)
-    alpha = _check_header(data, name, max_pixels)
+    alpha, grey = _check_header(data, name, max_pixels)
     buffer = np.frombuffer(data, dtype=np.uint8)
     with native_stderr_silenced():
         try:
@@ -93,10 +94,11 @@ def decode_pixels(
             name,
         )
     if raw is not None and raw.ndim == 3 and raw.shape[2] == 4 and raw.shape[:2] == found.shape[:2]:
-        if not keep_alpha:
-            return cv2.cvtColor(composite_over_white(raw), cv2.COLOR_BGR2RGB)
+        if grey or found.ndim == 2:  # grey and alpha (OpenCV repeats the grey)
+            raw = np.ascontiguousarray(raw[..., [0, 3]])
+            return raw if keep_alpha else composite_over_white(raw)[..., 0]
         cv2.cvtColor(raw, cv2.COLOR_BGRA2RGBA, dst=raw)
-        return raw
+        return raw if keep_alpha else composite_over_white(raw)
     if found.ndim == 3 and found.shape[2] == 3:
         cv2.cvtColor(found, cv2.COLOR_BGR2RGB, dst=found)  # in place: no second copy
     return found
@@ -134,9 +136,10 @@ def opencv_pixel_limit() -> int:
     return int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
 
 
-def _check_header(data: bytes, name: str, max_pixels: int) -> bool:
+def _check_header(data: bytes, name: str, max_pixels: int) -> tuple[bool, bool]:
     """Refuse an image whose header announces more than `max_pixels` pixels; whether it has
-    an alpha channel. Formats Pillow does not know are left to OpenCV's guard."""
+    an alpha channel, and whether it is grey with alpha. Formats Pillow does not know are
+    left to OpenCV's guard."""
     from PIL import Image
 
     with warnings.catch_warnings():
@@ -151,24 +154,27 @@ def _check_header(data: bytes, name: str, max_pixels: int) -> bool:
                 raise ImageError(
                     f"{pixels} pixels is above the limit of {max_pixels} pixels", name
                 ) from None
-            return True
+            return True, False
         except Exception:  # noqa: BLE001 - unknown to Pillow, or corrupt: OpenCV decides
-            return True
+            return True, False
     if width * height > max_pixels:
         raise ImageError(f"{width}×{height} pixels is above the limit of {max_pixels} pixels", name)
-    return "A" in mode or "transparency" in info
+    return "A" in mode or "transparency" in info, mode in ("LA", "La")
 
 
-def composite_over_white(bgra: NDArray[Any]) -> NDArray[np.uint8]:
-    """The colour of a four-band image (8 or 16 bits, floats; alpha last) blended over
-    white as uint8, a band of rows at a time so that no full-size float copy is made."""
-    out = np.empty((*bgra.shape[:2], 3), np.uint8)
-    step = rows(bgra.shape[1])
-    for top in bands(*bgra.shape[:2]):
-        band = bgra[top : top + step]
-        alpha = _to_unit(band[..., 3:4])
-        blended = (_to_unit(band[..., :3]) * alpha + (1.0 - alpha)) * 255.0
-        out[top : top + step] = _to_uint8(blended)
+def composite_over_white(image: NDArray[Any]) -> NDArray[Any]:
+    """The colour (or grey) of an image with alpha last blended over white: 16 bits stay 16
+    bits, anything else becomes uint8; a band of rows at a time so that no full-size float
+    copy is made."""
+    deep = image.dtype == np.uint16
+    top_value = 65535.0 if deep else 255.0
+    out = np.empty((*image.shape[:2], image.shape[2] - 1), np.uint16 if deep else np.uint8)
+    step = rows(image.shape[1])
+    for top in bands(*image.shape[:2]):
+        band = image[top : top + step]
+        alpha = _to_unit(band[..., -1:])
+        blended = (_to_unit(band[..., :-1]) * alpha + (1.0 - alpha)) * top_value
+        out[top : top + step] = np.clip(np.nan_to_num(blended) + 0.5, 0, top_value)
     return out
 
 
@@ -196,16 +202,16 @@ def _to_uint8(array: NDArray[Any]) -> NDArray[np.uint8]:
 
 
 def _from_array(image: NDArray[Any]) -> NDArray[np.uint8]:
-    """Accept H×W, H×W×1, H×W×3 (RGB) or H×W×4 (RGBA) arrays."""
+    """Accept H×W, H×W×1, H×W×2 (grey and alpha), H×W×3 (RGB) or H×W×4 (RGBA) arrays."""
     if image.ndim == 2:
         image = image[..., None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
         raise ImageError(f"image array of shape {image.shape}: expected H×W×3 RGB")
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise ImageError(f"image array of shape {image.shape} is empty")
     if image.dtype.kind not in "uif" or (image.dtype == np.int64 and image.size == 0):
         raise ImageError(f"image array of dtype {image.dtype}: expected uint8")
-    if image.shape[2] == 4:
+    if image.shape[2] in (2, 4):
         image = composite_over_white(image)
     image = _to_uint8(image)
     if image.shape[2] == 1:

@@ -80,14 +80,21 @@ def read_picture(
     name: str | None = None,
 ) -> Picture:
     """A path, encoded bytes (any OpenCV format, TIFF, .npy, DICOM) or an array (H×W or
-    H×W×C) as the picture the input `spec` reads: its bands matched to the input's channels
-    and its range from the spec (a range or window), the DICOM file, or its bit depth.
-    Errors name the image as `name` (default: its path, or "image bytes")."""
+    H×W×C; four bands of an RGB or grey model are colour and alpha) as the picture the
+    input `spec` reads: its bands matched to the input's channels (one grey band for an RGB
+    input, repeated once resized) and its range from the spec (a range or window), the
+    DICOM file, or its bit depth. Errors name the image as `name` (default: its path, or
+    "image bytes")."""
     if isinstance(image, Picture):
+        if not _fits(image.shape[2], spec.channels):
+            raise ImageError(
+                f"a picture of {image.shape[2]} bands for a {spec.channels}-channel model",
+                name or "picture",
+            )
         return image
     if isinstance(image, np.ndarray):
         check_array(image.shape, image.dtype, "image array", max_pixels)
-        return _picture(image, spec, "image array")
+        return _picture(image, spec, name or "image array", alpha=True)
     if isinstance(image, str | Path):
         data = read_file(Path(image))
         return _from_bytes(data, name or str(image), spec, max_pixels, frame)
@@ -102,46 +109,56 @@ def _from_bytes(data: bytes, name: str, spec: ImageConvention, limit: int, frame
     if is_dicom(data):
         found = read_dicom(data, name, limit, frame, spec.voi_lut)
         low, high = spec.value_range() or found.window or found.natural
-        pixels = _bands(found.pixels, spec.channels, name)
+        pixels = _bands(found.pixels, spec.channels, name, alpha=False)
         return Picture(pixels, low, high, found.slope, found.intercept, found.invert)
     if is_npy(data):
-        return _picture(read_npy(data, name, limit), spec, name)
+        return _picture(read_npy(data, name, limit), spec, name, alpha=False)
     array = read_tiff(data, name, limit) if is_tiff(data) else None
-    if array is None:
-        array = decode_pixels(data, name, limit, keep_alpha=spec.channels in (2, 4))
-    return _picture(array, spec, name)
+    if array is not None:
+        return _picture(array, spec, name, alpha=False)
+    keep_alpha = spec.channels in (2, 4)
+    return _picture(decode_pixels(data, name, limit, keep_alpha), spec, name, alpha=True)
 
 
-def _picture(array: NDArray[Any], spec: ImageConvention, name: str) -> Picture:
-    """An array's picture: its depth's range unless the spec gives one."""
-    pixels = _bands(array, spec.channels, name)
+def _picture(array: NDArray[Any], spec: ImageConvention, name: str, alpha: bool) -> Picture:
+    """An array's picture: the range of its depth (8 or 16 bits: exact; other integers
+    0–255, floats 0–1) unless the spec gives one. `alpha`: a last band of two or four is
+    alpha, composited over white when the model has one band fewer."""
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
     given = spec.value_range()
+    top = DEPTH_MAX.get(array.dtype)
+    pixels = _bands(array, spec.channels, name, alpha)
     if given is not None:
         return Picture(pixels, *given)
-    top = DEPTH_MAX.get(pixels.dtype)
-    if top is not None:
+    if top is not None and pixels.dtype == array.dtype:
         return Picture(pixels, 0.0, top, exact=True)
-    return Picture(pixels, 0.0, 1.0 if pixels.dtype.kind == "f" else 255.0)
+    return Picture(pixels, 0.0, 1.0 if array.dtype.kind == "f" else top or 255.0)
 
 
-def _bands(array: NDArray[Any], channels: int, name: str) -> NDArray[Any]:
-    """The array as H×W×`channels`: as it is when the counts agree; grey repeated and alpha
-    composited over white for a 3-channel input; colour made grey for a 1-channel one."""
+def _fits(have: int, channels: int) -> bool:
+    """Whether a picture of `have` bands is read by an input of `channels` channels (one
+    grey band is repeated for an RGB input)."""
+    return have == channels or (have == 1 and channels == 3)
+
+
+def _bands(array: NDArray[Any], channels: int, name: str, alpha: bool) -> NDArray[Any]:
+    """The array as H×W×bands for an input of `channels`: as it is when the counts agree or
+    it is grey for an RGB input; alpha (when `alpha`) composited over white; colour made
+    grey for a 1-channel input."""
     pixels = array[..., None] if array.ndim == 2 else array
     have = pixels.shape[2]
-    if have == channels:
+    if _fits(have, channels):
         return pixels
-    if have == 4 and channels in (1, 3):
-        pixels, have = composite_over_white(pixels), 3
-    if have == 1 and channels == 3:
-        return np.repeat(pixels, 3, axis=2)
+    if alpha and have in (2, 4) and channels < have:
+        pixels, have = composite_over_white(pixels), have - 1
     if have == 3 and channels == 1:
         if GREY_NOTE not in _SAID:
             _SAID.add(GREY_NOTE)
             warnings.warn(GREY_NOTE, stacklevel=4)
         usable = pixels if pixels.dtype in (np.uint8, np.uint16) else pixels.astype(np.float32)
         return np.asarray(cv2.cvtColor(usable, cv2.COLOR_RGB2GRAY))[..., None]
-    if have == channels:
+    if _fits(have, channels):
         return pixels
     raise ImageError(f"a {have}-band image for a {channels}-channel model", name)
 
@@ -157,6 +174,9 @@ def unit_values(picture: Picture, bands_of: tuple[int, ...] | None = None) -> ND
     step = rows(pixels.shape[1])
     for top in bands(*pixels.shape[:2]):
         band = pixels[top : top + step].astype(np.float32) * factor + offset
+        if span <= 0:  # a window of width 1: a threshold
+            values = pixels[top : top + step] * picture.slope + picture.intercept
+            band = (values > picture.low).astype(np.float32)
         if not picture.exact:
             np.clip(np.nan_to_num(band), 0.0, 1.0, out=band)
         out[top : top + step] = 1.0 - band if picture.invert else band
@@ -178,14 +198,27 @@ def model_input(picture: Picture, spec: InputSpec) -> NDArray[np.float32]:
         factor = spec.scale if picture.high == 255.0 else spec.scale * 255.0 / picture.high
     else:
         source, grey, factor = unit_values(picture), LETTERBOX_GREY / 255.0, 255.0 * spec.scale
-    scaled_image = cv2.resize(source, (sw, sh), interpolation=interpolation)
-    scaled_image = scaled_image.reshape(sh, sw, -1)
+    scaled_image = resized_bands(source, (sw, sh), interpolation)
+    if scaled_image.shape[2] == 1 and spec.channels == 3:
+        scaled_image = np.repeat(scaled_image, 3, axis=2)
     resized = place(scaled_image, spec, top, left, grey)
     if spec.color == "BGR":
         resized = resized[..., ::-1]
     values = resized.astype(np.float32) * np.float32(factor)
     normalised = (values - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
     return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])
+
+
+def resized_bands(image: NDArray[Any], size: tuple[int, int], interpolation: int) -> NDArray[Any]:
+    """H×W×C resized to `size` (width, height), at most four bands at a time (OpenCV's area
+    resizing takes no more); always H×W×C."""
+    parts = [
+        cv2.resize(image[..., start : start + 4], size, interpolation=interpolation).reshape(
+            size[1], size[0], -1
+        )
+        for start in range(0, image.shape[2], 4)
+    ]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
 
 
 def display(picture: Picture, spec: ImageConvention) -> NDArray[np.uint8]:

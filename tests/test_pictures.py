@@ -236,3 +236,91 @@ def test_a_format_4_manifest_reads_as_three_channels(tiny_bundle):
     data["input"]["channels"] = 1  # a key format 4 did not have is ignored there
     spec = Manifest.from_dict(data).input
     assert spec.channels == 3 and spec.input_range is None and spec.display_bands is None
+
+
+def test_more_than_four_bands_resize_at_any_factor(tmp_path):
+    """OpenCV's area resizing takes four bands at most: six are resized band by band."""
+    bands = RNG.integers(0, 65536, (25, 41, 6), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "six.tif", bands, photometric="minisblack", planarconfig="contig")
+    ex = explainer(tmp_path, 6)
+    _, x = ex.preprocess(tmp_path / "six.tif")
+    each = [cv2.resize(bands[..., b], (SIZE, SIZE), interpolation=cv2.INTER_AREA) for b in range(6)]
+    want = normalised(np.stack(each, axis=2) / 65535.0, 0.5, 0.25)
+    np.testing.assert_allclose(x, want, atol=1e-6)
+
+
+def test_tiffs_opencv_reads_are_read_by_opencv_and_stacks_give_their_first_page(tmp_path):
+    rgb = RNG.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "lzw.tif"), rgb[..., ::-1])  # LZW: tifffile alone needs codecs
+    cv2.imwrite(str(tmp_path / "same.png"), rgb[..., ::-1])
+    ex = explainer(tmp_path, 3)
+    np.testing.assert_array_equal(
+        ex.preprocess(tmp_path / "lzw.tif")[1], ex.preprocess(tmp_path / "same.png")[1]
+    )
+    pages = RNG.integers(0, 65536, (3, 16, 16, 2), dtype=np.uint16)
+    with tifffile.TiffWriter(tmp_path / "stack.tif") as tif:
+        for page in pages:
+            tif.write(page, photometric="minisblack", planarconfig="contig")
+    _, x = explainer(tmp_path, 2, "b2").preprocess(tmp_path / "stack.tif")
+    want = normalised(block_mean(pages[0]) / 65535, 0.5, 0.25)
+    np.testing.assert_allclose(x, want, atol=ROUNDED_16)
+
+
+def test_arrays_keep_the_range_of_their_own_type(tmp_path):
+    values = RNG.integers(10, 210, (16, 16, 3)).astype(np.int16)
+    np.save(tmp_path / "int16.npy", values)
+    deep = RNG.integers(0, 65536, (16, 16), dtype=np.uint16)
+    np.save(tmp_path / "big-endian.npy", deep.astype(">u2"))
+    ex = explainer(tmp_path, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, x = ex.preprocess(tmp_path / "int16.npy")
+    luma = values @ np.array([0.299, 0.587, 0.114])  # other integers: 0–255
+    np.testing.assert_allclose(x, normalised(block_mean(luma) / 255, 0.5, 0.25), atol=1e-3)
+    _, x = ex.preprocess(tmp_path / "big-endian.npy")
+    np.testing.assert_allclose(x, normalised(block_mean(deep) / 65535, 0.5, 0.25), atol=ROUNDED_16)
+
+
+def test_alpha_is_composited_at_16_bits_before_the_range(tmp_path):
+    rgba = np.zeros((16, 16, 4), np.uint16)
+    rgba[..., :3], rgba[..., 3] = 30000, 65535  # opaque grey 30000 (BGRA on disk)
+    rgba[:8, :8, 3] = 0  # a transparent corner: white
+    cv2.imwrite(str(tmp_path / "rgba.png"), rgba)
+    ex = explainer(tmp_path, 3, input_range=(0.0, 60000.0))
+    _, x = ex.preprocess(tmp_path / "rgba.png")
+    unit = np.where(np.add.outer(np.arange(16), np.arange(16)) < 0, 0, 0.5)
+    unit[:8, :8] = 1.0  # white (65535) clipped to the range's top
+    want = normalised(np.repeat(block_mean(unit)[..., None], 3, axis=2), 0.5, 0.25)
+    np.testing.assert_allclose(x, want, atol=1e-6)
+
+
+def test_grey_and_alpha_are_two_bands_for_a_two_channel_model(tmp_path):
+    from PIL import Image
+
+    grey = RNG.integers(0, 256, (16, 16), dtype=np.uint8)
+    alpha = RNG.integers(0, 256, (16, 16), dtype=np.uint8)
+    Image.fromarray(np.stack([grey, alpha], axis=2), "LA").save(tmp_path / "la.png")
+    _, x = explainer(tmp_path, 2).preprocess(tmp_path / "la.png")
+    both = np.stack([grey, alpha], axis=2)
+    atol = 0.5 / 255 / 0.25 + 1e-6  # block means rounded to 8 bits
+    np.testing.assert_allclose(x, normalised(block_mean(both) / 255, 0.5, 0.25), atol=atol)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # grey and alpha on a grey model: no colour note
+        _, x = explainer(tmp_path, 1, "b1").preprocess(tmp_path / "la.png")
+    over_white = grey * (alpha / 255) + 255 * (1 - alpha / 255)
+    np.testing.assert_allclose(x, normalised(block_mean(over_white) / 255, 0.5, 0.25), atol=0.02)
+
+
+def test_a_window_of_width_one_is_a_threshold(tmp_path):
+    raw = RNG.integers(0, 4096, (16, 16), dtype=np.uint16)
+    np.save(tmp_path / "t.npy", raw)
+    _, x = explainer(tmp_path, 1, window=(2048.0, 1.0)).preprocess(tmp_path / "t.npy")
+    unit = block_mean((raw > 2047.5).astype(float))  # DICOM: above CENTER − 0.5 is the top
+    np.testing.assert_allclose(x, normalised(unit, 0.5, 0.25), atol=1e-6)
+
+
+def test_a_picture_read_for_another_model_is_refused(tmp_path):
+    rgb = RNG.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    picture = explainer(tmp_path, 3).read(rgb)
+    with pytest.raises(ImageError, match="a picture of 3 bands for a 1-channel model"):
+        explainer(tmp_path, 1, "b1").explain(picture)

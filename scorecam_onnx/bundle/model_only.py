@@ -36,13 +36,14 @@ DEFAULT_SIZE = 224
 
 
 def graph_layout(model: onnx.ModelProto) -> str:
-    """The image input's layout as its shape says: NHWC when the last axis holds the few
-    channels (fixed, and below axis 1, or at most 4 when axis 1 is open)."""
+    """The image input's layout as its shape says: NHWC when the last axis alone can hold
+    the channels (at most 4, and axis 1 more or open); otherwise NCHW (give `--layout NHWC`
+    for a channels-last input of more bands)."""
     shape = graphs.dims(graphs.single_input(model))
-    if len(shape) != 4 or not isinstance(shape[3], int):
+    if len(shape) != 4 or not isinstance(shape[3], int) or shape[3] > 4:
         return "NCHW"
-    first, last = shape[1], shape[3]
-    return "NHWC" if (last < first if isinstance(first, int) else last <= 4) else "NCHW"
+    first = shape[1]
+    return "NHWC" if not isinstance(first, int) or first > 4 else "NCHW"
 
 
 def graph_size(model: onnx.ModelProto, layout: str) -> tuple[int, int] | None:

@@ -110,15 +110,19 @@ class ModelService:
         pictures, inputs = [], []
         for index, data in enumerate(images):
             ticket.check()
-            try:
-                frame = frames[index] if frames else 0
-                picture = read_picture(data, self.spec, self.max_pixels, frame, f"image {index}")
-            except ImageError as exc:
-                status = 413 if "above the limit" in exc.reason else 400
-                raise ApiError(status, str(exc)) from None
+            picture = self.read(data, index, frames[index] if frames else 0)
             pictures.append(picture)
             inputs.append(model_input(picture, self.spec))
         return Decoded(pictures, np.concatenate(inputs))
+
+    def read(self, data: bytes, index: int = 0, frame: int = 0) -> Picture:
+        """One image's picture; a bad one is a 400 (413 above the limits) naming its
+        position."""
+        try:
+            return read_picture(data, self.spec, self.max_pixels, frame, f"image {index}")
+        except ImageError as exc:
+            status = 413 if "above the limit" in exc.reason else 400
+            raise ApiError(status, str(exc)) from None
 
     @property
     def spec(self) -> InputSpec:
@@ -208,7 +212,8 @@ class ModelService:
     ) -> tuple[bytes, tuple[int, int]]:
         """The RGB PNG of an image as this model reads it (its display bands, on its range),
         its longer side capped at `side`, and the image's own (height, width)."""
-        picture = self.decode([image], ticket, [params.request().options.frame]).pictures[0]
+        ticket.check()
+        picture = self.read(image, 0, params.request().options.frame)
         rgb = self.explainer.display(picture)
         size = capped(rgb.shape[:2], side)
         if size != rgb.shape[:2]:

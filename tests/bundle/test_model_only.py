@@ -191,7 +191,8 @@ def test_triton_repository_of_a_model_only_bundle_has_no_masked_scorers(tmp_path
         (["N", 1, 64, 64], "NCHW"),
         (["N", 64, 64, 1], "NHWC"),
         (["N", 13, 120, 120], "NCHW"),
-        (["N", 120, 120, 13], "NHWC"),
+        (["N", 13, 8, 8], "NCHW"),
+        (["N", 120, 120, 13], "NCHW"),  # ambiguous: --layout NHWC says it
         (["N", "H", "W", 4], "NHWC"),
         (["N", 4, "H", "W"], "NCHW"),
     ],

@@ -196,7 +196,7 @@ def test_layers_and_split(runner, tmp_path):
     )
     assert bad.exit_code == 1 and "has a spatial size of 1×1" in bad.output
     bad = runner.invoke(main, ["split", str(model), "--mean", "1,2", "--out", str(tmp_path / "b")])
-    assert bad.exit_code == 2 and "three comma-separated numbers" in bad.output
+    assert bad.exit_code == 1 and "2 mean values for an input of 3 channels" in bad.output
     missing = runner.invoke(main, ["layers", str(tmp_path / "none.onnx")])
     assert missing.exit_code == 1 and "no such ONNX file" in missing.output
 
