@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("runners",),  # ONNX Runtime, remote
     ("bundle", "cam", "detection"),  # bundles; the CAM family and detections on arrays
     ("targets", "methods", "options"),  # what to explain, and how
-    ("images", "request"),  # images; settings → a request
+    ("images", "formats", "pictures", "request"),  # images, their files; settings → a request
     ("forwards", "runtime"),  # a bundle's graphs as runners
     ("segmentation", "detectors", "attribution", "explainer"),  # the public API
     ("batch", "evaluation"),
