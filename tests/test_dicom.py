@@ -167,3 +167,31 @@ print(peak_rss_growth_mib(lambda: ex.explain({str(tmp_path / "big.dcm")!r})))
     assert done.returncode == 0, done.stderr
     per_pixel = float(done.stdout.strip().splitlines()[-1]) * 2**20 / size**2
     assert 6 <= per_pixel <= 10, per_pixel
+
+
+def test_evaluate_reads_the_frame_the_options_name(tmp_path):
+    """Average Drop over two DICOM files at frame 1, against the definition on what the API
+    reads: mean of max(0, Y − O) / Y with Y the top class's probability and O that of the
+    input times the map."""
+    from scorecam_onnx.evaluation import EvaluationPlan, evaluate
+
+    paths = []
+    for n in range(2):
+        frames = RNG.integers(0, 4096, (2, 16, 16))
+        write_dicom(tmp_path / f"f{n}.dcm", frames, WindowCenter=1800.0, WindowWidth=2500.0)
+        paths.append(tmp_path / f"f{n}.dcm")
+    ex = explainer(tmp_path, 1, voi_lut=True)
+    options = ExplainOptions(frame=1)
+    plan = EvaluationPlan(
+        methods=["scorecam"], baselines=(), metrics=["average-drop"], options=options
+    )
+    (row,) = evaluate(ex, paths, plan).rows
+    drops = []
+    for path in paths:
+        x = ex.preprocess(path, 1)[1]
+        p = ex.forwards.probabilities(x)[0]
+        c = int(np.argmax(p))
+        cam = ex.explain(path, c, options=options)[0].saliency_input
+        masked = ex.forwards.probabilities(x * cam[None, None])[0, c]
+        drops.append(max(0.0, p[c] - masked) / p[c])
+    assert row.average_drop == pytest.approx(100 * np.mean(drops), abs=1e-6)

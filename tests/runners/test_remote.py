@@ -9,11 +9,23 @@ import json
 import httpx
 import numpy as np
 import pytest
+from builders import tiny_model
 from click.testing import CliRunner
 from conftest import DEFAULT_BUNDLE, SAMPLES
+from dicom_files import write_dicom
 from triton_server import Triton, require_triton
 
-from scorecam_onnx import BundleError, Explainer, Preprocessing, Rise, Runtime, ScoreCam, TopK
+from scorecam_onnx import (
+    BundleError,
+    Explainer,
+    ExplainOptions,
+    Preprocessing,
+    Rise,
+    Runtime,
+    ScoreCam,
+    TopK,
+    write_bundle,
+)
 from scorecam_onnx.bundle import open_model
 from scorecam_onnx.cli import main
 from scorecam_onnx.request import request_from
@@ -33,9 +45,22 @@ def _repository(root, tiny_bundle=None, masked=False):
 
 
 @pytest.fixture(scope="module")
-def triton(tmp_path_factory):
+def grey_bundle(tmp_path_factory):
+    """A 1-channel model that applies each DICOM file's window."""
+    return write_bundle(
+        tiny_model(bands=1),
+        tmp_path_factory.mktemp("g") / "g",
+        "feat",
+        preprocessing=Preprocessing(mean=(0.5,), std=(0.25,), voi_lut=True),
+    )
+
+
+@pytest.fixture(scope="module")
+def triton(tmp_path_factory, grey_bundle):
     require_triton()
-    server = Triton(_repository(tmp_path_factory.mktemp("repo"), masked=True))
+    root = _repository(tmp_path_factory.mktemp("repo"), masked=True)
+    write_repository(grey_bundle, root, "grey", max_batch=8)
+    server = Triton(root)
     yield server
     server.stop()
 
@@ -73,6 +98,21 @@ def test_maps_through_triton_equal_the_in_process_maps(triton, local, protocol, 
     for g, w in zip(got, want, strict=True):
         assert float(np.abs(g.saliency - w.saliency).max()) <= 1e-5
         assert g.forwards == w.forwards and g.score == pytest.approx(w.score, abs=1e-6)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_dicom_frame_on_a_grey_model_with_its_forwards_remote(
+    triton, grey_bundle, protocol, tmp_path
+):
+    frames = np.random.default_rng(6).integers(0, 4096, (2, 16, 24))
+    write_dicom(tmp_path / "m.dcm", frames, WindowCenter=2000.0, WindowWidth=1500.0)
+    remote = Explainer(grey_bundle, Runtime(provider="cpu", model_url=triton.url("grey", protocol)))
+    local = Explainer(grey_bundle, Runtime(provider="cpu"))
+    options = ExplainOptions(frame=1)
+    [got] = remote.explain(tmp_path / "m.dcm", options=options)
+    [want] = local.explain(tmp_path / "m.dcm", options=options)
+    assert got.provider == "remote" and got.class_id == want.class_id
+    assert float(np.abs(got.saliency - want.saliency).max()) <= 1e-5
 
 
 def test_batches_are_split_to_the_servers_maximum(triton):
