@@ -124,6 +124,15 @@ def _recording(model: nn.Module, choices: list[LayerChoice]):
             setattr(parent, attr, original)
 
 
+def input_channels(model: torch.nn.Module, prep: Preprocessing) -> int:
+    """The channels a PyTorch model reads: those the preprocessing gives when not 3, else
+    the first 2-D convolution's input channels (3 without one)."""
+    if prep.channels != 3:
+        return prep.channels
+    first = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    return int(first.in_channels) if first is not None else 3
+
+
 def export_bundle(
     loaded: LoadedModel,
     out_dir: str | Path,
@@ -154,7 +163,9 @@ def export_bundle(
     if prep.height is None or prep.width is None:
         raise BundleError("give --input-size for a PyTorch model")
     model = loaded.module.eval()
-    example = torch.randn(2, 3, prep.height, prep.width, generator=torch.Generator().manual_seed(0))
+    channels = input_channels(model, prep)
+    size = (channels, prep.height, prep.width)
+    example = torch.randn(2, *size, generator=torch.Generator().manual_seed(0))
     with contextlib.redirect_stdout(io.StringIO()):
         try:
             logits_of(model(example[:1]))
@@ -165,7 +176,7 @@ def export_bundle(
         except Exception as exc:  # noqa: BLE001 - the model's own forward failed
             raise BundleError(
                 f"{loaded.source.get('model', 'the model')}: forward failed on a "
-                f"1×3×{prep.height}×{prep.width} input: {type(exc).__name__}: "
+                f"1×{channels}×{prep.height}×{prep.width} input: {type(exc).__name__}: "
                 f"{first_line(exc)}"
             ) from None
     labels_of = [c.label for c in choices]
@@ -198,9 +209,7 @@ def export_bundle(
             head=head,
         )
         exported = time.perf_counter()
-        probe = torch.randn(
-            3, 3, prep.height, prep.width, generator=torch.Generator().manual_seed(1)
-        )
+        probe = torch.randn(3, *size, generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
             *acts, want_logits = (t.numpy() for t in wrapper(probe))
     act_diff, logit_diff = _verify(

@@ -7,13 +7,13 @@ from torch import nn
 
 
 class SmallNet(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, bands: int = 3, classes: int = 5) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv1 = nn.Conv2d(bands, 8, 3, padding=1)
         self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
         self.relu1 = nn.ReLU()
         self.relu2 = nn.ReLU()
-        self.fc = nn.Linear(16, 5)
+        self.fc = nn.Linear(16, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu2(self.conv2(self.relu1(self.conv1(x))))
@@ -37,6 +37,12 @@ class SharedActivation(nn.Module):
 def small_net() -> nn.Module:
     torch.manual_seed(0)
     return SmallNet()
+
+
+def xray_net() -> nn.Module:
+    """One grey band in, 14 independent findings out (logits; a sigmoid each)."""
+    torch.manual_seed(2)
+    return SmallNet(bands=1, classes=14)
 
 
 def shared_activation() -> nn.Module:

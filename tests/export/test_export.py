@@ -9,7 +9,7 @@ import torch
 from conftest import DEFAULT_BUNDLE, SAMPLES
 from scorecam_onnx_export import export_bundle, resolve_layer
 from scorecam_onnx_export.torch_export import LoadedModel
-from torch_models import shared_activation, small_net
+from torch_models import shared_activation, small_net, xray_net
 
 from scorecam_onnx import Bundle, BundleError, Preprocessing
 from scorecam_onnx.images import load_image
@@ -178,3 +178,43 @@ def test_several_layers_export_into_one_features_graph(tmp_path):
     want = grad_cam_layers(xi, acts, model, c)
     assert correlation(got.saliency_input, want) >= 0.9999
     assert float(np.abs(got.saliency_input - want).max()) <= 1e-4
+
+
+def test_a_grey_model_exports_with_one_channel_and_reads_16_bits(tmp_path):
+    """A chest-X-ray-like model (one band, 14 sigmoid findings): the bundle's graphs equal
+    PyTorch on 1-channel inputs, and a 16-bit PNG becomes the input computed by hand."""
+    import cv2
+
+    from scorecam_onnx import Explainer, Runtime
+
+    net = xray_net()
+    prep = Preprocessing(height=16, width=16, mean=(0.5,), std=(0.25,))
+    report = export_bundle(_loaded(net), tmp_path / "x", preprocessing=prep, head="multi-label")
+    m = report.bundle.manifest
+    assert (m.input.channels, m.input.mean, m.output.classes, m.output.head) == (
+        1,
+        (0.5,),
+        14,
+        "multi-label",
+    )
+    x = np.random.default_rng(4).normal(size=(2, 1, 16, 16)).astype(np.float32)
+    (want_act,), want_logits = _captured(net, "relu2", torch.from_numpy(x))
+    acts, logits = _bundle_outputs(report.bundle, x)
+    np.testing.assert_allclose(acts, want_act, atol=1e-5)
+    np.testing.assert_allclose(logits, want_logits, atol=1e-5)
+    raw = np.random.default_rng(5).integers(0, 65536, (32, 48), dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "scan.png"), raw)
+    ex = Explainer(report.bundle, Runtime(provider="cpu"))
+    _, got = ex.preprocess(tmp_path / "scan.png")
+    blocks = raw.reshape(16, 2, 16, 3).astype(np.float64).mean(axis=(1, 3)) / 65535
+    np.testing.assert_allclose(got[0, 0], (blocks - 0.5) / 0.25, atol=0.5 / 65535 / 0.25 + 1e-6)
+    with torch.no_grad():
+        findings = torch.sigmoid(net(torch.from_numpy(got))).numpy()[0]
+    present = [int(i) for i in np.argsort(-findings) if findings[i] >= 0.5]
+    if present:  # every finding at or above 0.5 is explained, most probable first
+        found = ex.explain(tmp_path / "scan.png")
+        assert [e.class_id for e in found] == present
+        assert [e.score for e in found] == pytest.approx(findings[present].tolist(), abs=1e-5)
+    else:
+        with pytest.raises(ValueError, match="no label at or above the score threshold"):
+            ex.explain(tmp_path / "scan.png")
