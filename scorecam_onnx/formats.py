@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,17 +42,22 @@ def check_array(shape: tuple[int, ...], dtype: np.dtype[Any], name: str, max_pix
         raise ImageError(f"an array of shape {shape} is empty", name)
     if dtype.kind not in ARRAY_KINDS:
         raise ImageError(f"an array of dtype {dtype}: expected integers or floats", name)
-    check_size(shape[0], shape[1], shape[2] if len(shape) == 3 else 1, name, max_pixels)
+    bands = shape[2] if len(shape) == 3 else 1
+    check_size(shape[0], shape[1], bands, name, max_pixels, dtype.itemsize)
 
 
-def check_size(height: int, width: int, bands: int, name: str, max_pixels: int) -> None:
-    """Refuse an image above the pixel limit, or of more values than four bands of it."""
+def check_size(
+    height: int, width: int, bands: int, name: str, max_pixels: int, itemsize: int = 1
+) -> None:
+    """Refuse an image above the pixel limit, or of more values than four bands of it, or
+    of more bytes than four 16-bit bands of it."""
     if height * width > max_pixels:
         raise ImageError(f"{width}×{height} pixels is above the limit of {max_pixels} pixels", name)
-    if height * width * bands > 4 * max_pixels:
+    values = height * width * bands
+    if values > 4 * max_pixels or values * itemsize > 8 * max_pixels:
         raise ImageError(
-            f"{width}×{height} pixels of {bands} bands is above the limit of "
-            f"{max_pixels} pixels of four bands",
+            f"{width}×{height} pixels of {bands} bands of {itemsize} bytes is above the "
+            f"limit of {max_pixels} pixels of four 16-bit bands",
             name,
         )
 
@@ -67,50 +73,80 @@ def read_npy(data: bytes, name: str, max_pixels: int) -> NDArray[Any]:
             else np.lib.format.read_array_header_2_0
         )
         shape, _, dtype = reader(stream)
-    except ValueError as exc:
-        raise ImageError(f"not a readable .npy file: {exc}", name) from None
+    except Exception as exc:  # noqa: BLE001 - NumPy's header parser raises many kinds
+        raise ImageError(f"not a readable .npy file: {_said(exc)}", name) from None
     check_array(tuple(shape), dtype, name, max_pixels)
     try:
         array: NDArray[Any] = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise ImageError(f"not a readable .npy file: {exc}", name) from None
+    except Exception as exc:  # noqa: BLE001 - a short or damaged file
+        raise ImageError(f"not a readable .npy file: {_said(exc)}", name) from None
     return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
 
 
 # TIFF photometric interpretations OpenCV reads as grey or colour (with its compressions,
-# palettes and orientation): MINISWHITE, MINISBLACK (one band, or grey and alpha), RGB,
-# PALETTE, CMYK, YCBCR.
+# palettes and orientation): MINISWHITE, MINISBLACK (one band), RGB, PALETTE, CMYK, YCBCR.
 OPENCV_PHOTOMETRICS = (0, 1, 2, 3, 5, 6)
 
 
-def read_tiff(data: bytes, name: str, max_pixels: int) -> NDArray[Any] | None:
-    """The first image of a multi-band TIFF (more than one band that is not colour, more
-    than four bands, or planar) as H×W×bands, with `tifffile`, checked from its header
-    first; None for the TIFFs OpenCV reads (or when `tifffile` is not installed)."""
+def read_tiff(
+    data: bytes, name: str, max_pixels: int, channels: int, force: bool = False
+) -> tuple[NDArray[Any], bool] | None:
+    """The first page of a multi-band TIFF (more than one band that is not colour, more than
+    four, planar, or grey and alpha) as H×W×bands with `tifffile`, and whether its last band
+    is alpha; checked from its header first (size, and bands against the model's
+    `channels`). None for the TIFFs OpenCV reads (unless `force`), or without `tifffile`."""
     try:
         import tifffile
     except ImportError:
         return None
+    logger = logging.getLogger("tifffile")
+    quiet, logger.disabled = logger.disabled, True
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             page = tif.pages.first
-            bands = int(page.samplesperpixel)
-            photometric = int(page.photometric)
-            alpha = tuple(page.extrasamples)[:1] in ((1,), (2,))  # associated, unassociated
-            colour = photometric != 1 or bands == 1 or (bands == 2 and alpha)
-            if (
-                bands <= 4
-                and int(page.planarconfig) == 1
-                and (photometric in OPENCV_PHOTOMETRICS and colour)
-            ):
+            bands, alpha = int(page.samplesperpixel), _has_alpha(page)
+            if not force and _opencv_reads(page, bands, alpha):
                 return None
-            check_size(int(page.imagelength), int(page.imagewidth), bands, name, max_pixels)
+            height, width = int(page.imagelength), int(page.imagewidth)
+            itemsize = page.dtype.itemsize if page.dtype is not None else 8
+            check_size(height, width, bands, name, max_pixels, itemsize)
+            if not bands_fit(bands, channels, alpha):
+                raise ImageError(f"a {bands}-band image for a {channels}-channel model", name)
             array, axes = page.asarray(), page.axes
     except ImageError:
         raise
     except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds on a bad file
-        raise ImageError(f"not a TIFF this can read: {exc}", name) from None
-    return _interleaved(array, axes, name)
+        raise ImageError(f"not a TIFF this can read: {_said(exc)}", name) from None
+    finally:
+        logger.disabled = quiet
+    return _interleaved(array, axes, name), alpha
+
+
+def bands_fit(have: int, channels: int, alpha: bool) -> bool:
+    """Whether an image of `have` bands (the last one alpha when `alpha`) can be read by an
+    input of `channels`: alpha composited when the input has one band fewer, one grey band
+    repeated for RGB, colour made grey for one channel."""
+    if alpha and have in (2, 4) and channels < have:
+        have -= 1
+    return have == channels or (have, channels) in ((1, 3), (3, 1))
+
+
+def _has_alpha(page: Any) -> bool:
+    """Whether a TIFF page's first extra sample is (associated or unassociated) alpha."""
+    return tuple(page.extrasamples)[:1] in ((1,), (2,))
+
+
+def _opencv_reads(page: Any, bands: int, alpha: bool) -> bool:
+    """Whether OpenCV reads this TIFF page as it is: colour or one grey band, interleaved,
+    four bands at most."""
+    photometric = int(page.photometric)
+    colour = photometric != 1 or bands == 1
+    return (
+        bands <= 4
+        and int(page.planarconfig) == 1
+        and photometric in OPENCV_PHOTOMETRICS
+        and (colour and not (photometric == 2 and bands == 4 and not alpha))
+    )
 
 
 def _interleaved(array: NDArray[Any], axes: str, name: str) -> NDArray[Any]:
@@ -157,14 +193,26 @@ def read_dicom(
         raise ImageError(f"not a readable DICOM file: {exc}", name) from None
     if "PixelData" not in ds and "FloatPixelData" not in ds:
         raise ImageError("a DICOM file with no pixel data", name)
-    rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    try:
+        rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except Exception as exc:  # noqa: BLE001 - a header value pydicom cannot parse
+        raise ImageError(f"a DICOM attribute that is not a number: {_said(exc)}", name) from None
     if rows * columns > max_pixels:
         raise ImageError(f"{columns}×{rows} pixels is above the limit of {max_pixels} pixels", name)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
     if not 0 <= frame < frames:
         raise ImageError(f"no frame {frame}: the file has {frames}", name)
     pixels = _decoded(pydicom, ds, frame, name)
-    return _with_luts(pydicom, ds, pixels, voi_lut)
+    try:
+        return _with_luts(pydicom, ds, pixels, voi_lut)
+    except Exception as exc:  # noqa: BLE001 - a rescale, window or LUT pydicom cannot read
+        raise ImageError(f"a DICOM attribute that cannot be applied: {_said(exc)}", name) from None
+
+
+def _said(exc: BaseException) -> str:
+    """An exception's message, or its kind where the message says nothing."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text if len(text) > 3 else f"damaged ({type(exc).__name__})"
 
 
 def _pydicom(name: str) -> Any:

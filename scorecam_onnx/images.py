@@ -39,10 +39,13 @@ INTERPOLATION = {
 
 
 def load_image(image: ImageLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.uint8]:
-    """An H×W×3 uint8 RGB array from a path, encoded bytes or an array.
+    """An H×W×3 uint8 RGB array from a path, encoded bytes (any format OpenCV reads) or an
+    array, to show or draw on.
 
     Grayscale is replicated to three channels, an alpha channel is composited over white,
-    16-bit images are scaled to 8 bits and the EXIF orientation is applied.
+    16-bit images are scaled to 8 bits and the EXIF orientation is applied. To explain an
+    image as a model reads it (16 bits, many bands, .npy, DICOM), give the file itself, or
+    `Explainer.read` it; `Explainer.display` draws it.
     """
     if isinstance(image, np.ndarray):
         return _from_array(image)

@@ -113,11 +113,18 @@ def _from_bytes(data: bytes, name: str, spec: ImageConvention, limit: int, frame
         return Picture(pixels, low, high, found.slope, found.intercept, found.invert)
     if is_npy(data):
         return _picture(read_npy(data, name, limit), spec, name, alpha=False)
-    array = read_tiff(data, name, limit) if is_tiff(data) else None
-    if array is not None:
-        return _picture(array, spec, name, alpha=False)
+    if is_tiff(data):
+        banded = read_tiff(data, name, limit, spec.channels)
+        if banded is not None:
+            return _picture(banded[0], spec, name, alpha=banded[1])
     keep_alpha = spec.channels in (2, 4)
-    return _picture(decode_pixels(data, name, limit, keep_alpha), spec, name, alpha=True)
+    try:
+        return _picture(decode_pixels(data, name, limit, keep_alpha), spec, name, alpha=True)
+    except ImageError as exc:  # a TIFF OpenCV cannot decode may be one tifffile reads
+        forced = read_tiff(data, name, limit, spec.channels, True) if is_tiff(data) else None
+        if forced is None or "OpenCV can decode" not in exc.reason:
+            raise
+        return _picture(forced[0], spec, name, alpha=forced[1])
 
 
 def _picture(array: NDArray[Any], spec: ImageConvention, name: str, alpha: bool) -> Picture:

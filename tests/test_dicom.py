@@ -195,3 +195,11 @@ def test_evaluate_reads_the_frame_the_options_name(tmp_path):
         masked = ex.forwards.probabilities(x * cam[None, None])[0, c]
         drops.append(max(0.0, p[c] - masked) / p[c])
     assert row.average_drop == pytest.approx(100 * np.mean(drops), abs=1e-6)
+
+
+def test_a_header_value_that_is_not_a_number_is_one_line(tmp_path):
+    write_dicom(tmp_path / "d.dcm", RNG.integers(0, 4096, (16, 16)), RescaleSlope="9.99")
+    data = (tmp_path / "d.dcm").read_bytes().replace(b"9.99", b"abc ")
+    (tmp_path / "d.dcm").write_bytes(data)
+    with pytest.raises(ImageError, match="a DICOM attribute that cannot be applied"):
+        explainer(tmp_path, 1).explain(tmp_path / "d.dcm")

@@ -209,7 +209,9 @@ def test_split_writes_the_value_settings_and_info_says_them(tmp_path):
     both = CliRunner().invoke(
         main, [*args, "--force", "--window", "40,400", "--input-range", "0,1"]
     )
-    assert both.exit_code == 1 and "give one of input_range, window and voi_lut" in both.output
+    assert (
+        both.exit_code == 2 and "give one of --input-range, --window and --voi-lut" in both.output
+    )
 
 
 @pytest.mark.parametrize(
@@ -324,3 +326,81 @@ def test_a_picture_read_for_another_model_is_refused(tmp_path):
     picture = explainer(tmp_path, 3).read(rgb)
     with pytest.raises(ImageError, match="a picture of 3 bands for a 1-channel model"):
         explainer(tmp_path, 1, "b1").explain(picture)
+
+
+def test_a_damaged_npy_header_is_one_line(tmp_path):
+    header = b"{'descr': '<u2', 'fortran_order': False, 'shape': (4, 4), "
+    data = b"\x93NUMPY\x01\x00" + (len(header) + 10).to_bytes(2, "little") + header + b" " * 10
+    (tmp_path / "broken.npy").write_bytes(data)
+    with pytest.raises(ImageError, match="not a readable .npy file"):
+        explainer(tmp_path, 1).explain(tmp_path / "broken.npy")
+
+
+def test_tiff_bands_are_checked_before_decoding_and_a_damaged_tiff_is_one_line(
+    tmp_path, monkeypatch, capfd
+):
+    tifffile.imwrite(
+        tmp_path / "many.tif",
+        np.zeros((16, 16, 16), np.float64),
+        photometric="minisblack",
+        planarconfig="contig",
+        compression="zlib",
+    )
+    (tmp_path / "damaged.tif").write_bytes(b"II*\x00" + b"\xff" * 40)
+    ex = explainer(tmp_path, 1)
+    with monkeypatch.context() as patched:
+        patched.setattr(tifffile.TiffPage, "asarray", lambda *a, **k: pytest.fail("decoded"))
+        with pytest.raises(ImageError, match="a 16-band image for a 1-channel model"):
+            ex.explain(tmp_path / "many.tif")
+    with pytest.raises(ImageError, match="not a TIFF this can read: damaged") as caught:
+        ex.explain(tmp_path / "damaged.tif")
+    assert "\n" not in str(caught.value) and capfd.readouterr().err == ""
+
+
+def test_grey_and_alpha_tiff_composites_its_alpha_and_keeps_two_bands(tmp_path):
+    grey = RNG.integers(0, 65536, (16, 16), dtype=np.uint16)
+    alpha = np.full((16, 16), 65535, np.uint16)
+    alpha[:8] = 0  # the top half transparent: white
+    tifffile.imwrite(
+        tmp_path / "la.tif",
+        np.stack([grey, alpha], axis=2),
+        photometric="minisblack",
+        planarconfig="contig",
+        extrasamples=[2],
+    )
+    _, x = explainer(tmp_path, 1).preprocess(tmp_path / "la.tif")
+    over_white = np.where(alpha > 0, grey, 65535)
+    np.testing.assert_allclose(
+        x, normalised(block_mean(over_white) / 65535, 0.5, 0.25), atol=ROUNDED_16 + 2e-5
+    )
+    _, x = explainer(tmp_path, 2, "b2").preprocess(tmp_path / "la.tif")
+    both = np.stack([grey, alpha], axis=2)
+    np.testing.assert_allclose(x, normalised(block_mean(both) / 65535, 0.5, 0.25), atol=ROUNDED_16)
+
+
+def test_a_one_band_tiff_opencv_cannot_decode_is_read_by_tifffile(tmp_path):
+    values = RNG.uniform(0, 1, (16, 16)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "lzma.tif", values, compression="lzma")
+    _, x = explainer(tmp_path, 1).preprocess(tmp_path / "lzma.tif")
+    np.testing.assert_allclose(x, normalised(block_mean(values), 0.5, 0.25), atol=2e-6)
+
+
+def test_split_reads_a_channels_last_input_off_the_graph(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = tiny_model(bands=3)
+    graph = model.graph
+    graph.node[0].input[0] = "nchw"
+    graph.node.insert(0, helper.make_node("Transpose", ["input"], ["nchw"], perm=[0, 3, 1, 2]))
+    graph.input[0].CopyFrom(
+        helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 8, 8, 3])
+    )
+    onnx.save(model, str(tmp_path / "nhwc.onnx"))
+    args = ["split", str(tmp_path / "nhwc.onnx"), "--layer", "feat"]
+    done = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b")])
+    assert done.exit_code == 0, done.output
+    spec = Manifest.load(tmp_path / "b" / "manifest.json").input
+    assert (spec.layout, spec.channels, spec.height, spec.width) == ("NHWC", 3, 8, 8)
+    forced = CliRunner().invoke(main, [*args, "--layout", "NCHW", "--out", str(tmp_path / "c")])
+    assert forced.exit_code == 1 and "give --layout NHWC for channels last" in forced.output

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -233,7 +234,18 @@ def input_channels(image_input: onnx.ValueInfoProto, prep: ImageConvention) -> i
     if len(shape) != 4:
         raise BundleError(f"input {image_input.name!r} must be 4-D, has shape {shape}")
     channels = shape[1] if prep.layout == "NCHW" else shape[3]
+    last = shape[3]
+    if prep.layout == "NCHW" and isinstance(last, int) and last <= 4 < _or_more(channels):
+        raise BundleError(
+            f"input {image_input.name!r} of shape {shape} reads as {channels} channels of "
+            f"{shape[2]}×{last} in NCHW layout: give --layout NHWC for channels last"
+        )
     return channels if isinstance(channels, int) else prep.channels
+
+
+def _or_more(dim: Any) -> int:
+    """A fixed dimension, or a large number for an open one."""
+    return dim if isinstance(dim, int) else 1 << 30
 
 
 # --- cut: the graphs, saved and checked

@@ -33,6 +33,8 @@ def preprocessing_options(func: Callable[..., Any]) -> Callable[..., Any]:
     def gathered(*args: Any, **kwargs: Any) -> Any:
         values = {key: kwargs.pop(key) for key in VALUE_FLAGS}
         kwargs["pixel_values"] = {k: v for k, v in values.items() if v not in (None, False)}
+        if len(set(kwargs["pixel_values"]) - {"display_bands"}) > 1:
+            raise click.UsageError("give one of --input-range, --window and --voi-lut")
         return func(*args, **kwargs)
 
     options: list[Decorator] = [
@@ -431,10 +433,9 @@ def split(
             model, onnx_file, [] if no_layer else list(layers), decoder, given, labels, out, force
         )
         return
-    if no_layer:
-        from ..bundle.model_only import graph_layout
+    from ..bundle.model_only import graph_layout
 
-        layout = layout or graph_layout(model)
+    layout = layout or graph_layout(model)
     prep = _preprocessing(
         None,
         input_size,
