@@ -75,7 +75,7 @@ def decode_pixels(
     """
     if not data:
         raise ImageError("empty file", name)
-    alpha, grey = _check_header(data, name, max_pixels)
+    alpha, grey, orientation = _check_header(data, name, max_pixels)
     buffer = np.frombuffer(data, dtype=np.uint8)
     with native_stderr_silenced():
         try:
@@ -89,6 +89,8 @@ def decode_pixels(
                 ) from None
             found = None
         raw = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if found is not None and alpha else None
+    if raw is not None and raw.ndim == 3:  # OpenCV orients all but the image with alpha
+        raw = np.ascontiguousarray(_ORIENTED[orientation](raw))
     if found is None:
         raise ImageError("not an image OpenCV can decode (corrupt or unsupported)", name)
     if found.shape[0] * found.shape[1] > max_pixels:
@@ -139,10 +141,10 @@ def opencv_pixel_limit() -> int:
     return int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
 
 
-def _check_header(data: bytes, name: str, max_pixels: int) -> tuple[bool, bool]:
+def _check_header(data: bytes, name: str, max_pixels: int) -> tuple[bool, bool, int]:
     """Refuse an image whose header announces more than `max_pixels` pixels; whether it has
-    an alpha channel, and whether it is grey with alpha. Formats Pillow does not know are
-    left to OpenCV's guard."""
+    an alpha channel, whether it is grey with alpha, and its EXIF orientation (1 when none).
+    Formats Pillow does not know are left to OpenCV's guard."""
     from PIL import Image
 
     with warnings.catch_warnings():
@@ -150,6 +152,7 @@ def _check_header(data: bytes, name: str, max_pixels: int) -> tuple[bool, bool]:
         try:
             with Image.open(io.BytesIO(data)) as image:
                 (width, height), mode, info = image.size, image.mode, image.info
+                orientation = _orientation(image) if "A" in mode or "transparency" in info else 1
         except Image.DecompressionBombError as exc:  # past Pillow's own limit
             found = re.search(r"\((\d+) pixels\)", str(exc))
             pixels = int(found.group(1)) if found else max_pixels + 1
@@ -157,12 +160,34 @@ def _check_header(data: bytes, name: str, max_pixels: int) -> tuple[bool, bool]:
                 raise ImageError(
                     f"{pixels} pixels is above the limit of {max_pixels} pixels", name
                 ) from None
-            return True, False
+            return True, False, 1
         except Exception:  # noqa: BLE001 - unknown to Pillow, or corrupt: OpenCV decides
-            return True, False
+            return True, False, 1
     if width * height > max_pixels:
         raise ImageError(f"{width}×{height} pixels is above the limit of {max_pixels} pixels", name)
-    return "A" in mode or "transparency" in info, mode in ("LA", "La")
+    return "A" in mode or "transparency" in info, mode in ("LA", "La"), orientation
+
+
+def _orientation(image: Any) -> int:
+    """An image's EXIF orientation (1 to 8; 1 when it has none or it cannot be read)."""
+    try:
+        value = int(image.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - a damaged EXIF block: no orientation
+        return 1
+    return value if value in _ORIENTED else 1
+
+
+# An EXIF orientation's transform of an H×W×C array (as OpenCV applies it when decoding).
+_ORIENTED: dict[int, Any] = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
 
 
 def composite_over_white(image: NDArray[Any]) -> NDArray[Any]:

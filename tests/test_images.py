@@ -309,3 +309,24 @@ print(peak_rss_growth_mib(run))
     assert 7 <= per_pixel <= 16, per_pixel  # at least the RGB image and the float32 map
     saved = np.load(tmp_path / "out" / "big.npy")
     assert saved.shape == (4000, 6000) and saved.dtype == np.float32
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_an_image_with_alpha_is_oriented_as_its_exif_says(orientation):
+    """Against Pillow's `exif_transpose` (OpenCV orients every image but those it reads with
+    their alpha)."""
+    import io
+
+    from PIL import Image, ImageOps
+
+    rgba = np.random.default_rng(orientation).integers(0, 256, (4, 6, 4), dtype=np.uint8)
+    rgba[..., 3] = np.where(rgba[..., 3] > 128, 255, 0)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buffer, "PNG", exif=exif.tobytes())
+    data = buffer.getvalue()
+    want = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
+    assert (images.decode_pixels(data, "x", keep_alpha=True) == want).all()
+    white = np.where(want[..., 3:] > 0, want[..., :3], 255)
+    assert (load_image(data) == white).all()
