@@ -185,8 +185,15 @@ class Explainer:
         self, image: ImageLike | Picture, frame: int = 0
     ) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
         """The image's RGB picture to draw on and its model input (1×C×H×W)."""
+        picture, x = self._read_input(image, frame)
+        return self.display(picture), x
+
+    def _read_input(
+        self, image: ImageLike | Picture, frame: int = 0
+    ) -> tuple[Picture, NDArray[np.float32]]:
+        """The image as this model reads it, and its model input."""
         picture = self.read(image, frame)
-        return self.display(picture), model_input(picture, self.forwards.input)
+        return picture, model_input(picture, self.forwards.input)
 
     def check(self, request: ExplainRequest) -> None:
         """Refuse a request this bundle cannot run (`BundleError`, `ValueError`)."""
@@ -240,8 +247,7 @@ class Explainer:
         """`explain` for a request object (what every surface parses its settings into)."""
         self.check(request)
         started = time.perf_counter()
-        picture = self.read(image, request.options.frame)
-        x = model_input(picture, self.forwards.input)
+        picture, x = self._read_input(image, request.options.frame)
         settings = self._pass_settings(request, picture.shape)
         prepared = time.perf_counter()
         runs = ProgressOverRuns(progress)
@@ -354,8 +360,7 @@ class Explainer:
         if not self.forwards.detector:
             raise ValueError("detect is for object detectors; this bundle is not one")
         threshold = ExplainOptions(score_threshold=score_threshold).threshold(True)
-        picture = self.read(image)
-        x = model_input(picture, self.forwards.input)
+        picture, x = self._read_input(image)
         return self._in_image(self.forwards.detections(x, threshold)[0], picture.shape)
 
     def chosen_detections(
@@ -363,8 +368,7 @@ class Explainer:
     ) -> list[Detection]:
         """The detections `explain` would explain for `request`'s target (one forward)."""
         request = request or ExplainRequest()
-        picture = self.read(image, request.options.frame)
-        x = model_input(picture, self.forwards.input)
+        picture, x = self._read_input(image, request.options.frame)
         found = self.forwards.detections(x, request.options.threshold(True))[0]
         chosen = detection_target(
             found,
@@ -404,8 +408,7 @@ class Explainer:
         """The classes `explain` would explain for `target` and their scores (probability;
         for a segmentation model, the mean probability over each region), from one
         forward."""
-        picture = self.read(image)
-        x = model_input(picture, self.forwards.input)
+        picture, x = self._read_input(image)
         return self.classes_of(self.forwards.scores(x)[0], as_target(target), picture.shape)
 
     def classes_of(

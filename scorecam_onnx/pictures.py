@@ -5,7 +5,7 @@ draw on."""
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from .bundle.manifest import ImageConvention, InputSpec
 from .errors import ImageError
 from .formats import (
+    bands_fit,
     check_array,
     is_dicom,
     is_npy,
@@ -155,8 +156,8 @@ def _bands(array: NDArray[Any], channels: int, name: str, alpha: bool) -> NDArra
     grey for a 1-channel input."""
     pixels = array[..., None] if array.ndim == 2 else array
     have = pixels.shape[2]
-    if _fits(have, channels):
-        return pixels
+    if not bands_fit(have, channels, alpha):
+        raise ImageError(f"a {have}-band image for a {channels}-channel model", name)
     if alpha and have in (2, 4) and channels < have:
         pixels, have = composite_over_white(pixels), have - 1
     if have == 3 and channels == 1:
@@ -165,9 +166,7 @@ def _bands(array: NDArray[Any], channels: int, name: str, alpha: bool) -> NDArra
             warnings.warn(GREY_NOTE, stacklevel=4)
         usable = pixels if pixels.dtype in (np.uint8, np.uint16) else pixels.astype(np.float32)
         return np.asarray(cv2.cvtColor(usable, cv2.COLOR_RGB2GRAY))[..., None]
-    if _fits(have, channels):
-        return pixels
-    raise ImageError(f"a {have}-band image for a {channels}-channel model", name)
+    return pixels
 
 
 def unit_values(picture: Picture, bands_of: tuple[int, ...] | None = None) -> NDArray[np.float32]:
@@ -180,8 +179,9 @@ def unit_values(picture: Picture, bands_of: tuple[int, ...] | None = None) -> ND
     offset = np.float32((picture.intercept - picture.low) / span) if span > 0 else np.float32(0)
     step = rows(pixels.shape[1])
     for top in bands(*pixels.shape[:2]):
-        band = pixels[top : top + step].astype(np.float32) * factor + offset
-        if span <= 0:  # a window of width 1: a threshold
+        if span > 0:
+            band = pixels[top : top + step].astype(np.float32) * factor + offset
+        else:  # a window of width 1: a threshold
             values = pixels[top : top + step] * picture.slope + picture.intercept
             band = (values > picture.low).astype(np.float32)
         if not picture.exact:
@@ -238,7 +238,7 @@ def display(picture: Picture, spec: ImageConvention) -> NDArray[np.uint8]:
     out = np.empty((*picture.shape[:2], 3), np.uint8)
     step = rows(picture.shape[1])
     for top in bands(*picture.shape[:2]):
-        part = Picture(**{**picture.__dict__, "pixels": picture.pixels[top : top + step]})
+        part = replace(picture, pixels=picture.pixels[top : top + step])
         unit = unit_values(part, chosen)
         out[top : top + step] = np.clip(unit * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return out

@@ -30,3 +30,13 @@ def write_dicom(path, pixels, **tags) -> Dataset:
         ds.PixelData = pixels.astype(np.int16 if signed else np.uint16).tobytes()
     ds.save_as(path, enforce_file_format=True)
     return pydicom.dcmread(path)
+
+
+def grey_bundle(folder):
+    """A bundle of the tiny CNN reading one band, that applies each DICOM file's window."""
+    from builders import tiny_model
+
+    from scorecam_onnx import Preprocessing, write_bundle
+
+    prep = Preprocessing(mean=(0.5,), std=(0.25,), voi_lut=True)
+    return write_bundle(tiny_model(bands=1), folder, "feat", preprocessing=prep)

@@ -86,7 +86,9 @@ def preprocessing_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--layout",
             type=click.Choice(["NCHW", "NHWC"]),
             default=None,
-            help="Tensor layout of the input and activations. Default: NCHW.",
+            help="Tensor layout of the input and activations. Default: split reads it "
+            "off the input's shape (channels last when that axis alone can hold them); "
+            "NCHW for export.",
         ),
         click.option(
             "--interpolation",
@@ -411,42 +413,31 @@ def split(
     needed)."""
     from ..bundle import graphs, write_bundle
     from ..bundle.detector import is_detector
+    from ..bundle.model_only import graph_layout
 
     model = graphs.load_model(Path(onnx_file))
+    given = {
+        "input_size": input_size,
+        "mean": mean,
+        "std": std,
+        "color": color,
+        "layout": layout,
+        "interpolation": interpolation,
+        "resize": resize,
+        "crop_fraction": crop_fraction,
+    }
     if decoder is not None or (output is None and is_detector(model)):
         if pixel_values:
             raise click.UsageError(
                 f"--{next(iter(pixel_values)).replace('_', '-')} is for classifiers "
                 "and segmentation models; detectors read RGB photos"
             )
-        given = {
-            "input_size": input_size,
-            "mean": mean,
-            "std": std,
-            "color": color,
-            "layout": layout,
-            "interpolation": interpolation,
-            "resize": resize,
-            "crop_fraction": crop_fraction,
-        }
         _split_detector(
             model, onnx_file, [] if no_layer else list(layers), decoder, given, labels, out, force
         )
         return
-    from ..bundle.model_only import graph_layout
-
-    layout = layout or graph_layout(model)
     prep = _preprocessing(
-        None,
-        input_size,
-        mean,
-        std,
-        color,
-        layout,
-        interpolation,
-        resize,
-        crop_fraction,
-        values=pixel_values,
+        None, **{**given, "layout": layout or graph_layout(model)}, values=pixel_values
     )
     output = output or _only_output(model)
     if no_layer:

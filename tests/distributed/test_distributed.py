@@ -19,7 +19,7 @@ import pytest
 from builders import save, tiny_model
 from click.testing import CliRunner
 from conftest import DEFAULT_BUNDLE, SAMPLES, TINY_PREP
-from dicom_files import write_dicom
+from dicom_files import grey_bundle, write_dicom
 from examples import run_python, run_shell, runnable, workdir
 
 from scorecam_onnx import (
@@ -29,9 +29,8 @@ from scorecam_onnx import (
     FasterScoreCam,
     Rise,
     Runtime,
-    write_bundle,
 )
-from scorecam_onnx.bundle import Preprocessing, open_model
+from scorecam_onnx.bundle import open_model
 from scorecam_onnx.cli import main
 
 ray = pytest.importorskip("ray") if not os.environ.get("CI") else __import__("ray")
@@ -87,12 +86,7 @@ def test_dataset_rows_and_files_equal_in_process_maps(cluster, tmp_path, tiny_bu
 def test_dicom_16_bit_and_npy_files_on_a_grey_model(cluster, tmp_path):
     from scorecam_onnx.distributed import RayPool, explain_dataset
 
-    grey = write_bundle(
-        tiny_model(bands=1),
-        tmp_path / "grey",
-        "feat",
-        preprocessing=Preprocessing(mean=(0.5,), std=(0.25,), voi_lut=True),
-    )
+    grey = grey_bundle(tmp_path / "grey")
     folder = tmp_path / "in"
     folder.mkdir()
     frames = RNG.integers(0, 4096, (2, 16, 24))

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 
+import dicom_files
 import httpx
 import numpy as np
 import pytest
-from builders import tiny_model
 from click.testing import CliRunner
 from conftest import DEFAULT_BUNDLE, SAMPLES
 from dicom_files import write_dicom
@@ -24,7 +24,6 @@ from scorecam_onnx import (
     Runtime,
     ScoreCam,
     TopK,
-    write_bundle,
 )
 from scorecam_onnx.bundle import open_model
 from scorecam_onnx.cli import main
@@ -47,12 +46,7 @@ def _repository(root, tiny_bundle=None, masked=False):
 @pytest.fixture(scope="module")
 def grey_bundle(tmp_path_factory):
     """A 1-channel model that applies each DICOM file's window."""
-    return write_bundle(
-        tiny_model(bands=1),
-        tmp_path_factory.mktemp("g") / "g",
-        "feat",
-        preprocessing=Preprocessing(mean=(0.5,), std=(0.25,), voi_lut=True),
-    )
+    return dicom_files.grey_bundle(tmp_path_factory.mktemp("g") / "g")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from builders import save, tiny_model, webp_bomb
 from conftest import DEFAULT_BUNDLE, SAMPLES, TINY_PREP
-from dicom_files import write_dicom
+from dicom_files import grey_bundle, write_dicom
 from serving import Server
 
 from scorecam_onnx import (
@@ -30,7 +30,6 @@ from scorecam_onnx import (
     overlay,
     write_bundle,
 )
-from scorecam_onnx.bundle import Preprocessing
 from scorecam_onnx.render import encode_png
 
 pytestmark = pytest.mark.serve
@@ -56,13 +55,7 @@ def tiny_path(tmp_path_factory):
 @pytest.fixture(scope="module")
 def grey_path(tmp_path_factory):
     """A 1-channel model that applies each DICOM file's window."""
-    bundle = write_bundle(
-        tiny_model(bands=1),
-        tmp_path_factory.mktemp("serve") / "grey",
-        "feat",
-        preprocessing=Preprocessing(mean=(0.5,), std=(0.25,), voi_lut=True),
-    )
-    return bundle.path
+    return grey_bundle(tmp_path_factory.mktemp("serve") / "grey").path
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,12 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import dicom_files
 import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from builders import tiny_model
 from click.testing import CliRunner
 from conftest import DEFAULT_BUNDLE, SAMPLES
 from dicom_files import write_dicom
@@ -30,9 +30,7 @@ from scorecam_onnx import (
     Runtime,
     TopK,
     method_from,
-    write_bundle,
 )
-from scorecam_onnx.bundle import Preprocessing
 from scorecam_onnx.cli import main
 from scorecam_onnx.images import decode_image
 from scorecam_onnx.runtime import MASKED_BATCH
@@ -61,12 +59,7 @@ def yolo_bundle(detectors, tmp_path_factory):
 @pytest.fixture(scope="module")
 def grey_bundle(tmp_path_factory):
     """A 1-channel model that applies each DICOM file's window."""
-    return write_bundle(
-        tiny_model(bands=1),
-        tmp_path_factory.mktemp("g") / "g",
-        "feat",
-        preprocessing=Preprocessing(mean=(0.5,), std=(0.25,), voi_lut=True),
-    ).path
+    return dicom_files.grey_bundle(tmp_path_factory.mktemp("g") / "g").path
 
 
 @pytest.fixture(scope="module")
